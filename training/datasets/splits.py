@@ -1,0 +1,87 @@
+"""K-fold splits, image-wise and object-wise, as the grasping literature uses them.
+
+Both are true partitions: every image is in exactly one fold's test set, and
+an object-wise split never puts one object in two folds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+SPLIT_KINDS = ("iw", "ow")
+DEFAULT_FOLDS = 5
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: the ids to train on and the ids to test on."""
+
+    index: int
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+def image_wise_folds(ids: Sequence[str], k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED) -> list[Fold]:
+    """Shuffle images with a seed and cut them into k near-equal test sets."""
+    _check_k(k, len(ids), "images")
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    groups = [order[i::k] for i in range(k)]
+    return _folds(groups)
+
+
+def object_wise_folds(
+    objects: Mapping[str, str | None], k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED
+) -> list[Fold]:
+    """Partition by object id: all images of an object land in the same fold.
+
+    Objects are shuffled with the seed, then each goes to the fold with the
+    fewest images so far (largest objects first), which keeps folds balanced.
+    """
+    unknown = sorted(i for i, obj in objects.items() if obj is None)
+    if unknown:
+        raise ValueError(
+            f"object-wise split needs an object id for every image; {len(unknown)} have none "
+            f"(first: {unknown[0]}). Give the dataset an object mapping file (objects.csv) or use image-wise."
+        )
+    by_object: dict[str, list[str]] = {}
+    for image_id in sorted(objects):
+        by_object.setdefault(objects[image_id], []).append(image_id)
+    _check_k(k, len(by_object), "objects")
+    names = sorted(by_object)
+    random.Random(seed).shuffle(names)
+    names.sort(key=lambda name: -len(by_object[name]))  # stable: ties keep the shuffled order
+    groups: list[list[str]] = [[] for _ in range(k)]
+    for name in names:
+        smallest = min(range(k), key=lambda i: (len(groups[i]), i))
+        groups[smallest].extend(by_object[name])
+    return _folds(groups)
+
+
+def make_folds(
+    kind: str, objects: Mapping[str, str | None], k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED
+) -> list[Fold]:
+    """Folds of either kind (``iw`` or ``ow``) from an image id → object id map."""
+    if kind == "iw":
+        return image_wise_folds(list(objects), k, seed)
+    if kind == "ow":
+        return object_wise_folds(objects, k, seed)
+    raise ValueError(f"unknown split {kind!r}: expected one of {SPLIT_KINDS}")
+
+
+def _check_k(k: int, n: int, what: str) -> None:
+    if k < 2:
+        raise ValueError(f"need at least 2 folds, got {k}")
+    if n < k:
+        raise ValueError(f"cannot make {k} folds from {n} {what}")
+
+
+def _folds(groups: list[list[str]]) -> list[Fold]:
+    folds = []
+    for i, test in enumerate(groups):
+        train = [image_id for j, group in enumerate(groups) if j != i for image_id in group]
+        folds.append(Fold(i, tuple(sorted(train)), tuple(sorted(test))))
+    return folds
