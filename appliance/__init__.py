@@ -1,0 +1,1 @@
+"""rtgrasp appliance: the on-robot core. Contracts here need only numpy."""

@@ -1,0 +1,1 @@
+"""rtgrasp export: merged checkpoint → bundle (GGUF + ONNX + manifest)."""

@@ -1,0 +1,1 @@
+"""rtgrasp training side: datasets, the metric, and (later) reasoning tuning."""

@@ -135,3 +135,17 @@ def test_toy_dataset_reads_back_without_loss(tmp_path):
             assert len(got) == len(want)
             assert all(np.allclose(g.points, w.points, atol=1e-3) for g, w in zip(got, want))
         assert (sample.object_id, sample.category) == (item.obj.object_id, item.obj.shape)
+
+
+def test_summary_cli_and_depth_conversion(numbered_root, capsys):
+    from training.datasets.__main__ import main
+
+    assert main([str(numbered_root), "--write-depth"]) == 0
+    out = capsys.readouterr().out
+    assert "images:     3" in out and "skipped:    3" in out and "objects:    2 known" in out
+    assert "wrote 3 depth TIFFs" in out
+    tiff = numbered_root / "01" / "pcd0100d.tiff"
+    assert tiff.is_file()
+    (numbered_root / "01" / "pcd0100.txt").unlink()  # the TIFF alone now carries the depth
+    depth = CornellDataset(numbered_root).load("pcd0100").depth
+    assert depth[2, 3] == pytest.approx(1.2) and np.isnan(depth[100, 100])

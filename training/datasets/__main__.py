@@ -1,0 +1,71 @@
+"""Summarise a grasp dataset root; optionally write depth TIFFs from Cornell point clouds.
+
+    python -m training.datasets data/cornell
+    python -m training.datasets data/cornell --write-depth
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import CornellDataset, open_dataset
+from .files import write_depth_tiff
+from .splits import make_folds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.datasets",
+        description="Check and summarise a Cornell-format or Jacquard grasp dataset: images, rectangles, "
+        "skipped (NaN) rectangles, objects and the 5-fold splits.",
+        epilog="example: python -m training.datasets data/cornell --write-depth",
+    )
+    parser.add_argument("root", type=Path, help="dataset root")
+    parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file (default: ROOT/objects.csv or z.txt)")
+    parser.add_argument(
+        "--write-depth", action="store_true", help="Cornell: write pcdNNNNd.tiff beside each pcdNNNN.txt point cloud"
+    )
+    args = parser.parse_args(argv)
+    try:
+        ds = open_dataset(args.root, args.objects)
+        labels = [ds.labels(i) for i in tqdm(ds.ids, desc="reading labels", unit="img", disable=not sys.stderr.isatty())]
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{ds.name} dataset at {ds.root}" + (f" ({ds.layout})" if isinstance(ds, CornellDataset) else ""))
+    print(f"  images:     {len(labels)}")
+    print(f"  positives:  {sum(len(l.positives) for l in labels)}")
+    print(f"  negatives:  {sum(len(l.negatives) for l in labels)}")
+    print(f"  skipped:    {sum(l.skipped for l in labels)} rectangles with NaN coordinates")
+    print(f"  sizes:      {dict(Counter(l.image_size for l in labels))}")
+    objects = ds.object_ids()
+    known = {o for o in objects.values() if o is not None}
+    print(f"  objects:    {len(known)} known" + ("" if len(known) else " (no mapping file: object-wise splits unavailable)"))
+    categories = Counter(l.category for l in labels if l.category)
+    if categories:
+        print(f"  categories: {len(categories)} ({', '.join(f'{c} {n}' for c, n in categories.most_common(8))}...)")
+    for kind in ("iw", "ow"):
+        try:
+            sizes = [len(f.test) for f in make_folds(kind, objects)]
+            print(f"  5-fold {kind} test sizes: {sizes}")
+        except ValueError as exc:
+            print(f"  5-fold {kind}: unavailable ({exc})")
+    if args.write_depth:
+        if not isinstance(ds, CornellDataset):
+            print("error: --write-depth is for Cornell point clouds", file=sys.stderr)
+            return 2
+        clouds = [i for i in ds.ids if "cloud" in ds.files[i]]
+        for image_id in tqdm(clouds, desc="writing depth", unit="img"):
+            cloud = ds.files[image_id]["cloud"]
+            write_depth_tiff(cloud.with_name(f"{image_id}d.tiff"), ds.read_depth(image_id))
+        print(f"wrote {len(clouds)} depth TIFFs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
