@@ -1,0 +1,155 @@
+"""The answer contract: how a grasp pose is written as text, read back, and constrained.
+
+Three answer variants, as in the RT-Grasp paper:
+
+- ``rt``   — reasoning sentences, then the pose: ``The object is a mug ... [0.512, 0.433], -0.785``
+- ``nr-a`` — the pose alone: ``[0.512, 0.433], -0.785``
+- ``nr-b`` — ``Grasp point coordinates: [0.512, 0.433] Rotation angle in radians: -0.785``
+
+x, y are normalised image coordinates in [0, 1]; θ is radians in [−π/2, π/2)
+(DESIGN.md). The number of decimals is part of the contract and is recorded
+in the bundle manifest. Training renders with ``AnswerFormat.render``; the
+appliance parses with ``AnswerFormat.parse`` and constrains decoding with
+``AnswerFormat.grammar`` (GBNF for llama.cpp). No torch, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from .grasp import GraspPose, wrap_angle
+
+MAX_DECIMALS = 6
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+
+
+class AnswerVariant(str, Enum):
+    """Which answer form the model was trained to produce."""
+
+    RT = "rt"
+    NR_A = "nr-a"
+    NR_B = "nr-b"
+
+
+# How each variant lays out the pose; the reasoning (RT only) comes before it.
+POSE_TEMPLATES = {
+    AnswerVariant.RT: "[{x}, {y}], {theta}",
+    AnswerVariant.NR_A: "[{x}, {y}], {theta}",
+    AnswerVariant.NR_B: "Grasp point coordinates: [{x}, {y}] Rotation angle in radians: {theta}",
+}
+
+
+class AnswerParseError(ValueError):
+    """Model output that is not a valid answer; ``reason`` says what was wrong."""
+
+    def __init__(self, reason: str, text: str):
+        shown = text if len(text) <= 120 else text[:57] + " ... " + text[-58:]
+        super().__init__(f"{reason}: {shown!r}")
+        self.reason, self.text = reason, text
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """A parsed answer: the pose and, for RT, the reasoning that preceded it."""
+
+    pose: GraspPose
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """Render, parse and constrain answers of one variant with a fixed number of decimals."""
+
+    variant: AnswerVariant = AnswerVariant.RT
+    decimals: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variant", AnswerVariant(self.variant))
+        if not 1 <= self.decimals <= MAX_DECIMALS:
+            raise ValueError(f"decimals must be in 1..{MAX_DECIMALS}, got {self.decimals}")
+
+    @property
+    def _pose_pattern(self) -> re.Pattern:
+        escaped = re.escape(POSE_TEMPLATES[self.variant])
+        body = escaped.replace(r"\{x\}", _NUMBER).replace(r"\{y\}", _NUMBER).replace(r"\{theta\}", _NUMBER)
+        body = body.replace(r"\ ", r"\s*")  # tolerate spacing differences, not wording
+        return re.compile(body + r"\s*$")
+
+    def render_pose(self, pose: GraspPose) -> str:
+        """The pose part of the answer, with θ wrapped and every number rounded."""
+        d = self.decimals
+        theta = wrap_angle(pose.theta)
+        return POSE_TEMPLATES[self.variant].format(x=f"{pose.x:.{d}f}", y=f"{pose.y:.{d}f}", theta=_signed(theta, d))
+
+    def render(self, pose: GraspPose, reasoning: str = "") -> str:
+        """The whole answer; RT requires reasoning, the NR variants refuse it."""
+        reasoning = reasoning.strip()
+        if self.variant is AnswerVariant.RT and not reasoning:
+            raise ValueError("an RT answer needs reasoning text before the pose")
+        if self.variant is not AnswerVariant.RT and reasoning:
+            raise ValueError(f"a {self.variant.value} answer has no reasoning phase")
+        if "[" in reasoning:
+            raise ValueError("reasoning must not contain '[': it would be taken for the pose")
+        pose_text = self.render_pose(pose)
+        return f"{reasoning} {pose_text}" if reasoning else pose_text
+
+    def parse(self, text: str) -> ParsedAnswer:
+        """Read an answer back; ``AnswerParseError`` says what is wrong."""
+        if not isinstance(text, str):
+            raise AnswerParseError(f"expected text, got {type(text).__name__}", repr(text))
+        stripped = text.strip()
+        if not stripped:
+            raise AnswerParseError("empty answer", text)
+        match = self._pose_pattern.search(stripped)
+        if match is None:
+            raise AnswerParseError(f"no {self.variant.value} pose at the end of the answer", text)
+        reasoning = stripped[: match.start()].strip()
+        if self.variant is not AnswerVariant.RT and reasoning:
+            raise AnswerParseError(f"unexpected text before the {self.variant.value} pose", text)
+        if self.variant is AnswerVariant.RT and not reasoning:
+            raise AnswerParseError("RT answer has no reasoning before the pose", text)
+        x, y, theta = (float(v) for v in match.groups())
+        return ParsedAnswer(self._checked_pose(x, y, theta, text), reasoning)
+
+    def _checked_pose(self, x: float, y: float, theta: float, text: str) -> GraspPose:
+        for name, value in (("x", x), ("y", y)):
+            if not 0.0 <= value <= 1.0:
+                raise AnswerParseError(f"{name} = {value} is outside [0, 1]", text)
+        # Rendering rounds, so ±π/2 may come back as ±1.571: allow half a unit of the last decimal.
+        limit = math.pi / 2 + 0.5 * 10.0**-self.decimals + 1e-12
+        if not -limit <= theta <= limit:
+            raise AnswerParseError(f"theta = {theta} is outside [-pi/2, pi/2)", text)
+        return GraspPose(x, y, wrap_angle(theta))
+
+    def grammar(self) -> str:
+        """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end."""
+        digits = " ".join(["[0-9]"] * self.decimals)
+        tail = " ".join(["[0-9]"] * (self.decimals - 1))
+        zeros = "0" * self.decimals
+        parts = re.split(r"(\{x\}|\{y\}|\{theta\})", POSE_TEMPLATES[self.variant])
+        symbols = {"{x}": "unit", "{y}": "unit", "{theta}": "angle"}
+        pose = " ".join(symbols.get(p) or _gbnf_literal(p) for p in parts if p)
+        root = "reasoning pose" if self.variant is AnswerVariant.RT else "pose"
+        rules = [
+            f"root ::= {root}",
+            f"pose ::= {pose}",
+            f'unit ::= "0." {digits} | "1.{zeros}"',
+            # |θ| <= π/2 ≈ 1.5708: below 1.6, plus π/2 as rendered; the range check does the rest.
+            f'angle ::= "-"? ("0." {digits} | "1." [0-5] {tail} | "{math.pi / 2:.{self.decimals}f}")',
+        ]
+        if self.variant is AnswerVariant.RT:
+            rules.append(r'reasoning ::= [^\[\x00-\x1f] [^\[\x00-\x1f]* " "')
+        return "\n".join(rules) + "\n"
+
+
+def _signed(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    return "0." + "0" * decimals if float(text) == 0.0 else text  # never "-0.000"
+
+
+def _gbnf_literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

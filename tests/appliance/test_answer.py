@@ -1,0 +1,109 @@
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.answer import AnswerFormat, AnswerParseError, AnswerVariant
+from appliance.gbnf import parse_grammar
+from appliance.grasp import GraspPose, angle_difference
+
+unit = st.floats(0.0, 1.0, allow_nan=False)
+angle = st.floats(-math.pi / 2, math.pi / 2, allow_nan=False, exclude_max=True)
+poses = st.builds(GraspPose, unit, unit, angle)
+# Reasoning text: printable, no '[' (the contract forbids it), not blank.
+reasoning = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="["), min_size=1, max_size=80).filter(
+    lambda s: s.strip()
+)
+formats = st.builds(AnswerFormat, st.sampled_from(list(AnswerVariant)), st.integers(1, 4))
+
+
+def render(fmt: AnswerFormat, pose: GraspPose, text: str) -> str:
+    return fmt.render(pose, text if fmt.variant is AnswerVariant.RT else "")
+
+
+def test_the_three_variants_look_as_in_the_paper():
+    pose = GraspPose(0.512, 0.433, -0.785)
+    assert AnswerFormat("nr-a").render(pose) == "[0.512, 0.433], -0.785"
+    assert AnswerFormat("nr-b").render(pose) == "Grasp point coordinates: [0.512, 0.433] Rotation angle in radians: -0.785"
+    assert AnswerFormat("rt").render(pose, "A mug. Grasp the rim.") == "A mug. Grasp the rim. [0.512, 0.433], -0.785"
+    assert AnswerFormat("nr-a", decimals=2).render(GraspPose(0.5, 0.25, -0.0001)) == "[0.50, 0.25], 0.00"
+
+
+@given(formats, poses, reasoning)
+def test_every_rendered_answer_parses_back_to_the_same_pose(fmt, pose, text):
+    parsed = fmt.parse(render(fmt, pose, text))
+    tolerance = 0.5 * 10.0**-fmt.decimals + 1e-12
+    assert abs(parsed.pose.x - pose.x) <= tolerance and abs(parsed.pose.y - pose.y) <= tolerance
+    assert angle_difference(parsed.pose.theta, pose.theta) <= tolerance
+    assert -math.pi / 2 <= parsed.pose.theta < math.pi / 2
+    if fmt.variant is AnswerVariant.RT:
+        assert parsed.reasoning == text.strip()
+
+
+@given(formats, poses, reasoning)
+@settings(max_examples=60)
+def test_grammar_accepts_every_rendered_answer(fmt, pose, text):
+    assert parse_grammar(fmt.grammar()).matches(render(fmt, pose, text))
+
+
+@pytest.mark.parametrize("variant", list(AnswerVariant))
+def test_grammar_rejects_what_the_parser_rejects(variant):
+    grammar = parse_grammar(AnswerFormat(variant).grammar())
+    for bad in ["", "[0.5, 0.5], 0.1", "[1.500, 0.500], 0.100", "A mug [0.500, 0.500], 0.100 more", "[0.500, 0.500], 2.000"]:
+        assert not grammar.matches(bad)
+
+
+@given(st.text(max_size=300), formats)
+def test_garbage_never_crashes_the_parser(text, fmt):
+    try:
+        parsed = fmt.parse(text)
+    except AnswerParseError as exc:
+        assert exc.reason
+    else:
+        assert 0 <= parsed.pose.x <= 1 and 0 <= parsed.pose.y <= 1
+
+
+@given(st.binary(max_size=100))
+def test_decoded_bytes_never_crash_the_parser(data):
+    with pytest.raises(AnswerParseError):
+        AnswerFormat("rt").parse(data.decode("latin-1") + "]")
+
+
+@pytest.mark.parametrize(
+    "variant, text, reason",
+    [
+        ("rt", "A mug. [1.200, 0.500], 0.100", "x = 1.2 is outside [0, 1]"),
+        ("rt", "A mug. [0.200, -0.500], 0.100", "y = -0.5 is outside [0, 1]"),
+        ("rt", "A mug. [0.200, 0.500], 1.800", "theta = 1.8 is outside"),
+        ("rt", "[0.200, 0.500], 0.100", "RT answer has no reasoning"),
+        ("nr-a", "A mug. [0.200, 0.500], 0.100", "unexpected text before the nr-a pose"),
+        ("nr-b", "[0.200, 0.500], 0.100", "no nr-b pose"),
+        ("rt", "A mug, grasp it by the handle.", "no rt pose at the end"),
+        ("rt", "   ", "empty answer"),
+    ],
+)
+def test_parse_errors_say_what_is_wrong(variant, text, reason):
+    with pytest.raises(AnswerParseError, match=re.escape(reason)):
+        AnswerFormat(variant).parse(text)
+
+
+def test_half_pi_rounding_parses_to_the_same_grasp():
+    fmt = AnswerFormat("nr-a", decimals=3)
+    text = fmt.render(GraspPose(0.5, 0.5, math.pi / 2 - 1e-6))
+    assert text.endswith("1.571")
+    assert angle_difference(fmt.parse(text).pose.theta, math.pi / 2) < 1e-3
+
+
+def test_render_refuses_what_could_not_be_parsed():
+    with pytest.raises(ValueError, match="needs reasoning"):
+        AnswerFormat("rt").render(GraspPose(0.5, 0.5, 0.0))
+    with pytest.raises(ValueError, match="no reasoning phase"):
+        AnswerFormat("nr-a").render(GraspPose(0.5, 0.5, 0.0), "A mug.")
+    with pytest.raises(ValueError, match="must not contain"):
+        AnswerFormat("rt").render(GraspPose(0.5, 0.5, 0.0), "see [1]")
+    with pytest.raises(ValueError, match="decimals"):
+        AnswerFormat("rt", decimals=0)
+    with pytest.raises(ValueError):
+        AnswerFormat("xx")
