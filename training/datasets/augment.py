@@ -63,17 +63,22 @@ def warp(sample: GraspSample, matrix: np.ndarray, out_size: ImageSize, fill: int
                 out_size, Image.Transform.AFFINE, inverse, resample=Image.Resampling.NEAREST, fillcolor=float("nan")
             )
         )
+    positives = [r.transformed(matrix) for r in sample.positives]
+    keep = [i for i, r in enumerate(positives) if _in_view(r, out_size)]
+    parts = tuple(sample.labels.parts[i] for i in keep) if sample.labels.parts else ()
+    negatives = (r.transformed(matrix) for r in sample.negatives)
     return sample.with_pixels(
         np.asarray(image),
         depth,
-        _inside(sample.positives, matrix, out_size),
-        _inside(sample.negatives, matrix, out_size),
+        tuple(positives[i] for i in keep),
+        tuple(r for r in negatives if _in_view(r, out_size)),
+        parts,
     )
 
 
-def _inside(rects: tuple[GraspRectangle, ...], matrix: np.ndarray, size: ImageSize) -> tuple[GraspRectangle, ...]:
-    moved = (r.transformed(matrix) for r in rects)
-    return tuple(r for r in moved if 0 <= r.center[0] < size[0] and 0 <= r.center[1] < size[1])
+def _in_view(rect: GraspRectangle, size: ImageSize) -> bool:
+    x, y = rect.center
+    return 0 <= x < size[0] and 0 <= y < size[1]
 
 
 def resize(sample: GraspSample, out_size: ImageSize) -> GraspSample:

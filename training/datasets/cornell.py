@@ -2,7 +2,8 @@
 
 Files per image ``pcdNNNN``: ``pcdNNNNr.png`` (RGB), ``pcdNNNNcpos.txt`` /
 ``pcdNNNNcneg.txt`` (rectangles), optionally ``pcdNNNNd.tiff`` (depth, metres)
-or the ``pcdNNNN.txt`` point cloud. They are found anywhere under the root, so
+or the ``pcdNNNN.txt`` point cloud, and (ours, written by the synthetic set)
+``pcdNNNNparts.txt``, the object part of each positive rectangle. They are found anywhere under the root, so
 both layouts in circulation read the same way: the original's numbered
 folders ``01/``…``10/``, and the re-packaged one with ``image/``,
 ``pos_label/``, ``neg_label/`` and ``depth_image/``.
@@ -25,6 +26,7 @@ from .files import (
     read_cornell_rectangles,
     read_depth_tiff,
     read_object_map,
+    read_parts,
     read_rgb,
 )
 from .pointcloud import read_pcd_depth
@@ -32,8 +34,16 @@ from .sample import GraspLabels, GraspSample
 
 log = logging.getLogger(__name__)
 
-FILE_PATTERN = re.compile(r"^pcd(\d+)(r\.png|cpos\.txt|cneg\.txt|d\.tiff?|\.txt)$")
-KINDS = {"r.png": "rgb", "cpos.txt": "pos", "cneg.txt": "neg", "d.tiff": "depth", "d.tif": "depth", ".txt": "cloud"}
+FILE_PATTERN = re.compile(r"^pcd(\d+)(r\.png|cpos\.txt|cneg\.txt|parts\.txt|d\.tiff?|\.txt)$")
+KINDS = {
+    "r.png": "rgb",
+    "cpos.txt": "pos",
+    "cneg.txt": "neg",
+    "parts.txt": "parts",  # ours: the object part of each positive rectangle
+    "d.tiff": "depth",
+    "d.tif": "depth",
+    ".txt": "cloud",
+}
 OBJECT_MAP_NAMES = ("objects.csv", "z.txt")
 
 
@@ -88,6 +98,10 @@ class CornellDataset(GraspDataset):
         pos = read_cornell_rectangles(files["pos"], self.round_to_pixel)
         neg = read_cornell_rectangles(files["neg"], self.round_to_pixel) if "neg" in files else None
         info = self.objects.get(image_id)
+        parts = ()
+        if "parts" in files:
+            all_parts = read_parts(files["parts"], len(pos.rectangles) + pos.skipped)
+            parts = tuple(all_parts[i] for i in pos.kept)
         return GraspLabels(
             image_id=image_id,
             image_size=image_size(files["rgb"]),
@@ -98,6 +112,7 @@ class CornellDataset(GraspDataset):
             category=info.category if info else None,
             source=files["rgb"],
             skipped=pos.skipped + (neg.skipped if neg else 0),
+            parts=parts,
         )
 
     def load(self, image_id: str, with_depth: bool = True) -> GraspSample:

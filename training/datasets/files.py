@@ -32,6 +32,8 @@ class RectangleFile:
     rectangles: tuple[GraspRectangle, ...]
     skipped: int
     """Rectangles with NaN coordinates, dropped as every Cornell reader does."""
+    kept: tuple[int, ...] = ()
+    """Index in the file of each rectangle kept (to align per-rectangle side files)."""
 
 
 def read_cornell_rectangles(path: Path, round_to_pixel: bool = True) -> RectangleFile:
@@ -59,14 +61,24 @@ def read_cornell_rectangles(path: Path, round_to_pixel: bool = True) -> Rectangl
         last_line = number
     if len(corners) % 4:
         raise DatasetFormatError(path, f"{len(corners)} corner lines is not a multiple of 4", last_line)
-    rectangles, skipped = [], 0
+    rectangles, kept = [], []
     for i in range(0, len(corners), 4):
         pts = np.array(corners[i : i + 4])
-        if not np.all(np.isfinite(pts)):
-            skipped += 1
-            continue
-        rectangles.append(GraspRectangle(np.round(pts) if round_to_pixel else pts))
-    return RectangleFile(tuple(rectangles), skipped)
+        if np.all(np.isfinite(pts)):
+            rectangles.append(GraspRectangle(np.round(pts) if round_to_pixel else pts))
+            kept.append(i // 4)
+    return RectangleFile(tuple(rectangles), len(corners) // 4 - len(kept), tuple(kept))
+
+
+def read_parts(path: Path, count: int) -> tuple[str, ...]:
+    """Read a ``pcdNNNNparts.txt``: the object part of each positive rectangle, one per line."""
+    try:
+        parts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise DatasetFormatError(path, f"cannot read: {exc.strerror or exc}") from exc
+    if len(parts) != count:
+        raise DatasetFormatError(path, f"{len(parts)} part names for {count} positive rectangles")
+    return tuple(parts)
 
 
 def write_cornell_rectangles(path: Path, rectangles: tuple[GraspRectangle, ...] | list[GraspRectangle]) -> None:

@@ -24,6 +24,8 @@ class GraspLabels:
     source: Path | None = None
     skipped: int = 0
     """Rectangles dropped while reading (NaN coordinates)."""
+    parts: tuple[str, ...] = ()
+    """Object part of each positive rectangle, where the dataset records it (else empty)."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,9 @@ class GraspSample:
         depth: np.ndarray | None,
         positives: tuple[GraspRectangle, ...],
         negatives: tuple[GraspRectangle, ...],
+        parts: tuple[str, ...] = (),
     ) -> GraspSample:
         """The same object and identity with new pixels and rectangles (after augmentation)."""
         h, w = image.shape[:2]
-        labels = replace(self.labels, image_size=(w, h), positives=positives, negatives=negatives)
+        labels = replace(self.labels, image_size=(w, h), positives=positives, negatives=negatives, parts=parts)
         return GraspSample(image=image, labels=labels, depth=depth)

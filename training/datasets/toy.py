@@ -1,4 +1,4 @@
-"""A tiny drawn dataset in Cornell format: flat bars, blocks and disks on a table.
+"""A tiny drawn dataset in Cornell format: rulers, toy blocks and plates seen from above.
 
 It exists so the readers, splits, metric and demo run on a fresh machine with
 no data; the MuJoCo-rendered synthetic set replaces it for training.
@@ -23,7 +23,8 @@ from .files import ObjectInfo, write_cornell_rectangles, write_depth_tiff, write
 
 IMAGE_SIZE = (320, 240)
 TABLE_DEPTH = 0.70  # metres from the camera
-SHAPES = ("bar", "block", "disk")
+SHAPES = ("ruler", "toy block", "plate")  # categories of the reasoning taxonomy
+PART = {"ruler": "middle", "toy block": "sides", "plate": "rim"}
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ def make_objects(n: int, rng: random.Random) -> list[ToyObject]:
     objects = []
     for i in range(n):
         shape = SHAPES[i % len(SHAPES)]
-        long_side = rng.uniform(60, 110) if shape == "bar" else rng.uniform(35, 55)
-        short_side = rng.uniform(14, 24) if shape == "bar" else long_side
+        long_side = rng.uniform(60, 110) if shape == "ruler" else rng.uniform(35, 55)
+        short_side = rng.uniform(14, 24) if shape == "ruler" else long_side
         color = tuple(rng.randint(40, 220) for _ in range(3))
         objects.append(ToyObject(f"toy{i:02d}", shape, (long_side, short_side), rng.uniform(0.02, 0.06), color))
     return objects
@@ -55,7 +56,7 @@ def place(obj: ToyObject, rng: random.Random) -> tuple[list[tuple[float, float]]
     cx, cy = rng.uniform(0.3 * w, 0.7 * w), rng.uniform(0.3 * h, 0.7 * h)
     phi = rng.uniform(-math.pi, math.pi)
     long_side, short_side = obj.size
-    if obj.shape == "disk":
+    if obj.shape == "plate":
         r = long_side / 2
         outline = [(cx + r * math.cos(a), cy - r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
         pos = [GraspRectangle.from_center(cx, cy, phi + k * math.pi / 4, long_side * 1.3, long_side * 0.3) for k in range(4)]
@@ -63,14 +64,14 @@ def place(obj: ToyObject, rng: random.Random) -> tuple[list[tuple[float, float]]
     body = GraspRectangle.from_center(cx, cy, phi, long_side, short_side)
     outline = [tuple(p) for p in body.points]
     across = phi + math.pi / 2
-    span = long_side / 3 if obj.shape == "bar" else 0.0
+    span = long_side / 3 if obj.shape == "ruler" else 0.0
     pos = [
         GraspRectangle.from_center(cx + t * math.cos(phi), cy - t * math.sin(phi), across, short_side * 1.5, short_side * 0.5)
         for t in np.linspace(-span, span, 3)
     ]
-    if obj.shape == "block":
+    if obj.shape == "toy block":
         pos.append(GraspRectangle.from_center(cx, cy, phi, long_side * 1.5, long_side * 0.5))
-    neg = [] if obj.shape == "block" else [GraspRectangle.from_center(cx, cy, phi, long_side * 0.8, short_side)]
+    neg = [] if obj.shape == "toy block" else [GraspRectangle.from_center(cx, cy, phi, long_side * 0.8, short_side)]
     return outline, pos, neg
 
 
@@ -120,6 +121,7 @@ def write_toy_dataset(out: Path, images: int, seed: int = 0, objects: int = 9) -
         write_depth_tiff(out / f"{item.image_id}d.tiff", item.depth)
         write_cornell_rectangles(out / f"{item.image_id}cpos.txt", item.positives)
         write_cornell_rectangles(out / f"{item.image_id}cneg.txt", item.negatives)
+        (out / f"{item.image_id}parts.txt").write_text(f"{PART[item.obj.shape]}\n" * len(item.positives))
         mapping[item.image_id] = ObjectInfo(item.obj.object_id, f"{item.obj.shape} {item.obj.object_id}", item.obj.shape)
     write_object_map(out / "objects.csv", mapping)
     return out

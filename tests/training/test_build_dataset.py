@@ -1,0 +1,86 @@
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from appliance.answer import AnswerFormat
+from appliance.grasp import GraspPose, score_pose
+from training.build_dataset import BuildConfig, build, main
+from training.datasets import open_dataset
+from training.datasets.augment import center_crop
+from training.datasets.splits import make_folds
+from training.datasets.toy import make_objects, write_toy_dataset
+from training.reasoning.refine import Refinement, satisfies
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return open_dataset(write_toy_dataset(tmp_path_factory.mktemp("toy"), images=20, seed=4, objects=6))
+
+
+def rectangles(grasps, size):
+    return [GraspPose(x, y, t).to_rectangle(size, length, width) for x, y, t, length, width in grasps]
+
+
+# The toy set's objects, as write_toy_dataset(seed=4, objects=6) draws them: their colours
+# let the test check pixels and labels agree after augmentation, independently of the labels.
+COLOURS = {o.object_id: np.array(o.color) for o in make_objects(6, random.Random(4))}
+
+
+def check_records(records, out, fmt):
+    for record in records:
+        assert set(record) >= {"id", "image", "conversations", "grasps", "category"}
+        turns = record["conversations"]
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+        assert turns[0]["value"].startswith("<image>\n") and "<image>" not in turns[0]["value"][8:]
+        size = Image.open(out / record["image"]).size
+        truths = rectangles(record["grasps"], size)
+        first = fmt.parse(turns[1]["value"]).pose
+        assert score_pose(first, truths, size).correct
+        pixels = np.asarray(Image.open(out / record["image"]))
+        x, y = int(first.x * size[0]), int(first.y * size[1])
+        assert np.abs(pixels[y, x].astype(int) - COLOURS[record["object_id"]]).max() < 30  # on the object
+        if "refinement" in record:
+            refined = fmt.parse(turns[3]["value"]).pose
+            request = Refinement(**{k: v for k, v in record["refinement"].items() if k in ("kind", "part", "side")})
+            part = record["refinement"].get("part")
+            assert satisfies(request, first, refined, part)
+            assert score_pose(refined, truths, size).correct
+
+
+@pytest.mark.parametrize("variant", ["rt", "nr-a", "nr-b"])
+def test_build_writes_llava_json_whose_answers_are_correct_grasps(toy, tmp_path, variant):
+    config = BuildConfig(variant=variant, decimals=3, size=96, augment=2, refine_fraction=0.5, seed=1)
+    summary = build(toy, "iw", 2, config, tmp_path, progress=False)
+    train = json.loads((tmp_path / "train.json").read_text())
+    test = json.loads((tmp_path / "test.json").read_text())
+    fold = make_folds("iw", toy.object_ids(), 5, seed=1)[2]
+    assert {r["source"] for r in test} == set(fold.test)
+    assert {r["source"] for r in train} == set(fold.train)
+    # one sample per positive grasp per view; the centre-crop view's count is known exactly
+    centre = sum(len(center_crop(toy.load(i), None, (96, 96)).positives) for i in fold.train)
+    assert sum(r["image"].endswith("_v0.png") for r in train) == centre
+    assert len(train) > centre and summary["splits"]["train"]["samples"] == len(train)
+    assert summary["splits"]["test"]["samples"] == len(fold.test)
+    assert any("refinement" in r for r in train)
+    check_records(train + test, tmp_path, AnswerFormat(variant, 3))
+    if variant == "rt":
+        assert all(r["category"] in r["conversations"][1]["value"] for r in train)
+
+
+def test_build_is_deterministic(toy, tmp_path):
+    config = BuildConfig(augment=1, refine_fraction=0.3, seed=5, size=64)
+    build(toy, "ow", 0, config, tmp_path / "a", progress=False)
+    build(toy, "ow", 0, config, tmp_path / "b", progress=False)
+    assert (tmp_path / "a" / "train.json").read_text() == (tmp_path / "b" / "train.json").read_text()
+
+
+def test_cli_reports_bad_arguments(toy, tmp_path, capsys):
+    assert main(["--root", str(toy.root), "--out", str(tmp_path), "--fold", "7"]) == 2
+    assert "fold must be in 0..4" in capsys.readouterr().err
+    assert main(["--root", str(toy.root), "--out", str(tmp_path), "--refine-fraction", "2"]) == 2
+    assert "refine_fraction" in capsys.readouterr().err
+    assert main(["--root", str(toy.root), "--out", str(tmp_path), "--split", "all", "--size", "64"]) == 0
+    assert "train: " in capsys.readouterr().out
