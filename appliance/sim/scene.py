@@ -1,0 +1,178 @@
+"""The grasp cell scene shared by the synthetic dataset and the simulated cell.
+
+A table whose top is the plane z = 0 in front of the robot base, lights, a
+top-down RGB-D camera, and objects from the library. The dataset renders this
+scene without the arm; the sim cell adds the same elements to franky-sim's FR3
+scene, so a model trained on the dataset sees the cell as it saw its data.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.geometry import Intrinsics, pose_matrix, transform_points
+from appliance.grasp import GraspRectangle
+
+from .objects import GraspRegion, ObjectModel
+
+JAW_SIZE = 0.02  # metres: the Franka Hand's finger pads, drawn as the rectangle's width
+SEGMENT_SAMPLES = 3
+ROUND_ANGLES = 4
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The fixed top-down camera: position in the robot base frame, field of view, resolution."""
+
+    position: tuple[float, float, float] = (0.5, 0.0, 0.7)
+    fovy: float = 40.0
+    width: int = 640
+    height: int = 480
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_fovy(self.fovy, self.width, self.height)
+
+    @property
+    def T_base_cam(self) -> np.ndarray:
+        """Camera pose (OpenCV axes: x right, y down, z forward) in the base frame: looking straight down."""
+        return pose_matrix(np.diag([1.0, -1.0, -1.0]), self.position)
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """The table top (z = 0) and the area objects are placed in."""
+
+    center: tuple[float, float] = (0.5, 0.0)
+    half_size: tuple[float, float] = (0.4, 0.5)
+    workspace: tuple[float, float] = (0.1, 0.1)
+    """Half extents (x, y) around the centre where objects are placed."""
+
+
+def camera_xml(camera: CameraConfig, name: str = "top") -> str:
+    x, y, z = camera.position
+    return f'<camera name="{name}" pos="{x} {y} {z}" quat="1 0 0 0" fovy="{camera.fovy}"/>'
+
+
+def table_xml(table: TableConfig, rgba) -> str:
+    (cx, cy), (hx, hy) = table.center, table.half_size
+    color = " ".join(f"{c:.3f}" for c in rgba)
+    return (
+        f'<geom name="table" type="box" size="{hx} {hy} 0.02" pos="{cx} {cy} -0.02" rgba="{color}" '
+        'friction="1 0.01 0.001" condim="4"/>'
+    )
+
+
+def lights_xml(rng: random.Random | None = None) -> str:
+    k = rng.uniform(0.45, 0.65) if rng else 0.55
+    return (
+        f'<light name="cell_key" pos="0.5 -0.3 2.0" dir="0 0.15 -1" directional="true" castshadow="false" '
+        f'diffuse="{0.7 * k:.3f} {0.7 * k:.3f} {0.68 * k:.3f}" specular="0.1 0.1 0.1"/>'
+        '<light name="cell_fill" pos="0.5 0.5 2.0" dir="0 -0.3 -1" directional="true" castshadow="false" '
+        'diffuse="0.2 0.2 0.22" specular="0 0 0"/>'
+    )
+
+
+def table_color(rng: random.Random) -> tuple[float, float, float, float]:
+    """A table colour: light wood, grey or pale laminate."""
+    base = rng.choice([(0.72, 0.6, 0.45), (0.6, 0.6, 0.6), (0.8, 0.78, 0.72), (0.55, 0.45, 0.35)])
+    return tuple(min(1.0, max(0.0, c + rng.uniform(-0.06, 0.06))) for c in base) + (1.0,)
+
+
+def standalone_xml(camera: CameraConfig, table: TableConfig, bodies: list[str], rng: random.Random) -> str:
+    """A MuJoCo model with table, lights, camera and the given object bodies (no arm)."""
+    return (
+        f'<mujoco model="rtgrasp_cell"><compiler angle="radian"/><option timestep="0.002"/>'
+        f'<visual><global offwidth="{camera.width}" offheight="{camera.height}"/>'
+        '<headlight diffuse="0.1 0.1 0.1" ambient="0.2 0.2 0.2" specular="0 0 0"/></visual>'
+        f"<worldbody>{lights_xml(rng)}{camera_xml(camera)}{table_xml(table, table_color(rng))}"
+        + "".join(bodies)
+        + "</worldbody></mujoco>"
+    )
+
+
+def place(table: TableConfig, rng: random.Random) -> tuple[tuple[float, float], float]:
+    """A random object position (x, y) in the workspace and yaw."""
+    (cx, cy), (wx, wy) = table.center, table.workspace
+    return (cx + rng.uniform(-wx, wx), cy + rng.uniform(-wy, wy)), rng.uniform(-math.pi, math.pi)
+
+
+@dataclass(frozen=True)
+class ImageGrasp:
+    """A grasp rectangle in the image, from which region (part) and whether it is allowed."""
+
+    rectangle: GraspRectangle
+    part: str
+    allowed: bool
+
+
+def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CameraConfig) -> list[ImageGrasp]:
+    """Rectangles (in pixels) of one grasp region of an object at pose ``T_base_obj``."""
+    K = camera.intrinsics
+    T_cam_base = np.linalg.inv(camera.T_base_cam)
+    start, end = np.array(region.start), np.array(region.end)
+    centers = [start] if np.allclose(start, end) else [start + t * (end - start) for t in np.linspace(0, 1, SEGMENT_SAMPLES)]
+    axes = [np.array([*region.axis, 0.0])] if region.axis else [
+        np.array([math.cos(a), math.sin(a), 0.0]) for a in np.arange(ROUND_ANGLES) * math.pi / ROUND_ANGLES
+    ]  # fmt: skip
+    out = []
+    for c in centers:
+        for axis in axes:
+            half = axis / np.linalg.norm(axis) * region.opening / 2
+            ends_obj = np.stack([c - half, c + half, c])
+            ends_cam = transform_points(T_cam_base @ T_base_obj, ends_obj)
+            (u0, v0), (u1, v1), (uc, vc) = K.project(ends_cam)
+            jaw_px = JAW_SIZE * K.fx / ends_cam[2, 2]
+            angle = math.atan2(-(v1 - v0), u1 - u0)
+            rect = GraspRectangle.from_center(uc, vc, angle, math.hypot(u1 - u0, v1 - v0), jaw_px)
+            out.append(ImageGrasp(rect, region.part, region.allowed))
+    return out
+
+
+def object_grasps(obj: ObjectModel, T_base_obj: np.ndarray, camera: CameraConfig) -> list[ImageGrasp]:
+    """All rectangles of every grasp region of the object."""
+    return [g for region in obj.regions for g in region_grasps(region, T_base_obj, camera)]
+
+
+def body_pose(model, data, name: str) -> np.ndarray:
+    """4×4 pose of a MuJoCo body in the world (= robot base) frame."""
+    import mujoco
+
+    body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+    if body < 0:
+        raise KeyError(f"no body named {name!r} in the scene")
+    return pose_matrix(data.xmat[body].reshape(3, 3), data.xpos[body])
+
+
+class CameraRenderer:
+    """Render RGB and metric z-depth from the scene's top-down camera (CPU: MUJOCO_GL=osmesa)."""
+
+    def __init__(self, model, camera: CameraConfig, name: str = "top"):
+        import mujoco
+
+        self._renderer = mujoco.Renderer(model, camera.height, camera.width)
+        self._name = name
+
+    def render(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """(H×W×3 uint8 RGB, H×W float32 depth in metres along the optical axis)."""
+        r = self._renderer
+        r.update_scene(data, self._name)
+        rgb = r.render().copy()
+        r.enable_depth_rendering()
+        r.update_scene(data, self._name)
+        depth = r.render().astype(np.float32)
+        r.disable_depth_rendering()
+        return rgb, depth
+
+    def close(self) -> None:
+        self._renderer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,106 @@
+"""The simulated cell's camera and object library, rendered for real (MuJoCo on the CPU)."""
+
+import math
+import os
+import random
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+mujoco = pytest.importorskip("mujoco")
+
+from appliance.geometry import transform_points  # noqa: E402
+from appliance.sim.objects import CATEGORIES, MAX_OPENING, make_object  # noqa: E402
+from appliance.sim.scene import CameraConfig, CameraRenderer, TableConfig, body_pose, object_grasps, standalone_xml  # noqa: E402
+from training.reasoning import load_templates  # noqa: E402
+
+CAMERA, TABLE = CameraConfig(), TableConfig()
+
+
+def render_marker(point, half=0.004):
+    """Render a small red cube whose top face centre is ``point``."""
+    x, y, z = point
+    body = (
+        f'<body name="m" pos="{x} {y} {z - half}"><geom type="box" size="{half} {half} {half}" '
+        'rgba="1 0 0 1"/></body>'
+    )
+    model = mujoco.MjModel.from_xml_string(standalone_xml(CAMERA, TABLE, [body], random.Random(0)))
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    with CameraRenderer(model, CAMERA) as r:
+        return r.render(data)
+
+
+@pytest.mark.parametrize("point", [(0.5, 0.0, 0.05), (0.62, 0.12, 0.02), (0.38, -0.15, 0.1)])
+def test_world_point_projects_to_its_pixel_and_back(point):
+    rgb, depth = render_marker(point)
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)
+    assert red.sum() > 10
+    vs, us = np.nonzero(red)
+    K, T_cam_base = CAMERA.intrinsics, np.linalg.inv(CAMERA.T_base_cam)
+    u, v = K.project(transform_points(T_cam_base, np.array(point)))
+    assert abs(us.mean() + 0.5 - u) <= 2 and abs(vs.mean() + 0.5 - v) <= 2
+    # back-project the rendered depth at the marker's pixel: within 5 mm of the true point
+    iu, iv = int(round(us.mean())), int(round(vs.mean()))
+    back = transform_points(CAMERA.T_base_cam, K.backproject(iu + 0.5, iv + 0.5, float(depth[iv, iu])))
+    assert np.linalg.norm(back - np.array(point)) < 0.005
+
+
+def test_table_depth_is_the_camera_height():
+    _, depth = render_marker((0.5, 0.0, 0.05))
+    assert depth[10, 10] == pytest.approx(CAMERA.position[2], abs=1e-3)
+
+
+def test_library_covers_the_synthetic_categories_with_sound_semantics():
+    templates = load_templates()
+    synthetic = {c.name for c in templates.categories.values() if c.synthetic}
+    assert set(CATEGORIES) == synthetic and len(CATEGORIES) >= 16
+    for category in CATEGORIES:
+        semantics = templates.category(category)
+        for seed in range(3):
+            obj = make_object(category, random.Random(seed))
+            assert 0.01 < obj.mass < 1.0 and obj.friction >= 0.9
+            assert any(r.allowed for r in obj.regions)
+            for region in obj.regions:
+                assert region.opening <= MAX_OPENING
+                if region.allowed:
+                    assert region.part in semantics.grasp_at, (category, region.part)
+                else:  # a forbidden part, or an allowed part at an impossible angle
+                    assert region.part in semantics.avoid or region.part in semantics.grasp_at, (category, region.part)
+            assert set(obj.parts) <= set(semantics.parts) | {"pages", "wall", "shaft", "head", "stem", "cap", "center"}
+
+
+def test_instances_vary_in_size_and_colour():
+    a, b = make_object("mug", random.Random(1)), make_object("mug", random.Random(2))
+    assert a.geoms[0].size != b.geoms[0].size or a.geoms[0].pos != b.geoms[0].pos
+    assert a.colors != b.colors
+    with pytest.raises(ValueError, match="unknown object category"):
+        make_object("teapot", random.Random(0))
+
+
+@pytest.mark.parametrize("category", ["screwdriver", "mug", "sunglasses"])
+def test_rectangles_land_on_the_right_parts(category):
+    """Allowed rectangles centre on pixels of allowed parts, forbidden ones on forbidden parts."""
+    rng = random.Random(3)
+    obj = make_object(category, rng)
+    xml = standalone_xml(CAMERA, TABLE, [obj.to_mjcf("obj", (0.5, 0.02), 0.7)], rng)
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    mujoco.mj_step(model, data, nstep=300)
+    with CameraRenderer(model, CAMERA) as r:
+        r._renderer.update_scene(data, "top")
+        r._renderer.enable_segmentation_rendering()
+        seg = r._renderer.render()[..., 0]
+        r._renderer.disable_segmentation_rendering()
+    part_of_geom = {g: mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in range(model.ngeom)}
+    for grasp in object_grasps(obj, body_pose(model, data, "obj"), CAMERA):
+        if grasp.part in ("rim", "bridge", "frame", "handle"):
+            u, v = (int(c) for c in grasp.rectangle.center)
+            window = seg[v - 3 : v + 4, u - 3 : u + 4].ravel()
+            names = {part_of_geom.get(int(g)) or "" for g in window if g >= 0}
+            assert any(n.endswith("_" + grasp.part) or (grasp.part == "bridge" and n.endswith("_frame")) for n in names), (
+                grasp.part,
+                names,
+            )
+            assert math.isfinite(grasp.rectangle.angle)
