@@ -80,3 +80,84 @@ def pose_matrix(rotation: np.ndarray, translation) -> np.ndarray:
     T[:3, :3] = rotation
     T[:3, 3] = translation
     return T
+
+
+def rotation_log(R: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a rotation matrix (the inverse of ``rotation_exp``)."""
+    cos = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
+    angle = math.acos(cos)
+    if angle < 1e-9:
+        return np.zeros(3)
+    antisym = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / 2  # sin(angle) · axis
+    if math.pi - angle < 1e-3:  # sin(angle) ≈ 0: the symmetric part is cos·I + (1 − cos)·k kᵀ
+        kk = ((R + R.T) / 2 - cos * np.eye(3)) / (1 - cos)
+        i = int(np.argmax(np.diag(kk)))
+        axis = kk[:, i] / math.sqrt(kk[i, i])
+        return axis * angle * (-1.0 if axis @ antisym < 0 else 1.0)
+    return antisym / math.sin(angle) * angle
+
+
+def rotation_exp(v: np.ndarray) -> np.ndarray:
+    """Rotation matrix of an axis-angle vector (Rodrigues)."""
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = np.asarray(v) / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
+def interpolate_pose(start: np.ndarray, end: np.ndarray, s: float) -> np.ndarray:
+    """Pose a fraction ``s`` of the way from start to end (straight line, geodesic rotation)."""
+    R0 = start[:3, :3]
+    delta = rotation_log(R0.T @ end[:3, :3])
+    return pose_matrix(R0 @ rotation_exp(s * delta), start[:3, 3] + s * (end[:3, 3] - start[:3, 3]))
+
+
+def median_depth(depth: np.ndarray, u: float, v: float, window: int = 5) -> float | None:
+    """Median of the valid (finite, positive) depths in a window around (u, v); None if none."""
+    h, w = depth.shape
+    iu, iv, r = int(u), int(v), window // 2
+    if not (0 <= iu < w and 0 <= iv < h):
+        return None
+    patch = depth[max(0, iv - r) : iv + r + 1, max(0, iu - r) : iu + r + 1]
+    valid = patch[np.isfinite(patch) & (patch > 0)]
+    return float(np.median(valid)) if valid.size else None
+
+
+@dataclass(frozen=True)
+class SurfaceGrasp:
+    """A grasp seen from above, in the robot base frame: the surface point under the grasp centre,
+    the direction the jaws close along (angle in the base xy-plane), and the camera ray through the
+    centre, so the grasp can be placed on that ray at the height the fingers close at."""
+
+    point: np.ndarray
+    closing_angle: float
+    ray_origin: np.ndarray
+    ray_direction: np.ndarray
+
+    def at_height(self, z: float) -> np.ndarray:
+        """Where the centre's camera ray crosses the plane at height ``z`` (the surface point if parallel)."""
+        dz = self.ray_direction[2]
+        if abs(dz) < 1e-9:
+            return np.array([self.point[0], self.point[1], z])
+        return self.ray_origin + (z - self.ray_origin[2]) / dz * self.ray_direction
+
+
+def image_grasp_to_base(
+    u: float, v: float, theta: float, depth: np.ndarray, K: Intrinsics, T_base_cam: np.ndarray, window: int = 5, axis_px: float = 20.0
+) -> SurfaceGrasp | None:
+    """Lift an image grasp (pixel centre, image angle θ) to the base frame; None without valid depth.
+
+    The centre is back-projected with the median depth of a small window; the
+    closing direction comes from back-projecting two points along the image
+    grasp axis at that same depth, so any camera roll or tilt is accounted for.
+    """
+    z = median_depth(depth, u, v, window)
+    if z is None:
+        return None
+    du, dv = axis_px * math.cos(theta), -axis_px * math.sin(theta)
+    pts_cam = np.stack([K.backproject(u, v, z), K.backproject(u - du, v - dv, z), K.backproject(u + du, v + dv, z)])
+    center, a, b = transform_points(T_base_cam, pts_cam)
+    origin = T_base_cam[:3, 3]
+    return SurfaceGrasp(center, math.atan2(b[1] - a[1], b[0] - a[0]), origin, center - origin)

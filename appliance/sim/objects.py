@@ -99,11 +99,12 @@ class ObjectModel:
     def parts(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(g.part for g in self.geoms))
 
-    def to_mjcf(self, name: str, pos, yaw: float) -> str:
-        """A free body for MuJoCo with this object resting on the table at (x, y), turned by yaw."""
+    def to_mjcf(self, name: str, pos, yaw: float, base_z: float = 0.0) -> str:
+        """A free body for MuJoCo resting at (x, y) on a surface at height ``base_z``, turned by yaw."""
         total = sum(g.volume for g in self.geoms)
         qw, qz = math.cos(yaw / 2), math.sin(yaw / 2)
-        lines = [f'<body name="{name}" pos="{pos[0]:.5f} {pos[1]:.5f} {self.rest_offset:.5f}" quat="{qw:.6f} 0 0 {qz:.6f}">']
+        z = base_z + self.rest_offset
+        lines = [f'<body name="{name}" pos="{pos[0]:.5f} {pos[1]:.5f} {z:.5f}" quat="{qw:.6f} 0 0 {qz:.6f}">']
         lines.append(f'  <freejoint name="{name}_joint"/>')
         for i, g in enumerate(self.geoms):
             rgba = " ".join(f"{c:.3f}" for c in self.colors.get(g.part, (0.5, 0.5, 0.5, 1.0)))

@@ -1,0 +1,1 @@
+"""Robot backends and grasp plans. pylibfranka is imported only by the franka backend."""

@@ -1,0 +1,202 @@
+"""Franka FR3 backend through pylibfranka (real robot, or franky-sim on loopback).
+
+pylibfranka never releases the GIL while it talks to the robot, so this
+backend belongs in its own process. Motions are streamed at 1 kHz from
+minimum-jerk profiles; a stop request ramps the motion down instead of
+cutting it; after every Cartesian motion the reached pose is checked, since
+an unreachable target must not pass silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.geometry import interpolate_pose, rotation_log
+
+from .plan import MotionError
+
+log = logging.getLogger(__name__)
+
+STOP_RAMP_S = 0.3  # a stop request slows the motion to rest over this long
+MIN_DURATION_S = 0.4
+REACH_TOLERANCE_M = 0.01
+REACH_TOLERANCE_RAD = math.radians(5)
+
+
+@dataclass(frozen=True)
+class FrankaConfig:
+    """How to reach and drive the arm."""
+
+    type: str = "franka"
+    host: str = "127.0.0.1"
+    realtime: bool = False
+    """Enforce realtime scheduling (needs a PREEMPT_RT kernel); off for the simulator."""
+    joint_speed: float = 1.2  # rad/s, fastest joint during joint motions
+    angular_speed: float = 1.5  # rad/s during Cartesian motions
+    gripper_speed: float = 0.05  # m/s
+    collision_torque: tuple[float, float, float, float, float, float, float] = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
+    collision_force: tuple[float, float, float, float, float, float] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
+
+    def __post_init__(self) -> None:
+        if self.type != "franka":
+            raise ValueError(f"FrankaConfig is for type 'franka', got {self.type!r}")
+        if not 0 < self.joint_speed <= 2.0 or not 0 < self.angular_speed <= 2.5:
+            raise ValueError("joint_speed must be in (0, 2] rad/s and angular_speed in (0, 2.5] rad/s")
+
+
+def min_jerk(tau: float) -> float:
+    """Minimum-jerk profile: 0 → 1 with zero velocity and acceleration at both ends."""
+    tau = min(max(tau, 0.0), 1.0)
+    return tau**3 * (10 - 15 * tau + 6 * tau**2)
+
+
+def column_major(T: np.ndarray) -> list[float]:
+    return T.flatten(order="F").tolist()
+
+
+def from_column_major(values) -> np.ndarray:
+    """libfranka's column-major O_T_EE read into a row-major 4×4 (DESIGN.md, robot frames)."""
+    return np.array(values, dtype=np.float64).reshape(4, 4, order="F")
+
+
+class FrankaArm:
+    """One FR3 with its Franka Hand."""
+
+    def __init__(self, config: FrankaConfig = FrankaConfig(), stop: threading.Event | None = None):
+        self.config = config
+        self.stop_requested = stop or threading.Event()
+        self._robot = self._gripper = None
+
+    # ---------------------------------------------------------------- connection
+    def connect(self) -> FrankaArm:
+        import pylibfranka as pf
+
+        self._pf = pf
+        rt = pf.RealtimeConfig.kEnforce if self.config.realtime else pf.RealtimeConfig.kIgnore
+        self._robot = pf.Robot(self.config.host, rt)
+        self._gripper = pf.Gripper(self.config.host)
+        c = self.config
+        self._robot.set_collision_behavior(list(c.collision_torque), list(c.collision_torque), list(c.collision_force), list(c.collision_force))
+        log.info("connected to the arm at %s", c.host)
+        return self
+
+    def disconnect(self) -> None:
+        self._robot = self._gripper = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._robot is not None
+
+    def __enter__(self) -> FrankaArm:
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+    # ---------------------------------------------------------------- state
+    def pose(self) -> np.ndarray:
+        """Current TCP pose O_T_EE (row-major 4×4, base frame)."""
+        return from_column_major(self._robot.read_once().O_T_EE)
+
+    def joints(self) -> np.ndarray:
+        return np.array(self._robot.read_once().q)
+
+    def recover(self) -> None:
+        """Clear a reflex or error so the arm accepts motions again."""
+        self._robot.automatic_error_recovery()
+
+    # ---------------------------------------------------------------- motions
+    def move_joints(self, target_q, speed_factor: float = 1.0) -> None:
+        """Joint-space minimum-jerk motion to ``target_q``."""
+        pf, target = self._pf, np.asarray(target_q, dtype=np.float64)
+
+        def start(state):
+            q0 = np.array(state.q_d)
+            duration = max(MIN_DURATION_S, 1.875 * np.max(np.abs(target - q0)) / (self.config.joint_speed * speed_factor))
+            return duration, lambda s: pf.JointPositions((q0 + s * (target - q0)).tolist())
+
+        self._stream(lambda: self._robot.start_joint_position_control(pf.ControllerMode.JointImpedance), start)
+
+    def move_pose(self, target: np.ndarray, speed: float) -> None:
+        """Straight-line Cartesian minimum-jerk motion of the TCP; raises if the target was not reached."""
+        pf = self._pf
+
+        def start(state):
+            T0 = from_column_major(state.O_T_EE_c)
+            distance = float(np.linalg.norm(target[:3, 3] - T0[:3, 3]))
+            turn = float(np.linalg.norm(rotation_log(T0[:3, :3].T @ target[:3, :3])))
+            # peak speed of a minimum-jerk profile is 1.875 × the mean speed
+            duration = max(MIN_DURATION_S, 1.875 * distance / speed, 1.875 * turn / self.config.angular_speed)
+            return duration, lambda s: pf.CartesianPose(column_major(interpolate_pose(T0, target, s)))
+
+        self._stream(lambda: self._robot.start_cartesian_pose_control(pf.ControllerMode.JointImpedance), start)
+        self._check_reached(target)
+
+    def _stream(self, start_control, start) -> None:
+        """Run one 1 kHz control loop; a stop request ramps the profile's clock down to rest."""
+        pf = self._pf
+        try:
+            control = start_control()
+            state, _ = control.readOnce()
+            duration, command_at = start(state)
+            tau, rate = 0.0, 1.0
+            while True:
+                state, dt = control.readOnce()
+                step = dt.to_sec()
+                if self.stop_requested.is_set():
+                    rate = max(0.0, rate - step / STOP_RAMP_S)
+                tau = min(1.0, tau + step / duration * rate)
+                command = command_at(min_jerk(tau))
+                finished = tau >= 1.0 or rate == 0.0
+                command.motion_finished = finished
+                control.writeOnce(command)
+                if finished:
+                    break
+        except (pf.ControlException, pf.CommandException, pf.NetworkException) as exc:
+            log.warning("motion failed: %s; recovering", exc)
+            self._recover_quietly()
+            raise MotionError(f"motion failed: {exc}") from exc
+        if self.stop_requested.is_set():
+            raise MotionError("stopped on request")
+
+    def _recover_quietly(self) -> None:
+        try:
+            self.recover()
+        except Exception as exc:  # recovery itself failing is reported by the next motion
+            log.error("automatic error recovery failed: %s", exc)
+
+    def _check_reached(self, target: np.ndarray) -> None:
+        reached = self.pose()
+        error = float(np.linalg.norm(reached[:3, 3] - target[:3, 3]))
+        turn = float(np.linalg.norm(rotation_log(reached[:3, :3].T @ target[:3, :3])))
+        if error > REACH_TOLERANCE_M or turn > REACH_TOLERANCE_RAD:
+            raise MotionError(
+                f"target not reached: {error * 1000:.0f} mm and {math.degrees(turn):.1f}° away "
+                f"(at {np.round(reached[:3, 3], 3).tolist()}, wanted {np.round(target[:3, 3], 3).tolist()})"
+            )
+
+    # ---------------------------------------------------------------- gripper
+    def open_gripper(self, width: float) -> None:
+        if not self._hand(lambda g: g.move(width, self.config.gripper_speed)):
+            raise MotionError(f"the hand did not open to {width * 1000:.0f} mm")
+
+    def grasp(self, width: float, force: float, epsilon_inner: float, epsilon_outer: float) -> bool:
+        """Close with ``force``; True if the final width is within [width − ε_inner, width + ε_outer]."""
+        return bool(self._hand(lambda g: g.grasp(width, self.config.gripper_speed, force, epsilon_inner, epsilon_outer)))
+
+    def _hand(self, command):
+        try:
+            return command(self._gripper)
+        except (self._pf.CommandException, self._pf.NetworkException) as exc:
+            raise MotionError(f"the hand failed: {exc}") from exc
+
+    def gripper_width(self) -> float:
+        return float(self._gripper.read_once().width)
+
+    def is_grasped(self) -> bool:
+        return bool(self._gripper.read_once().is_grasped)

@@ -1,0 +1,149 @@
+"""The sim cell's request service over ZeroMQ: camera frames, scene resets, object poses.
+
+One REP socket on loopback. Requests are JSON objects with an ``op``:
+
+- ``info``   → robot address, camera intrinsics and ``T_base_cam``, the objects
+- ``frame``  → [header JSON, RGB bytes (H×W×3 uint8), depth bytes (H×W float32, metres)]
+- ``reset``  ``{"object": i or id, "x", "y", "yaw"}`` or ``{"object", "seed"}`` → the placement
+- ``poses``  → every object's pose [x, y, z, qw, qx, qy, qz] in the base frame, its centre
+  of mass and whether it touches the table
+
+Every reply carries ``ok``; a bad request gets ``{"ok": false, "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+
+import numpy as np
+
+from .cell import SimCell
+from .scene import CameraRenderer, place
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+MAX_REQUEST_BYTES = 4096
+SETTLE_S = 0.4  # let a reset object come to rest before answering
+
+
+class CellService:
+    """Serves one SimCell on a REP socket from its own thread (the renderer lives there too)."""
+
+    def __init__(self, cell: SimCell, endpoint: str | None = None):
+        self.cell = cell
+        self.endpoint = endpoint or cell.config.service
+        if not self.endpoint.startswith(("tcp://127.", "ipc://", "inproc://")):
+            raise ValueError(f"the sim service binds loopback only, got {self.endpoint}")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bound = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> CellService:
+        self._thread = threading.Thread(target=self._serve, name="sim-service", daemon=True)
+        self._thread.start()
+        if not self._bound.wait(30) or self._error:
+            raise RuntimeError(f"sim service did not start: {self._error}")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _serve(self) -> None:
+        import mujoco
+        import zmq
+
+        context = zmq.Context.instance()
+        socket = context.socket(zmq.REP)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        try:
+            socket.bind(self.endpoint)
+            data = mujoco.MjData(self.cell.model)
+            renderer = CameraRenderer(self.cell.model, self.cell.config.camera)
+        except Exception as exc:  # reported to start()
+            self._error = exc
+            self._bound.set()
+            return
+        self._bound.set()
+        log.info("sim service on %s", self.endpoint)
+        try:
+            while not self._stop.is_set():
+                if not socket.poll(POLL_MS):
+                    continue
+                raw = socket.recv()
+                try:
+                    socket.send_multipart(self._handle(raw, data, renderer))
+                except Exception as exc:  # one bad request never stops the service
+                    log.exception("request failed")
+                    socket.send_multipart([_json({"ok": False, "error": f"{type(exc).__name__}: {exc}"})])
+        finally:
+            renderer.close()
+            socket.close()
+
+    def _handle(self, raw: bytes, data, renderer) -> list[bytes]:
+        try:
+            request = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return [_json({"ok": False, "error": "request is not JSON"})]
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return [_json({"ok": False, "error": "request must be a JSON object with an 'op'"})]
+        op = request["op"]
+        if op == "info":
+            return [_json({"ok": True, **self._info()})]
+        if op == "frame":
+            return self._frame(data, renderer)
+        if op == "reset":
+            return [_json({"ok": True, "placement": self._reset(request)})]
+        if op == "poses":
+            self._forward(data)
+            return [_json({"ok": True, "objects": self.cell.object_states(data)})]
+        return [_json({"ok": False, "error": f"unknown op {op!r}"})]
+
+    def _info(self) -> dict:
+        camera = self.cell.config.camera
+        K = camera.intrinsics
+        return {
+            "robot_host": self.cell.robot.hostname,
+            "camera": {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy, "width": K.width, "height": K.height,
+                       "T_base_cam": camera.T_base_cam.tolist()},
+            "objects": [{"id": o.object_id, "category": o.category} for o in self.cell.objects],
+        }  # fmt: skip
+
+    def _forward(self, data) -> None:
+        import mujoco
+
+        data.qpos[:] = self.cell.snapshot_qpos()
+        mujoco.mj_forward(self.cell.model, data)
+
+    def _frame(self, data, renderer) -> list[bytes]:
+        self._forward(data)
+        rgb, depth = renderer.render(data)
+        header = {"ok": True, "height": rgb.shape[0], "width": rgb.shape[1], "time": time.time()}
+        return [_json(header), np.ascontiguousarray(rgb).tobytes(), np.ascontiguousarray(depth).tobytes()]
+
+    def _reset(self, request: dict) -> dict:
+        objects = self.cell.objects
+        ref = request.get("object", 0)
+        ids = [o.object_id for o in objects]
+        index = ids.index(ref) if isinstance(ref, str) and ref in ids else ref
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(objects):
+            raise ValueError(f"unknown object {ref!r}; known: {', '.join(ids)}")
+        if "seed" in request:
+            (x, y), yaw = place(self.cell.config.table, random.Random(request["seed"]))
+        else:
+            x, y, yaw = (float(request[k]) for k in ("x", "y", "yaw"))
+        self.cell.reset(index, x, y, yaw)
+        time.sleep(SETTLE_S)
+        return {"object": ids[index], "x": x, "y": y, "yaw": yaw}
+
+
+def _json(obj: dict) -> bytes:
+    return json.dumps(obj).encode()

@@ -1,0 +1,229 @@
+"""Grasp trials in the simulated cell: objects × poses, executed with pylibfranka.
+
+Each trial puts one object at a seeded pose, takes a picture from the
+observation pose, asks a grasp source for an image-space pose (x, y, θ), lifts
+it to the base frame with the depth image and ``T_base_cam``, plans a top-down
+grasp, executes it (pre-grasp, descend, close, lift 15 cm) and counts a
+success when the hand holds something and the object rose with it.
+
+    python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from appliance.config import ConfigError, load_config
+from appliance.geometry import Intrinsics, image_grasp_to_base, pose_matrix
+from appliance.grasp import GraspPose
+from appliance.robot.franka import FrankaArm, FrankaConfig
+from appliance.robot.plan import GraspLimits, MotionError, UnsafeTarget, Workspace, execute, plan_top_down
+
+from .cell import SimCellConfig, cell_objects
+from .client import SimCellClient
+from .scene import object_grasps
+
+log = logging.getLogger(__name__)
+
+LIFT_SUCCESS_M = 0.05  # the object's centre of mass must rise this much, and leave the table
+CELL_START_TIMEOUT_S = 60.0
+
+GraspSource = Callable[[np.ndarray, np.ndarray, dict], GraspPose | None]
+"""(rgb, depth, context) → image-space pose; context has 'object', 'category', 'poses'."""
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One grasp attempt."""
+
+    object: str
+    category: str
+    pose_index: int
+    success: bool
+    stage: str
+    message: str
+    seconds: float
+    lift_m: float
+
+
+def quat_pose(p) -> np.ndarray:
+    """4×4 pose from [x, y, z, qw, qx, qy, qz]."""
+    x, y, z, w, qx, qy, qz = p
+    R = np.array([
+        [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * w), 2 * (qx * qz + qy * w)],
+        [2 * (qx * qy + qz * w), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * w)],
+        [2 * (qx * qz - qy * w), 2 * (qy * qz + qx * w), 1 - 2 * (qx * qx + qy * qy)],
+    ])  # fmt: skip
+    return pose_matrix(R, (x, y, z))
+
+
+def oracle_source(config: SimCellConfig) -> GraspSource:
+    """Ground truth: the middle grasp of the object's first allowed region, at its current pose."""
+    library = {o.object_id: o for o in cell_objects(config)}
+    camera = config.camera
+
+    def source(rgb, depth, context) -> GraspPose | None:
+        obj = library[context["object"]]
+        grasps = [g for g in object_grasps(obj, quat_pose(context["poses"][obj.object_id]), camera) if g.allowed]
+        if not grasps:
+            return None
+        first = [g for g in grasps if g.part == grasps[0].part]
+        return GraspPose.from_rectangle(first[len(first) // 2].rectangle, (camera.width, camera.height))
+
+    return source
+
+
+class TrialRunner:
+    """Runs trials against a live cell (service + libfranka server) with one arm connection."""
+
+    def __init__(self, config: SimCellConfig, client: SimCellClient, arm: FrankaArm, limits: GraspLimits = GraspLimits()):
+        self.config, self.client, self.arm, self.limits = config, client, arm, limits
+        info = client.info()
+        cam = info["camera"]
+        self.K = Intrinsics(cam["fx"], cam["fy"], cam["cx"], cam["cy"], cam["width"], cam["height"])
+        self.T_base_cam = np.array(cam["T_base_cam"])
+        self.objects = info["objects"]
+        self.workspace = Workspace()
+
+    def trial(self, index: int, pose_index: int, source: GraspSource, seed: int) -> TrialResult:
+        obj = self.objects[index]
+        start = time.monotonic()
+
+        def result(success, stage, message="", lift=0.0):
+            return TrialResult(obj["id"], obj["category"], pose_index, success, stage, message, time.monotonic() - start, lift)
+
+        try:
+            self.arm.open_gripper(self.limits.open_width)
+            self.arm.move_joints(self.config.observation_q)
+        except MotionError as exc:
+            return result(False, "observe", str(exc))
+        self.client.reset(index, seed=seed)
+        rgb, depth = self.client.frame()
+        before = self.client.objects()
+        poses = {k: v["pose"] for k, v in before.items()}
+        pose = source(rgb, depth, {"object": obj["id"], "category": obj["category"], "poses": poses})
+        if pose is None:
+            return result(False, "predict", "no grasp proposed")
+        surface = image_grasp_to_base(pose.x * self.K.width, pose.y * self.K.height, pose.theta, depth, self.K, self.T_base_cam)
+        if surface is None:
+            return result(False, "geometry", "no valid depth at the grasp")
+        try:
+            plan = plan_top_down(surface, self.workspace, self.limits)
+        except UnsafeTarget as exc:
+            return result(False, "plan", str(exc))
+        try:
+            self.arm.move_joints(self.config.ready_q)
+        except MotionError as exc:
+            return result(False, "ready", str(exc))
+        outcome = execute(self.arm, plan)
+        after = self.client.objects()[obj["id"]]
+        lift = after["com"][2] - before[obj["id"]]["com"][2]
+        success = outcome.success and lift >= LIFT_SUCCESS_M and not after["on_table"]
+        message = outcome.message or ("" if success else f"object rose {lift * 100:.1f} cm, on the table: {after['on_table']}")
+        return result(success, outcome.stage, message, lift)
+
+    def run(self, source: GraspSource, poses: int, categories: set[str] | None = None) -> list[TrialResult]:
+        results = []
+        for index, obj in enumerate(self.objects):
+            if categories and obj["category"] not in categories:
+                continue
+            for k in range(poses):
+                r = self.trial(index, k, source, seed=f"{self.config.seed}:trial:{obj['id']}:{k}")
+                log.info("%-12s pose %d: %s (%s) %s", r.category, k, "lifted" if r.success else "failed", r.stage, r.message)
+                results.append(r)
+        return results
+
+
+def summarise(results: list[TrialResult]) -> str:
+    """A success table per category, with the totals and time per trial."""
+    by_category: dict[str, list[TrialResult]] = defaultdict(list)
+    for r in results:
+        by_category[r.category].append(r)
+    lines = [f"{'category':<14}{'trials':>7}{'lifted':>8}{'rate':>8}"]
+    for category, rs in by_category.items():
+        ok = sum(r.success for r in rs)
+        lines.append(f"{category:<14}{len(rs):>7}{ok:>8}{ok / len(rs):>8.0%}")
+    ok = sum(r.success for r in results)
+    mean = sum(r.seconds for r in results) / max(1, len(results))
+    lines.append(f"{'all':<14}{len(results):>7}{ok:>8}{ok / max(1, len(results)):>8.0%}   {mean:.1f} s per trial")
+    return "\n".join(lines)
+
+
+def start_cell(config_path: Path) -> subprocess.Popen:
+    """Start ``python -m appliance.sim`` in its own process and wait until it says it is ready."""
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.sim", "--config", str(config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + CELL_START_TIMEOUT_S
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("sim cell ready"):
+            return proc
+    proc.kill()
+    raise RuntimeError("the sim cell did not start:\n" + "".join(lines[-20:]))
+
+
+def stop_cell(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m appliance.sim.trials",
+        description="Run grasp trials (objects × poses) in the simulated cell with pylibfranka and print the success per category.",
+        epilog="example: python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="YAML file with a 'sim' section")
+    parser.add_argument("--source", choices=["oracle"], default="oracle", help="where grasps come from")
+    parser.add_argument("--poses", type=int, default=5, help="poses per object (default 5, as in the paper)")
+    parser.add_argument("--categories", help="comma-separated subset of the cell's categories")
+    parser.add_argument("--json", type=Path, help="write every trial here")
+    parser.add_argument("--connect", action="store_true", help="use a running cell instead of starting one")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        config = load_config(args.config, "sim", SimCellConfig)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    categories = set(args.categories.split(",")) if args.categories else None
+    cell = None if args.connect else start_cell(args.config)
+    try:
+        with SimCellClient(config.service) as client, FrankaArm(FrankaConfig(host=config.robot_host)) as arm:
+            runner = TrialRunner(config, client, arm)
+            results = runner.run(oracle_source(config), args.poses, categories)
+    finally:
+        if cell is not None:
+            stop_cell(cell)
+    print(summarise(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

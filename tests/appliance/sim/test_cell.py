@@ -1,0 +1,108 @@
+"""The sim cell for real: franky-sim's libfranka server in its own process, pylibfranka here."""
+
+import json
+import random
+import socket
+
+import numpy as np
+import pytest
+
+pytest.importorskip("franky_sim")
+pytest.importorskip("pylibfranka")
+zmq = pytest.importorskip("zmq")
+
+from appliance.config import load_config  # noqa: E402
+from appliance.robot.franka import FrankaArm, FrankaConfig  # noqa: E402
+from appliance.robot.plan import MotionError, tcp_pose  # noqa: E402
+from appliance.sim.cell import SimCellConfig  # noqa: E402
+from appliance.sim.client import SimCellClient  # noqa: E402
+from appliance.sim.trials import LIFT_SUCCESS_M, TrialRunner, oracle_source, start_cell, stop_cell  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    """A cell on its own loopback address and port, so it never meets another running cell."""
+    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    config_path = tmp_path_factory.mktemp("cell") / "sim.yaml"
+    config_path.write_text(
+        f"sim:\n  categories: [mug, knife, ball]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n"
+    )
+    config = load_config(config_path, "sim", SimCellConfig)
+    proc = start_cell(config_path)
+    yield config
+    stop_cell(proc)
+
+
+@pytest.fixture(scope="module")
+def client(cell):
+    with SimCellClient(cell.service, timeout_s=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def arm(cell):
+    with FrankaArm(FrankaConfig(host=cell.robot_host)) as a:
+        yield a
+
+
+def test_info_and_an_empty_table_at_the_observation_pose(client, cell):
+    info = client.info()
+    assert info["robot_host"] == cell.robot_host
+    assert [o["category"] for o in info["objects"]] == ["mug", "knife", "ball"]
+    rgb, depth = client.frame()
+    assert rgb.shape == (480, 640, 3) and depth.shape == (480, 640)
+    # objects are parked and the arm is folded away: the camera sees only the table, 0.7 m down
+    assert depth.min() > 0.69
+
+
+def test_reset_places_one_object_and_reports_poses(client):
+    placement = client.reset("knife-cell", x=0.52, y=-0.04, yaw=0.5)
+    assert placement["object"] == "knife-cell"
+    pose = client.poses()["knife-cell"]
+    assert pose[0] == pytest.approx(0.52, abs=0.01) and pose[1] == pytest.approx(-0.04, abs=0.01)
+    assert abs(pose[2]) < 0.01
+    _, depth = client.frame()
+    assert depth.min() < 0.69  # now something lies on the table
+
+
+def test_bad_requests_get_an_error_and_the_service_carries_on(client, cell):
+    with pytest.raises(RuntimeError, match="unknown op"):
+        client.request("fly")
+    with pytest.raises(RuntimeError, match="unknown object"):
+        client.reset("teapot-cell", seed=1)
+    raw = zmq.Context.instance().socket(zmq.REQ)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(cell.service)
+    raw.send(b"\xff not json")
+    assert raw.poll(5000)
+    assert json.loads(raw.recv())["ok"] is False
+    raw.close()
+    assert client.info()["objects"]
+
+
+def test_an_empty_grasp_reports_failure_like_a_real_hand(arm, cell):
+    arm.open_gripper(0.08)
+    arm.move_joints(cell.ready_q)
+    assert arm.grasp(0.04, 40.0, 0.036, 0.039) is False
+    assert arm.gripper_width() < 0.004
+    arm.open_gripper(0.08)
+
+
+def test_an_unreachable_target_does_not_pass_silently(arm, cell):
+    arm.move_joints(cell.ready_q)
+    with pytest.raises(MotionError, match="not reached"):
+        arm.move_pose(tcp_pose(1.3, 0.0, 0.3, 0.0), speed=0.3)
+
+
+def test_an_oracle_grasp_lifts_the_mug(client, arm, cell):
+    runner = TrialRunner(cell, client, arm)
+    result = runner.trial(0, 0, oracle_source(cell), seed="test-mug")
+    assert result.success, result
+    assert result.lift_m >= LIFT_SUCCESS_M
+    assert np.isfinite(result.seconds)

@@ -1,0 +1,85 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from appliance.geometry import (
+    Intrinsics,
+    image_grasp_to_base,
+    interpolate_pose,
+    invert,
+    median_depth,
+    pose_matrix,
+    rotation_exp,
+    rotation_log,
+    rotation_z,
+    transform_points,
+)
+
+K = Intrinsics.from_fovy(40.0, 640, 480)
+# A camera 0.7 m above (0.5, 0, 0) looking straight down: image right = +x, image up = +y.
+T_BASE_CAM = pose_matrix(np.diag([1.0, -1.0, -1.0]), (0.5, 0.0, 0.7))
+
+vectors = st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=3, max_size=3).map(np.array)
+
+
+def test_intrinsics_from_fov_and_validation():
+    assert K.fy == pytest.approx(240 / math.tan(math.radians(20)))
+    assert (K.cx, K.cy) == (320, 240)
+    with pytest.raises(ValueError):
+        Intrinsics(0, 1, 0, 0, 10, 10)
+
+
+@given(st.floats(0, 639), st.floats(0, 479), st.floats(0.1, 5.0))
+def test_backproject_then_project_is_identity(u, v, z):
+    p = K.backproject(u, v, z)
+    assert p[2] == pytest.approx(z)
+    assert K.project(p) == pytest.approx((u, v), abs=1e-6)
+
+
+def test_project_refuses_points_behind_the_camera():
+    with pytest.raises(ValueError, match="behind"):
+        K.project(np.array([0.0, 0.0, -1.0]))
+
+
+@given(vectors)
+def test_rotation_log_exp_round_trip(v):
+    angle = np.linalg.norm(v)
+    if angle > math.pi - 1e-6:
+        v = v / angle * (math.pi - 1e-6)
+    R = rotation_exp(v)
+    assert np.allclose(R @ R.T, np.eye(3), atol=1e-9)
+    assert np.allclose(rotation_exp(rotation_log(R)), R, atol=1e-6)
+
+
+def test_interpolate_pose_ends_and_middle():
+    a = pose_matrix(rotation_z(0.2), (0, 0, 0))
+    b = pose_matrix(rotation_z(1.2), (1, 2, 3))
+    assert np.allclose(interpolate_pose(a, b, 0.0), a)
+    assert np.allclose(interpolate_pose(a, b, 1.0), b)
+    assert np.allclose(interpolate_pose(a, b, 0.5), pose_matrix(rotation_z(0.7), (0.5, 1, 1.5)))
+    assert np.allclose(invert(b) @ b, np.eye(4))
+
+
+def test_median_depth_ignores_holes():
+    depth = np.full((10, 10), np.nan, np.float32)
+    assert median_depth(depth, 5, 5) is None
+    depth[4:7, 4:7] = [[0.5, 0.6, 0.7], [0.5, 0.6, 0.7], [0.5, 0.6, 0.7]]
+    depth[5, 5] = 0.0  # invalid reading
+    assert median_depth(depth, 5, 5, window=3) == pytest.approx(0.6)
+    assert median_depth(depth, 50, 5) is None
+
+
+@pytest.mark.parametrize("theta, expected", [(0.0, 0.0), (math.pi / 2, math.pi / 2), (math.radians(30), math.radians(30))])
+def test_image_grasp_lifts_to_the_base_frame(theta, expected):
+    """A table 0.7 m below the camera; a 5 cm object top at a known point."""
+    point = np.array([0.55, -0.08, 0.05])
+    u, v = K.project(transform_points(invert(T_BASE_CAM), point))
+    depth = np.full((480, 640), 0.7, np.float32)
+    depth[int(v) - 10 : int(v) + 10, int(u) - 10 : int(u) + 10] = 0.65
+    grasp = image_grasp_to_base(u, v, theta, depth, K, T_BASE_CAM)
+    assert np.allclose(grasp.point, point, atol=1e-3)
+    assert abs(math.remainder(grasp.closing_angle - expected, math.pi)) < 1e-6
+    assert image_grasp_to_base(u, v, theta, np.full((480, 640), np.nan, np.float32), K, T_BASE_CAM) is None
