@@ -66,7 +66,8 @@ def render_sample(index: int, config: SynthConfig, library: list[ObjectModel]) -
     obj = library[rng.randrange(len(library))]
     for _ in range(MAX_PLACEMENTS):
         (x, y), yaw = place(config.table, rng)
-        model = mujoco.MjModel.from_xml_string(standalone_xml(config.camera, config.table, [obj.to_mjcf("obj", (x, y), yaw)], rng))
+        xml = standalone_xml(config.camera, config.table, [obj.to_mjcf("obj", (x, y), yaw)], rng, [obj.assets_mjcf("obj")])
+        model = mujoco.MjModel.from_xml_string(xml)
         data = mujoco.MjData(model)
         mujoco.mj_step(model, data, nstep=SETTLE_STEPS)
         grasps = object_grasps(obj, body_pose(model, data, "obj"), config.camera)

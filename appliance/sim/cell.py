@@ -143,6 +143,10 @@ class SimCell:
             fragment += obj.to_mjcf(self._body(i), (x, y), 0.0, base_z=GROUND_Z)
         for element in ET.fromstring(f"<root>{fragment}</root>"):
             world.append(element)
+        asset = scene.find("asset")
+        textures = "".join(obj.assets_mjcf(self._body(i)) for i, obj in enumerate(self.objects))
+        for element in ET.fromstring(f"<root>{textures}</root>"):
+            asset.append(element)
 
     @staticmethod
     def _body(i: int) -> str:

@@ -94,10 +94,26 @@ class ObjectModel:
     mass: float
     colors: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     friction: float = 1.0
+    texture: str | None = None
+    """Surface pattern of the main part: None (plain), or one of TEXTURES."""
 
     @property
     def parts(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(g.part for g in self.geoms))
+
+    def assets_mjcf(self, name: str) -> str:
+        """Texture and material of the main part (empty when plain); goes in the model's <asset>."""
+        if self.texture is None:
+            return ""
+        c1 = self.colors[self.parts[0]][:3]
+        c2 = tuple(max(0.0, v * 0.6) for v in c1)
+        rgb1, rgb2 = " ".join(f"{v:.3f}" for v in c1), " ".join(f"{v:.3f}" for v in c2)
+        builtin, extra = TEXTURES[self.texture]
+        return (
+            f'<texture name="{name}_tex" type="2d" builtin="{builtin}" rgb1="{rgb1}" rgb2="{rgb2}" '
+            f'markrgb="{rgb2}" width="64" height="64" {extra}/>'
+            f'<material name="{name}_mat" texture="{name}_tex" texrepeat="3 3" texuniform="true"/>'
+        )
 
     def to_mjcf(self, name: str, pos, yaw: float, base_z: float = 0.0) -> str:
         """A free body for MuJoCo resting at (x, y) on a surface at height ``base_z``, turned by yaw."""
@@ -106,13 +122,17 @@ class ObjectModel:
         z = base_z + self.rest_offset
         lines = [f'<body name="{name}" pos="{pos[0]:.5f} {pos[1]:.5f} {z:.5f}" quat="{qw:.6f} 0 0 {qz:.6f}">']
         lines.append(f'  <freejoint name="{name}_joint"/>')
+        main = self.parts[0]
         for i, g in enumerate(self.geoms):
-            rgba = " ".join(f"{c:.3f}" for c in self.colors.get(g.part, (0.5, 0.5, 0.5, 1.0)))
+            if self.texture is not None and g.part == main:
+                look = f'material="{name}_mat"'
+            else:
+                look = 'rgba="' + " ".join(f"{c:.3f}" for c in self.colors.get(g.part, (0.5, 0.5, 0.5, 1.0))) + '"'
             mass = self.mass * g.volume / total
             lines.append(
                 f'  <geom name="{name}_{i}_{g.part}" type="{g.type}" size="{" ".join(f"{v:.5f}" for v in g.size)}" '
                 f'pos="{" ".join(f"{v:.5f}" for v in g.pos)}" {g.orientation_xml()} '
-                f'mass="{mass:.6f}" rgba="{rgba}" friction="{self.friction} 0.01 0.002" condim="6"/>'
+                f'mass="{mass:.6f}" {look} friction="{self.friction} 0.01 0.002" condim="6"/>'
             )
         lines.append("</body>")
         return "\n".join(lines)
@@ -363,6 +383,14 @@ BUILDERS: dict[str, Callable[[random.Random], tuple[list[Geom], list[GraspRegion
 }  # fmt: skip
 CATEGORIES = tuple(BUILDERS)
 
+# MuJoCo built-in textures for the main part: name → (builtin, extra attributes).
+TEXTURES = {
+    "speckle": ("flat", 'mark="random" random="0.08"'),
+    "checker": ("checker", ""),
+    "gradient": ("gradient", ""),
+}
+PLAIN_SHARE = 0.5  # half of all objects stay plain
+
 # Colours per part: a hue drawn per instance, with fixed looks for metal, lenses and fruit.
 FIXED_COLORS = {
     "shaft": (0.75, 0.75, 0.78, 1), "tip": (0.6, 0.6, 0.62, 1), "blade": (0.8, 0.8, 0.82, 1),
@@ -381,7 +409,8 @@ def make_object(category: str, rng: random.Random, object_id: str | None = None)
     colors = {}
     for i, part in enumerate(dict.fromkeys(g.part for g in geoms)):
         colors[part] = FIXED_COLORS.get(part, main if i == 0 else accent)
-    return ObjectModel(category, object_id or category, tuple(geoms), tuple(regions), mass, colors, rng.uniform(0.9, 1.2))
+    texture = None if rng.random() < PLAIN_SHARE or category == "banana" else rng.choice(sorted(TEXTURES))
+    return ObjectModel(category, object_id or category, tuple(geoms), tuple(regions), mass, colors, rng.uniform(0.9, 1.2), texture)
 
 
 def _random_color(rng: random.Random) -> tuple[float, float, float, float]:

@@ -83,10 +83,13 @@ def table_color(rng: random.Random) -> tuple[float, float, float, float]:
     return tuple(min(1.0, max(0.0, c + rng.uniform(-0.06, 0.06))) for c in base) + (1.0,)
 
 
-def standalone_xml(camera: CameraConfig, table: TableConfig, bodies: list[str], rng: random.Random) -> str:
-    """A MuJoCo model with table, lights, camera and the given object bodies (no arm)."""
+def standalone_xml(
+    camera: CameraConfig, table: TableConfig, bodies: list[str], rng: random.Random, assets: list[str] = ()
+) -> str:
+    """A MuJoCo model with table, lights, camera and the given object bodies and assets (no arm)."""
     return (
         f'<mujoco model="rtgrasp_cell"><compiler angle="radian"/><option timestep="0.002"/>'
+        f"<asset>{''.join(assets)}</asset>"
         f'<visual><global offwidth="{camera.width}" offheight="{camera.height}"/>'
         '<headlight diffuse="0.1 0.1 0.1" ambient="0.2 0.2 0.2" specular="0 0 0"/></visual>'
         f"<worldbody>{lights_xml(rng)}{camera_xml(camera)}{table_xml(table, table_color(rng))}"

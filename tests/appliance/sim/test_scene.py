@@ -84,7 +84,7 @@ def test_rectangles_land_on_the_right_parts(category):
     """Allowed rectangles centre on pixels of allowed parts, forbidden ones on forbidden parts."""
     rng = random.Random(3)
     obj = make_object(category, rng)
-    xml = standalone_xml(CAMERA, TABLE, [obj.to_mjcf("obj", (0.5, 0.02), 0.7)], rng)
+    xml = standalone_xml(CAMERA, TABLE, [obj.to_mjcf("obj", (0.5, 0.02), 0.7)], rng, [obj.assets_mjcf("obj")])
     model = mujoco.MjModel.from_xml_string(xml)
     data = mujoco.MjData(model)
     mujoco.mj_step(model, data, nstep=300)
