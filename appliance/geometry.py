@@ -135,6 +135,8 @@ class SurfaceGrasp:
     closing_angle: float
     ray_origin: np.ndarray
     ray_direction: np.ndarray
+    top: float
+    """Base-frame height of the highest surface between the open jaws (a cup's rim, not its floor)."""
 
     def at_height(self, z: float) -> np.ndarray:
         """Where the centre's camera ray crosses the plane at height ``z`` (the surface point if parallel)."""
@@ -145,19 +147,40 @@ class SurfaceGrasp:
 
 
 def image_grasp_to_base(
-    u: float, v: float, theta: float, depth: np.ndarray, K: Intrinsics, T_base_cam: np.ndarray, window: int = 5, axis_px: float = 20.0
+    u: float, v: float, theta: float, depth: np.ndarray, K: Intrinsics, T_base_cam: np.ndarray,
+    window: int = 5, jaw_half_m: float = 0.04,
 ) -> SurfaceGrasp | None:
     """Lift an image grasp (pixel centre, image angle θ) to the base frame; None without valid depth.
 
     The centre is back-projected with the median depth of a small window; the
     closing direction comes from back-projecting two points along the image
-    grasp axis at that same depth, so any camera roll or tilt is accounted for.
+    grasp axis at that depth, so camera roll or tilt is accounted for. The
+    fingers must clear the highest surface between the open jaws, so ``top``
+    is taken along the whole closing axis (±``jaw_half_m``), not at the centre:
+    looking into a cup shows its floor, the jaws meet its rim.
     """
     z = median_depth(depth, u, v, window)
     if z is None:
         return None
-    du, dv = axis_px * math.cos(theta), -axis_px * math.sin(theta)
-    pts_cam = np.stack([K.backproject(u, v, z), K.backproject(u - du, v - dv, z), K.backproject(u + du, v + dv, z)])
+    cos, sin = math.cos(theta), -math.sin(theta)
+    axis_px = 20.0
+    pts_cam = np.stack([K.backproject(u, v, z), K.backproject(u - axis_px * cos, v - axis_px * sin, z),
+                        K.backproject(u + axis_px * cos, v + axis_px * sin, z)])  # fmt: skip
     center, a, b = transform_points(T_base_cam, pts_cam)
+    highest = _nearest_along(depth, u, v, cos, sin, jaw_half_m * K.fx / z) or z
+    top = transform_points(T_base_cam, K.backproject(u, v, highest))[2]
     origin = T_base_cam[:3, 3]
-    return SurfaceGrasp(center, math.atan2(b[1] - a[1], b[0] - a[0]), origin, center - origin)
+    return SurfaceGrasp(center, math.atan2(b[1] - a[1], b[0] - a[0]), origin, center - origin, float(top))
+
+
+def _nearest_along(depth: np.ndarray, u: float, v: float, cos: float, sin: float, half_px: float) -> float | None:
+    """A low percentile of the valid depths on a 5-pixel-wide strip along (cos, sin) through (u, v)."""
+    h, w = depth.shape
+    t = np.arange(-half_px, half_px + 1, 1.0)
+    across = np.arange(-2, 3)
+    us = (u + t[:, None] * cos - across[None, :] * sin).ravel().astype(int)
+    vs = (v + t[:, None] * sin + across[None, :] * cos).ravel().astype(int)
+    inside = (us >= 0) & (us < w) & (vs >= 0) & (vs < h)
+    values = depth[vs[inside], us[inside]]
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.percentile(values, 2)) if values.size else None

@@ -53,7 +53,7 @@ class GraspLimits:
     min_tcp_z: float = 0.012  # fingertips stay clear of the table
     open_width: float = 0.08
     force: float = 40.0  # N
-    min_width: float = 0.004  # a grasp closing below this holds nothing
+    min_width: float = 0.002  # a grasp closing below this holds nothing (a pinched wall reads ~4 mm)
     max_width: float = 0.079
     timeout_s: float = 30.0
 
@@ -95,11 +95,11 @@ def tcp_pose(x: float, y: float, z: float, closing_angle: float) -> np.ndarray:
 def plan_top_down(target: SurfaceGrasp, workspace: Workspace = Workspace(), limits: GraspLimits = GraspLimits()) -> GraspPlan:
     """Plan a top-down grasp of the object seen at ``target``; ``UnsafeTarget`` if any pose leaves the workspace.
 
-    The fingers close ``grasp_depth`` below the seen surface (never lower than
+    The fingers close ``grasp_depth`` below the highest surface between the jaws (never lower than
     ``min_tcp_z``), on the camera ray through the grasp centre: a round object
     seen off-axis is then grasped through its middle, not beside it.
     """
-    z = max(float(target.point[2]) - limits.grasp_depth, limits.min_tcp_z)
+    z = max(target.top - limits.grasp_depth, limits.min_tcp_z)
     x, y, _ = target.at_height(z)
     poses = [tcp_pose(x, y, z + dz, target.closing_angle) for dz in (limits.pre_grasp_height, 0.0, limits.lift_height)]
     for name, pose in zip(("pre-grasp", "grasp", "lift"), poses):

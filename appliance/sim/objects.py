@@ -189,7 +189,7 @@ def _mug(r):
 
 
 def _cup(r):
-    radius, height, wall = r.uniform(0.028, 0.034), r.uniform(0.08, 0.11), 0.004
+    radius, height, wall = r.uniform(0.026, 0.031), r.uniform(0.08, 0.11), 0.004
     geoms = _ring("rim", radius, height, wall, n=12) + [Geom("body", "cylinder", (radius, 0.004), (0, 0, 0.004))]
     regions = [_region("body", True, (0, 0, height * 0.6), axis=None, opening=2 * radius + wall + 0.015)]
     regions += _rim_regions(radius, height - 0.01, wall)

@@ -83,3 +83,17 @@ def test_image_grasp_lifts_to_the_base_frame(theta, expected):
     assert np.allclose(grasp.point, point, atol=1e-3)
     assert abs(math.remainder(grasp.closing_angle - expected, math.pi)) < 1e-6
     assert image_grasp_to_base(u, v, theta, np.full((480, 640), np.nan, np.float32), K, T_BASE_CAM) is None
+
+
+def test_grasp_height_comes_from_the_highest_surface_between_the_jaws():
+    """Looking into a cup: the centre shows its floor, the jaws must clear its rim."""
+    center = np.array([0.5, 0.0, 0.0])
+    u, v = K.project(transform_points(invert(T_BASE_CAM), center))
+    depth = np.full((480, 640), 0.7, np.float32)
+    yy, xx = np.mgrid[0:480, 0:640]
+    r = np.hypot(xx - u, yy - v)
+    depth[r < 22] = 0.69  # floor, 1 cm up
+    depth[(r >= 22) & (r < 25)] = 0.60  # the rim, 10 cm up
+    grasp = image_grasp_to_base(u, v, 0.3, depth, K, T_BASE_CAM)
+    assert grasp.point[2] == pytest.approx(0.01, abs=1e-3)
+    assert grasp.top == pytest.approx(0.10, abs=2e-3)

@@ -23,7 +23,7 @@ CAMERA = np.array([0.5, 0.0, 0.7])
 def seen(x, y, top, angle=0.0):
     """What the top-down camera at CAMERA sees: the surface point and the ray to it."""
     point = np.array([x, y, top])
-    return SurfaceGrasp(point, angle, CAMERA, point - CAMERA)
+    return SurfaceGrasp(point, angle, CAMERA, point - CAMERA, top)
 
 
 @pytest.mark.parametrize("angle", [0.0, 0.4, math.pi / 2, -1.2, 3.0])
