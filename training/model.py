@@ -61,7 +61,12 @@ class TinyConfig:
 def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0):
     """A randomly initialised tiny LLaVA and its processor (tokenizer trained on our corpus)."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    try:  # the PIL image processor needs no torchvision, which the robot side never installs
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:  # older transformers
+        from transformers import CLIPImageProcessor
 
     tokenizer = train_tokenizer(corpus(load_templates(), seed=seed), config.tokenizer, config.vocab_size)
     vision = CLIPVisionConfig(
@@ -85,7 +90,7 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0):
     )
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=config.patch_size,
-        vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
     )  # fmt: skip
     return model, processor
 
