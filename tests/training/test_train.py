@@ -1,0 +1,84 @@
+"""Reasoning tuning on the tiny LLaVA: masking, a few real steps of each strategy, resume."""
+
+import csv
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from training.build_dataset import BuildConfig, build  # noqa: E402
+from training.data import IGNORE, ConversationDataset, encode  # noqa: E402
+from training.datasets import open_dataset  # noqa: E402
+from training.datasets.toy import write_toy_dataset  # noqa: E402
+from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
+from training.train import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    toy = open_dataset(write_toy_dataset(root / "toy", images=12, seed=2, objects=6))
+    build(toy, "all", 0, BuildConfig(variant="rt", decimals=2, size=224, refine_fraction=0.5, seed=1), root / "rt", progress=False)
+    model, processor = build_tiny(TinyConfig())
+    model.save_pretrained(root / "base")
+    processor.save_pretrained(root / "base")
+    return root
+
+
+def test_labels_cover_exactly_the_answers(workdir):
+    model, processor = load_llava(workdir / "base")
+    records = json.loads((workdir / "rt" / "train.json").read_text())
+    record = next(r for r in records if "refinement" in r)
+    ids, labels = encode(record, processor.tokenizer, model.config.image_token_index, 64, 512)
+    assert ids.count(model.config.image_token_index) == 64
+    answers = [t["value"] for t in record["conversations"] if t["from"] == "gpt"]
+    target = processor.tokenizer.decode([t for t in labels if t != IGNORE])
+    assert target.replace(" ", "") == "".join(a + "</s>" for a in answers).replace(" ", "")
+    assert labels[: ids.index(model.config.image_token_index) + 64] == [IGNORE] * (ids.index(model.config.image_token_index) + 64)
+    with pytest.raises(ValueError, match="exceed max_length"):
+        encode(record, processor.tokenizer, model.config.image_token_index, 64, 50)
+
+
+def read_losses(out):
+    with open(out / "metrics.csv") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def test_lora_loss_falls_and_training_resumes(workdir):
+    out = workdir / "lora"
+    config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "lora", steps=6, batch_size=4, micro_batch=2, lr=2e-3, warmup=1, save_every=3)
+    last = train(config, progress=False)
+    assert last.name == "checkpoint-000006" and (last / "adapter_model.safetensors").is_file()
+    losses = read_losses(out)
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    longer = TrainConfig(**{**config.__dict__, "steps": 8})
+    train(longer, resume=True, progress=False)
+    assert len(read_losses(out)) == 8
+    assert (out / "checkpoint-000008").is_dir()
+
+
+def test_pretrain_trains_the_projector_only(workdir):
+    out = workdir / "pretrain"
+    before, _ = load_llava(workdir / "base")
+    config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "pretrain", steps=2, batch_size=2, micro_batch=2, warmup=1, save_every=2)
+    last = train(config, progress=False)
+    after, _ = load_llava(last)
+    changed = {name.split(".")[1] for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)}
+    assert changed == {"multi_modal_projector"}
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        TrainConfig("m", "d", "o", "full")
+    with pytest.raises(ValueError, match="multiple of micro_batch"):
+        TrainConfig("m", "d", "o", batch_size=10, micro_batch=4)
+
+
+def test_dataset_items_carry_pixels(workdir):
+    model, processor = load_llava(workdir / "base")
+    ds = ConversationDataset(workdir / "rt" / "train.json", processor, model.config.image_token_index, 64)
+    item = ds[0]
+    assert item["pixel_values"].shape == (3, 224, 224)
+    assert len(item["input_ids"]) == len(item["labels"])
