@@ -33,6 +33,7 @@ from .datasets.augment import Augmentation, center_crop
 from .datasets.splits import DEFAULT_FOLDS, make_folds
 from .reasoning import Category, Templates, load_templates
 from .reasoning.refine import draw_refinement
+from .view import VIEW_FILE, ModelView
 
 IMAGE_TOKEN = "<image>"
 PART_INSTRUCTION_RATE = 0.3
@@ -170,6 +171,7 @@ def build(
             "per_category": dict(sorted(Counter(r["category"] for r in records).items())),
         }
     (out / "dataset.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    ModelView(config.variant, config.decimals, config.size, config.crop).save(out / VIEW_FILE)
     return summary
 
 

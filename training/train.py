@@ -16,10 +16,13 @@ import csv
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .view import VIEW_FILE
 
 STRATEGIES = {"pretrain": 2e-3, "lora": 5e-4}
 """The paper's strategies and their default learning rates."""
@@ -104,6 +107,9 @@ def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: T
     tmp = out / f".tmp-checkpoint-{step:06d}"
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
+    view = Path(config.data) / VIEW_FILE
+    if view.is_file():  # how this model sees images and writes answers travels with it
+        shutil.copy(view, tmp / VIEW_FILE)
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
     (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
     tmp.rename(final)

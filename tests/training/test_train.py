@@ -82,3 +82,51 @@ def test_dataset_items_carry_pixels(workdir):
     item = ds[0]
     assert item["pixel_values"].shape == (3, 224, 224)
     assert len(item["input_ids"]) == len(item["labels"])
+
+
+def test_merged_model_equals_the_adapter_model(workdir):
+    from peft import PeftModel
+
+    from training.merge import merge
+    from training.view import ModelView
+
+    checkpoint = workdir / "lora" / "checkpoint-000006"
+    if not checkpoint.is_dir():
+        config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(workdir / "lora"), "lora", steps=6, batch_size=4, micro_batch=2, lr=2e-3, warmup=1, save_every=6)
+        train(config, progress=False)
+    merged_dir = merge(checkpoint, workdir / "merged")
+    merged, processor = load_llava(merged_dir)
+    base, _ = load_llava(workdir / "base")
+    adapted = PeftModel.from_pretrained(base, checkpoint)
+    ds = ConversationDataset(workdir / "rt" / "train.json", processor, merged.config.image_token_index, 64)
+    from training.data import collate
+
+    batch = collate([ds[0], ds[1]], processor.tokenizer.pad_token_id)
+    batch.pop("labels")
+    merged.eval()
+    adapted.eval()
+    with torch.no_grad():
+        a, b = merged(**batch).logits, adapted(**batch).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    fresh, _ = load_llava(workdir / "base")
+    with torch.no_grad():
+        assert not torch.allclose(a, fresh.eval()(**batch).logits, atol=1e-4)  # the adapter did change the model
+    assert ModelView.load(merged_dir).decimals == 2
+
+
+def test_evaluate_runs_end_to_end_and_counts_parse_failures(workdir, tmp_path):
+    from training.evaluate import main as evaluate_main
+    from training.evaluate import stated_category
+
+    assert stated_category("The object is a toy block with sides", ["block", "toy block", "mug"]) == "toy block"
+    assert stated_category("nothing here", ["mug"]) is None
+    out = tmp_path / "eval.json"
+    merged = workdir / "merged"
+    if not merged.is_dir():
+        pytest.skip("needs the merged model of the previous test")
+    assert evaluate_main(["--model", str(merged), "--root", str(workdir / "toy"), "--split", "all", "--limit", "3",
+                          "--json", str(out), "--vis", str(tmp_path / "vis")]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["n"] == 3 and 0 <= report["accuracy"] <= 1 - report["parse_failure_rate"] + 1e-9
+    assert len(report["answers"]) == 3 and all("answer" in r for r in report["answers"])
+    assert len(list((tmp_path / "vis").glob("*.png"))) == 3

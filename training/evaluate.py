@@ -1,0 +1,154 @@
+"""Evaluate a LLaVA grasp model on a dataset: greedy answers, parsed, scored with the rectangle metric.
+
+    python -m training.evaluate --model runs/rt-merged --root data/synth --split iw --fold 0 --json runs/eval.json
+
+Each test image is shown the way the model was trained (its ``view.json``:
+crop and size) with an instruction naming the object when the dataset knows
+it. Reports accuracy, parse failures, mean answer tokens, images per second,
+and how often the reasoning names the right category.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.answer import AnswerParseError
+from appliance.grasp import score_pose
+
+from .datasets import GraspDataset, open_dataset
+from .datasets.augment import center_crop
+from .datasets.splits import make_folds
+from .model import PROMPT_TEMPLATE
+from .reasoning import load_templates
+from .view import ModelView
+from .visualize import GREEN, RED, draw_grasps
+
+MAX_NEW_TOKENS = 128
+
+
+@dataclass
+class Evaluation:
+    """Per-image outcomes and the summary figures."""
+
+    rows: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        n = len(self.rows)
+        parsed = [r for r in self.rows if r["parsed"]]
+        named = [r for r in self.rows if r["stated_category"] is not None or r["category"]]
+        return {
+            "accuracy": sum(r["correct"] for r in self.rows) / n if n else 0.0,
+            "n": n,
+            "parse_failure_rate": 1 - len(parsed) / n if n else 0.0,
+            "mean_answer_tokens": sum(r["tokens"] for r in self.rows) / n if n else 0.0,
+            "images_per_second": n / self.seconds if self.seconds else 0.0,
+            "category_accuracy": sum(r["stated_category"] == r["category"] for r in named) / len(named) if named else None,
+        }
+
+
+def stated_category(text: str, names: list[str]) -> str | None:
+    """The first category name the reasoning mentions (longest name wins at a position)."""
+    best = None
+    for name in names:
+        match = re.search(rf"\b{re.escape(name)}\b", text)
+        if match and (best is None or (match.start(), -len(name)) < (best[0], -len(best[1]))):
+            best = (match.start(), name)
+    return best[1] if best else None
+
+
+def test_ids(dataset: GraspDataset, split: str, fold: int, folds: int = 5, seed: int = 0) -> list[str]:
+    if split == "all":
+        return list(dataset.ids)
+    return list(make_folds(split, dataset.object_ids(), folds, seed)[fold].test)
+
+
+def evaluate(model, processor, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False) -> Evaluation:
+    """Answer, parse and score every image."""
+    import torch
+    from tqdm import tqdm
+
+    templates = load_templates()
+    names = sorted(templates.categories, key=len, reverse=True)
+    fmt = view.answer_format
+    model.eval()
+    result = Evaluation()
+    start = time.monotonic()
+    for image_id in tqdm(ids, desc="evaluating", unit="img", disable=not progress):
+        sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
+        category = sample.category if sample.category in templates.categories else None
+        instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
+        inputs = processor(images=sample.image, text=PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+        new = output[0, inputs["input_ids"].shape[1] :]
+        text = processor.tokenizer.decode(new, skip_special_tokens=True).strip()
+        row = {"image": image_id, "answer": text, "tokens": int(len(new)), "category": category, "parsed": False, "correct": False}
+        row["stated_category"] = stated_category(text, names) if fmt.variant.value == "rt" else None
+        try:
+            pose = fmt.parse(text).pose
+            row.update(parsed=True, x=pose.x, y=pose.y, theta=pose.theta)
+            row["correct"] = score_pose(pose, sample.positives, sample.image_size).correct
+        except AnswerParseError as exc:
+            row["error"] = exc.reason
+        result.rows.append(row)
+        if vis is not None:
+            _draw(vis, sample, row)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _draw(vis: Path, sample, row: dict) -> None:
+    from appliance.grasp import GraspPose
+
+    vis.mkdir(parents=True, exist_ok=True)
+    canvas = draw_grasps(sample.image, sample.positives, GREEN)
+    if row["parsed"]:
+        truth = sample.positives[0] if sample.positives else None
+        size = (truth.length, truth.width) if truth else (20.0, 8.0)
+        canvas = draw_grasps(canvas, [GraspPose(row["x"], row["y"], row["theta"]).to_rectangle(sample.image_size, *size)], RED)
+    canvas.save(vis / f"{row['image']}.png")
+    (vis / f"{row['image']}.txt").write_text(row["answer"] + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="Evaluate a LLaVA grasp model with the rectangle metric (greedy answers, parsed as trained).",
+        epilog="example: python -m training.evaluate --model runs/rt-merged --root data/synth --split iw --fold 0 --json runs/eval.json",
+    )
+    parser.add_argument("--model", type=Path, required=True, help="merged (or pretrain) checkpoint with view.json")
+    parser.add_argument("--root", type=Path, required=True, help="dataset root")
+    parser.add_argument("--split", choices=["iw", "ow", "all"], default="iw", help="which test images: a fold's, or all")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the split seed the dataset was built with")
+    parser.add_argument("--limit", type=int, help="only the first N test images")
+    parser.add_argument("--json", type=Path, help="write the summary and every answer here")
+    parser.add_argument("--vis", type=Path, help="write PNGs (prediction red, ground truth green) and answers here")
+    args = parser.parse_args(argv)
+    try:
+        from .model import load_llava
+
+        view = ModelView.load(args.model)
+        dataset = open_dataset(args.root)
+        ids = test_ids(dataset, args.split, args.fold, seed=args.seed)[: args.limit]
+        model, processor = load_llava(args.model)
+        result = evaluate(model, processor, view, dataset, ids, args.vis, progress=sys.stderr.isatty())
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = result.summary()
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({**summary, "answers": result.rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
