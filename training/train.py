@@ -121,15 +121,76 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process sits in a torchrun / accelerate launch (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Ranks:
+    """Join the process group that torchrun set up (gloo on CPU, NCCL on GPU); alone otherwise."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return Ranks(dist.get_rank(), world)
+
+
+def restore(out: Path, model, optimizer, strategy: str) -> int:
+    """Load the latest checkpoint's weights and optimizer state; returns its step (0 if none)."""
+    import torch
+    from safetensors.torch import load_file
+
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        return 0
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    if strategy == "lora":
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
+    else:
+        model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of the trainable weights: replicas that agree have equal digests."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run training; returns the final checkpoint directory."""
+    """Run training (alone, or as one rank of a DDP job); returns the final checkpoint directory."""
     import torch
     from tqdm import tqdm
 
     from .data import ConversationDataset
     from .model import load_llava
 
-    torch.manual_seed(config.seed)
+    ranks = init_distributed()
+    torch.manual_seed(config.seed)  # every rank starts from the same weights
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     base, processor = load_llava(Path(config.model))
@@ -137,57 +198,81 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     dataset = ConversationDataset(
         Path(config.data) / "train.json", processor, base.config.image_token_index, base.config.image_seq_length, config.max_length
     )
+    if config.batch_size % (config.micro_batch * ranks.world):
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch × processes ({config.micro_batch} × {ranks.world})")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    step = 0
-    if resume and (checkpoint := latest_checkpoint(out)) is not None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-        weights = checkpoint / ("adapter_model.safetensors" if config.strategy == "lora" else "model.safetensors")
-        if config.strategy == "lora":
-            set_peft_model_state_dict(model, load_file(weights))
-        else:
-            model.load_state_dict(load_file(weights), strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-    accumulate = config.batch_size // config.micro_batch
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    step = restore(out, model, optimizer, config.strategy) if resume else 0
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda")
+    runner = torch.nn.parallel.DistributedDataParallel(model) if ranks.world > 1 else model
     # a resumed run draws fresh shuffles (epoch numbers from its step), never the ones already seen
     stream = batches(dataset, config.micro_batch, processor.tokenizer.pad_token_id, config.seed, start_epoch=step)
-    log = open(out / "metrics.csv", "a", newline="")
-    writer = csv.writer(log)
-    if step == 0:
-        writer.writerow(["step", "loss", "lr", "seconds"])
-    bar = tqdm(total=config.steps, initial=step, desc=f"{config.strategy}", unit="step", disable=not progress)
-    start = time.monotonic()
+    accumulate = config.batch_size // (config.micro_batch * ranks.world)
+    log = MetricsLog(out / "metrics.csv", enabled=ranks.main, fresh=step == 0)
+    bar = tqdm(total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main))
     last = latest_checkpoint(out)
     while step < config.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        total = 0.0
-        for _ in range(accumulate):
-            batch = {k: v.to(device) for k, v in next(stream).items()}
-            with autocast:
-                loss = model(**batch).loss / accumulate
-            loss.backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device)
         step += 1
-        writer.writerow([step, f"{total:.5f}", f"{lr_at(step - 1, config):.3e}", f"{time.monotonic() - start:.1f}"])
-        log.flush()
-        bar.set_postfix(loss=f"{total:.3f}")
+        log.write(step, loss, lr_at(step - 1, config))
+        bar.set_postfix(loss=f"{loss:.3f}")
         bar.update()
         if step % config.save_every == 0 or step == config.steps:
-            last = save_checkpoint(out, model, processor, optimizer, step, config)
+            if ranks.main:
+                last = save_checkpoint(out, model, processor, optimizer, step, config)
+            if ranks.world > 1:
+                torch.distributed.barrier()
     bar.close()
     log.close()
-    return last
+    (out / f"weights-rank{ranks.rank}.sha256").write_text(weights_digest(model) + "\n")
+    return last or latest_checkpoint(out)
+
+
+def train_step(runner, optimizer, params, stream, lr: float, accumulate: int, ranks: Ranks, device: str) -> float:
+    """One optimizer step over ``accumulate`` micro-batches per rank; returns the mean loss over all ranks."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    total = 0.0
+    for k in range(accumulate * ranks.world):
+        batch = next(stream)  # every rank walks the same sequence and takes its share of it
+        if k % ranks.world != ranks.rank:
+            continue
+        batch = {key: value.to(device) for key, value in batch.items()}
+        with autocast:
+            loss = runner(**batch).loss / accumulate
+        loss.backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if ranks.world > 1:
+        reduced = torch.tensor([total], device=device)
+        torch.distributed.all_reduce(reduced)
+        total = reduced.item() / ranks.world
+    return total
+
+
+class MetricsLog:
+    """``metrics.csv``: step, loss, learning rate, seconds (written by rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool, fresh: bool):
+        self.start = time.monotonic()
+        self.file = open(path, "a", newline="") if enabled else None
+        if self.file and fresh:
+            csv.writer(self.file).writerow(["step", "loss", "lr", "seconds"])
+
+    def write(self, step: int, loss: float, lr: float) -> None:
+        if self.file:
+            csv.writer(self.file).writerow([step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}"])
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
 
 
 def main(argv: list[str] | None = None) -> int:

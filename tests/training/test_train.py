@@ -130,3 +130,22 @@ def test_evaluate_runs_end_to_end_and_counts_parse_failures(workdir, tmp_path):
     assert report["n"] == 3 and 0 <= report["accuracy"] <= 1 - report["parse_failure_rate"] + 1e-9
     assert len(report["answers"]) == 3 and all("answer" in r for r in report["answers"])
     assert len(list((tmp_path / "vis").glob("*.png"))) == 3
+
+
+def test_two_gloo_processes_train_and_agree_on_the_weights(workdir):
+    """torchrun with 2 CPU processes (gloo): DDP keeps the replicas identical."""
+    import subprocess
+    import sys
+
+    out = workdir / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        "-m", "training.train", "--model", str(workdir / "base"), "--data", str(workdir / "rt"), "--out", str(out),
+        "--strategy", "lora", "--steps", "3", "--batch-size", "4", "--micro-batch", "2", "--save-every", "3", "--lr", "2e-3",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    digests = {(out / f"weights-rank{r}.sha256").read_text() for r in (0, 1)}
+    assert len(digests) == 1
+    assert len(read_losses(out)) == 3
+    assert (out / "checkpoint-000003" / "adapter_model.safetensors").is_file()
