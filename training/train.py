@@ -24,8 +24,10 @@ from pathlib import Path
 
 from .view import VIEW_FILE
 
-STRATEGIES = {"pretrain": 2e-3, "lora": 5e-4}
-"""The paper's strategies and their default learning rates."""
+STRATEGIES = {"pretrain": 2e-3, "lora": 5e-4, "vision": 1e-3, "language": 1e-3}
+"""The paper's strategies (pretrain, lora) and the base-building stages for a model built from
+scratch (vision, language), with their default learning rates."""
+STAGES = ("vision", "language")
 LORA_RANK, LORA_ALPHA = 64, 32
 
 
@@ -181,8 +183,48 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
+def train_stage(config: TrainConfig, progress: bool = True) -> Path:
+    """A base-building stage (``vision``: data is a grasp dataset root; ``language``: the corpus)."""
+    import torch
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from .model import load_llava
+    from .stages import language_step_fn, vision_step_fn
+
+    torch.manual_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, processor = load_llava(Path(config.model))
+    if config.strategy == "vision":
+        params, loss_fn, heads = vision_step_fn(model, processor, config.data, config.seed)
+    else:
+        params, loss_fn, heads = language_step_fn(model, processor, config.seed)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    log = MetricsLog(out / "metrics.csv", enabled=True, fresh=True)
+    model.train()
+    last = None
+    for step in tqdm(range(1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step - 1, config)
+        loss = loss_fn(config.batch_size)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.write(step, loss.item(), lr_at(step - 1, config))
+        if step % config.save_every == 0 or step == config.steps:
+            last = save_checkpoint(out, model, processor, optimizer, step, config)
+            if heads is not None:  # the GR-ConvNet-style baseline rides along
+                save_file(heads.state_dict(), last / "vision_heads.safetensors")
+    log.close()
+    return last
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run training (alone, or as one rank of a DDP job); returns the final checkpoint directory."""
+    if config.strategy in STAGES:
+        return train_stage(config, progress)
     import torch
     from tqdm import tqdm
 
@@ -282,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m training.train --model runs/tiny-base --data runs/rt-iw0 --strategy lora --out runs/rt-lora --steps 500",
     )
     parser.add_argument("--model", required=True, help="LLaVA checkpoint directory (tiny or a real one)")
-    parser.add_argument("--data", required=True, help="folder with train.json (python -m training.build_dataset)")
+    parser.add_argument("--data", required=True, help="folder with train.json (python -m training.build_dataset); "
+                        "for --strategy vision a grasp dataset root; ignored by --strategy language")
     parser.add_argument("--out", required=True, help="folder for checkpoints and metrics.csv")
-    parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="lora", help="pretrain: projector only; lora: LoRA r=64 + projector")
+    parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="lora",
+                        help="pretrain: projector only; lora: LoRA r=64 + projector; vision, language: base-building stages")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32, help="effective batch (default 32, the paper's)")
     parser.add_argument("--micro-batch", type=int, default=8, help="per forward pass; gradients accumulate to --batch-size")

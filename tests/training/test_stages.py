@@ -1,0 +1,81 @@
+"""Base-building stages of the tiny LLaVA: vision heads and the language corpus."""
+
+import csv
+import math
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from appliance.grasp import angle_difference  # noqa: E402
+from training.datasets import open_dataset  # noqa: E402
+from training.datasets.augment import center_crop  # noqa: E402
+from training.datasets.toy import write_toy_dataset  # noqa: E402
+from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
+from training.stages import PATCH_CENTER, grasp_targets, predict_pose, sincos_2d  # noqa: E402
+from training.train import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stages")
+    write_toy_dataset(root / "toy", images=10, seed=5, objects=5)
+    model, processor = build_tiny(TinyConfig())
+    model.save_pretrained(root / "base")
+    processor.save_pretrained(root / "base")
+    return root
+
+
+def losses(out):
+    with open(out / "metrics.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_sincos_positions_are_distinct_and_bounded():
+    table = sincos_2d(8, 192)
+    assert table.shape == (65, 192)
+    assert torch.all(table.abs() <= 1) and torch.all(table[0] == 0)
+    assert len({tuple(row.tolist()) for row in table[1:]}) == 64
+
+
+def test_targets_decode_back_to_the_grasp(workdir):
+    ds = open_dataset(workdir / "toy")
+    view = center_crop(ds.load(ds.ids[0]), None, (224, 224))
+    target = grasp_targets(view, 8, 0)
+    out = {PATCH_CENTER: target[PATCH_CENTER][None] * 20, "offset": target["offset"][None], "angle": target["angle"][None]}
+    pose = predict_pose(out, 8)
+    best = min(view.positives, key=lambda r: math.hypot(r.center[0] - pose.x * 224, r.center[1] - pose.y * 224))
+    assert math.hypot(best.center[0] - pose.x * 224, best.center[1] - pose.y * 224) < 1e-3
+    assert angle_difference(best.angle, pose.theta) < 1e-4
+
+
+def changed_parts(before, after):
+    return {name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
+            for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)}  # fmt: skip
+
+
+def test_vision_stage_trains_the_vit_with_fixed_positions(workdir):
+    random.seed(0)
+    out = workdir / "vision"
+    config = TrainConfig(str(workdir / "base"), str(workdir / "toy"), str(out), "vision", steps=12, batch_size=8, micro_batch=8, lr=2e-3, warmup=1, save_every=12)
+    last = train(config, progress=False)
+    before, _ = load_llava(workdir / "base")
+    after, _ = load_llava(last)
+    assert changed_parts(before, after) == {"vision_tower"}
+    positions = after.model.vision_tower.embeddings.position_embedding.weight
+    assert torch.allclose(positions, sincos_2d(8, positions.shape[1]))
+    assert (last / "vision_heads.safetensors").is_file()
+    values = losses(out)
+    assert sum(values[-3:]) < sum(values[:3])
+
+
+def test_language_stage_trains_the_decoder_only(workdir):
+    out = workdir / "language"
+    config = TrainConfig(str(workdir / "base"), "none", str(out), "language", steps=10, batch_size=16, micro_batch=16, lr=2e-3, warmup=1, save_every=10)
+    last = train(config, progress=False)
+    before, _ = load_llava(workdir / "base")
+    after, _ = load_llava(last)
+    assert changed_parts(before, after) == {"language_model", "lm_head"}
+    values = losses(out)
+    assert values[-1] < values[0]

@@ -1,0 +1,176 @@
+"""Base-building stages for a LLaVA built from scratch: what CLIP and LLaMA pretraining gave the real one.
+
+- ``vision``: the ViT learns grasps directly, with per-patch heads (which patch
+  holds a grasp centre, the offset inside it, cos 2θ / sin 2θ) and the object's
+  category from pooled tokens, on freshly augmented views every step. Its
+  position embeddings start as fixed 2D sin-cos (a tiny ViT trained from
+  scratch needs them). The heads are a GR-ConvNet-style baseline of their own.
+- ``language``: the decoder learns our text corpus (reasoning, instructions,
+  answers) as a causal language model.
+
+    python -m training.train --strategy vision --model runs/tiny-base --data data/synth --out runs/tiny-vision
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from appliance.grasp import GraspPose
+
+from .datasets.augment import Augmentation
+
+PATCH_CENTER, PATCH_OFFSET, PATCH_ANGLE = "center", "offset", "angle"
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2D sine-cosine position embeddings (grid × grid patches, plus a zero row for CLS)."""
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    parts = [torch.sin(xs.reshape(-1, 1) * omega), torch.cos(xs.reshape(-1, 1) * omega),
+             torch.sin(ys.reshape(-1, 1) * omega), torch.cos(ys.reshape(-1, 1) * omega)]  # fmt: skip
+    table = torch.cat(parts, dim=1)
+    table = torch.nn.functional.pad(table, (0, dim - table.shape[1]))
+    return torch.cat([torch.zeros(1, dim), table])
+
+
+class PatchHeads(nn.Module):
+    """Grasp and category heads on the ViT's patch tokens."""
+
+    def __init__(self, hidden: int, categories: int):
+        super().__init__()
+        self.grasp = nn.Linear(hidden, 5)  # centre logit, offset x/y, cos 2θ, sin 2θ
+        self.category = nn.Linear(hidden, categories)
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        patches = tokens[:, 1:]  # drop CLS
+        g = self.grasp(patches)
+        return {
+            PATCH_CENTER: g[..., 0],
+            PATCH_OFFSET: torch.sigmoid(g[..., 1:3]),
+            PATCH_ANGLE: torch.tanh(g[..., 3:5]),
+            "category": self.category(patches.mean(dim=1)),
+        }
+
+
+def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Tensor]:
+    """Per-patch targets of one augmented view: which patches hold a grasp centre, and its offset and angle."""
+    size = sample.image_size[0]
+    cell = size / grid
+    center = torch.zeros(grid * grid)
+    offset = torch.zeros(grid * grid, 2)
+    angle = torch.zeros(grid * grid, 2)
+    for rect in sample.positives:
+        x, y = rect.center
+        col, row = min(int(x / cell), grid - 1), min(int(y / cell), grid - 1)
+        k = row * grid + col
+        center[k] = 1.0
+        offset[k] = torch.tensor([x / cell - col, y / cell - row])
+        angle[k] = torch.tensor([math.cos(2 * rect.angle), math.sin(2 * rect.angle)])
+    return {PATCH_CENTER: center, PATCH_OFFSET: offset, PATCH_ANGLE: angle, "category": torch.tensor(category_index)}
+
+
+def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Centre: softmax over patches against the (normalised) positive patches; offset/angle where positive."""
+    center = target[PATCH_CENTER]
+    distribution = center / center.sum(dim=1, keepdim=True).clamp(min=1)
+    loss = -(distribution * torch.log_softmax(out[PATCH_CENTER], dim=1)).sum(dim=1).mean()
+    mask = center.unsqueeze(-1)
+    denom = mask.sum().clamp(min=1)
+    loss = loss + ((out[PATCH_OFFSET] - target[PATCH_OFFSET]) ** 2 * mask).sum() / denom
+    loss = loss + ((out[PATCH_ANGLE] - target[PATCH_ANGLE]) ** 2 * mask).sum() / denom
+    return loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"])
+
+
+def predict_pose(out: dict[str, torch.Tensor], grid: int, index: int = 0) -> GraspPose:
+    """The heads' best grasp: the most likely patch, its offset and angle (image-normalised)."""
+    k = int(out[PATCH_CENTER][index].argmax())
+    row, col = divmod(k, grid)
+    ox, oy = out[PATCH_OFFSET][index, k].tolist()
+    c, s = out[PATCH_ANGLE][index, k].tolist()
+    return GraspPose((col + ox) / grid, (row + oy) / grid, math.atan2(s, c) / 2)
+
+
+class VisionBatches:
+    """Fresh augmented views of the training images every batch, normalised as the processor does."""
+
+    def __init__(self, dataset, ids: list[str], processor, categories: list[str], size: int, crop: int | None, seed: int):
+        self.dataset, self.ids, self.processor = dataset, ids, processor
+        self.index = {name: i for i, name in enumerate(categories)}
+        self.augment = Augmentation(out_size=(size, size), crop=crop)
+        self.rng = random.Random(seed)
+        self.samples = {}
+
+    def category_of(self, sample) -> int:
+        return self.index.get(sample.category or "", len(self.index) - 1)
+
+    def __call__(self, batch_size: int, grid: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, targets = [], []
+        for _ in range(batch_size):
+            image_id = self.rng.choice(self.ids)
+            if image_id not in self.samples:  # decoded once, kept: a few hundred small images
+                self.samples[image_id] = self.dataset.load(image_id, with_depth=False)
+            view = self.augment(self.samples[image_id], self.rng)
+            images.append(view.image)
+            targets.append(grasp_targets(view, grid, self.category_of(view)))
+        pixels = self.processor.image_processor(images=np.stack(images), return_tensors="pt")["pixel_values"]
+        stacked = {k: torch.stack([t[k] for t in targets]) for k in targets[0]}
+        return pixels, stacked
+
+
+def freeze_sincos_positions(vision_tower) -> None:
+    """Replace the ViT's learned position embeddings by fixed 2D sin-cos ones."""
+    emb = vision_tower.embeddings
+    config = vision_tower.config
+    grid = config.image_size // config.patch_size
+    with torch.no_grad():
+        emb.position_embedding.weight.copy_(sincos_2d(grid, config.hidden_size))
+    emb.position_embedding.weight.requires_grad = False
+
+
+def vision_step_fn(model, processor, dataset_root: str, seed: int):
+    """The vision stage: ViT + heads, fresh views every batch. Returns (params, loss(batch_size), heads)."""
+    from .datasets import open_dataset
+    from .reasoning import load_templates
+
+    vit = model.model.vision_tower
+    freeze_sincos_positions(vit)
+    for p in vit.parameters():
+        p.requires_grad = p is not vit.embeddings.position_embedding.weight
+    grid = vit.config.image_size // vit.config.patch_size
+    categories = sorted(load_templates().categories) + ["object"]
+    heads = PatchHeads(vit.config.hidden_size, len(categories))
+    dataset = open_dataset(dataset_root)
+    batches = VisionBatches(dataset, list(dataset.ids), processor, categories, vit.config.image_size, None, seed)
+
+    def loss(batch_size: int) -> torch.Tensor:
+        pixels, target = batches(batch_size, grid)
+        return vision_loss(heads(vit(pixel_values=pixels).last_hidden_state), target)
+
+    params = [p for p in vit.parameters() if p.requires_grad] + list(heads.parameters())
+    return params, loss, heads
+
+
+def language_step_fn(model, processor, seed: int, max_tokens: int = 96):
+    """The language stage: the decoder learns the corpus as a causal LM (vision and projector untouched)."""
+    from .reasoning import load_templates
+    from .reasoning.corpus import corpus
+
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(("model.language_model", "lm_head"))
+    tok = processor.tokenizer
+    lines = list(corpus(load_templates(), seed=seed))
+    rng = random.Random(seed)
+
+    def loss(batch_size: int) -> torch.Tensor:
+        texts = [rng.choice(lines) + tok.eos_token for _ in range(batch_size)]
+        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
+
+    return [p for p in model.parameters() if p.requires_grad], loss, None
