@@ -36,6 +36,9 @@ from .reasoning.refine import draw_refinement
 from .view import VIEW_FILE, ModelView
 
 IMAGE_TOKEN = "<image>"
+TASKS = ("grasp", "describe")
+DESCRIBE_QUESTIONS = ("What object is in the image and where is it?", "Describe the object in the image.",
+                      "what do you see on the table", "Which object is this, and where does it lie?")  # fmt: skip
 PART_INSTRUCTION_RATE = 0.3
 """Share of samples whose instruction names the grasped part, where the part is known."""
 
@@ -51,6 +54,9 @@ class BuildConfig:
     augment: int = 0
     refine_fraction: float = 0.0
     seed: int = 0
+    task: str = "grasp"
+    """``grasp`` (instruction → answer with pose) or ``describe`` (what and where the object is:
+    the turns the ``align`` stage trains the projector on)."""
 
     def __post_init__(self) -> None:
         AnswerFormat(self.variant, self.decimals)  # validates both
@@ -60,6 +66,8 @@ class BuildConfig:
             raise ValueError(f"augment must be >= 0, got {self.augment}")
         if not 0.0 <= self.refine_fraction <= 1.0:
             raise ValueError(f"refine_fraction must be in [0, 1], got {self.refine_fraction}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
 
     @property
     def answer_format(self) -> AnswerFormat:
@@ -103,6 +111,17 @@ class SampleMaker:
             records.append(record)
         return records
 
+    def describe(self, view: GraspSample, image_path: str, category: Category, rng: random.Random) -> dict:
+        """One description record: the object's category, shape, parts and where it lies."""
+        xs = [r.center[0] / view.image_size[0] for r in view.positives]
+        ys = [r.center[1] / view.image_size[1] for r in view.positives]
+        where = _place_words(sum(xs) / len(xs), sum(ys) / len(ys))
+        parts = ", ".join(category.parts[:-1]) + (" and " if len(category.parts) > 1 else "") + category.parts[-1]
+        answer = f"The object is {category.a_name} with {rng.choice(category.shape)}. Its parts: {parts}. It lies {where}."
+        turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{rng.choice(DESCRIBE_QUESTIONS)}"}, {"from": "gpt", "value": answer}]
+        return {"id": Path(image_path).stem, "image": image_path, "source": view.image_id, "category": category.name,
+                "object_id": view.object_id, "conversations": turns}  # fmt: skip
+
     def _refine(self, record, turns, category, rng, current, poses, parts, grasps) -> None:
         drawn = draw_refinement(rng, current, poses, parts)
         if drawn is None:
@@ -144,8 +163,19 @@ def build_split(
                 continue
             name = f"{image_id}_v{k}.png" if split == "train" else f"{image_id}.png"
             Image.fromarray(view.image).save(image_dir / name)
-            records += maker.records(view, f"images/{split}/{name}", category, rng, all_grasps=split == "test")
+            path = f"images/{split}/{name}"
+            if config.task == "describe":
+                records.append(maker.describe(view, path, category, rng))
+            else:
+                records += maker.records(view, path, category, rng, all_grasps=split == "test")
     return records
+
+
+def _place_words(x: float, y: float) -> str:
+    """Where a point lies in the image, in words: "in the upper left of the image"."""
+    v = "upper" if y < 1 / 3 else "lower" if y > 2 / 3 else "middle"
+    h = "left" if x < 1 / 3 else "right" if x > 2 / 3 else "center"
+    return "in the center of the image" if (v, h) == ("middle", "center") else f"in the {v} {h} of the image"
 
 
 def build(
@@ -202,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decimals", type=int, default=3, help="decimals of the pose numbers (default 3)")
     parser.add_argument("--refine-fraction", type=float, default=0.0, help="share of samples with a refinement turn")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", choices=TASKS, default="grasp", help="grasp answers, or descriptions for the align stage")
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
     args = parser.parse_args(argv)
     try:
-        config = BuildConfig(args.variant, args.decimals, args.size, args.crop, args.augment, args.refine_fraction, args.seed)
+        config = BuildConfig(args.variant, args.decimals, args.size, args.crop, args.augment, args.refine_fraction, args.seed, args.task)
         dataset = open_dataset(args.root, args.objects)
         summary = build(dataset, args.split, args.fold, config, args.out, args.folds, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

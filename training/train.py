@@ -24,9 +24,10 @@ from pathlib import Path
 
 from .view import VIEW_FILE
 
-STRATEGIES = {"pretrain": 2e-3, "lora": 5e-4, "vision": 1e-3, "language": 1e-3}
+STRATEGIES = {"pretrain": 2e-3, "lora": 5e-4, "vision": 1e-3, "language": 1e-3, "align": 2e-3}
 """The paper's strategies (pretrain, lora) and the base-building stages for a model built from
-scratch (vision, language), with their default learning rates."""
+scratch (vision, language, align), with their default learning rates. ``align`` is LLaVA's own first
+stage: the projector alone on description turns (build_dataset --task describe)."""
 STAGES = ("vision", "language")
 LORA_RANK, LORA_ALPHA = 64, 32
 
@@ -75,7 +76,7 @@ def trainable_model(model, strategy: str):
             exclude_modules=r".*(vision_tower|multi_modal_projector).*", modules_to_save=["multi_modal_projector"],
         )  # fmt: skip
         return get_peft_model(model, config)
-    for p in model.model.multi_modal_projector.parameters():
+    for p in model.model.multi_modal_projector.parameters():  # pretrain and align
         p.requires_grad = True
     return model
 
@@ -328,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         "for --strategy vision a grasp dataset root; ignored by --strategy language")
     parser.add_argument("--out", required=True, help="folder for checkpoints and metrics.csv")
     parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="lora",
-                        help="pretrain: projector only; lora: LoRA r=64 + projector; vision, language: base-building stages")
+                        help="pretrain: projector only; lora: LoRA r=64 + projector; vision, language, align: "
+                        "base-building stages for a model built from scratch")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32, help="effective batch (default 32, the paper's)")
     parser.add_argument("--micro-batch", type=int, default=8, help="per forward pass; gradients accumulate to --batch-size")

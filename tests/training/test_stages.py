@@ -79,3 +79,23 @@ def test_language_stage_trains_the_decoder_only(workdir):
     assert changed_parts(before, after) == {"language_model", "lm_head"}
     values = losses(out)
     assert values[-1] < values[0]
+
+
+def test_align_trains_the_projector_on_descriptions(workdir):
+    import json
+
+    from training.build_dataset import BuildConfig, build
+
+    toy = open_dataset(workdir / "toy")
+    build(toy, "all", 0, BuildConfig(size=224, task="describe", seed=3), workdir / "describe", progress=False)
+    records = json.loads((workdir / "describe" / "train.json").read_text())
+    assert len(records) == len(toy)
+    answer = records[0]["conversations"][1]["value"]
+    assert records[0]["category"] in answer and " of the image" in answer and "[" not in answer
+    out = workdir / "align"
+    config = TrainConfig(str(workdir / "base"), str(workdir / "describe"), str(out), "align", steps=4, batch_size=4, micro_batch=2, warmup=1, save_every=4)
+    last = train(config, progress=False)
+    before, _ = load_llava(workdir / "base")
+    after, _ = load_llava(last)
+    assert changed_parts(before, after) == {"multi_modal_projector"}
+    assert losses(out)[-1] < losses(out)[0]
