@@ -71,7 +71,6 @@ def test_ids(dataset: GraspDataset, split: str, fold: int, folds: int = 5, seed:
 
 def evaluate(model, processor, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False) -> Evaluation:
     """Answer, parse and score every image."""
-    import torch
     from tqdm import tqdm
 
     templates = load_templates()
@@ -84,12 +83,8 @@ def evaluate(model, processor, view: ModelView, dataset: GraspDataset, ids: list
         sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
         category = sample.category if sample.category in templates.categories else None
         instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
-        inputs = processor(images=sample.image, text=PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt")
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-        new = output[0, inputs["input_ids"].shape[1] :]
-        text = processor.tokenizer.decode(new, skip_special_tokens=True).strip()
-        row = {"image": image_id, "answer": text, "tokens": int(len(new)), "category": category, "parsed": False, "correct": False}
+        text, tokens = answer(model, processor, sample.image, instruction)
+        row = {"image": image_id, "answer": text, "tokens": tokens, "category": category, "parsed": False, "correct": False}
         row["stated_category"] = stated_category(text, names) if fmt.variant.value == "rt" else None
         try:
             pose = fmt.parse(text).pose
@@ -102,6 +97,38 @@ def evaluate(model, processor, view: ModelView, dataset: GraspDataset, ids: list
             _draw(vis, sample, row)
     result.seconds = time.monotonic() - start
     return result
+
+
+def answer(model, processor, image, instruction: str) -> tuple[str, int]:
+    """Greedy answer to one prompt: the text and how many tokens it took."""
+    import torch
+
+    inputs = processor(images=image, text=PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt")
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    new = output[0, inputs["input_ids"].shape[1] :]
+    return processor.tokenizer.decode(new, skip_special_tokens=True).strip(), int(len(new))
+
+
+def record_accuracy(model, processor, fmt, records: list[dict], root: Path) -> float:
+    """Rectangle-metric accuracy on build_dataset test records (their images and all their grasps)."""
+    from PIL import Image
+
+    from appliance.grasp import GraspPose
+
+    correct = 0
+    for record in records:
+        with Image.open(root / record["image"]) as img:
+            image = img.convert("RGB")
+        instruction = record["conversations"][0]["value"].split("\n", 1)[-1]
+        text, _ = answer(model, processor, image, instruction)
+        truths = [GraspPose(x, y, t).to_rectangle(image.size, length, width) for x, y, t, length, width in record["grasps"]]
+        try:
+            correct += score_pose(fmt.parse(text).pose, truths, image.size).correct
+        except AnswerParseError:
+            pass
+    return correct / len(records) if records else 0.0
 
 
 def _draw(vis: Path, sample, row: dict) -> None:

@@ -49,6 +49,9 @@ class TrainConfig:
     save_every: int = 200
     seed: int = 0
     max_length: int = 512
+    eval_every: int = 0
+    """Score the first ``eval_images`` records of the data's test.json every this many steps (0: never)."""
+    eval_images: int = 20
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -255,10 +258,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     log = MetricsLog(out / "metrics.csv", enabled=ranks.main, fresh=step == 0)
     bar = tqdm(total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main))
     last = latest_checkpoint(out)
+    validate = validator(config, processor) if ranks.main else None
     while step < config.steps:
         loss = train_step(runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device)
         step += 1
-        log.write(step, loss, lr_at(step - 1, config))
+        val = validate(model, step) if validate else None
+        log.write(step, loss, lr_at(step - 1, config), val)
         bar.set_postfix(loss=f"{loss:.3f}")
         bar.update()
         if step % config.save_every == 0 or step == config.steps:
@@ -270,6 +275,29 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     log.close()
     (out / f"weights-rank{ranks.rank}.sha256").write_text(weights_digest(model) + "\n")
     return last or latest_checkpoint(out)
+
+
+def validator(config: TrainConfig, processor):
+    """A function (model, step) → validation accuracy on the step it is due, else None."""
+    test = Path(config.data) / "test.json"
+    view = Path(config.data) / VIEW_FILE
+    if config.eval_every <= 0 or not test.is_file() or not view.is_file():
+        return None
+    from .evaluate import record_accuracy
+    from .view import ModelView
+
+    records = json.loads(test.read_text())[: config.eval_images]
+    fmt = ModelView.load(Path(config.data)).answer_format
+
+    def validate(model, step: int) -> float | None:
+        if step % config.eval_every and step != config.steps:
+            return None
+        model.eval()
+        accuracy = record_accuracy(model, processor, fmt, records, Path(config.data))
+        model.train()
+        return accuracy
+
+    return validate
 
 
 def train_step(runner, optimizer, params, stream, lr: float, accumulate: int, ranks: Ranks, device: str) -> float:
@@ -300,17 +328,18 @@ def train_step(runner, optimizer, params, stream, lr: float, accumulate: int, ra
 
 
 class MetricsLog:
-    """``metrics.csv``: step, loss, learning rate, seconds (written by rank 0 only)."""
+    """``metrics.csv``: step, loss, learning rate, seconds, validation accuracy (rank 0 only)."""
 
     def __init__(self, path: Path, enabled: bool, fresh: bool):
         self.start = time.monotonic()
         self.file = open(path, "a", newline="") if enabled else None
         if self.file and fresh:
-            csv.writer(self.file).writerow(["step", "loss", "lr", "seconds"])
+            csv.writer(self.file).writerow(["step", "loss", "lr", "seconds", "val_accuracy"])
 
-    def write(self, step: int, loss: float, lr: float) -> None:
+    def write(self, step: int, loss: float, lr: float, val_accuracy: float | None = None) -> None:
         if self.file:
-            csv.writer(self.file).writerow([step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}"])
+            val = "" if val_accuracy is None else f"{val_accuracy:.4f}"
+            csv.writer(self.file).writerow([step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}", val])
             self.file.flush()
 
     def close(self) -> None:
@@ -336,13 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch", type=int, default=8, help="per forward pass; gradients accumulate to --batch-size")
     parser.add_argument("--lr", type=float, help="default 2e-3 (pretrain) or 5e-4 (lora), the paper's")
     parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--eval-every", type=int, default=0, help="validation accuracy on test.json every N steps (0: never)")
+    parser.add_argument("--eval-images", type=int, default=20, help="how many test records to score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
             args.model, args.data, args.out, args.strategy, args.steps, args.batch_size, args.micro_batch, args.lr,
-            save_every=args.save_every, seed=args.seed,
+            save_every=args.save_every, seed=args.seed, eval_every=args.eval_every, eval_images=args.eval_images,
         )  # fmt: skip
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

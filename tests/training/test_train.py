@@ -149,3 +149,15 @@ def test_two_gloo_processes_train_and_agree_on_the_weights(workdir):
     assert len(digests) == 1
     assert len(read_losses(out)) == 3
     assert (out / "checkpoint-000003" / "adapter_model.safetensors").is_file()
+
+
+def test_validation_accuracy_is_logged(workdir):
+    toy = open_dataset(workdir / "toy")
+    build(toy, "iw", 0, BuildConfig(variant="rt", decimals=2, size=224, seed=1), workdir / "rt-iw", progress=False)
+    out = workdir / "val"
+    config = TrainConfig(str(workdir / "base"), str(workdir / "rt-iw"), str(out), "lora", steps=2, batch_size=2, micro_batch=2,
+                         warmup=1, save_every=2, eval_every=2, eval_images=2)  # fmt: skip
+    train(config, progress=False)
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["val_accuracy"] == "" and 0.0 <= float(rows[1]["val_accuracy"]) <= 1.0
