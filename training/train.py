@@ -52,6 +52,9 @@ class TrainConfig:
     eval_every: int = 0
     """Score the first ``eval_images`` records of the data's test.json every this many steps (0: never)."""
     eval_images: int = 20
+    split: str = "all"
+    """vision stage: train on the training images of this split (iw, ow) and ``fold``, or all."""
+    fold: int = 0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -201,7 +204,7 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model, processor = load_llava(Path(config.model))
     if config.strategy == "vision":
-        params, loss_fn, heads = vision_step_fn(model, processor, config.data, config.seed)
+        params, loss_fn, heads = vision_step_fn(model, processor, config.data, config.seed, config.split, config.fold)
     else:
         params, loss_fn, heads = language_step_fn(model, processor, config.seed)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -368,12 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=0, help="validation accuracy on test.json every N steps (0: never)")
     parser.add_argument("--eval-images", type=int, default=20, help="how many test records to score")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=["iw", "ow", "all"], default="all", help="vision stage: train on this split's training images")
+    parser.add_argument("--fold", type=int, default=0, help="vision stage: the fold held out")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
             args.model, args.data, args.out, args.strategy, args.steps, args.batch_size, args.micro_batch, args.lr,
             save_every=args.save_every, seed=args.seed, eval_every=args.eval_every, eval_images=args.eval_images,
+            split=args.split, fold=args.fold,
         )  # fmt: skip
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:
