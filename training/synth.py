@@ -13,7 +13,6 @@ to ``objects.csv``. Deterministic for a seed, whatever the number of workers.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import sys

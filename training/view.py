@@ -42,5 +42,5 @@ class ModelView:
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
         view = cls(**data)
-        view.answer_format  # validates variant and decimals
+        AnswerFormat(view.variant, view.decimals)  # validates both
         return view

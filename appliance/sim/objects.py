@@ -15,7 +15,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 
 MAX_OPENING = 0.075  # the Franka Hand opens 8 cm; keep a margin
 ALONG_X = (1.0, 0.0, 0.0)  # zaxis that lays a capsule/cylinder along x

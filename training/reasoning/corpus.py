@@ -34,7 +34,7 @@ def corpus(templates: Templates, seed: int = 0, poses: int = 2000, decimals: tup
     for side in SIDES:
         for template in templates.refinement["side"]:
             yield template.format(side=side)
-    for kind, text in templates.refinement_reasoning.items():
+    for text in templates.refinement_reasoning.values():
         category = rng.choice(categories)
         yield text.format(part=rng.choice(category.parts), side=rng.choice(sorted(SIDES)), object=category.name)
     for variant in AnswerVariant:
