@@ -182,13 +182,15 @@ class SimCell:
             raise TimeoutError("the simulation did not step within 2 s")
         return self._qpos
 
-    def reset(self, index: int, x: float, y: float, yaw: float) -> None:
-        """Put object ``index`` on the table at (x, y, yaw) and park every other object."""
-        if not 0 <= index < len(self.objects):
-            raise IndexError(f"object index {index} outside 0..{len(self.objects) - 1}")
+    def reset(self, placements: dict[int, tuple[float, float, float]]) -> None:
+        """Put each object ``index → (x, y, yaw)`` on the table and park every other object."""
+        for index in placements:
+            if not 0 <= index < len(self.objects):
+                raise IndexError(f"object index {index} outside 0..{len(self.objects) - 1}")
         poses = {}
         for i, obj in enumerate(self.objects):
-            if i == index:
+            if i in placements:
+                x, y, yaw = placements[i]
                 poses[i] = (x, y, obj.rest_offset, yaw)
             else:
                 px, py = self._park(i)

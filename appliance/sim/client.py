@@ -59,7 +59,12 @@ class SimCellClient:
         return np.frombuffer(rgb, np.uint8).reshape(h, w, 3), np.frombuffer(depth, np.float32).reshape(h, w)
 
     def reset(self, obj: int | str, **placement) -> dict:
+        """Place one object (``seed=`` or ``x=, y=, yaw=``) and park the rest."""
         return self.request("reset", object=obj, **placement)[0]["placement"]
+
+    def reset_scene(self, placements: list[dict]) -> list[dict]:
+        """Place several objects at once: ``[{"object": id, "seed": s} | {"object", "x", "y", "yaw"}, ...]``."""
+        return self.request("reset", objects=placements)[0]["placement"]
 
     def objects(self) -> dict[str, dict]:
         """Per object: ``pose`` [x, y, z, qw, qx, qy, qz], ``com`` [x, y, z], ``on_table``."""

@@ -4,7 +4,8 @@ One REP socket on loopback. Requests are JSON objects with an ``op``:
 
 - ``info``   → robot address, camera intrinsics and ``T_base_cam``, the objects
 - ``frame``  → [header JSON, RGB bytes (H×W×3 uint8), depth bytes (H×W float32, metres)]
-- ``reset``  ``{"object": i or id, "x", "y", "yaw"}`` or ``{"object", "seed"}`` → the placement
+- ``reset``  ``{"object": i or id, "x", "y", "yaw"}`` or ``{"object", "seed"}`` → the placement;
+  ``{"objects": [...]}`` places several at once (a cluttered scene) → the placements
 - ``poses``  → every object's pose [x, y, z, qw, qx, qy, qz] in the base frame, its centre
   of mass and whether it touches the table
 
@@ -129,20 +130,31 @@ class CellService:
         header = {"ok": True, "height": rgb.shape[0], "width": rgb.shape[1], "time": time.time()}
         return [_json(header), np.ascontiguousarray(rgb).tobytes(), np.ascontiguousarray(depth).tobytes()]
 
-    def _reset(self, request: dict) -> dict:
-        objects = self.cell.objects
-        ref = request.get("object", 0)
-        ids = [o.object_id for o in objects]
-        index = ids.index(ref) if isinstance(ref, str) and ref in ids else ref
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(objects):
-            raise ValueError(f"unknown object {ref!r}; known: {', '.join(ids)}")
-        if "seed" in request:
-            (x, y), yaw = place(self.cell.config.table, random.Random(request["seed"]))
-        else:
-            x, y, yaw = (float(request[k]) for k in ("x", "y", "yaw"))
-        self.cell.reset(index, x, y, yaw)
+    def _reset(self, request: dict) -> dict | list[dict]:
+        """One object (``object`` + ``seed`` or ``x, y, yaw``), or a scene: ``objects``, a list of those."""
+        many = "objects" in request
+        specs = request["objects"] if many else [request]
+        if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
+            raise ValueError("'objects' must be a non-empty list of {object, seed} or {object, x, y, yaw}")
+        placements, out = {}, []
+        for spec in specs:
+            index = self._object_index(spec.get("object", 0))
+            if "seed" in spec:
+                (x, y), yaw = place(self.cell.config.table, random.Random(spec["seed"]))
+            else:
+                x, y, yaw = (float(spec[k]) for k in ("x", "y", "yaw"))
+            placements[index] = (x, y, yaw)
+            out.append({"object": self.cell.objects[index].object_id, "x": x, "y": y, "yaw": yaw})
+        self.cell.reset(placements)
         time.sleep(SETTLE_S)
-        return {"object": ids[index], "x": x, "y": y, "yaw": yaw}
+        return out if many else out[0]
+
+    def _object_index(self, ref) -> int:
+        ids = [o.object_id for o in self.cell.objects]
+        index = ids.index(ref) if isinstance(ref, str) and ref in ids else ref
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(ids):
+            raise ValueError(f"unknown object {ref!r}; known: {', '.join(ids)}")
+        return index
 
 
 def _json(obj: dict) -> bytes:

@@ -106,3 +106,13 @@ def test_an_oracle_grasp_lifts_the_mug(client, arm, cell):
     assert result.success, result
     assert result.lift_m >= LIFT_SUCCESS_M
     assert np.isfinite(result.seconds)
+
+
+def test_a_scene_of_several_objects(client):
+    placed = client.reset_scene([{"object": "mug-cell", "x": 0.45, "y": -0.06, "yaw": 0.0}, {"object": "ball-cell", "x": 0.56, "y": 0.07, "yaw": 0.0}])
+    assert [p["object"] for p in placed] == ["mug-cell", "ball-cell"]
+    state = client.objects()
+    assert state["mug-cell"]["on_table"] and state["ball-cell"]["on_table"]
+    assert not state["knife-cell"]["on_table"]  # parked on the floor
+    with pytest.raises(RuntimeError, match="non-empty list"):
+        client.request("reset", objects=[])
