@@ -69,6 +69,20 @@ def test_ids(dataset: GraspDataset, split: str, fold: int, folds: int = 5, seed:
     return list(make_folds(split, dataset.object_ids(), folds, seed)[fold].test)
 
 
+def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[str]) -> Evaluation:
+    """Score the vision stage's grasp heads (no language model involved)."""
+    result = Evaluation()
+    start = time.monotonic()
+    for image_id in ids:
+        sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
+        pose = predict(sample.image)
+        correct = score_pose(pose, sample.positives, sample.image_size).correct
+        result.rows.append({"image": image_id, "answer": "", "tokens": 0, "category": None, "stated_category": None,
+                            "parsed": True, "correct": correct, "x": pose.x, "y": pose.y, "theta": pose.theta})  # fmt: skip
+    result.seconds = time.monotonic() - start
+    return result
+
+
 def evaluate(model, processor, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False) -> Evaluation:
     """Answer, parse and score every image."""
     from tqdm import tqdm
@@ -158,15 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N test images")
     parser.add_argument("--json", type=Path, help="write the summary and every answer here")
     parser.add_argument("--vis", type=Path, help="write PNGs (prediction red, ground truth green) and answers here")
+    parser.add_argument("--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)")
+    parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")
     args = parser.parse_args(argv)
     try:
         from .model import load_llava
 
-        view = ModelView.load(args.model)
         dataset = open_dataset(args.root)
         ids = test_ids(dataset, args.split, args.fold, seed=args.seed)[: args.limit]
         model, processor = load_llava(args.model)
-        result = evaluate(model, processor, view, dataset, ids, args.vis, progress=sys.stderr.isatty())
+        if args.heads:
+            from .stages import heads_predictor
+
+            result = evaluate_heads(heads_predictor(args.model, model, processor), ModelView(size=args.size), dataset, ids)
+        else:
+            view = ModelView.load(args.model)
+            result = evaluate(model, processor, view, dataset, ids, args.vis, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -176,3 +176,25 @@ def language_step_fn(model, processor, seed: int, max_tokens: int = 96):
         return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
 
     return [p for p in model.parameters() if p.requires_grad], loss, None
+
+
+def heads_predictor(checkpoint, model, processor):
+    """The vision stage's own grasp predictor (a GR-ConvNet-style baseline): image → GraspPose."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from .reasoning import load_templates
+
+    vit = model.model.vision_tower
+    heads = PatchHeads(vit.config.hidden_size, len(load_templates().categories) + 1)
+    heads.load_state_dict(load_file(Path(checkpoint) / "vision_heads.safetensors"))
+    heads.eval()
+    grid = vit.config.image_size // vit.config.patch_size
+
+    def predict(image) -> GraspPose:
+        pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            return predict_pose(heads(vit(pixel_values=pixels).last_hidden_state), grid)
+
+    return predict

@@ -99,3 +99,17 @@ def test_align_trains_the_projector_on_descriptions(workdir):
     after, _ = load_llava(last)
     assert changed_parts(before, after) == {"multi_modal_projector"}
     assert losses(out)[-1] < losses(out)[0]
+
+
+def test_vision_heads_are_scored_as_a_baseline(workdir, tmp_path):
+    import json
+
+    from training.evaluate import main as evaluate_main
+
+    checkpoint = workdir / "vision" / "checkpoint-000012"
+    if not checkpoint.is_dir():
+        pytest.skip("needs the vision checkpoint of the earlier test")
+    out = tmp_path / "heads.json"
+    assert evaluate_main(["--model", str(checkpoint), "--root", str(workdir / "toy"), "--split", "all", "--heads", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 10 and report["parse_failure_rate"] == 0 and 0 <= report["accuracy"] <= 1
