@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vis", type=Path, help="write PNGs (prediction red, ground truth green) and answers here")
     parser.add_argument("--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)")
     parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")
+    parser.add_argument("--crop", type=int, help="with --heads: the square crop the vision stage used")
     args = parser.parse_args(argv)
     try:
         from .model import load_llava
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.heads:
             from .stages import heads_predictor
 
-            result = evaluate_heads(heads_predictor(args.model, model, processor), ModelView(size=args.size), dataset, ids)
+            result = evaluate_heads(heads_predictor(args.model, model, processor), ModelView(size=args.size, crop=args.crop), dataset, ids)
         else:
             view = ModelView.load(args.model)
             result = evaluate(model, processor, view, dataset, ids, args.vis, progress=sys.stderr.isatty())

@@ -133,7 +133,7 @@ def freeze_sincos_positions(vision_tower) -> None:
     emb.position_embedding.weight.requires_grad = False
 
 
-def vision_step_fn(model, processor, dataset_root: str, seed: int, split: str = "all", fold: int = 0):
+def vision_step_fn(model, processor, dataset_root: str, seed: int, split: str = "all", fold: int = 0, crop: int | None = None):
     """The vision stage: ViT + heads, fresh views every batch. Returns (params, loss(batch_size), heads)."""
     from .datasets import open_dataset
     from .datasets.splits import make_folds
@@ -148,7 +148,7 @@ def vision_step_fn(model, processor, dataset_root: str, seed: int, split: str = 
     heads = PatchHeads(vit.config.hidden_size, len(categories))
     dataset = open_dataset(dataset_root)
     ids = list(dataset.ids) if split == "all" else list(make_folds(split, dataset.object_ids(), seed=seed)[fold].train)
-    batches = VisionBatches(dataset, ids, processor, categories, vit.config.image_size, None, seed)
+    batches = VisionBatches(dataset, ids, processor, categories, vit.config.image_size, crop, seed)
 
     def loss(batch_size: int) -> torch.Tensor:
         pixels, target = batches(batch_size, grid)

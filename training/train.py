@@ -24,10 +24,11 @@ from pathlib import Path
 
 from .view import VIEW_FILE
 
-STRATEGIES = {"pretrain": 2e-3, "lora": 5e-4, "vision": 1e-3, "language": 1e-3, "align": 2e-3}
+STRATEGIES = {"pretrain": 2e-3, "lora": 5e-4, "vision": 1e-3, "language": 1e-3, "align": 2e-3, "decoder": 2e-4}
 """The paper's strategies (pretrain, lora) and the base-building stages for a model built from
 scratch (vision, language, align), with their default learning rates. ``align`` is LLaVA's own first
-stage: the projector alone on description turns (build_dataset --task describe)."""
+stage: the projector alone on description turns (build_dataset --task describe). ``decoder`` trains the
+projector and the whole language model on a frozen vision tower (a tiny model's alternative to LoRA)."""
 STAGES = ("vision", "language")
 LORA_RANK, LORA_ALPHA = 64, 32
 
@@ -55,6 +56,8 @@ class TrainConfig:
     split: str = "all"
     """vision stage: train on the training images of this split (iw, ow) and ``fold``, or all."""
     fold: int = 0
+    crop: int | None = None
+    """vision stage: square crop (source pixels) of the augmented views; match build_dataset --crop."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -82,8 +85,12 @@ def trainable_model(model, strategy: str):
             exclude_modules=r".*(vision_tower|multi_modal_projector).*", modules_to_save=["multi_modal_projector"],
         )  # fmt: skip
         return get_peft_model(model, config)
-    for p in model.model.multi_modal_projector.parameters():  # pretrain and align
-        p.requires_grad = True
+    trained = [model.model.multi_modal_projector]  # pretrain and align
+    if strategy == "decoder":
+        trained += [model.model.language_model, model.lm_head]
+    for module in trained:
+        for p in module.parameters():
+            p.requires_grad = True
     return model
 
 
@@ -204,7 +211,7 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model, processor = load_llava(Path(config.model))
     if config.strategy == "vision":
-        params, loss_fn, heads = vision_step_fn(model, processor, config.data, config.seed, config.split, config.fold)
+        params, loss_fn, heads = vision_step_fn(model, processor, config.data, config.seed, config.split, config.fold, config.crop)
     else:
         params, loss_fn, heads = language_step_fn(model, processor, config.seed)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -373,13 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=["iw", "ow", "all"], default="all", help="vision stage: train on this split's training images")
     parser.add_argument("--fold", type=int, default=0, help="vision stage: the fold held out")
+    parser.add_argument("--crop", type=int, help="vision stage: square crop in source pixels (as build_dataset --crop)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
             args.model, args.data, args.out, args.strategy, args.steps, args.batch_size, args.micro_batch, args.lr,
             save_every=args.save_every, seed=args.seed, eval_every=args.eval_every, eval_images=args.eval_images,
-            split=args.split, fold=args.fold,
+            split=args.split, fold=args.fold, crop=args.crop,
         )  # fmt: skip
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

@@ -161,3 +161,13 @@ def test_validation_accuracy_is_logged(workdir):
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["val_accuracy"] == "" and 0.0 <= float(rows[1]["val_accuracy"]) <= 1.0
+
+
+def test_decoder_strategy_trains_projector_and_language_model_on_a_frozen_vit(workdir):
+    out = workdir / "decoder"
+    before, _ = load_llava(workdir / "base")
+    config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "decoder", steps=2, batch_size=2, micro_batch=2, warmup=1, save_every=2)
+    after, _ = load_llava(train(config, progress=False))
+    changed = {name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
+               for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)}  # fmt: skip
+    assert changed == {"multi_modal_projector", "language_model", "lm_head"}
