@@ -30,7 +30,7 @@ from appliance.grasp import GraspPose
 
 from .datasets import GraspDataset, GraspSample, open_dataset
 from .datasets.augment import Augmentation, center_crop
-from .datasets.splits import DEFAULT_FOLDS, make_folds
+from .datasets.splits import DEFAULT_FOLDS, choose_fold
 from .reasoning import Category, Templates, load_templates
 from .reasoning.refine import draw_refinement
 from .view import VIEW_FILE, ModelView
@@ -185,10 +185,8 @@ def build(
     if split == "all":
         train_ids, test_ids = list(dataset.ids), []
     else:
-        chosen = make_folds(split, dataset.object_ids(), folds, config.seed)
-        if not 0 <= fold < folds:
-            raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
-        train_ids, test_ids = list(chosen[fold].train), list(chosen[fold].test)
+        chosen = choose_fold(split, dataset.object_ids(), fold, folds, config.seed)
+        train_ids, test_ids = list(chosen.train), list(chosen.test)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": asdict(config), "root": str(dataset.root), "split": split, "fold": fold, "splits": {}}
     for name, ids in (("train", train_ids), ("test", test_ids)):

@@ -23,7 +23,7 @@ from appliance.grasp import score_pose
 
 from .datasets import GraspDataset, open_dataset
 from .datasets.augment import center_crop
-from .datasets.splits import make_folds
+from .datasets.splits import choose_fold
 from .model import PROMPT_TEMPLATE
 from .reasoning import load_templates
 from .view import ModelView
@@ -63,10 +63,11 @@ def stated_category(text: str, names: list[str]) -> str | None:
     return best[1] if best else None
 
 
-def test_ids(dataset: GraspDataset, split: str, fold: int, folds: int = 5, seed: int = 0) -> list[str]:
+def held_out_ids(dataset: GraspDataset, split: str, fold: int, seed: int = 0) -> list[str]:
+    """The images to score: a fold's test set, or every image (``all``: a separately generated set)."""
     if split == "all":
         return list(dataset.ids)
-    return list(make_folds(split, dataset.object_ids(), folds, seed)[fold].test)
+    return list(choose_fold(split, dataset.object_ids(), fold, seed=seed).test)
 
 
 def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[str]) -> Evaluation:
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         from .model import load_llava
 
         dataset = open_dataset(args.root)
-        ids = test_ids(dataset, args.split, args.fold, seed=args.seed)[: args.limit]
+        ids = held_out_ids(dataset, args.split, args.fold, seed=args.seed)[: args.limit]
         model, processor = load_llava(args.model)
         if args.heads:
             from .stages import heads_predictor

@@ -136,7 +136,7 @@ def freeze_sincos_positions(vision_tower) -> None:
 def vision_step_fn(model, processor, dataset_root: str, seed: int, split: str = "all", fold: int = 0, crop: int | None = None):
     """The vision stage: ViT + heads, fresh views every batch. Returns (params, loss(batch_size), heads)."""
     from .datasets import open_dataset
-    from .datasets.splits import make_folds
+    from .datasets.splits import choose_fold
     from .reasoning import load_templates
 
     vit = model.model.vision_tower
@@ -147,7 +147,7 @@ def vision_step_fn(model, processor, dataset_root: str, seed: int, split: str = 
     categories = sorted(load_templates().categories) + ["object"]
     heads = PatchHeads(vit.config.hidden_size, len(categories))
     dataset = open_dataset(dataset_root)
-    ids = list(dataset.ids) if split == "all" else list(make_folds(split, dataset.object_ids(), seed=seed)[fold].train)
+    ids = list(dataset.ids) if split == "all" else list(choose_fold(split, dataset.object_ids(), fold, seed=seed).train)
     batches = VisionBatches(dataset, ids, processor, categories, vit.config.image_size, crop, seed)
 
     def loss(batch_size: int) -> torch.Tensor:

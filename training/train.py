@@ -284,7 +284,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     bar.close()
     log.close()
     (out / f"weights-rank{ranks.rank}.sha256").write_text(weights_digest(model) + "\n")
-    return last or latest_checkpoint(out)
+    return last
 
 
 def validator(config: TrainConfig, processor):

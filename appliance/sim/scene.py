@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.geometry import Intrinsics, pose_matrix, transform_points
+from appliance.geometry import Intrinsics, invert, pose_matrix, transform_points
 from appliance.grasp import GraspRectangle
 
 from .objects import GraspRegion, ObjectModel
@@ -116,7 +116,7 @@ class ImageGrasp:
 def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CameraConfig) -> list[ImageGrasp]:
     """Rectangles (in pixels) of one grasp region of an object at pose ``T_base_obj``."""
     K = camera.intrinsics
-    T_cam_base = np.linalg.inv(camera.T_base_cam)
+    T_cam_base = invert(camera.T_base_cam)
     start, end = np.array(region.start), np.array(region.end)
     centers = [start] if np.allclose(start, end) else [start + t * (end - start) for t in np.linspace(0, 1, SEGMENT_SAMPLES)]
     axes = [np.array([*region.axis, 0.0])] if region.axis else [

@@ -16,6 +16,8 @@ from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
 from training.stages import PATCH_CENTER, grasp_targets, predict_pose, sincos_2d  # noqa: E402
 from training.train import TrainConfig, train  # noqa: E402
 
+from .helpers import changed_parts  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
@@ -48,11 +50,6 @@ def test_targets_decode_back_to_the_grasp(workdir):
     best = min(view.positives, key=lambda r: math.hypot(r.center[0] - pose.x * 224, r.center[1] - pose.y * 224))
     assert math.hypot(best.center[0] - pose.x * 224, best.center[1] - pose.y * 224) < 1e-3
     assert angle_difference(best.angle, pose.theta) < 1e-4
-
-
-def changed_parts(before, after):
-    return {name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
-            for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)}  # fmt: skip
 
 
 def test_vision_stage_trains_the_vit_with_fixed_positions(workdir):

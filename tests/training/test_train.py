@@ -15,6 +15,8 @@ from training.datasets.toy import write_toy_dataset  # noqa: E402
 from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
 from training.train import TrainConfig, train  # noqa: E402
 
+from .helpers import changed_parts  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
@@ -65,8 +67,7 @@ def test_pretrain_trains_the_projector_only(workdir):
     config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "pretrain", steps=2, batch_size=2, micro_batch=2, warmup=1, save_every=2)
     last = train(config, progress=False)
     after, _ = load_llava(last)
-    changed = {name.split(".")[1] for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)}
-    assert changed == {"multi_modal_projector"}
+    assert changed_parts(before, after) == {"multi_modal_projector"}
 
 
 def test_config_is_checked():
@@ -168,6 +169,4 @@ def test_decoder_strategy_trains_projector_and_language_model_on_a_frozen_vit(wo
     before, _ = load_llava(workdir / "base")
     config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "decoder", steps=2, batch_size=2, micro_batch=2, warmup=1, save_every=2)
     after, _ = load_llava(train(config, progress=False))
-    changed = {name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
-               for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)}  # fmt: skip
-    assert changed == {"multi_modal_projector", "language_model", "lm_head"}
+    assert changed_parts(before, after) == {"multi_modal_projector", "language_model", "lm_head"}

@@ -72,6 +72,15 @@ def make_folds(
     raise ValueError(f"unknown split {kind!r}: expected one of {SPLIT_KINDS}")
 
 
+def choose_fold(
+    kind: str, objects: Mapping[str, str | None], fold: int, k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED
+) -> Fold:
+    """Fold ``fold`` (0-based) of a ``kind`` split, with a clear error for an index out of range."""
+    if not 0 <= fold < k:
+        raise ValueError(f"fold must be in 0..{k - 1}, got {fold}")
+    return make_folds(kind, objects, k, seed)[fold]
+
+
 def _check_k(k: int, n: int, what: str) -> None:
     if k < 2:
         raise ValueError(f"need at least 2 folds, got {k}")
