@@ -127,7 +127,6 @@ class AnswerFormat:
     def grammar(self) -> str:
         """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end."""
         digits = " ".join(["[0-9]"] * self.decimals)
-        tail = " ".join(["[0-9]"] * (self.decimals - 1))
         zeros = "0" * self.decimals
         parts = re.split(r"(\{x\}|\{y\}|\{theta\})", POSE_TEMPLATES[self.variant])
         symbols = {"{x}": "unit", "{y}": "unit", "{theta}": "angle"}
@@ -137,8 +136,8 @@ class AnswerFormat:
             f"root ::= {root}",
             f"pose ::= {pose}",
             f'unit ::= "0." {digits} | "1.{zeros}"',
-            # |θ| <= π/2 ≈ 1.5708: below 1.6, plus π/2 as rendered; the range check does the rest.
-            f'angle ::= "-"? ("0." {digits} | "1." [0-5] {tail} | "{math.pi / 2:.{self.decimals}f}")',
+            # |θ| up to π/2 as rendered with these decimals, digit by digit: nothing the range check refuses.
+            f'angle ::= "-"? ({_at_most(f"{math.pi / 2:.{self.decimals}f}")})',
         ]
         if self.variant is AnswerVariant.RT:
             rules.append(r'reasoning ::= [^\[\x00-\x1f] [^\[\x00-\x1f]* " "')
@@ -148,6 +147,20 @@ class AnswerFormat:
 def _signed(value: float, decimals: int) -> str:
     text = f"{value:.{decimals}f}"
     return "0." + "0" * decimals if float(text) == 0.0 else text  # never "-0.000"
+
+
+def _at_most(limit: str) -> str:
+    """GBNF for the decimal numbers written with exactly ``limit``'s digits that are <= ``limit`` (e.g. "1.571")."""
+    head, rest = limit[0], limit[1:]
+    if head == ".":
+        return f'"." ({_at_most(rest)})' if rest else '"."'
+    free = " ".join('"."' if c == "." else "[0-9]" for c in rest)
+    options = []
+    if head > "0":
+        below = '"0"' if head == "1" else f"[0-{chr(ord(head) - 1)}]"
+        options.append(f"{below} {free}".strip())
+    options.append(f'"{head}" ({_at_most(rest)})' if rest else f'"{head}"')
+    return " | ".join(options)
 
 
 def _gbnf_literal(text: str) -> str:

@@ -6,6 +6,11 @@ Each test image is shown the way the model was trained (its ``view.json``:
 crop and size) with an instruction naming the object when the dataset knows
 it. Reports accuracy, parse failures, mean answer tokens, images per second,
 and how often the reasoning names the right category.
+
+``--bundle`` scores an exported bundle instead, through the appliance's own
+runtime (onnxruntime + llama.cpp, numpy preprocessing from the camera image):
+
+    python -m training.evaluate --bundle bundles/rt-q4 --root data/synth --split iw --fold 0
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Evaluation:
             "parse_failure_rate": 1 - len(parsed) / n if n else 0.0,
             "mean_answer_tokens": sum(r["tokens"] for r in self.rows) / n if n else 0.0,
             "images_per_second": n / self.seconds if self.seconds else 0.0,
+            "ms_per_image": 1000 * self.seconds / n if n else 0.0,
             "category_accuracy": sum(r["stated_category"] == r["category"] for r in named) / len(named) if named else None,
         }
 
@@ -84,22 +90,27 @@ def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[st
     return result
 
 
-def evaluate(model, processor, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False) -> Evaluation:
-    """Answer, parse and score every image."""
+def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False) -> Evaluation:
+    """Answer, parse and score every image.
+
+    ``answer_fn(camera_image, view_image, instruction) -> (text, tokens, extra)``: the torch model
+    answers on the view (the workspace crop at the model's size, as training showed it); a bundle
+    gets the whole camera image and crops it itself, as the appliance does. ``extra`` (a dict) is
+    added to the image's row."""
     from tqdm import tqdm
 
     templates = load_templates()
     names = sorted(templates.categories, key=len, reverse=True)
     fmt = view.answer_format
-    model.eval()
     result = Evaluation()
     start = time.monotonic()
     for image_id in tqdm(ids, desc="evaluating", unit="img", disable=not progress):
-        sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
+        camera = dataset.load(image_id, with_depth=False)
+        sample = center_crop(camera, view.crop, (view.size, view.size))
         category = sample.category if sample.category in templates.categories else None
         instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
-        text, tokens = answer(model, processor, sample.image, instruction)
-        row = {"image": image_id, "answer": text, "tokens": tokens, "category": category, "parsed": False, "correct": False}
+        text, tokens, extra = answer_fn(camera.image, sample.image, instruction)
+        row = {"image": image_id, "answer": text, "tokens": tokens, "category": category, "parsed": False, "correct": False, **extra}
         row["stated_category"] = stated_category(text, names) if fmt.variant.value == "rt" else None
         try:
             pose = fmt.parse(text).pose
@@ -112,6 +123,34 @@ def evaluate(model, processor, view: ModelView, dataset: GraspDataset, ids: list
             _draw(vis, sample, row)
     result.seconds = time.monotonic() - start
     return result
+
+
+def torch_answerer(model, processor):
+    """``evaluate``'s answer function for a torch checkpoint."""
+    model.eval()
+
+    def answer_fn(camera_image, view_image, instruction):
+        return (*answer(model, processor, view_image, instruction), {})
+
+    return answer_fn
+
+
+def bundle_answerer(grasp_model, constrain: bool = True, max_new_tokens: int | None = None):
+    """``evaluate``'s answer function for a bundle (appliance.model.GraspModel): the appliance's own path.
+
+    ``constrain=False`` and ``max_new_tokens=MAX_NEW_TOKENS`` decode exactly as the torch path does."""
+    from appliance.model import MAX_NEW_TOKENS as RUNTIME_MAX
+
+    def answer_fn(camera_image, view_image, instruction):
+        prediction = grasp_model.session().ask(instruction, camera_image, max_new_tokens or RUNTIME_MAX, constrain)
+        return prediction.text, len(prediction.tokens), {"timings": prediction.timings.as_dict()}
+
+    return answer_fn
+
+
+def bundle_view(manifest) -> ModelView:
+    """The ModelView a bundle was exported with (its manifest carries the same facts as view.json)."""
+    return ModelView(manifest.answer.variant, manifest.answer.decimals, manifest.image.size, manifest.image.crop)
 
 
 def answer(model, processor, image, instruction: str) -> tuple[str, int]:
@@ -163,9 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
         description="Evaluate a LLaVA grasp model with the rectangle metric (greedy answers, parsed as trained).",
-        epilog="example: python -m training.evaluate --model runs/rt-merged --root data/synth --split iw --fold 0 --json runs/eval.json",
+        epilog="examples:\n  python -m training.evaluate --model runs/rt-merged --root data/synth --split iw --fold 0 --json runs/eval.json\n"
+        "  python -m training.evaluate --bundle bundles/rt-q4 --root data/synth --split iw --fold 0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, required=True, help="merged (or pretrain) checkpoint with view.json")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="merged (or pretrain) checkpoint with view.json")
+    source.add_argument("--bundle", type=Path, help="a bundle from python -m export.quantize (runs as the appliance does)")
     parser.add_argument("--root", type=Path, required=True, help="dataset root")
     parser.add_argument("--split", choices=["iw", "ow", "all"], default="iw", help="which test images: a fold's, or all")
     parser.add_argument("--fold", type=int, default=0)
@@ -177,11 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")
     parser.add_argument("--crop", type=int, help="with --heads: the square crop the vision stage used")
     args = parser.parse_args(argv)
+    if args.heads and args.bundle:
+        parser.error("--heads scores a vision checkpoint (--model), not a bundle")
     try:
         from .model import load_llava
 
         dataset = open_dataset(args.root)
         ids = held_out_ids(dataset, args.split, args.fold, seed=args.seed)[: args.limit]
+        if args.bundle:
+            from appliance.model import GraspModel
+
+            grasp_model = GraspModel.load(args.bundle)
+            result = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, args.vis, sys.stderr.isatty())
+            return _report(result, args.json)
         model, processor = load_llava(args.model)
         if args.heads:
             from .stages import heads_predictor
@@ -189,14 +240,18 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate_heads(heads_predictor(args.model, model, processor), ModelView(size=args.size, crop=args.crop), dataset, ids)
         else:
             view = ModelView.load(args.model)
-            result = evaluate(model, processor, view, dataset, ids, args.vis, progress=sys.stderr.isatty())
-    except (OSError, ValueError) as exc:
+            result = evaluate(torch_answerer(model, processor), view, dataset, ids, args.vis, progress=sys.stderr.isatty())
+    except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return _report(result, args.json)
+
+
+def _report(result: Evaluation, json_path: Path | None) -> int:
     summary = result.summary()
     print(json.dumps(summary, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps({**summary, "answers": result.rows}, indent=1) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps({**summary, "answers": result.rows}, indent=1) + "\n")
     return 0
 
 

@@ -107,3 +107,22 @@ def test_render_refuses_what_could_not_be_parsed():
         AnswerFormat("rt", decimals=0)
     with pytest.raises(ValueError):
         AnswerFormat("xx")
+
+
+@pytest.mark.parametrize("decimals", [1, 2, 3])
+def test_grammar_accepts_exactly_the_angles_the_parser_accepts(decimals):
+    """Constrained decoding must never produce a pose the range check then refuses."""
+    from appliance.gbnf import parse_grammar
+
+    fmt = AnswerFormat("nr-a", decimals)
+    grammar = parse_grammar(fmt.grammar())
+    unit = f"{0.5:.{decimals}f}"
+    scale = 10**decimals
+    for k in range(-2 * scale, 2 * scale + 1):
+        text = f"[{unit}, {unit}], {k / scale:.{decimals}f}"
+        try:
+            fmt.parse(text)
+            parsed = True
+        except AnswerParseError:
+            parsed = False
+        assert grammar.matches(text) == parsed, text

@@ -1,0 +1,192 @@
+"""The bundle manifest: what export writes and the appliance trusts.
+
+A bundle is a directory (DESIGN.md, "Bundle")::
+
+    manifest.yaml      this schema
+    llm-q4_k_m.gguf    the text model for llama.cpp, tokenizer inside
+    vision.onnx        vision tower + projector: pixels -> image embeddings
+
+The manifest's schema is the nested dataclasses below, read through the one
+config loader (``appliance.config.from_dict``), so an unknown key, a missing
+one or a wrong type is an error naming the key. ``verify_files`` checks every
+listed file's size and SHA-256 before anything is loaded from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .answer import AnswerFormat
+from .config import ConfigError, from_dict, load_yaml
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.yaml"
+QUANT_TYPES = ("F32", "F16", "Q8_0", "Q5_K_M", "Q4_K_M")
+VISION_PRECISIONS = ("fp32", "fp16", "int8")
+RESAMPLE = ("bicubic", "bilinear")
+
+
+class BundleError(ValueError):
+    """A bundle that must not be loaded: bad manifest, missing file, wrong hash."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How the camera image becomes the vision tower's input (the training processor's steps).
+
+    ``crop`` (source pixels, square, centred) is the workspace crop applied first;
+    then the shortest edge is resized to ``resize`` (``resample``), centre-cropped
+    to ``size``, scaled by ``rescale`` and normalised with ``mean``/``std``."""
+
+    size: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    rescale: float = 1 / 255
+    resample: str = "bicubic"
+    crop: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.resize < self.size:
+            raise ValueError(f"image size {self.size} / resize {self.resize}: need 1 <= size <= resize")
+        if self.resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {RESAMPLE}, got {self.resample!r}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("image std must be positive")
+        if self.crop is not None and self.crop < 1:
+            raise ValueError("crop must be a positive number of pixels")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the bundle with its size and SHA-256."""
+
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """The answer contract the model was trained with (appliance.answer)."""
+
+    variant: str
+    decimals: int
+
+    def __post_init__(self) -> None:
+        AnswerFormat(self.variant, self.decimals)  # validates both
+
+    @property
+    def format(self) -> AnswerFormat:
+        return AnswerFormat(self.variant, self.decimals)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about a bundle, and where it came from."""
+
+    schema: int
+    model: str
+    source: str
+    """The merged checkpoint the bundle was exported from."""
+    quant: str
+    llm: str
+    """File name of the GGUF."""
+    vision: str
+    """File name of the ONNX vision tower."""
+    vision_precision: str
+    image: ImageSpec
+    n_image_tokens: int
+    embedding_width: int
+    prompt_template: str
+    """Single-turn prompt with ``{instruction}``; ``image_token`` marks where the embeddings go."""
+    image_token: str
+    followup_template: str
+    """A refinement turn appended after an answer (with ``{instruction}``)."""
+    answer: AnswerSpec
+    files: dict[str, FileEntry]
+    tokenizer: str = "spm"
+    created: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Figures measured at export time (parity errors, accuracy when a dataset was given)."""
+
+    def __post_init__(self) -> None:
+        if self.schema != SCHEMA_VERSION:
+            raise ValueError(f"schema {self.schema} is not supported (this runtime reads {SCHEMA_VERSION})")
+        if self.quant not in QUANT_TYPES:
+            raise ValueError(f"quant must be one of {QUANT_TYPES}, got {self.quant!r}")
+        if self.vision_precision not in VISION_PRECISIONS:
+            raise ValueError(f"vision_precision must be one of {VISION_PRECISIONS}, got {self.vision_precision!r}")
+        for name in (self.llm, self.vision):
+            if name not in self.files:
+                raise ValueError(f"{name!r} is not listed under files")
+        if self.prompt_template.count(self.image_token) != 1 or "{instruction}" not in self.prompt_template:
+            raise ValueError("prompt_template needs exactly one image token and an {instruction} field")
+        if "{instruction}" not in self.followup_template:
+            raise ValueError("followup_template needs an {instruction} field")
+        if self.n_image_tokens < 1 or self.embedding_width < 1:
+            raise ValueError("n_image_tokens and embedding_width must be positive")
+
+
+def manifest_from_dict(data: dict, where: str = MANIFEST_FILE) -> Manifest:
+    """Validate a manifest mapping; ``BundleError`` names the bad key."""
+    try:
+        return from_dict(Manifest, data, where)
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def manifest_to_yaml(manifest: Manifest) -> str:
+    """The manifest as YAML text (keys in schema order)."""
+    data = dataclasses.asdict(manifest)
+    data["image"]["mean"] = list(manifest.image.mean)
+    data["image"]["std"] = list(manifest.image.std)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(path: Path) -> FileEntry:
+    """The manifest entry for one file."""
+    return FileEntry(sha256=sha256_file(path), bytes=Path(path).stat().st_size)
+
+
+def verify_files(directory: Path, manifest: Manifest) -> None:
+    """Every listed file exists with its size and hash; ``BundleError`` otherwise."""
+    for name, entry in manifest.files.items():
+        path = Path(directory) / name
+        if Path(name).name != name:
+            raise BundleError(f"{MANIFEST_FILE}: file name {name!r} must not contain a path")
+        if not path.is_file():
+            raise BundleError(f"{path} is missing")
+        if path.stat().st_size != entry.bytes:
+            raise BundleError(f"{path}: {path.stat().st_size} bytes, the manifest says {entry.bytes}")
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"{path}: SHA-256 does not match the manifest (file changed or corrupt)")
+
+
+def read_bundle(directory: Path, verify: bool = True) -> Manifest:
+    """Read and validate ``directory/manifest.yaml`` and (by default) verify every file."""
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a bundle (no {MANIFEST_FILE})")
+    try:
+        data = load_yaml(path)
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from exc
+    manifest = manifest_from_dict(data, str(path))
+    if verify:
+        verify_files(directory, manifest)
+    return manifest

@@ -1,0 +1,249 @@
+"""The grasp model at run time: a bundle → reasoning text and a grasp pose, with no torch.
+
+    model = GraspModel.load(Path("models/rtgrasp-tiny"))
+    session = model.session()
+    first = session.ask("pick up the mug", image)        # reasoning + pose + timings
+    second = session.ask("grasp it by the handle instead")  # same image, the conversation goes on
+
+Per turn: the camera image is cropped to the workspace and preprocessed
+(``appliance.preprocess``), the ONNX vision tower turns it into image
+embeddings, the prompt is tokenized by llama.cpp and the embeddings are
+decoded in place of the ``<image>`` token, then tokens are decoded greedily
+under the answer grammar until the pose is complete. A session's history stays
+in the KV cache between turns; when another session used the model in
+between, its history is replayed first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .answer import AnswerFormat, AnswerParseError
+from .bundle import Manifest, read_bundle
+from .grasp import GraspPose
+from .llm import LlamaError, LlamaSettings, TextModel, greedy
+from .preprocess import CropBox, prepare
+from .vision import PROVIDERS, VisionEncoder
+
+log = logging.getLogger(__name__)
+
+MAX_NEW_TOKENS = 160
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the time of one turn went (milliseconds) and the decode rate."""
+
+    preprocess_ms: float = 0.0
+    vision_ms: float = 0.0
+    prefill_ms: float = 0.0
+    prefill_tokens: int = 0
+    decode_ms: float = 0.0
+    decode_tokens: int = 0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return 1000.0 * self.decode_tokens / self.decode_ms if self.decode_ms > 0 else 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.vision_ms + self.prefill_ms + self.decode_ms
+
+    def as_dict(self) -> dict:
+        fields = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+        return {**fields, "decode_tokens_per_s": round(self.decode_tokens_per_s, 1), "total_ms": round(self.total_ms, 3)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answer: the text, the parsed pose (None when it did not parse) and why not."""
+
+    text: str
+    pose: GraspPose | None
+    reasoning: str
+    error: str | None
+    timings: Timings
+    crop: CropBox
+    view: np.ndarray = field(repr=False)
+    """The image the model saw (the workspace crop at the model's input size)."""
+    tokens: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.pose is not None
+
+
+class GraspModel:
+    """A loaded bundle: the vision tower in onnxruntime, the language model in llama.cpp."""
+
+    def __init__(self, manifest: Manifest, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings()):
+        self.manifest, self.directory = manifest, Path(directory)
+        self.format: AnswerFormat = manifest.answer.format
+        self.vision = VisionEncoder(self.directory / manifest.vision, providers)
+        self.llm = TextModel(self.directory / manifest.llm, llama)
+        if self.llm.n_embd != manifest.embedding_width:
+            raise LlamaError(f"{manifest.llm} has width {self.llm.n_embd}, the manifest says {manifest.embedding_width}")
+        self.image_token = self.llm.token_id(manifest.image_token)
+        self._grammar = self.format.grammar()
+        self._complete = re.compile(r"\d\.\d{%d}$" % self.format.decimals)
+        self._active: Session | None = None
+
+    @classmethod
+    def load(cls, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings(), verify: bool = True) -> GraspModel:
+        """Read the manifest, verify every file's hash, and load both halves."""
+        return cls(read_bundle(directory, verify=verify), directory, providers, llama)
+
+    def session(self) -> Session:
+        """A new conversation (the image comes with its first turn)."""
+        return Session(self)
+
+    def predict(self, image, instruction: str) -> Prediction:
+        """One turn of a fresh session."""
+        return self.session().ask(instruction, image)
+
+    def embed(self, image) -> tuple[np.ndarray, np.ndarray, CropBox, float, float]:
+        """The image's embeddings: (view, embeddings, crop box, preprocess ms, vision ms)."""
+        start = time.perf_counter()
+        view, pixels, box = prepare(image, self.manifest.image)
+        mid = time.perf_counter()
+        embeddings = self.vision(pixels)
+        end = time.perf_counter()
+        if embeddings.shape != (self.manifest.n_image_tokens, self.manifest.embedding_width):
+            raise LlamaError(f"vision tower gave {embeddings.shape}, the manifest expects "
+                             f"({self.manifest.n_image_tokens}, {self.manifest.embedding_width})")  # fmt: skip
+        return view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid)
+
+    def prompt_segments(self, instruction: str, first: bool) -> list:
+        """Token ids, with the image token's place marked by ``None``."""
+        if first:
+            text = self.manifest.prompt_template.format(instruction=instruction)
+            tokens = self.llm.tokenize(text, add_bos=True, special=True, start=True)
+            if tokens.count(self.image_token) != 1:
+                raise LlamaError(f"the prompt holds {tokens.count(self.image_token)} image tokens, expected 1")
+            return [None if t == self.image_token else t for t in tokens]
+        text = self.manifest.followup_template.format(instruction=instruction)
+        tokens = self.llm.tokenize(text, add_bos=False, special=True)
+        if self.image_token in tokens:
+            raise ValueError("a follow-up instruction must not contain the image token")
+        return tokens
+
+    def generate(self, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True) -> tuple[list[int], str, list[int]]:
+        """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
+
+        Returns the tokens, the text and the tail of tokens not yet in the KV cache (the last one is
+        only evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
+        (parity checks against torch's plain greedy)."""
+        grammar = self.llm.grammar(self._grammar) if constrain else None
+        tokens, data, pending = [], b"", None
+        for _ in range(min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)):  # a full context ends the answer
+            if pending is not None:
+                self.llm.eval_tokens([pending])
+                pending = None
+            token = greedy(self.llm.logits(), grammar)
+            if token == self.llm.eos:
+                break
+            if grammar is not None:
+                grammar.accept(token)
+            tokens.append(token)
+            pending = token
+            data += self.llm.piece(token)
+            text = data.decode(errors="replace")
+            if self._complete.search(text) and self._is_answer(text):
+                break
+        return tokens, data.decode(errors="replace").strip(), [] if pending is None else [pending]
+
+    def _is_answer(self, text: str) -> bool:
+        try:
+            self.format.parse(text)
+            return True
+        except AnswerParseError:
+            return False
+
+
+class Session:
+    """A conversation about one image: the first turn carries it, follow-ups refine the pose."""
+
+    def __init__(self, model: GraspModel):
+        self.model = model
+        self.history: list = []
+        """What the sequence holds, in order: token lists and the image embeddings (an array)."""
+        self.turns: list[Prediction] = []
+        self._image: tuple | None = None
+
+    def ask(self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True) -> Prediction:
+        """One turn: a new image starts the conversation over; without one, a follow-up on the last."""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("the instruction is empty")
+        model = self.model
+        if image is not None:
+            self.history, self.turns = [], []
+            self._image = model.embed(image)
+        if self._image is None:
+            raise ValueError("the first turn of a session needs an image")
+        view, embeddings, box, pre_ms, vision_ms = self._image if image is not None else (*self._image[:3], 0.0, 0.0)
+        start = time.perf_counter()
+        before = model.llm.n_evaluated
+        self._activate()
+        segments = model.prompt_segments(instruction, first=not self.history)
+        kept, n_past = len(self.history), model.llm.n_past
+        try:
+            self._extend(segments, embeddings)
+        except LlamaError:  # e.g. the context is full: the conversation stays as it was
+            del self.history[kept:]
+            model.llm.truncate(n_past)
+            raise
+        prefill = time.perf_counter()
+        prefilled = model.llm.n_evaluated - before
+        tokens, text, unevaluated = model.generate(max_new_tokens, constrain)
+        end = time.perf_counter()
+        # The answer's tail and the end of turn are evaluated lazily, when the conversation goes on.
+        self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]
+        timings = Timings(pre_ms, vision_ms, 1000 * (prefill - start), prefilled, 1000 * (end - prefill), len(tokens))
+        prediction = self._parse(text, timings, box, view, tokens)
+        self.turns.append(prediction)
+        return prediction
+
+    def _parse(self, text, timings, box, view, tokens) -> Prediction:
+        try:
+            parsed = self.model.format.parse(text)
+            return Prediction(text, parsed.pose, parsed.reasoning, None, timings, box, view, tuple(tokens))
+        except AnswerParseError as exc:
+            log.warning("unparseable answer: %s", exc)
+            return Prediction(text, None, "", exc.reason, timings, box, view, tuple(tokens))
+
+    def _activate(self) -> None:
+        """Make the KV cache hold exactly this session's history."""
+        model = self.model
+        if model._active is not self or not self.history:
+            model.llm.truncate(0)
+            model._active = self
+            for segment in self.history:
+                self._eval(segment)
+        else:  # the pending tail of the last answer
+            self._eval(self.history[-1])
+
+    def _extend(self, segments: list, embeddings: np.ndarray) -> None:
+        run: list[int] = []
+        for token in segments:
+            if token is None:
+                self._eval(run)
+                self.history.append(run)
+                self._eval(embeddings)
+                self.history.append(embeddings)
+                run = []
+            else:
+                run.append(token)
+        self._eval(run)
+        self.history.append(run)
+
+    def _eval(self, segment) -> None:
+        if isinstance(segment, np.ndarray):
+            self.model.llm.eval_embeddings(segment)
+        elif segment:
+            self.model.llm.eval_tokens(list(segment))

@@ -1,0 +1,208 @@
+"""A merged LLaVA checkpoint → the appliance's bundle: quantized GGUF + ONNX vision tower + manifest.
+
+    python -m export.quantize --bits 4 --model runs/rt-merged --out bundles/rt-q4
+
+``--bits`` 4, 5, 8, 16 (or 32) give Q4_K_M, Q5_K_M, Q8_0, F16 (F32). The text
+model is written as an F32 GGUF (F16 for ``--bits 16``) and quantized by
+llama.cpp's own quantizer; the vision tower + projector go to ONNX and are
+checked against torch on random images. The bundle is assembled in a hidden
+directory beside ``--out`` and renamed into place when complete, so a crash
+never leaves a half-written bundle where the appliance would look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from appliance.bundle import (
+    SCHEMA_VERSION, AnswerSpec, ImageSpec, Manifest, file_entry, manifest_to_yaml, MANIFEST_FILE,
+)  # fmt: skip
+
+from .gguf import ExportError, text_config, write_gguf
+
+log = logging.getLogger(__name__)
+
+QUANTS = {  # --bits -> (manifest quant type, llama.cpp ftype, file suffix)
+    4: ("Q4_K_M", 15, "q4_k_m"),
+    5: ("Q5_K_M", 17, "q5_k_m"),
+    8: ("Q8_0", 7, "q8_0"),
+    16: ("F16", 1, "f16"),
+    32: ("F32", 0, "f32"),
+}
+RESAMPLE = {2: "bilinear", 3: "bicubic"}
+FOLLOWUP_TEMPLATE = " USER: {instruction} ASSISTANT:"
+"""A refinement turn as training.data lays it out after an answer's ``</s>``."""
+
+
+def quantize_gguf(source: Path, out: Path, ftype: int, threads: int = 0) -> Path:
+    """llama.cpp's quantizer: an F32/F16 GGUF → ``ftype`` (Q4_K_M = 15, ...)."""
+    import llama_cpp
+
+    from appliance.llm import quiet_llama
+
+    quiet_llama(llama_cpp)  # the quantizer's per-tensor lines go to debug logging
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    if status != 0:
+        raise ExportError(f"llama.cpp failed to quantize {source} (status {status})")
+    return out
+
+
+def image_spec(model_dir: Path, view) -> ImageSpec:
+    """The preprocessing recorded in the checkpoint's processor config and its view.json."""
+    config = _processor_config(model_dir)
+    size = config.get("crop_size", {}).get("height") if config.get("do_center_crop", True) else None
+    resize = config.get("size", {}).get("shortest_edge") or config.get("size", {}).get("height")
+    size = size or resize
+    if size is None:
+        raise ExportError(f"{model_dir}: the image processor config gives no input size")
+    if config.get("resample", 3) not in RESAMPLE:
+        raise ExportError(f"{model_dir}: image resample mode {config.get('resample')} is not supported")
+    if view.size != size:
+        raise ExportError(f"{model_dir}: view.json says {view.size} px, the processor {size} px")
+    return ImageSpec(
+        size=size, resize=resize, mean=tuple(config["image_mean"]), std=tuple(config["image_std"]),
+        rescale=config.get("rescale_factor", 1 / 255), resample=RESAMPLE[config.get("resample", 3)], crop=view.crop,
+    )  # fmt: skip
+
+
+def _processor_config(model_dir: Path) -> dict:
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = Path(model_dir) / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            return data.get("image_processor", data)
+    raise ExportError(f"{model_dir} has no processor_config.json / preprocessor_config.json")
+
+
+def check_model_dir(model_dir: Path) -> dict:
+    """Fail early, with a clear message, on anything that is not an exportable merged LLaVA."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ExportError(f"{model_dir} is not a directory")
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ExportError(f"{model_dir} is not a Hugging Face checkpoint directory (no config.json)")
+    if (model_dir / "adapter_config.json").is_file():
+        raise ExportError(f"{model_dir} is a LoRA adapter: merge it first (python -m training.merge)")
+    config = json.loads(config_path.read_text())
+    text_config(config)  # the architecture check
+    return config
+
+
+def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: str = "fp32", force: bool = False,
+                 progress: bool = True) -> Manifest:  # fmt: skip
+    """Export, quantize, check and write the bundle; returns its manifest."""
+    from tqdm import tqdm
+
+    from training.model import PROMPT_TEMPLATE, load_llava
+    from training.tokenizer import IMAGE
+    from training.view import ModelView
+
+    from .vision import export_onnx, parity
+
+    if bits not in QUANTS:
+        raise ExportError(f"--bits must be one of {sorted(QUANTS)}, got {bits}")
+    model_dir, out = Path(model_dir), Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} exists (use --force to replace it)")
+    config = check_model_dir(model_dir)
+    view = ModelView.load(model_dir)
+    spec = image_spec(model_dir, view)
+    quant, ftype, suffix = QUANTS[bits]
+    work = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    steps = tqdm(total=4, desc="bundle", unit="step", disable=not progress)
+    started = time.monotonic()
+
+    steps.set_postfix_str("vision tower → ONNX")
+    model, _ = load_llava(model_dir)
+    vision = export_onnx(model, work / "vision.onnx", vision_precision)
+    vision_error = parity(model, vision)
+    n_image_tokens, width = _embedding_shape(vision, spec.size)
+    del model
+    steps.update()
+
+    steps.set_postfix_str("text model → GGUF")
+    llm = work / f"llm-{suffix}.gguf"
+    if bits in (16, 32):
+        write_gguf(model_dir, llm, "f16" if bits == 16 else "f32")
+    else:
+        source = write_gguf(model_dir, work / "llm-f32.gguf.src", "f32")
+        steps.update()
+        steps.set_postfix_str(f"quantize → {quant}")
+        quantize_gguf(source, llm, ftype)
+        source.unlink()
+    steps.n = 3
+    steps.set_postfix_str("manifest")
+    manifest = Manifest(
+        schema=SCHEMA_VERSION, model=out.name, source=str(model_dir.resolve()), quant=quant, llm=llm.name,
+        vision=vision.name, vision_precision=vision_precision, image=spec, n_image_tokens=n_image_tokens,
+        embedding_width=width, prompt_template=PROMPT_TEMPLATE, image_token=IMAGE, followup_template=FOLLOWUP_TEMPLATE,
+        answer=AnswerSpec(view.variant, view.decimals), files={p.name: file_entry(p) for p in (llm, vision)},
+        tokenizer=_tokenizer_family(model_dir), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        metrics={"vision_relative_error": vision_error, "export_seconds": round(time.monotonic() - started, 1)},
+    )  # fmt: skip
+    if width != config.get("text_config", {}).get("hidden_size", width):
+        raise ExportError(f"projector output width {width} differs from the text model's hidden size")
+    (work / MANIFEST_FILE).write_text(manifest_to_yaml(manifest))
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    steps.update()
+    steps.close()
+    return manifest
+
+
+def _embedding_shape(onnx_path: Path, size: int) -> tuple[int, int]:
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    shape = session.run(None, {"pixel_values": np.zeros((1, 3, size, size), np.float32)})[0].shape
+    return int(shape[1]), int(shape[2])
+
+
+def _tokenizer_family(model_dir: Path) -> str:
+    from .gguf import _family
+
+    return _family(json.loads((Path(model_dir) / "tokenizer.json").read_text()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.quantize",
+        description="Build the appliance bundle from a merged LLaVA checkpoint: the text model quantized to GGUF "
+        "(4 = Q4_K_M, 5 = Q5_K_M, 8 = Q8_0, 16 = F16, 32 = F32), the vision tower + projector as ONNX, and "
+        "manifest.yaml with hashes, preprocessing, prompt template and answer contract.",
+        epilog="example: python -m export.quantize --bits 4 --model runs/rt-merged --out bundles/rt-q4",
+    )
+    parser.add_argument("--bits", type=int, choices=sorted(QUANTS), default=4)
+    parser.add_argument("--model", type=Path, required=True, help="merged HF LLaVA checkpoint (with view.json)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    parser.add_argument("--vision-precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                        help="fp32 (reference), fp16 (GPU), int8 (CPU, dynamic quantisation)")  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        manifest = build_bundle(args.model, args.out, args.bits, args.vision_precision, args.force, progress=sys.stderr.isatty())
+    except (ExportError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sizes = ", ".join(f"{name} {entry.bytes / 1e6:.1f} MB" for name, entry in manifest.files.items())
+    print(f"bundle {args.out}: {manifest.quant}, {sizes}; vision parity {manifest.metrics['vision_relative_error']:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

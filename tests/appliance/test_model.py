@@ -1,0 +1,169 @@
+"""The runtime (bundle → onnxruntime + llama.cpp) against torch on the same checkpoint, and its guards."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+from appliance.bundle import BundleError  # noqa: E402
+from appliance.gbnf import GrammarError  # noqa: E402
+from appliance.llm import LlamaSettings  # noqa: E402
+from appliance.model import GraspModel  # noqa: E402
+from appliance.preprocess import prepare  # noqa: E402
+
+INSTRUCTION = "pick up the mug"
+
+
+def _camera_image(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def runtime(f32_bundle):
+    model = GraspModel.load(f32_bundle, llama=LlamaSettings.exact(n_ctx=512, n_batch=24))
+    yield model
+    model.llm.close()
+
+
+@pytest.fixture(scope="module")
+def torch_model(tiny_spm_checkpoint):
+    from training.model import load_llava
+
+    model, processor = load_llava(tiny_spm_checkpoint)
+    return model.eval(), processor
+
+
+def _torch_inputs(runtime, processor, image):
+    from training.model import PROMPT_TEMPLATE
+
+    view, pixels, _ = prepare(image, runtime.manifest.image)
+    inputs = processor(images=view, text=PROMPT_TEMPLATE.format(instruction=INSTRUCTION), return_tensors="pt")
+    return inputs, pixels
+
+
+def test_prefill_logits_equal_torch_with_the_image_injected(runtime, torch_model):
+    """Image embeddings go in at the <image> position, in chunks smaller than the 64 image tokens."""
+    model, processor = torch_model
+    image = _camera_image(1)
+    inputs, pixels = _torch_inputs(runtime, processor, image)
+    assert np.abs(inputs["pixel_values"].numpy() - pixels).max() < 1e-5
+    with torch.no_grad():
+        want = model(**inputs).logits[0, -1].numpy()
+    answer = runtime.session().ask(INSTRUCTION, image, max_new_tokens=1, constrain=False)
+    # the sequence holds BOS, the prompt and 64 image positions, as torch's; the one answer token
+    # is not evaluated yet, so the context still holds the prefill's logits
+    assert runtime.llm.n_past == inputs["input_ids"].shape[1] == answer.timings.prefill_tokens
+    got = runtime.llm.logits()
+    assert np.abs(got - want).max() / np.abs(want).max() <= 1e-3
+
+
+def test_greedy_answer_equals_torch_generate(runtime, torch_model):
+    model, processor = torch_model
+    image = _camera_image(2)
+    inputs, _ = _torch_inputs(runtime, processor, image)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    want = out[0, inputs["input_ids"].shape[1] :].tolist()
+    eos = processor.tokenizer.eos_token_id
+    want = want[: want.index(eos)] if eos in want else want
+    got = runtime.session().ask(INSTRUCTION, image, max_new_tokens=24, constrain=False)
+    assert list(got.tokens) == want
+
+
+def test_grammar_forces_a_parseable_pose_that_stops_when_complete(tiny_spm_checkpoint, tmp_path):
+    """A random NR-A model writes garbage unconstrained; under the grammar every answer is a valid pose."""
+    from export.quantize import build_bundle
+
+    import shutil
+
+    nra = tmp_path / "nra-ckpt"
+
+    shutil.copytree(tiny_spm_checkpoint, nra)
+    (nra / "view.json").write_text('{"variant": "nr-a", "decimals": 3, "size": 224, "crop": null}')
+    build_bundle(nra, tmp_path / "b", bits=8, progress=False)
+    model = GraspModel.load(tmp_path / "b")
+    for seed in range(3):
+        free = model.session().ask(INSTRUCTION, _camera_image(seed), max_new_tokens=20, constrain=False)
+        assert not free.ok
+        answer = model.session().ask(INSTRUCTION, _camera_image(seed))
+        assert answer.ok, answer.text
+        assert answer.text == model.format.render(answer.pose)  # nothing after the pose
+        assert answer.timings.decode_tokens == len(answer.tokens) <= len(answer.text)
+    model.llm.close()
+
+
+def test_refinement_reuses_the_cache_and_matches_a_replayed_history(runtime):
+    image = _camera_image(3)
+    a = runtime.session()
+    first = a.ask(INSTRUCTION, image, max_new_tokens=12, constrain=False)
+    second = a.ask("grasp it by the handle instead", max_new_tokens=12, constrain=False)
+    assert second.timings.prefill_tokens < 40  # only the follow-up (and the pending end of turn), not the image again
+    assert second.timings.vision_ms == 0.0
+    b = runtime.session()  # b takes the cache over, then a must replay its whole history
+    b.ask("pick up the bowl", _camera_image(4), max_new_tokens=4, constrain=False)
+    again = a.ask("grasp it from the left side instead", max_new_tokens=12, constrain=False)
+    assert again.timings.prefill_tokens > 64
+    c = runtime.session()
+    c.ask(INSTRUCTION, image, max_new_tokens=12, constrain=False)
+    c.ask("grasp it by the handle instead", max_new_tokens=12, constrain=False)
+    replayed = c.ask("grasp it from the left side instead", max_new_tokens=12, constrain=False)
+    assert replayed.tokens == again.tokens
+    assert c.turns[0].tokens == first.tokens and c.turns[1].tokens == second.tokens
+
+
+def test_session_errors(runtime):
+    session = runtime.session()
+    with pytest.raises(ValueError, match="needs an image"):
+        session.ask("grasp it by the handle instead")
+    with pytest.raises(ValueError, match="empty"):
+        session.ask("  ", _camera_image())
+    with pytest.raises(ValueError, match="RGB uint8"):
+        session.ask(INSTRUCTION, np.zeros((10, 10), np.uint8))
+
+
+def test_invalid_grammar_never_reaches_llama_cpp(runtime):
+    with pytest.raises(GrammarError):
+        runtime.llm.grammar('root ::= "a" undefined-rule')
+    with pytest.raises(GrammarError):
+        runtime.llm.grammar('root ::= "unterminated')
+
+
+def test_oversized_context_is_an_error_not_an_abort(f32_bundle):
+    from appliance.llm import LlamaError
+
+    model = GraspModel.load(f32_bundle, llama=LlamaSettings(n_ctx=256, n_batch=16))
+    assert model.llm.n_ctx == 256
+    session = model.session()
+    first = session.ask(INSTRUCTION, _camera_image(), max_new_tokens=1000, constrain=False)
+    assert len(first.tokens) == 256 - first.timings.prefill_tokens  # the answer ends where the context does
+    assert not first.ok
+    with pytest.raises(LlamaError, match="context full"):
+        session.ask("grasp it by the handle instead")
+    assert len(session.turns) == 1 and model.llm.n_past <= 256
+    model.llm.close()
+
+
+def test_tampered_bundle_is_refused(f32_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(f32_bundle, copy)
+    with open(copy / "vision.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01")
+    with pytest.raises(BundleError, match="SHA-256"):
+        GraspModel.load(copy)
+
+
+def test_timings_are_reported(runtime):
+    p = runtime.session().ask(INSTRUCTION, _camera_image(5), max_new_tokens=8, constrain=False)
+    t = p.timings
+    assert t.vision_ms > 0 and t.prefill_ms > 0 and t.decode_ms > 0 and t.decode_tokens == len(p.tokens)
+    assert t.prefill_tokens == len(runtime.prompt_segments(INSTRUCTION, first=True)) - 1 + 64
+    assert dataclasses.asdict(t)["decode_tokens"] == len(p.tokens)
+    assert t.as_dict()["decode_tokens_per_s"] > 0

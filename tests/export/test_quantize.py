@@ -1,0 +1,80 @@
+"""python -m export.quantize: the bundle, its manifest and hashes, and clear errors on bad input."""
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from appliance.bundle import read_bundle  # noqa: E402
+from export.quantize import QUANTS, main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def q4_bundle(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "rt-q4"
+    assert main(["--bits", "4", "--model", str(tiny_checkpoint), "--out", str(out)]) == 0
+    return out
+
+
+def test_bundle_has_the_manifest_of_design_md(q4_bundle, tiny_checkpoint):
+    manifest = read_bundle(q4_bundle)  # verifies every hash
+    assert manifest.quant == "Q4_K_M" and manifest.llm == "llm-q4_k_m.gguf" and manifest.vision == "vision.onnx"
+    assert sorted(p.name for p in q4_bundle.iterdir()) == ["llm-q4_k_m.gguf", "manifest.yaml", "vision.onnx"]
+    assert manifest.n_image_tokens == 64 and manifest.embedding_width == 256
+    assert (manifest.answer.variant, manifest.answer.decimals) == ("rt", 2)
+    assert manifest.image.size == 224 and manifest.image.crop == 320 and manifest.image.resample == "bicubic"
+    assert manifest.tokenizer == tiny_checkpoint.name.split("-")[1].rstrip("0123456789")
+    assert "<image>" in manifest.prompt_template and manifest.metrics["vision_relative_error"] <= 1e-4
+
+
+def test_quantized_file_type(q4_bundle):
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(q4_bundle / "llm-q4_k_m.gguf")).fields["general.file_type"]
+    assert field.parts[field.data[0]][0] == QUANTS[4][1]
+    f32_size = 6.1e6 * 4
+    assert (q4_bundle / "llm-q4_k_m.gguf").stat().st_size < f32_size / 4
+
+
+@pytest.mark.parametrize("bits, quant", [(8, "Q8_0"), (16, "F16")])
+def test_other_widths(tiny_spm_checkpoint, tmp_path, bits, quant):
+    assert main(["--bits", str(bits), "--model", str(tiny_spm_checkpoint), "--out", str(tmp_path / "b")]) == 0
+    assert read_bundle(tmp_path / "b").quant == quant
+
+
+def test_bad_inputs_give_clear_errors_and_leave_nothing(tiny_spm_checkpoint, tmp_path, capsys):
+    def run(*args):
+        code = main(list(args))
+        return code, capsys.readouterr().err
+
+    code, err = run("--model", str(tmp_path / "missing"), "--out", str(tmp_path / "b"))
+    assert code == 2 and "is not a directory" in err
+    code, err = run("--model", str(tmp_path), "--out", str(tmp_path / "b"))
+    assert code == 2 and "no config.json" in err
+    broken = tmp_path / "no-view"
+    shutil.copytree(tiny_spm_checkpoint, broken)
+    (broken / "view.json").unlink()
+    code, err = run("--model", str(broken), "--out", str(tmp_path / "b"))
+    assert code == 2 and "view.json" in err
+    config = json.loads((broken / "config.json").read_text())
+    config["text_config"]["model_type"] = "gemma"
+    (broken / "config.json").write_text(json.dumps(config))
+    code, err = run("--model", str(broken), "--out", str(tmp_path / "b"))
+    assert code == 2 and "'gemma' is not supported" in err
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "config.json").write_text("{}")
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    code, err = run("--model", str(tmp_path / "adapter"), "--out", str(tmp_path / "b"))
+    assert code == 2 and "merge it first" in err
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*"))
+    (tmp_path / "taken").mkdir()
+    code, err = run("--model", str(tiny_spm_checkpoint), "--out", str(tmp_path / "taken"))
+    assert code == 2 and "--force" in err
+
+
+def test_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "example: python -m export.quantize --bits 4" in capsys.readouterr().out

@@ -1,0 +1,53 @@
+"""Offline evaluation of a bundle: the same metric, through the appliance's runtime, as the torch model."""
+
+import json
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("torch")
+
+from training.datasets import open_dataset  # noqa: E402
+from training.datasets.toy import write_toy_dataset  # noqa: E402
+from training.evaluate import MAX_NEW_TOKENS, bundle_answerer, bundle_view, evaluate, main, torch_answerer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), images=4, seed=7, objects=3)
+
+
+def test_f32_bundle_answers_exactly_as_the_torch_model(f32_bundle, tiny_spm_checkpoint, toy):
+    from appliance.llm import LlamaSettings
+    from appliance.model import GraspModel
+    from training.model import load_llava
+    from training.view import ModelView
+
+    dataset = open_dataset(toy)
+    ids = list(dataset.ids)[:3]
+    model, processor = load_llava(tiny_spm_checkpoint)
+    view = ModelView.load(tiny_spm_checkpoint)
+    grasp_model = GraspModel.load(f32_bundle, llama=LlamaSettings.exact(n_ctx=512))
+    assert bundle_view(grasp_model.manifest) == view
+    by_torch = evaluate(torch_answerer(model, processor), view, dataset, ids)
+    by_bundle = evaluate(bundle_answerer(grasp_model, constrain=False, max_new_tokens=MAX_NEW_TOKENS), view, dataset, ids)
+    assert [r["answer"] for r in by_bundle.rows] == [r["answer"] for r in by_torch.rows]
+    assert [r["tokens"] for r in by_bundle.rows] == [r["tokens"] for r in by_torch.rows]
+    grasp_model.llm.close()
+
+
+def test_cli_scores_a_bundle(f32_bundle, toy, tmp_path):
+    out = tmp_path / "eval.json"
+    args = ["--bundle", str(f32_bundle), "--root", str(toy), "--split", "all", "--limit", "2", "--json", str(out), "--vis", str(tmp_path / "vis")]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 2 and 0 <= report["accuracy"] <= 1 and report["ms_per_image"] > 0
+    assert all(r["timings"]["vision_ms"] > 0 for r in report["answers"])
+    assert len(list((tmp_path / "vis").glob("*.png"))) == 2
+
+
+def test_cli_errors(tmp_path, toy, capsys):
+    assert main(["--bundle", str(tmp_path), "--root", str(toy), "--split", "all"]) == 2
+    assert "not a bundle" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--bundle", str(tmp_path), "--model", str(tmp_path), "--root", str(toy)])
