@@ -110,6 +110,8 @@ class Manifest:
     answer: AnswerSpec
     files: dict[str, FileEntry]
     tokenizer: str = "spm"
+    speech: str | None = None
+    """File name of the speech vocabulary (appliance.speech), when the bundle has one."""
     created: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     """Figures measured at export time (parity errors, accuracy when a dataset was given)."""
@@ -121,8 +123,8 @@ class Manifest:
             raise ValueError(f"quant must be one of {QUANT_TYPES}, got {self.quant!r}")
         if self.vision_precision not in VISION_PRECISIONS:
             raise ValueError(f"vision_precision must be one of {VISION_PRECISIONS}, got {self.vision_precision!r}")
-        for name in (self.llm, self.vision):
-            if name not in self.files:
+        for name in (self.llm, self.vision, self.speech):
+            if name is not None and name not in self.files:
                 raise ValueError(f"{name!r} is not listed under files")
         if self.prompt_template.count(self.image_token) != 1 or "{instruction}" not in self.prompt_template:
             raise ValueError("prompt_template needs exactly one image token and an {instruction} field")

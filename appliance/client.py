@@ -1,0 +1,177 @@
+"""Command-line client of the daemon (and a small Python API for it).
+
+    python -m appliance.client "grasp the mug by its handle"
+    python -m appliance.client --predict-only "pick up the screwdriver" --save-image pred.png
+    python -m appliance.client --refine SESSION "grasp it by the handle instead"
+    python -m appliance.client --audio instruction.wav
+    python -m appliance.client --status | --stop | --home | --release
+    python -m appliance.client --events
+
+Requests are retried the Lazy Pirate way: wait ``--timeout`` seconds, then
+drop the socket, open a fresh one and send the *same* request id again (the
+daemon never runs an id twice: a retry gets the original's reply).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import zmq
+
+from . import protocol
+
+DEFAULT_REQUESTS, DEFAULT_EVENTS = "tcp://127.0.0.1:5570", "tcp://127.0.0.1:5571"
+
+
+class DaemonUnavailable(RuntimeError):
+    """No reply after every retry."""
+
+
+class Client:
+    """Request/reply with retries; ``request`` returns (reply dict, extra frames such as the PNG)."""
+
+    def __init__(self, endpoint: str = DEFAULT_REQUESTS, timeout_s: float = 120.0, retries: int = 3, curve: tuple | None = None):
+        self.endpoint, self.timeout_s, self.retries, self.curve = endpoint, timeout_s, retries, curve
+        self.context = zmq.Context.instance()
+        self.socket = None
+
+    def _open(self):
+        sock = self.context.socket(zmq.REQ)
+        sock.linger = 0
+        if self.curve:
+            from .security import secure_client
+
+            secure_client(sock, *self.curve)
+        sock.connect(self.endpoint)
+        return sock
+
+    def request(self, kind: str, audio: bytes | None = None, **fields) -> tuple[dict, list[bytes]]:
+        request_id = fields.pop("request_id", None) or uuid.uuid4().hex[:16]
+        data = protocol.encode({"v": protocol.VERSION, "id": request_id, "type": kind, **fields})
+        frames = [data] + ([audio] if audio is not None else [])
+        for _ in range(self.retries):
+            if self.socket is None:
+                self.socket = self._open()
+            self.socket.send_multipart(frames)
+            if self.socket.poll(int(self.timeout_s * 1000)):
+                reply, *extra = self.socket.recv_multipart()
+                return json.loads(reply), extra
+            self.socket.close(0)  # Lazy Pirate: a REQ socket that lost its reply cannot send again
+            self.socket = None
+        raise DaemonUnavailable(f"no reply from {self.endpoint} after {self.retries} tries of {self.timeout_s:.0f} s")
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None
+
+
+def follow_events(endpoint: str, curve: tuple | None = None, count: int | None = None, out=sys.stdout) -> None:
+    """Print the PUB stream as JSON lines (``count`` events, or forever)."""
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    if curve:
+        from .security import secure_client
+
+        secure_client(sock, *curve)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    seen = 0
+    try:
+        while count is None or seen < count:
+            _, payload = sock.recv_multipart()
+            out.write(payload.decode() + "\n")
+            out.flush()
+            seen += 1
+    finally:
+        sock.close(0)
+
+
+def show(reply: dict, out=sys.stdout) -> None:
+    """The human-readable form of a reply."""
+    if not reply.get("ok"):
+        err = reply.get("error", {})
+        out.write(f"error ({err.get('code')}): {err.get('message')}\n")
+        return
+    if "reasoning" in reply:
+        if reply.get("heard"):
+            out.write(f"heard:     {reply['heard']}\n")
+        out.write(f"reasoning: {reply['reasoning'] or '-'}\n")
+        pose = reply.get("pose")
+        if pose:
+            out.write(f"pose:      [{pose['x']:.3f}, {pose['y']:.3f}], {pose['theta']:.3f} rad\n")
+        else:
+            out.write(f"pose:      none ({reply.get('parse_error')}); answer: {reply.get('text')!r}\n")
+        if reply.get("check"):
+            out.write(f"check:     {reply['check']}\n")
+        ex = reply.get("execution")
+        if ex:
+            out.write(f"grasp:     {'lifted' if ex['success'] else 'failed'} ({ex['stage']}) {ex.get('message', '')}\n")
+        out.write(f"session:   {reply.get('session')}\n")
+    else:
+        out.write(json.dumps({k: v for k, v in reply.items() if k not in ('v',)}, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m appliance.client",
+        description="Send an instruction (typed or spoken) to the rtgrasp daemon and print the reasoning and pose.",
+        epilog='example: python -m appliance.client "grasp the mug by its handle"',
+    )
+    parser.add_argument("text", nargs="?", help="the instruction")
+    parser.add_argument("--audio", type=Path, help="a 16 kHz mono WAV instead of text")
+    parser.add_argument("--refine", metavar="SESSION", help="a follow-up in this session")
+    parser.add_argument("--execute", action="store_true", help="with --refine: grasp with the refined pose")
+    parser.add_argument("--predict-only", action="store_true", help="reasoning and pose, no motion")
+    group = parser.add_mutually_exclusive_group()
+    for name in ("status", "stop", "home", "release", "events"):
+        group.add_argument(f"--{name}", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the raw reply")
+    parser.add_argument("--save-image", type=Path, help="write the annotated image here")
+    parser.add_argument("--endpoint", default=DEFAULT_REQUESTS)
+    parser.add_argument("--events-endpoint", default=DEFAULT_EVENTS)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait before retrying")
+    parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--key", type=Path, help="CurveZMQ: this client's .key_secret")
+    parser.add_argument("--server-key", type=Path, help="CurveZMQ: the daemon's public .key")
+    args = parser.parse_args(argv)
+    curve = (args.key, args.server_key) if args.key else None
+    if args.events:
+        follow_events(args.events_endpoint, curve)
+        return 0
+    fields: dict = {}
+    audio = None
+    if any(getattr(args, n) for n in ("status", "stop", "home", "release")):
+        kind = next(n for n in ("status", "stop", "home", "release") if getattr(args, n))
+    else:
+        if (args.text is None) == (args.audio is None):
+            parser.error("give an instruction: text or --audio FILE (not both)")
+        if args.audio:
+            try:
+                audio = args.audio.read_bytes()
+            except OSError as exc:
+                parser.error(f"cannot read {args.audio}: {exc}")
+        else:
+            fields["text"] = args.text
+        kind = "refine" if args.refine else "predict" if args.predict_only else "grasp"
+        if args.refine:
+            fields.update(session=args.refine, execute=args.execute)
+    client = Client(args.endpoint, args.timeout, args.retries, curve)
+    try:
+        reply, extra = client.request(kind, audio, **fields)
+    except DaemonUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if args.save_image and extra:
+        args.save_image.write_bytes(extra[0])
+    print(json.dumps(reply, indent=1)) if args.json else show(reply)
+    return 0 if reply.get("ok") else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""The daemon: a ROUTER for requests, a PUB for events, one worker thread for the slow work.
+
+The main thread owns both sockets and never blocks on the model or the arm:
+it validates each request, journals it, answers ``status`` and ``stop`` at once
+(``stop`` ramps any motion down through the robot process's shared event),
+and queues the rest for the worker thread. The worker's replies and events
+come back over an inproc socket and go out from the main thread. A request
+id seen again (a client retrying) is never run twice: it gets the stored reply,
+or the reply of the run in progress when that ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import zmq
+
+from . import protocol
+from .jobs import JobError, Jobs
+from .journal import Journal
+from .notify import Notifier
+from .protocol import ProtocolError, Request
+from .robot.plan import MotionError
+from .robot.worker import RobotUnavailable
+from .settings import ApplianceConfig
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUE = 4
+REPLY_CACHE = 256
+RESULTS = "inproc://rtgrasp-results"
+
+
+@dataclass
+class Job:
+    """A queued request and where its reply goes."""
+
+    request: Request
+    seq: int
+    text: str | None = None
+
+
+class Daemon:
+    """Serve requests until ``shutdown`` is set."""
+
+    def __init__(self, config: ApplianceConfig, jobs: Jobs, transcriber=None, notifier: Notifier | None = None, context=None):
+        self.config, self.jobs, self.transcriber = config, jobs, transcriber
+        self.notifier = notifier or Notifier()
+        self.context = context or zmq.Context.instance()
+        self.journal = Journal(config.journal)
+        self.queue: queue.Queue[Job | None] = queue.Queue()
+        self.shutdown = threading.Event()
+        self.state = "starting"
+        self.started = time.monotonic()
+        self.envelopes: dict[str, list[bytes]] = {}
+        """Request id → where its reply goes (the latest sender, if it retried)."""
+        self.replies: OrderedDict[str, list[bytes]] = OrderedDict()
+        self.interrupted = self.journal.interrupted()
+        self.last_result: dict | None = None
+        self._curve = None
+        self._stops = 0
+        """Stop requests so far: a job that started before the latest one may not move any more."""
+        self._stop_lock = threading.Lock()
+
+    # -- sockets ---------------------------------------------------------------------
+    def bind(self) -> None:
+        server = self.config.server
+        if server.secure:
+            from .security import CurveServer
+
+            self._curve = CurveServer(self.context, server.server_secret_key, server.allowed_clients)
+        self.router = self.context.socket(zmq.ROUTER)
+        self.pub = self.context.socket(zmq.PUB)
+        for sock in (self.router, self.pub):
+            sock.linger = 0
+            if self._curve:
+                self._curve.secure(sock)
+        self.router.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_JSON_BYTES + protocol.MAX_AUDIO_BYTES + 1024)
+        self.router.bind(server.requests)
+        self.pub.bind(server.events)
+        self.results = self.context.socket(zmq.PULL)
+        self.results.bind(RESULTS)
+        log.info("serving requests on %s, events on %s (%s)", server.requests, server.events, "CurveZMQ" if self._curve else "plaintext")
+
+    def serve(self) -> None:
+        """Bind, start the worker, tell systemd we are ready, and loop until shutdown."""
+        self.bind()
+        worker = threading.Thread(target=self._work, name="rtgrasp-worker", daemon=True)
+        worker.start()
+        for row in self.interrupted:
+            self._event("journal", message="interrupted by the last shutdown", request=row["id"], type=row["type"], state=row["state"])
+        self._set_state("idle")
+        self.notifier.ready(f"serving on {self.config.server.requests}")
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        beat = self.config.server.heartbeat_s
+        next_beat = time.monotonic()
+        try:
+            while not self.shutdown.is_set():
+                events = dict(poller.poll(timeout=max(0, int(1000 * (next_beat - time.monotonic())))))
+                if self.router in events:
+                    self._on_request(self.router.recv_multipart(copy=True))
+                if self.results in events:
+                    self._on_result(self.results.recv_multipart())
+                if time.monotonic() >= next_beat:
+                    self._heartbeat()
+                    next_beat = time.monotonic() + beat
+        finally:
+            self.notifier.stopping()
+            self.queue.put(None)
+            worker.join(timeout=5)
+            self.close()
+
+    def close(self) -> None:
+        for name in ("router", "pub", "results"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(0)
+        if self._curve:
+            self._curve.close()
+        self.journal.close()
+
+    # -- requests --------------------------------------------------------------------
+    def _on_request(self, frames: list[bytes]) -> None:
+        envelope, body = _split_envelope(frames)
+        try:
+            request = protocol.parse_request(body)
+        except ProtocolError as exc:
+            self.router.send_multipart(envelope + [protocol.error_reply(exc.code, str(exc), exc.request_id)])
+            return
+        if request.id in self.replies:  # a retry of something already answered
+            self.router.send_multipart(envelope + self.replies[request.id])
+            return
+        if request.id in self.envelopes:  # a retry of something still running: answer the newest sender
+            self.envelopes[request.id] = envelope
+            return
+        payload = {**request.fields, "audio_bytes": len(request.audio) if request.audio else 0}
+        seq = self.journal.record(request.id, envelope[0].hex(), request.type, payload)
+        if request.type == "stop":
+            self._stop(request, envelope, seq)
+        elif request.type == "status":
+            self._answer(envelope, request, seq, "done", self.status())
+        elif self.queue.qsize() >= MAX_QUEUE:
+            self._answer(envelope, request, seq, "rejected", error=("busy", f"{MAX_QUEUE} requests are waiting; try again"))
+        else:
+            self.envelopes[request.id] = envelope
+            self.queue.put(Job(request, seq))
+
+    def _stop(self, request: Request, envelope: list[bytes], seq: int) -> None:
+        with self._stop_lock:
+            self._stops += 1
+            if self.jobs.robot is not None:
+                self.jobs.robot.stop()
+        dropped = []
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self.queue.put(None)
+                break
+            dropped.append(job)
+        for job in dropped:
+            self._finish(job.request, job.seq, "failed", error=("stopped", "dropped by a stop request"))
+        log.warning("stop requested (%d queued request(s) dropped)", len(dropped))
+        self._event("state", state="stopped", reason="stop request")
+        self._answer(envelope, request, seq, "done", {"stopped": True, "dropped": [j.request.id for j in dropped]})
+
+    def _answer(self, envelope, request: Request, seq: int, state: str, result: dict | None = None, error=None, extra=()) -> None:
+        self.journal.update(seq, state, result if error is None else {"error": error[0], "message": error[1]})
+        body = [protocol.reply(request, **(result or {})) if error is None else protocol.error_reply(error[0], error[1], request.id, request.type)]
+        frames = body + list(extra)
+        self.replies[request.id] = frames
+        while len(self.replies) > REPLY_CACHE:
+            self.replies.popitem(last=False)
+        self.router.send_multipart(envelope + frames)
+
+    def _finish(self, request: Request, seq: int, state: str, result: dict | None = None, error=None, extra=()) -> None:
+        envelope = self.envelopes.pop(request.id, None)
+        if envelope is not None:
+            self._answer(envelope, request, seq, state, result, error, extra)
+
+    def _on_result(self, frames: list[bytes]) -> None:
+        import json
+
+        kind = frames[0]
+        if kind == b"event":
+            self.pub.send_multipart(frames[1:])
+            if frames[1] == b"state":
+                self.state = json.loads(frames[2])["state"]
+            return
+        message = json.loads(frames[1])
+        request = Request(message["id"], message["type"])
+        error = tuple(message["error"]) if message.get("error") else None
+        if error is None:
+            self.last_result = {"id": request.id, "type": request.type, **message["result"]}
+        self._finish(request, message["seq"], "failed" if error else "done", message.get("result"), error, frames[2:])
+
+    # -- status, events ----------------------------------------------------------------
+    def status(self) -> dict:
+        model = self.jobs.model
+        robot = self.jobs.robot
+        return {
+            "state": self.state, "uptime_s": round(time.monotonic() - self.started, 1), "queue": self.queue.qsize(),
+            "model": {"bundle": model.manifest.model, "quant": model.manifest.quant, "vision_providers": list(model.vision.active),
+                      "answer": model.manifest.answer.variant},
+            "camera": self.config.camera.type, "robot": None if robot is None else {"alive": robot.alive, "stopping": robot.stopping},
+            "speech": self.transcriber is not None, "sessions": len(self.jobs.sessions),
+            "interrupted": [{"id": r["id"], "type": r["type"], "state": r["state"]} for r in self.interrupted],
+            "last_result": self.last_result, "journal_rows": self.journal.count(),
+        }  # fmt: skip
+
+    def _heartbeat(self) -> None:
+        self._event("heartbeat", state=self.state, uptime_s=round(time.monotonic() - self.started, 1), queue=self.queue.qsize())
+        healthy = self.jobs.robot is None or self.jobs.robot.alive
+        if healthy:
+            self.notifier.watchdog()
+        self.notifier.status(f"{self.state}, {self.queue.qsize()} queued")
+
+    def _event(self, topic: str, **payload) -> None:
+        self.pub.send_multipart(protocol.event(topic, **payload))
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self._event("state", state=state)
+
+    # -- the worker thread ---------------------------------------------------------------
+    def _work(self) -> None:
+        out = self.context.socket(zmq.PUSH)
+        out.linger = 1000
+        out.connect(RESULTS)
+        try:
+            while True:
+                job = self.queue.get()
+                if job is None:
+                    return
+                self._run(job, out)
+        finally:
+            out.close()
+
+    def _run(self, job: Job, out) -> None:
+        import json
+
+        request = job.request
+
+        def event(topic, **payload):
+            out.send_multipart([b"event", *protocol.event(topic, **payload)])
+
+        self.journal.update(job.seq, "running")
+        result, error, extra = None, None, []
+        stops = self._stops
+        try:
+            text = self._instruction(request, event)
+            busy = "moving" if request.type == "grasp" or request.fields.get("execute") else "predicting"
+            event("state", state=busy, request=request.id)
+            result, extra = self._dispatch(request, text, event, lambda: self._may_move(stops))
+        except (JobError, ProtocolError) as exc:
+            error = (exc.code, str(exc))
+        except MotionError as exc:
+            error = ("motion_failed", str(exc))
+        except RobotUnavailable as exc:
+            error = ("robot_unavailable", str(exc))
+        except Exception as exc:  # the daemon carries on whatever one request did
+            log.exception("request %s failed", request.id)
+            error = ("internal", f"{type(exc).__name__}: {exc}")
+        if error:
+            event("error", request=request.id, code=error[0], message=error[1])
+        event("state", state="idle")
+        message = {"id": request.id, "type": request.type, "seq": job.seq, "result": result, "error": error}
+        out.send_multipart([b"reply", json.dumps(message, allow_nan=False).encode(), *extra])
+
+    def _instruction(self, request: Request, event) -> str | None:
+        if request.type not in protocol.INSTRUCTED:
+            return None
+        if request.audio is None:
+            return request.text
+        if self.transcriber is None:
+            raise JobError("speech_unavailable", "this appliance has no speech recognition (install the speech extra)")
+        heard = self.transcriber(request.audio)
+        event("prediction", request=request.id, heard=heard.text, confidence=heard.confidence, in_grammar=heard.in_grammar)
+        if not heard.accepted:
+            raise JobError("not_understood", f"spoken instruction not understood ({heard.reason}): nothing moves")
+        return heard.text
+
+    def _dispatch(self, request: Request, text: str | None, event, may_move) -> tuple[dict, list[bytes]]:
+        jobs, kind = self.jobs, request.type
+        session = request.fields.get("session") or request.id
+        if kind in ("home", "release"):
+            may_move()
+            return getattr(jobs, kind)(), []
+        if kind == "refine":
+            prediction, png = jobs.refine(session, text)
+        else:
+            if kind == "grasp" and jobs.robot is not None:
+                may_move()
+                jobs.observe()
+            prediction, png = jobs.predict(session, text)
+        prediction.update(session=session, heard=text if request.audio else None)
+        event("prediction", request=request.id, **prediction)
+        if kind == "grasp" or request.fields.get("execute"):
+            if prediction.get("executable"):
+                may_move()
+            outcome = jobs.execute(session, request.fields.get("speed", 1.0))
+            event("result", request=request.id, **outcome)
+            prediction["execution"] = outcome
+        return prediction, [png]
+
+    def _may_move(self, stops_at_start: int) -> None:
+        """Re-arm the arm for this job's next motion, unless a stop came in since the job started."""
+        with self._stop_lock:
+            if self._stops != stops_at_start:
+                raise JobError("stopped", "a stop request arrived: this request moves no further")
+            if self.jobs.robot is not None:
+                self.jobs.robot.clear_stop()
+
+
+def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """[identity, (b""), body...] → (envelope, body): REQ clients add an empty delimiter, DEALERs may not."""
+    if len(frames) >= 2 and frames[1] == b"":
+        return frames[:2], frames[2:]
+    return frames[:1], frames[1:]

@@ -1,0 +1,158 @@
+"""What the daemon does for each request that takes time: picture → model → geometry → plan → arm.
+
+Every path that could move the arm passes the same checks first, in order: the
+answer parsed (``Prediction.ok``), the grasp centre has valid depth, the plan
+stays inside the workspace box. A failure at any of them is a result with
+``moved: false`` — nothing is sent to the arm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .annotate import annotate, png_bytes
+from .camera import Camera, Frame
+from .geometry import image_grasp_to_base
+from .model import GraspModel, Prediction, Session
+from .robot.plan import GraspPlan, MotionError, UnsafeTarget, plan_top_down
+from .settings import ApplianceConfig
+
+log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 16
+
+
+class JobError(RuntimeError):
+    """A request that could not be carried out; ``code`` goes into the error reply."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Conversation:
+    """A session with the frame its image came from (refinements act on the same picture)."""
+
+    session: Session
+    frame: Frame
+
+
+def prediction_fields(prediction: Prediction) -> dict:
+    """The JSON-ready part of a prediction."""
+    pose = prediction.pose
+    return {
+        "text": prediction.text, "reasoning": prediction.reasoning, "parsed": prediction.ok, "parse_error": prediction.error,
+        "pose": None if pose is None else {"x": pose.x, "y": pose.y, "theta": pose.theta},
+        "timings": prediction.timings.as_dict(),
+    }  # fmt: skip
+
+
+class Jobs:
+    """The daemon's long-running work, done one request at a time on the worker thread."""
+
+    def __init__(self, config: ApplianceConfig, model: GraspModel, camera: Camera, robot=None, recorder=None):
+        self.config, self.model, self.camera, self.robot, self.recorder = config, model, camera, robot, recorder
+        self.sessions: OrderedDict[str, Conversation] = OrderedDict()
+
+    # -- requests -----------------------------------------------------------------------
+    def predict(self, session_id: str, instruction: str) -> tuple[dict, bytes]:
+        """A new picture and a fresh conversation; no motion."""
+        frame = self._picture()
+        conversation = Conversation(self.model.session(), frame)
+        prediction = conversation.session.ask(instruction, frame.rgb, self.config.model.max_new_tokens)
+        self._keep(session_id, conversation)
+        return self._describe(prediction, frame), png_bytes(annotate(prediction.view, prediction.pose))
+
+    def refine(self, session_id: str, instruction: str) -> tuple[dict, bytes]:
+        """A follow-up in an existing conversation, on the same picture."""
+        conversation = self.sessions.get(session_id)
+        if conversation is None:
+            raise JobError("unknown_session", f"no session {session_id!r} (it ended, or the daemon restarted)")
+        self.sessions.move_to_end(session_id)
+        prediction = conversation.session.ask(instruction, max_new_tokens=self.config.model.max_new_tokens)
+        return self._describe(prediction, conversation.frame), png_bytes(annotate(prediction.view, prediction.pose))
+
+    def execute(self, session_id: str, speed: float = 1.0) -> dict:
+        """Carry out the latest pose of a session: checks, plan, motion, verification."""
+        conversation = self.sessions.get(session_id)
+        if conversation is None:
+            raise JobError("unknown_session", f"no session {session_id!r}")
+        prediction = conversation.session.turns[-1]
+        plan, reason = self.plan(prediction, conversation.frame)
+        if plan is None:
+            return {"moved": False, "success": False, "stage": "check", "message": reason}
+        robot = self._robot()
+        outcome = robot.call("execute", plan.slowed(speed) if speed < 1 else plan, timeout_s=plan.limits.timeout_s + 30)
+        return {"moved": True, "success": outcome.success, "stage": outcome.stage, "message": outcome.message,
+                "width": outcome.width, "seconds": outcome.seconds}  # fmt: skip
+
+    def observe(self) -> None:
+        """Move the arm out of the camera's view before a picture (when there is an arm)."""
+        if self.robot is not None:
+            self._motion("observe")
+
+    def home(self) -> dict:
+        self._motion("home")
+        return {"moved": True}
+
+    def release(self) -> dict:
+        self._motion("release")
+        return {"moved": True}
+
+    # -- steps ---------------------------------------------------------------------------
+    def plan(self, prediction: Prediction, frame: Frame) -> tuple[GraspPlan | None, str]:
+        """The grasp plan for a prediction, or None and why nothing may move."""
+        if not prediction.ok:
+            return None, f"the answer did not parse ({prediction.error}): nothing moves"
+        if self.config.robot is None:
+            return None, "this appliance has no arm configured"
+        pose = prediction.pose
+        u, v = prediction.crop.to_camera(pose.x, pose.y)
+        surface = image_grasp_to_base(u, v, pose.theta, frame.depth, frame.intrinsics, self.config.handeye.matrix, self.config.depth_window)
+        if surface is None:
+            return None, f"no valid depth at the grasp centre (pixel {u:.0f}, {v:.0f}): nothing moves"
+        try:
+            return plan_top_down(surface, self.config.robot.workspace, self.config.robot.limits), ""
+        except UnsafeTarget as exc:
+            return None, f"{exc}: nothing moves"
+
+    def _describe(self, prediction: Prediction, frame: Frame) -> dict:
+        fields = prediction_fields(prediction)
+        if prediction.ok:
+            u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
+            fields["pixel"] = {"u": u, "v": v}
+            plan, reason = self.plan(prediction, frame) if self.config.robot is not None else (None, "no arm")
+            fields["target"] = None if plan is None else np.round(plan.grasp[:3, 3], 4).tolist()
+            fields["executable"] = plan is not None
+            fields["check"] = reason
+        return fields
+
+    def _picture(self) -> Frame:
+        frame = self.camera.read(timeout_s=2.0)
+        if self.recorder is not None:
+            self.recorder.write(frame)
+        if not np.isfinite(frame.depth).any():
+            log.warning("the frame has no valid depth at all")
+        return frame
+
+    def _keep(self, session_id: str, conversation: Conversation) -> None:
+        self.sessions[session_id] = conversation
+        self.sessions.move_to_end(session_id)
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+
+    def _robot(self):
+        if self.robot is None:
+            raise JobError("no_robot", "this appliance has no arm configured")
+        return self.robot
+
+    def _motion(self, name: str) -> None:
+        try:
+            self._robot().call(name, timeout_s=60)
+        except MotionError as exc:
+            raise JobError("motion_failed", f"{name}: {exc}") from exc

@@ -1,0 +1,189 @@
+"""The daemon's configuration: ``appliance.yaml`` and the files it names, schema-checked.
+
+    config = load_appliance_config(Path("/etc/rtgrasp/appliance.yaml"))
+
+``appliance.yaml`` holds the server, model, journal and speech settings; the
+``camera``, ``robot`` and ``handeye`` entries are either a mapping or the path
+of their own file (``camera.yaml``, ``franka.yaml``, ``handeye.yaml``),
+relative to ``appliance.yaml``. Every file goes through the one loader
+(``appliance.config``), so an unknown key or a bad value is an error naming
+the file and the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .camera.factory import CameraConfig, camera_config
+from .config import ConfigError, from_dict, load_yaml
+from .robot.franka import FrankaConfig
+from .robot.plan import GraspLimits, Workspace
+from .robot.worker import HOME_Q, ArmPoses
+from .vision import PROVIDERS
+
+LOOPBACK = ("tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The ZeroMQ sockets and who may use them."""
+
+    requests: str = "tcp://127.0.0.1:5570"
+    """ROUTER: requests and replies."""
+    events: str = "tcp://127.0.0.1:5571"
+    """PUB: state, predictions, results, errors, heartbeats."""
+    heartbeat_s: float = 1.0
+    server_secret_key: str | None = None
+    """CurveZMQ secret key file of the daemon (python -m appliance.keys); required off loopback."""
+    allowed_clients: str | None = None
+    """Directory of client public key files; only those clients are served."""
+    insecure: bool = False
+    """Allow plaintext off loopback anyway. Anyone on the network could then move the arm."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_s <= 0:
+            raise ValueError("heartbeat_s must be positive")
+        for endpoint in (self.requests, self.events):
+            if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ValueError(f"endpoint {endpoint!r} must be tcp://, ipc:// or inproc://")
+        if bool(self.server_secret_key) != bool(self.allowed_clients):
+            raise ValueError("server_secret_key and allowed_clients go together (CurveZMQ)")
+        if not self.secure and not self.loopback_only and not self.insecure:
+            raise ValueError(
+                "the daemon binds beyond loopback without CurveZMQ: set server_secret_key and allowed_clients "
+                "(python -m appliance.keys), or insecure: true to accept the risk"
+            )
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.server_secret_key)
+
+    @property
+    def loopback_only(self) -> bool:
+        return all(e.startswith(LOOPBACK) for e in (self.requests, self.events))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The bundle and how to run it."""
+
+    bundle: str
+    n_ctx: int = 1024
+    n_batch: int = 256
+    n_threads: int = 0
+    n_gpu_layers: int = 0
+    providers: tuple[str, ...] = PROVIDERS
+    max_new_tokens: int = 160
+
+
+@dataclass(frozen=True)
+class HandEye:
+    """``T_base_cam`` (camera pose in the robot base frame) and how it was obtained."""
+
+    T_base_cam: tuple[tuple[float, float, float, float], ...]
+    method: str = "unknown"
+    calibrated: str = ""
+    residual_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        T = np.asarray(self.T_base_cam, dtype=float)
+        if T.shape != (4, 4) or not np.allclose(T[3], [0, 0, 0, 1]):
+            raise ValueError("T_base_cam must be a 4x4 homogeneous transform")
+        R = T[:3, :3]
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0.999:
+            raise ValueError("T_base_cam's rotation is not orthonormal")
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return np.asarray(self.T_base_cam, dtype=float)
+
+
+@dataclass(frozen=True)
+class RobotSettings:
+    """franka.yaml: the arm, its named poses, grasp limits and the workspace box."""
+
+    arm: FrankaConfig = field(default_factory=FrankaConfig)
+    poses: ArmPoses = field(default_factory=lambda: ArmPoses(HOME_Q, HOME_Q))
+    limits: GraspLimits = field(default_factory=GraspLimits)
+    workspace: Workspace = field(default_factory=Workspace)
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    """Offline speech recognition of spoken instructions."""
+
+    enabled: bool = True
+    max_seconds: float = 15.0
+    min_confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class ApplianceConfig:
+    """Everything ``python -m appliance`` needs."""
+
+    server: ServerConfig
+    model: ModelSettings
+    camera: CameraConfig
+    handeye: HandEye
+    robot: RobotSettings | None = None
+    """None: a predict-only appliance (no arm)."""
+    journal: str = "/var/lib/rtgrasp/journal.sqlite"
+    record: str | None = None
+    """Directory to record every frame the daemon acts on (replay camera layout)."""
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
+    depth_window: int = 5
+    """Pixels of the median window for the grasp centre's depth."""
+
+
+def load_appliance_config(path: Path) -> ApplianceConfig:
+    """Read appliance.yaml and the files it names; ``ConfigError`` names the file and key at fault."""
+    path = Path(path)
+    data = dict(load_yaml(path))
+    parts = {}
+    for key in ("camera", "robot", "handeye"):
+        value = data.pop(key, None)
+        where = f"{path}: {key}"
+        if isinstance(value, str):
+            sub = (path.parent / value).resolve()
+            value, where = load_yaml(sub), str(sub)
+        parts[key] = (value, where)
+    for key in ("model", "server", "journal", "record"):
+        _relative(data, key, path.parent)
+    camera_data, camera_where = parts["camera"]
+    if camera_data is None:
+        raise ConfigError(f"{path}: camera: required key is missing")
+    handeye_data, handeye_where = parts["handeye"]
+    if handeye_data is None:
+        raise ConfigError(f"{path}: handeye: required key is missing")
+    robot_data, robot_where = parts["robot"]
+    base = from_dict(_Base, data, str(path))
+    return ApplianceConfig(
+        server=base.server, model=base.model, camera=camera_config(camera_data, camera_where),
+        handeye=from_dict(HandEye, handeye_data, handeye_where),
+        robot=None if robot_data is None else from_dict(RobotSettings, robot_data, robot_where),
+        journal=base.journal, record=base.record, speech=base.speech, depth_window=base.depth_window,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Base:
+    """appliance.yaml without the parts that live in their own files."""
+
+    server: ServerConfig
+    model: ModelSettings
+    journal: str = "/var/lib/rtgrasp/journal.sqlite"
+    record: str | None = None
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
+    depth_window: int = 5
+
+
+def _relative(data: dict, key: str, base: Path) -> None:
+    """Paths in the config are relative to the config file."""
+    if isinstance(data.get(key), str):
+        data[key] = str((base / data[key]).resolve())
+    nested = {"model": ("bundle",), "server": ("server_secret_key", "allowed_clients")}.get(key, ())
+    if isinstance(data.get(key), dict):
+        data[key] = {k: str((base / v).resolve()) if k in nested and isinstance(v, str) else v for k, v in data[key].items()}

@@ -1,0 +1,197 @@
+"""Spoken instructions: 16 kHz mono WAV → text, offline, constrained to what the appliance understands.
+
+pocketsphinx decodes against a JSGF grammar built from the bundle's speech
+vocabulary (``speech.yaml``: the instruction and refinement sentences the model
+was trained on, with the object, part and side names), which brings its word
+error from over 80 % (free decoding) to a few percent. A grammar alone would
+force *any* speech onto some command, so the grammar also holds a "chatter"
+rule of common words and unknown object names: speech that is best explained
+by chatter is rejected ("not understood") — out-of-grammar speech never turns
+into a motion. A free decoding is reported alongside, flagged low confidence.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+# Words that are not commands: everyday words and objects the model does not know. Speech whose best
+# explanation uses any of them is rejected.
+CHATTER = (
+    "a about after all also an and any are as at back be because been before being but by can come could day did do "
+    "does doing done door down each even every find first for from get give go going good got had has have he hello "
+    "help her here him his how i if in into is it its just know last let like little look make man many me more most "
+    "much my new no not now of off okay old on one only open or other our out over people put right said say see she "
+    "should show so some something still such tell than thank thanks that the their them then there these they thing "
+    "think this those through time to today too two up us use very want was way we weather well were what when where "
+    "which while who why will with work would yes you your dog cat car wheel tail house tree water coffee phone chair "
+    "table window shoe shirt hat paper bag box key ring light music song game ball"
+).split()
+UNKNOWN_OBJECTS = "dog cat car door wheel tail house tree water coffee phone chair window shoe shirt hat paper key ring".split()
+"""Nouns a command may name that the model does not know: heard as themselves, then rejected."""
+CHATTER_WEIGHT = 1e-25
+"""Prior of the chatter path against a command: low, or short commands lose to chatter on poor audio."""
+UNKNOWN_WEIGHT = 0.5
+BEAM = 1e-40
+"""Narrower than pocketsphinx's 1e-48: the chatter loop makes wide beams slow (minutes) and no better."""
+
+
+class SpeechError(RuntimeError):
+    """Speech recognition is not available or the audio is unusable."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What was understood, and whether the appliance should act on it."""
+
+    text: str
+    accepted: bool
+    in_grammar: bool
+    confidence: float
+    reason: str = ""
+    free_text: str = ""
+    """An unconstrained decoding of the same audio (low confidence; never acted on)."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The sentences and names a spoken instruction may use (lower case, no punctuation)."""
+
+    objects: tuple[str, ...]
+    parts: tuple[str, ...]
+    sides: tuple[str, ...]
+    sentences: tuple[str, ...]
+    """With ``{object}``, ``{part}``, ``{side}`` slots."""
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        data = yaml.safe_load(Path(path).read_text())
+        try:
+            return cls(*(tuple(data[k]) for k in ("objects", "parts", "sides", "sentences")))
+        except (KeyError, TypeError) as exc:
+            raise SpeechError(f"{path}: not a speech vocabulary ({exc})") from exc
+
+
+def normalise(text: str) -> str:
+    """Lower case, words only: the form a recogniser returns."""
+    text = text.lower().replace("90", "ninety")
+    return " ".join(re.findall(r"[a-z{}']+", text))
+
+
+def jsgf(vocab: Vocabulary, known=lambda word: True) -> str:
+    """The command grammar: every sentence with its slots, plus the chatter rule; unknown words dropped."""
+
+    def ok(phrase: str) -> bool:
+        return all(known(w) for w in re.sub(r"\{\w+\}", "", phrase).split())
+
+    def alternatives(items) -> str:
+        kept = sorted({normalise(i) for i in items if ok(normalise(i))})
+        if not kept:
+            raise SpeechError("no usable words for a grammar rule")
+        return " | ".join(kept)
+
+    sentences = sorted({re.sub(r"\{(\w+)\}", r"<\1>", normalise(s)) for s in vocab.sentences if ok(normalise(s))})
+    chatter = [w for w in CHATTER if known(w) and len(w) >= 4]  # short words fit any sound
+    return "\n".join([
+        "#JSGF V1.0;", "grammar rtgrasp;",
+        f"public <utterance> = /1/ <command> | /{CHATTER_WEIGHT}/ <chatter>;",
+        f"<command> = {' | '.join(sentences)};",
+        f"<object> = /1/ <known> | /{UNKNOWN_WEIGHT}/ <unknown>;",
+        f"<known> = {alternatives(vocab.objects)};",
+        f"<unknown> = {alternatives(w for w in UNKNOWN_OBJECTS if w not in vocab.objects)};",
+        f"<part> = {alternatives(vocab.parts)};",
+        f"<side> = {alternatives(vocab.sides)};",
+        f"<chatter> = <word>+;",
+        f"<word> = {' | '.join(chatter)};",
+    ]) + "\n"  # fmt: skip
+
+
+def read_wav(data: bytes, max_seconds: float) -> bytes:
+    """The PCM of a 16 kHz mono 16-bit WAV; ``SpeechError`` for anything else."""
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
+                raise SpeechError(f"audio must be 16 kHz mono 16-bit WAV, got {rate} Hz, {channels} channel(s), {8 * width} bit")
+            if frames / rate > max_seconds:
+                raise SpeechError(f"audio is {frames / rate:.1f} s long, the limit is {max_seconds} s")
+            return w.readframes(frames)
+    except (wave.Error, EOFError) as exc:
+        raise SpeechError(f"not a WAV file: {exc}") from exc
+
+
+class Transcriber:
+    """pocketsphinx with the command grammar (and a free decoding for the report)."""
+
+    def __init__(self, vocab: Vocabulary, max_seconds: float = 15.0):
+        try:
+            import pocketsphinx
+        except ImportError as exc:
+            raise SpeechError("speech needs pocketsphinx: pip install 'rtgrasp[speech]'") from exc
+        model = os.path.join(pocketsphinx.get_model_path(), "en-us")
+        self.vocab, self.max_seconds = vocab, max_seconds
+        self.decoder = pocketsphinx.Decoder(
+            hmm=os.path.join(model, "en-us"), dict=os.path.join(model, "cmudict-en-us.dict"), lm=None, samprate=SAMPLE_RATE,
+            loglevel="FATAL", beam=BEAM, pbeam=BEAM, wbeam=BEAM * 1e10,
+        )  # fmt: skip
+        self.grammar = jsgf(vocab, known=lambda w: self.decoder.lookup_word(w) is not None)
+        self.decoder.add_jsgf_string("commands", self.grammar)
+        self.decoder.add_lm_file("free", os.path.join(model, "en-us.lm.bin"))
+        self._commands = {w for phrase in (*vocab.objects, *vocab.parts, *vocab.sides) for w in normalise(phrase).split()}
+        for sentence in vocab.sentences:
+            self._commands |= set(re.sub(r"\{\w+\}", "", normalise(sentence)).split())
+
+    def _decode(self, pcm: bytes, search: str) -> tuple[str, float]:
+        d = self.decoder
+        d.activate_search(search)
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        hyp = d.hyp()
+        return (hyp.hypstr.strip(), float(hyp.prob)) if hyp else ("", 0.0)
+
+    def __call__(self, audio: bytes) -> Heard:
+        pcm = read_wav(audio, self.max_seconds)
+        text, confidence = self._decode(pcm, "commands")
+        free, _ = self._decode(pcm, "free")
+        if not text:
+            return Heard("", False, False, 0.0, "no speech matched any command", free)
+        words = text.split()
+        chatter = [w for w in words if (w in CHATTER or w in UNKNOWN_OBJECTS) and w not in self._commands]
+        if chatter:
+            return Heard(text, False, False, confidence, f"out of grammar ({' '.join(chatter)})", free)
+        if not self._is_command(text):
+            return Heard(text, False, False, confidence, "an incomplete command", free)
+        return Heard(text, True, True, confidence, "", free)
+
+    def _is_command(self, text: str) -> bool:
+        slots = {"object": self.vocab.objects, "part": self.vocab.parts, "side": self.vocab.sides}
+        for sentence in self.vocab.sentences:
+            pattern = re.escape(normalise(sentence))
+            for name, values in slots.items():
+                pattern = pattern.replace(re.escape("{" + name + "}"), "(?:" + "|".join(re.escape(normalise(v)) for v in values) + ")")
+            if re.fullmatch(pattern, text):
+                return True
+        return False
+
+
+def make_transcriber(settings, vocabulary: Path | None = None):
+    """The daemon's transcriber, or None (logged) when speech cannot run here."""
+    if vocabulary is None or not Path(vocabulary).is_file():
+        log.warning("speech disabled: the bundle has no speech vocabulary")
+        return None
+    try:
+        return Transcriber(Vocabulary.load(vocabulary), settings.max_seconds)
+    except SpeechError as exc:
+        log.warning("speech disabled: %s", exc)
+        return None

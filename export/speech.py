@@ -1,0 +1,34 @@
+"""The speech vocabulary that travels with a bundle (``speech.yaml``): what a spoken instruction may say.
+
+Built from the same templates the reasoning-tuning data was: every instruction
+and refinement sentence, every category name and synonym, every part and side.
+The appliance turns it into a JSGF grammar for pocketsphinx (appliance.speech).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+SPEECH_FILE = "speech.yaml"
+
+
+def vocabulary() -> dict:
+    """Objects, parts, sides and sentences, from training/reasoning's templates."""
+    from training.reasoning import load_templates
+    from training.reasoning.refine import SIDES
+
+    templates = load_templates()
+    objects, parts = set(), set()
+    for category in templates.categories.values():
+        objects |= {category.name, *category.synonyms}
+        parts |= set(category.parts) | set(category.grasp_at)
+    sentences = [s for kind in templates.instructions.values() for s in kind]
+    sentences += [s for kind in templates.refinement.values() for s in kind]
+    return {"objects": sorted(objects), "parts": sorted(parts), "sides": sorted(SIDES), "sentences": sentences}
+
+
+def write_vocabulary(out: Path) -> Path:
+    Path(out).write_text(yaml.safe_dump(vocabulary(), sort_keys=False, width=120))
+    return Path(out)

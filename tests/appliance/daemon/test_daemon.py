@@ -1,0 +1,121 @@
+"""The daemon over real ZeroMQ sockets: predictions, malformed input, retries, stop, status, journal."""
+
+import json
+import time
+
+import pytest
+
+from appliance import protocol
+from appliance.client import Client
+
+from .conftest import send
+
+zmq = pytest.importorskip("zmq")
+
+
+def test_predict_returns_reasoning_pose_and_annotated_png(daemon):
+    client = Client(daemon.requests, timeout_s=30)
+    reply, extra = client.request("predict", text="pick up the mug")
+    client.close()
+    assert reply["ok"] and reply["type"] == "predict"
+    assert {"text", "reasoning", "pose", "timings", "session", "parsed"} <= set(reply)
+    assert reply["timings"]["vision_ms"] > 0 and reply["timings"]["decode_tokens"] > 0
+    assert extra and extra[0][:8] == b"\x89PNG\r\n\x1a\n"
+    rows = daemon.daemon.journal.recent()
+    assert rows[0]["type"] == "predict" and rows[0]["state"] == "done" and rows[0]["payload"]["text"] == "pick up the mug"
+
+
+def test_refine_continues_the_session_and_unknown_sessions_are_errors(daemon):
+    client = Client(daemon.requests, timeout_s=30)
+    first, _ = client.request("predict", text="pick up the mug")
+    again, _ = client.request("refine", text="grasp it by the handle instead", session=first["session"])
+    assert again["ok"] and again["session"] == first["session"]
+    assert again["timings"]["vision_ms"] == 0  # same picture, no new vision pass
+    missing, _ = client.request("refine", text="grasp it by the rim", session="nope")
+    client.close()
+    assert not missing["ok"] and missing["error"]["code"] == "unknown_session"
+
+
+@pytest.mark.parametrize(
+    "frames, code",
+    [
+        ([b"\xff\xfe not json"], "bad_json"),
+        ([b"[1, 2]"], "bad_json"),
+        ([b'{"v": 1, "type": "status"}'], "bad_id"),
+        ([b'{"v": 2, "id": "a", "type": "status"}'], "bad_version"),
+        ([b'{"v": 1, "id": "a", "type": "dance"}'], "bad_type"),
+        ([b'{"v": 1, "id": "a", "type": "predict"}'], "bad_instruction"),
+        ([b'{"v": 1, "id": "a", "type": "predict", "text": 5}'], "bad_field"),
+        ([b'{"v": 1, "id": "a", "type": "grasp", "text": "x", "speed": 3}'], "bad_field"),
+        ([b'{"v": 1, "id": "a", "type": "status", "extra": 1}'], "bad_field"),
+        ([b'{"v": 1, "id": "a", "type": "status"}', b"RIFF"], "bad_frames"),
+        ([b'{"v": 1, "id": "a", "type": "predict", "text": "' + b"x" * 70000 + b'"}'], "too_large"),
+        ([b"a", b"b", b"c"], "bad_frames"),
+    ],
+)
+def test_malformed_requests_get_error_replies_and_the_daemon_carries_on(daemon, frames, code):
+    reply = send(daemon.requests, [b""] + frames)
+    assert reply is not None
+    message = json.loads(reply[-1])
+    assert message["ok"] is False and message["error"]["code"] == code
+    status = json.loads(send(daemon.requests, [b"", protocol.request("status", "s1")])[-1])
+    assert status["ok"] and status["state"] in ("idle", "predicting")
+
+
+def test_a_retried_id_is_run_once_and_gets_the_same_reply(daemon):
+    data = protocol.request("predict", "same-id", text="pick up the mug")
+    first = send(daemon.requests, [b"", data])
+    second = send(daemon.requests, [b"", data])
+    assert json.loads(first[1]) == json.loads(second[1])
+    rows = [r for r in daemon.daemon.journal.recent(50) if r["id"] == "same-id"]
+    assert len(rows) == 1
+
+
+def test_stop_is_answered_at_once_even_while_busy(daemon):
+    ctx = zmq.Context.instance()
+    busy = ctx.socket(zmq.DEALER)
+    busy.connect(daemon.requests)
+    for i in range(3):
+        busy.send_multipart([b"", protocol.request("predict", f"busy-{i}", text="pick up the mug")])
+    time.sleep(0.05)
+    start = time.monotonic()
+    reply = json.loads(send(daemon.requests, [b"", protocol.request("stop", "stop-1")])[-1])
+    assert reply["ok"] and reply["stopped"] and time.monotonic() - start < 1.0
+    answered = {}
+    while len(answered) < 3 and busy.poll(30000):
+        frames = busy.recv_multipart()
+        message = json.loads(frames[1])
+        answered[message["id"]] = message
+    busy.close(0)
+    assert len(answered) == 3
+    dropped = [m for m in answered.values() if not m["ok"]]
+    assert all(m["error"]["code"] == "stopped" for m in dropped)
+
+
+def test_status_and_events(daemon):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(daemon.events)
+    topics = set()
+    deadline = time.monotonic() + 10
+    send(daemon.requests, [b"", protocol.request("predict", "ev-1", text="pick up the mug")])
+    send(daemon.requests, [b"", protocol.request("predict", "ev-2", text="pick up the bowl")])
+    while time.monotonic() < deadline and not {"heartbeat", "state", "prediction"} <= topics:
+        if sub.poll(500):
+            topic, payload = sub.recv_multipart()
+            topics.add(topic.decode())
+            assert json.loads(payload)["topic"] == topic.decode()
+    sub.close(0)
+    assert {"heartbeat", "state", "prediction"} <= topics
+    status = json.loads(send(daemon.requests, [b"", protocol.request("status", "st")])[-1])
+    assert status["model"]["quant"] == "F32" and status["camera"] == "replay" and status["robot"] is None
+    assert status["model"]["vision_providers"] == ["CPUExecutionProvider"]
+
+
+def test_motion_requests_without_an_arm_are_refused(daemon):
+    client = Client(daemon.requests, timeout_s=30)
+    reply, _ = client.request("home")
+    grasp, _ = client.request("grasp", text="pick up the mug")
+    client.close()
+    assert not reply["ok"] and reply["error"]["code"] == "no_robot"
+    assert grasp["ok"] and grasp["execution"]["moved"] is False

@@ -1,0 +1,106 @@
+"""Spoken instructions: espeak-ng speech of our commands through pocketsphinx with the command grammar."""
+
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+
+pytest.importorskip("pocketsphinx")
+if not (shutil.which("espeak-ng") and shutil.which("sox")):
+    pytest.skip("needs espeak-ng and sox (scripts/setup installs them with the speech extra)", allow_module_level=True)
+
+from appliance.speech import SpeechError, Transcriber, Vocabulary, jsgf, normalise, read_wav  # noqa: E402
+
+OUT_OF_GRAMMAR = [
+    "what time is it",
+    "open the door please",
+    "the weather is nice today",
+    "hello how are you",
+    "i want a coffee",
+    "give me the phone",
+]
+"""Speech that is no command at all. (A command naming an unknown object, "pick up the dog", can still
+be heard as a known one that sounds alike: docs/protocol.md says so.)"""
+
+
+def speak(text: str, path) -> bytes:
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True, capture_output=True)
+    return path.read_bytes()
+
+
+def word_errors(ref: str, hyp: str) -> int:
+    a, b = ref.split(), hyp.split()
+    d = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(b) + 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] != b[j - 1]))
+    return d[len(b)]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    pytest.importorskip("training")
+    from export.speech import vocabulary
+
+    data = vocabulary()
+    return Vocabulary(*(tuple(data[k]) for k in ("objects", "parts", "sides", "sentences")))
+
+
+@pytest.fixture(scope="module")
+def transcriber(vocab):
+    return Transcriber(vocab)
+
+
+def commands(vocab, n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    objects = [o for o in vocab.objects if " " not in o][:40]
+    out = []
+    for _ in range(n):
+        sentence = rng.choice(vocab.sentences)
+        sentence = sentence.replace("{object}", rng.choice(objects)).replace("{part}", rng.choice(["handle", "rim", "body", "neck", "blade"]))
+        out.append(normalise(sentence.replace("{side}", rng.choice(vocab.sides))))
+    return out
+
+
+def test_word_error_of_spoken_commands_is_under_ten_percent(transcriber, vocab, tmp_path, capsys):
+    sentences = commands(vocab, 24)
+    errors = words = rejected = 0
+    for i, sentence in enumerate(sentences):
+        heard = transcriber(speak(sentence, tmp_path / f"c{i}.wav"))
+        errors += word_errors(sentence, heard.text)
+        words += len(sentence.split())
+        rejected += not heard.accepted
+    wer = errors / words
+    with capsys.disabled():
+        print(f"\n  speech: {len(sentences)} commands, word error {100 * wer:.1f} %, {rejected} rejected")
+    assert wer < 0.10
+    assert rejected <= len(sentences) // 4  # a rejected command moves nothing; the user says it again
+
+
+def test_out_of_grammar_speech_is_rejected(transcriber, tmp_path):
+    for i, sentence in enumerate(OUT_OF_GRAMMAR):
+        heard = transcriber(speak(sentence, tmp_path / f"o{i}.wav"))
+        assert not heard.accepted, (sentence, heard)
+
+
+def test_bad_audio_is_an_error(transcriber, tmp_path):
+    with pytest.raises(SpeechError, match="not a WAV"):
+        transcriber(b"RIFF....garbage")
+    raw = tmp_path / "x.raw.wav"
+    subprocess.run(["espeak-ng", "-w", str(raw), "pick up the mug"], check=True, capture_output=True)
+    with pytest.raises(SpeechError, match="16 kHz mono"):
+        read_wav(raw.read_bytes(), 10)
+    wav = speak("pick up the mug", tmp_path / "m.wav")
+    with pytest.raises(SpeechError, match="limit"):
+        read_wav(wav, 0.1)
+
+
+def test_grammar_drops_words_the_recogniser_cannot_say(vocab):
+    grammar = jsgf(vocab, known=lambda w: w != "mug")
+    assert not re.search(r"\bmug\b", grammar.split("<chatter> =")[0])
+    assert "<object> =" in grammar and "public <utterance>" in grammar
