@@ -41,12 +41,21 @@ class FrankaConfig:
     gripper_speed: float = 0.05  # m/s
     collision_torque: tuple[float, float, float, float, float, float, float] = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
     collision_force: tuple[float, float, float, float, float, float] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
+    payload_mass: float = 0.0
+    """kg held beyond the Franka Hand (whose own load is set in Desk); 0: none."""
+    payload_com: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Centre of mass of the payload in the flange frame (m)."""
+    payload_inertia: tuple[float, float, float, float, float, float, float, float, float] = (1e-3, 0, 0, 0, 1e-3, 0, 0, 0, 1e-3)
 
     def __post_init__(self) -> None:
         if self.type != "franka":
             raise ValueError(f"FrankaConfig is for type 'franka', got {self.type!r}")
         if not 0 < self.joint_speed <= 2.0 or not 0 < self.angular_speed <= 2.5:
             raise ValueError("joint_speed must be in (0, 2] rad/s and angular_speed in (0, 2.5] rad/s")
+        if not 0 <= self.payload_mass <= 3.0:
+            raise ValueError("payload_mass must be in [0, 3] kg (the FR3's payload)")
+        if not 0 < self.gripper_speed <= 0.1:
+            raise ValueError("gripper_speed must be in (0, 0.1] m/s")
 
 
 def min_jerk(tau: float) -> float:
@@ -82,6 +91,8 @@ class FrankaArm:
         self._gripper = pf.Gripper(self.config.host)
         c = self.config
         self._robot.set_collision_behavior(list(c.collision_torque), list(c.collision_torque), list(c.collision_force), list(c.collision_force))
+        if c.payload_mass > 0:
+            self._robot.set_load(c.payload_mass, list(c.payload_com), list(c.payload_inertia))
         log.info("connected to the arm at %s", c.host)
         return self
 

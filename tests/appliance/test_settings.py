@@ -1,0 +1,85 @@
+"""appliance.yaml and the files it names: the shipped configs load, and bad ones name the key at fault."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from appliance.config import ConfigError
+from appliance.settings import load_appliance_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "firmware_config"
+
+
+@pytest.mark.parametrize("name", ["appliance.yaml", "appliance-sim.yaml"])
+def test_shipped_configs_load(name):
+    config = load_appliance_config(CONFIGS / name)
+    assert config.robot is not None and config.handeye.matrix.shape == (4, 4)
+    assert Path(config.model.bundle).is_absolute()
+
+
+def test_real_config_requires_curve_off_loopback():
+    config = load_appliance_config(CONFIGS / "appliance.yaml")
+    assert config.server.secure and not config.server.loopback_only
+    assert config.camera.type == "k4a" and config.robot.arm.host == "172.16.0.2"
+
+
+def test_sim_handeye_matches_the_sim_camera():
+    from appliance.sim.scene import CameraConfig
+
+    config = load_appliance_config(CONFIGS / "appliance-sim.yaml")
+    assert (config.handeye.matrix == CameraConfig().T_base_cam).all()
+
+
+def _write(tmp_path, **changes):
+    data = yaml.safe_load((CONFIGS / "appliance-sim.yaml").read_text())
+    for key in ("camera", "robot", "handeye"):
+        data[key] = yaml.safe_load((CONFIGS / data[key]).read_text())
+    for dotted, value in changes.items():
+        *path, last = dotted.split(".")
+        node = data
+        for p in path:
+            node = node[p]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    path = tmp_path / "appliance.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"server.colour": 1}, r"server\.colour: unknown key"),
+        ({"model.bundle": None}, r"model\.bundle: required key is missing"),
+        ({"model.n_ctx": "big"}, r"model\.n_ctx: expected int"),
+        ({"camera.type": "webcam"}, r"camera\.type: unknown camera 'webcam'"),
+        ({"camera.exposure": 5}, r"camera\.exposure: unknown key"),
+        ({"robot.arm.joint_speed": 9.0}, r"robot.*joint_speed"),
+        ({"robot.limits.force": "strong"}, r"robot\.limits\.force: expected a number"),
+        ({"handeye.T_base_cam": [[1, 0, 0], [0, 1, 0]]}, r"handeye"),
+        ({"server.requests": "tcp://0.0.0.0:5570"}, r"beyond loopback without CurveZMQ"),
+        ({"camera": None}, r"camera: required key is missing"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_appliance_config(_write(tmp_path, **changes))
+
+
+def test_insecure_must_be_said_explicitly(tmp_path):
+    path = _write(tmp_path, **{"server.requests": "tcp://0.0.0.0:5570", "server.insecure": True})
+    assert load_appliance_config(path).server.insecure
+
+
+def test_files_are_named_relative_to_the_config(tmp_path):
+    (tmp_path / "cam.yaml").write_text("type: replay\ndirectory: rec\nfps: 3\n")
+    data = yaml.safe_load(_write(tmp_path).read_text())
+    data["camera"] = "cam.yaml"
+    path = tmp_path / "appliance.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"cam\.yaml.*fps: unknown key"):
+        load_appliance_config(path)
