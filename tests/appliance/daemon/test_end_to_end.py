@@ -1,0 +1,91 @@
+"""End to end: the sim cell (MuJoCo + franky-sim), the daemon with a bundle, the client, a grasp executed.
+
+The bundle here is the random tiny model with the NR-A answer contract, so the grammar guarantees a
+parseable pose (a random RT model may never finish its reasoning); where it points is random, and the
+test checks the loop, not the grasp: reasoning + pose come back, the arm moves through the plan in the
+simulation, and the result event says whether the object was lifted.
+"""
+
+import json
+import random
+import shutil
+import socket
+import time
+
+import pytest
+import yaml
+
+pytest.importorskip("franky_sim")
+pytest.importorskip("pylibfranka")
+zmq = pytest.importorskip("zmq")
+
+from appliance.config import load_config  # noqa: E402
+from appliance.sim.cell import SimCellConfig  # noqa: E402
+from appliance.sim.client import SimCellClient  # noqa: E402
+from appliance.sim.trials import start_cell, stop_cell  # noqa: E402
+
+from .conftest import HANDEYE, Running, free_port  # noqa: E402
+
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[3] / "firmware_config"
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    path = tmp_path_factory.mktemp("cell") / "sim.yaml"
+    path.write_text(f"sim:\n  categories: [box]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n")
+    proc = start_cell(path)
+    yield load_config(path, "sim", SimCellConfig)
+    stop_cell(proc)
+
+
+@pytest.fixture(scope="module")
+def nra_bundle(tiny_spm_checkpoint, tmp_path_factory):
+    from export.quantize import build_bundle
+
+    root = tmp_path_factory.mktemp("nra")
+    checkpoint = root / "ckpt"
+    shutil.copytree(tiny_spm_checkpoint, checkpoint)
+    (checkpoint / "view.json").write_text('{"variant": "nr-a", "decimals": 3, "size": 224, "crop": 320}')
+    build_bundle(checkpoint, root / "bundle", bits=8, progress=False)
+    return root / "bundle"
+
+
+def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, tmp_path):
+    from appliance.client import Client
+
+    robot = yaml.safe_load((CONFIGS / "franka-sim.yaml").read_text())
+    robot["arm"]["host"] = cell.robot_host
+    requests, events = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    config = {
+        "server": {"requests": requests, "events": events, "heartbeat_s": 0.5},
+        "model": {"bundle": str(nra_bundle), "n_ctx": 512, "n_batch": 64},
+        "camera": {"type": "sim", "endpoint": cell.service},
+        "robot": robot, "handeye": HANDEYE, "journal": str(tmp_path / "journal.sqlite"), "speech": {"enabled": False},
+    }  # fmt: skip
+    path = tmp_path / "appliance.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with SimCellClient(cell.service, timeout_s=10) as sim:
+        sim.reset(0, seed="e2e")
+    running = Running(path)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"result")
+    sub.connect(events)
+    time.sleep(0.3)
+    try:
+        client = Client(requests, timeout_s=180, retries=1)
+        reply, extra = client.request("grasp", text="grasp the box")
+        client.close()
+        assert reply["ok"], reply
+        assert reply["pose"] is not None and extra[0][:4] == b"\x89PNG"
+        execution = reply["execution"]
+        assert execution["moved"] is True, execution  # the pose passed the checks and the plan ran in the sim
+        assert isinstance(execution["success"], bool) and execution["stage"] in ("open", "pre-grasp", "approach", "close", "lift", "verify")
+        assert sub.poll(10000)
+        topic, payload = sub.recv_multipart()
+        result = json.loads(payload)
+        assert topic == b"result" and result["success"] == execution["success"] and result["moved"]
+    finally:
+        sub.close(0)
+        running.daemon.jobs.robot.close()
+        running.close()
