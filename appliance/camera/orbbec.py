@@ -93,7 +93,7 @@ class OrbbecCamera(Camera):
         if colour is None or depth is None:
             raise CameraTimeout("Orbbec camera: frame set without colour or depth")
         h, w = colour.get_height(), colour.get_width()
-        rgb = np.asarray(colour.get_data(), dtype=np.uint8).reshape(h, w, 3)
-        raw = np.asarray(depth.get_data()).view(np.uint16).reshape(depth.get_height(), depth.get_width())
+        rgb = np.frombuffer(colour.get_data(), dtype=np.uint8).reshape(h, w, 3)
+        raw = np.frombuffer(depth.get_data(), dtype=np.uint16).reshape(depth.get_height(), depth.get_width())
         depth_mm = (raw.astype(np.float32) * depth.get_depth_scale()).round().astype(np.uint16)
         return Frame(np.ascontiguousarray(rgb), depth_from_millimetres(depth_mm), self._intrinsics)

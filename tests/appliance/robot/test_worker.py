@@ -1,0 +1,70 @@
+"""The arm in its own process, against franky-sim: commands, a stop mid-motion, recovery, a dead child."""
+
+import random
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("franky_sim")
+pytest.importorskip("pylibfranka")
+
+from appliance.config import load_config  # noqa: E402
+from appliance.robot.franka import FrankaConfig  # noqa: E402
+from appliance.robot.plan import MotionError  # noqa: E402
+from appliance.robot.worker import ArmPoses, RobotProcess, RobotUnavailable  # noqa: E402
+from appliance.sim.cell import OBSERVATION_Q, READY_Q, SimCellConfig  # noqa: E402
+from appliance.sim.trials import start_cell, stop_cell  # noqa: E402
+
+
+JOINT_TOL = 0.06  # rad: joint impedance control settles a few hundredths off its target under gravity
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def robot(tmp_path_factory):
+    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    path = tmp_path_factory.mktemp("cell") / "sim.yaml"
+    path.write_text(f"sim:\n  categories: [box]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n")
+    cell = load_config(path, "sim", SimCellConfig)
+    proc = start_cell(path)
+    arm = RobotProcess(FrankaConfig(host=cell.robot_host), ArmPoses(OBSERVATION_Q, READY_Q)).start()
+    yield arm
+    arm.close()
+    stop_cell(proc)
+
+
+def test_named_poses_and_state(robot):
+    robot.call("ready")
+    state = robot.call("state")
+    assert np.allclose(state["joints"], READY_Q, atol=JOINT_TOL)
+    assert np.array(state["pose"]).shape == (4, 4)
+
+
+def test_stop_mid_motion_ramps_down_and_the_next_motion_works(robot):
+    robot.call("ready")
+    timer = threading.Timer(0.4, robot.stop)
+    timer.start()
+    start = time.monotonic()
+    with pytest.raises(MotionError, match="stopped"):
+        robot.call("home")
+    assert time.monotonic() - start < 2.0  # the 0.3 s ramp, not the whole motion
+    stopped_at = np.array(robot.call("state")["joints"])
+    assert not np.allclose(stopped_at, robot.poses.home_q, atol=JOINT_TOL)  # it really stopped short
+    robot.clear_stop()
+    robot.call("home")
+    assert np.allclose(robot.call("state")["joints"], robot.poses.home_q, atol=JOINT_TOL)
+
+
+def test_unreachable_robot_is_reported_not_hung():
+    arm = RobotProcess(FrankaConfig(host="127.0.0.254"), ArmPoses(OBSERVATION_Q, READY_Q))
+    with pytest.raises(RobotUnavailable, match="cannot connect"):
+        arm.start()
+    arm.close()

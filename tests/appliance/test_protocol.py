@@ -1,0 +1,80 @@
+"""The message table: valid requests pass, anything else is a ProtocolError with a code (never a crash)."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance import protocol
+from appliance.protocol import ProtocolError, parse_request
+
+
+def test_valid_requests():
+    r = parse_request([protocol.request("predict", "r1", text="pick up the mug")])
+    assert (r.id, r.type, r.text, r.audio) == ("r1", "predict", "pick up the mug", None)
+    r = parse_request([protocol.encode({"v": 1, "id": "r2", "type": "grasp"}), b"RIFFwav"])
+    assert r.audio == b"RIFFwav" and r.text is None
+    r = parse_request([protocol.request("refine", "r3", text="by the handle", session="s1", execute=True)])
+    assert r.fields == {"text": "by the handle", "session": "s1", "execute": True}
+    for kind in ("status", "stop", "home", "release"):
+        assert parse_request([protocol.request(kind, "x")]).type == kind
+
+
+def test_replies_and_events_are_json():
+    r = parse_request([protocol.request("status", "a")])
+    assert json.loads(protocol.reply(r, state="idle")) == {"v": 1, "id": "a", "type": "status", "ok": True, "state": "idle"}
+    err = json.loads(protocol.error_reply("busy", "later", "a", "grasp"))
+    assert err["ok"] is False and err["error"] == {"code": "busy", "message": "later"}
+    topic, payload = protocol.event("heartbeat", state="idle")
+    assert topic == b"heartbeat" and json.loads(payload)["state"] == "idle"
+    with pytest.raises(ValueError):
+        protocol.event("gossip")
+    with pytest.raises(ValueError):
+        protocol.encode({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "message, code",
+    [
+        ({"v": 1, "id": "a" * 65, "type": "status"}, "bad_id"),
+        ({"v": 1, "id": "a b", "type": "status"}, "bad_id"),
+        ({"v": 1, "id": "a", "type": "refine", "text": "x"}, "bad_field"),
+        ({"v": 1, "id": "a", "type": "refine", "text": "x", "session": "bad session"}, "bad_field"),
+        ({"v": 1, "id": "a", "type": "grasp", "text": "x", "speed": True}, "bad_field"),
+        ({"v": 1, "id": "a", "type": "predict", "text": "   "}, "bad_instruction"),
+        ({"v": 1, "id": "a", "type": "predict", "text": "x" * 501}, "bad_instruction"),
+        ({"v": "1", "id": "a", "type": "status"}, "bad_version"),
+    ],
+)
+def test_bad_requests(message, code):
+    with pytest.raises(ProtocolError) as info:
+        parse_request([json.dumps(message).encode()])
+    assert info.value.code == code
+
+
+def test_oversized_audio():
+    with pytest.raises(ProtocolError, match="audio"):
+        parse_request([protocol.encode({"v": 1, "id": "a", "type": "predict"}), b"x" * (protocol.MAX_AUDIO_BYTES + 1)])
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=0, max_size=4))
+def test_random_frames_never_crash(frames):
+    try:
+        parse_request(frames)
+    except ProtocolError as exc:
+        assert exc.code
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "id", "type", "text", "session", "speed", "execute", "x"]), json_values, max_size=6))
+def test_random_json_objects_never_crash(message):
+    try:
+        parse_request([json.dumps(message).encode()])
+    except ProtocolError as exc:
+        assert exc.code
