@@ -70,8 +70,9 @@ class Client:
             self.socket = None
 
 
-def follow_events(endpoint: str, curve: tuple | None = None, count: int | None = None, out=sys.stdout) -> None:
+def follow_events(endpoint: str, curve: tuple | None = None, count: int | None = None, out=None) -> None:
     """Print the PUB stream as JSON lines (``count`` events, or forever)."""
+    out = out or sys.stdout
     sock = zmq.Context.instance().socket(zmq.SUB)
     if curve:
         from .security import secure_client
@@ -90,8 +91,9 @@ def follow_events(endpoint: str, curve: tuple | None = None, count: int | None =
         sock.close(0)
 
 
-def show(reply: dict, out=sys.stdout) -> None:
+def show(reply: dict, out=None) -> None:
     """The human-readable form of a reply."""
+    out = out or sys.stdout
     if not reply.get("ok"):
         err = reply.get("error", {})
         out.write(f"error ({err.get('code')}): {err.get('message')}\n")

@@ -1,0 +1,34 @@
+"""python -m appliance.client against a running daemon."""
+
+import json
+
+import pytest
+
+from appliance.client import main
+
+
+def test_predict_only_prints_reasoning_and_pose_and_saves_the_image(daemon, tmp_path, capsys):
+    out = tmp_path / "pred.png"
+    code = main(["--endpoint", daemon.requests, "--predict-only", "pick up the mug", "--save-image", str(out)])
+    text = capsys.readouterr().out
+    assert "reasoning:" in text and "pose:" in text and "session:" in text
+    assert code in (0, 3) and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_status_json_and_refine(daemon, capsys):
+    assert main(["--endpoint", daemon.requests, "--status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["ok"] and status["state"] == "idle"
+    main(["--endpoint", daemon.requests, "--predict-only", "pick up the mug", "--json"])
+    session = json.loads(capsys.readouterr().out)["session"]
+    assert main(["--endpoint", daemon.requests, "--refine", session, "grasp it by the handle instead", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["session"] == session
+
+
+def test_errors(daemon, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--endpoint", daemon.requests])  # no instruction
+    assert main(["--endpoint", "tcp://127.0.0.1:9", "--status", "--timeout", "0.3", "--retries", "2"]) == 1
+    assert "no reply" in capsys.readouterr().err
+    assert main(["--endpoint", daemon.requests, "--home"]) == 3  # no arm configured: an error reply
+    assert "no_robot" in capsys.readouterr().out
