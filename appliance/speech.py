@@ -111,7 +111,7 @@ def jsgf(vocab: Vocabulary, known=lambda word: True) -> str:
         f"<unknown> = {alternatives(w for w in UNKNOWN_OBJECTS if w not in vocab.objects)};",
         f"<part> = {alternatives(vocab.parts)};",
         f"<side> = {alternatives(vocab.sides)};",
-        f"<chatter> = <word>+;",
+        "<chatter> = <word>+;",
         f"<word> = {' | '.join(chatter)};",
     ]) + "\n"  # fmt: skip
 

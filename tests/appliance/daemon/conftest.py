@@ -13,16 +13,9 @@ zmq = pytest.importorskip("zmq")
 from appliance.camera.base import Frame  # noqa: E402
 from appliance.camera.replay import Recorder  # noqa: E402
 from appliance.geometry import Intrinsics  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 HANDEYE = {"T_base_cam": [[1, 0, 0, 0.5], [0, -1, 0, 0], [0, 0, -1, 0.7], [0, 0, 0, 1]], "method": "test"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

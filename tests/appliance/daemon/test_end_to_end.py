@@ -7,9 +7,7 @@ simulation, and the result event says whether the object was lifted.
 """
 
 import json
-import random
 import shutil
-import socket
 import time
 
 import pytest
@@ -19,24 +17,18 @@ pytest.importorskip("franky_sim")
 pytest.importorskip("pylibfranka")
 zmq = pytest.importorskip("zmq")
 
-from appliance.config import load_config  # noqa: E402
-from appliance.sim.cell import SimCellConfig  # noqa: E402
 from appliance.sim.client import SimCellClient  # noqa: E402
-from appliance.sim.trials import start_cell, stop_cell  # noqa: E402
+from tests.helpers import free_port, sim_cell  # noqa: E402
 
-from .conftest import HANDEYE, Running, free_port  # noqa: E402
+from .conftest import HANDEYE, Running  # noqa: E402
 
 CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[3] / "firmware_config"
 
 
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory):
-    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
-    path = tmp_path_factory.mktemp("cell") / "sim.yaml"
-    path.write_text(f"sim:\n  categories: [box]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n")
-    proc = start_cell(path)
-    yield load_config(path, "sim", SimCellConfig)
-    stop_cell(proc)
+    with sim_cell(tmp_path_factory.mktemp("cell")) as config:
+        yield config
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """The arm in its own process, against franky-sim: commands, a stop mid-motion, recovery, a dead child."""
 
-import random
-import socket
 import threading
 import time
 
@@ -11,34 +9,22 @@ import pytest
 pytest.importorskip("franky_sim")
 pytest.importorskip("pylibfranka")
 
-from appliance.config import load_config  # noqa: E402
 from appliance.robot.franka import FrankaConfig  # noqa: E402
 from appliance.robot.plan import MotionError  # noqa: E402
 from appliance.robot.worker import ArmPoses, RobotProcess, RobotUnavailable  # noqa: E402
-from appliance.sim.cell import OBSERVATION_Q, READY_Q, SimCellConfig  # noqa: E402
-from appliance.sim.trials import start_cell, stop_cell  # noqa: E402
+from appliance.sim.cell import OBSERVATION_Q, READY_Q  # noqa: E402
+from tests.helpers import sim_cell  # noqa: E402
 
 
 JOINT_TOL = 0.06  # rad: joint impedance control settles a few hundredths off its target under gravity
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def robot(tmp_path_factory):
-    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
-    path = tmp_path_factory.mktemp("cell") / "sim.yaml"
-    path.write_text(f"sim:\n  categories: [box]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n")
-    cell = load_config(path, "sim", SimCellConfig)
-    proc = start_cell(path)
-    arm = RobotProcess(FrankaConfig(host=cell.robot_host), ArmPoses(OBSERVATION_Q, READY_Q)).start()
-    yield arm
-    arm.close()
-    stop_cell(proc)
+    with sim_cell(tmp_path_factory.mktemp("cell")) as cell:
+        arm = RobotProcess(FrankaConfig(host=cell.robot_host), ArmPoses(OBSERVATION_Q, READY_Q)).start()
+        yield arm
+        arm.close()
 
 
 def test_named_poses_and_state(robot):

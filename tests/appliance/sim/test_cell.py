@@ -1,8 +1,6 @@
 """The sim cell for real: franky-sim's libfranka server in its own process, pylibfranka here."""
 
 import json
-import random
-import socket
 
 import numpy as np
 import pytest
@@ -11,32 +9,18 @@ pytest.importorskip("franky_sim")
 pytest.importorskip("pylibfranka")
 zmq = pytest.importorskip("zmq")
 
-from appliance.config import load_config  # noqa: E402
 from appliance.robot.franka import FrankaArm, FrankaConfig  # noqa: E402
 from appliance.robot.plan import MotionError, tcp_pose  # noqa: E402
-from appliance.sim.cell import SimCellConfig  # noqa: E402
 from appliance.sim.client import SimCellClient  # noqa: E402
-from appliance.sim.trials import LIFT_SUCCESS_M, TrialRunner, oracle_source, start_cell, stop_cell  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from appliance.sim.trials import LIFT_SUCCESS_M, TrialRunner, oracle_source  # noqa: E402
+from tests.helpers import sim_cell  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory):
     """A cell on its own loopback address and port, so it never meets another running cell."""
-    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
-    config_path = tmp_path_factory.mktemp("cell") / "sim.yaml"
-    config_path.write_text(
-        f"sim:\n  categories: [mug, knife, ball]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n"
-    )
-    config = load_config(config_path, "sim", SimCellConfig)
-    proc = start_cell(config_path)
-    yield config
-    stop_cell(proc)
+    with sim_cell(tmp_path_factory.mktemp("cell"), "mug, knife, ball") as config:
+        yield config
 
 
 @pytest.fixture(scope="module")
