@@ -167,3 +167,15 @@ def test_timings_are_reported(runtime):
     assert t.prefill_tokens == len(runtime.prompt_segments(INSTRUCTION, first=True)) - 1 + 64
     assert dataclasses.asdict(t)["decode_tokens"] == len(p.tokens)
     assert t.as_dict()["decode_tokens_per_s"] > 0
+
+
+def test_provider_order_and_fallback():
+    from appliance.vision import PROVIDERS, provider_list
+
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_list(PROVIDERS, available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_list(PROVIDERS, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    trt = provider_list(PROVIDERS, ["TensorrtExecutionProvider", *available], trt_cache="/tmp/trt")
+    assert trt[0][0] == "TensorrtExecutionProvider" and trt[0][1]["trt_engine_cache_path"] == "/tmp/trt"
+    assert [p if isinstance(p, str) else p[0] for p in trt][1:] == available
+    assert provider_list(["CUDAExecutionProvider"], ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # CPU always last
