@@ -112,6 +112,8 @@ class Manifest:
     tokenizer: str = "spm"
     speech: str | None = None
     """File name of the speech vocabulary (appliance.speech), when the bundle has one."""
+    drafts: str | None = None
+    """File name of the reasoning corpus speculative decoding drafts from (appliance.draft)."""
     created: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     """Figures measured at export time (parity errors, accuracy when a dataset was given)."""
@@ -123,7 +125,7 @@ class Manifest:
             raise ValueError(f"quant must be one of {QUANT_TYPES}, got {self.quant!r}")
         if self.vision_precision not in VISION_PRECISIONS:
             raise ValueError(f"vision_precision must be one of {VISION_PRECISIONS}, got {self.vision_precision!r}")
-        for name in (self.llm, self.vision, self.speech):
+        for name in (self.llm, self.vision, self.speech, self.drafts):
             if name is not None and name not in self.files:
                 raise ValueError(f"{name!r} is not listed under files")
         if self.prompt_template.count(self.image_token) != 1 or "{instruction}" not in self.prompt_template:

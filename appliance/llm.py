@@ -173,9 +173,12 @@ class TextModel:
             self._lib.llama_memory_seq_rm(mem, 0, n_past, -1)
             self.n_past = n_past
 
-    def eval_tokens(self, tokens: list[int]) -> None:
-        """Append tokens to the sequence, in chunks of at most ``n_batch``; logits of the last one kept."""
-        self._eval(len(tokens), lambda batch, i, k: batch.token.__setitem__(i, tokens[k]), embd=0)
+    def eval_tokens(self, tokens: list[int], all_logits: bool = False) -> None:
+        """Append tokens to the sequence, in chunks of at most ``n_batch``; logits of the last one kept
+        (of every one with ``all_logits``, when they fit one chunk: for checking a speculative draft)."""
+        if all_logits and len(tokens) > self.n_batch:
+            raise LlamaError(f"all_logits needs the tokens in one batch (at most {self.n_batch})")
+        self._eval(len(tokens), lambda batch, i, k: batch.token.__setitem__(i, tokens[k]), embd=0, all_logits=all_logits)
 
     def eval_embeddings(self, embeddings: np.ndarray) -> None:
         """Append embedding vectors (n, n_embd) — the image — in chunks of at most ``n_batch``."""
@@ -188,7 +191,7 @@ class TextModel:
 
         self._eval(len(array), put, embd=self.n_embd)
 
-    def _eval(self, n: int, put, embd: int) -> None:
+    def _eval(self, n: int, put, embd: int, all_logits: bool = False) -> None:
         lib = self._lib
         if self.n_past + n > self.n_ctx:
             raise LlamaError(f"context full: {self.n_past} + {n} positions > n_ctx {self.n_ctx}")
@@ -201,7 +204,7 @@ class TextModel:
                     batch.pos[i] = self.n_past + i
                     batch.n_seq_id[i] = 1
                     batch.seq_id[i][0] = 0
-                    batch.logits[i] = start + i == n - 1
+                    batch.logits[i] = all_logits or start + i == n - 1
                 batch.n_tokens = count
                 status = lib.llama_decode(self.ctx, batch)
                 if status != 0:
@@ -211,9 +214,9 @@ class TextModel:
         finally:
             lib.llama_batch_free(batch)
 
-    def logits(self) -> np.ndarray:
-        """Logits after the last evaluated position (a copy)."""
-        pointer = self._lib.llama_get_logits_ith(self.ctx, -1)
+    def logits(self, i: int = -1) -> np.ndarray:
+        """Logits after position ``i`` of the last batch (default: its last), a copy."""
+        pointer = self._lib.llama_get_logits_ith(self.ctx, i)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
 
     def grammar(self, source: str) -> Grammar:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .answer import AnswerFormat, AnswerParseError
 from .bundle import Manifest, read_bundle
+from .draft import NgramDrafter
 from .grasp import GraspPose
 from .llm import LlamaError, LlamaSettings, TextModel, greedy
 from .preprocess import CropBox, prepare
@@ -93,6 +94,13 @@ class GraspModel:
         self._grammar = self.format.grammar()
         self._complete = re.compile(r"\d\.\d{%d}$" % self.format.decimals)
         self._active: Session | None = None
+        self.drafter = self._drafter() if manifest.drafts else None
+        self.drafted = self.accepted = 0
+        """Speculative decoding counters: tokens drafted, and drafted tokens greedy decoding kept."""
+
+    def _drafter(self) -> NgramDrafter:
+        lines = (self.directory / self.manifest.drafts).read_text().splitlines()
+        return NgramDrafter(self.llm.tokenize(" " + line, add_bos=False, special=False) for line in lines if line.strip())
 
     @classmethod
     def load(cls, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings(), verify: bool = True) -> GraspModel:
@@ -133,29 +141,44 @@ class GraspModel:
             raise ValueError("a follow-up instruction must not contain the image token")
         return tokens
 
-    def generate(self, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True) -> tuple[list[int], str, list[int]]:
+    def generate(self, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True, speculative: bool | None = None,
+                 context: list[int] = ()) -> tuple[list[int], str, list[int]]:  # fmt: skip
         """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
 
-        Returns the tokens, the text and the tail of tokens not yet in the KV cache (the last one is
-        only evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
-        (parity checks against torch's plain greedy)."""
+        Returns the tokens, the text and the tail not yet in the KV cache (the last token is only
+        evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
+        (parity checks against torch). ``speculative`` (default: when the bundle has drafts) checks
+        drafted tokens in one batch and keeps those greedy decoding would have chosen anyway."""
         grammar = self.llm.grammar(self._grammar) if constrain else None
-        tokens, data, pending = [], b"", None
-        for _ in range(min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)):  # a full context ends the answer
-            if pending is not None:
-                self.llm.eval_tokens([pending])
-                pending = None
-            token = greedy(self.llm.logits(), grammar)
+        drafter = self.drafter if (speculative is None or speculative) else None
+        tokens, data, pending, drafted = [], b"", None, []
+        rows, verified = [self.llm.logits()], self.llm.n_past
+        budget = min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)  # a full context ends the answer
+        while len(tokens) < budget:
+            if not rows:
+                self.llm.truncate(verified)  # drop drafted tokens the last check refused
+                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if drafter else []
+                self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
+                rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
+                drafted, verified, pending = draft, verified + 1, None
+                self.drafted += len(draft)
+            token = greedy(rows.pop(0), grammar)
             if token == self.llm.eos:
                 break
             if grammar is not None:
                 grammar.accept(token)
             tokens.append(token)
-            pending = token
             data += self.llm.piece(token)
+            if drafted and token == drafted[0]:  # the draft was right: this token is in the cache already
+                drafted.pop(0)
+                verified += 1
+                self.accepted += 1
+            else:
+                rows, drafted, pending = [], [], token
             text = data.decode(errors="replace")
             if self._complete.search(text) and self._is_answer(text):
                 break
+        self.llm.truncate(verified)  # drop drafted tokens nobody chose
         return tokens, data.decode(errors="replace").strip(), [] if pending is None else [pending]
 
     def _is_answer(self, text: str) -> bool:
@@ -176,7 +199,8 @@ class Session:
         self.turns: list[Prediction] = []
         self._image: tuple | None = None
 
-    def ask(self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True) -> Prediction:
+    def ask(self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True,
+            speculative: bool | None = None) -> Prediction:  # fmt: skip
         """One turn: a new image starts the conversation over; without one, a follow-up on the last."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the instruction is empty")
@@ -200,7 +224,8 @@ class Session:
             raise
         prefill = time.perf_counter()
         prefilled = model.llm.n_evaluated - before
-        tokens, text, unevaluated = model.generate(max_new_tokens, constrain)
+        context = [t for segment in self.history if not isinstance(segment, np.ndarray) for t in segment]
+        tokens, text, unevaluated = model.generate(max_new_tokens, constrain, speculative, context)
         end = time.perf_counter()
         # The answer's tail and the end of turn are evaluated lazily, when the conversation goes on.
         self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]

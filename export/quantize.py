@@ -25,7 +25,7 @@ from appliance.bundle import (
 )  # fmt: skip
 
 from .gguf import ExportError, text_config, write_gguf
-from .speech import SPEECH_FILE, write_vocabulary
+from .speech import DRAFTS_FILE, SPEECH_FILE, write_drafts, write_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,13 @@ def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: st
     steps.n = 3
     steps.set_postfix_str("manifest")
     speech = write_vocabulary(work / SPEECH_FILE)
+    drafts = write_drafts(work / DRAFTS_FILE)
     manifest = Manifest(
         schema=SCHEMA_VERSION, model=out.name, source=str(model_dir.resolve()), quant=quant, llm=llm.name,
         vision=vision.name, vision_precision=vision_precision, image=spec, n_image_tokens=n_image_tokens,
         embedding_width=width, prompt_template=PROMPT_TEMPLATE, image_token=IMAGE, followup_template=FOLLOWUP_TEMPLATE,
-        answer=AnswerSpec(view.variant, view.decimals), files={p.name: file_entry(p) for p in (llm, vision, speech)},
-        tokenizer=_tokenizer_family(model_dir), speech=speech.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        answer=AnswerSpec(view.variant, view.decimals), files={p.name: file_entry(p) for p in (llm, vision, speech, drafts)},
+        tokenizer=_tokenizer_family(model_dir), speech=speech.name, drafts=drafts.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         metrics={"vision_relative_error": vision_error, "export_seconds": round(time.monotonic() - started, 1)},
     )  # fmt: skip
     if width != config.get("text_config", {}).get("hidden_size", width):

@@ -1,4 +1,5 @@
-"""The speech vocabulary that travels with a bundle (``speech.yaml``): what a spoken instruction may say.
+"""Text that travels with a bundle: the speech vocabulary (``speech.yaml``: what a spoken instruction may
+say) and the reasoning corpus (``drafts.txt``: what speculative decoding drafts from).
 
 Built from the same templates the reasoning-tuning data was: every instruction
 and refinement sentence, every category name and synonym, every part and side.
@@ -27,6 +28,19 @@ def vocabulary() -> dict:
     sentences = [s for kind in templates.instructions.values() for s in kind]
     sentences += [s for kind in templates.refinement.values() for s in kind]
     return {"objects": sorted(objects), "parts": sorted(parts), "sides": sorted(SIDES), "sentences": sentences}
+
+
+DRAFTS_FILE = "drafts.txt"
+
+
+def write_drafts(out: Path) -> Path:
+    """Every reasoning phrasing of every category, a line each: what speculative decoding drafts from."""
+    from training.reasoning import load_templates
+
+    templates = load_templates()
+    lines = sorted({p for c in templates.categories.values() for p in templates.reasoning_phrasings(c)})
+    Path(out).write_text("\n".join(lines) + "\n")
+    return Path(out)
 
 
 def write_vocabulary(out: Path) -> Path:

@@ -179,3 +179,26 @@ def test_provider_order_and_fallback():
     assert trt[0][0] == "TensorrtExecutionProvider" and trt[0][1]["trt_engine_cache_path"] == "/tmp/trt"
     assert [p if isinstance(p, str) else p[0] for p in trt][1:] == available
     assert provider_list(["CUDAExecutionProvider"], ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # CPU always last
+
+
+def test_ngram_drafter():
+    from appliance.draft import NgramDrafter
+
+    d = NgramDrafter([[1, 2, 3, 4, 5, 6], [7, 2, 3, 9]], max_n=3, min_n=2, k=3)
+    assert d.draft([0, 2, 3]) == [4, 5, 6]  # the first continuation of (2, 3) wins
+    assert d.draft([7, 2, 3]) == [9]  # the longer n-gram (7, 2, 3) is tried first
+    assert d.draft([8, 8]) == []
+    assert d.draft([5, 8, 8], context=[8, 8, 1, 5, 8, 8]) == [1, 5, 8]  # prompt lookup in the conversation
+
+
+@pytest.mark.parametrize("constrain", [False, True])
+def test_speculative_decoding_gives_exactly_the_greedy_answer(runtime, constrain):
+    """Drafts from the corpus and from the answer itself (a random model repeats itself): same tokens, fewer steps."""
+    assert runtime.drafter is not None
+    for seed in range(3):
+        image = _camera_image(10 + seed)
+        plain = runtime.session().ask(INSTRUCTION, image, max_new_tokens=48, constrain=constrain, speculative=False)
+        before = runtime.accepted
+        fast = runtime.session().ask(INSTRUCTION, image, max_new_tokens=48, constrain=constrain, speculative=True)
+        assert fast.tokens == plain.tokens and fast.text == plain.text
+    assert runtime.accepted > before or runtime.accepted > 0  # some drafts were right and kept
