@@ -105,7 +105,12 @@ class Daemon:
             while not self.shutdown.is_set():
                 events = dict(poller.poll(timeout=max(0, int(1000 * (next_beat - time.monotonic())))))
                 if self.router in events:
-                    self._on_request(self.router.recv_multipart(copy=True))
+                    frames = self.router.recv_multipart(copy=True)
+                    try:
+                        self._on_request(frames)
+                    except Exception:  # a request must never take the daemon down
+                        log.exception("request handling failed")
+                        self.router.send_multipart(_split_envelope(frames)[0] + [protocol.error_reply("internal", "the daemon could not handle this request")])
                 if self.results in events:
                     self._on_result(self.results.recv_multipart())
                 if time.monotonic() >= next_beat:

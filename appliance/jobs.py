@@ -64,7 +64,8 @@ class Jobs:
         """A new picture and a fresh conversation; no motion."""
         frame = self._picture()
         conversation = Conversation(self.model.session(), frame)
-        prediction = conversation.session.ask(instruction, frame.rgb, self.config.model.max_new_tokens)
+        m = self.config.model
+        prediction = conversation.session.ask(instruction, frame.rgb, m.max_new_tokens, speculative=m.speculative)
         self._keep(session_id, conversation)
         return self._describe(prediction, frame), png_bytes(annotate(prediction.view, prediction.pose))
 
@@ -74,7 +75,8 @@ class Jobs:
         if conversation is None:
             raise JobError("unknown_session", f"no session {session_id!r} (it ended, or the daemon restarted)")
         self.sessions.move_to_end(session_id)
-        prediction = conversation.session.ask(instruction, max_new_tokens=self.config.model.max_new_tokens)
+        m = self.config.model
+        prediction = conversation.session.ask(instruction, max_new_tokens=m.max_new_tokens, speculative=m.speculative)
         return self._describe(prediction, conversation.frame), png_bytes(annotate(prediction.view, prediction.pose))
 
     def execute(self, session_id: str, speed: float = 1.0) -> dict:

@@ -141,23 +141,28 @@ class GraspModel:
             raise ValueError("a follow-up instruction must not contain the image token")
         return tokens
 
-    def generate(self, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True, speculative: bool | None = None,
+    def generate(self, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True, speculative: bool = False,
                  context: list[int] = ()) -> tuple[list[int], str, list[int]]:  # fmt: skip
         """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
 
         Returns the tokens, the text and the tail not yet in the KV cache (the last token is only
         evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
-        (parity checks against torch). ``speculative`` (default: when the bundle has drafts) checks
-        drafted tokens in one batch and keeps those greedy decoding would have chosen anyway."""
+        (parity checks against torch). ``speculative`` (when the bundle has drafts) checks drafted
+        reasoning tokens in one batch and keeps those greedy decoding would choose. Identical to plain
+        greedy in exact arithmetic (tested with F32); with quantized kernels a batch and a single token
+        round differently, which can flip a near-tie in the pose's last digit (docs/export.md)."""
         grammar = self.llm.grammar(self._grammar) if constrain else None
-        drafter = self.drafter if (speculative is None or speculative) else None
+        drafter = self.drafter if speculative else None
         tokens, data, pending, drafted = [], b"", None, []
         rows, verified = [self.llm.logits()], self.llm.n_past
         budget = min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)  # a full context ends the answer
         while len(tokens) < budget:
             if not rows:
                 self.llm.truncate(verified)  # drop drafted tokens the last check refused
-                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if drafter else []
+                # drafts only for the reasoning: the pose's digits are the model's own, and near-ties there
+                # are where batched and single-token arithmetic could disagree
+                reasoning = drafter is not None and b"[" not in data
+                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if reasoning else []
                 self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
                 rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
                 drafted, verified, pending = draft, verified + 1, None
@@ -200,7 +205,7 @@ class Session:
         self._image: tuple | None = None
 
     def ask(self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True,
-            speculative: bool | None = None) -> Prediction:  # fmt: skip
+            speculative: bool = False) -> Prediction:  # fmt: skip
         """One turn: a new image starts the conversation over; without one, a follow-up on the last."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the instruction is empty")

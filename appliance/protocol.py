@@ -78,7 +78,7 @@ def parse_request(frames: list[bytes]) -> Request:
     if data.get("v") != VERSION:
         raise ProtocolError("bad_version", f"protocol version must be {VERSION}, got {data.get('v')!r}", rid)
     kind = data.get("type")
-    if kind not in REQUESTS:
+    if not isinstance(kind, str) or kind not in REQUESTS:
         raise ProtocolError("bad_type", f"unknown type {kind!r} (known: {', '.join(REQUESTS)})", rid)
     fields = {k: v for k, v in data.items() if k not in ("v", "id", "type")}
     _check_fields(kind, fields, rid)

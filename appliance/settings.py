@@ -77,6 +77,8 @@ class ModelSettings:
     n_gpu_layers: int = 0
     providers: tuple[str, ...] = PROVIDERS
     max_new_tokens: int = 160
+    speculative: bool = False
+    """Draft reasoning tokens from the bundle's corpus (appliance.draft); see docs/export.md for when it pays."""
 
 
 @dataclass(frozen=True)

@@ -78,3 +78,11 @@ def test_random_json_objects_never_crash(message):
         parse_request([json.dumps(message).encode()])
     except ProtocolError as exc:
         assert exc.code
+
+
+@pytest.mark.parametrize("value", [[], {}, 1.5, None, True])
+def test_unhashable_or_wrong_type_field(value):
+    """Found by the daemon fuzz test: a list as "type" must be a ProtocolError, not a TypeError."""
+    with pytest.raises(ProtocolError) as info:
+        parse_request([json.dumps({"v": 1, "id": "a", "type": value}).encode()])
+    assert info.value.code == "bad_type"
