@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -57,6 +58,9 @@ class BuildConfig:
     task: str = "grasp"
     """``grasp`` (instruction → answer with pose) or ``describe`` (what and where the object is:
     the turns the ``align`` stage trains the projector on)."""
+    targets: str = "all"
+    """Training records per view: ``all`` (one per positive grasp) or ``one`` (the positive nearest the
+    middle of all of them: the same image always asks for the same pose)."""
 
     def __post_init__(self) -> None:
         AnswerFormat(self.variant, self.decimals)  # validates both
@@ -68,6 +72,8 @@ class BuildConfig:
             raise ValueError(f"refine_fraction must be in [0, 1], got {self.refine_fraction}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.targets not in ("all", "one"):
+            raise ValueError(f"targets must be 'all' or 'one', got {self.targets!r}")
 
     @property
     def answer_format(self) -> AnswerFormat:
@@ -89,7 +95,7 @@ class SampleMaker:
         parts = view.labels.parts
         grasps = [[p.x, p.y, p.theta, r.length, r.width] for p, r in zip(poses, view.positives)]
         records = []
-        for i in [0] if all_grasps else range(len(poses)):
+        for i in [0] if all_grasps else [central(view.positives)] if self.config.targets == "one" else range(len(poses)):
             part = parts[i] if parts else None
             named = part if part in category.grasp_at and rng.random() < PART_INSTRUCTION_RATE else None
             turns = [
@@ -171,6 +177,12 @@ def build_split(
     return records
 
 
+def central(rectangles) -> int:
+    """Index of the rectangle whose centre is nearest the mean centre of all of them."""
+    centres = np.array([r.center for r in rectangles], dtype=float)
+    return int(np.argmin(np.linalg.norm(centres - centres.mean(axis=0), axis=1)))
+
+
 def _place_words(x: float, y: float) -> str:
     """Where a point lies in the image, in words: "in the upper left of the image"."""
     v = "upper" if y < 1 / 3 else "lower" if y > 2 / 3 else "middle"
@@ -224,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0, help="which fold is the test set, 0-based (default 0)")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="number of folds (default 5)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--targets", choices=["all", "one"], default="all",
+                        help="training records per view: one per positive grasp, or one (the most central) per view")
     parser.add_argument("--augment", type=int, default=0, help="random views per training image besides the centre crop")
     parser.add_argument("--size", type=int, default=224, help="side of the model's square input image (default 224)")
     parser.add_argument("--crop", type=int, help="square crop in source pixels before resizing (default: shorter side)")
@@ -234,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
     args = parser.parse_args(argv)
     try:
-        config = BuildConfig(args.variant, args.decimals, args.size, args.crop, args.augment, args.refine_fraction, args.seed, args.task)
+        config = BuildConfig(args.variant, args.decimals, args.size, args.crop, args.augment, args.refine_fraction, args.seed, args.task, args.targets)
         dataset = open_dataset(args.root, args.objects)
         summary = build(dataset, args.split, args.fold, config, args.out, args.folds, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

@@ -84,3 +84,21 @@ def test_cli_reports_bad_arguments(toy, tmp_path, capsys):
     assert "refine_fraction" in capsys.readouterr().err
     assert main(["--root", str(toy.root), "--out", str(tmp_path), "--split", "all", "--size", "64"]) == 0
     assert "train: " in capsys.readouterr().out
+
+
+def test_one_target_per_view_is_the_most_central_grasp(toy, tmp_path):
+    from training.build_dataset import central
+
+    every = build(toy, "iw", 1, BuildConfig(variant="nr-a", decimals=3, augment=1), tmp_path / "all", progress=False)
+    one = build(toy, "iw", 1, BuildConfig(variant="nr-a", decimals=3, augment=1, targets="one"), tmp_path / "one", progress=False)
+    records = json.loads((tmp_path / "one" / "train.json").read_text())
+    assert len({r["image"] for r in records}) == len(records)  # one record per view
+    assert one["splits"]["train"]["samples"] < every["splits"]["train"]["samples"]
+    assert central([_Rect((0, 0)), _Rect((10, 0)), _Rect((4, 1)), _Rect((20, 0))]) == 1  # mean (8.5, 0.25)
+    with pytest.raises(ValueError, match="targets"):
+        BuildConfig(targets="some")
+
+
+class _Rect:
+    def __init__(self, center):
+        self.center = center
