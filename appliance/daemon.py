@@ -11,6 +11,7 @@ or the reply of the run in progress when that ends.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -193,8 +194,6 @@ class Daemon:
             self._answer(envelope, request, seq, state, result, error, extra)
 
     def _on_result(self, frames: list[bytes]) -> None:
-        import json
-
         kind = frames[0]
         if kind == b"event":
             self.pub.send_multipart(frames[1:])
@@ -251,8 +250,6 @@ class Daemon:
             out.close()
 
     def _run(self, job: Job, out) -> None:
-        import json
-
         request = job.request
 
         def event(topic, **payload):

@@ -67,7 +67,7 @@ class Jobs:
         m = self.config.model
         prediction = conversation.session.ask(instruction, frame.rgb, m.max_new_tokens, speculative=m.speculative)
         self._keep(session_id, conversation)
-        return self._describe(prediction, frame), png_bytes(annotate(prediction.view, prediction.pose))
+        return self._describe(prediction, frame)
 
     def refine(self, session_id: str, instruction: str) -> tuple[dict, bytes]:
         """A follow-up in an existing conversation, on the same picture."""
@@ -77,7 +77,7 @@ class Jobs:
         self.sessions.move_to_end(session_id)
         m = self.config.model
         prediction = conversation.session.ask(instruction, max_new_tokens=m.max_new_tokens, speculative=m.speculative)
-        return self._describe(prediction, conversation.frame), png_bytes(annotate(prediction.view, prediction.pose))
+        return self._describe(prediction, conversation.frame)
 
     def execute(self, session_id: str, speed: float = 1.0) -> dict:
         """Carry out the latest pose of a session: checks, plan, motion, verification."""
@@ -123,7 +123,8 @@ class Jobs:
         except UnsafeTarget as exc:
             return None, f"{exc}: nothing moves"
 
-    def _describe(self, prediction: Prediction, frame: Frame) -> dict:
+    def _describe(self, prediction: Prediction, frame: Frame) -> tuple[dict, bytes]:
+        """The reply fields of a prediction and its annotated image (PNG)."""
         fields = prediction_fields(prediction)
         if prediction.ok:
             u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
@@ -132,7 +133,7 @@ class Jobs:
             fields["target"] = None if plan is None else np.round(plan.grasp[:3, 3], 4).tolist()
             fields["executable"] = plan is not None
             fields["check"] = reason
-        return fields
+        return fields, png_bytes(annotate(prediction.view, prediction.pose))
 
     def _picture(self) -> Frame:
         frame = self.camera.read(timeout_s=2.0)

@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,14 @@ class GraspModel:
         self._grammar = self.format.grammar()
         self._complete = re.compile(r"\d\.\d{%d}$" % self.format.decimals)
         self._active: Session | None = None
-        self.drafter = self._drafter() if manifest.drafts else None
         self.drafted = self.accepted = 0
         """Speculative decoding counters: tokens drafted, and drafted tokens greedy decoding kept."""
 
-    def _drafter(self) -> NgramDrafter:
+    @cached_property
+    def drafter(self) -> NgramDrafter | None:
+        """The n-gram index over the bundle's reasoning corpus, built on first use (None without one)."""
+        if not self.manifest.drafts:
+            return None
         lines = (self.directory / self.manifest.drafts).read_text().splitlines()
         return NgramDrafter(self.llm.tokenize(" " + line, add_bos=False, special=False) for line in lines if line.strip())
 
@@ -226,6 +230,7 @@ class Session:
         except LlamaError:  # e.g. the context is full: the conversation stays as it was
             del self.history[kept:]
             model.llm.truncate(n_past)
+            model._active = None  # the cache no longer matches the history's lazy tail: replay next time
             raise
         prefill = time.perf_counter()
         prefilled = model.llm.n_evaluated - before

@@ -183,7 +183,7 @@ class Vocab:
     chat_template: str | None
 
 
-def _family(tokenizer: dict) -> str:
+def tokenizer_family(tokenizer: dict) -> str:
     """``spm`` or ``bpe`` from a tokenizer.json, by its pre-tokenizer / normalizer."""
     model = tokenizer.get("model") or {}
     if model.get("type") != "BPE":
@@ -213,7 +213,7 @@ def read_vocab(model_dir: Path, n_vocab: int) -> Vocab:
         raise ExportError(f"{model_dir} has no tokenizer.json (a fast tokenizer is needed)")
     tokenizer = json.loads(path.read_text())
     tok_config = _read_json(Path(model_dir) / "tokenizer_config.json")
-    family = _family(tokenizer)
+    family = tokenizer_family(tokenizer)
     model = tokenizer["model"]
     by_id = {i: t for t, i in model["vocab"].items()}
     added = {a["id"]: a for a in tokenizer.get("added_tokens", [])}

@@ -24,7 +24,7 @@ from appliance.bundle import (
     SCHEMA_VERSION, AnswerSpec, ImageSpec, Manifest, file_entry, manifest_to_yaml, MANIFEST_FILE,
 )  # fmt: skip
 
-from .gguf import ExportError, text_config, write_gguf
+from .gguf import ExportError, text_config, tokenizer_family, write_gguf
 from .speech import DRAFTS_FILE, SPEECH_FILE, write_drafts, write_vocabulary
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: st
         vision=vision.name, vision_precision=vision_precision, image=spec, n_image_tokens=n_image_tokens,
         embedding_width=width, prompt_template=PROMPT_TEMPLATE, image_token=IMAGE, followup_template=FOLLOWUP_TEMPLATE,
         answer=AnswerSpec(view.variant, view.decimals), files={p.name: file_entry(p) for p in (llm, vision, speech, drafts)},
-        tokenizer=_tokenizer_family(model_dir), speech=speech.name, drafts=drafts.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        tokenizer=tokenizer_family(json.loads((model_dir / "tokenizer.json").read_text())), speech=speech.name, drafts=drafts.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         metrics={"vision_relative_error": vision_error, "export_seconds": round(time.monotonic() - started, 1)},
     )  # fmt: skip
     if width != config.get("text_config", {}).get("hidden_size", width):
@@ -175,10 +175,6 @@ def _embedding_shape(onnx_path: Path, size: int) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def _tokenizer_family(model_dir: Path) -> str:
-    from .gguf import _family
-
-    return _family(json.loads((Path(model_dir) / "tokenizer.json").read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -195,10 +195,10 @@ def test_ngram_drafter():
 def test_speculative_decoding_gives_exactly_the_greedy_answer(runtime, constrain):
     """Drafts from the corpus and from the answer itself (a random model repeats itself): same tokens, fewer steps."""
     assert runtime.drafter is not None
+    before = runtime.accepted
     for seed in range(3):
         image = _camera_image(10 + seed)
         plain = runtime.session().ask(INSTRUCTION, image, max_new_tokens=48, constrain=constrain, speculative=False)
-        before = runtime.accepted
         fast = runtime.session().ask(INSTRUCTION, image, max_new_tokens=48, constrain=constrain, speculative=True)
         assert fast.tokens == plain.tokens and fast.text == plain.text
-    assert runtime.accepted > before or runtime.accepted > 0  # some drafts were right and kept
+    assert runtime.accepted > before  # some drafts were right and kept

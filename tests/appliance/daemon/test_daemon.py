@@ -90,6 +90,7 @@ def test_stop_is_answered_at_once_even_while_busy(daemon):
     assert len(answered) == 3
     dropped = [m for m in answered.values() if not m["ok"]]
     assert all(m["error"]["code"] == "stopped" for m in dropped)
+    assert sorted(m["id"] for m in dropped) == sorted(reply["dropped"])  # the stop reply names exactly those
 
 
 def test_status_and_events(daemon):
