@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import zmq
 
 from . import protocol
+from .camera import CameraError
 from .jobs import JobError, Jobs
 from .journal import Journal
 from .notify import Notifier
@@ -146,6 +147,10 @@ class Daemon:
         if request.id in self.envelopes:  # a retry of something still running: answer the newest sender
             self.envelopes[request.id] = envelope
             return
+        earlier = self.journal.find(request.id)
+        if earlier is not None:  # seen before this process started: never run it again
+            self.router.send_multipart(envelope + [self._journalled_reply(request, earlier)])
+            return
         payload = {**request.fields, "audio_bytes": len(request.audio) if request.audio else 0}
         seq = self.journal.record(request.id, envelope[0].hex(), request.type, payload)
         if request.type == "stop":
@@ -157,6 +162,18 @@ class Daemon:
         else:
             self.envelopes[request.id] = envelope
             self.queue.put(Job(request, seq))
+
+    def _journalled_reply(self, request: Request, row: dict) -> bytes:
+        """The reply to a retry of a request an earlier run of the daemon journalled."""
+        result = row["result"] or {}
+        if row["state"] == "done":
+            return protocol.reply(request, **result)
+        if row["state"] in ("failed", "rejected") and "error" in result:
+            return protocol.error_reply(result["error"], result.get("message", ""), request.id, request.type)
+        return protocol.error_reply(
+            "interrupted", f"request {request.id!r} was cut off by a shutdown of the daemon before it ended; "
+            "it is not run again: check the arm and send a new request", request.id, request.type,
+        )  # fmt: skip
 
     def _stop(self, request: Request, envelope: list[bytes], seq: int) -> None:
         with self._stop_lock:
@@ -265,6 +282,8 @@ class Daemon:
             result, extra = self._dispatch(request, text, event, lambda: self._may_move(stops))
         except (JobError, ProtocolError) as exc:
             error = (exc.code, str(exc))
+        except CameraError as exc:
+            error = ("camera", f"{exc}: nothing moves")
         except MotionError as exc:
             error = ("motion_failed", str(exc))
         except RobotUnavailable as exc:

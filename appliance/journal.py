@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS requests (
     result TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
+CREATE INDEX IF NOT EXISTS requests_id ON requests(id);
 """
 OPEN_STATES = ("received", "running")
 STATES = OPEN_STATES + ("done", "failed", "interrupted", "rejected")
@@ -71,6 +72,12 @@ class Journal:
             rows = self._rows("SELECT * FROM requests WHERE state IN ('received', 'running') ORDER BY seq")
             self._db.execute("UPDATE requests SET state = 'interrupted', finished = ? WHERE state IN ('received', 'running')", (time.time(),))
         return rows
+
+    def find(self, request_id: str) -> dict | None:
+        """The latest row with this request id (from this run or an earlier one), or None."""
+        with self._lock:
+            rows = self._rows("SELECT * FROM requests WHERE id = ? ORDER BY seq DESC LIMIT 1", (request_id,))
+        return rows[0] if rows else None
 
     def recent(self, limit: int = 20) -> list[dict]:
         """The latest rows, newest first."""

@@ -29,13 +29,16 @@ from .answer import AnswerFormat, AnswerParseError
 from .bundle import Manifest, read_bundle
 from .draft import NgramDrafter
 from .grasp import GraspPose
-from .llm import LlamaError, LlamaSettings, TextModel, greedy
+from .llm import Grammar, LlamaError, LlamaSettings, TextModel, greedy
 from .preprocess import CropBox, prepare
 from .vision import PROVIDERS, VisionEncoder
 
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 160
+SPECULATIVE_MARGIN = 0.05
+"""Logit gap below which a token chosen after a batched check is re-checked the plain way. llama.cpp's
+batched and single-token kernels differ by far less (bench/latency.py reports the largest difference seen)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,16 @@ class Prediction:
         return self.pose is not None
 
 
+def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None) -> bool:
+    """Whether another token the grammar allows scores within ``SPECULATIVE_MARGIN`` of ``token``."""
+    best = float(logits[token])
+    if token == int(np.argmax(logits)) and best - float(np.partition(logits, -2)[-2]) >= SPECULATIVE_MARGIN:
+        return False  # even the runner-up of all tokens is far enough below
+    others = (grammar.mask(logits) if grammar is not None else logits.copy()).astype(np.float64)
+    others[token] = -np.inf
+    return best - float(others.max()) < SPECULATIVE_MARGIN
+
+
 class GraspModel:
     """A loaded bundle: the vision tower in onnxruntime, the language model in llama.cpp."""
 
@@ -95,8 +108,8 @@ class GraspModel:
         self._grammar = self.format.grammar()
         self._complete = re.compile(r"\d\.\d{%d}$" % self.format.decimals)
         self._active: Session | None = None
-        self.drafted = self.accepted = 0
-        """Speculative decoding counters: tokens drafted, and drafted tokens greedy decoding kept."""
+        self.drafted = self.accepted = self.replays = 0
+        """Speculative decoding counters: tokens drafted, drafted tokens greedy decoding kept, near-tie replays."""
 
     @cached_property
     def drafter(self) -> NgramDrafter | None:
@@ -152,26 +165,35 @@ class GraspModel:
         Returns the tokens, the text and the tail not yet in the KV cache (the last token is only
         evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
         (parity checks against torch). ``speculative`` (when the bundle has drafts) checks drafted
-        reasoning tokens in one batch and keeps those greedy decoding would choose. Identical to plain
-        greedy in exact arithmetic (tested with F32); with quantized kernels a batch and a single token
-        round differently, which can flip a near-tie in the pose's last digit (docs/export.md)."""
+        reasoning tokens in one batch and keeps those greedy decoding would choose.
+
+        A batch and a single token round differently in llama.cpp's kernels, so after a batched
+        check the logits are plain decoding's only up to a tiny error. Where that error could
+        matter — the best and second-best token closer than ``SPECULATIVE_MARGIN`` — the answer
+        so far is replayed one token at a time, exactly as plain decoding evaluated it, and the
+        token is chosen from those logits: the output is plain greedy decoding's."""
         grammar = self.llm.grammar(self._grammar) if constrain else None
         drafter = self.drafter if speculative else None
         tokens, data, pending, drafted = [], b"", None, []
-        rows, verified = [self.llm.logits()], self.llm.n_past
+        start = self.llm.n_past
+        rows, verified, exact = [self.llm.logits()], start, True
         budget = min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)  # a full context ends the answer
         while len(tokens) < budget:
             if not rows:
                 self.llm.truncate(verified)  # drop drafted tokens the last check refused
-                # drafts only for the reasoning: the pose's digits are the model's own, and near-ties there
-                # are where batched and single-token arithmetic could disagree
-                reasoning = drafter is not None and b"[" not in data
-                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if reasoning else []
+                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if drafter else []
                 self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
                 rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
                 drafted, verified, pending = draft, verified + 1, None
+                exact = exact and not draft
                 self.drafted += len(draft)
-            token = greedy(rows.pop(0), grammar)
+            logits = rows.pop(0)
+            token = greedy(logits, grammar)
+            if not exact and near_tie(logits, token, grammar):
+                logits = self._replay(start, tokens)
+                token = greedy(logits, grammar)
+                rows, drafted, verified, exact = [], [], start + len(tokens), True
+                self.replays += 1
             if token == self.llm.eos:
                 break
             if grammar is not None:
@@ -189,6 +211,14 @@ class GraspModel:
                 break
         self.llm.truncate(verified)  # drop drafted tokens nobody chose
         return tokens, data.decode(errors="replace").strip(), [] if pending is None else [pending]
+
+    def _replay(self, start: int, tokens: list[int]) -> np.ndarray:
+        """Re-evaluate the answer so far one token at a time (as plain decoding did); the next logits."""
+        assert tokens, "a replay follows a batched check, which evaluated at least one answer token"
+        self.llm.truncate(start)
+        for token in tokens:
+            self.llm.eval_tokens([token])
+        return self.llm.logits()
 
     def _is_answer(self, text: str) -> bool:
         try:

@@ -1,12 +1,20 @@
 """Time per stage of the runtime on a bundle, and speculative vs plain greedy decoding, side by side in one run.
 
     python bench/latency.py --bundle models/rtgrasp-tiny --root data/synth --split iw --fold 0 --limit 50 --json runs/latency.json
+    python bench/latency.py --model runs/tp/merged --root runs/tp/data --limit 50 --json runs/latency.json
 
 For every image: preprocess, vision, prefill, decode (plain), decode
-(speculative, drafts from the bundle's reasoning corpus and the conversation)
-and parse, each timed; the two decodings must give the same tokens
-(``identical_output``). ``speculative_speedup`` is the ratio of decode tokens/s
-(speculative over plain), over all images; peak RSS is reported too.
+(speculative, drafts from the bundle's reasoning corpus and the conversation),
+parse and geometry (grasp centre → base frame from the depth image), each
+timed; the two decodings must give the same tokens (``identical_output``).
+``speculative_speedup`` is the ratio of decode tokens/s (speculative over
+plain), over all images; peak RSS is reported too.
+
+With ``--model`` (a merged checkpoint) the run first puts torch (HF
+``generate``) and the runtime at F16, Q8 and Q4 side by side on the same
+images — accuracy, ms per image, speed ratio to torch, tokens/s, resident
+memory (``bench/quantization.py`` does that part) — and then times the stages
+of the Q4 bundle (or ``--bundle``).
 """
 
 from __future__ import annotations
@@ -16,10 +24,30 @@ import json
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/quantization.py
+
+
+# A nominal camera for timing the geometry stage on dataset depth images: 0.7 m above the table, looking down.
+T_BASE_CAM = [[1, 0, 0, 0.5], [0, -1, 0, 0], [0, 0, -1, 0.7], [0, 0, 0, 1]]
+
+
+def time_geometry(prediction, depth) -> float:
+    """Milliseconds to turn a prediction's grasp centre into a base-frame grasp using the depth image."""
+    import numpy as np
+
+    from appliance.geometry import Intrinsics, image_grasp_to_base
+
+    h, w = depth.shape
+    K = Intrinsics.from_fovy(45.0, w, h)
+    start = time.perf_counter()
+    u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
+    image_grasp_to_base(u, v, prediction.pose.theta, depth, K, np.array(T_BASE_CAM, dtype=float), 5)
+    return 1000 * (time.perf_counter() - start)
 
 
 def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> dict:
@@ -32,7 +60,7 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
     ids = held_out_ids(dataset, split, fold)[:limit]
     rows, identical = [], True
     for image_id in ids:
-        sample = dataset.load(image_id, with_depth=False)
+        sample = dataset.load(image_id, with_depth=True)
         instruction = f"pick up the {sample.category}" if sample.category else "Predict a grasp pose for the object in the image."
         plain = model.session().ask(instruction, sample.image, speculative=False)
         drafted, accepted = model.drafted, model.accepted
@@ -40,11 +68,13 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
         start = time.perf_counter()
         model.format.parse(fast.text) if fast.ok else None
         parse_ms = 1000 * (time.perf_counter() - start)
+        geometry_ms = time_geometry(fast, sample.depth) if fast.ok and sample.depth is not None else float("nan")
         identical &= fast.tokens == plain.tokens
         t, f = plain.timings, fast.timings
         rows.append({
             "image": image_id, "tokens": len(plain.tokens), "preprocess_ms": t.preprocess_ms, "vision_ms": t.vision_ms,
             "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "decode_ms_speculative": f.decode_ms, "parse_ms": parse_ms,
+            "geometry_ms": geometry_ms,
             "drafted": model.drafted - drafted, "accepted": model.accepted - accepted, "time_to_pose_ms": t.total_ms,
             "time_to_pose_ms_speculative": f.total_ms, "same": fast.tokens == plain.tokens,
         })  # fmt: skip
@@ -53,7 +83,7 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
     fast_tps = 1000 * tokens / sum(r["decode_ms_speculative"] for r in rows)
     median = {k: statistics.median(r[k] for r in rows) for k in
               ("preprocess_ms", "vision_ms", "prefill_ms", "decode_ms", "decode_ms_speculative", "parse_ms",
-               "time_to_pose_ms", "time_to_pose_ms_speculative")}  # fmt: skip
+               "geometry_ms", "time_to_pose_ms", "time_to_pose_ms_speculative")}  # fmt: skip
     return {
         "bundle": str(bundle), "quant": model.manifest.quant, "images": len(rows), "mean_tokens": tokens / len(rows),
         "median_ms": median, "decode_tokens_per_s": plain_tps, "decode_tokens_per_s_speculative": fast_tps,
@@ -65,20 +95,39 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Per-stage latency of a bundle and speculative vs plain decoding, in one run.",
-        epilog="example: python bench/latency.py --bundle models/rtgrasp-tiny --root data/synth --split iw --fold 0 --limit 50",
+        description="Per-stage latency of a bundle and speculative vs plain decoding, in one run; with --model, "
+        "torch vs the runtime at F16 / Q8 / Q4 first.",
+        epilog="example: python bench/latency.py --model runs/tp/merged --root runs/tp/data --split iw --fold 0 --limit 50",
     )
-    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, help="the bundle to time stage by stage (default with --model: its Q4 bundle)")
+    parser.add_argument("--model", type=Path, help="merged checkpoint: compare torch generate with the runtime at --bits")
+    parser.add_argument("--bits", type=int, nargs="+", default=[16, 8, 4])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--split", choices=["iw", "ow", "all"], default="iw")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    report = run(args.bundle, args.root, args.split, args.fold, args.limit)
+    if args.bundle is None and args.model is None:
+        parser.error("give --bundle, --model, or both")
+    for path in (args.bundle, args.model, args.root):
+        if path is not None and not path.is_dir():
+            parser.error(f"{path} is not a directory")
+    with tempfile.TemporaryDirectory() as work:
+        engines = None
+        if args.model is not None:
+            import quantization
+
+            engines = quantization.run(args.model, args.root, args.split, args.fold, args.limit, args.bits, Path(work))
+            print(quantization.table(engines))
+        bundle = args.bundle or Path(work) / f"bundle-{min(args.bits)}"
+        report = run(bundle, args.root, args.split, args.fold, args.limit)
+    if engines is not None:
+        report["engines"] = engines
+        report["bundle"] = str(args.bundle) if args.bundle else f"{args.model} at {min(args.bits)} bits"
     m = report["median_ms"]
     print(f"{report['quant']}, {report['images']} images, {report['mean_tokens']:.1f} tokens per answer")
-    print("median ms: " + ", ".join(f"{k.replace('_ms', '')} {v:.1f}" for k, v in m.items()))
+    print("median ms: " + ", ".join(f"{k.replace('_ms', '')} {v:.2f}" for k, v in m.items()))
     print(f"decode tokens/s: plain {report['decode_tokens_per_s']:.0f}, speculative {report['decode_tokens_per_s_speculative']:.0f} "
           f"-> speedup {report['speculative_speedup']:.2f}x (draft acceptance {100 * report['draft_acceptance']:.0f} %), "
           f"identical output: {report['identical_output']}; peak RSS {report['peak_rss_mb']:.0f} MB")  # fmt: skip

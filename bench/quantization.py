@@ -22,6 +22,20 @@ from training.datasets import open_dataset  # noqa: E402
 from training.evaluate import bundle_answerer, bundle_view, evaluate, held_out_ids, torch_answerer  # noqa: E402
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (Linux), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median(values) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
 def bundle_size(directory: Path) -> dict:
     return {p.name: p.stat().st_size for p in directory.iterdir() if p.is_file()}
 
@@ -39,7 +53,9 @@ def run(model_dir: Path, root: Path, split: str, fold: int, limit: int | None, b
     rows = []
     result = evaluate(torch_answerer(model, processor), view, dataset, ids, progress=sys.stderr.isatty())
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
-    rows.append({"model": "torch fp32", **result.summary(), "llm_bytes": weights, "vision_bytes": 0})
+    tokens = sum(r["tokens"] for r in result.rows)
+    rows.append({"model": "torch fp32", **result.summary(), "llm_bytes": weights, "vision_bytes": 0,
+                 "tokens_per_s": tokens / result.seconds, "rss_mb": rss_mb()})  # fmt: skip
     del model
     for b in bits:
         out = work / f"bundle-{b}"
@@ -50,9 +66,10 @@ def run(model_dir: Path, root: Path, split: str, fold: int, limit: int | None, b
         sizes = bundle_size(out)
         rows.append({
             "model": manifest.quant, **result.summary(), "llm_bytes": sizes[manifest.llm], "vision_bytes": sizes[manifest.vision],
-            "vision_ms": sum(t["vision_ms"] for t in timings) / len(timings),
-            "prefill_ms": sum(t["prefill_ms"] for t in timings) / len(timings),
-            "decode_tokens_per_s": sum(t["decode_tokens_per_s"] for t in timings) / len(timings),
+            **{f"median_{k}": median(t[k] for t in timings) for k in ("preprocess_ms", "vision_ms", "prefill_ms", "decode_ms", "total_ms")},
+            "tokens_per_s": 1000 * sum(t["decode_tokens"] for t in timings) / sum(t["total_ms"] for t in timings),
+            "decode_tokens_per_s": 1000 * sum(t["decode_tokens"] for t in timings) / sum(t["decode_ms"] for t in timings),
+            "rss_mb": rss_mb(),
         })  # fmt: skip
         grasp_model.llm.close()
     return rows
@@ -61,13 +78,13 @@ def run(model_dir: Path, root: Path, split: str, fold: int, limit: int | None, b
 def table(rows: list[dict]) -> str:
     torch_ms = rows[0]["ms_per_image"]
     f16 = next((r["llm_bytes"] for r in rows if r["model"] == "F16"), None)
-    lines = ["| model | accuracy | parse failures | ms / image | speed vs torch | LLM file | vs F16 | decode tok/s |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | accuracy | parse failures | ms / image | speed vs torch | LLM file | vs F16 | tok/s (answer) | RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         vs_f16 = f"{r['llm_bytes'] / f16:.2f}" if f16 else "-"
         lines.append(
             f"| {r['model']} | {100 * r['accuracy']:.1f} % | {100 * r['parse_failure_rate']:.1f} % | {r['ms_per_image']:.0f} | "
-            f"{torch_ms / r['ms_per_image']:.2f}× | {r['llm_bytes'] / 1e6:.2f} MB | {vs_f16} | {r.get('decode_tokens_per_s', 0):.0f} |"
+            f"{torch_ms / r['ms_per_image']:.2f}× | {r['llm_bytes'] / 1e6:.2f} MB | {vs_f16} | {r['tokens_per_s']:.0f} | {r['rss_mb']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -302,8 +302,6 @@ def _write_vocab(writer, vocab: Vocab) -> None:
 
 def write_gguf(model_dir: Path, out: Path, dtype: str = "f16", progress: bool = False) -> Path:
     """Write the checkpoint's text model and tokenizer as a llama GGUF (atomically: tmp file, then rename)."""
-    import gguf
-
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     model_dir, out = Path(model_dir), Path(out)
@@ -312,9 +310,18 @@ def write_gguf(model_dir: Path, out: Path, dtype: str = "f16", progress: bool = 
         raise ExportError(f"{model_dir} is not a Hugging Face checkpoint directory (no config.json)")
     config = text_config(json.loads(config_path.read_text()))
     vocab = read_vocab(model_dir, config.vocab)
+    return write_llama(out, config, vocab, text_tensors(model_dir, config), dtype, model_dir.name, progress)
+
+
+def write_llama(out: Path, config: TextConfig, vocab: Vocab, tensors, dtype: str = "f16", name: str = "model",
+                progress: bool = False) -> Path:  # fmt: skip
+    """A llama GGUF from hyper-parameters, a vocabulary and (GGUF name, array) pairs in llama.cpp's layout."""
+    import gguf
+
+    out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     writer = gguf.GGUFWriter(str(tmp), "llama")
-    writer.add_name(model_dir.name)
+    writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
     writer.add_context_length(config.context)
     writer.add_embedding_length(config.hidden)
@@ -329,9 +336,9 @@ def write_gguf(model_dir: Path, out: Path, dtype: str = "f16", progress: bool = 
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_vocab_size(config.vocab)
     _write_vocab(writer, vocab)
-    for name, array in text_tensors(model_dir, config):
+    for tensor_name, array in tensors:
         matrix = array.ndim >= 2 and dtype == "f16"
-        writer.add_tensor(name, array.astype(np.float16 if matrix else np.float32))
+        writer.add_tensor(tensor_name, array.astype(np.float16 if matrix else np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file(progress=progress)

@@ -38,3 +38,18 @@ def f32_bundle(tiny_spm_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "f32"
     build_bundle(tiny_spm_checkpoint, out, bits=32, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def nra_bundle(tiny_spm_checkpoint, tmp_path_factory):
+    """A Q8 bundle of the random tiny model with the NR-A contract: the grammar guarantees a pose at once."""
+    import shutil
+
+    from export.quantize import build_bundle
+
+    root = tmp_path_factory.mktemp("nra")
+    checkpoint = root / "ckpt"
+    shutil.copytree(tiny_spm_checkpoint, checkpoint)
+    (checkpoint / "view.json").write_text('{"variant": "nr-a", "decimals": 3, "size": 224, "crop": 320}')
+    build_bundle(checkpoint, root / "bundle", bits=8, progress=False)
+    return root / "bundle"

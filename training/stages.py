@@ -24,7 +24,7 @@ from appliance.grasp import GraspPose
 
 from .datasets.augment import Augmentation
 
-PATCH_CENTER, PATCH_OFFSET, PATCH_ANGLE = "center", "offset", "angle"
+PATCH_CENTER, PATCH_OFFSET, PATCH_ANGLE, PATCH_WHERE = "center", "offset", "angle", "where"
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
@@ -40,11 +40,18 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
 
 
 class PatchHeads(nn.Module):
-    """Grasp and category heads on the ViT's patch tokens."""
+    """Grasp, position and category heads on the ViT's patch tokens.
+
+    ``where`` reads each patch's own place in the image from its token alone. The grasp heads do
+    not need it (the patch index says where), but a language model reading these tokens does: it
+    finds the grasp patch by attention, and only what that token carries — not its index — reaches
+    the answer. Without this head the tokens kept little of their position (a linear probe was off
+    by 1.3 patches of 8, and 2.3 after the projector)."""
 
     def __init__(self, hidden: int, categories: int):
         super().__init__()
         self.grasp = nn.Linear(hidden, 5)  # centre logit, offset x/y, cos 2θ, sin 2θ
+        self.where = nn.Linear(hidden, 2)  # the patch's centre (x, y), image-normalised
         self.category = nn.Linear(hidden, categories)
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -54,8 +61,15 @@ class PatchHeads(nn.Module):
             PATCH_CENTER: g[..., 0],
             PATCH_OFFSET: torch.sigmoid(g[..., 1:3]),
             PATCH_ANGLE: torch.tanh(g[..., 3:5]),
+            PATCH_WHERE: self.where(patches),
             "category": self.category(patches.mean(dim=1)),
         }
+
+
+def patch_centres(grid: int) -> torch.Tensor:
+    """(grid², 2): each patch's centre (x, y) in image-normalised coordinates, row-major."""
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    return (torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) + 0.5) / grid
 
 
 def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Tensor]:
@@ -75,6 +89,10 @@ def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Ten
     return {PATCH_CENTER: center, PATCH_OFFSET: offset, PATCH_ANGLE: angle, "category": torch.tensor(category_index)}
 
 
+WHERE_WEIGHT = 10.0
+"""Weight of the position head's squared error (in image units, so ~0.02 at chance after the first steps)."""
+
+
 def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
     """Centre: softmax over patches against the (normalised) positive patches; offset/angle where positive."""
     center = target[PATCH_CENTER]
@@ -84,6 +102,8 @@ def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -
     denom = mask.sum().clamp(min=1)
     loss = loss + ((out[PATCH_OFFSET] - target[PATCH_OFFSET]) ** 2 * mask).sum() / denom
     loss = loss + ((out[PATCH_ANGLE] - target[PATCH_ANGLE]) ** 2 * mask).sum() / denom
+    where = out[PATCH_WHERE]
+    loss = loss + WHERE_WEIGHT * ((where - patch_centres(round(where.shape[1] ** 0.5)).to(where)) ** 2).sum(-1).mean()
     return loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"])
 
 
@@ -188,7 +208,10 @@ def heads_predictor(checkpoint, model, processor):
 
     vit = model.model.vision_tower
     heads = PatchHeads(vit.config.hidden_size, len(load_templates().categories) + 1)
-    heads.load_state_dict(load_file(Path(checkpoint) / "vision_heads.safetensors"))
+    state = load_file(Path(checkpoint) / "vision_heads.safetensors")
+    missing, unexpected = heads.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"where.weight", "where.bias"}:  # checkpoints from before the position head lack only it
+        raise ValueError(f"{checkpoint}: vision heads do not match (missing {missing}, unexpected {unexpected})")
     heads.eval()
     grid = vit.config.image_size // vit.config.patch_size
 

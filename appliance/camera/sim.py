@@ -58,4 +58,6 @@ class SimCamera(Camera):
             rgb, depth = self._client.frame()
         except CellUnavailable as exc:
             raise CameraTimeout(f"sim camera: no frame from {self.config.endpoint}: {exc}") from exc
+        except RuntimeError as exc:  # the cell answered, without a frame
+            raise CameraError(f"sim camera: {exc}") from exc
         return Frame(np.ascontiguousarray(rgb), depth.astype(np.float32), self._intrinsics)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .franka import FrankaConfig
-from .plan import GraspLimits, GraspPlan, MotionError
+from .plan import GraspLimits, GraspPlan, GraspResult, MotionError
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +42,38 @@ class ArmPoses:
     home_q: tuple[float, ...] = HOME_Q
 
 
-def _serve(config: FrankaConfig, poses: ArmPoses, limits: GraspLimits, conn, stop) -> None:
+class StopOrOrphaned:
+    """The stop signal the 1 kHz loop reads: set by the daemon, or the daemon is gone.
+
+    If the daemon dies (SIGKILL, OOM) mid-motion, nobody could stop the arm any
+    more, so the motion ramps down as if a stop had arrived. ``getppid`` is one
+    cheap system call, fine at 1 kHz.
+    """
+
+    def __init__(self, event, parent_pid: int):
+        self.event, self.parent_pid = event, parent_pid
+
+    def is_set(self) -> bool:
+        return self.event.is_set() or os.getppid() != self.parent_pid
+
+
+def _serve(config: FrankaConfig, poses: ArmPoses, limits: GraspLimits, conn, stop, parent_pid: int) -> None:
     """The child: connect, then answer commands until told to quit or the pipe closes."""
     from .franka import FrankaArm
     from .plan import execute
 
     try:
-        arm = FrankaArm(config, stop=stop).connect()
+        arm = FrankaArm(config, stop=StopOrOrphaned(stop, parent_pid)).connect()
     except Exception as exc:  # pylibfranka's connection errors: report and end
         conn.send(("error", "RobotUnavailable", f"cannot connect to the arm at {config.host}: {exc}"))
         return
     conn.send(("ok", None))
 
     def grasp(plan: GraspPlan):
-        arm.move_joints(poses.ready_q)
+        try:
+            arm.move_joints(poses.ready_q)
+        except MotionError as exc:  # stopped or failed before the plan began: report it as the plan's first stage
+            return GraspResult(False, "ready", str(exc))
         return execute(arm, plan)
 
     commands = {
@@ -74,12 +93,16 @@ def _serve(config: FrankaConfig, poses: ArmPoses, limits: GraspLimits, conn, sto
         if name == "quit":
             return
         try:
-            conn.send(("ok", commands[name](*args)))
+            reply = ("ok", commands[name](*args))
         except MotionError as exc:
-            conn.send(("error", "MotionError", str(exc)))
+            reply = ("error", "MotionError", str(exc))
         except Exception as exc:  # anything else is reported, and the process carries on
             log.exception("robot command %s failed", name)
-            conn.send(("error", type(exc).__name__, str(exc)))
+            reply = ("error", type(exc).__name__, str(exc))
+        try:
+            conn.send(reply)
+        except OSError:  # the daemon is gone (the motion has ramped down already): end quietly
+            return
 
 
 class RobotProcess:
@@ -90,7 +113,7 @@ class RobotProcess:
         ctx = mp.get_context("spawn")  # no inherited threads, sockets or llama.cpp state
         self._stop = ctx.Event()
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(config, poses, limits, child, self._stop), name="rtgrasp-robot", daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(config, poses, limits, child, self._stop, os.getpid()), name="rtgrasp-robot", daemon=True)
         self._child_conn = child
 
     def start(self) -> RobotProcess:

@@ -85,9 +85,11 @@ class SimCell:
         from franky_sim import franka_robot_server
         from franky_sim.mujoco_simulator import MujocoSimulator
 
+        from . import faults
         from .hand import RealHandGripperServer
 
         franka_robot_server.FrankaGripperServer = RealHandGripperServer  # a hand that squeezes like a real one
+        faults.install()  # reflexes on demand, for the fault-injection tests
         self.sim = MujocoSimulator()
         self.sim.init()
         self.robot = self.sim.add_robot(initial_q=self.config.observation_q, initial_hand_width=0.08)
@@ -116,6 +118,11 @@ class SimCell:
     @property
     def model(self):
         return self.sim.model
+
+    @property
+    def robot_server(self):
+        """The libfranka server of the arm (a ``faults.FaultyRobotServer``)."""
+        return self.server.robot_servers[0]
 
     def _build_scene(self) -> None:
         scene, world = self.sim.scene, self.sim.worldbody

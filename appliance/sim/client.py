@@ -73,6 +73,10 @@ class SimCellClient:
     def poses(self) -> dict[str, list[float]]:
         return {k: v["pose"] for k, v in self.objects().items()}
 
+    def fault(self, **fields) -> dict:
+        """Inject a fault (see ``appliance.sim.service``): ``camera="drop", count=2`` or ``robot="reflex", after_s=0.5``."""
+        return self.request("fault", **fields)[0]
+
     def close(self) -> None:
         if self._socket is not None:
             self._socket.close()

@@ -7,7 +7,10 @@ One REP socket on loopback. Requests are JSON objects with an ``op``:
 - ``reset``  ``{"object": i or id, "x", "y", "yaw"}`` or ``{"object", "seed"}`` → the placement;
   ``{"objects": [...]}`` places several at once (a cluttered scene) → the placements
 - ``poses``  → every object's pose [x, y, z, qw, qx, qy, qz] in the base frame, its centre
-  of mass and whether it touches the table
+  of mass and whether it touches the table; ``arm_q``, the arm's seven joint angles
+- ``fault``  ``{"camera": "drop" | "stall" | "none", "count", "stall_s"}`` makes the next
+  ``count`` frames fail or arrive late; ``{"robot": "reflex", "after_s"}`` aborts the
+  next motion that has run ``after_s`` seconds with a reflex (see ``faults``)
 
 Every reply carries ``ok``; a bad request gets ``{"ok": false, "error": ...}``.
 """
@@ -23,6 +26,7 @@ import time
 import numpy as np
 
 from .cell import SimCell
+from .faults import CameraFaults
 from .scene import CameraRenderer, place
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class CellService:
         self._thread: threading.Thread | None = None
         self._bound = threading.Event()
         self._error: BaseException | None = None
+        self.camera_faults = CameraFaults()
 
     def start(self) -> CellService:
         self._thread = threading.Thread(target=self._serve, name="sim-service", daemon=True)
@@ -105,7 +110,10 @@ class CellService:
             return [_json({"ok": True, "placement": self._reset(request)})]
         if op == "poses":
             self._forward(data)
-            return [_json({"ok": True, "objects": self.cell.object_states(data)})]
+            arm = [float(data.qpos[a]) for a in self.cell.robot._qpos_addrs]  # franky-sim keeps the arm's addresses
+            return [_json({"ok": True, "objects": self.cell.object_states(data), "arm_q": arm})]
+        if op == "fault":
+            return [_json({"ok": True, **self._fault(request)})]
         return [_json({"ok": False, "error": f"unknown op {op!r}"})]
 
     def _info(self) -> dict:
@@ -124,7 +132,23 @@ class CellService:
         data.qpos[:] = self.cell.snapshot_qpos()
         mujoco.mj_forward(self.cell.model, data)
 
+    def _fault(self, request: dict) -> dict:
+        if "camera" in request:
+            self.camera_faults.arm(request["camera"], request.get("count", 1), request.get("stall_s", 3.0))
+        if "robot" in request:
+            if request["robot"] != "reflex":
+                raise ValueError(f"robot fault must be 'reflex', got {request['robot']!r}")
+            self.cell.robot_server.inject_reflex(request.get("after_s", 0.0))
+        if "camera" not in request and "robot" not in request:
+            raise ValueError("a fault needs 'camera' and/or 'robot'")
+        return {"camera": self.camera_faults.mode, "pending_frames": self.camera_faults.count, "reflex": self.cell.robot_server.reflex}
+
     def _frame(self, data, renderer) -> list[bytes]:
+        fault = self.camera_faults.take()
+        if fault == "drop":
+            return [_json({"ok": False, "error": "no frame (injected camera fault)"})]
+        if fault == "stall":
+            time.sleep(self.camera_faults.stall_s)
         self._forward(data)
         rgb, depth = renderer.render(data)
         header = {"ok": True, "height": rgb.shape[0], "width": rgb.shape[1], "time": time.time()}

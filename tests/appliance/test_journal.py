@@ -25,3 +25,16 @@ def test_rows_survive_and_open_ones_are_reported(tmp_path):
     assert again.recent(1)[0]["result"] == {"pose": [0.5, 0.5, 0.0]}
     with pytest.raises(ValueError):
         again.update(a, "exploded")
+
+
+def test_find_returns_the_latest_row_of_an_id_across_restarts(tmp_path):
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    first = j.record("x", "c", "grasp", {})
+    j.update(first, "failed", {"error": "busy", "message": "try again"})
+    second = j.record("x", "c", "grasp", {})
+    j.update(second, "done", {"pose": [0.1, 0.2, 0.3]})
+    j.close()
+    again = Journal(path)
+    assert again.find("x")["seq"] == second and again.find("x")["result"] == {"pose": [0.1, 0.2, 0.3]}
+    assert again.find("never-seen") is None

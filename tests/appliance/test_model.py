@@ -202,3 +202,47 @@ def test_speculative_decoding_gives_exactly_the_greedy_answer(runtime, constrain
         fast = runtime.session().ask(INSTRUCTION, image, max_new_tokens=48, constrain=constrain, speculative=True)
         assert fast.tokens == plain.tokens and fast.text == plain.text
     assert runtime.accepted > before  # some drafts were right and kept
+
+
+@pytest.fixture(scope="module")
+def q4_runtime(tiny_spm_checkpoint, tmp_path_factory):
+    """The Q4_K_M bundle with llama.cpp's default settings: batched and single-token arithmetic differ here."""
+    from export.quantize import build_bundle
+
+    out = tmp_path_factory.mktemp("q4") / "bundle"
+    build_bundle(tiny_spm_checkpoint, out, bits=4, progress=False)
+    model = GraspModel.load(out, llama=LlamaSettings(n_ctx=512, n_batch=24))
+    yield model
+    model.llm.close()
+
+
+def _answers(model, speculative, seeds=range(6)):
+    return [model.session().ask(INSTRUCTION, _camera_image(20 + s), max_new_tokens=48, speculative=speculative).tokens for s in seeds]
+
+
+def test_speculative_decoding_on_q4_gives_exactly_the_greedy_answer(q4_runtime):
+    plain = _answers(q4_runtime, False)
+    before = q4_runtime.accepted
+    assert _answers(q4_runtime, True) == plain
+    assert q4_runtime.accepted > before
+
+
+def test_near_ties_replay_the_answer_the_plain_way(q4_runtime, monkeypatch):
+    """With every token after a batched check treated as a near tie, each is chosen from replayed logits."""
+    import appliance.model as runtime_module
+
+    plain = _answers(q4_runtime, False, seeds=range(2))
+    monkeypatch.setattr(runtime_module, "SPECULATIVE_MARGIN", float("inf"))
+    before = q4_runtime.replays
+    assert _answers(q4_runtime, True, seeds=range(2)) == plain
+    assert q4_runtime.replays > before
+
+
+def test_near_tie():
+    from appliance.model import SPECULATIVE_MARGIN, near_tie
+
+    logits = np.array([0.0, 5.0, 5.0 - SPECULATIVE_MARGIN / 2, 1.0], dtype=np.float32)
+    assert near_tie(logits, 1, None)
+    logits[2] = 5.0 - 2 * SPECULATIVE_MARGIN
+    assert not near_tie(logits, 1, None)
+    assert near_tie(np.array([3.0, 3.0], dtype=np.float32), 0, None)  # an exact tie

@@ -120,3 +120,23 @@ def test_motion_requests_without_an_arm_are_refused(daemon):
     client.close()
     assert not reply["ok"] and reply["error"]["code"] == "no_robot"
     assert grasp["ok"] and grasp["execution"]["moved"] is False
+
+
+def test_a_retry_after_a_restart_is_answered_from_the_journal(tmp_path, f32_bundle, recording):
+    """The reply cache is in memory; the journal remembers ids across restarts, so nothing runs twice."""
+    from .conftest import Running, write_config
+
+    path, requests, _ = write_config(tmp_path, f32_bundle, recording)
+    first = Running(path)
+    try:
+        done = json.loads(send(requests, [b"", protocol.request("predict", "once", text="pick up the mug")], 60)[1])
+        assert done["ok"]
+    finally:
+        first.close()
+    second = Running(path)
+    try:
+        again = json.loads(send(requests, [b"", protocol.request("predict", "once", text="pick up the mug")], 60)[1])
+        assert again["ok"] and again["text"] == done["text"] and again["pose"] == done["pose"]
+        assert second.daemon.journal.count() == 1  # answered from the journal, not run (and journalled) again
+    finally:
+        second.close()

@@ -7,7 +7,6 @@ simulation, and the result event says whether the object was lifted.
 """
 
 import json
-import shutil
 import time
 
 import pytest
@@ -29,18 +28,6 @@ CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[3] / "firmware_
 def cell(tmp_path_factory):
     with sim_cell(tmp_path_factory.mktemp("cell")) as config:
         yield config
-
-
-@pytest.fixture(scope="module")
-def nra_bundle(tiny_spm_checkpoint, tmp_path_factory):
-    from export.quantize import build_bundle
-
-    root = tmp_path_factory.mktemp("nra")
-    checkpoint = root / "ckpt"
-    shutil.copytree(tiny_spm_checkpoint, checkpoint)
-    (checkpoint / "view.json").write_text('{"variant": "nr-a", "decimals": 3, "size": 224, "crop": 320}')
-    build_bundle(checkpoint, root / "bundle", bits=8, progress=False)
-    return root / "bundle"
 
 
 def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, tmp_path):

@@ -1,0 +1,234 @@
+"""Fault injection against the sim cell: the daemon keeps the arm safe and carries on.
+
+Every test runs the real stack: the sim cell process (MuJoCo + franky-sim), the
+daemon (in a thread, or as its own process where it is killed), the robot
+process driving the simulated FR3 with pylibfranka, and ZeroMQ on loopback.
+The faults come from the cell (``appliance.sim.faults``): frames that never
+come or come late, and a reflex that aborts a motion the way a real FR3 does.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("franky_sim")
+pytest.importorskip("pylibfranka")
+zmq = pytest.importorskip("zmq")
+
+from appliance import protocol  # noqa: E402
+from appliance.client import Client  # noqa: E402
+from appliance.sim.client import SimCellClient  # noqa: E402
+from tests.helpers import free_port, sim_cell  # noqa: E402
+
+from .conftest import HANDEYE, Running, send  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = ROOT / "firmware_config"
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    with sim_cell(tmp_path_factory.mktemp("cell")) as config:
+        yield config
+
+
+@pytest.fixture
+def sim(cell):
+    with SimCellClient(cell.service, timeout_s=10) as client:
+        client.reset(0, seed="e2e")  # the placement where the random NR-A model's pose is executable
+        client.fault(camera="none", count=0)
+        yield client
+
+
+def cell_config(tmp_path, cell, bundle, **model) -> Path:
+    robot = yaml.safe_load((CONFIGS / "franka-sim.yaml").read_text())
+    robot["arm"]["host"] = cell.robot_host
+    config = {
+        "server": {"requests": f"tcp://127.0.0.1:{free_port()}", "events": f"tcp://127.0.0.1:{free_port()}", "heartbeat_s": 0.5},
+        "model": {"bundle": str(bundle), "n_ctx": 512, "n_batch": 64, **model},
+        "camera": {"type": "sim", "endpoint": cell.service, "timeout_s": 1.0},
+        "robot": robot, "handeye": HANDEYE, "journal": str(tmp_path / "journal.sqlite"), "speech": {"enabled": False},
+    }  # fmt: skip
+    path = tmp_path / "appliance.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def daemon(tmp_path, cell, nra_bundle, sim):
+    running = Running(cell_config(tmp_path, cell, nra_bundle))
+    yield running
+    running.daemon.jobs.robot.close()
+    running.close()
+
+
+def request(running, kind, timeout_s=120, **fields):
+    client = Client(running.config.server.requests, timeout_s=timeout_s, retries=1)
+    try:
+        return client.request(kind, **fields)[0]
+    finally:
+        client.close()
+
+
+def arm_q(sim) -> np.ndarray:
+    return np.array(sim.request("poses")[0]["arm_q"])
+
+
+def settled(sim, within_s=10.0) -> np.ndarray:
+    """The arm's joints once they stop changing; fails unless that happens within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    before = arm_q(sim)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = arm_q(sim)
+        if np.abs(now - before).max() < 1e-3:
+            return now
+        before = now
+    raise AssertionError(f"the arm was still moving {within_s} s later")
+
+
+def subscribe(endpoint, *topics):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    for topic in topics:
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(endpoint)
+    time.sleep(0.3)
+    return sub
+
+
+def wait_event(sub, topic: bytes, timeout_s=120.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sub.poll(500):
+            got, payload = sub.recv_multipart()
+            if got == topic:
+                return json.loads(payload)
+    raise AssertionError(f"no {topic!r} event")
+
+
+def test_camera_without_frames_or_too_late_gets_an_error_and_nothing_moves(daemon, sim):
+    sim.fault(camera="drop", count=1)
+    reply = request(daemon, "predict", text="grasp the box")
+    assert not reply["ok"] and reply["error"]["code"] == "camera", reply
+    assert "nothing moves" in reply["error"]["message"]
+    sim.fault(camera="stall", count=1, stall_s=2.5)  # past the camera's 1 s timeout
+    reply = request(daemon, "grasp", text="grasp the box")
+    assert not reply["ok"] and reply["error"]["code"] == "camera", reply
+    observed = settled(sim)  # the grasp got as far as the observation pose, then no further
+    time.sleep(3.0)  # the late frame arrives at the cell's socket long after the daemon gave up
+    assert np.abs(arm_q(sim) - observed).max() < 1e-3
+    assert request(daemon, "predict", text="grasp the box")["ok"]  # and the camera is back
+
+
+def test_reflex_mid_motion_is_reported_and_recovered(daemon, sim):
+    sim.fault(robot="reflex", after_s=0.3)
+    reply = request(daemon, "home")
+    assert not reply["ok"] and reply["error"]["code"] == "motion_failed", reply
+    assert "reflex" in reply["error"]["message"].lower()
+    assert sim.fault(camera="none", count=0)["reflex"] is False  # cleared by automatic error recovery
+    assert request(daemon, "status")["robot"]["alive"]
+    assert request(daemon, "home")["ok"]  # the arm accepts motions again (the cell refuses them while in reflex)
+
+
+def test_unparseable_answer_is_rejected_and_nothing_moves(tmp_path, cell, nra_bundle, sim):
+    running = Running(cell_config(tmp_path, cell, nra_bundle, max_new_tokens=3))  # the answer is cut off mid-pose
+    try:
+        reply = request(running, "grasp", text="grasp the box")
+        assert reply["ok"] and reply["parsed"] is False and reply["parse_error"], reply
+        assert reply["execution"]["moved"] is False and reply["execution"]["stage"] == "check"
+        observed = settled(sim)
+        time.sleep(1.0)
+        assert np.abs(arm_q(sim) - observed).max() < 1e-3
+    finally:
+        running.daemon.jobs.robot.close()
+        running.close()
+
+
+def test_stop_mid_grasp_ramps_down_and_the_arm_works_afterwards(daemon, sim):
+    events = subscribe(daemon.config.server.events, b"prediction")
+    dealer = zmq.Context.instance().socket(zmq.DEALER)  # the grasp waits here while the stop goes out on another socket
+    dealer.linger = 0
+    dealer.connect(daemon.config.server.requests)
+    try:
+        dealer.send_multipart([b"", protocol.request("grasp", "grasp-to-stop", text="grasp the box")])
+        assert wait_event(events, b"prediction")["executable"], "the random model's pose must be executable here"
+        time.sleep(1.0)  # well into the motion
+        moving = arm_q(sim)
+        stopped = request(daemon, "stop", timeout_s=2)
+        assert stopped["ok"] and stopped["stopped"]
+        assert dealer.poll(30000)
+        reply = json.loads(dealer.recv_multipart()[1])
+        assert reply["ok"], reply
+        execution = reply["execution"]
+        assert execution["moved"] and not execution["success"] and "stop" in execution["message"], execution
+        rest = settled(sim, within_s=2.0)  # ramped down where it was, not driven on to the target
+        assert np.abs(rest - moving).max() < 0.5
+        assert request(daemon, "home")["ok"]  # a new motion request re-arms the arm
+    finally:
+        events.close(0)
+        dealer.close(0)
+
+
+def start_process(config: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def wait_status(endpoint, timeout_s=90.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reply = send(endpoint, [b"", protocol.request("status", f"st{time.monotonic_ns()}")], timeout_s=2)
+        if reply:
+            return json.loads(reply[-1])
+    raise AssertionError("the daemon never answered status")
+
+
+def test_sigkill_mid_grasp_stops_the_arm_and_the_restart_never_repeats_it(tmp_path, cell, nra_bundle, sim):
+    path = cell_config(tmp_path, cell, nra_bundle)
+    config = yaml.safe_load(path.read_text())
+    requests, events_endpoint = config["server"]["requests"], config["server"]["events"]
+    proc = start_process(path)
+    try:
+        wait_status(requests)
+        events = subscribe(events_endpoint, b"prediction")
+        dealer = zmq.Context.instance().socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(requests)
+        dealer.send_multipart([b"", protocol.request("grasp", "killed-grasp", text="grasp the box")])
+        assert wait_event(events, b"prediction")["executable"]
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        events.close(0)
+        dealer.close(0)
+        rest = settled(sim, within_s=2.0)  # the orphaned arm process ramps the motion down by itself
+        time.sleep(3.0)
+        assert np.abs(arm_q(sim) - rest).max() < 1e-3, "the orphaned arm process went on with the grasp"
+    finally:
+        proc.kill()
+    import sqlite3
+
+    rows = sqlite3.connect(str(tmp_path / "journal.sqlite")).execute("SELECT id, state FROM requests").fetchall()
+    assert ("killed-grasp", "running") in rows
+    proc = start_process(path)
+    try:
+        status = wait_status(requests)
+        assert {"id": "killed-grasp", "type": "grasp", "state": "running"} in status["interrupted"]
+        retry = json.loads(send(requests, [b"", protocol.request("grasp", "killed-grasp", text="grasp the box")], 30)[-1])
+        assert not retry["ok"] and retry["error"]["code"] == "interrupted", retry
+        time.sleep(2.0)
+        assert np.abs(arm_q(sim) - rest).max() < 1e-3  # no duplicate motion
+        assert wait_status(requests)["journal_rows"] >= len(rows)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
