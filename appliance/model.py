@@ -36,9 +36,13 @@ from .vision import PROVIDERS, VisionEncoder
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 160
-SPECULATIVE_MARGIN = 0.05
-"""Logit gap below which a token chosen after a batched check is re-checked the plain way. llama.cpp's
-batched and single-token kernels differ by far less (bench/latency.py reports the largest difference seen)."""
+SPECULATIVE_MARGINS = {"Q8_0": 0.0, "F32": 0.01, "F16": 0.01}
+"""Logit gap below which a token chosen after a batched check is re-checked the plain way, by weight type.
+llama.cpp's batched and single-token kernels differed on the tiny model by at most 0 (Q8_0: the same
+kernels), 0.0027 (F16) and 0.068 (Q4_K_M) (docs/export.md); a margin of twice the largest difference
+seen, with headroom, keeps speculative output identical to plain greedy decoding."""
+DEFAULT_SPECULATIVE_MARGIN = 0.15
+"""For the K-quants (Q4_K_M, Q5_K_M) and anything not measured."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,16 @@ class Prediction:
         return self.pose is not None
 
 
-def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None) -> bool:
-    """Whether another token the grammar allows scores within ``SPECULATIVE_MARGIN`` of ``token``."""
+
+
+def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: float) -> bool:
+    """Whether another token the grammar allows scores within ``margin`` of ``token``."""
     best = float(logits[token])
-    if token == int(np.argmax(logits)) and best - float(np.partition(logits, -2)[-2]) >= SPECULATIVE_MARGIN:
+    if token == int(np.argmax(logits)) and best - float(np.partition(logits, -2)[-2]) >= margin:
         return False  # even the runner-up of all tokens is far enough below
     others = (grammar.mask(logits) if grammar is not None else logits.copy()).astype(np.float64)
     others[token] = -np.inf
-    return best - float(others.max()) < SPECULATIVE_MARGIN
+    return best - float(others.max()) < margin
 
 
 class GraspModel:
@@ -108,6 +114,7 @@ class GraspModel:
         self._grammar = self.format.grammar()
         self._complete = re.compile(r"\d\.\d{%d}$" % self.format.decimals)
         self._active: Session | None = None
+        self.speculative_margin = SPECULATIVE_MARGINS.get(manifest.quant, DEFAULT_SPECULATIVE_MARGIN)
         self.drafted = self.accepted = self.replays = 0
         """Speculative decoding counters: tokens drafted, drafted tokens greedy decoding kept, near-tie replays."""
 
@@ -169,7 +176,7 @@ class GraspModel:
 
         A batch and a single token round differently in llama.cpp's kernels, so after a batched
         check the logits are plain decoding's only up to a tiny error. Where that error could
-        matter — the best and second-best token closer than ``SPECULATIVE_MARGIN`` — the answer
+        matter — the best and second-best token closer than ``speculative_margin`` — the answer
         so far is replayed one token at a time, exactly as plain decoding evaluated it, and the
         token is chosen from those logits: the output is plain greedy decoding's."""
         grammar = self.llm.grammar(self._grammar) if constrain else None
@@ -181,7 +188,9 @@ class GraspModel:
         while len(tokens) < budget:
             if not rows:
                 self.llm.truncate(verified)  # drop drafted tokens the last check refused
-                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if drafter else []
+                # drafts for the reasoning only: the corpus knows its phrasing, not the pose's digits
+                reasoning = drafter is not None and b"[" not in data
+                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if reasoning else []
                 self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
                 rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
                 drafted, verified, pending = draft, verified + 1, None
@@ -189,7 +198,7 @@ class GraspModel:
                 self.drafted += len(draft)
             logits = rows.pop(0)
             token = greedy(logits, grammar)
-            if not exact and near_tie(logits, token, grammar):
+            if not exact and near_tie(logits, token, grammar, self.speculative_margin):
                 logits = self._replay(start, tokens)
                 token = greedy(logits, grammar)
                 rows, drafted, verified, exact = [], [], start + len(tokens), True

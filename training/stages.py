@@ -24,7 +24,9 @@ from appliance.grasp import GraspPose
 
 from .datasets.augment import Augmentation
 
-PATCH_CENTER, PATCH_OFFSET, PATCH_ANGLE, PATCH_WHERE = "center", "offset", "angle", "where"
+PATCH_CENTER, PATCH_OFFSET, PATCH_ANGLE, PATCH_WHERE, PATCH_DIGITS = "center", "offset", "angle", "where", "digits"
+DIGIT_GROUPS = 10
+"""x and y: units, tenths, hundredths; θ: sign, units, tenths, hundredths — each a 10-way class."""
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
@@ -52,6 +54,7 @@ class PatchHeads(nn.Module):
         super().__init__()
         self.grasp = nn.Linear(hidden, 5)  # centre logit, offset x/y, cos 2θ, sin 2θ
         self.where = nn.Linear(hidden, 2)  # the patch's centre (x, y), image-normalised
+        self.digits = nn.Linear(hidden, DIGIT_GROUPS * 10)  # the grasp's pose as the answer writes it
         self.category = nn.Linear(hidden, categories)
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,6 +65,7 @@ class PatchHeads(nn.Module):
             PATCH_OFFSET: torch.sigmoid(g[..., 1:3]),
             PATCH_ANGLE: torch.tanh(g[..., 3:5]),
             PATCH_WHERE: self.where(patches),
+            PATCH_DIGITS: self.digits(patches).unflatten(-1, (DIGIT_GROUPS, 10)),
             "category": self.category(patches.mean(dim=1)),
         }
 
@@ -72,13 +76,27 @@ def patch_centres(grid: int) -> torch.Tensor:
     return (torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) + 0.5) / grid
 
 
+def answer_digits(x: float, y: float, theta: float, decimals: int = 2) -> list[int]:
+    """The digits of a pose as the answer writes it (``DIGIT_GROUPS`` classes: see there)."""
+    from appliance.answer import _signed
+
+    def digits(text: str) -> list[int]:
+        units, fraction = text.lstrip("-").split(".")
+        return [min(int(units), 9), *(int(c) for c in fraction[:2].ljust(2, "0"))]
+
+    t = _signed(theta, decimals)
+    return [*digits(f"{x:.{decimals}f}"), *digits(f"{y:.{decimals}f}"), int(t.startswith("-")), *digits(t)]
+
+
 def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Tensor]:
-    """Per-patch targets of one augmented view: which patches hold a grasp centre, and its offset and angle."""
+    """Per-patch targets of one augmented view: which patches hold a grasp centre, its offset and angle,
+    and its pose written out as the answer's digits."""
     size = sample.image_size[0]
     cell = size / grid
     center = torch.zeros(grid * grid)
     offset = torch.zeros(grid * grid, 2)
     angle = torch.zeros(grid * grid, 2)
+    digits = torch.zeros(grid * grid, DIGIT_GROUPS, dtype=torch.long)
     for rect in sample.positives:
         x, y = rect.center
         col, row = min(int(x / cell), grid - 1), min(int(y / cell), grid - 1)
@@ -86,7 +104,9 @@ def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Ten
         center[k] = 1.0
         offset[k] = torch.tensor([x / cell - col, y / cell - row])
         angle[k] = torch.tensor([math.cos(2 * rect.angle), math.sin(2 * rect.angle)])
-    return {PATCH_CENTER: center, PATCH_OFFSET: offset, PATCH_ANGLE: angle, "category": torch.tensor(category_index)}
+        digits[k] = torch.tensor(answer_digits(x / size, y / sample.image_size[1], rect.angle))
+    return {PATCH_CENTER: center, PATCH_OFFSET: offset, PATCH_ANGLE: angle, PATCH_DIGITS: digits,
+            "category": torch.tensor(category_index)}  # fmt: skip
 
 
 WHERE_WEIGHT = 10.0
@@ -102,6 +122,9 @@ def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -
     denom = mask.sum().clamp(min=1)
     loss = loss + ((out[PATCH_OFFSET] - target[PATCH_OFFSET]) ** 2 * mask).sum() / denom
     loss = loss + ((out[PATCH_ANGLE] - target[PATCH_ANGLE]) ** 2 * mask).sum() / denom
+    if PATCH_DIGITS in target:  # cross-entropy of each digit, where a grasp centre is
+        ce = nn.functional.cross_entropy(out[PATCH_DIGITS].flatten(0, 2), target[PATCH_DIGITS].flatten(), reduction="none")
+        loss = loss + (ce.view(center.shape + (DIGIT_GROUPS,)).mean(-1) * center).sum() / denom
     where = out[PATCH_WHERE]
     loss = loss + WHERE_WEIGHT * ((where - patch_centres(round(where.shape[1] ** 0.5)).to(where)) ** 2).sum(-1).mean()
     return loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"])
@@ -210,7 +233,7 @@ def heads_predictor(checkpoint, model, processor):
     heads = PatchHeads(vit.config.hidden_size, len(load_templates().categories) + 1)
     state = load_file(Path(checkpoint) / "vision_heads.safetensors")
     missing, unexpected = heads.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"where.weight", "where.bias"}:  # checkpoints from before the position head lack only it
+    if unexpected or set(missing) - {"where.weight", "where.bias", "digits.weight", "digits.bias"}:  # older checkpoints lack these
         raise ValueError(f"{checkpoint}: vision heads do not match (missing {missing}, unexpected {unexpected})")
     heads.eval()
     grid = vit.config.image_size // vit.config.patch_size

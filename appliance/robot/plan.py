@@ -115,6 +115,7 @@ class Arm(Protocol):
     def open_gripper(self, width: float) -> None: ...
     def grasp(self, width: float, force: float, epsilon_inner: float, epsilon_outer: float) -> bool: ...
     def gripper_width(self) -> float: ...
+    def is_grasped(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -150,5 +151,5 @@ def execute(arm: Arm, plan: GraspPlan) -> GraspResult:
         if stage == "close" and not outcome:
             return GraspResult(False, stage, "the hand closed on nothing", arm.gripper_width(), time.monotonic() - start)
     width = arm.gripper_width()
-    held = lim.min_width <= width <= lim.max_width
+    held = lim.min_width <= width <= lim.max_width and arm.is_grasped()  # the hand's own verdict too
     return GraspResult(held, "verify", "" if held else "object slipped during the lift", width, time.monotonic() - start)

@@ -4,8 +4,10 @@ franky-sim's gripper drives the fingers to the commanded width, so a grasp
 squeezes only if the object is wider than the command, and an empty grasp
 succeeds. The real hand closes until it meets resistance, holds the given
 force, and, when the final width is outside [width − ε_inner, width + ε_outer],
-answers "unsuccessful" (libfranka's ``grasp`` then returns false). This server
-does the same, so that the appliance's robot code is identical for both.
+answers "unsuccessful" (libfranka's ``grasp`` then returns false); after a
+successful grasp its state says ``is_grasped`` for as long as the width stays
+in that window (an object slipping out clears it). This server does the same,
+so that the appliance's robot code is identical for both.
 """
 
 from __future__ import annotations
@@ -54,3 +56,9 @@ class RealHandGripperServer(FrankaGripperServer):
                 command_type_struct="H", status_type_struct="H",
             )  # fmt: skip
         self._pending_command_id = self._pending_tcp_socket = self._pending_command_type = None
+
+    def _post_process_commands(self) -> None:
+        super()._post_process_commands()
+        if self._motion_state is _MotionState.IDLE and self._is_grasping:  # holding: re-judge every cycle
+            width = self._robot.hand_width
+            self._is_grasping = self._goal_width - self._goal_epsilon_inner <= width <= self._goal_width + self._goal_epsilon_outer

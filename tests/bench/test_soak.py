@@ -9,13 +9,13 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("zmq")
 
-from tests.appliance.daemon.conftest import recording, write_config  # noqa: E402,F401  (recording is a fixture)
+from tests.appliance.daemon.conftest import write_config  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import soak  # noqa: E402
 
 
-def test_thousand_predicts_from_four_clients_all_answered_with_stable_memory(tmp_path, nra_bundle, recording, capsys):  # noqa: F811
+def test_thousand_predicts_from_four_clients_all_answered_with_stable_memory(tmp_path, nra_bundle, recording, capsys):
     path, _, _ = write_config(tmp_path, nra_bundle, recording)
     out = tmp_path / "soak.json"
     assert soak.main(["--config", str(path), "--requests", "1000", "--clients", "4", "--json", str(out)]) == 0

@@ -110,3 +110,17 @@ def test_vision_heads_are_scored_as_a_baseline(workdir, tmp_path):
     assert evaluate_main(["--model", str(checkpoint), "--root", str(workdir / "toy"), "--split", "all", "--heads", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["n"] == 10 and report["parse_failure_rate"] == 0 and 0 <= report["accuracy"] <= 1
+
+
+def test_answer_digits_are_the_digits_the_answer_writes():
+    from appliance.answer import AnswerFormat, AnswerVariant
+    from appliance.grasp import GraspPose
+    from training.stages import DIGIT_GROUPS, answer_digits
+
+    for x, y, theta in [(0.354, 0.7391, -0.3149), (0.0, 1.0, 1.5), (0.996, 0.004, -0.001)]:
+        text = AnswerFormat(AnswerVariant.NR_A, decimals=2).render(GraspPose(x, y, theta))
+        digits = answer_digits(x, y, theta)
+        assert len(digits) == DIGIT_GROUPS and all(0 <= d <= 9 for d in digits)
+        written = "".join(c for c in text if c.isdigit())  # x, y, |θ|: units, tenths, hundredths each
+        assert "".join(map(str, digits[:6] + digits[7:])) == written, (text, digits)
+        assert digits[6] == int("-" in text)

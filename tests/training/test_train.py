@@ -170,3 +170,36 @@ def test_decoder_strategy_trains_projector_and_language_model_on_a_frozen_vit(wo
     config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "decoder", steps=2, batch_size=2, micro_batch=2, warmup=1, save_every=2)
     after, _ = load_llava(train(config, progress=False))
     assert changed_parts(before, after) == {"multi_modal_projector", "language_model", "lm_head"}
+
+
+def answer_loss(model, dataset, pixels_from) -> float:
+    """Mean answer loss of the dataset's records, each shown the image of record ``pixels_from[i]``."""
+    from training.data import collate
+
+    items = [dataset[i] for i in range(len(dataset))]
+    batch = collate(items, 0)
+    batch["pixel_values"] = torch.stack([items[j]["pixel_values"] for j in pixels_from])
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_the_image_matters_after_training(workdir):
+    """Two records with different images and answers: after a few steps, swapping the images makes the answers less likely."""
+    records = json.loads((workdir / "rt" / "train.json").read_text())
+    first = records[0]
+    second = next(r for r in records if r["source"] != first["source"] and r["category"] != first["category"])
+    data = workdir / "two"
+    data.mkdir()
+    pair = [{**r, "image": f"../rt/{r['image']}", "conversations": r["conversations"][:2]} for r in (first, second)]
+    (data / "train.json").write_text(json.dumps(pair))
+    config = TrainConfig(str(workdir / "base"), str(data), str(workdir / "two-out"), "decoder", steps=40, batch_size=2,
+                         micro_batch=2, lr=1e-3, warmup=2, save_every=40)  # fmt: skip
+    model, processor = load_llava(train(config, progress=False))
+    model.eval()
+    dataset = ConversationDataset(data / "train.json", processor, model.config.image_token_index, 64)
+    right, swapped = answer_loss(model, dataset, [0, 1]), answer_loss(model, dataset, [1, 0])
+    assert read_losses(workdir / "two-out")[-1] < read_losses(workdir / "two-out")[0]
+    assert swapped > 1.2 * right, (right, swapped)  # answer loss per token: the answer depends on the image
+    base, _ = load_llava(workdir / "base")
+    untrained = answer_loss(base.eval(), dataset, [0, 1]), answer_loss(base, dataset, [1, 0])
+    assert abs(untrained[1] - untrained[0]) < 0.1 * untrained[0]  # before training the image made no such difference

@@ -1,6 +1,8 @@
 """A daemon on loopback over the tiny F32 bundle and a replay camera (real sockets, real runtime)."""
 
+import json
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -92,3 +94,15 @@ def send(endpoint: str, frames: list[bytes], timeout_s: float = 20.0, socket_typ
         return sock.recv_multipart()
     finally:
         sock.close(0)
+
+
+def wait_status(endpoint: str, timeout_s: float = 90.0) -> dict:
+    """Poll ``status`` until a daemon (e.g. one just started as a process) answers; its status."""
+    from appliance import protocol
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reply = send(endpoint, [b"", protocol.request("status", f"st{time.monotonic_ns()}")], timeout_s=2)
+        if reply:
+            return json.loads(reply[-1])
+    raise AssertionError("the daemon never answered status")

@@ -28,7 +28,7 @@ from appliance.client import Client  # noqa: E402
 from appliance.sim.client import SimCellClient  # noqa: E402
 from tests.helpers import free_port, sim_cell  # noqa: E402
 
-from .conftest import HANDEYE, Running, send  # noqa: E402
+from .conftest import HANDEYE, Running, send, wait_status  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "firmware_config"
@@ -182,15 +182,6 @@ def start_process(config: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-
-
-def wait_status(endpoint, timeout_s=90.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        reply = send(endpoint, [b"", protocol.request("status", f"st{time.monotonic_ns()}")], timeout_s=2)
-        if reply:
-            return json.loads(reply[-1])
-    raise AssertionError("the daemon never answered status")
 
 
 def test_sigkill_mid_grasp_stops_the_arm_and_the_restart_never_repeats_it(tmp_path, cell, nra_bundle, sim):

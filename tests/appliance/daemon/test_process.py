@@ -13,7 +13,7 @@ import pytest
 
 from appliance import protocol
 
-from .conftest import send, write_config
+from .conftest import send, wait_status, write_config
 
 ROOT = Path(__file__).resolve().parents[3]
 zmq = pytest.importorskip("zmq")
@@ -27,15 +27,6 @@ def start(config_path, notify: Path | None = None, watchdog_usec: int | None = N
         env["WATCHDOG_USEC"] = str(watchdog_usec)
     return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_path)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def wait_status(endpoint, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        reply = send(endpoint, [b"", protocol.request("status", f"st{time.monotonic_ns()}")], timeout_s=2)
-        if reply:
-            return json.loads(reply[-1])
-    raise AssertionError("the daemon never answered status")
 
 
 def test_ready_status_and_watchdog_reach_a_real_notify_socket(tmp_path, f32_bundle, recording):

@@ -69,8 +69,8 @@ def test_speeds_can_only_be_lowered():
 class ScriptedArm:
     """Records calls; the grasp and the width after it are scripted (our own Arm protocol)."""
 
-    def __init__(self, grasp_ok=True, width=0.03, fail_at=None):
-        self.calls, self.grasp_ok, self.width, self.fail_at = [], grasp_ok, width, fail_at
+    def __init__(self, grasp_ok=True, width=0.03, fail_at=None, held=True):
+        self.calls, self.grasp_ok, self.width, self.fail_at, self.held = [], grasp_ok, width, fail_at, held
 
     def move_pose(self, target, speed):
         self.calls.append(("move", round(float(target[2, 3]), 3), speed))
@@ -86,6 +86,9 @@ class ScriptedArm:
 
     def gripper_width(self):
         return self.width
+
+    def is_grasped(self):
+        return self.held
 
 
 def test_execute_runs_the_stages_in_order_with_tight_epsilons():
@@ -105,6 +108,7 @@ def test_execute_runs_the_stages_in_order_with_tight_epsilons():
     [
         (ScriptedArm(grasp_ok=False), "close", "closed on nothing"),
         (ScriptedArm(width=0.0), "verify", "slipped"),
+        (ScriptedArm(held=False), "verify", "slipped"),  # width in range, but the hand lost its grip
         (ScriptedArm(fail_at=2), "pre-grasp", "not reached"),
     ],
 )

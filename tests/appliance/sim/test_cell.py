@@ -75,6 +75,7 @@ def test_an_empty_grasp_reports_failure_like_a_real_hand(arm, cell):
     arm.move_joints(cell.ready_q)
     assert arm.grasp(0.04, 40.0, 0.036, 0.039) is False
     assert arm.gripper_width() < 0.004
+    assert arm.is_grasped() is False
     arm.open_gripper(0.08)
 
 
@@ -91,6 +92,7 @@ def test_an_oracle_grasp_lifts_the_mug(client, arm, cell):
         result = runner.trial(0, 0, oracle_source(cell), seed="test-mug")
     assert result.success, result
     assert result.lift_m >= LIFT_SUCCESS_M
+    assert arm.is_grasped()  # the hand still judges the lifted mug held (the trial's verify asked it too)
     assert np.isfinite(result.seconds)
 
 
