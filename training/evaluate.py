@@ -56,6 +56,21 @@ class Evaluation:
             "images_per_second": n / self.seconds if self.seconds else 0.0,
             "ms_per_image": 1000 * self.seconds / n if n else 0.0,
             "category_accuracy": sum(r["stated_category"] == r["category"] for r in named) / len(named) if named else None,
+            **self.refinement_summary(),
+        }
+
+    def refinement_summary(self) -> dict:
+        """Refinement turns (``evaluate(refine=True)``): how many, and the share that did what was asked
+        and is a correct grasp (both, and each alone)."""
+        turns = [r["refinement"] for r in self.rows if r.get("refinement")]
+        if not turns:
+            return {}
+        n = len(turns)
+        return {
+            "refinement_turns": n,
+            "refinement_success": sum(t["satisfied"] and t["correct"] for t in turns) / n,
+            "refinement_satisfied": sum(t["satisfied"] for t in turns) / n,
+            "refinement_correct": sum(t["correct"] for t in turns) / n,
         }
 
 
@@ -90,13 +105,15 @@ def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[st
     return result
 
 
-def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False) -> Evaluation:
+def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False,
+             refine: bool = False) -> Evaluation:  # fmt: skip
     """Answer, parse and score every image.
 
     ``answer_fn(camera_image, view_image, instruction) -> (text, tokens, extra)``: the torch model
     answers on the view (the workspace crop at the model's size, as training showed it); a bundle
     gets the whole camera image and crops it itself, as the appliance does. ``extra`` (a dict) is
-    added to the image's row."""
+    added to the image's row. With ``refine``, every parsed first answer gets one follow-up request
+    (``refine_turn``) through ``answer_fn.follow_up``, in the same conversation."""
     from tqdm import tqdm
 
     templates = load_templates()
@@ -118,6 +135,8 @@ def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], 
             row["correct"] = score_pose(pose, sample.positives, sample.image_size).correct
         except AnswerParseError as exc:
             row["error"] = exc.reason
+        if refine and row["parsed"]:
+            row["refinement"] = refine_turn(answer_fn.follow_up, fmt, sample, templates.category(category), row, image_id)
         result.rows.append(row)
         if vis is not None:
             _draw(vis, sample, row)
@@ -125,27 +144,93 @@ def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], 
     return result
 
 
-def torch_answerer(model, processor):
-    """``evaluate``'s answer function for a torch checkpoint."""
-    model.eval()
+def refine_turn(follow_up, fmt, sample, category, row: dict, image_id: str) -> dict | None:
+    """One refinement turn on an answered image: a request feasible from the ground truth nearest the
+    model's pose (drawn with a seed from the image id), the model's new pose, and whether it does what
+    was asked (``reasoning.refine.satisfies``) and is a correct grasp. None when no request fits."""
+    import math
+    import random
 
-    def answer_fn(camera_image, view_image, instruction):
-        return (*answer(model, processor, view_image, instruction), {})
+    from appliance.grasp import GraspPose
 
-    return answer_fn
+    from .reasoning.refine import draw_refinement, satisfies
+
+    size = sample.image_size
+    poses = [GraspPose.from_rectangle(r, size) for r in sample.positives]
+    parts = list(sample.labels.parts or [])
+    before = GraspPose(row["x"], row["y"], row["theta"])
+
+    def nearest(pose: GraspPose) -> int:
+        return min(range(len(poses)), key=lambda i: math.hypot(poses[i].x - pose.x, poses[i].y - pose.y))
+
+    rng = random.Random(f"refine:{image_id}")
+    drawn = draw_refinement(rng, nearest(before), poses, parts)
+    if drawn is None:
+        return None
+    request, _ = drawn
+    text, _ = load_templates().refinement_for(request.kind, category, rng, request.part, request.side)
+    reply = follow_up(text)
+    out = {**request.to_json(), "request": text, "answer": reply, "parsed": False, "satisfied": False, "correct": False}
+    try:
+        after = fmt.parse(reply).pose
+    except AnswerParseError as exc:
+        return {**out, "error": exc.reason}
+    part = parts[nearest(after)] if parts else None
+    out.update(parsed=True, x=after.x, y=after.y, theta=after.theta, satisfied=satisfies(request, before, after, part),
+               correct=score_pose(after, sample.positives, size).correct)  # fmt: skip
+    return out
 
 
-def bundle_answerer(grasp_model, constrain: bool = True, max_new_tokens: int | None = None):
+class TorchAnswerer:
+    """``evaluate``'s answer function for a torch checkpoint; ``follow_up`` continues the last conversation."""
+
+    def __init__(self, model, processor):
+        self.model, self.processor = model.eval(), processor
+        self._turns: list[dict] = []
+        self._image = None
+
+    def __call__(self, camera_image, view_image, instruction):
+        text, tokens = answer(self.model, self.processor, view_image, instruction)
+        self._image = view_image
+        self._turns = [{"from": "human", "value": f"<image>\n{instruction}"}, {"from": "gpt", "value": text}]
+        return text, tokens, {}
+
+    def follow_up(self, instruction: str) -> str:
+        from .data import conversation_text
+
+        self._turns.append({"from": "human", "value": instruction})
+        prompt, _ = conversation_text(self._turns)
+        text, _ = answer(self.model, self.processor, self._image, instruction, prompt=prompt)
+        self._turns.append({"from": "gpt", "value": text})
+        return text
+
+
+def torch_answerer(model, processor) -> TorchAnswerer:
+    return TorchAnswerer(model, processor)
+
+
+class BundleAnswerer:
     """``evaluate``'s answer function for a bundle (appliance.model.GraspModel): the appliance's own path.
 
     ``constrain=False`` and ``max_new_tokens=MAX_NEW_TOKENS`` decode exactly as the torch path does."""
-    from appliance.model import MAX_NEW_TOKENS as RUNTIME_MAX
 
-    def answer_fn(camera_image, view_image, instruction):
-        prediction = grasp_model.session().ask(instruction, camera_image, max_new_tokens or RUNTIME_MAX, constrain)
+    def __init__(self, grasp_model, constrain: bool = True, max_new_tokens: int | None = None):
+        from appliance.model import MAX_NEW_TOKENS as RUNTIME_MAX
+
+        self.model, self.constrain, self.max_new_tokens = grasp_model, constrain, max_new_tokens or RUNTIME_MAX
+        self._session = None
+
+    def __call__(self, camera_image, view_image, instruction):
+        self._session = self.model.session()
+        prediction = self._session.ask(instruction, camera_image, self.max_new_tokens, self.constrain)
         return prediction.text, len(prediction.tokens), {"timings": prediction.timings.as_dict()}
 
-    return answer_fn
+    def follow_up(self, instruction: str) -> str:
+        return self._session.ask(instruction, max_new_tokens=self.max_new_tokens, constrain=self.constrain).text
+
+
+def bundle_answerer(grasp_model, constrain: bool = True, max_new_tokens: int | None = None) -> BundleAnswerer:
+    return BundleAnswerer(grasp_model, constrain, max_new_tokens)
 
 
 def bundle_view(manifest) -> ModelView:
@@ -153,11 +238,11 @@ def bundle_view(manifest) -> ModelView:
     return ModelView(manifest.answer.variant, manifest.answer.decimals, manifest.image.size, manifest.image.crop)
 
 
-def answer(model, processor, image, instruction: str) -> tuple[str, int]:
-    """Greedy answer to one prompt: the text and how many tokens it took."""
+def answer(model, processor, image, instruction: str, prompt: str | None = None) -> tuple[str, int]:
+    """Greedy answer to one prompt (default: the single-turn prompt of ``instruction``): text and token count."""
     import torch
 
-    inputs = processor(images=image, text=PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt")
+    inputs = processor(images=image, text=prompt or PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt")
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
@@ -216,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N test images")
     parser.add_argument("--json", type=Path, help="write the summary and every answer here")
     parser.add_argument("--vis", type=Path, help="write PNGs (prediction red, ground truth green) and answers here")
+    parser.add_argument("--refine", action="store_true", help="also ask one refinement per image (rotate, move to a side, "
+                        "another part) and report how often the new pose does what was asked and is a correct grasp")
     parser.add_argument("--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)")
     parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")
     parser.add_argument("--crop", type=int, help="with --heads: the square crop the vision stage used")
@@ -231,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             from appliance.model import GraspModel
 
             grasp_model = GraspModel.load(args.bundle)
-            result = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, args.vis, sys.stderr.isatty())
+            result = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, args.vis,
+                              sys.stderr.isatty(), refine=args.refine)  # fmt: skip
             return _report(result, args.json)
         model, processor = load_llava(args.model)
         if args.heads:
@@ -240,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate_heads(heads_predictor(args.model, model, processor), ModelView(size=args.size, crop=args.crop), dataset, ids)
         else:
             view = ModelView.load(args.model)
-            result = evaluate(torch_answerer(model, processor), view, dataset, ids, args.vis, progress=sys.stderr.isatty())
+            result = evaluate(torch_answerer(model, processor), view, dataset, ids, args.vis, progress=sys.stderr.isatty(), refine=args.refine)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,3 +51,41 @@ def test_cli_errors(tmp_path, toy, capsys):
     assert "not a bundle" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--bundle", str(tmp_path), "--model", str(tmp_path), "--root", str(toy)])
+
+
+def test_refinement_turns_follow_up_in_the_same_conversation(nra_bundle, toy):
+    """--refine: one follow-up per answered image, in the image's conversation (the grammar makes every
+    answer of the random NR-A model parse, so every image gets its turn)."""
+    from appliance.model import GraspModel
+
+    dataset = open_dataset(toy)
+    ids = list(dataset.ids)[:3]
+    grasp_model = GraspModel.load(nra_bundle)
+    answerer = bundle_answerer(grasp_model)
+    result = evaluate(answerer, bundle_view(grasp_model.manifest), dataset, ids, refine=True)
+    assert len(answerer._session.turns) == 2  # the last image's follow-up continued its conversation
+    turns = [r["refinement"] for r in result.rows if r.get("refinement")]
+    assert turns and all(t["kind"] in ("rotate", "side", "part") and t["request"] and t["parsed"] for t in turns)
+    summary = result.summary()
+    assert summary["refinement_turns"] == len(turns)
+    assert summary["refinement_success"] <= min(summary["refinement_satisfied"], summary["refinement_correct"])
+    again = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, refine=True)
+    assert [r["refinement"]["request"] for r in again.rows] == [t["request"] for t in turns]  # seeded per image
+    grasp_model.llm.close()
+
+
+def test_torch_follow_up_continues_the_training_conversation_format(tiny_spm_checkpoint, toy):
+    from training.evaluate import answer
+    from training.model import load_llava
+
+    model, processor = load_llava(tiny_spm_checkpoint)
+    answerer = torch_answerer(model, processor)
+    from training.datasets.augment import center_crop
+
+    dataset = open_dataset(toy)
+    view = center_crop(dataset.load(next(iter(dataset.ids)), with_depth=False), None, (224, 224)).image
+    first, _, _ = answerer(view, view, "pick up the mug")
+    second = answerer.follow_up("turn the gripper by 90 degrees")
+    prompt = f"USER: <image>\npick up the mug ASSISTANT: {first}</s> USER: turn the gripper by 90 degrees ASSISTANT:"
+    assert second == answer(model, processor, view, "", prompt=prompt)[0]
+    assert [t["from"] for t in answerer._turns] == ["human", "gpt", "human", "gpt"]
