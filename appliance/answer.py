@@ -126,22 +126,35 @@ class AnswerFormat:
 
     def grammar(self) -> str:
         """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end."""
+        root = "reasoning pose" if self.variant is AnswerVariant.RT else "pose"
+        rules = [f"root ::= {root}", *self._pose_rules()]
+        if self.variant is AnswerVariant.RT:
+            rules.append(r'reasoning ::= [^\[\x00-\x1f] [^\[\x00-\x1f]* " "')
+        return "\n".join(rules) + "\n"
+
+    def pose_grammar(self, space_first: bool) -> str:
+        """GBNF for the pose alone (after ``space_first`` a space): what the runtime switches to when the
+        reasoning has used up its share of the token budget, so that every answer ends in a pose."""
+        return "\n".join([f"root ::= {_gbnf_literal(' ') + ' ' if space_first else ''}pose", *self._pose_rules()]) + "\n"
+
+    @property
+    def longest_pose(self) -> str:
+        """The longest pose text this format writes (for budgeting tokens)."""
+        return POSE_TEMPLATES[self.variant].format(x=f"{1:.{self.decimals}f}", y=f"{1:.{self.decimals}f}",
+                                                   theta=f"-{math.pi / 2:.{self.decimals}f}")  # fmt: skip
+
+    def _pose_rules(self) -> list[str]:
         digits = " ".join(["[0-9]"] * self.decimals)
         zeros = "0" * self.decimals
         parts = re.split(r"(\{x\}|\{y\}|\{theta\})", POSE_TEMPLATES[self.variant])
         symbols = {"{x}": "unit", "{y}": "unit", "{theta}": "angle"}
         pose = " ".join(symbols.get(p) or _gbnf_literal(p) for p in parts if p)
-        root = "reasoning pose" if self.variant is AnswerVariant.RT else "pose"
-        rules = [
-            f"root ::= {root}",
+        return [
             f"pose ::= {pose}",
             f'unit ::= "0." {digits} | "1.{zeros}"',
             # |θ| up to π/2 as rendered with these decimals, digit by digit: nothing the range check refuses.
             f'angle ::= "-"? ({_at_most(f"{math.pi / 2:.{self.decimals}f}")})',
         ]
-        if self.variant is AnswerVariant.RT:
-            rules.append(r'reasoning ::= [^\[\x00-\x1f] [^\[\x00-\x1f]* " "')
-        return "\n".join(rules) + "\n"
 
 
 def _signed(value: float, decimals: int) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .answer import AnswerFormat, AnswerParseError
+from .answer import AnswerFormat, AnswerParseError, AnswerVariant
 from .bundle import Manifest, read_bundle
 from .draft import NgramDrafter
 from .grasp import GraspPose
@@ -114,6 +114,10 @@ class GraspModel:
         self._grammar = self.format.grammar()
         self._complete = re.compile(r"\d\.\d{%d}$" % self.format.decimals)
         self._active: Session | None = None
+        self._pose_reserve = len(self.format.longest_pose) + 2
+        """Tokens kept for the pose: at most one a character, plus the space before it and the end."""
+        self.forced_poses = 0
+        """Answers whose reasoning ran into the budget and were made to give their pose."""
         self.speculative_margin = SPECULATIVE_MARGINS.get(manifest.quant, DEFAULT_SPECULATIVE_MARGIN)
         self.drafted = self.accepted = self.replays = 0
         """Speculative decoding counters: tokens drafted, drafted tokens greedy decoding kept, near-tie replays."""
@@ -169,6 +173,9 @@ class GraspModel:
                  context: list[int] = ()) -> tuple[list[int], str, list[int]]:  # fmt: skip
         """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
 
+        An RT answer's reasoning may use the budget up to the tokens the longest pose needs; then the
+        grammar switches to the pose alone, so a constrained answer always ends in a pose in time.
+
         Returns the tokens, the text and the tail not yet in the KV cache (the last token is only
         evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
         (parity checks against torch). ``speculative`` (when the bundle has drafts) checks drafted
@@ -180,6 +187,7 @@ class GraspModel:
         so far is replayed one token at a time, exactly as plain decoding evaluated it, and the
         token is chosen from those logits: the output is plain greedy decoding's."""
         grammar = self.llm.grammar(self._grammar) if constrain else None
+        reasoning_budget = constrain and self.format.variant is AnswerVariant.RT
         drafter = self.drafter if speculative else None
         tokens, data, pending, drafted = [], b"", None, []
         start = self.llm.n_past
@@ -196,6 +204,11 @@ class GraspModel:
                 drafted, verified, pending = draft, verified + 1, None
                 exact = exact and not draft
                 self.drafted += len(draft)
+            if reasoning_budget and b"[" not in data and budget - len(tokens) <= self._pose_reserve:
+                # the reasoning has used its share of the budget: the pose comes now, so every answer ends in one
+                grammar = self.llm.grammar(self.format.pose_grammar(space_first=not data.endswith(b" ")))
+                reasoning_budget = False
+                self.forced_poses += 1
             logits = rows.pop(0)
             token = greedy(logits, grammar)
             if not exact and near_tie(logits, token, grammar, self.speculative_margin):

@@ -245,3 +245,15 @@ def test_near_tie():
     assert not near_tie(logits, 1, None, 0.01)
     assert near_tie(np.array([3.0, 3.0], dtype=np.float32), 0, None, 0.01)  # an exact tie
     assert not near_tie(np.array([3.0, 3.0], dtype=np.float32), 0, None, 0.0)  # margin 0: exact kernels, never re-checked
+
+
+def test_a_reasoning_that_runs_long_is_made_to_give_its_pose_in_time(runtime):
+    """The random RT model never ends its reasoning by itself; within the budget it still answers with a pose."""
+    before = runtime.forced_poses
+    for seed in range(3):
+        prediction = runtime.session().ask(INSTRUCTION, _camera_image(30 + seed), max_new_tokens=60)
+        assert prediction.ok and prediction.reasoning, prediction.text
+        assert len(prediction.tokens) <= 60
+    assert runtime.forced_poses > before
+    too_short = runtime.session().ask(INSTRUCTION, _camera_image(40), max_new_tokens=4)
+    assert not too_short.ok  # no room for any reasoning: rejected, as before

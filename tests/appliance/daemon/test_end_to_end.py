@@ -1,7 +1,8 @@
 """End to end: the sim cell (MuJoCo + franky-sim), the daemon with a bundle, the client, a grasp executed.
 
-The bundle here is the random tiny model with the NR-A answer contract, so the grammar guarantees a
-parseable pose (a random RT model may never finish its reasoning); where it points is random, and the
+The bundles here are the random tiny model with the NR-A and the RT answer contracts. The grammar
+guarantees a parseable pose (a random RT model never ends its reasoning by itself: the runtime makes it
+give its pose when the reasoning has used its share of the budget); where it points is random, and the
 test checks the loop, not the grasp: reasoning + pose come back, the arm moves through the plan in the
 simulation, and the result event says whether the object was lifted.
 """
@@ -30,7 +31,8 @@ def cell(tmp_path_factory):
         yield config
 
 
-def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, tmp_path):
+@pytest.mark.parametrize("variant", ["nr-a", "rt"])
+def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, f32_bundle, tmp_path, variant):
     from appliance.client import Client
 
     robot = yaml.safe_load((CONFIGS / "franka-sim.yaml").read_text())
@@ -38,7 +40,7 @@ def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, t
     requests, events = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     config = {
         "server": {"requests": requests, "events": events, "heartbeat_s": 0.5},
-        "model": {"bundle": str(nra_bundle), "n_ctx": 512, "n_batch": 64},
+        "model": {"bundle": str(nra_bundle if variant == "nr-a" else f32_bundle), "n_ctx": 512, "n_batch": 64, "max_new_tokens": 64},
         "camera": {"type": "sim", "endpoint": cell.service},
         "robot": robot, "handeye": HANDEYE, "journal": str(tmp_path / "journal.sqlite"), "speech": {"enabled": False},
     }  # fmt: skip
@@ -57,6 +59,7 @@ def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, t
         client.close()
         assert reply["ok"], reply
         assert reply["pose"] is not None and extra[0][:4] == b"\x89PNG"
+        assert bool(reply["reasoning"]) == (variant == "rt")  # an RT answer reasons first, even a random model's
         execution = reply["execution"]
         assert execution["moved"] is True, execution  # the pose passed the checks and the plan ran in the sim
         assert isinstance(execution["success"], bool) and execution["stage"] in ("open", "pre-grasp", "approach", "close", "lift", "verify")
