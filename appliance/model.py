@@ -88,8 +88,6 @@ class Prediction:
         return self.pose is not None
 
 
-
-
 def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: float) -> bool:
     """Whether another token the grammar allows scores within ``margin`` of ``token``."""
     best = float(logits[token])

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import numpy as np
 import torch
 from torch import nn
 
+from appliance.answer import AnswerFormat, AnswerVariant
 from appliance.grasp import GraspPose
 
 from .datasets.augment import Augmentation
@@ -76,16 +78,19 @@ def patch_centres(grid: int) -> torch.Tensor:
     return (torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) + 0.5) / grid
 
 
-def answer_digits(x: float, y: float, theta: float, decimals: int = 2) -> list[int]:
+DIGITS_FORMAT = AnswerFormat(AnswerVariant.NR_A, decimals=2)
+"""How the digit heads' targets are written: the answer's own rendering, two decimals."""
+
+
+def answer_digits(x: float, y: float, theta: float) -> list[int]:
     """The digits of a pose as the answer writes it (``DIGIT_GROUPS`` classes: see there)."""
-    from appliance.answer import _signed
+    x_text, y_text, theta_text = re.findall(r"-?\d\.\d\d", DIGITS_FORMAT.render(GraspPose(x, y, theta)))
 
     def digits(text: str) -> list[int]:
         units, fraction = text.lstrip("-").split(".")
-        return [min(int(units), 9), *(int(c) for c in fraction[:2].ljust(2, "0"))]
+        return [int(units), int(fraction[0]), int(fraction[1])]
 
-    t = _signed(theta, decimals)
-    return [*digits(f"{x:.{decimals}f}"), *digits(f"{y:.{decimals}f}"), int(t.startswith("-")), *digits(t)]
+    return [*digits(x_text), *digits(y_text), int(theta_text.startswith("-")), *digits(theta_text)]
 
 
 def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Tensor]:
@@ -122,9 +127,9 @@ def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -
     denom = mask.sum().clamp(min=1)
     loss = loss + ((out[PATCH_OFFSET] - target[PATCH_OFFSET]) ** 2 * mask).sum() / denom
     loss = loss + ((out[PATCH_ANGLE] - target[PATCH_ANGLE]) ** 2 * mask).sum() / denom
-    if PATCH_DIGITS in target:  # cross-entropy of each digit, where a grasp centre is
-        ce = nn.functional.cross_entropy(out[PATCH_DIGITS].flatten(0, 2), target[PATCH_DIGITS].flatten(), reduction="none")
-        loss = loss + (ce.view(center.shape + (DIGIT_GROUPS,)).mean(-1) * center).sum() / denom
+    # cross-entropy of each digit, where a grasp centre is
+    ce = nn.functional.cross_entropy(out[PATCH_DIGITS].flatten(0, 2), target[PATCH_DIGITS].flatten(), reduction="none")
+    loss = loss + (ce.view(center.shape + (DIGIT_GROUPS,)).mean(-1) * center).sum() / denom
     where = out[PATCH_WHERE]
     loss = loss + WHERE_WEIGHT * ((where - patch_centres(round(where.shape[1] ** 0.5)).to(where)) ** 2).sum(-1).mean()
     return loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"])
