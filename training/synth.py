@@ -42,6 +42,9 @@ class SynthConfig:
 
     seed: int = 0
     instances: int = 8
+    scene_seed: int | None = None
+    """Seed of the placements (default: ``seed``). The same ``seed`` with another ``scene_seed`` shows the
+    same objects in poses never seen (an image-wise test set); another ``seed``, objects never seen."""
     categories: tuple[str, ...] = CATEGORIES
     camera: CameraConfig = CameraConfig()
     table: TableConfig = TableConfig()
@@ -61,7 +64,8 @@ def render_sample(index: int, config: SynthConfig, library: list[ObjectModel]) -
     """Render image ``index``: its object, RGB, depth and rectangles."""
     import mujoco
 
-    rng = random.Random(f"{config.seed}:image:{index}")
+    scenes = config.seed if config.scene_seed is None else config.scene_seed
+    rng = random.Random(f"{scenes}:image:{index}")
     obj = library[rng.randrange(len(library))]
     for _ in range(MAX_PLACEMENTS):
         (x, y), yaw = place(config.table, rng)
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--images", type=int, required=True, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the object library and the scenes")
+    parser.add_argument("--scene-seed", type=int, help="seed of the scenes alone (default: --seed): with the training "
+                        "set's --seed, a test set of the same objects in new poses")
     parser.add_argument("--instances", type=int, default=8, help="objects per category (default 8)")
     parser.add_argument("--categories", help="comma-separated subset of: " + ", ".join(CATEGORIES))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes (default: all cores)")
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [c for c in categories if c not in CATEGORIES]
         if unknown:
             parser.error(f"unknown categories {unknown}; known: {', '.join(CATEGORIES)}")
-    config = SynthConfig(seed=args.seed, instances=args.instances, categories=categories)
+    config = SynthConfig(seed=args.seed, instances=args.instances, categories=categories, scene_seed=args.scene_seed)
     write_synthetic_dataset(args.out, args.images, config, args.workers, progress=True)
     print(f"wrote {args.images} images of {len(categories) * args.instances} objects to {args.out}")
     return 0

@@ -7,6 +7,7 @@ grasp, executes it (pre-grasp, descend, close, lift 15 cm) and counts a
 success when the hand holds something and the object rose with it.
 
     python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5
+    python -m appliance.sim.trials --config firmware_config/sim.yaml --source model --bundle models/rtgrasp-tiny
 """
 
 from __future__ import annotations
@@ -81,6 +82,23 @@ def oracle_source(config: SimCellConfig) -> GraspSource:
             return None
         first = [g for g in grasps if g.part == grasps[0].part]
         return GraspPose.from_rectangle(first[len(first) // 2].rectangle, (camera.width, camera.height))
+
+    return source
+
+
+def model_source(bundle: Path) -> GraspSource:
+    """A bundle, as the appliance runs it: the camera image and "pick up the <category>" in, its pose out."""
+    from appliance.model import GraspModel
+
+    model = GraspModel.load(bundle)
+
+    def source(rgb, depth, context) -> GraspPose | None:
+        prediction = model.predict(rgb, f"pick up the {context['category']}")
+        log.info("%s: %s", context["object"], prediction.text)
+        if prediction.pose is None:
+            return None
+        u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)  # the model's view → camera
+        return GraspPose(u / rgb.shape[1], v / rgb.shape[0], prediction.pose.theta)
 
     return source
 
@@ -196,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML file with a 'sim' section")
-    parser.add_argument("--source", choices=["oracle"], default="oracle", help="where grasps come from")
+    parser.add_argument("--source", choices=["oracle", "model"], default="oracle",
+                        help="where grasps come from: the ground truth, or a bundle (--bundle) as the appliance runs it")
+    parser.add_argument("--bundle", type=Path, help="with --source model: the bundle directory (e.g. models/rtgrasp-tiny)")
     parser.add_argument("--poses", type=int, default=5, help="poses per object (default 5, as in the paper)")
     parser.add_argument("--categories", help="comma-separated subset of the cell's categories")
     parser.add_argument("--json", type=Path, help="write every trial here")
@@ -210,11 +230,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     categories = set(args.categories.split(",")) if args.categories else None
+    if args.source == "model":
+        if args.bundle is None:
+            parser.error("--source model needs --bundle DIR")
+        try:
+            source = model_source(args.bundle)
+        except (OSError, ValueError, RuntimeError) as exc:  # a missing or corrupt bundle
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        source = oracle_source(config)
     cell = None if args.connect else start_cell(args.config)
     try:
         with SimCellClient(config.service) as client, FrankaArm(FrankaConfig(host=config.robot_host)) as arm:
             runner = TrialRunner(config, client, arm)
-            results = runner.run(oracle_source(config), args.poses, categories)
+            results = runner.run(source, args.poses, categories)
     finally:
         if cell is not None:
             stop_cell(cell)

@@ -12,7 +12,7 @@ zmq = pytest.importorskip("zmq")
 from appliance.robot.franka import FrankaArm, FrankaConfig  # noqa: E402
 from appliance.robot.plan import MotionError, tcp_pose  # noqa: E402
 from appliance.sim.client import SimCellClient  # noqa: E402
-from appliance.sim.trials import LIFT_SUCCESS_M, TrialRunner, oracle_source  # noqa: E402
+from appliance.sim.trials import LIFT_SUCCESS_M, TrialRunner, main, model_source, oracle_source  # noqa: E402
 from tests.helpers import sim_cell  # noqa: E402
 
 
@@ -104,3 +104,32 @@ def test_a_scene_of_several_objects(client):
     assert not state["knife-cell"]["on_table"]  # parked on the floor
     with pytest.raises(RuntimeError, match="non-empty list"):
         client.request("reset", objects=[])
+
+
+def test_a_bundle_proposes_the_grasp_as_the_appliance_would(client, arm, cell, nra_bundle):
+    """Table II's model rows: the bundle sees the camera image; its pose (in the crop it saw) is mapped back
+    to the camera image and executed. The random NR-A model always gives a pose under the grammar, so the
+    trial gets past prediction; whether it lifts anything is up to its weights."""
+    seen = []
+
+    def source(rgb, depth, context):
+        pose = model_source(nra_bundle)(rgb, depth, context)
+        seen.append((rgb.shape, pose))
+        return pose
+
+    result = TrialRunner(cell, client, arm).trial(2, 0, source, seed="test-model")
+    (shape, pose), = seen
+    assert shape == (480, 640, 3) and pose is not None
+    # the model's view is the 320-pixel centre crop of the 640 × 480 image: its poses land inside it
+    assert 160 / 640 <= pose.x <= 480 / 640 and 80 / 480 <= pose.y <= 400 / 480
+    assert result.stage != "predict", result
+
+
+def test_trials_cli_refuses_a_model_source_without_a_usable_bundle(tmp_path, capsys):
+    config = tmp_path / "sim.yaml"
+    config.write_text("sim:\n  categories: [box]\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "--source", "model"])
+    assert exit_info.value.code == 2 and "--bundle" in capsys.readouterr().err
+    assert main(["--config", str(config), "--source", "model", "--bundle", str(tmp_path / "nothing")]) == 2
+    assert "not a bundle" in capsys.readouterr().err
