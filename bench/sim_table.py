@@ -1,0 +1,115 @@
+"""Table II of the paper in simulation: grasp success over objects × poses, per grasp source, in one run.
+
+    python bench/sim_table.py --config firmware_config/sim.yaml --bundle models/rtgrasp-tiny \\
+        --heads runs/demo-model/vision/checkpoint-001500 --poses 5 --out bench/results/table2
+
+One sim cell, one arm connection; every source meets the same objects at the same seeded poses
+(the trials of ``appliance.sim.trials``: observe, predict, lift to the base frame with the depth image,
+plan, execute with pylibfranka, count a lift). Sources: the ground truth (``oracle``), the bundle as the
+appliance runs it (``model``) and, with ``--heads``, the vision stage's grasp heads (the GR-ConvNet-style
+CNN baseline trained on the same data). Writes ``table2.md`` and ``table2.json`` (every trial) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def table(results: dict[str, list], categories: list[str]) -> str:
+    """Rows: categories; columns: sources (lifted / trials); the last row the totals."""
+    sources = list(results)
+    lines = ["| object | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
+    for category in categories:
+        cells = []
+        for source in sources:
+            rs = [r for r in results[source] if r.category == category]
+            cells.append(f"{sum(r.success for r in rs)}/{len(rs)}")
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    totals = [f"**{100 * sum(r.success for r in rs) / max(1, len(rs)):.1f} %** ({sum(r.success for r in rs)}/{len(rs)})"
+              for rs in results.values()]  # fmt: skip
+    lines.append("| all | " + " | ".join(totals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def failure_stages(results: dict[str, list]) -> dict[str, dict[str, int]]:
+    """Per source, how many trials failed at each stage (predict, plan, close, lift, ...)."""
+    out: dict[str, dict[str, int]] = {}
+    for source, rs in results.items():
+        counts: dict[str, int] = defaultdict(int)
+        for r in rs:
+            if not r.success:
+                counts[r.stage] += 1
+        out[source] = dict(counts)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/sim_table.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="the sim cell's YAML (its 'sim' section)")
+    parser.add_argument("--bundle", type=Path, help="the model bundle to try (source 'model')")
+    parser.add_argument("--heads", type=Path, help="a vision-stage checkpoint (source 'heads', the CNN baseline)")
+    parser.add_argument("--crop", type=int, default=320, help="the workspace crop the heads trained on")
+    parser.add_argument("--poses", type=int, default=5, help="poses per object (the paper: 5)")
+    parser.add_argument("--categories", help="comma-separated subset of the cell's categories")
+    parser.add_argument("--no-oracle", action="store_true", help="leave out the ground-truth row")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    from appliance.config import ConfigError, load_config
+    from appliance.robot.franka import FrankaArm, FrankaConfig
+    from appliance.sim.cell import SimCellConfig
+    from appliance.sim.client import SimCellClient
+    from appliance.sim.trials import TrialRunner, heads_source, model_source, oracle_source, start_cell, stop_cell
+
+    try:
+        config = load_config(args.config, "sim", SimCellConfig)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    sources = {} if args.no_oracle else {"oracle": oracle_source(config)}
+    try:
+        if args.bundle:
+            sources["model"] = model_source(args.bundle)
+        if args.heads:
+            sources["heads"] = heads_source(args.heads, args.crop)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not sources:
+        parser.error("nothing to try: give --bundle and/or --heads, or keep the oracle")
+    categories = args.categories.split(",") if args.categories else list(config.categories)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list] = {}
+    start = time.monotonic()
+    cell = start_cell(args.config)
+    try:
+        with SimCellClient(config.service, timeout_s=10) as client, FrankaArm(FrankaConfig(host=config.robot_host)) as arm:
+            runner = TrialRunner(config, client, arm)
+            for name, source in sources.items():
+                results[name] = runner.run(source, args.poses, set(categories))
+                ok = sum(r.success for r in results[name])
+                print(f"{name}: {ok}/{len(results[name])} lifted ({time.monotonic() - start:.0f} s)", flush=True)
+    finally:
+        stop_cell(cell)
+    markdown = table(results, categories)
+    note = (f"{len(categories)} objects × {args.poses} poses per source, the same seeded poses for every source; "
+            f"sources: {', '.join(sources)}" + (f"; bundle `{args.bundle}`" if args.bundle else "")
+            + (f"; heads `{args.heads}`" if args.heads else "") + f". Failures by stage: {json.dumps(failure_stages(results))}.")  # fmt: skip
+    (args.out / "table2.md").write_text("# Table II in simulation\n\n" + markdown + "\n" + note + "\n")
+    (args.out / "table2.json").write_text(json.dumps({name: [asdict(r) for r in rs] for name, rs in results.items()}, indent=1) + "\n")
+    print("\n" + markdown + "\n" + note)
+    print(f"written: {args.out / 'table2.md'}, {args.out / 'table2.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
