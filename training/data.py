@@ -52,11 +52,16 @@ def encode(record: dict, tokenizer, image_token_id: int, image_tokens: int, max_
 
 
 class ConversationDataset(torch.utils.data.Dataset):
-    """The records of one ``train.json``/``test.json`` with their images."""
+    """The records of one ``train.json``/``test.json`` (or several, one after the other) with their images;
+    each record's image is found beside its own JSON file."""
 
-    def __init__(self, json_path: Path, processor, image_token_id: int, image_tokens: int, max_length: int = 512):
-        self.root = Path(json_path).parent
-        self.records = json.loads(Path(json_path).read_text())
+    def __init__(self, json_path: Path | list[Path], processor, image_token_id: int, image_tokens: int, max_length: int = 512):
+        paths = [Path(p) for p in json_path] if isinstance(json_path, (list, tuple)) else [Path(json_path)]
+        self.records, self.roots = [], []
+        for path in paths:
+            records = json.loads(path.read_text())
+            self.records += records
+            self.roots += [path.parent] * len(records)
         self.processor, self.image_token_id, self.image_tokens, self.max_length = processor, image_token_id, image_tokens, max_length
 
     def __len__(self) -> int:
@@ -65,7 +70,7 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         record = self.records[i]
         ids, labels = encode(record, self.processor.tokenizer, self.image_token_id, self.image_tokens, self.max_length)
-        with Image.open(self.root / record["image"]) as img:
+        with Image.open(self.roots[i] / record["image"]) as img:
             pixels = self.processor.image_processor(img.convert("RGB"), return_tensors="pt")["pixel_values"][0]
         return {"input_ids": ids, "labels": labels, "pixel_values": pixels}
 

@@ -58,6 +58,9 @@ class TrainConfig:
     fold: int = 0
     crop: int | None = None
     """vision stage: square crop (source pixels) of the augmented views; match build_dataset --crop."""
+    mix: tuple[str, ...] = ()
+    """More folders whose train.json records join ``data``'s (e.g. description turns that keep the
+    language alive while a stage trains on pose-only answers). ``data`` alone decides view.json."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -252,7 +255,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     base, processor = load_llava(Path(config.model))
     model = trainable_model(base, config.strategy)
     dataset = ConversationDataset(
-        Path(config.data) / "train.json", processor, base.config.image_token_index, base.config.image_seq_length, config.max_length
+        [Path(d) / "train.json" for d in (config.data, *config.mix)], processor, base.config.image_token_index, base.config.image_seq_length, config.max_length
     )
     if config.batch_size % (config.micro_batch * ranks.world):
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch × processes ({config.micro_batch} × {ranks.world})")
@@ -381,13 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["iw", "ow", "all"], default="all", help="vision stage: train on this split's training images")
     parser.add_argument("--fold", type=int, default=0, help="vision stage: the fold held out")
     parser.add_argument("--crop", type=int, help="vision stage: square crop in source pixels (as build_dataset --crop)")
+    parser.add_argument("--mix", action="append", default=[], metavar="DIR",
+                        help="another build_dataset folder whose training records join --data's (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
             args.model, args.data, args.out, args.strategy, args.steps, args.batch_size, args.micro_batch, args.lr,
             save_every=args.save_every, seed=args.seed, eval_every=args.eval_every, eval_images=args.eval_images,
-            split=args.split, fold=args.fold, crop=args.crop,
+            split=args.split, fold=args.fold, crop=args.crop, mix=tuple(args.mix),
         )  # fmt: skip
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

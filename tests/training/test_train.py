@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,27 @@ def test_dataset_items_carry_pixels(workdir):
     item = ds[0]
     assert item["pixel_values"].shape == (3, 224, 224)
     assert len(item["input_ids"]) == len(item["labels"])
+
+
+def test_mixed_data_finds_each_record_image_beside_its_own_json(workdir, tmp_path):
+    """--mix: another folder's records join, their images read from that folder, not from --data's."""
+    import shutil
+
+    model, processor = load_llava(workdir / "base")
+    other = tmp_path / "other"
+    shutil.copytree(workdir / "rt", other)
+    records = json.loads((other / "train.json").read_text())[:3]
+    (other / "train.json").write_text(json.dumps(records))
+    first = ConversationDataset(workdir / "rt" / "train.json", processor, model.config.image_token_index, 64)
+    for record in records:  # the images now live only in the other folder, under a new name
+        moved = "images/mixed-" + Path(record["image"]).name
+        if not (other / moved).exists():
+            (other / record["image"]).rename(other / moved)
+        record["image"] = moved
+    (other / "train.json").write_text(json.dumps(records))
+    ds = ConversationDataset([workdir / "rt" / "train.json", other / "train.json"], processor, model.config.image_token_index, 64)
+    assert len(ds) == len(first) + 3
+    assert torch.equal(ds[len(first)]["pixel_values"], first[0]["pixel_values"])
 
 
 def test_merged_model_equals_the_adapter_model(workdir):
