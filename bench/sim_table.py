@@ -25,6 +25,29 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def heads_source(checkpoint: Path, crop: int = 320, size: int = 224):
+    """The vision stage's grasp heads (the GR-ConvNet-style CNN baseline), on the workspace crop the
+    stage trained on. Needs the train extra (torch)."""
+    from types import SimpleNamespace
+
+    from appliance.grasp import GraspPose
+    from appliance.preprocess import workspace_view
+    from training.model import load_llava
+    from training.stages import heads_predictor
+
+    model, processor = load_llava(checkpoint)
+    predict = heads_predictor(checkpoint, model, processor)
+    spec = SimpleNamespace(crop=crop, size=size)  # what workspace_view reads of an ImageSpec
+
+    def source(rgb, depth, context):
+        view, box = workspace_view(rgb, spec)
+        pose = predict(view)
+        u, v = box.to_camera(pose.x, pose.y)
+        return GraspPose(u / rgb.shape[1], v / rgb.shape[0], pose.theta)
+
+    return source
+
+
 def table(results: dict[str, list], categories: list[str]) -> str:
     """Rows: categories; columns: sources (lifted / trials); the last row the totals."""
     sources = list(results)
@@ -69,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.robot.franka import FrankaArm, FrankaConfig
     from appliance.sim.cell import SimCellConfig
     from appliance.sim.client import SimCellClient
-    from appliance.sim.trials import TrialRunner, heads_source, model_source, oracle_source, start_cell, stop_cell
+    from appliance.sim.trials import TrialRunner, model_source, oracle_source, start_cell, stop_cell
 
     try:
         config = load_config(args.config, "sim", SimCellConfig)

@@ -8,7 +8,6 @@ success when the hand holds something and the object rose with it.
 
     python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5
     python -m appliance.sim.trials --config firmware_config/sim.yaml --source model --bundle models/rtgrasp-tiny
-    python -m appliance.sim.trials --config firmware_config/sim.yaml --source heads --heads runs/demo-model/vision/checkpoint-001500
 """
 
 from __future__ import annotations
@@ -100,28 +99,6 @@ def model_source(bundle: Path) -> GraspSource:
             return None
         u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)  # the model's view → camera
         return GraspPose(u / rgb.shape[1], v / rgb.shape[0], prediction.pose.theta)
-
-    return source
-
-
-def heads_source(checkpoint: Path, crop: int = 320, size: int = 224) -> GraspSource:
-    """The vision stage's grasp heads (the GR-ConvNet-style CNN baseline), on the workspace crop the
-    stage trained on. Needs the train extra (torch)."""
-    from types import SimpleNamespace
-
-    from appliance.preprocess import workspace_view
-    from training.model import load_llava
-    from training.stages import heads_predictor
-
-    model, processor = load_llava(checkpoint)
-    predict = heads_predictor(checkpoint, model, processor)
-    spec = SimpleNamespace(crop=crop, size=size)  # what workspace_view reads of an ImageSpec
-
-    def source(rgb, depth, context) -> GraspPose | None:
-        view, box = workspace_view(rgb, spec)
-        pose = predict(view)
-        u, v = box.to_camera(pose.x, pose.y)
-        return GraspPose(u / rgb.shape[1], v / rgb.shape[0], pose.theta)
 
     return source
 
@@ -237,13 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML file with a 'sim' section")
-    parser.add_argument("--source", choices=["oracle", "model", "heads"], default="oracle",
-                        help="where grasps come from: the ground truth, a bundle (--bundle) as the appliance runs it, "
-                        "or a vision-stage checkpoint's grasp heads (--heads, the CNN baseline)")
+    parser.add_argument("--source", choices=["oracle", "model"], default="oracle",
+                        help="where grasps come from: the ground truth, or a bundle (--bundle) as the appliance runs it "
+                        "(bench/sim_table.py adds the CNN baseline, which needs torch)")
     parser.add_argument("--bundle", type=Path, help="with --source model: the bundle directory (e.g. models/rtgrasp-tiny)")
     parser.add_argument("--poses", type=int, default=5, help="poses per object (default 5, as in the paper)")
-    parser.add_argument("--heads", type=Path, help="with --source heads: a vision-stage checkpoint (vision_heads.safetensors)")
-    parser.add_argument("--crop", type=int, default=320, help="with --source heads: the workspace crop it trained on")
     parser.add_argument("--categories", help="comma-separated subset of the cell's categories")
     parser.add_argument("--json", type=Path, help="write every trial here")
     parser.add_argument("--connect", action="store_true", help="use a running cell instead of starting one")
@@ -262,14 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             source = model_source(args.bundle)
         except (OSError, ValueError, RuntimeError) as exc:  # a missing or corrupt bundle
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    elif args.source == "heads":
-        if args.heads is None:
-            parser.error("--source heads needs --heads CHECKPOINT")
-        try:
-            source = heads_source(args.heads, args.crop)
-        except (OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     else:

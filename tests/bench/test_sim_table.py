@@ -34,3 +34,31 @@ def test_nothing_to_try_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(config), "--no-oracle", "--out", str(tmp_path)])
     assert "nothing to try" in capsys.readouterr().err
+
+
+def test_the_cnn_baseline_proposes_the_grasp_from_the_workspace_crop(tiny_spm_checkpoint, tmp_path):
+    """Table II's baseline rows: a vision-stage checkpoint's grasp heads (random here) on the 320-pixel crop."""
+    import shutil
+
+    pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from appliance.robot.franka import FrankaArm, FrankaConfig
+    from appliance.sim.client import SimCellClient
+    from appliance.sim.trials import TrialRunner
+    from bench.sim_table import heads_source
+    from tests.helpers import sim_cell
+    from training.reasoning import load_templates
+    from training.stages import PatchHeads
+
+    checkpoint = tmp_path / "vision"
+    shutil.copytree(tiny_spm_checkpoint, checkpoint)
+    save_file(PatchHeads(192, len(load_templates().categories) + 1).state_dict(), str(checkpoint / "vision_heads.safetensors"))
+    source = heads_source(checkpoint)
+    seen = []
+    with sim_cell(tmp_path, "mug") as cell, SimCellClient(cell.service, timeout_s=10) as client, \
+            FrankaArm(FrankaConfig(host=cell.robot_host)) as arm:  # fmt: skip
+        result = TrialRunner(cell, client, arm).trial(0, 0, lambda *a: seen.append(source(*a)) or seen[-1], seed="test-heads")
+    (pose,) = seen
+    assert 160 / 640 <= pose.x <= 480 / 640 and 80 / 480 <= pose.y <= 400 / 480
+    assert result.stage != "predict", result

@@ -134,25 +134,3 @@ def test_trials_cli_refuses_a_model_source_without_a_usable_bundle(tmp_path, cap
     assert main(["--config", str(config), "--source", "model", "--bundle", str(tmp_path / "nothing")]) == 2
     assert "not a bundle" in capsys.readouterr().err
 
-
-def test_the_cnn_baseline_proposes_the_grasp_from_the_workspace_crop(client, arm, cell, tiny_spm_checkpoint, tmp_path):
-    """Table II's baseline rows: a vision-stage checkpoint's grasp heads (random here) on the 320-pixel crop."""
-    import shutil
-
-    pytest.importorskip("torch")
-    from safetensors.torch import save_file
-
-    from appliance.sim.trials import heads_source
-    from training.reasoning import load_templates
-    from training.stages import PatchHeads
-
-    checkpoint = tmp_path / "vision"
-    shutil.copytree(tiny_spm_checkpoint, checkpoint)
-    heads = PatchHeads(192, len(load_templates().categories) + 1)
-    save_file(heads.state_dict(), str(checkpoint / "vision_heads.safetensors"))
-    source = heads_source(checkpoint)
-    seen = []
-    result = TrialRunner(cell, client, arm).trial(0, 0, lambda *a: seen.append(source(*a)) or seen[-1], seed="test-heads")
-    (pose,) = seen
-    assert 160 / 640 <= pose.x <= 480 / 640 and 80 / 480 <= pose.y <= 400 / 480
-    assert result.stage != "predict", result
