@@ -11,6 +11,7 @@ pytest.importorskip("pocketsphinx")
 if not (shutil.which("espeak-ng") and shutil.which("sox")):
     pytest.skip("needs espeak-ng and sox (scripts/setup installs them with the speech extra)", allow_module_level=True)
 
+from appliance.demo import speak  # noqa: E402
 from appliance.speech import SpeechError, Transcriber, Vocabulary, jsgf, normalise, read_wav  # noqa: E402
 
 OUT_OF_GRAMMAR = [
@@ -23,13 +24,6 @@ OUT_OF_GRAMMAR = [
 ]
 """Speech that is no command at all. (A command naming an unknown object, "pick up the dog", can still
 be heard as a known one that sounds alike: docs/protocol.md says so.)"""
-
-
-def speak(text: str, path) -> bytes:
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True, capture_output=True)
-    return path.read_bytes()
 
 
 def word_errors(ref: str, hyp: str) -> int:
