@@ -59,8 +59,8 @@ class BuildConfig:
     """``grasp`` (instruction → answer with pose) or ``describe`` (what and where the object is:
     the turns the ``align`` stage trains the projector on)."""
     targets: str = "all"
-    """Training records per view: ``all`` (one per positive grasp) or ``one`` (the positive nearest the
-    middle of all of them: the same image always asks for the same pose)."""
+    """Training records per view: ``all`` (one per positive grasp) or ``one`` (``central``: the same
+    picture always asks for the same pose)."""
 
     def __post_init__(self) -> None:
         AnswerFormat(self.variant, self.decimals)  # validates both
@@ -95,7 +95,7 @@ class SampleMaker:
         parts = view.labels.parts
         grasps = [[p.x, p.y, p.theta, r.length, r.width] for p, r in zip(poses, view.positives)]
         records = []
-        for i in [0] if all_grasps else [central(view.positives)] if self.config.targets == "one" else range(len(poses)):
+        for i in [0] if all_grasps else [central(view.positives, max(view.image_size))] if self.config.targets == "one" else range(len(poses)):
             part = parts[i] if parts else None
             named = part if part in category.grasp_at and rng.random() < PART_INSTRUCTION_RATE else None
             turns = [
@@ -177,10 +177,23 @@ def build_split(
     return records
 
 
-def central(rectangles) -> int:
-    """Index of the rectangle whose centre is nearest the mean centre of all of them."""
+TIE = 0.04
+"""Grasps whose distance to the middle is within this share of the view's side of the nearest one
+count as equally central (the rim of a bowl, a block's two axes)."""
+
+
+def central(rectangles, side: float) -> int:
+    """Index of the one grasp a view asks for: the most central, and among equally central ones the
+    topmost, then the one nearest horizontal.
+
+    The rule must be a function of what the image shows. "Nearest the mean centre" alone was not: on a
+    bowl every rim grasp is as near as any other, and a block's two axes share one centre, so the same
+    picture asked for different poses and the model learned their average — a point inside the bowl,
+    an angle between the axes (bowls, plates and mugs scored 1 of 26 on a fresh test set)."""
     centres = np.array([r.center for r in rectangles], dtype=float)
-    return int(np.argmin(np.linalg.norm(centres - centres.mean(axis=0), axis=1)))
+    distance = np.linalg.norm(centres - centres.mean(axis=0), axis=1)
+    tied = np.flatnonzero(distance <= distance.min() + TIE * side)
+    return int(min(tied, key=lambda i: (round(centres[i, 1]), round(abs(rectangles[i].angle), 2))))
 
 
 def _place_words(x: float, y: float) -> str:

@@ -1,4 +1,5 @@
 import json
+import math
 import random
 
 import numpy as np
@@ -94,11 +95,26 @@ def test_one_target_per_view_is_the_most_central_grasp(toy, tmp_path):
     records = json.loads((tmp_path / "one" / "train.json").read_text())
     assert len({r["image"] for r in records}) == len(records)  # one record per view
     assert one["splits"]["train"]["samples"] < every["splits"]["train"]["samples"]
-    assert central([_Rect((0, 0)), _Rect((10, 0)), _Rect((4, 1)), _Rect((20, 0))]) == 1  # mean (8.5, 0.25)
+    assert central([_Rect((0, 0)), _Rect((10, 0)), _Rect((4, 1)), _Rect((20, 0))], side=100) == 1  # mean (8.5, 0.25)
     with pytest.raises(ValueError, match="targets"):
         BuildConfig(targets="some")
 
 
+def test_equally_central_grasps_resolve_the_same_way_whatever_their_order():
+    """A ring (a bowl's rim) and a block's two axes: the picture, not the label order, decides."""
+    from training.build_dataset import central
+
+    ring = [_Rect((50 + 30 * math.cos(a), 50 + 30 * math.sin(a)), angle=a) for a in np.linspace(0, 2 * math.pi, 12, endpoint=False)]
+    block = [_Rect((40, 40), angle=1.2), _Rect((40, 40), angle=1.2 - math.pi / 2)]
+    rng = random.Random(0)
+    for rects, expected in ((ring, ring[9]), (block, block[1])):  # the topmost rim point; the axis nearer horizontal
+        for _ in range(5):
+            shuffled = rng.sample(rects, len(rects))
+            assert shuffled[central(shuffled, side=100)] is expected
+    # a clearly more central grasp still wins over a higher one
+    assert central([_Rect((50, 10)), _Rect((50, 48)), _Rect((50, 90))], side=100) == 1
+
+
 class _Rect:
-    def __init__(self, center):
-        self.center = center
+    def __init__(self, center, angle=0.0):
+        self.center, self.angle = center, angle
