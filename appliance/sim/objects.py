@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 
 
 MAX_OPENING = 0.075  # the Franka Hand opens 8 cm; keep a margin
+LABEL_SPACING = 0.01
+"""Metres between labelled grasp centres along a region (a segment, a rim): half the finger pads' 2 cm,
+so every point of an allowed region lies within a quarter pad of a label and a grasp the rectangle
+metric should accept anywhere on it is accepted anywhere (IoU > 0.25 allows ~0.6 pad of shift)."""
 ALONG_X = (1.0, 0.0, 0.0)  # zaxis that lays a capsule/cylinder along x
 
 
@@ -158,10 +162,12 @@ def _ring(part: str, radius: float, height: float, wall: float, z0: float = 0.0,
 
 
 def _rim_regions(radius: float, z: float, wall: float, skip: Callable[[float], bool] = lambda a: False) -> list[GraspRegion]:
-    """Pinch grasps on a rim: one finger inside, one outside, closing radially."""
+    """Pinch grasps on a rim: one finger inside, one outside, closing radially, every ``LABEL_SPACING``
+    around it (a round rim looks the same at every angle, so every angle of it is labelled)."""
     out = []
-    for k in range(8):
-        a = 2 * math.pi * k / 8
+    count = max(8, math.ceil(2 * math.pi * radius / LABEL_SPACING))
+    for k in range(count):
+        a = 2 * math.pi * k / count
         if skip(a):
             continue
         c = (radius * math.cos(a), radius * math.sin(a), z)

@@ -17,10 +17,9 @@ import numpy as np
 from appliance.geometry import Intrinsics, invert, pose_matrix, transform_points
 from appliance.grasp import GraspRectangle
 
-from .objects import GraspRegion, ObjectModel
+from .objects import LABEL_SPACING, GraspRegion, ObjectModel
 
 JAW_SIZE = 0.02  # metres: the Franka Hand's finger pads, drawn as the rectangle's width
-SEGMENT_SAMPLES = 3
 ROUND_ANGLES = 4
 
 
@@ -118,7 +117,8 @@ def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CameraCon
     K = camera.intrinsics
     T_cam_base = invert(camera.T_base_cam)
     start, end = np.array(region.start), np.array(region.end)
-    centers = [start] if np.allclose(start, end) else [start + t * (end - start) for t in np.linspace(0, 1, SEGMENT_SAMPLES)]
+    samples = 1 if np.allclose(start, end) else max(2, math.ceil(np.linalg.norm(end - start) / LABEL_SPACING) + 1)
+    centers = [start + t * (end - start) for t in np.linspace(0, 1, samples)]
     axes = [np.array([*region.axis, 0.0])] if region.axis else [
         np.array([math.cos(a), math.sin(a), 0.0]) for a in np.arange(ROUND_ANGLES) * math.pi / ROUND_ANGLES
     ]  # fmt: skip

@@ -104,3 +104,30 @@ def test_rectangles_land_on_the_right_parts(category):
                 names,
             )
             assert math.isfinite(grasp.rectangle.angle)
+
+
+@pytest.mark.parametrize("category", ["book", "plate", "mug", "screwdriver"])
+def test_labels_cover_every_point_of_an_allowed_region(category):
+    """Anywhere along an allowed segment or rim, a labelled centre lies within half a label spacing
+    (plus rounding): a grasp between two labels is not scored a miss by the rectangle metric."""
+    from appliance.sim.objects import LABEL_SPACING
+    from appliance.sim.scene import region_grasps
+
+    obj = make_object(category, random.Random(4))
+    T = np.eye(4)
+    T[:3, 3] = (0.5, 0.0, 0.0)
+    metres_per_px = CAMERA.position[2] / CAMERA.intrinsics.fx  # at the table: an upper bound for raised parts
+    for region in obj.regions:
+        if not region.allowed:
+            continue
+        centres = np.array([g.rectangle.center for g in region_grasps(region, T, CAMERA)])
+        start, end = np.array(region.start), np.array(region.end)
+        for t in np.linspace(0, 1, 50):  # points of the segment, projected
+            point = transform_points(np.linalg.inv(CAMERA.T_base_cam) @ T, (start + t * (end - start))[None])[0]
+            u, v = CAMERA.intrinsics.project(point[None])[0]
+            gap = np.min(np.hypot(centres[:, 0] - u, centres[:, 1] - v)) * metres_per_px
+            assert gap <= LABEL_SPACING / 2 + 1e-3, (category, region.part, t, gap)
+    rims = [r for r in obj.regions if r.part == "rim" and r.allowed]
+    if category == "plate":  # all round: neighbours one spacing apart along the circumference
+        radius = math.hypot(*rims[0].start[:2])
+        assert len(rims) >= 2 * math.pi * radius / LABEL_SPACING
