@@ -93,24 +93,33 @@ def answer_digits(x: float, y: float, theta: float) -> list[int]:
     return [*digits(x_text), *digits(y_text), int(theta_text.startswith("-")), *digits(theta_text)]
 
 
+CANDIDATES = 4
+"""Grasp centres a patch keeps as targets (a 28 px patch holds up to ~4 labelled centres; the rest are dropped)."""
+
+
 def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Tensor]:
-    """Per-patch targets of one augmented view: which patches hold a grasp centre, its offset and angle,
-    and its pose written out as the answer's digits."""
+    """Per-patch targets of one augmented view: which patches hold a grasp centre and, for up to
+    ``CANDIDATES`` of the centres in each, the offset, angle and the pose written out as the answer's
+    digits. ``slots`` marks the candidates that are real; the loss fits the nearest one (see there)."""
     size = sample.image_size[0]
     cell = size / grid
     center = torch.zeros(grid * grid)
-    offset = torch.zeros(grid * grid, 2)
-    angle = torch.zeros(grid * grid, 2)
-    digits = torch.zeros(grid * grid, DIGIT_GROUPS, dtype=torch.long)
+    slots = torch.zeros(grid * grid, CANDIDATES)
+    offset = torch.zeros(grid * grid, CANDIDATES, 2)
+    angle = torch.zeros(grid * grid, CANDIDATES, 2)
+    digits = torch.zeros(grid * grid, CANDIDATES, DIGIT_GROUPS, dtype=torch.long)
     for rect in sample.positives:
         x, y = rect.center
         col, row = min(int(x / cell), grid - 1), min(int(y / cell), grid - 1)
         k = row * grid + col
-        center[k] = 1.0
-        offset[k] = torch.tensor([x / cell - col, y / cell - row])
-        angle[k] = torch.tensor([math.cos(2 * rect.angle), math.sin(2 * rect.angle)])
-        digits[k] = torch.tensor(answer_digits(x / size, y / sample.image_size[1], rect.angle))
-    return {PATCH_CENTER: center, PATCH_OFFSET: offset, PATCH_ANGLE: angle, PATCH_DIGITS: digits,
+        j = int(slots[k].sum())
+        if j == CANDIDATES:
+            continue
+        center[k] = slots[k, j] = 1.0
+        offset[k, j] = torch.tensor([x / cell - col, y / cell - row])
+        angle[k, j] = torch.tensor([math.cos(2 * rect.angle), math.sin(2 * rect.angle)])
+        digits[k, j] = torch.tensor(answer_digits(x / size, y / sample.image_size[1], rect.angle))
+    return {PATCH_CENTER: center, "slots": slots, PATCH_OFFSET: offset, PATCH_ANGLE: angle, PATCH_DIGITS: digits,
             "category": torch.tensor(category_index)}  # fmt: skip
 
 
@@ -119,16 +128,25 @@ WHERE_WEIGHT = 10.0
 
 
 def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Centre: softmax over patches against the (normalised) positive patches; offset/angle where positive."""
+    """Centre: softmax over patches against the (normalised) positive patches. Offset, angle and digits:
+    in each positive patch, against the one candidate grasp the prediction is nearest to.
+
+    A patch often holds several labelled centres (a fifth of them do, ~14 px apart): fitting any fixed
+    one of them teaches the average of the candidates, which lies between grasps and misses them all.
+    Fitting the nearest (a winner-takes-all loss) lets the head commit to one real grasp; the digits
+    follow the same candidate, so what the token says in digits is the grasp its offset points at."""
     center = target[PATCH_CENTER]
     distribution = center / center.sum(dim=1, keepdim=True).clamp(min=1)
     loss = -(distribution * torch.log_softmax(out[PATCH_CENTER], dim=1)).sum(dim=1).mean()
-    mask = center.unsqueeze(-1)
-    denom = mask.sum().clamp(min=1)
-    loss = loss + ((out[PATCH_OFFSET] - target[PATCH_OFFSET]) ** 2 * mask).sum() / denom
-    loss = loss + ((out[PATCH_ANGLE] - target[PATCH_ANGLE]) ** 2 * mask).sum() / denom
-    # cross-entropy of each digit, where a grasp centre is
-    ce = nn.functional.cross_entropy(out[PATCH_DIGITS].flatten(0, 2), target[PATCH_DIGITS].flatten(), reduction="none")
+    denom = center.sum().clamp(min=1)
+    error = ((out[PATCH_OFFSET].unsqueeze(2) - target[PATCH_OFFSET]) ** 2).sum(-1) + (
+        (out[PATCH_ANGLE].unsqueeze(2) - target[PATCH_ANGLE]) ** 2
+    ).sum(-1)  # (batch, patches, candidates)
+    error = error.masked_fill(target["slots"] == 0, 1e4)  # no candidate there (finite: 0 × inf is nan)
+    nearest = error.detach().argmin(dim=-1, keepdim=True)
+    loss = loss + (error.gather(-1, nearest).squeeze(-1) * center).sum() / denom
+    digits = target[PATCH_DIGITS].gather(2, nearest.unsqueeze(-1).expand(-1, -1, 1, DIGIT_GROUPS)).squeeze(2)
+    ce = nn.functional.cross_entropy(out[PATCH_DIGITS].flatten(0, 2), digits.flatten(), reduction="none")
     loss = loss + (ce.view(center.shape + (DIGIT_GROUPS,)).mean(-1) * center).sum() / denom
     where = out[PATCH_WHERE]
     loss = loss + WHERE_WEIGHT * ((where - patch_centres(round(where.shape[1] ** 0.5)).to(where)) ** 2).sum(-1).mean()

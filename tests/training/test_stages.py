@@ -45,7 +45,7 @@ def test_targets_decode_back_to_the_grasp(workdir):
     ds = open_dataset(workdir / "toy")
     view = center_crop(ds.load(ds.ids[0]), None, (224, 224))
     target = grasp_targets(view, 8, 0)
-    out = {PATCH_CENTER: target[PATCH_CENTER][None] * 20, "offset": target["offset"][None], "angle": target["angle"][None]}
+    out = {PATCH_CENTER: target[PATCH_CENTER][None] * 20, "offset": target["offset"][None, :, 0], "angle": target["angle"][None, :, 0]}
     pose = predict_pose(out, 8)
     best = min(view.positives, key=lambda r: math.hypot(r.center[0] - pose.x * 224, r.center[1] - pose.y * 224))
     assert math.hypot(best.center[0] - pose.x * 224, best.center[1] - pose.y * 224) < 1e-3
@@ -124,3 +124,36 @@ def test_answer_digits_are_the_digits_the_answer_writes():
         written = "".join(c for c in text if c.isdigit())  # x, y, |θ|: units, tenths, hundredths each
         assert "".join(map(str, digits[:6] + digits[7:])) == written, (text, digits)
         assert digits[6] == int("-" in text)
+
+
+def test_vision_loss_fits_the_nearest_of_a_patchs_grasps():
+    """Two grasps in one patch: predicting either one exactly costs nothing in offset and angle (their
+    average would), and the digits are scored against the grasp the offset points at."""
+    from training.stages import CANDIDATES, DIGIT_GROUPS, PATCH_ANGLE, PATCH_DIGITS, PATCH_OFFSET, PATCH_WHERE, patch_centres, vision_loss
+
+    patches = 4
+    target = {
+        PATCH_CENTER: torch.tensor([[1.0, 0, 0, 0]]),
+        "slots": torch.zeros(1, patches, CANDIDATES),
+        PATCH_OFFSET: torch.zeros(1, patches, CANDIDATES, 2),
+        PATCH_ANGLE: torch.zeros(1, patches, CANDIDATES, 2),
+        PATCH_DIGITS: torch.zeros(1, patches, CANDIDATES, DIGIT_GROUPS, dtype=torch.long),
+        "category": torch.tensor([0]),
+    }
+    target["slots"][0, 0, :2] = 1
+    target[PATCH_OFFSET][0, 0, :2] = torch.tensor([[0.2, 0.2], [0.8, 0.7]])
+    target[PATCH_ANGLE][0, 0, :2] = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    target[PATCH_DIGITS][0, 0, 1] = 7
+
+    def loss(offset, angle, digit):
+        logits = torch.full((1, patches, DIGIT_GROUPS, 10), -30.0)
+        logits[..., digit] = 30.0
+        out = {PATCH_CENTER: torch.tensor([[30.0, 0, 0, 0]]), PATCH_OFFSET: torch.tensor([[offset] * patches]),
+               PATCH_ANGLE: torch.tensor([[angle] * patches]), PATCH_DIGITS: logits,
+               PATCH_WHERE: patch_centres(2)[None], "category": torch.tensor([[30.0, 0.0]])}  # fmt: skip
+        return float(vision_loss(out, target))
+
+    assert loss([0.8, 0.7], [0.0, 1.0], 7) < 1e-3  # the second grasp, its digits
+    assert loss([0.2, 0.2], [1.0, 0.0], 0) < 1e-3  # the first grasp, its digits
+    assert loss([0.8, 0.7], [0.0, 1.0], 0) > 10  # the second grasp's offset with the first's digits
+    assert loss([0.5, 0.45], [0.7, 0.7], 0) > 0.1  # the average of both
