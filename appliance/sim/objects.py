@@ -165,7 +165,7 @@ def _rim_regions(radius: float, z: float, wall: float, skip: Callable[[float], b
     """Pinch grasps on a rim: one finger inside, one outside, closing radially, every ``LABEL_SPACING``
     around it (a round rim looks the same at every angle, so every angle of it is labelled)."""
     out = []
-    count = max(8, math.ceil(2 * math.pi * radius / LABEL_SPACING))
+    count = 8 * math.ceil(2 * math.pi * radius / (8 * LABEL_SPACING))  # a multiple of the first datasets' 8
     for k in range(count):
         a = 2 * math.pi * k / count
         if skip(a):
