@@ -46,7 +46,7 @@ def percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
-def card(stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float) -> str:
+def card(stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float, work: str = "runs/demo-model") -> str:
     total = sum(s for _, _, s in stages)
     lines = [
         "# rtgrasp-tiny: the bundled demo model",
@@ -55,12 +55,15 @@ def card(stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float) ->
         "synthetic images of the simulated cell. Rebuild it from nothing with",
         "",
         "```bash",
-        "scripts/build_demo_model          # writes runs/demo-model/ and replaces this folder",
+        f"scripts/build_demo_model {work}   # writes {work}/ (default runs/demo-model) and replaces this folder",
         "```",
         "",
         f"Bundle size: {bundle_mb:.1f} MB. Whole build: {total / 60:.1f} min of stage time on the machine that built it.",
         "Seeds: training images `training.synth --seed 0`; test sets `--seed 0 --scene-seed 1` (the training",
         "objects in new poses) and `--seed 1` (a new object library); every training stage `--seed 0`.",
+        "Labels: every allowed grasp region of the synthetic images is labelled with a grasp centre every",
+        "1 cm along it and all round a rim (`LABEL_SPACING` in `appliance/sim/objects.py`); a pose is right",
+        "within 30° and IoU > 0.25 of any label.",
         "",
         "## Accuracy (rectangle metric, greedy answers)",
         "",
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no eval-*-*.json in {args.work}", file=sys.stderr)
         return 2
     bundle_mb = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file()) / 1e6
-    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb))
+    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work)))
     (args.out / "metrics.json").write_text(json.dumps({"stages": [{"name": n, "command": c, "seconds": s} for n, c, s in stages],
                                                        "metrics": metrics}, indent=1) + "\n")  # fmt: skip
     print(f"wrote {args.out / 'README.md'} and metrics.json")
