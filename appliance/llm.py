@@ -145,6 +145,10 @@ class TextModel:
         room = len(data) + 8
         buf = (self._lib.llama_token * room)()
         n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, room, add_bos, special)
+        if n < 0:  # byte fallback can take more tokens than bytes: ask again with the room it said it needs
+            room = -n
+            buf = (self._lib.llama_token * room)()
+            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, room, add_bos, special)
         if n < 0:
             raise LlamaError(f"tokenization needs {-n} tokens, more than {room}")
         return list(buf[:n])
