@@ -9,6 +9,7 @@ Exit status: 0 on a clean stop, 2 for a bad config or bundle, 1 when hardware
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -24,13 +25,14 @@ def build(config):
     from .daemon import Daemon
     from .jobs import Jobs
     from .llm import LlamaSettings
-    from .model import GraspModel
+    from .model_worker import ModelWorker
     from .notify import Notifier
     from .robot.worker import RobotProcess
     from .speech import make_transcriber
 
     m = config.model
-    model = GraspModel.load(Path(m.bundle), m.providers, LlamaSettings(m.n_ctx, m.n_batch, m.n_threads, m.n_gpu_layers))
+    # The model runs in its own process: a native crash there is one failed request, not a dead daemon.
+    model = ModelWorker(Path(m.bundle), m.providers, LlamaSettings(m.n_ctx, m.n_batch, m.n_threads, m.n_gpu_layers)).start()
     camera = make_camera(config.camera).connect()
     robot = None
     if config.robot is not None:
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="appliance.yaml")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a fatal signal leaves a traceback in the log (journald under systemd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .bundle import BundleError
     from .camera import CameraError
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if daemon.jobs.robot is not None:
             daemon.jobs.robot.close()
+        daemon.jobs.model.close()
         daemon.jobs.camera.disconnect()
     return 0
 

@@ -25,6 +25,7 @@ from . import protocol
 from .camera import CameraError
 from .jobs import JobError, Jobs
 from .journal import Journal
+from .model_worker import ModelCrashed
 from .notify import Notifier
 from .protocol import ProtocolError, Request
 from .robot.plan import MotionError
@@ -230,8 +231,8 @@ class Daemon:
         robot = self.jobs.robot
         return {
             "state": self.state, "uptime_s": round(time.monotonic() - self.started, 1), "queue": self.queue.qsize(),
-            "model": {"bundle": model.manifest.model, "quant": model.manifest.quant, "vision_providers": list(model.vision.active),
-                      "answer": model.manifest.answer.variant},
+            "model": {"bundle": model.manifest.model, "quant": model.manifest.quant, "vision_providers": model.vision_providers,
+                      "answer": model.manifest.answer.variant, "process": model.status()},
             "camera": self.config.camera.type, "robot": None if robot is None else {"alive": robot.alive, "stopping": robot.stopping},
             "speech": self.transcriber is not None, "sessions": len(self.jobs.sessions),
             "interrupted": [{"id": r["id"], "type": r["type"], "state": r["state"]} for r in self.interrupted],
@@ -284,6 +285,8 @@ class Daemon:
             error = (exc.code, str(exc))
         except CameraError as exc:
             error = ("camera", f"{exc}: nothing moves")
+        except ModelCrashed as exc:
+            error = (exc.code, f"{exc}: nothing moves")
         except MotionError as exc:
             error = ("motion_failed", str(exc))
         except RobotUnavailable as exc:

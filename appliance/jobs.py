@@ -17,7 +17,8 @@ import numpy as np
 from .annotate import annotate, png_bytes
 from .camera import Camera, Frame
 from .geometry import image_grasp_to_base
-from .model import GraspModel, Prediction, Session
+from .model import Prediction
+from .model_worker import ModelWorker, RemoteSession
 from .robot.plan import GraspPlan, MotionError, UnsafeTarget, plan_top_down
 from .settings import ApplianceConfig
 
@@ -38,7 +39,7 @@ class JobError(RuntimeError):
 class Conversation:
     """A session with the frame its image came from (refinements act on the same picture)."""
 
-    session: Session
+    session: RemoteSession
     frame: Frame
 
 
@@ -55,7 +56,7 @@ def prediction_fields(prediction: Prediction) -> dict:
 class Jobs:
     """The daemon's long-running work, done one request at a time on the worker thread."""
 
-    def __init__(self, config: ApplianceConfig, model: GraspModel, camera: Camera, robot=None, recorder=None):
+    def __init__(self, config: ApplianceConfig, model: ModelWorker, camera: Camera, robot=None, recorder=None):
         self.config, self.model, self.camera, self.robot, self.recorder = config, model, camera, robot, recorder
         self.sessions: OrderedDict[str, Conversation] = OrderedDict()
 

@@ -93,6 +93,37 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
     }  # fmt: skip
 
 
+def process_boundary(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> dict:
+    """Time one predict turn in this process and through the model process (appliance.model_worker), alternately.
+
+    The daemon runs the model in a child so that a native crash is one failed request; the cost is the
+    pickled camera image going in and the prediction (with its 224 px view) coming back."""
+    from appliance.model import GraspModel
+    from appliance.model_worker import ModelWorker
+    from training.datasets import open_dataset
+    from training.evaluate import held_out_ids
+
+    local, worker = GraspModel.load(bundle), ModelWorker(bundle).start()
+    dataset = open_dataset(root)
+    rows = []
+    try:
+        for i, image_id in enumerate(held_out_ids(dataset, split, fold)[:limit]):
+            sample = dataset.load(image_id)
+            instruction = f"pick up the {sample.category}" if sample.category else "Predict a grasp pose for the object in the image."
+            row = {}
+            for where in ("in_process", "worker") if i % 2 == 0 else ("worker", "in_process"):  # alternate who goes first
+                start = time.perf_counter()
+                row[where] = (local if where == "in_process" else worker).session().ask(instruction, sample.image)
+                row[f"{where}_ms"] = 1000 * (time.perf_counter() - start)
+            rows.append({**row, "same": row["in_process"].tokens == row["worker"].tokens})
+    finally:
+        worker.close()
+        local.llm.close()
+    inside, outside = (statistics.median(r[k] for r in rows) for k in ("in_process_ms", "worker_ms"))
+    return {"images": len(rows), "median_in_process_ms": inside, "median_worker_ms": outside, "overhead_ms": outside - inside,
+            "ratio": outside / inside, "identical_output": all(r["same"] for r in rows)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Per-stage latency of a bundle and speculative vs plain decoding, in one run; with --model, "
@@ -107,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--worker", action="store_true", help="also time a predict turn in this process vs in the model process")
     args = parser.parse_args(argv)
     if args.bundle is None and args.model is None:
         parser.error("give --bundle, --model, or both")
@@ -122,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             print(quantization.table(engines))
         bundle = args.bundle or Path(work) / f"bundle-{min(args.bits)}"
         report = run(bundle, args.root, args.split, args.fold, args.limit)
+        if args.worker:
+            report["process_boundary"] = process_boundary(bundle, args.root, args.split, args.fold, args.limit)
     if engines is not None:
         report["engines"] = engines
         report["bundle"] = str(args.bundle) if args.bundle else f"{args.model} at {min(args.bits)} bits"
@@ -131,9 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decode tokens/s: plain {report['decode_tokens_per_s']:.0f}, speculative {report['decode_tokens_per_s_speculative']:.0f} "
           f"-> speedup {report['speculative_speedup']:.2f}x (draft acceptance {100 * report['draft_acceptance']:.0f} %), "
           f"identical output: {report['identical_output']}; peak RSS {report['peak_rss_mb']:.0f} MB")  # fmt: skip
+    if args.worker:
+        b = report["process_boundary"]
+        print(f"model process: median {b['median_worker_ms']:.1f} ms per predict vs {b['median_in_process_ms']:.1f} ms in process "
+              f"({b['overhead_ms']:+.1f} ms, x{b['ratio']:.3f}), identical output: {b['identical_output']}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
-    return 0 if report["identical_output"] else 1
+    return 0 if report["identical_output"] and report.get("process_boundary", {}).get("identical_output", True) else 1
 
 
 if __name__ == "__main__":

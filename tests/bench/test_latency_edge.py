@@ -52,3 +52,12 @@ def test_random_llama_decodes_through_our_runtime_and_projection_is_bandwidth_ov
     agx = next(r for r in rows if "AGX" in r["device"])
     assert agx["bound_tokens_per_s"] == pytest.approx(204.8e9 / edge.LLAMA_7B_Q4_K_M_BYTES, abs=0.1)
     assert agx["answer_decode_s"] == pytest.approx(50 / agx["expected_tokens_per_s"], rel=0.01)
+
+
+def test_latency_times_the_model_process_beside_the_in_process_model(tmp_path, f32_bundle):
+    root = write_toy_dataset(tmp_path / "toy", images=2, seed=6, objects=2)
+    out = tmp_path / "latency.json"
+    latency.main(["--bundle", str(f32_bundle), "--root", str(root), "--split", "all", "--limit", "2", "--worker", "--json", str(out)])
+    boundary = json.loads(out.read_text())["process_boundary"]
+    assert boundary["images"] == 2 and boundary["identical_output"] is True
+    assert boundary["median_worker_ms"] > 0 and boundary["median_in_process_ms"] > 0

@@ -69,7 +69,7 @@ class Running:
     def close(self):
         self.daemon.shutdown.set()
         self.thread.join(timeout=10)
-        self.daemon.jobs.model.llm.close()
+        self.daemon.jobs.model.close()
 
 
 @pytest.fixture

@@ -140,3 +140,34 @@ def test_a_retry_after_a_restart_is_answered_from_the_journal(tmp_path, f32_bund
         assert second.daemon.journal.count() == 1  # answered from the journal, not run (and journalled) again
     finally:
         second.close()
+
+
+def test_a_model_process_killed_mid_predict_is_model_crashed_and_the_daemon_goes_on(daemon):
+    import os
+    import signal
+
+    status = json.loads(send(daemon.requests, [protocol.request("status", "crash-st")])[-1])
+    pid = status["model"]["process"]["pid"]
+    assert status["model"]["process"]["alive"] and status["model"]["process"]["restarts"] == 0
+    os.kill(pid, signal.SIGSTOP)
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(daemon.requests)
+    try:
+        dealer.send_multipart([protocol.request("predict", "crash-1", text="pick up the mug")])
+        time.sleep(1.0)  # the replay camera answers at once: the request now waits on the frozen model
+        os.kill(pid, signal.SIGSEGV)
+        os.kill(pid, signal.SIGCONT)
+        assert dealer.poll(60000)
+        reply = json.loads(dealer.recv_multipart()[-1])
+    finally:
+        dealer.close(0)
+    assert not reply["ok"] and reply["error"]["code"] == "model_crashed", reply
+    assert "signal SIGSEGV" in reply["error"]["message"]
+    client = Client(daemon.requests, timeout_s=60)
+    again, _ = client.request("predict", text="pick up the mug")
+    status, _ = client.request("status")
+    client.close()
+    assert again["ok"], again
+    process = status["model"]["process"]
+    assert process["restarts"] == 1 and process["pid"] != pid and "SIGSEGV" in process["last_crash"]

@@ -223,3 +223,28 @@ def test_sigkill_mid_grasp_stops_the_arm_and_the_restart_never_repeats_it(tmp_pa
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_a_model_process_killed_mid_grasp_is_model_crashed_and_nothing_moves(daemon, sim):
+    pid = request(daemon, "status")["model"]["process"]["pid"]
+    os.kill(pid, signal.SIGSTOP)  # frozen: the grasp's model call waits in the pipe
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(daemon.config.server.requests)
+    try:
+        dealer.send_multipart([b"", protocol.request("grasp", "crash-grasp", text="grasp the box")])
+        observed = settled(sim, within_s=30.0)  # the arm went out of the camera's view, then waits on the model
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGSEGV)
+        os.kill(pid, signal.SIGCONT)
+        assert dealer.poll(60000)
+        reply = json.loads(dealer.recv_multipart()[1])
+    finally:
+        dealer.close(0)
+    assert not reply["ok"] and reply["error"]["code"] == "model_crashed", reply
+    assert "SIGSEGV" in reply["error"]["message"] and "nothing moves" in reply["error"]["message"]
+    time.sleep(2.0)
+    assert np.abs(arm_q(sim) - observed).max() < 1e-3  # no grasp motion came of it
+    status = request(daemon, "status")
+    assert status["model"]["process"]["restarts"] == 1 and status["model"]["process"]["pid"] != pid
+    assert request(daemon, "grasp", text="grasp the box")["ok"]  # the new model process serves the next grasp

@@ -1,0 +1,109 @@
+"""The model in its own process: the same answers as in-process, and a native crash is one failed call."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("onnxruntime")
+
+from appliance.llm import LlamaSettings  # noqa: E402
+from appliance.model import GraspModel  # noqa: E402
+from appliance.model_worker import ModelCrashed, ModelWorker  # noqa: E402
+
+SETTINGS = LlamaSettings(n_ctx=512, n_batch=64)
+IMAGE = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def worker(f32_bundle):
+    w = ModelWorker(f32_bundle, llama=SETTINGS).start()
+    yield w
+    w.close()
+
+
+def crash_during(worker, call, sig=signal.SIGSEGV):
+    """Run ``call`` in a thread while the model process is frozen, deliver ``sig``, and return what the call raised."""
+    pid = worker.pid
+    os.kill(pid, signal.SIGSTOP)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as exc:  # what the test inspects
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.5)  # the call is in the pipe; the frozen child cannot have answered it
+    os.kill(pid, sig)
+    os.kill(pid, signal.SIGCONT)
+    thread.join(60)
+    assert not thread.is_alive()
+    return outcome
+
+
+def test_answers_equal_the_in_process_model(worker, f32_bundle):
+    local = GraspModel.load(f32_bundle, llama=SETTINGS)
+    try:
+        want = local.session()
+        first, second = want.ask("pick up the mug", IMAGE, 24), want.ask("grasp it by the handle instead", max_new_tokens=24)
+    finally:
+        local.llm.close()
+    session = worker.session()
+    got = session.ask("pick up the mug", IMAGE, 24)
+    assert got.tokens == first.tokens and got.text == first.text
+    assert session.ask("grasp it by the handle instead", max_new_tokens=24).tokens == second.tokens
+    assert len(session.turns) == 2 and worker.vision_providers
+
+
+def test_a_segfault_mid_call_is_model_crashed_and_the_next_call_works(worker):
+    session = worker.session()
+    first = session.ask("pick up the mug", IMAGE, 24)
+    restarts = worker.restarts
+    outcome = crash_during(worker, lambda: session.ask("grasp it by the handle instead", max_new_tokens=24))
+    assert isinstance(outcome.get("error"), ModelCrashed), outcome
+    assert "SIGSEGV" in str(outcome["error"])
+    assert worker.restarts == restarts + 1 and "SIGSEGV" in worker.status()["last_crash"]
+    # the conversation lived in the dead process: it is replayed, and goes on as if nothing happened
+    again = session.ask("grasp it by the handle instead", max_new_tokens=24)
+    assert session.turns[0] is first and again.ok == (again.pose is not None)
+    fresh = worker.session()
+    fresh.ask("pick up the mug", IMAGE, 24)
+    assert fresh.ask("grasp it by the handle instead", max_new_tokens=24).tokens == again.tokens
+
+
+def test_an_abort_on_the_first_turn_names_sigabrt(worker):
+    outcome = crash_during(worker, lambda: worker.session().ask("pick up the mug", IMAGE, 24), signal.SIGABRT)
+    assert "SIGABRT" in str(outcome["error"])
+    assert worker.session().ask("pick up the mug", IMAGE, 24).tokens
+
+
+def test_a_hung_model_is_killed_at_the_timeout_and_its_late_answer_never_read(f32_bundle):
+    worker = ModelWorker(f32_bundle, llama=SETTINGS, call_timeout_s=1.0).start()
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)
+        with pytest.raises(ModelCrashed, match="gave no answer within 1 s and was killed"):
+            worker.session().ask("pick up the mug", IMAGE, 24)
+        assert worker.restarts == 1
+        assert worker.session().ask("pick up the mug", IMAGE, 24).tokens
+    finally:
+        worker.close()
+
+
+def test_a_bundle_that_does_not_load_fails_at_start(f32_bundle, tmp_path):
+    import shutil
+
+    from appliance.bundle import BundleError
+
+    copy = tmp_path / "b"
+    shutil.copytree(f32_bundle, copy)
+    llm = next(copy.glob("*.gguf"))
+    llm.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(BundleError):  # the parent verifies hashes before any child starts
+        ModelWorker(copy, llama=SETTINGS)
