@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -25,6 +27,7 @@ import zmq
 from . import protocol
 
 DEFAULT_REQUESTS, DEFAULT_EVENTS = "tcp://127.0.0.1:5570", "tcp://127.0.0.1:5571"
+WATCH_EVERY_S = 0.5
 
 
 class DaemonUnavailable(RuntimeError):
@@ -32,10 +35,14 @@ class DaemonUnavailable(RuntimeError):
 
 
 class Client:
-    """Request/reply with retries; ``request`` returns (reply dict, extra frames such as the PNG)."""
+    """Request/reply with retries; ``request`` returns (reply dict, extra frames such as the PNG).
 
-    def __init__(self, endpoint: str = DEFAULT_REQUESTS, timeout_s: float = 120.0, retries: int = 3, curve: tuple | None = None):
-        self.endpoint, self.timeout_s, self.retries, self.curve = endpoint, timeout_s, retries, curve
+    ``watch``, when given, is called about twice a second while a reply is awaited; it raises to give
+    up early (the demo raises when the daemon's process has exited: no reply can come then)."""
+
+    def __init__(self, endpoint: str = DEFAULT_REQUESTS, timeout_s: float = 120.0, retries: int = 3, curve: tuple | None = None,
+                 watch: Callable[[], None] | None = None):  # fmt: skip
+        self.endpoint, self.timeout_s, self.retries, self.curve, self.watch = endpoint, timeout_s, retries, curve, watch
         self.context = zmq.Context.instance()
         self.socket = None
 
@@ -57,12 +64,23 @@ class Client:
             if self.socket is None:
                 self.socket = self._open()
             self.socket.send_multipart(frames)
-            if self.socket.poll(int(self.timeout_s * 1000)):
+            if self._poll():
                 reply, *extra = self.socket.recv_multipart()
                 return json.loads(reply), extra
             self.socket.close(0)  # Lazy Pirate: a REQ socket that lost its reply cannot send again
             self.socket = None
         raise DaemonUnavailable(f"no reply from {self.endpoint} after {self.retries} tries of {self.timeout_s:.0f} s")
+
+    def _poll(self) -> bool:
+        """Wait up to ``timeout_s`` for the reply, calling ``watch`` on the way."""
+        if self.watch is None:
+            return bool(self.socket.poll(int(self.timeout_s * 1000)))
+        deadline = time.monotonic() + self.timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self.socket.poll(int(min(left, WATCH_EVERY_S) * 1000)):
+                return True
+            self.watch()
+        return False
 
     def close(self) -> None:
         if self.socket is not None:
@@ -117,6 +135,19 @@ def show(reply: dict, out=None) -> None:
         out.write(json.dumps({k: v for k, v in reply.items() if k not in ('v',)}, indent=1) + "\n")
 
 
+def what_to_check(endpoint: str, curve: bool) -> str:
+    """The advice printed when the daemon did not answer."""
+    lines = [
+        "check that the daemon runs: systemctl status rtgrasp (its log: journalctl -u rtgrasp -n 50)",
+        f"check the endpoint: the daemon's server.requests in appliance.yaml must be {endpoint} (or pass --endpoint)",
+    ]
+    if endpoint.startswith("tcp://") and not endpoint.startswith(("tcp://127.", "tcp://localhost", "tcp://[::1]")):
+        lines.append("off loopback the daemon requires CurveZMQ: " + (
+            "is this client's public key in the daemon's allowed_clients, and --server-key the daemon's public key?"
+            if curve else "pass --key (this client's .key_secret) and --server-key (the daemon's .key)"))  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m appliance.client",
@@ -165,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reply, extra = client.request(kind, audio, **fields)
     except DaemonUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}\n{what_to_check(args.endpoint, curve is not None)}", file=sys.stderr)
         return 1
     finally:
         client.close()

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from .client import Client, DaemonUnavailable, show
+from .proc import describe_exit, tail
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "firmware_config"
@@ -95,19 +96,47 @@ def speak(text: str, path: Path) -> bytes | None:
     return path.read_bytes()
 
 
-def wait_ready(client: Client, daemon: subprocess.Popen, log: Path) -> dict:
+class ProcessDied(RuntimeError):
+    """One of the demo's processes (the daemon, the sim cell) has exited."""
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A process the demo depends on, and where it writes its log."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def check(self) -> None:
+        """Raise ``ProcessDied`` with how it ended and its last log lines, if it has exited."""
+        if self.proc.poll() is not None:
+            raise ProcessDied(f"the {self.name} exited with {describe_exit(self.proc.returncode)}; "
+                              f"the last lines of {self.log}:\n{tail(self.log).rstrip()}")  # fmt: skip
+
+
+def watcher(*watched: Watched):
+    """A ``Client.watch`` callback: no reply can come once a process it depends on is gone."""
+
+    def check() -> None:
+        for w in watched:
+            w.check()
+
+    return check
+
+
+def wait_ready(client: Client, daemon: Watched) -> dict:
     """Poll ``status`` until the daemon answers; fail with its log's tail if it exits first."""
     deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise RuntimeError(f"the daemon exited with {daemon.returncode}:\n" + "".join(log.read_text().splitlines(True)[-15:]))
+        daemon.check()
         try:
             reply, _ = client.request("status")
             if reply.get("ok"):
                 return reply
         except DaemonUnavailable:
             pass
-    raise RuntimeError(f"the daemon did not answer within {DAEMON_START_TIMEOUT_S:.0f} s (log: {log})")
+    raise RuntimeError(f"the daemon did not answer within {DAEMON_START_TIMEOUT_S:.0f} s (log: {daemon.log})")
 
 
 def save_camera(sim, path: Path) -> None:
@@ -125,21 +154,23 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
     categories = sorted({s.object for s in STEPS})
     sim_path, daemon_path, daemon_config = write_configs(out, bundle, categories)
     print(f"== starting the sim cell ({', '.join(categories)}) and the daemon (bundle {bundle})", flush=True)
-    cell = start_cell(sim_path)
+    cell = Watched("sim cell", start_cell(sim_path, out / "cell.log"), out / "cell.log")
     daemon_log = out / "daemon.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with daemon_log.open("w") as log_file:
-        daemon = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(daemon_path)],
-                                  stdout=log_file, stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    client = Client(daemon_config["server"]["requests"], timeout_s=2.0, retries=1)
+        daemon = Watched("daemon", subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(daemon_path)],
+                                                    stdout=log_file, stderr=subprocess.STDOUT, env=env), daemon_log)  # fmt: skip
+    watch = watcher(daemon, cell)
+    client = Client(daemon_config["server"]["requests"], timeout_s=2.0, retries=1, watch=watch)
     results = []
     try:
         with SimCellClient(daemon_config["camera"]["endpoint"], timeout_s=10) as sim:
-            wait_ready(client, daemon, daemon_log)
+            wait_ready(client, daemon)
             client.close()
-            client = Client(daemon_config["server"]["requests"], timeout_s=300.0, retries=1)
+            client = Client(daemon_config["server"]["requests"], timeout_s=300.0, retries=1, watch=watch)
             session = None
             for step in STEPS:
+                watch()
                 placed = sim.reset(f"{step.object}-cell", seed=f"demo:{seed}:{step.object}")  # a refinement sees the same scene again
                 print(f"\n== {step.name}: {step.kind} {step.text!r} ({step.object} at x={placed['x']:.3f} m, y={placed['y']:.3f} m)", flush=True)
                 audio = None
@@ -163,14 +194,17 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
                 results.append({"step": step.name, "instruction": step.text, "reply": reply})
                 client.request("release")
                 client.request("home")
+    except ProcessDied as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)  # now, before the teardown below
+        raise
     finally:
         client.close()
-        daemon.send_signal(signal.SIGTERM)
+        daemon.proc.send_signal(signal.SIGTERM)
         try:
-            daemon.wait(20)
+            daemon.proc.wait(20)
         except subprocess.TimeoutExpired:
-            daemon.kill()
-        stop_cell(cell)
+            daemon.proc.kill()
+        stop_cell(cell.proc)
     return results
 
 
@@ -191,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     try:
         results = run(args.bundle, args.out, args.seed)
+    except ProcessDied:
+        return 1  # said already
     except (RuntimeError, DaemonUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import numpy as np
 from appliance.config import ConfigError, load_config
 from appliance.geometry import Intrinsics, image_grasp_to_base, pose_matrix
 from appliance.grasp import GraspPose
+from appliance.proc import describe_exit, tail
 from appliance.robot.franka import FrankaArm, FrankaConfig
 from appliance.robot.plan import GraspLimits, MotionError, UnsafeTarget, Workspace, execute, plan_top_down
 
@@ -179,24 +181,30 @@ def summarise(results: list[TrialResult]) -> str:
     return "\n".join(lines)
 
 
-def start_cell(config_path: Path) -> subprocess.Popen:
-    """Start ``python -m appliance.sim`` in its own process and wait until it says it is ready."""
+def start_cell(config_path: Path, log_path: Path | None = None) -> subprocess.Popen:
+    """Start ``python -m appliance.sim`` in its own process and wait until it says it is ready.
+
+    Its output goes to ``log_path`` (a temporary file by default; the path is ``proc.log_path``), never
+    to a pipe nobody reads once the cell runs: a full pipe would stall the cell."""
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance.sim", "--config", str(config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix="rtgrasp-cell-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance.sim", "--config", str(config_path)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    proc.log_path = log_path
     deadline = time.monotonic() + CELL_START_TIMEOUT_S
-    lines = []
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("sim cell ready"):
+        if "sim cell ready" in log_path.read_text(errors="replace"):
             return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("the sim cell did not start:\n" + "".join(lines[-20:]))
+    proc.wait()
+    raise RuntimeError(f"the sim cell did not start ({describe_exit(proc.returncode)}):\n" + tail(log_path, 20))
 
 
 def stop_cell(proc: subprocess.Popen) -> None:

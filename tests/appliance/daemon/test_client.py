@@ -29,6 +29,15 @@ def test_errors(daemon, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--endpoint", daemon.requests])  # no instruction
     assert main(["--endpoint", "tcp://127.0.0.1:9", "--status", "--timeout", "0.3", "--retries", "2"]) == 1
-    assert "no reply" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no reply" in err and "systemctl status rtgrasp" in err and "tcp://127.0.0.1:9" in err
     assert main(["--endpoint", daemon.requests, "--home"]) == 3  # no arm configured: an error reply
     assert "no_robot" in capsys.readouterr().out
+
+
+def test_off_loopback_without_a_key_the_advice_names_curve(capsys):
+    from appliance.client import what_to_check
+
+    assert "--key" in what_to_check("tcp://192.0.2.1:5570", curve=False)
+    assert "allowed_clients" in what_to_check("tcp://192.0.2.1:5570", curve=True)
+    assert "Curve" not in what_to_check("tcp://127.0.0.1:5570", curve=False)

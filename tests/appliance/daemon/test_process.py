@@ -119,3 +119,17 @@ def test_curve_serves_allowed_keys_only(tmp_path, f32_bundle, recording):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_a_fatal_signal_leaves_a_traceback_in_the_daemons_log(tmp_path, f32_bundle, recording):
+    path, requests, _ = write_config(tmp_path, f32_bundle, recording)
+    proc = start(path)
+    try:
+        wait_status(requests)
+        proc.send_signal(signal.SIGSEGV)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGSEGV
+    text = out.decode(errors="replace")
+    assert "Fatal Python error: Segmentation fault" in text and "File " in text  # faulthandler's dump, with frames
