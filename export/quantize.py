@@ -102,7 +102,7 @@ def check_model_dir(model_dir: Path) -> dict:
 def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: str = "fp32", force: bool = False,
                  progress: bool = True) -> Manifest:  # fmt: skip
     """Export, quantize, check and write the bundle; returns its manifest."""
-    from tqdm import tqdm
+    from training.progress import progress_bar
 
     from training.model import PROMPT_TEMPLATE, load_llava
     from training.tokenizer import IMAGE
@@ -122,7 +122,7 @@ def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: st
     work = out.with_name(f".{out.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    steps = tqdm(total=4, desc="bundle", unit="step", disable=not progress)
+    steps = progress_bar(total=4, desc="bundle", unit="step", disable=not progress)
     started = time.monotonic()
 
     steps.set_postfix_str("vision tower → ONNX")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from training.progress import progress_bar
 
 from appliance.grasp import GraspPose
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         args.vis.mkdir(parents=True, exist_ok=True)
     ids = ds.ids[: args.limit] if args.limit else ds.ids
     with args.out.open("w") as out:
-        for image_id in tqdm(ids, desc="baseline", unit="img"):
+        for image_id in progress_bar(ids, desc="baseline", unit="img"):
             sample = ds.load(image_id, with_depth=False)
             pose = predict(sample.image)
             out.write(json.dumps({"image": image_id, "x": pose.x, "y": pose.y, "theta": pose.theta}) + "\n")

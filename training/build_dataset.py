@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from training.progress import progress_bar
 
 from appliance.answer import AnswerFormat, AnswerVariant
 from appliance.grasp import GraspPose
@@ -157,7 +157,7 @@ def build_split(
     image_dir = out / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     records = []
-    for image_id in tqdm(ids, desc=f"building {split}", unit="img", disable=not progress):
+    for image_id in progress_bar(ids, desc=f"building {split}", unit="img", disable=not progress):
         sample = dataset.load(image_id, with_depth=False)
         category = category_of(sample, templates)
         rng = random.Random(f"{config.seed}:{split}:{image_id}")

@@ -114,14 +114,14 @@ def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], 
     gets the whole camera image and crops it itself, as the appliance does. ``extra`` (a dict) is
     added to the image's row. With ``refine``, every parsed first answer gets one follow-up request
     (``refine_turn``) through ``answer_fn.follow_up``, in the same conversation."""
-    from tqdm import tqdm
+    from training.progress import progress_bar
 
     templates = load_templates()
     names = sorted(templates.categories, key=len, reverse=True)
     fmt = view.answer_format
     result = Evaluation()
     start = time.monotonic()
-    for image_id in tqdm(ids, desc="evaluating", unit="img", disable=not progress):
+    for image_id in progress_bar(ids, desc="evaluating", unit="img", disable=not progress):
         camera = dataset.load(image_id, with_depth=False)
         sample = center_crop(camera, view.crop, (view.size, view.size))
         category = sample.category if sample.category in templates.categories else None

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from training.progress import progress_bar
 
 from appliance.grasp import GraspPose, GraspScore, score_pose
 
@@ -116,7 +116,7 @@ def score_predictions(dataset: GraspDataset, predictions: Iterable[Prediction], 
             + (" ..." if len(missing) > 5 else "")
         )
     scores = {}
-    for p in tqdm(predictions, desc="scoring", unit="img", disable=not progress):
+    for p in progress_bar(predictions, desc="scoring", unit="img", disable=not progress):
         labels = dataset.labels(p.image)
         scores[p.image] = score_pose(p.pose, labels.positives, labels.image_size)
     return MetricReport(scores)

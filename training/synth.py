@@ -24,7 +24,7 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from training.progress import progress_bar
 
 from appliance.sim.objects import CATEGORIES, ObjectModel, make_object
 from appliance.sim.scene import CameraConfig, CameraRenderer, TableConfig, body_pose, object_grasps, place, standalone_xml
@@ -125,7 +125,7 @@ def write_synthetic_dataset(out: Path, images: int, config: SynthConfig, workers
     """Render and write ``images`` images; returns the output folder."""
     out.mkdir(parents=True, exist_ok=True)
     mapping = {}
-    bar = tqdm(total=images, desc="rendering", unit="img", disable=not progress)
+    bar = progress_bar(total=images, desc="rendering", unit="img", disable=not progress)
     if workers <= 1:
         _init_worker(config)
         results = map(_render_in_worker, range(images))

@@ -204,7 +204,7 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
     """A base-building stage (``vision``: data is a grasp dataset root; ``language``: the corpus)."""
     import torch
     from safetensors.torch import save_file
-    from tqdm import tqdm
+    from training.progress import progress_bar
 
     from .model import load_llava
     from .stages import language_step_fn, vision_step_fn
@@ -221,7 +221,7 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
     log = MetricsLog(out / "metrics.csv", enabled=True, fresh=True)
     model.train()
     last = None
-    for step in tqdm(range(1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress):
+    for step in progress_bar(range(1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step - 1, config)
         loss = loss_fn(config.batch_size)
@@ -243,7 +243,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     if config.strategy in STAGES:
         return train_stage(config, progress)
     import torch
-    from tqdm import tqdm
+    from training.progress import progress_bar
 
     from .data import ConversationDataset
     from .model import load_llava
@@ -269,7 +269,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     stream = batches(dataset, config.micro_batch, processor.tokenizer.pad_token_id, config.seed, start_epoch=step)
     accumulate = config.batch_size // (config.micro_batch * ranks.world)
     log = MetricsLog(out / "metrics.csv", enabled=ranks.main, fresh=step == 0)
-    bar = tqdm(total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main))
+    bar = progress_bar(total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main))
     last = latest_checkpoint(out)
     validate = validator(config, processor) if ranks.main else None
     while step < config.steps:

@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
+from training.progress import progress_bar
 
 from . import CornellDataset, open_dataset
 from .files import write_depth_tiff
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         ds = open_dataset(args.root, args.objects)
-        labels = [ds.labels(i) for i in tqdm(ds.ids, desc="reading labels", unit="img", disable=not sys.stderr.isatty())]
+        labels = [ds.labels(i) for i in progress_bar(ds.ids, desc="reading labels", unit="img")]
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --write-depth is for Cornell point clouds", file=sys.stderr)
             return 2
         clouds = [i for i in ds.ids if "cloud" in ds.files[i]]
-        for image_id in tqdm(clouds, desc="writing depth", unit="img"):
+        for image_id in progress_bar(clouds, desc="writing depth", unit="img"):
             cloud = ds.files[image_id]["cloud"]
             write_depth_tiff(cloud.with_name(f"{image_id}d.tiff"), ds.read_depth(image_id))
         print(f"wrote {len(clouds)} depth TIFFs")
