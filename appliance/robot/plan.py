@@ -74,11 +74,12 @@ class GraspPlan:
     limits: GraspLimits = field(default_factory=GraspLimits)
 
     def slowed(self, factor: float) -> GraspPlan:
-        """The same plan at a fraction of its speeds; speeds are never raised."""
+        """The same plan at a fraction of its speeds (never raised), with its time limit stretched alike."""
         if not 0 < factor <= 1:
             raise ValueError(f"a speed factor must be in (0, 1], got {factor}")
         lim = self.limits
-        return replace(self, limits=replace(lim, speed=lim.speed * factor, approach_speed=lim.approach_speed * factor))
+        return replace(self, limits=replace(lim, speed=lim.speed * factor, approach_speed=lim.approach_speed * factor,
+                                            timeout_s=lim.timeout_s / factor))  # fmt: skip
 
 
 def tcp_pose(x: float, y: float, z: float, closing_angle: float) -> np.ndarray:

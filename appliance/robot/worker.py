@@ -6,16 +6,23 @@ child, which the arm's 1 kHz loop reads every cycle and ramps the motion down
 — so a stop takes effect mid-motion, from any thread of the daemon, without
 waiting for the pipe. A child that dies or hangs is a ``RobotUnavailable``,
 never a hang of the daemon.
+
+Calls and replies carry a sequence number, and a reply is only ever taken for
+its own call. A call that times out stops the arm and leaves its reply
+pending; before the next command the parent waits for that reply with the stop
+held (the motion has then ended), or, if it does not come, restarts the child.
+So a motion's reply always means that motion has ended, and no command can
+read the answer to an earlier one.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import os
+import time
 from dataclasses import dataclass
-
-import numpy as np
 
 from .franka import FrankaConfig
 from .plan import GraspLimits, GraspPlan, GraspResult, MotionError
@@ -23,12 +30,18 @@ from .plan import GraspLimits, GraspPlan, GraspResult, MotionError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30.0
+RESYNC_TIMEOUT_S = 10.0
+"""How long a timed-out motion may take to ramp down and answer before its process is restarted."""
 HOME_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
 """The FR3's usual ready pose."""
 
 
 class RobotUnavailable(RuntimeError):
     """The arm process is gone, did not connect, or did not answer in time."""
+
+
+class ArmTimeout(RobotUnavailable):
+    """The arm process did not answer a call in time (the arm has been told to stop)."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +78,9 @@ def _serve(config: FrankaConfig, poses: ArmPoses, limits: GraspLimits, conn, sto
     try:
         arm = FrankaArm(config, stop=StopOrOrphaned(stop, parent_pid)).connect()
     except Exception as exc:  # pylibfranka's connection errors: report and end
-        conn.send(("error", "RobotUnavailable", f"cannot connect to the arm at {config.host}: {exc}"))
+        conn.send((0, "error", "RobotUnavailable", f"cannot connect to the arm at {config.host}: {exc}"))
         return
-    conn.send(("ok", None))
+    conn.send((0, "ok", None))
 
     def grasp(plan: GraspPlan):
         try:
@@ -87,18 +100,18 @@ def _serve(config: FrankaConfig, poses: ArmPoses, limits: GraspLimits, conn, sto
     }
     while True:
         try:
-            name, args = conn.recv()
+            seq, name, args = conn.recv()
         except (EOFError, OSError):
             return
         if name == "quit":
             return
         try:
-            reply = ("ok", commands[name](*args))
+            reply = (seq, "ok", commands[name](*args))
         except MotionError as exc:
-            reply = ("error", "MotionError", str(exc))
+            reply = (seq, "error", "MotionError", str(exc))
         except Exception as exc:  # anything else is reported, and the process carries on
             log.exception("robot command %s failed", name)
-            reply = ("error", type(exc).__name__, str(exc))
+            reply = (seq, "error", type(exc).__name__, str(exc))
         try:
             conn.send(reply)
         except OSError:  # the daemon is gone (the motion has ramped down already): end quietly
@@ -110,40 +123,87 @@ class RobotProcess:
 
     def __init__(self, config: FrankaConfig, poses: ArmPoses, limits: GraspLimits = GraspLimits()):
         self.config, self.poses, self.limits = config, poses, limits
-        ctx = mp.get_context("spawn")  # no inherited threads, sockets or llama.cpp state
-        self._stop = ctx.Event()
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(config, poses, limits, child, self._stop, os.getpid()), name="rtgrasp-robot", daemon=True)
+        self._ctx = mp.get_context("spawn")  # no inherited threads, sockets or llama.cpp state
+        self._stop = self._ctx.Event()
+        self._seq = itertools.count(1)
+        self._pending: int | None = None
+        """The call whose reply is late (it timed out): drained before the next command."""
+        self.restarts = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self._conn, child = self._ctx.Pipe()
+        args = (self.config, self.poses, self.limits, child, self._stop, os.getpid())
+        self._proc = self._ctx.Process(target=_serve, args=args, name="rtgrasp-robot", daemon=True)
         self._child_conn = child
 
     def start(self) -> RobotProcess:
         """Start the child and wait until it is connected to the arm."""
         self._proc.start()
         self._child_conn.close()
-        self._result(CONNECT_TIMEOUT_S, "connect")
+        self._result(0, CONNECT_TIMEOUT_S, "connect")
         return self
 
     def call(self, name: str, *args, timeout_s: float = 60.0):
         """Run one command in the child; ``MotionError`` / ``RobotUnavailable`` on failure."""
         if not self.alive:
             raise RobotUnavailable("the arm process is not running")
-        self._conn.send((name, args))
-        return self._result(timeout_s, name)
+        self._resync()
+        seq = next(self._seq)
+        self._conn.send((seq, name, args))
+        return self._result(seq, timeout_s, name)
 
-    def _result(self, timeout_s: float, what: str):
-        if not self._conn.poll(timeout_s):
-            self._stop.set()
-            raise RobotUnavailable(f"the arm did not answer {what!r} within {timeout_s:.0f} s (stop requested)")
-        try:
-            status, *payload = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise RobotUnavailable(f"the arm process ended during {what!r}") from exc
+    def _result(self, seq: int, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                self._stop.set()
+                self._pending = seq
+                raise ArmTimeout(f"the arm did not answer {what!r} within {timeout_s:.0f} s (stop requested)")
+            try:
+                got, status, *payload = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                raise RobotUnavailable(f"the arm process ended during {what!r}") from exc
+            if got == seq:
+                break
+            log.warning("dropped a late reply of the arm process (call %d, waiting for %d)", got, seq)
         if status == "ok":
             return payload[0]
         kind, message = payload
         if kind == "MotionError":
             raise MotionError(message)
         raise RobotUnavailable(f"{kind}: {message}")
+
+    def _resync(self) -> None:
+        """After a timed-out call: hold the stop until its motion has ended and answered, or restart the child."""
+        if self._pending is None:
+            return
+        pending, was_stopped = self._pending, self._stop.is_set()
+        self._stop.set()
+        try:
+            self._result(pending, RESYNC_TIMEOUT_S, "the stop of a timed-out call")
+            log.info("the arm process is in step again")
+        except ArmTimeout:
+            log.error("the arm process did not answer within %.0f s of a stop: restarting it", RESYNC_TIMEOUT_S)
+            self._restart()
+        except (MotionError, RobotUnavailable) as exc:  # its answer came (e.g. "stopped"), or the process ended
+            if not self.alive:
+                self._restart()
+            else:
+                log.info("the arm process is in step again (%s)", exc)
+        finally:
+            self._pending = None
+            if not was_stopped:
+                self._stop.clear()
+
+    def _restart(self) -> None:
+        self._proc.kill()
+        self._proc.join(5)
+        self._conn.close()
+        self.restarts += 1
+        self._spawn()
+        self._pending = None
+        self.start()
 
     def stop(self) -> None:
         """Ramp any motion down now (safe from any thread)."""
@@ -165,7 +225,7 @@ class RobotProcess:
         """Ask the child to quit; terminate it if it does not."""
         if self._proc.is_alive():
             try:
-                self._conn.send(("quit", ()))
+                self._conn.send((0, "quit", ()))
             except (OSError, ValueError):
                 pass
             self._proc.join(timeout_s)
@@ -173,12 +233,3 @@ class RobotProcess:
                 self._proc.terminate()
                 self._proc.join(timeout_s)
         self._conn.close()
-
-
-def as_plain(result) -> dict:
-    """A GraspResult (or anything dataclass-like) as JSON-ready values."""
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(result):
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(result).items()}
-    return result

@@ -60,6 +60,7 @@ def test_speeds_can_only_be_lowered():
     plan = plan_top_down(seen(0.5, 0.0, 0.05))
     slow = plan.slowed(0.5)
     assert slow.limits.speed == pytest.approx(plan.limits.speed / 2)
+    assert slow.limits.timeout_s == pytest.approx(plan.limits.timeout_s * 2)  # half the speed, twice the time allowed
     with pytest.raises(ValueError):
         plan.slowed(1.5)
     with pytest.raises(ValueError):

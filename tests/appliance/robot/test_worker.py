@@ -54,3 +54,17 @@ def test_unreachable_robot_is_reported_not_hung():
     with pytest.raises(RobotUnavailable, match="cannot connect"):
         arm.start()
     arm.close()
+
+
+def test_a_call_that_times_out_stops_the_arm_and_the_next_call_is_answered_for_itself(robot):
+    robot.call("home")
+    with pytest.raises(RobotUnavailable, match="did not answer 'observe'"):
+        robot.call("observe", timeout_s=0.3)  # the move takes seconds: its reply is late
+    assert robot.stopping  # the timed-out motion was told to ramp down
+    robot.clear_stop()  # as the daemon does before the next motion job
+    state = robot.call("state")  # waits out the late 'observe' reply with the stop held, then asks
+    assert set(state) == {"pose", "joints", "gripper_width"}  # this call's answer, not the late one
+    assert not np.allclose(state["joints"], OBSERVATION_Q, atol=JOINT_TOL)  # observe was stopped short
+    robot.call("ready")  # a motion's reply means the motion has ended
+    assert np.allclose(robot.call("state")["joints"], READY_Q, atol=JOINT_TOL)
+    assert not robot.stopping and robot.restarts == 0
