@@ -20,7 +20,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from .vocabulary import Vocabulary, VocabularyError, normalise
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ class SpeechError(RuntimeError):
     """Speech recognition is not available or the audio is unusable."""
 
 
+class BadAudio(SpeechError):
+    """The audio of one request is unusable (not a 16 kHz mono 16-bit WAV, empty, truncated, too long)."""
+
+    code = "bad_audio"
+
+
 @dataclass(frozen=True)
 class Heard:
     """What was understood, and whether the appliance should act on it."""
@@ -61,31 +67,6 @@ class Heard:
     reason: str = ""
     free_text: str = ""
     """An unconstrained decoding of the same audio (low confidence; never acted on)."""
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """The sentences and names a spoken instruction may use (lower case, no punctuation)."""
-
-    objects: tuple[str, ...]
-    parts: tuple[str, ...]
-    sides: tuple[str, ...]
-    sentences: tuple[str, ...]
-    """With ``{object}``, ``{part}``, ``{side}`` slots."""
-
-    @classmethod
-    def load(cls, path: Path) -> Vocabulary:
-        data = yaml.safe_load(Path(path).read_text())
-        try:
-            return cls(*(tuple(data[k]) for k in ("objects", "parts", "sides", "sentences")))
-        except (KeyError, TypeError) as exc:
-            raise SpeechError(f"{path}: not a speech vocabulary ({exc})") from exc
-
-
-def normalise(text: str) -> str:
-    """Lower case, words only: the form a recogniser returns."""
-    text = text.lower().replace("90", "ninety")
-    return " ".join(re.findall(r"[a-z{}']+", text))
 
 
 def jsgf(vocab: Vocabulary, known=lambda word: True) -> str:
@@ -116,18 +97,27 @@ def jsgf(vocab: Vocabulary, known=lambda word: True) -> str:
     ]) + "\n"  # fmt: skip
 
 
+MIN_SECONDS = 0.1
+"""Shorter audio holds no word (and an empty one upsets pocketsphinx)."""
+
+
 def read_wav(data: bytes, max_seconds: float) -> bytes:
-    """The PCM of a 16 kHz mono 16-bit WAV; ``SpeechError`` for anything else."""
+    """The PCM of a 16 kHz mono 16-bit WAV; ``BadAudio`` for anything else."""
     try:
         with wave.open(io.BytesIO(data)) as w:
             rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
             if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
-                raise SpeechError(f"audio must be 16 kHz mono 16-bit WAV, got {rate} Hz, {channels} channel(s), {8 * width} bit")
+                raise BadAudio(f"audio must be 16 kHz mono 16-bit WAV, got {rate} Hz, {channels} channel(s), {8 * width} bit")
             if frames / rate > max_seconds:
-                raise SpeechError(f"audio is {frames / rate:.1f} s long, the limit is {max_seconds} s")
-            return w.readframes(frames)
-    except (wave.Error, EOFError) as exc:
-        raise SpeechError(f"not a WAV file: {exc}") from exc
+                raise BadAudio(f"audio is {frames / rate:.1f} s long, the limit is {max_seconds} s")
+            pcm = w.readframes(frames)
+    except (wave.Error, EOFError, ValueError) as exc:
+        raise BadAudio(f"not a WAV file: {exc}") from exc
+    if len(pcm) < 2 * frames:
+        raise BadAudio(f"the WAV is truncated: its header says {frames} samples, it holds {len(pcm) // 2}")
+    if frames < MIN_SECONDS * SAMPLE_RATE:
+        raise BadAudio(f"audio is {frames / SAMPLE_RATE:.2f} s long: at least {MIN_SECONDS} s are needed")
+    return pcm
 
 
 class Transcriber:
@@ -155,8 +145,10 @@ class Transcriber:
         d = self.decoder
         d.activate_search(search)
         d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
+        try:
+            d.process_raw(pcm, full_utt=True)
+        finally:  # an utterance left open would refuse every later search switch
+            d.end_utt()
         hyp = d.hyp()
         return (hyp.hypstr.strip(), float(hyp.prob)) if hyp else ("", 0.0)
 
@@ -192,6 +184,6 @@ def make_transcriber(settings, vocabulary: Path | None = None):
         return None
     try:
         return Transcriber(Vocabulary.load(vocabulary), settings.max_seconds)
-    except SpeechError as exc:
+    except (SpeechError, VocabularyError) as exc:
         log.warning("speech disabled: %s", exc)
         return None

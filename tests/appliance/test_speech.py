@@ -98,3 +98,33 @@ def test_grammar_drops_words_the_recogniser_cannot_say(vocab):
     grammar = jsgf(vocab, known=lambda w: w != "mug")
     assert not re.search(r"\bmug\b", grammar.split("<chatter> =")[0])
     assert "<object> =" in grammar and "public <utterance>" in grammar
+
+
+def wav_bytes(samples: int, rate: int = 16000, truncate: int = 0) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * samples)
+    data = buf.getvalue()
+    return data[: len(data) - truncate] if truncate else data
+
+
+@pytest.mark.parametrize("audio, message", [
+    (wav_bytes(0), "at least"),
+    (wav_bytes(16000, truncate=3000), "truncated"),
+    (wav_bytes(16000, rate=8000), "16 kHz mono"),
+    (b"not a wav at all", "not a WAV"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00", "not a WAV"),
+])  # fmt: skip
+def test_bad_audio_is_bad_audio_and_the_recogniser_keeps_working(transcriber, tmp_path, audio, message):
+    from appliance.speech import BadAudio
+
+    with pytest.raises(BadAudio, match=message):
+        transcriber(audio)
+    heard = transcriber(speak("pick up the mug", tmp_path / "after.wav"))
+    assert heard.accepted and heard.text == "pick up the mug", heard
