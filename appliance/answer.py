@@ -7,7 +7,11 @@ Three answer variants, as in the RT-Grasp paper:
 - ``nr-b`` — ``Grasp point coordinates: [0.512, 0.433] Rotation angle in radians: -0.785``
 
 x, y are normalised image coordinates in [0, 1]; θ is radians in [−π/2, π/2)
-(DESIGN.md). The number of decimals is part of the contract and is recorded
+(DESIGN.md). Any variant may instead refuse, when the instruction names nothing
+in the picture: ``I see no banana here.`` (``REFUSAL``). Parsing a refusal
+raises ``AnswerRefused``; the grammar allows it only for a format made with
+``refusals=True`` (a bundle whose model was trained to refuse says so in its
+manifest), so a model never taught it is never steered into it. The number of decimals is part of the contract and is recorded
 in the bundle manifest. Training renders with ``AnswerFormat.render``; the
 appliance parses with ``AnswerFormat.parse`` and constrains decoding with
 ``AnswerFormat.grammar`` (GBNF for llama.cpp). No torch, no I/O.
@@ -42,6 +46,11 @@ POSE_TEMPLATES = {
 }
 
 
+REFUSAL = "I see no {object} here."
+"""The answer to an instruction about something that is not in the picture."""
+_REFUSAL_PATTERN = re.compile(r"I see no ([a-z][a-z' -]{0,40}) here\.")
+
+
 class AnswerParseError(ValueError):
     """Model output that is not a valid answer; ``reason`` says what was wrong."""
 
@@ -49,6 +58,14 @@ class AnswerParseError(ValueError):
         shown = text if len(text) <= 120 else text[:57] + " ... " + text[-58:]
         super().__init__(f"{reason}: {shown!r}")
         self.reason, self.text = reason, text
+
+
+class AnswerRefused(AnswerParseError):
+    """The model's answer is a refusal: it sees no such object. ``object`` is what it did not see."""
+
+    def __init__(self, obj: str, text: str):
+        super().__init__(f"refused: it sees no {obj} here", text)
+        self.object = obj
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,8 @@ class AnswerFormat:
 
     variant: AnswerVariant = AnswerVariant.RT
     decimals: int = 3
+    refusals: bool = False
+    """Whether the model was trained to refuse (the grammar then allows ``REFUSAL``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", AnswerVariant(self.variant))
@@ -96,13 +115,22 @@ class AnswerFormat:
         pose_text = self.render_pose(pose)
         return f"{reasoning} {pose_text}" if reasoning else pose_text
 
+    def render_refusal(self, obj: str) -> str:
+        """The refusal for an instruction about ``obj``, which is not in the picture."""
+        if not _REFUSAL_PATTERN.fullmatch(REFUSAL.format(object=obj)):
+            raise ValueError(f"{obj!r} cannot be named in a refusal (lower-case words only)")
+        return REFUSAL.format(object=obj)
+
     def parse(self, text: str) -> ParsedAnswer:
-        """Read an answer back; ``AnswerParseError`` says what is wrong."""
+        """Read an answer back; ``AnswerParseError`` says what is wrong (``AnswerRefused`` for a refusal)."""
         if not isinstance(text, str):
             raise AnswerParseError(f"expected text, got {type(text).__name__}", repr(text))
         stripped = text.strip()
         if not stripped:
             raise AnswerParseError("empty answer", text)
+        refusal = _REFUSAL_PATTERN.fullmatch(stripped)
+        if refusal:
+            raise AnswerRefused(refusal.group(1), text)
         match = self._pose_pattern.search(stripped)
         if match is None:
             raise AnswerParseError(f"no {self.variant.value} pose at the end of the answer", text)
@@ -127,9 +155,14 @@ class AnswerFormat:
     def grammar(self) -> str:
         """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end."""
         root = "reasoning pose" if self.variant is AnswerVariant.RT else "pose"
+        if self.refusals:
+            root += " | refusal"
         rules = [f"root ::= {root}", *self._pose_rules()]
         if self.variant is AnswerVariant.RT:
             rules.append(r'reasoning ::= [^\[\x00-\x1f] [^\[\x00-\x1f]* " "')
+        if self.refusals:
+            head, tail = REFUSAL.split("{object}")
+            rules.append(f"refusal ::= {_gbnf_literal(head)} [a-z] [a-z' -]* {_gbnf_literal(tail)}")
         return "\n".join(rules) + "\n"
 
     def pose_grammar(self, space_first: bool) -> str:

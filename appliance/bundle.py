@@ -76,13 +76,15 @@ class AnswerSpec:
 
     variant: str
     decimals: int
+    refusals: bool = False
+    """The model was trained to refuse an instruction about an absent object ("I see no ... here.")."""
 
     def __post_init__(self) -> None:
-        AnswerFormat(self.variant, self.decimals)  # validates both
+        AnswerFormat(self.variant, self.decimals, self.refusals)  # validates them
 
     @property
     def format(self) -> AnswerFormat:
-        return AnswerFormat(self.variant, self.decimals)
+        return AnswerFormat(self.variant, self.decimals, self.refusals)
 
 
 @dataclass(frozen=True)

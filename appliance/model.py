@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .answer import AnswerFormat, AnswerParseError, AnswerVariant
+from .answer import AnswerFormat, AnswerParseError, AnswerRefused, AnswerVariant
 from .bundle import Manifest, read_bundle
 from .draft import NgramDrafter
 from .grasp import GraspPose
-from .llm import Grammar, LlamaError, LlamaSettings, TextModel, greedy
+from .llm import ContextFull, Grammar, LlamaError, LlamaSettings, TextModel, TooLong, greedy
 from .preprocess import CropBox, prepare
 from .vision import PROVIDERS, VisionEncoder
 
@@ -82,6 +82,8 @@ class Prediction:
     view: np.ndarray = field(repr=False)
     """The image the model saw (the workspace crop at the model's input size)."""
     tokens: tuple[int, ...] = field(default=(), repr=False)
+    refusal: str | None = None
+    """What the model said it does not see (a refusal answer); the pose is None then."""
 
     @property
     def ok(self) -> bool:
@@ -270,6 +272,7 @@ class Session:
         if self._image is None:
             raise ValueError("the first turn of a session needs an image")
         view, embeddings, box, pre_ms, vision_ms = self._image if image is not None else (*self._image[:3], 0.0, 0.0)
+        self.check_room(instruction, max_new_tokens)
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -294,10 +297,27 @@ class Session:
         self.turns.append(prediction)
         return prediction
 
+    def check_room(self, instruction: str, max_new_tokens: int) -> None:
+        """``TooLong`` / ``ContextFull`` unless this turn — what the session holds, the prompt, the image on a first
+        turn, and the whole answer budget — fits the model's context. Nothing is evaluated."""
+        model = self.model
+        segments = model.prompt_segments(instruction, first=not self.history)
+        held = sum(len(s) for s in self.history)
+        turn = sum(model.manifest.n_image_tokens if t is None else 1 for t in segments)
+        if held + turn + max_new_tokens <= model.llm.n_ctx:
+            return
+        if not self.history:
+            raise TooLong(f"the instruction is too long: with the prompt and the image the turn takes {turn} positions, and with "
+                          f"an answer of up to {max_new_tokens} tokens it does not fit the model's context of {model.llm.n_ctx}")
+        raise ContextFull(f"the conversation holds {held} positions; another turn needs {turn + max_new_tokens} more, over the "
+                          f"model's context of {model.llm.n_ctx}: start a new session")  # fmt: skip
+
     def _parse(self, text, timings, box, view, tokens) -> Prediction:
         try:
             parsed = self.model.format.parse(text)
             return Prediction(text, parsed.pose, parsed.reasoning, None, timings, box, view, tuple(tokens))
+        except AnswerRefused as exc:
+            return Prediction(text, None, "", exc.reason, timings, box, view, tuple(tokens), refusal=exc.object)
         except AnswerParseError as exc:
             log.warning("unparseable answer: %s", exc)
             return Prediction(text, None, "", exc.reason, timings, box, view, tuple(tokens))

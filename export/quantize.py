@@ -151,7 +151,7 @@ def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: st
         schema=SCHEMA_VERSION, model=out.name, source=str(model_dir.resolve()), quant=quant, llm=llm.name,
         vision=vision.name, vision_precision=vision_precision, image=spec, n_image_tokens=n_image_tokens,
         embedding_width=width, prompt_template=PROMPT_TEMPLATE, image_token=IMAGE, followup_template=FOLLOWUP_TEMPLATE,
-        answer=AnswerSpec(view.variant, view.decimals), files={p.name: file_entry(p) for p in (llm, vision, speech, drafts)},
+        answer=AnswerSpec(view.variant, view.decimals, view.refusals), files={p.name: file_entry(p) for p in (llm, vision, speech, drafts)},
         tokenizer=tokenizer_family(json.loads((model_dir / "tokenizer.json").read_text())), speech=speech.name, drafts=drafts.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         metrics={"vision_relative_error": vision_error, "export_seconds": round(time.monotonic() - started, 1)},
     )  # fmt: skip

@@ -61,6 +61,9 @@ class BuildConfig:
     targets: str = "all"
     """Training records per view: ``all`` (one per positive grasp) or ``one`` (``central``: the same
     picture always asks for the same pose)."""
+    absent_fraction: float = 0.0
+    """Share of training views that also get an instruction naming an object not in the picture, answered
+    with the refusal ("I see no banana here."). Above 0 the model is trained to refuse (``view.refusals``)."""
 
     def __post_init__(self) -> None:
         AnswerFormat(self.variant, self.decimals)  # validates both
@@ -68,8 +71,9 @@ class BuildConfig:
             raise ValueError(f"size must be at least 8 pixels, got {self.size}")
         if self.augment < 0:
             raise ValueError(f"augment must be >= 0, got {self.augment}")
-        if not 0.0 <= self.refine_fraction <= 1.0:
-            raise ValueError(f"refine_fraction must be in [0, 1], got {self.refine_fraction}")
+        for name in ("refine_fraction", "absent_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.targets not in ("all", "one"):
@@ -77,7 +81,7 @@ class BuildConfig:
 
     @property
     def answer_format(self) -> AnswerFormat:
-        return AnswerFormat(self.variant, self.decimals)
+        return AnswerFormat(self.variant, self.decimals, refusals=self.absent_fraction > 0)
 
 
 class SampleMaker:
@@ -115,7 +119,19 @@ class SampleMaker:
                 self._refine(record, turns, category, rng, i, poses, parts, grasps)
             record["conversations"] = [{"from": who, "value": text} for who, text in turns]
             records.append(record)
+        if not all_grasps and rng.random() < self.config.absent_fraction:
+            records.append(self.absent(view, image_path, category, rng))
         return records
+
+    def absent(self, view: GraspSample, image_path: str, category: Category, rng: random.Random) -> dict:
+        """A record whose instruction names an object of another category, answered with the refusal."""
+        taken = set(category.synonyms) | {category.name}
+        others = sorted(n for n, c in self.templates.categories.items() if c is not self.templates.fallback and not taken & set(c.synonyms))
+        name = rng.choice(self.templates.categories[rng.choice(others)].synonyms)
+        turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{rng.choice(self.templates.instructions['object']).format(object=name)}"},
+                 {"from": "gpt", "value": self.fmt.render_refusal(name)}]  # fmt: skip
+        return {"id": f"{Path(image_path).stem}_absent", "image": image_path, "source": view.image_id, "category": category.name,
+                "object_id": view.object_id, "absent": name, "grasps": [], "conversations": turns}  # fmt: skip
 
     def describe(self, view: GraspSample, image_path: str, category: Category, rng: random.Random) -> dict:
         """One description record: the object's category, shape, parts and where it lies."""
@@ -224,7 +240,7 @@ def build(
             "per_category": dict(sorted(Counter(r["category"] for r in records).items())),
         }
     (out / "dataset.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
-    ModelView(config.variant, config.decimals, config.size, config.crop).save(out / VIEW_FILE)
+    ModelView(config.variant, config.decimals, config.size, config.crop, config.absent_fraction > 0).save(out / VIEW_FILE)
     return summary
 
 
@@ -256,12 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, help="square crop in source pixels before resizing (default: shorter side)")
     parser.add_argument("--decimals", type=int, default=3, help="decimals of the pose numbers (default 3)")
     parser.add_argument("--refine-fraction", type=float, default=0.0, help="share of samples with a refinement turn")
+    parser.add_argument("--absent-fraction", type=float, default=0.0,
+                        help="share of training views that also ask for an object not in the picture, answered with a refusal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task", choices=TASKS, default="grasp", help="grasp answers, or descriptions for the align stage")
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
     args = parser.parse_args(argv)
     try:
-        config = BuildConfig(args.variant, args.decimals, args.size, args.crop, args.augment, args.refine_fraction, args.seed, args.task, args.targets)
+        config = BuildConfig(args.variant, args.decimals, args.size, args.crop, args.augment, args.refine_fraction, args.seed,
+                             args.task, args.targets, args.absent_fraction)  # fmt: skip
         dataset = open_dataset(args.root, args.objects)
         summary = build(dataset, args.split, args.fold, config, args.out, args.folds, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

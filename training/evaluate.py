@@ -235,7 +235,8 @@ def bundle_answerer(grasp_model, constrain: bool = True, max_new_tokens: int | N
 
 def bundle_view(manifest) -> ModelView:
     """The ModelView a bundle was exported with (its manifest carries the same facts as view.json)."""
-    return ModelView(manifest.answer.variant, manifest.answer.decimals, manifest.image.size, manifest.image.crop)
+    answer = manifest.answer
+    return ModelView(answer.variant, answer.decimals, manifest.image.size, manifest.image.crop, answer.refusals)
 
 
 def answer(model, processor, image, instruction: str, prompt: str | None = None) -> tuple[str, int]:

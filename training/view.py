@@ -24,10 +24,12 @@ class ModelView:
     decimals: int = 3
     size: int = 224
     crop: int | None = None
+    refusals: bool = False
+    """Trained to refuse instructions about absent objects (``build_dataset --absent-fraction``)."""
 
     @property
     def answer_format(self) -> AnswerFormat:
-        return AnswerFormat(self.variant, self.decimals)
+        return AnswerFormat(self.variant, self.decimals, self.refusals)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")

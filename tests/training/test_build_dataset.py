@@ -118,3 +118,24 @@ def test_equally_central_grasps_resolve_the_same_way_whatever_their_order():
 class _Rect:
     def __init__(self, center, angle=0.0):
         self.center, self.angle = center, angle
+
+
+def test_absent_objects_are_answered_with_the_refusal_and_the_view_says_so(toy, tmp_path):
+    from appliance.answer import AnswerRefused
+    from training.view import ModelView
+
+    config = BuildConfig(variant="rt", decimals=2, size=64, augment=1, seed=3, absent_fraction=0.5)
+    build(toy, "iw", 0, config, tmp_path, progress=False)
+    train = json.loads((tmp_path / "train.json").read_text())
+    absent = [r for r in train if "absent" in r]
+    assert 0 < len(absent) < len(train)
+    fmt = ModelView.load(tmp_path).answer_format
+    assert fmt.refusals and "refusal" in fmt.grammar()
+    for record in absent:
+        assert record["absent"] != record["category"] and record["absent"] in record["conversations"][0]["value"].lower()
+        with pytest.raises(AnswerRefused) as refused:
+            fmt.parse(record["conversations"][1]["value"])
+        assert refused.value.object == record["absent"]
+    test = json.loads((tmp_path / "test.json").read_text())
+    assert not any("absent" in r for r in test)  # test records stay one per image, all grasps
+    assert not ModelView.load(build(toy, "iw", 0, BuildConfig(size=64), tmp_path / "plain", progress=False) and tmp_path / "plain").refusals
