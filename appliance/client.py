@@ -137,15 +137,14 @@ def show(reply: dict, out=None) -> None:
 
 def what_to_check(endpoint: str, curve: bool) -> str:
     """The advice printed when the daemon did not answer."""
-    lines = [
+    return "\n".join([
         "check that the daemon runs: systemctl status rtgrasp (its log: journalctl -u rtgrasp -n 50)",
         f"check the endpoint: the daemon's server.requests in appliance.yaml must be {endpoint} (or pass --endpoint)",
-    ]
-    if endpoint.startswith("tcp://") and not endpoint.startswith(("tcp://127.", "tcp://localhost", "tcp://[::1]")):
-        lines.append("off loopback the daemon requires CurveZMQ: " + (
-            "is this client's public key in the daemon's allowed_clients, and --server-key the daemon's public key?"
-            if curve else "pass --key (this client's .key_secret) and --server-key (the daemon's .key)"))  # fmt: skip
-    return "\n".join(lines)
+        "check the keys: is this client's public key in the daemon's allowed_clients, and --server-key the daemon's public "
+        "key? (the daemon logs each denied handshake)" if curve else
+        "a daemon with CurveZMQ (server.server_secret_key in appliance.yaml; required off loopback) answers only clients "
+        "with a key: pass --key (this client's .key_secret) and --server-key (the daemon's .key)",
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

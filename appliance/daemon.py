@@ -25,18 +25,26 @@ from . import protocol
 from .camera import CameraError
 from .jobs import JobError, Jobs
 from .journal import Journal
+from .llm import ContextFull
 from .model_worker import ModelCrashed
 from .notify import Notifier
 from .protocol import ProtocolError, Request
 from .robot.plan import MotionError
 from .robot.worker import RobotUnavailable
 from .settings import ApplianceConfig
+from .speech import BadAudio
 
 log = logging.getLogger(__name__)
 
 MAX_QUEUE = 4
 REPLY_CACHE = 256
 RESULTS = "inproc://rtgrasp-results"
+HANDSHAKE_FAILURES_BY_ID = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no detail",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol: a plaintext client, or another mechanism",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "authentication: a key not in allowed_clients",
+}
+HANDSHAKE_FAILURES = sum(HANDSHAKE_FAILURES_BY_ID)
 
 
 @dataclass
@@ -83,8 +91,11 @@ class Daemon:
             sock.linger = 0
             if self._curve:
                 self._curve.secure(sock)
-        self.router.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_JSON_BYTES + protocol.MAX_AUDIO_BYTES + 1024)
+        self.router.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)  # per frame: libzmq cannot limit a whole message
         self.router.bind(server.requests)
+        self.monitor = None
+        if self._curve:  # a denied handshake never reaches the ROUTER: the socket monitor is where it shows
+            self.monitor = self.router.get_monitor_socket(HANDSHAKE_FAILURES)
         self.pub.bind(server.events)
         self.results = self.context.socket(zmq.PULL)
         self.results.bind(RESULTS)
@@ -95,25 +106,27 @@ class Daemon:
         self.bind()
         worker = threading.Thread(target=self._work, name="rtgrasp-worker", daemon=True)
         worker.start()
-        for row in self.interrupted:
-            self._event("journal", message="interrupted by the last shutdown", request=row["id"], type=row["type"], state=row["state"])
         self._set_state("idle")
         self.notifier.ready(f"serving on {self.config.server.requests}")
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.results, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
         beat = self.config.server.heartbeat_s
         next_beat = time.monotonic()
         try:
             while not self.shutdown.is_set():
                 events = dict(poller.poll(timeout=max(0, int(1000 * (next_beat - time.monotonic())))))
                 if self.router in events:
-                    frames = self.router.recv_multipart(copy=True)
+                    frames, size = self._receive()
                     try:
-                        self._on_request(frames)
+                        self._on_request(frames, size)
                     except Exception:  # a request must never take the daemon down
                         log.exception("request handling failed")
                         self.router.send_multipart(_split_envelope(frames)[0] + [protocol.error_reply("internal", "the daemon could not handle this request")])
+                if self.monitor is not None and self.monitor in events:
+                    self._on_monitor()
                 if self.results in events:
                     self._on_result(self.results.recv_multipart())
                 if time.monotonic() >= next_beat:
@@ -125,7 +138,30 @@ class Daemon:
             worker.join(timeout=5)
             self.close()
 
+    def _receive(self) -> tuple[list[bytes], int]:
+        """One message, frame by frame: at most ``MAX_FRAMES`` frames within ``MAX_MESSAGE_BYTES`` are kept, the
+        rest is read and dropped at once (the message's total size comes back to say so)."""
+        frames, size = [], 0
+        while True:
+            frame = self.router.recv(copy=False)
+            size += len(frame)
+            if len(frames) <= protocol.MAX_FRAMES and size <= protocol.MAX_MESSAGE_BYTES:
+                frames.append(frame.bytes)
+            if not self.router.get(zmq.RCVMORE):
+                return frames, size
+
+    def _on_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        event = recv_monitor_message(self.monitor)
+        name = HANDSHAKE_FAILURES_BY_ID.get(event["event"], str(event["event"]))
+        log.warning("denied a connection on %s: CurveZMQ handshake failed (%s); a client without an allowed key gets no "
+                    "service", event.get("endpoint", b"").decode(errors="replace"), name)  # fmt: skip
+
     def close(self) -> None:
+        if getattr(self, "monitor", None) is not None:
+            self.router.disable_monitor()
+            self.monitor.close(0)
         for name in ("router", "pub", "results"):
             sock = getattr(self, name, None)
             if sock is not None:
@@ -135,12 +171,18 @@ class Daemon:
         self.journal.close()
 
     # -- requests --------------------------------------------------------------------
-    def _on_request(self, frames: list[bytes]) -> None:
+    def _on_request(self, frames: list[bytes], size: int) -> None:
         envelope, body = _split_envelope(frames)
         try:
+            if size > protocol.MAX_MESSAGE_BYTES:
+                raise ProtocolError("too_large", f"the message is {size} bytes, the limit is {protocol.MAX_MESSAGE_BYTES}")
             request = protocol.parse_request(body)
         except ProtocolError as exc:
             self.router.send_multipart(envelope + [protocol.error_reply(exc.code, str(exc), exc.request_id)])
+            return
+        if request.type in protocol.UNCACHED:  # a stop acts every time, whatever its id: never a stored reply
+            seq = self.journal.record(request.id, envelope[0].hex(), request.type, request.fields)
+            self._stop(request, envelope, seq)
             return
         if request.id in self.replies:  # a retry of something already answered
             self.router.send_multipart(envelope + self.replies[request.id])
@@ -154,9 +196,7 @@ class Daemon:
             return
         payload = {**request.fields, "audio_bytes": len(request.audio) if request.audio else 0}
         seq = self.journal.record(request.id, envelope[0].hex(), request.type, payload)
-        if request.type == "stop":
-            self._stop(request, envelope, seq)
-        elif request.type == "status":
+        if request.type == "status":
             self._answer(envelope, request, seq, "done", self.status())
         elif self.queue.qsize() >= MAX_QUEUE:
             self._answer(envelope, request, seq, "rejected", error=("busy", f"{MAX_QUEUE} requests are waiting; try again"))
@@ -195,15 +235,17 @@ class Daemon:
             self._finish(job.request, job.seq, "failed", error=("stopped", "dropped by a stop request"))
         log.warning("stop requested (%d queued request(s) dropped)", len(dropped))
         self._event("state", state="stopped", reason="stop request")
-        self._answer(envelope, request, seq, "done", {"stopped": True, "dropped": [j.request.id for j in dropped]})
+        self._answer(envelope, request, seq, "done", {"stopped": True, "dropped": [j.request.id for j in dropped]}, cache=False)
 
-    def _answer(self, envelope, request: Request, seq: int, state: str, result: dict | None = None, error=None, extra=()) -> None:
+    def _answer(self, envelope, request: Request, seq: int, state: str, result: dict | None = None, error=None, extra=(),
+                cache: bool = True) -> None:  # fmt: skip
         self.journal.update(seq, state, result if error is None else {"error": error[0], "message": error[1]})
         body = [protocol.reply(request, **(result or {})) if error is None else protocol.error_reply(error[0], error[1], request.id, request.type)]
         frames = body + list(extra)
-        self.replies[request.id] = frames
-        while len(self.replies) > REPLY_CACHE:
-            self.replies.popitem(last=False)
+        if cache:
+            self.replies[request.id] = frames
+            while len(self.replies) > REPLY_CACHE:
+                self.replies.popitem(last=False)
         self.router.send_multipart(envelope + frames)
 
     def _finish(self, request: Request, seq: int, state: str, result: dict | None = None, error=None, extra=()) -> None:
@@ -276,12 +318,17 @@ class Daemon:
         self.journal.update(job.seq, "running")
         result, error, extra = None, None, []
         stops = self._stops
+        if request.type == "refine" and request.fields["session"] not in self.jobs.sessions:  # nothing to do: no events
+            error = ("unknown_session", f"no session {request.fields['session']!r} (it ended, or the daemon restarted)")
+            message = {"id": request.id, "type": request.type, "seq": job.seq, "result": None, "error": error}
+            out.send_multipart([b"reply", json.dumps(message).encode()])
+            return
         try:
             text = self._instruction(request, event)
-            busy = "moving" if request.type == "grasp" or request.fields.get("execute") else "predicting"
+            busy = "moving" if request.type in protocol.MOTIONS or request.fields.get("execute") else "predicting"
             event("state", state=busy, request=request.id)
             result, extra = self._dispatch(request, text, event, lambda: self._may_move(stops))
-        except (JobError, ProtocolError) as exc:
+        except (JobError, ProtocolError, BadAudio, ContextFull) as exc:
             error = (exc.code, str(exc))
         except CameraError as exc:
             error = ("camera", f"{exc}: nothing moves")
@@ -319,6 +366,7 @@ class Daemon:
         if kind in ("home", "release"):
             may_move()
             return getattr(jobs, kind)(), []
+        jobs.check_instruction(text, first=kind != "refine")  # understood, and fits the model, before anything moves
         if kind == "refine":
             prediction, png = jobs.refine(session, text)
         else:

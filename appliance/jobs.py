@@ -21,6 +21,7 @@ from .model import Prediction
 from .model_worker import ModelWorker, RemoteSession
 from .robot.plan import GraspPlan, MotionError, UnsafeTarget, plan_top_down
 from .settings import ApplianceConfig
+from .vocabulary import Vocabulary, not_understood
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,21 @@ class Jobs:
     def __init__(self, config: ApplianceConfig, model: ModelWorker, camera: Camera, robot=None, recorder=None):
         self.config, self.model, self.camera, self.robot, self.recorder = config, model, camera, robot, recorder
         self.sessions: OrderedDict[str, Conversation] = OrderedDict()
+        self.vocabulary = None
+        if model.manifest.speech:
+            self.vocabulary = Vocabulary.load(model.directory / model.manifest.speech)
+            self._known = self.vocabulary.words
+        else:
+            log.warning("the bundle has no vocabulary (speech.yaml): instructions are not checked for known words")
+
+    def check_instruction(self, text: str, first: bool) -> None:
+        """``JobError`` unless the model can ground ``text`` (appliance.vocabulary) and a first turn fits its context."""
+        if self.vocabulary is not None:
+            why = not_understood(text, self.vocabulary, self._known)
+            if why:
+                raise JobError("not_understood", f"{text[:60]!r} is not understood: {why}; nothing moves")
+        if first:
+            self.model.check_room(text, self.config.model.max_new_tokens)
 
     # -- requests -----------------------------------------------------------------------
     def predict(self, session_id: str, instruction: str) -> tuple[dict, bytes]:
@@ -90,7 +106,8 @@ class Jobs:
         if plan is None:
             return {"moved": False, "success": False, "stage": "check", "message": reason}
         robot = self._robot()
-        outcome = robot.call("execute", plan.slowed(speed) if speed < 1 else plan, timeout_s=plan.limits.timeout_s + 30)
+        plan = plan.slowed(speed) if speed < 1 else plan
+        outcome = robot.call("execute", plan, timeout_s=plan.limits.timeout_s + 30)
         return {"moved": True, "success": outcome.success, "stage": outcome.stage, "message": outcome.message,
                 "width": outcome.width, "seconds": outcome.seconds}  # fmt: skip
 
@@ -125,7 +142,9 @@ class Jobs:
             return None, f"{exc}: nothing moves"
 
     def _describe(self, prediction: Prediction, frame: Frame) -> tuple[dict, bytes]:
-        """The reply fields of a prediction and its annotated image (PNG)."""
+        """The reply fields of a prediction and its annotated image (PNG); a refusal is ``not_understood``."""
+        if prediction.refusal is not None:
+            raise JobError("not_understood", f"the model sees no {prediction.refusal} here ({prediction.text!r}): nothing moves")
         fields = prediction_fields(prediction)
         if prediction.ok:
             u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)

@@ -35,6 +35,18 @@ class LlamaError(RuntimeError):
     """llama.cpp refused: a model that does not load, a decode that failed, a full context."""
 
 
+class ContextFull(LlamaError):
+    """A turn that does not fit the model's context (checked before anything is evaluated)."""
+
+    code = "context_full"
+
+
+class TooLong(ContextFull):
+    """A first turn whose instruction alone leaves no room for the image and the answer."""
+
+    code = "too_long"
+
+
 def _lib():
     try:
         import llama_cpp
@@ -198,7 +210,7 @@ class TextModel:
     def _eval(self, n: int, put, embd: int, all_logits: bool = False) -> None:
         lib = self._lib
         if self.n_past + n > self.n_ctx:
-            raise LlamaError(f"context full: {self.n_past} + {n} positions > n_ctx {self.n_ctx}")
+            raise ContextFull(f"context full: {self.n_past} + {n} positions > n_ctx {self.n_ctx}")
         batch = lib.llama_batch_init(self.n_batch, embd, 1)
         try:
             for start in range(0, n, self.n_batch):

@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from .bundle import Manifest, read_bundle
-from .llm import LlamaError, LlamaSettings
+from .llm import ContextFull, LlamaError, LlamaSettings, TooLong
 from .model import MAX_NEW_TOKENS, Prediction
 from .proc import describe_exit
 from .vision import PROVIDERS
@@ -51,7 +51,7 @@ class MissingSession(LookupError):
     """The child does not hold this conversation (it was restarted, or dropped it for space)."""
 
 
-ERRORS = {"LlamaError": LlamaError, "ValueError": ValueError, "MissingSession": MissingSession}
+ERRORS = {cls.__name__: cls for cls in (LlamaError, ContextFull, TooLong, ValueError, MissingSession)}
 """Exceptions the child reports that the parent raises again as themselves; anything else is a RuntimeError."""
 
 
@@ -79,7 +79,10 @@ def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int
             sessions.popitem(last=False)
         return session.ask(instruction, image, max_new_tokens, speculative=speculative)
 
-    commands = {"ask": ask}
+    def check(instruction: str, max_new_tokens: int) -> None:
+        model.session().check_room(instruction, max_new_tokens)
+
+    commands = {"ask": ask, "check": check}
     try:
         conn.send((0, "ok", {"vision_providers": list(model.vision.active)}))
     except OSError:  # the daemon closed the pipe while the bundle loaded
@@ -92,7 +95,7 @@ def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int
         try:
             reply = (seq, "ok", commands[name](*args))
         except Exception as exc:  # reported; the process carries on
-            if not isinstance(exc, (LlamaError, ValueError, MissingSession)):
+            if type(exc).__name__ not in ERRORS:
                 log.exception("model command %s failed", name)
             reply = (seq, "error", type(exc).__name__, str(exc))
         try:
@@ -236,6 +239,10 @@ class ModelWorker:
     def session(self) -> RemoteSession:
         """A new conversation (the image comes with its first turn)."""
         return RemoteSession(self)
+
+    def check_room(self, instruction: str, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
+        """``TooLong`` unless a first turn with ``instruction`` fits the model's context (before the arm moves for it)."""
+        self.call("check", instruction, max_new_tokens)
 
     def status(self) -> dict:
         """What ``status`` reports about the model process."""

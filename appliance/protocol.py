@@ -11,6 +11,7 @@ and ``{"error": {"code", "message"}}``. Events go out on a PUB socket as
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -18,28 +19,149 @@ VERSION = 1
 MAX_JSON_BYTES = 64 * 1024
 MAX_AUDIO_BYTES = 4 * 1024 * 1024
 """A 16 kHz mono 16-bit WAV of about two minutes."""
+MAX_MESSAGE_BYTES = MAX_JSON_BYTES + MAX_AUDIO_BYTES + 1024
+"""All frames of one message together (identity and delimiter included); larger messages are dropped unread."""
+MAX_FRAMES = 4
+"""Identity, the empty delimiter of a REQ socket, the JSON and a WAV."""
 MAX_TEXT_CHARS = 500
+MIN_SPEED = 0.05
+"""The slowest grasp: the speed factor scales every motion's duration, and below 5 % a grasp outlasts the
+arm process's call timeout."""
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_PROMPT_MARKUP = re.compile(r"<\s*/?\s*[|A-Za-z_][^<>]{0,40}>|\b(?:USER|ASSISTANT|SYSTEM)\s*:", re.IGNORECASE)
+"""What the prompt template is made of (``<image>``, ``<s>``, ``USER:``, ``ASSISTANT:``): an instruction holding
+it would be read as part of the template, not as the user's words."""
 
-# type -> {field: (python type, required)}; ``text`` and an audio frame are the two instruction forms.
-REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
-    "predict": {"text": (str, False), "session": (str, False)},
-    "grasp": {"text": (str, False), "session": (str, False), "speed": (float, False)},
-    "refine": {"text": (str, False), "session": (str, True), "execute": (bool, False)},
+
+@dataclass(frozen=True)
+class Field:
+    """One request field: its exact JSON type, whether it must be there, and what the docs say of it."""
+
+    kind: str
+    """``string``, ``id``, ``boolean`` or ``number`` (booleans are not numbers; numbers are finite)."""
+    required: bool = False
+    low: float | None = None
+    high: float | None = None
+    doc: str = ""
+
+    def check(self, value) -> str | None:
+        """Why ``value`` is not acceptable here (None when it is)."""
+        if self.kind in ("string", "id"):
+            if type(value) is not str:
+                return f"must be a string, got {_json_type(value)}"
+            if self.kind == "id" and not _ID.fullmatch(value):
+                return "must be 1-64 characters of A-Z a-z 0-9 . _ : -"
+            return None
+        if self.kind == "boolean":
+            return None if type(value) is bool else f"must be true or false, got {_json_type(value)}"
+        if type(value) not in (int, float):
+            return f"must be a number, got {_json_type(value)}"
+        if not math.isfinite(value) or not (self.low <= value <= self.high):
+            return f"must be a number in [{self.low}, {self.high}], got {value!r}"
+        return None
+
+
+TEXT = Field("string", doc=f"the instruction, 1-{MAX_TEXT_CHARS} characters of text, no control characters or prompt markup")
+SESSION = Field("id", doc="the conversation's id (default: the request's id)")
+
+# type -> {field: Field}; ``text`` and an audio frame are the two instruction forms.
+REQUESTS: dict[str, dict[str, Field]] = {
+    "predict": {"text": TEXT, "session": SESSION},
+    "grasp": {"text": TEXT, "session": SESSION, "speed": Field("number", low=MIN_SPEED, high=1.0, doc="speed factor")},
+    "refine": {"text": TEXT, "session": Field("id", required=True, doc="the session to continue"),
+               "execute": Field("boolean", doc="grasp with the refined pose")},
     "status": {},
     "home": {},
     "release": {},
     "stop": {},
-}
+}  # fmt: skip
 INSTRUCTED = ("predict", "grasp", "refine")
 """Types that need an instruction: ``text`` or a WAV frame (exactly one)."""
-EVENTS = ("state", "prediction", "result", "error", "heartbeat", "journal")
+MOTIONS = ("grasp", "home", "release")
+"""Types that may move the arm (``refine`` too, with ``execute``)."""
+UNCACHED = ("stop",)
+"""Types that act every time they arrive, whatever their id: a stop is never answered from a cache."""
+EVENTS = {
+    "state": "`state`: `idle`, `predicting`, `moving` (grasp, home, release, refine with execute), `stopped`; "
+    "`request` (the request it concerns), `reason` (with `stopped`)",
+    "prediction": "`request` and the prediction fields of the reply; for speech, first `heard`, `confidence`, `in_grammar`",
+    "result": "`request` and the execution outcome: `moved`, `success`, `stage`, `message`, `width`, `seconds`",
+    "error": "`request`, `code`, `message` (a request that fails before it starts, e.g. an unknown session, publishes nothing)",
+    "heartbeat": "`state`, `uptime_s`, `queue` (every `heartbeat_s`)",
+}
+PREDICTION_FIELDS = {
+    "text": "the model's whole answer",
+    "reasoning": "the reasoning before the pose (RT answers)",
+    "parsed": "whether the answer parsed into a pose",
+    "parse_error": "why it did not (null when it did)",
+    "pose": "`{x, y, theta}`: x, y normalised in the model's view, theta in radians; null if the answer did not parse",
+    "pixel": "`{u, v}`: the grasp centre in camera pixels (when parsed)",
+    "target": "the base-frame grasp position `[x, y, z]` in metres, when executable (else null)",
+    "executable": "whether every check before motion passed",
+    "check": "why not ('' when it is executable)",
+    "timings": "`preprocess_ms`, `vision_ms`, `prefill_ms`, `prefill_tokens`, `decode_ms`, `decode_tokens`, "
+    "`decode_tokens_per_s`, `total_ms`",
+    "session": "the session id (for `refine`)",
+    "heard": "the transcription of a spoken instruction (null for text)",
+    "execution": "after a motion: `moved`, `success`, `stage`, `message`, and with a grasp `width`, `seconds`",
+}
+"""The fields of a ``predict``, ``grasp`` and ``refine`` reply (``pixel``, ``target``, ``executable``, ``check`` when
+the answer parsed; ``execution`` after a grasp). The annotated PNG comes as a second frame."""
+STATUS_FIELDS = {
+    "state": "`idle`, `predicting`, `moving`, `stopped`",
+    "uptime_s": "seconds since the daemon started",
+    "queue": "requests waiting",
+    "model": "`bundle`, `quant`, `vision_providers`, `answer` (variant), `process`: `{pid, alive, restarts, last_crash}` "
+    "of the model process",
+    "camera": "the camera backend's type",
+    "robot": "`{alive, stopping}` of the arm process, null without an arm",
+    "speech": "whether spoken instructions can be transcribed",
+    "sessions": "conversations held for `refine`",
+    "interrupted": "`[{id, type, state}]`: requests the last shutdown cut off",
+    "last_result": "the last successful reply's fields, with its `id` and `type`",
+    "journal_rows": "requests in the journal",
+}
+OTHER_REPLIES = {
+    "stop": "`stopped` (true), `dropped` (ids of queued requests it dropped)",
+    "home": "`moved` (true)",
+    "release": "`moved` (true)",
+}
+CODES = {
+    "bad_frames": "not [json] or [json, wav], or a WAV on a type that takes none",
+    "bad_json": "not a UTF-8 JSON object, or nested too deep",
+    "bad_id": "id missing or not 1-64 characters of A-Z a-z 0-9 . _ : -",
+    "bad_version": "v is not the integer 1",
+    "bad_type": "unknown type",
+    "bad_field": "an unknown field, a field of the wrong JSON type, or a number out of range",
+    "bad_instruction": "no instruction or two, empty or too long text, text that is not valid Unicode, holds "
+    "control characters or prompt markup (<image>, USER:, ...)",
+    "too_large": f"JSON over {MAX_JSON_BYTES} bytes, audio over {MAX_AUDIO_BYTES} bytes",
+    "too_long": "the instruction does not fit the model's context",
+    "context_full": "the session has no room for another turn: start a new one",
+    "bad_audio": "the WAV is not 16 kHz mono 16-bit, is empty, truncated or too long",
+    "speech_unavailable": "this appliance has no speech recognition",
+    "not_understood": "the instruction names nothing the model knows, the speech matched no command, or the "
+    "model refused (it sees no such object): nothing moves",
+    "busy": "too many requests are waiting",
+    "stopped": "a stop request ended this request",
+    "unknown_session": "no such session (it ended, or the daemon restarted)",
+    "no_robot": "this appliance has no arm",
+    "camera": "no frame, or none in time: nothing moves",
+    "model_crashed": "the model process died (the signal is named) and was restarted: nothing moves",
+    "motion_failed": "the arm refused or aborted a motion",
+    "robot_unavailable": "the arm process is gone or did not answer in time (the arm is stopped)",
+    "interrupted": "a retry of a request the last shutdown cut off; it is not run again",
+    "internal": "a bug: the daemon logged it and carries on",
+}  # fmt: skip
+"""Every error code the daemon replies with; docs/protocol.md lists the same (a test checks)."""
 
 
 class ProtocolError(ValueError):
     """A request the daemon will not run; ``code`` is machine-readable, the message says why."""
 
     def __init__(self, code: str, message: str, request_id: str | None = None):
+        assert code in CODES, code
         super().__init__(message)
         self.code, self.request_id = code, request_id
 
@@ -58,6 +180,14 @@ class Request:
         return self.fields.get("text")
 
 
+def _json_type(value) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), "null")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_request(frames: list[bytes]) -> Request:
     """Frames after the identity (and delimiter) → ``Request``; ``ProtocolError`` on anything malformed."""
     if not frames or len(frames) > 2:
@@ -66,20 +196,23 @@ def parse_request(frames: list[bytes]) -> Request:
     if len(raw) > MAX_JSON_BYTES:
         raise ProtocolError("too_large", f"request JSON is {len(raw)} bytes, the limit is {MAX_JSON_BYTES}")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ProtocolError("bad_json", "request JSON is nested too deep") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError("bad_json", f"request is not UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_json", "request must be a JSON object")
     request_id = data.get("id")
-    rid = request_id if isinstance(request_id, str) and _ID.fullmatch(request_id) else None
+    rid = request_id if type(request_id) is str and _ID.fullmatch(request_id) else None
     if rid is None:
         raise ProtocolError("bad_id", "id must be 1-64 characters of A-Z a-z 0-9 . _ : -")
-    if data.get("v") != VERSION:
-        raise ProtocolError("bad_version", f"protocol version must be {VERSION}, got {data.get('v')!r}", rid)
+    version = data.get("v")
+    if type(version) is not int or version != VERSION:
+        raise ProtocolError("bad_version", f"v must be the integer {VERSION}, got {json.dumps(version)[:20]}", rid)
     kind = data.get("type")
-    if not isinstance(kind, str) or kind not in REQUESTS:
-        raise ProtocolError("bad_type", f"unknown type {kind!r} (known: {', '.join(REQUESTS)})", rid)
+    if type(kind) is not str or kind not in REQUESTS:
+        raise ProtocolError("bad_type", f"unknown type {str(kind)[:40]!r} (known: {', '.join(REQUESTS)})", rid)
     fields = {k: v for k, v in data.items() if k not in ("v", "id", "type")}
     _check_fields(kind, fields, rid)
     audio = frames[1] if len(frames) == 2 else None
@@ -91,18 +224,29 @@ def _check_fields(kind: str, fields: dict, rid: str) -> None:
     schema = REQUESTS[kind]
     for name, value in fields.items():
         if name not in schema:
-            raise ProtocolError("bad_field", f"{kind}: unknown field {name!r}", rid)
-        want = schema[name][0]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else isinstance(value, want)
-        if not ok:
-            raise ProtocolError("bad_field", f"{kind}.{name} must be {want.__name__}, got {type(value).__name__}", rid)
-    for name, (_, required) in schema.items():
-        if required and name not in fields:
+            raise ProtocolError("bad_field", f"{kind}: unknown field {name[:40]!r}", rid)
+        why = schema[name].check(value)
+        if why:
+            raise ProtocolError("bad_field", f"{kind}.{name} {why}", rid)
+    for name, spec in schema.items():
+        if spec.required and name not in fields:
             raise ProtocolError("bad_field", f"{kind}: field {name!r} is required", rid)
-    if "session" in fields and not _ID.fullmatch(fields["session"]):
-        raise ProtocolError("bad_field", f"{kind}.session is not a valid id", rid)
-    if "speed" in fields and not 0 < fields["speed"] <= 1:
-        raise ProtocolError("bad_field", f"{kind}.speed is a factor in (0, 1]", rid)
+
+
+def check_text(text: str) -> str | None:
+    """Why a typed instruction cannot be given to the model (None when it can)."""
+    if not text.strip() or len(text) > MAX_TEXT_CHARS:
+        return f"text must be 1-{MAX_TEXT_CHARS} characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "text is not valid Unicode (a lone surrogate)"
+    if _CONTROL.search(text):
+        return "text holds control characters"
+    markup = _PROMPT_MARKUP.search(text)
+    if markup:
+        return f"text holds prompt markup ({markup.group(0)!r}), which the model would read as part of its template"
+    return None
 
 
 def _check_instruction(kind: str, fields: dict, audio: bytes | None, rid: str) -> None:
@@ -113,10 +257,31 @@ def _check_instruction(kind: str, fields: dict, audio: bytes | None, rid: str) -
     text = fields.get("text")
     if (text is None) == (audio is None):
         raise ProtocolError("bad_instruction", f"{kind} needs exactly one instruction: 'text' or a WAV frame", rid)
-    if text is not None and not (0 < len(text.strip()) and len(text) <= MAX_TEXT_CHARS):
-        raise ProtocolError("bad_instruction", f"text must be 1-{MAX_TEXT_CHARS} characters", rid)
+    why = None if text is None else check_text(text)
+    if why:
+        raise ProtocolError("bad_instruction", why, rid)
     if audio is not None and len(audio) > MAX_AUDIO_BYTES:
         raise ProtocolError("too_large", f"audio is {len(audio)} bytes, the limit is {MAX_AUDIO_BYTES}", rid)
+
+
+def markdown() -> str:
+    """docs/protocol.md's reference tables, made from the tables above (a test keeps the page equal to this)."""
+    out = ["| type | fields | reply |", "|---|---|---|"]
+    for kind, schema in REQUESTS.items():
+        fields = "; ".join(f"`{n}` ({f.kind}{', required' if f.required else ''}{_range(f)}): {f.doc}" for n, f in schema.items())
+        if kind in INSTRUCTED:
+            fields += "; or a WAV frame instead of `text`"
+        reply = "the status fields" if kind == "status" else OTHER_REPLIES.get(kind, "the prediction fields")
+        out.append(f"| `{kind}` | {fields or '—'} | {reply} |")
+    for title, table in (("Prediction fields", PREDICTION_FIELDS), ("Status fields", STATUS_FIELDS),
+                         ("Error codes", CODES), ("Events (topic, payload)", EVENTS)):  # fmt: skip
+        out += ["", f"**{title}**", "", "| name | meaning |", "|---|---|"]
+        out += [f"| `{name}` | {text} |" for name, text in table.items()]
+    return "\n".join(out) + "\n"
+
+
+def _range(f: Field) -> str:
+    return f", {f.low}-{f.high}" if f.kind == "number" else ""
 
 
 def encode(message: dict) -> bytes:
@@ -131,6 +296,8 @@ def reply(request: Request, **result) -> bytes:
 
 def error_reply(code: str, message: str, request_id: str | None = None, kind: str | None = None) -> bytes:
     """An error reply (``request_id`` is None when the request had no readable id)."""
+    if code not in CODES:
+        raise ValueError(f"undocumented error code {code!r}")
     return encode({"v": VERSION, "id": request_id, "type": kind, "ok": False, "error": {"code": code, "message": message}})
 
 
@@ -146,3 +313,7 @@ def event(topic: str, **payload) -> list[bytes]:
     if topic not in EVENTS:
         raise ValueError(f"unknown event topic {topic!r}")
     return [topic.encode(), encode({"v": VERSION, "topic": topic, **payload})]
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

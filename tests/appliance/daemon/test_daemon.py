@@ -171,3 +171,76 @@ def test_a_model_process_killed_mid_predict_is_model_crashed_and_the_daemon_goes
     assert again["ok"], again
     process = status["model"]["process"]
     assert process["restarts"] == 1 and process["pid"] != pid and "SIGSEGV" in process["last_crash"]
+
+
+def _reply(endpoint, kind, rid, **fields):
+    return json.loads(send(endpoint, [protocol.request(kind, rid, **fields)], 60)[0])  # [json] or [json, png]
+
+
+def test_status_and_prediction_replies_carry_the_documented_fields(daemon):
+    status = _reply(daemon.requests, "status", "doc-st")
+    assert set(status) - {"v", "id", "type", "ok"} == set(protocol.STATUS_FIELDS)
+    predicted = json.loads(send(daemon.requests, [protocol.request("predict", "doc-p", text="pick up the mug")], 60)[0])
+    assert set(predicted) - {"v", "id", "type", "ok"} <= set(protocol.PREDICTION_FIELDS)
+
+
+@pytest.mark.parametrize("text", ["zzzz qqqq xxxx", "\U0001f600", "what time is it", "open the door please"])
+def test_instructions_the_model_cannot_ground_are_not_understood(daemon, text):
+    reply = _reply(daemon.requests, "predict", "nu-" + str(abs(hash(text)))[:8], text=text)
+    assert not reply["ok"] and reply["error"]["code"] == "not_understood", reply
+    assert "nothing moves" in reply["error"]["message"]
+
+
+def test_a_stop_acts_every_time_whatever_its_id(daemon):
+    status = _reply(daemon.requests, "status", "shared-id")
+    assert status["ok"]
+    for _ in range(2):  # the id of an earlier status, then the same stop again: each one stops
+        before = daemon.daemon._stops
+        reply = _reply(daemon.requests, "stop", "shared-id")
+        assert reply["ok"] and reply["stopped"] is True and reply["type"] == "stop", reply
+        assert daemon.daemon._stops == before + 1
+    rows = [r for r in daemon.daemon.journal.recent() if r["id"] == "shared-id"]
+    assert [r["type"] for r in rows].count("stop") == 2
+
+
+def test_a_refine_of_an_unknown_session_publishes_nothing(daemon):
+    assert _reply(daemon.requests, "status", "ghost-st")["ok"]  # serving: its start-up "idle" is out
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    for topic in (b"state", b"prediction", b"result", b"error"):
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(daemon.events)
+    try:
+        time.sleep(0.5)  # the subscription reaches the PUB socket
+        reply = _reply(daemon.requests, "refine", "ghost-1", text="grasp it by the rim", session="ghost", execute=True)
+        assert reply["error"]["code"] == "unknown_session"
+        assert not sub.poll(1000), sub.recv_multipart()
+    finally:
+        sub.close(0)
+
+
+def test_a_message_over_the_total_limit_is_too_large_and_kept_by_nobody(daemon):
+    frames = [protocol.request("status", "big")] + [b"x" * 600_000] * 8  # each frame under the socket's limit
+    reply = json.loads(send(daemon.requests, frames)[-1])
+    assert reply["error"]["code"] == "too_large", reply
+    assert _reply(daemon.requests, "status", "after-big")["ok"]
+
+
+def test_an_instruction_that_cannot_fit_the_context_is_too_long_and_a_full_conversation_is_context_full(tmp_path, f32_bundle, recording):
+    from .conftest import Running, write_config
+
+    path, requests, _ = write_config(tmp_path, f32_bundle, recording, model={"n_ctx": 160, "n_batch": 64, "max_new_tokens": 100})  # llama.cpp pads n_ctx to 256
+    running = Running(path)
+    try:
+        long = _reply(requests, "predict", "long-1", text="pick up the mug by its handle please " * 13)
+        assert long["error"]["code"] == "too_long", long
+        first = json.loads(send(requests, [protocol.request("predict", "room-1", text="pick up the mug")], 60)[0])
+        assert first["ok"], first
+        codes = []
+        for i in range(8):
+            reply = _reply(requests, "refine", f"room-r{i}", text="grasp it by the handle instead", session=first["session"])
+            codes.append(reply["ok"] or reply["error"]["code"])
+        assert "context_full" in codes and "internal" not in codes, codes
+        assert codes[codes.index("context_full"):] == ["context_full"] * (len(codes) - codes.index("context_full"))
+    finally:
+        running.close()

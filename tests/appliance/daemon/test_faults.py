@@ -248,3 +248,56 @@ def test_a_model_process_killed_mid_grasp_is_model_crashed_and_nothing_moves(dae
     status = request(daemon, "status")
     assert status["model"]["process"]["restarts"] == 1 and status["model"]["process"]["pid"] != pid
     assert request(daemon, "grasp", text="grasp the box")["ok"]  # the new model process serves the next grasp
+
+
+def test_a_stop_whose_id_was_used_before_still_stops_a_grasp(daemon, sim):
+    first = request(daemon, "stop", timeout_s=5, request_id="stop-1")  # while idle
+    assert first["ok"] and first["stopped"]
+    events = subscribe(daemon.config.server.events, b"prediction")
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(daemon.config.server.requests)
+    try:
+        dealer.send_multipart([b"", protocol.request("grasp", "grasp-reused-stop", text="grasp the box")])
+        assert wait_event(events, b"prediction")["executable"]
+        time.sleep(1.0)  # well into the motion
+        again = request(daemon, "stop", timeout_s=5, request_id="stop-1")  # the same id, mid-motion
+        assert again["ok"] and again["stopped"], again
+        assert dealer.poll(30000)
+        reply = json.loads(dealer.recv_multipart()[1])
+        assert reply["ok"] and reply["execution"]["moved"] and not reply["execution"]["success"], reply
+        assert "stop" in reply["execution"]["message"]
+        settled(sim, within_s=2.0)  # at rest within the stop's ramp, not driven on to the target
+    finally:
+        events.close(0)
+        dealer.close(0)
+
+
+@pytest.mark.parametrize("text", ["zzzz qqqq xxxx", "\U0001f600"])
+def test_a_grasp_the_model_cannot_ground_moves_nothing_at_all(daemon, sim, text):
+    before = settled(sim)
+    reply = request(daemon, "grasp", text=text)
+    assert not reply["ok"] and reply["error"]["code"] == "not_understood", reply
+    time.sleep(1.0)
+    assert np.abs(arm_q(sim) - before).max() < 1e-3  # not even to the observation pose
+
+
+def test_home_and_release_publish_moving(daemon, sim):
+    assert request(daemon, "status")["ok"]  # serving: its start-up "idle" is out before we subscribe
+    events = subscribe(daemon.config.server.events, b"state")
+    try:
+        for kind in ("home", "release"):
+            assert request(daemon, kind)["ok"]
+            states = [wait_event(events, b"state")["state"] for _ in range(2)]
+            assert states == ["moving", "idle"], (kind, states)
+    finally:
+        events.close(0)
+
+
+@pytest.mark.slow
+def test_the_slowest_grasp_ends_in_time_and_the_arm_stays_in_step(daemon, sim):
+    slow = request(daemon, "grasp", timeout_s=900, text="grasp the box", speed=protocol.MIN_SPEED)
+    assert slow["ok"] and slow["execution"]["moved"], slow  # not robot_unavailable: the plan's time limit stretched with it
+    assert request(daemon, "release")["ok"]
+    assert request(daemon, "home")["ok"]
+    assert request(daemon, "grasp", text="grasp the box")["execution"]["moved"]

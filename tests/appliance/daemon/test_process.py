@@ -118,7 +118,9 @@ def test_curve_serves_allowed_keys_only(tmp_path, f32_bundle, recording):
         assert send(requests, [b"", protocol.request("status", "plain")], timeout_s=2) is None  # plaintext: nothing
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        out, _ = proc.communicate(timeout=20)
+    log = out.decode(errors="replace")
+    assert "denied a connection" in log and "authentication" in log and "protocol" in log  # mallory, then the plaintext client
 
 
 def test_a_fatal_signal_leaves_a_traceback_in_the_daemons_log(tmp_path, f32_bundle, recording):
