@@ -6,7 +6,10 @@ it validates each request, journals it, answers ``status`` and ``stop`` at once
 and queues the rest for the worker thread. The worker's replies and events
 come back over an inproc socket and go out from the main thread. A request
 id seen again (a client retrying) is never run twice: it gets the stored reply,
-or the reply of the run in progress when that ends.
+or the reply of the run in progress when that ends. ``stop`` is the exception:
+it acts every time it arrives, whatever its id, and is never answered from a
+cache. The model and the arm each run in a child process (``model_worker``,
+``robot.worker``), so a native crash in either is one failed request.
 """
 
 from __future__ import annotations
