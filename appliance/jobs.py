@@ -74,7 +74,7 @@ class Jobs:
             if why:
                 raise JobError("not_understood", f"{text[:60]!r} is not understood: {why}; nothing moves")
         if first:
-            self.model.check_room(text, self.config.model.max_new_tokens)
+            self.model.check_room(text)
 
     # -- requests -----------------------------------------------------------------------
     def predict(self, session_id: str, instruction: str) -> tuple[dict, bytes]:

@@ -272,7 +272,7 @@ class Session:
         if self._image is None:
             raise ValueError("the first turn of a session needs an image")
         view, embeddings, box, pre_ms, vision_ms = self._image if image is not None else (*self._image[:3], 0.0, 0.0)
-        self.check_room(instruction, max_new_tokens)
+        self.check_room(instruction)
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -297,20 +297,21 @@ class Session:
         self.turns.append(prediction)
         return prediction
 
-    def check_room(self, instruction: str, max_new_tokens: int) -> None:
+    def check_room(self, instruction: str) -> None:
         """``TooLong`` / ``ContextFull`` unless this turn — what the session holds, the prompt, the image on a first
-        turn, and the whole answer budget — fits the model's context. Nothing is evaluated."""
+        turn, and room for a pose — fits the model's context. Nothing is evaluated. (A smaller room than the answer
+        budget only shortens the reasoning: the pose is forced in time.)"""
         model = self.model
         segments = model.prompt_segments(instruction, first=not self.history)
         held = sum(len(s) for s in self.history)
         turn = sum(model.manifest.n_image_tokens if t is None else 1 for t in segments)
-        if held + turn + max_new_tokens <= model.llm.n_ctx:
+        if held + turn + model._pose_reserve <= model.llm.n_ctx:
             return
         if not self.history:
-            raise TooLong(f"the instruction is too long: with the prompt and the image the turn takes {turn} positions, and with "
-                          f"an answer of up to {max_new_tokens} tokens it does not fit the model's context of {model.llm.n_ctx}")
-        raise ContextFull(f"the conversation holds {held} positions; another turn needs {turn + max_new_tokens} more, over the "
-                          f"model's context of {model.llm.n_ctx}: start a new session")  # fmt: skip
+            raise TooLong(f"the instruction is too long: with the prompt and the image the turn takes {turn} positions, "
+                          f"which leaves no room for an answer in the model's context of {model.llm.n_ctx}")
+        raise ContextFull(f"context full: the conversation holds {held} of the model's {model.llm.n_ctx} positions and "
+                          f"another turn needs {turn + model._pose_reserve} more: start a new session")  # fmt: skip
 
     def _parse(self, text, timings, box, view, tokens) -> Prediction:
         try:

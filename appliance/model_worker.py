@@ -79,8 +79,8 @@ def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int
             sessions.popitem(last=False)
         return session.ask(instruction, image, max_new_tokens, speculative=speculative)
 
-    def check(instruction: str, max_new_tokens: int) -> None:
-        model.session().check_room(instruction, max_new_tokens)
+    def check(instruction: str) -> None:
+        model.session().check_room(instruction)
 
     commands = {"ask": ask, "check": check}
     try:
@@ -240,9 +240,9 @@ class ModelWorker:
         """A new conversation (the image comes with its first turn)."""
         return RemoteSession(self)
 
-    def check_room(self, instruction: str, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
+    def check_room(self, instruction: str) -> None:
         """``TooLong`` unless a first turn with ``instruction`` fits the model's context (before the arm moves for it)."""
-        self.call("check", instruction, max_new_tokens)
+        self.call("check", instruction)
 
     def status(self) -> dict:
         """What ``status`` reports about the model process."""

@@ -126,3 +126,27 @@ def test_grammar_accepts_exactly_the_angles_the_parser_accepts(decimals):
         except AnswerParseError:
             parsed = False
         assert grammar.matches(text) == parsed, text
+
+
+@pytest.mark.parametrize("variant", ["rt", "nr-a", "nr-b"])
+def test_a_refusal_parses_as_refused_and_the_grammar_allows_it_only_when_trained(variant):
+    from appliance.answer import AnswerRefused
+    from appliance.gbnf import parse_grammar
+
+    trained, untrained = AnswerFormat(variant, 3, refusals=True), AnswerFormat(variant, 3)
+    text = trained.render_refusal("toy block")
+    assert text == "I see no toy block here."
+    for fmt in (trained, untrained):  # a refusal is never a pose, whoever wrote it
+        with pytest.raises(AnswerRefused) as refused:
+            fmt.parse(text)
+        assert refused.value.object == "toy block"
+    parse_grammar(trained.grammar())
+    assert "refusal" in trained.grammar() and "refusal" not in untrained.grammar()
+    with pytest.raises(ValueError):
+        trained.render_refusal("Banana!")
+
+
+def test_a_refusal_inside_reasoning_is_no_refusal():
+    fmt = AnswerFormat("rt", 3, refusals=True)
+    parsed = fmt.parse("I see no reason to worry. The mug is a cylinder. [0.500, 0.500], 0.000")
+    assert parsed.pose.x == 0.5

@@ -134,7 +134,7 @@ def test_invalid_grammar_never_reaches_llama_cpp(runtime):
 
 
 def test_oversized_context_is_an_error_not_an_abort(f32_bundle):
-    from appliance.llm import LlamaError
+    from appliance.llm import LlamaError, TooLong
 
     model = GraspModel.load(f32_bundle, llama=LlamaSettings(n_ctx=256, n_batch=16))
     assert model.llm.n_ctx == 256
@@ -145,6 +145,8 @@ def test_oversized_context_is_an_error_not_an_abort(f32_bundle):
     with pytest.raises(LlamaError, match="context full"):
         session.ask("grasp it by the handle instead")
     assert len(session.turns) == 1 and model.llm.n_past <= 256
+    with pytest.raises(TooLong):  # checked before anything is evaluated
+        model.session().ask("pick up the mug " * 60, _camera_image())
     model.llm.close()
 
 

@@ -229,10 +229,10 @@ def test_a_message_over_the_total_limit_is_too_large_and_kept_by_nobody(daemon):
 def test_an_instruction_that_cannot_fit_the_context_is_too_long_and_a_full_conversation_is_context_full(tmp_path, f32_bundle, recording):
     from .conftest import Running, write_config
 
-    path, requests, _ = write_config(tmp_path, f32_bundle, recording, model={"n_ctx": 160, "n_batch": 64, "max_new_tokens": 100})  # llama.cpp pads n_ctx to 256
+    path, requests, _ = write_config(tmp_path, f32_bundle, recording, model={"n_ctx": 256, "n_batch": 64, "max_new_tokens": 100})
     running = Running(path)
     try:
-        long = _reply(requests, "predict", "long-1", text="pick up the mug by its handle please " * 13)
+        long = _reply(requests, "predict", "long-1", text="pick up the mug " + "\U0001f600" * 100)  # 4 byte tokens an emoji
         assert long["error"]["code"] == "too_long", long
         first = json.loads(send(requests, [protocol.request("predict", "room-1", text="pick up the mug")], 60)[0])
         assert first["ok"], first
@@ -244,3 +244,22 @@ def test_an_instruction_that_cannot_fit_the_context_is_too_long_and_a_full_conve
         assert codes[codes.index("context_full"):] == ["context_full"] * (len(codes) - codes.index("context_full"))
     finally:
         running.close()
+
+
+def test_a_refusal_from_the_model_is_not_understood_and_never_planned(daemon, f32_bundle):
+    import numpy as np
+
+    from appliance.jobs import JobError
+    from appliance.llm import LlamaSettings
+    from appliance.model import GraspModel, Timings
+
+    model = GraspModel.load(f32_bundle, llama=LlamaSettings(n_ctx=256, n_batch=64))
+    try:
+        view, _, box, _, _ = model.embed(np.zeros((480, 640, 3), np.uint8))
+        refused = model.session()._parse("I see no banana here.", Timings(), box, view, [])
+    finally:
+        model.llm.close()
+    assert refused.pose is None and refused.refusal == "banana"
+    with pytest.raises(JobError) as info:
+        daemon.daemon.jobs._describe(refused, None)
+    assert info.value.code == "not_understood" and "sees no banana" in str(info.value)
