@@ -22,17 +22,16 @@ def build(config):
     """Model, camera, arm, jobs and daemon from a loaded config (each piece fails with a clear error)."""
     from .camera import make_camera
     from .camera.replay import Recorder
-    from .daemon import Daemon
-    from .jobs import Jobs
-    from .llm import LlamaSettings
-    from .model_worker import ModelWorker
-    from .notify import Notifier
+    from .daemon.daemon import Daemon
+    from .daemon.jobs import Jobs
+    from .daemon.notify import Notifier
+    from .daemon.speech import make_transcriber
     from .robot.worker import RobotProcess
-    from .speech import make_transcriber
+    from .runtime.worker import ModelWorker
 
     m = config.model
     # The model runs in its own process: a native crash there is one failed request, not a dead daemon.
-    model = ModelWorker(Path(m.bundle), m.providers, LlamaSettings(m.n_ctx, m.n_batch, m.n_threads, m.n_gpu_layers)).start()
+    model = ModelWorker(Path(m.bundle), m.providers, m.llama).start()
     camera = make_camera(config.camera).connect()
     robot = None
     if config.robot is not None:
@@ -57,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     from .bundle import BundleError
     from .camera import CameraError
     from .config import ConfigError
+    from .daemon.notify import Notifier
+    from .daemon.settings import load_appliance_config
     from .robot.worker import RobotUnavailable
-    from .settings import load_appliance_config
 
     try:
         config = load_appliance_config(args.config)
+        Notifier().check_heartbeat(config.server.heartbeat_s)
         daemon = build(config)
     except (ConfigError, BundleError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)

@@ -113,9 +113,9 @@ class Manifest:
     files: dict[str, FileEntry]
     tokenizer: str = "spm"
     speech: str | None = None
-    """File name of the speech vocabulary (appliance.speech), when the bundle has one."""
+    """File name of the speech vocabulary (appliance.daemon.speech), when the bundle has one."""
     drafts: str | None = None
-    """File name of the reasoning corpus speculative decoding drafts from (appliance.draft)."""
+    """File name of the reasoning corpus speculative decoding drafts from (appliance.runtime.draft)."""
     created: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     """Figures measured at export time (parity errors, accuracy when a dataset was given)."""

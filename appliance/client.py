@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import uuid
@@ -24,55 +25,49 @@ from pathlib import Path
 
 import zmq
 
-from . import protocol
+from appliance.daemon.protocol import DEFAULT_EVENTS, DEFAULT_REQUESTS
 
-DEFAULT_REQUESTS, DEFAULT_EVENTS = "tcp://127.0.0.1:5570", "tcp://127.0.0.1:5571"
+from .daemon import protocol
+
 WATCH_EVERY_S = 0.5
+log = logging.getLogger(__name__)
 
 
 class DaemonUnavailable(RuntimeError):
     """No reply after every retry."""
 
 
-class Client:
-    """Request/reply with retries; ``request`` returns (reply dict, extra frames such as the PNG).
+class LazyPirate:
+    """ZeroMQ's Lazy Pirate pattern: a REQ socket whose reply did not come in time is dropped (a REQ socket that lost
+    its reply cannot send again) and a fresh one sends the same request, up to ``retries`` times.
 
-    ``watch``, when given, is called about twice a second while a reply is awaited; it raises to give
-    up early (the demo raises when the daemon's process has exited: no reply can come then)."""
+    ``setup`` prepares each new socket before it connects (CurveZMQ keys); ``watch``, when given, is called about
+    twice a second while a reply is awaited, and raises to give up early (the demo raises when the daemon's
+    process has exited: no reply can come then)."""
 
-    def __init__(self, endpoint: str = DEFAULT_REQUESTS, timeout_s: float = 120.0, retries: int = 3, curve: tuple | None = None,
+    def __init__(self, endpoint: str, timeout_s: float, retries: int, setup: Callable | None = None,
                  watch: Callable[[], None] | None = None):  # fmt: skip
-        self.endpoint, self.timeout_s, self.retries, self.curve, self.watch = endpoint, timeout_s, retries, curve, watch
+        self.endpoint, self.timeout_s, self.retries, self.setup, self.watch = endpoint, timeout_s, retries, setup, watch
         self.context = zmq.Context.instance()
         self.socket = None
 
-    def _open(self):
-        sock = self.context.socket(zmq.REQ)
-        sock.linger = 0
-        if self.curve:
-            from .security import secure_client
-
-            secure_client(sock, *self.curve)
-        sock.connect(self.endpoint)
-        return sock
-
-    def request(self, kind: str, audio: bytes | None = None, **fields) -> tuple[dict, list[bytes]]:
-        request_id = fields.pop("request_id", None) or uuid.uuid4().hex[:16]
-        data = protocol.encode({"v": protocol.VERSION, "id": request_id, "type": kind, **fields})
-        frames = [data] + ([audio] if audio is not None else [])
-        for _ in range(self.retries):
+    def exchange(self, frames: list[bytes]) -> list[bytes] | None:
+        """Send ``frames`` and return the reply's frames; None when every try timed out."""
+        for attempt in range(1, self.retries + 1):
             if self.socket is None:
-                self.socket = self._open()
+                self.socket = self.context.socket(zmq.REQ)
+                self.socket.linger = 0
+                if self.setup is not None:
+                    self.setup(self.socket)
+                self.socket.connect(self.endpoint)
             self.socket.send_multipart(frames)
             if self._poll():
-                reply, *extra = self.socket.recv_multipart()
-                return json.loads(reply), extra
-            self.socket.close(0)  # Lazy Pirate: a REQ socket that lost its reply cannot send again
-            self.socket = None
-        raise DaemonUnavailable(f"no reply from {self.endpoint} after {self.retries} tries of {self.timeout_s:.0f} s")
+                return self.socket.recv_multipart()
+            log.info("no reply from %s within %.1f s (try %d of %d)", self.endpoint, self.timeout_s, attempt, self.retries)
+            self.close()
+        return None
 
     def _poll(self) -> bool:
-        """Wait up to ``timeout_s`` for the reply, calling ``watch`` on the way."""
         if self.watch is None:
             return bool(self.socket.poll(int(self.timeout_s * 1000)))
         deadline = time.monotonic() + self.timeout_s
@@ -88,12 +83,41 @@ class Client:
             self.socket = None
 
 
+class Client:
+    """Request/reply with the daemon, retried the Lazy Pirate way with the *same* request id (the daemon never runs
+    an id twice); ``request`` returns (reply dict, extra frames such as the PNG). ``watch``: see ``LazyPirate``."""
+
+    def __init__(self, endpoint: str = DEFAULT_REQUESTS, timeout_s: float = 120.0, retries: int = 3, curve: tuple | None = None,
+                 watch: Callable[[], None] | None = None):  # fmt: skip
+        self.endpoint, self.timeout_s, self.retries = endpoint, timeout_s, retries
+        self._pirate = LazyPirate(endpoint, timeout_s, retries, setup=self._secure(curve), watch=watch)
+
+    @staticmethod
+    def _secure(curve: tuple | None):
+        if not curve:
+            return None
+        from .daemon.security import secure_client
+
+        return lambda sock: secure_client(sock, *curve)
+
+    def request(self, kind: str, audio: bytes | None = None, **fields) -> tuple[dict, list[bytes]]:
+        request_id = fields.pop("request_id", None) or uuid.uuid4().hex[:16]
+        data = protocol.encode({"v": protocol.VERSION, "id": request_id, "type": kind, **fields})
+        reply = self._pirate.exchange([data] + ([audio] if audio is not None else []))
+        if reply is None:
+            raise DaemonUnavailable(f"no reply from {self.endpoint} after {self.retries} tries of {self.timeout_s:.0f} s")
+        return json.loads(reply[0]), reply[1:]
+
+    def close(self) -> None:
+        self._pirate.close()
+
+
 def follow_events(endpoint: str, curve: tuple | None = None, count: int | None = None, out=None) -> None:
     """Print the PUB stream as JSON lines (``count`` events, or forever)."""
     out = out or sys.stdout
     sock = zmq.Context.instance().socket(zmq.SUB)
     if curve:
-        from .security import secure_client
+        from .daemon.security import secure_client
 
         secure_client(sock, *curve)
     sock.setsockopt(zmq.SUBSCRIBE, b"")

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from .client import Client, DaemonUnavailable, show
-from .proc import describe_exit, tail
+from .runtime.proc import describe_exit, tail
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "firmware_config"

@@ -2,7 +2,7 @@
 
 scripts/setup runs it after installing. It writes a tiny llama GGUF on the spot
 (Q4_0 matrices, so the quantized matrix product the demo model uses runs),
-loads it with ``appliance.llm`` and decodes a few tokens, all in a child
+loads it with ``appliance.runtime.llm`` and decodes a few tokens, all in a child
 process. A llama.cpp built for instructions this CPU cannot run (``-march=native``
 on a machine that advertises AMX it does not allow) dies there with SIGILL; the
 check then names the signal, says what it means and how to rebuild, and exits
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .proc import describe_exit
+from .runtime.proc import describe_exit
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def write_tiny_gguf(path: Path, seed: int = 0, width: int = WIDTH, layers: int =
 
 
 def decode(path: Path, steps: int = 8) -> list[int]:
-    """Load ``path`` with appliance.llm and decode ``steps`` greedy tokens after a short prompt."""
-    from .llm import LlamaSettings, TextModel, greedy
+    """Load ``path`` with appliance.runtime.llm and decode ``steps`` greedy tokens after a short prompt."""
+    from .runtime.llm import LlamaSettings, TextModel, greedy
 
     model = TextModel(path, LlamaSettings(n_ctx=64, n_batch=16))
     try:

@@ -30,7 +30,7 @@ PROMPT = "pick up the mug by its handle"
 
 def decode_rate(path: Path, tokens: int, threads: int) -> dict:
     """Prefill a short prompt, then ``tokens`` greedy steps; tokens/s of the decode and ms of the prefill."""
-    from appliance.llm import LlamaSettings, TextModel, greedy
+    from appliance.runtime.llm import LlamaSettings, TextModel, greedy
 
     model = TextModel(path, LlamaSettings(n_ctx=tokens + 64, n_batch=64, n_threads=threads))
     try:

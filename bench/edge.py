@@ -10,7 +10,7 @@ that on the machine it runs on:
    product over a 1 GiB matrix, the access pattern of decoding, BLAS threads);
 2. a randomly initialised ~1B-parameter llama (TinyLlama's shape, our
    tokenizer) written with ``export.gguf.write_llama``, quantized to Q4_K_M by
-   llama.cpp, and decoded token by token through ``appliance.llm.TextModel``
+   llama.cpp, and decoded token by token through ``appliance.runtime.llm.TextModel``
    — large enough to be bandwidth-bound, which the tiny model is not.
 
 Achieved bytes/s over measured bandwidth is the runtime's efficiency; applied
@@ -98,7 +98,7 @@ def tensor_bytes(path: Path) -> int:
 
 def decode_rate(path: Path, tokens: int, threads: int) -> float:
     """Tokens/s of greedy one-token-at-a-time decoding through our runtime (after a short prompt)."""
-    from appliance.llm import LlamaSettings, TextModel, greedy
+    from appliance.runtime.llm import LlamaSettings, TextModel, greedy
 
     model = TextModel(path, LlamaSettings(n_ctx=512, n_batch=64, n_threads=threads))
     try:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     print(f"random 1B Q4_K_M: {weights / 1e9:.2f} GB of weights, {rate:.1f} tokens/s -> {achieved / 1e9:.1f} GB/s "
           f"= {100 * efficiency:.0f} % of the measured bandwidth ({args.threads} threads)")  # fmt: skip
-    print("| device | bandwidth | bound, 7B Q4_K_M | expected at this efficiency | decode of a %.0f-token answer |" % args.tokens)
+    print(f"| device | bandwidth | bound, 7B Q4_K_M | expected at this efficiency | decode of a {args.tokens:.0f}-token answer |")
     print("|---|---|---|---|---|")
     for r in report["projection"]:
         print(f"| {r['device']} | {r['bandwidth_gb_s']:.0f} GB/s | {r['bound_tokens_per_s']} tok/s | {r['expected_tokens_per_s']} tok/s | {r['answer_decode_s']} s |")

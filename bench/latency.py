@@ -51,7 +51,7 @@ def time_geometry(prediction, depth) -> float:
 
 
 def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> dict:
-    from appliance.model import GraspModel
+    from appliance.runtime.model import GraspModel
     from training.datasets import open_dataset
     from training.evaluate import held_out_ids
 
@@ -94,12 +94,12 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
 
 
 def process_boundary(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> dict:
-    """Time one predict turn in this process and through the model process (appliance.model_worker), alternately.
+    """Time one predict turn in this process and through the model process (appliance.runtime.worker), alternately.
 
     The daemon runs the model in a child so that a native crash is one failed request; the cost is the
     pickled camera image going in and the prediction (with its 224 px view) coming back."""
-    from appliance.model import GraspModel
-    from appliance.model_worker import ModelWorker
+    from appliance.runtime.model import GraspModel
+    from appliance.runtime.worker import ModelWorker
     from training.datasets import open_dataset
     from training.evaluate import held_out_ids
 

@@ -41,7 +41,7 @@ def bundle_size(directory: Path) -> dict:
 
 
 def run(model_dir: Path, root: Path, split: str, fold: int, limit: int | None, bits: list[int], work: Path) -> list[dict]:
-    from appliance.model import GraspModel
+    from appliance.runtime.model import GraspModel
     from export.quantize import build_bundle
     from training.model import load_llava
     from training.view import ModelView

@@ -31,7 +31,7 @@ def heads_source(checkpoint: Path, crop: int = 320, size: int = 224):
     from types import SimpleNamespace
 
     from appliance.grasp import GraspPose
-    from appliance.preprocess import workspace_view
+    from appliance.runtime.preprocess import workspace_view
     from training.model import load_llava
     from training.stages import heads_predictor
 

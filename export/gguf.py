@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.runtime.llm import PREPEND_FIRST_KEY  # the GGUF key the runtime reads: defined there, once
+
 log = logging.getLogger(__name__)
 
 # Where the text model's tensors live, by checkpoint layout: prefix -> replacement.
@@ -53,8 +55,6 @@ TENSORS = (
     (r"model\.layers\.(\d+)\.mlp\.up_proj\.weight", "blk.{}.ffn_up.weight", None),
     (r"model\.layers\.(\d+)\.mlp\.down_proj\.weight", "blk.{}.ffn_down.weight", None),
 )
-PREPEND_FIRST_KEY = "rtgrasp.tokenizer.prepend_first"
-"""GGUF key: prepend a space at the start of a prompt only (HF Metaspace "first"); appliance.llm reads it."""
 SKIPPED = ("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.", "multi_modal_projector.")
 """The vision side goes to ONNX (export.vision), not to the GGUF."""
 SUPPORTED_TEXT_MODELS = ("llama",)

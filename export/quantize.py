@@ -20,9 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.bundle import (
-    SCHEMA_VERSION, AnswerSpec, ImageSpec, Manifest, file_entry, manifest_to_yaml, MANIFEST_FILE,
-)  # fmt: skip
+from appliance.bundle import (  # fmt: skip
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    AnswerSpec,
+    ImageSpec,
+    Manifest,
+    file_entry,
+    manifest_to_yaml,
+)
 
 from .gguf import ExportError, text_config, tokenizer_family, write_gguf
 from .speech import DRAFTS_FILE, SPEECH_FILE, write_drafts, write_vocabulary
@@ -45,7 +51,7 @@ def quantize_gguf(source: Path, out: Path, ftype: int, threads: int = 0) -> Path
     """llama.cpp's quantizer: an F32/F16 GGUF → ``ftype`` (Q4_K_M = 15, ...)."""
     import llama_cpp
 
-    from appliance.llm import quiet_llama
+    from appliance.runtime.llm import quiet_llama
 
     quiet_llama(llama_cpp)  # the quantizer's per-tensor lines go to debug logging
     params = llama_cpp.llama_model_quantize_default_params()
@@ -102,9 +108,8 @@ def check_model_dir(model_dir: Path) -> dict:
 def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: str = "fp32", force: bool = False,
                  progress: bool = True) -> Manifest:  # fmt: skip
     """Export, quantize, check and write the bundle; returns its manifest."""
-    from training.progress import progress_bar
-
     from training.model import PROMPT_TEMPLATE, load_llava
+    from training.progress import progress_bar
     from training.tokenizer import IMAGE
     from training.view import ModelView
 

@@ -3,7 +3,7 @@ say) and the reasoning corpus (``drafts.txt``: what speculative decoding drafts 
 
 Built from the same templates the reasoning-tuning data was: every instruction
 and refinement sentence, every category name and synonym, every part and side.
-The appliance turns it into a JSGF grammar for pocketsphinx (appliance.speech).
+The appliance turns it into a JSGF grammar for pocketsphinx (appliance.daemon.speech).
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from training.progress import progress_bar
 
 from appliance.grasp import GraspPose
+from training.progress import progress_bar
 
 from .datasets import open_dataset
 from .visualize import GREEN, RED, draw_grasps

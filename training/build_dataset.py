@@ -21,13 +21,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
 import numpy as np
+import yaml
 from PIL import Image
-from training.progress import progress_bar
 
 from appliance.answer import AnswerFormat, AnswerVariant
 from appliance.grasp import GraspPose
+from training.progress import progress_bar
 
 from .datasets import GraspDataset, GraspSample, open_dataset
 from .datasets.augment import Augmentation, center_crop

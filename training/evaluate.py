@@ -210,12 +210,12 @@ def torch_answerer(model, processor) -> TorchAnswerer:
 
 
 class BundleAnswerer:
-    """``evaluate``'s answer function for a bundle (appliance.model.GraspModel): the appliance's own path.
+    """``evaluate``'s answer function for a bundle (appliance.runtime.model.GraspModel): the appliance's own path.
 
     ``constrain=False`` and ``max_new_tokens=MAX_NEW_TOKENS`` decode exactly as the torch path does."""
 
     def __init__(self, grasp_model, constrain: bool = True, max_new_tokens: int | None = None):
-        from appliance.model import MAX_NEW_TOKENS as RUNTIME_MAX
+        from appliance.runtime.model import MAX_NEW_TOKENS as RUNTIME_MAX
 
         self.model, self.constrain, self.max_new_tokens = grasp_model, constrain, max_new_tokens or RUNTIME_MAX
         self._session = None
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = open_dataset(args.root)
         ids = held_out_ids(dataset, args.split, args.fold, seed=args.seed)[: args.limit]
         if args.bundle:
-            from appliance.model import GraspModel
+            from appliance.runtime.model import GraspModel
 
             grasp_model = GraspModel.load(args.bundle)
             result = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, args.vis,

@@ -18,9 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.progress import progress_bar
-
 from appliance.grasp import GraspPose, GraspScore, score_pose
+from training.progress import progress_bar
 
 from .datasets import GraspDataset, open_dataset
 

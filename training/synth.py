@@ -13,21 +13,29 @@ to ``objects.csv``. Deterministic for a seed, whatever the number of workers.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import sys
 from dataclasses import dataclass
-import multiprocessing
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 import numpy as np
 from PIL import Image
-from training.progress import progress_bar
 
 from appliance.sim.objects import CATEGORIES, ObjectModel, make_object
-from appliance.sim.scene import CameraConfig, CameraRenderer, TableConfig, body_pose, object_grasps, place, standalone_xml
+from appliance.sim.scene import (
+    CameraConfig,
+    CameraRenderer,
+    TableConfig,
+    body_pose,
+    object_grasps,
+    place,
+    standalone_xml,
+)
+from training.progress import progress_bar
 
 from .datasets.files import ObjectInfo, write_cornell_rectangles, write_depth_tiff, write_object_map
 

@@ -1,12 +1,16 @@
-"""Reasoning tuning of a LLaVA checkpoint: projector-only (``pretrain``) or LoRA (``lora``).
+"""Reasoning tuning of a LLaVA checkpoint: projector-only (``pretrain``) or LoRA (``lora``), and the stages that
+build a base from scratch.
 
     python -m training.train --model runs/tiny-base --data runs/rt-iw0 --strategy lora --out runs/rt-lora
 
 Reads top to bottom: a config, small named helpers (``trainable_model``,
-``lr_at``, ``save_checkpoint``), one visible loop. The loss is on the answer
-tokens only; gradients accumulate to the configured batch; bf16 on a GPU,
-fp32 on the CPU; a checkpoint every ``--save-every`` steps and ``--resume``;
-a progress bar and ``metrics.csv`` (step, loss, learning rate).
+``lr_at``, ``save_checkpoint``), and two visible loops: ``train`` for the
+conversation strategies (pretrain, lora, align, decoder: the loss on the
+answer tokens only, gradients accumulated to the configured batch, DDP,
+``--resume``) and ``train_stage`` for the base-building stages whose loss is
+not a conversation's (vision heads, language corpus). bf16 on a GPU, fp32 on
+the CPU; a checkpoint every ``--save-every`` steps; a progress bar and
+``metrics.csv`` (step, loss, learning rate).
 """
 
 from __future__ import annotations
@@ -204,6 +208,7 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
     """A base-building stage (``vision``: data is a grasp dataset root; ``language``: the corpus)."""
     import torch
     from safetensors.torch import save_file
+
     from training.progress import progress_bar
 
     from .model import load_llava
@@ -243,6 +248,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     if config.strategy in STAGES:
         return train_stage(config, progress)
     import torch
+
     from training.progress import progress_bar
 
     from .data import ConversationDataset

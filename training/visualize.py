@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from appliance.grasp import GraspRectangle
+from appliance.runtime.annotate import draw_rectangle
 
 GREEN = (40, 200, 40)
 RED = (230, 30, 30)
@@ -20,9 +21,5 @@ def draw_grasps(
     canvas = (image if isinstance(image, Image.Image) else Image.fromarray(image)).convert("RGB").copy()
     draw = ImageDraw.Draw(canvas)
     for rect in rects:
-        p = [tuple(map(float, q)) for q in rect.points]
-        draw.line([p[0], p[1]], fill=color, width=1)
-        draw.line([p[2], p[3]], fill=color, width=1)
-        draw.line([p[1], p[2]], fill=color, width=width + 1)
-        draw.line([p[3], p[0]], fill=color, width=width + 1)
+        draw_rectangle(draw, rect, jaws=(color, width + 1), axis=(color, 1))
     return canvas

@@ -5,10 +5,17 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from appliance.geometry import Intrinsics
+
+
+class CameraConfig(Protocol):
+    """What every camera backend's config dataclass has: the ``type`` that names its backend."""
+
+    type: str
 
 
 class CameraError(RuntimeError):

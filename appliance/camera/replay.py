@@ -2,7 +2,7 @@
 
 Layout: ``intrinsics.json`` (fx, fy, cx, cy, width, height) and, per frame,
 ``NNNNNN-rgb.png`` + ``NNNNNN-depth.npy`` (float32 metres, NaN = no reading).
-The daemon can record every frame it acts on (``camera.record`` in the
+The daemon can record every frame it acts on (``record`` in the
 config), so a session on the robot can be replayed offline.
 """
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from appliance.geometry import interpolate_pose, rotation_log
 
+from .base import Arm
 from .plan import MotionError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def from_column_major(values) -> np.ndarray:
     return np.array(values, dtype=np.float64).reshape(4, 4, order="F")
 
 
-class FrankaArm:
+class FrankaArm(Arm):
     """One FR3 with its Franka Hand."""
 
     def __init__(self, config: FrankaConfig = FrankaConfig(), stop: threading.Event | None = None):
@@ -102,12 +103,6 @@ class FrankaArm:
     @property
     def is_connected(self) -> bool:
         return self._robot is not None
-
-    def __enter__(self) -> FrankaArm:
-        return self.connect()
-
-    def __exit__(self, *exc) -> None:
-        self.disconnect()
 
     # ---------------------------------------------------------------- state
     def pose(self) -> np.ndarray:

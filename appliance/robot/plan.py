@@ -121,7 +121,7 @@ class Arm(Protocol):
 
 @dataclass(frozen=True)
 class GraspResult:
-    """How far a plan got: ``stage`` is the last step reached; ``grasped`` says if the hand holds something."""
+    """How far a plan got: ``stage`` is the last step reached, ``success`` whether the hand holds the object at the end."""
 
     success: bool
     stage: str

@@ -1,7 +1,7 @@
 """The arm in its own process: pylibfranka never releases the GIL while it talks to the robot.
 
-The daemon calls ``RobotProcess.call("execute", plan)`` etc.; the child owns a
-``FrankaArm`` and answers over a pipe. ``stop()`` sets an event shared with the
+The daemon calls ``RobotProcess.call("execute", plan)`` etc.; the child owns the
+arm its config names (``appliance.robot.factory``) and answers over a pipe. ``stop()`` sets an event shared with the
 child, which the arm's 1 kHz loop reads every cycle and ramps the motion down
 — so a stop takes effect mid-motion, from any thread of the daemon, without
 waiting for the pipe. A child that dies or hangs is a ``RobotUnavailable``,
@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .franka import FrankaConfig
+from .base import RobotConfig
 from .plan import GraspLimits, GraspPlan, GraspResult, MotionError
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,13 @@ class StopOrOrphaned:
         return self.event.is_set() or os.getppid() != self.parent_pid
 
 
-def _serve(config: FrankaConfig, poses: ArmPoses, limits: GraspLimits, conn, stop, parent_pid: int) -> None:
+def _serve(config: RobotConfig, poses: ArmPoses, limits: GraspLimits, conn, stop, parent_pid: int) -> None:
     """The child: connect, then answer commands until told to quit or the pipe closes."""
-    from .franka import FrankaArm
+    from .factory import make_arm
     from .plan import execute
 
     try:
-        arm = FrankaArm(config, stop=StopOrOrphaned(stop, parent_pid)).connect()
+        arm = make_arm(config, stop=StopOrOrphaned(stop, parent_pid)).connect()
     except Exception as exc:  # pylibfranka's connection errors: report and end
         conn.send((0, "error", "RobotUnavailable", f"cannot connect to the arm at {config.host}: {exc}"))
         return
@@ -119,9 +119,9 @@ def _serve(config: FrankaConfig, poses: ArmPoses, limits: GraspLimits, conn, sto
 
 
 class RobotProcess:
-    """A ``FrankaArm`` served by a child process."""
+    """An arm (``appliance.robot.factory``) served by a child process."""
 
-    def __init__(self, config: FrankaConfig, poses: ArmPoses, limits: GraspLimits = GraspLimits()):
+    def __init__(self, config: RobotConfig, poses: ArmPoses, limits: GraspLimits = GraspLimits()):
         self.config, self.poses, self.limits = config, poses, limits
         self._ctx = mp.get_context("spawn")  # no inherited threads, sockets or llama.cpp state
         self._stop = self._ctx.Event()

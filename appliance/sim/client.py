@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 
 class CellUnavailable(RuntimeError):
@@ -15,39 +12,24 @@ class CellUnavailable(RuntimeError):
 
 
 class SimCellClient:
-    """REQ client with the Lazy Pirate pattern: on a timeout, reopen the socket and retry."""
+    """Client of the cell's service, retried the Lazy Pirate way (``appliance.client.LazyPirate``)."""
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5560", timeout_s: float = 5.0, retries: int = 3):
-        import zmq
+        from appliance.client import LazyPirate
 
-        self.endpoint, self.timeout_ms, self.retries = endpoint, int(timeout_s * 1000), retries
-        self._zmq = zmq
-        self._context = zmq.Context.instance()
-        self._socket = None
-
-    def _open(self):
-        socket = self._context.socket(self._zmq.REQ)
-        socket.setsockopt(self._zmq.LINGER, 0)
-        socket.connect(self.endpoint)
-        return socket
+        self.endpoint, self.retries = endpoint, retries
+        self._pirate = LazyPirate(endpoint, timeout_s, retries)
 
     def request(self, op: str, **fields) -> tuple[dict, list[bytes]]:
         """Send one request; returns the reply header and any binary parts."""
-        payload = json.dumps({"op": op, **fields}).encode()
-        for attempt in range(1, self.retries + 1):
-            if self._socket is None:
-                self._socket = self._open()
-            self._socket.send(payload)
-            if self._socket.poll(self.timeout_ms):
-                header, *parts = self._socket.recv_multipart()
-                reply = json.loads(header)
-                if not reply.get("ok"):
-                    raise RuntimeError(f"sim cell refused {op!r}: {reply.get('error')}")
-                return reply, parts
-            log.warning("sim cell did not answer %r within %d ms (attempt %d)", op, self.timeout_ms, attempt)
-            self._socket.close()
-            self._socket = None
-        raise CellUnavailable(f"no answer from the sim cell at {self.endpoint} after {self.retries} tries")
+        frames = self._pirate.exchange([json.dumps({"op": op, **fields}).encode()])
+        if frames is None:
+            raise CellUnavailable(f"no answer from the sim cell at {self.endpoint} after {self.retries} tries")
+        header, *parts = frames
+        reply = json.loads(header)
+        if not reply.get("ok"):
+            raise RuntimeError(f"sim cell refused {op!r}: {reply.get('error')}")
+        return reply, parts
 
     def info(self) -> dict:
         return self.request("info")[0]
@@ -78,9 +60,7 @@ class SimCellClient:
         return self.request("fault", **fields)[0]
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        self._pirate.close()
 
     def __enter__(self) -> SimCellClient:
         return self

@@ -15,7 +15,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
 MAX_OPENING = 0.075  # the Franka Hand opens 8 cm; keep a margin
 LABEL_SPACING = 0.01
 """Metres between labelled grasp centres along a region (a segment, a rim): half the finger pads' 2 cm,

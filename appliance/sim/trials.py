@@ -30,9 +30,9 @@ import numpy as np
 from appliance.config import ConfigError, load_config
 from appliance.geometry import Intrinsics, image_grasp_to_base, pose_matrix
 from appliance.grasp import GraspPose
-from appliance.proc import describe_exit, tail
 from appliance.robot.franka import FrankaArm, FrankaConfig
 from appliance.robot.plan import GraspLimits, MotionError, UnsafeTarget, Workspace, execute, plan_top_down
+from appliance.runtime.proc import describe_exit, tail
 
 from .cell import SimCellConfig, cell_objects
 from .client import SimCellClient
@@ -90,7 +90,7 @@ def oracle_source(config: SimCellConfig) -> GraspSource:
 
 def model_source(bundle: Path) -> GraspSource:
     """A bundle, as the appliance runs it: the camera image and "pick up the <category>" in, its pose out."""
-    from appliance.model import GraspModel
+    from appliance.runtime.model import GraspModel
 
     model = GraspModel.load(bundle)
 

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.answer import AnswerFormat, AnswerParseError, AnswerVariant
-from appliance.gbnf import parse_grammar
 from appliance.grasp import GraspPose, angle_difference
+from appliance.runtime.gbnf import parse_grammar
 
 unit = st.floats(0.0, 1.0, allow_nan=False)
 angle = st.floats(-math.pi / 2, math.pi / 2, allow_nan=False, exclude_max=True)
@@ -112,7 +112,7 @@ def test_render_refuses_what_could_not_be_parsed():
 @pytest.mark.parametrize("decimals", [1, 2, 3])
 def test_grammar_accepts_exactly_the_angles_the_parser_accepts(decimals):
     """Constrained decoding must never produce a pose the range check then refuses."""
-    from appliance.gbnf import parse_grammar
+    from appliance.runtime.gbnf import parse_grammar
 
     fmt = AnswerFormat("nr-a", decimals)
     grammar = parse_grammar(fmt.grammar())
@@ -131,7 +131,7 @@ def test_grammar_accepts_exactly_the_angles_the_parser_accepts(decimals):
 @pytest.mark.parametrize("variant", ["rt", "nr-a", "nr-b"])
 def test_a_refusal_parses_as_refused_and_the_grammar_allows_it_only_when_trained(variant):
     from appliance.answer import AnswerRefused
-    from appliance.gbnf import parse_grammar
+    from appliance.runtime.gbnf import parse_grammar
 
     trained, untrained = AnswerFormat(variant, 3, refusals=True), AnswerFormat(variant, 3)
     text = trained.render_refusal("toy block")

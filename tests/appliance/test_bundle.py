@@ -5,10 +5,18 @@ import dataclasses
 import pytest
 import yaml
 
-from appliance.bundle import (
-    MANIFEST_FILE, AnswerSpec, BundleError, FileEntry, ImageSpec, Manifest, file_entry, manifest_from_dict,
-    manifest_to_yaml, read_bundle,
-)  # fmt: skip
+from appliance.bundle import (  # fmt: skip
+    MANIFEST_FILE,
+    AnswerSpec,
+    BundleError,
+    FileEntry,
+    ImageSpec,
+    Manifest,
+    file_entry,
+    manifest_from_dict,
+    manifest_to_yaml,
+    read_bundle,
+)
 
 
 def _bundle(tmp_path) -> Manifest:

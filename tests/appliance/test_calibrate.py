@@ -38,7 +38,7 @@ def test_noise_shows_in_the_residual():
 
 def test_cli_writes_a_loadable_handeye_file(tmp_path):
     from appliance.config import from_dict
-    from appliance.settings import HandEye
+    from appliance.daemon.settings import HandEye
 
     _, base, cam = synthetic()
     obs = tmp_path / "calib.yaml"

@@ -61,7 +61,7 @@ def test_the_installed_cpu_backend_holds_no_amx_or_avx512_instruction():
 
 
 def test_text_that_falls_back_to_bytes_tokenizes_whatever_its_length(tmp_path):
-    from appliance.llm import LlamaSettings, TextModel
+    from appliance.runtime.llm import LlamaSettings, TextModel
 
     text = "zzzz qqqq xxxx \U0001f600 " * 3
     model = TextModel(selfcheck.write_tiny_gguf(tmp_path / "t.gguf"), LlamaSettings(n_ctx=64, n_batch=16))

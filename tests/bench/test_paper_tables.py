@@ -11,6 +11,7 @@ from bench.paper_tables import main  # noqa: E402
 from training.datasets.toy import write_toy_dataset  # noqa: E402
 
 
+@pytest.mark.slow
 def test_every_cell_is_trained_evaluated_and_tabulated(tiny_spm_checkpoint, tmp_path, capsys):
     root = write_toy_dataset(tmp_path / "toy", images=10, seed=2, objects=5)
     argv = ["--base", str(tiny_spm_checkpoint), "--root", str(root), "--out", str(tmp_path / "t1"), "--variants", "nr-a",

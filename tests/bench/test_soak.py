@@ -15,13 +15,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import soak  # noqa: E402
 
 
-def test_thousand_predicts_from_four_clients_all_answered_with_stable_memory(tmp_path, nra_bundle, recording, capsys):
-    path, _, _ = write_config(tmp_path, nra_bundle, recording)
+def soak_run(tmp_path, bundle, recording, requests: int) -> dict:
+    path, _, _ = write_config(tmp_path, bundle, recording)
     out = tmp_path / "soak.json"
-    assert soak.main(["--config", str(path), "--requests", "1000", "--clients", "4", "--json", str(out)]) == 0
+    assert soak.main(["--config", str(path), "--requests", str(requests), "--clients", "4", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["answered_ok"] == 1000 and report["failed"] == 0
+    assert report["answered_ok"] == requests and report["failed"] == 0
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+    return report
+
+
+def test_a_hundred_predicts_from_four_clients_are_all_answered(tmp_path, nra_bundle, recording, capsys):
+    soak_run(tmp_path, nra_bundle, recording, 100)
+    assert "100/100 answered ok" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_thousand_predicts_from_four_clients_all_answered_with_stable_memory(tmp_path, nra_bundle, recording, capsys):
+    report = soak_run(tmp_path, nra_bundle, recording, 1000)
     assert report["rss_growth_second_half_mb"] < 10, report["rss_mb"]  # no growth without bound
     assert "1000/1000 answered ok" in capsys.readouterr().out
 

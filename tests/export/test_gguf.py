@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from appliance.llm import LlamaSettings, TextModel
+from appliance.runtime.llm import LlamaSettings, TextModel
 from export.gguf import ExportError, gguf_name, read_vocab, rope_permute, text_config, write_gguf
 
 pytest.importorskip("llama_cpp")

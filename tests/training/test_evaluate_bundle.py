@@ -18,8 +18,8 @@ def toy(tmp_path_factory):
 
 
 def test_f32_bundle_answers_exactly_as_the_torch_model(f32_bundle, tiny_spm_checkpoint, toy):
-    from appliance.llm import LlamaSettings
-    from appliance.model import GraspModel
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
     from training.model import load_llava
     from training.view import ModelView
 
@@ -56,7 +56,7 @@ def test_cli_errors(tmp_path, toy, capsys):
 def test_refinement_turns_follow_up_in_the_same_conversation(nra_bundle, toy):
     """--refine: one follow-up per answered image, in the image's conversation (the grammar makes every
     answer of the random NR-A model parse, so every image gets its turn)."""
-    from appliance.model import GraspModel
+    from appliance.runtime.model import GraspModel
 
     dataset = open_dataset(toy)
     ids = list(dataset.ids)[:3]

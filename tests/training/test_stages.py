@@ -129,7 +129,16 @@ def test_answer_digits_are_the_digits_the_answer_writes():
 def test_vision_loss_fits_the_nearest_of_a_patchs_grasps():
     """Two grasps in one patch: predicting either one exactly costs nothing in offset and angle (their
     average would), and the digits are scored against the grasp the offset points at."""
-    from training.stages import CANDIDATES, DIGIT_GROUPS, PATCH_ANGLE, PATCH_DIGITS, PATCH_OFFSET, PATCH_WHERE, patch_centres, vision_loss
+    from training.stages import (
+        CANDIDATES,
+        DIGIT_GROUPS,
+        PATCH_ANGLE,
+        PATCH_DIGITS,
+        PATCH_OFFSET,
+        PATCH_WHERE,
+        patch_centres,
+        vision_loss,
+    )
 
     patches = 4
     target = {

@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{ds.name} dataset at {ds.root}" + (f" ({ds.layout})" if isinstance(ds, CornellDataset) else ""))
     print(f"  images:     {len(labels)}")
-    print(f"  positives:  {sum(len(l.positives) for l in labels)}")
-    print(f"  negatives:  {sum(len(l.negatives) for l in labels)}")
-    print(f"  skipped:    {sum(l.skipped for l in labels)} rectangles with NaN coordinates")
-    print(f"  sizes:      {dict(Counter(l.image_size for l in labels))}")
+    print(f"  positives:  {sum(len(lab.positives) for lab in labels)}")
+    print(f"  negatives:  {sum(len(lab.negatives) for lab in labels)}")
+    print(f"  skipped:    {sum(lab.skipped for lab in labels)} rectangles with NaN coordinates")
+    print(f"  sizes:      {dict(Counter(lab.image_size for lab in labels))}")
     objects = ds.object_ids()
     known = {o for o in objects.values() if o is not None}
     print(f"  objects:    {len(known)} known" + ("" if len(known) else " (no mapping file: object-wise splits unavailable)"))
-    categories = Counter(l.category for l in labels if l.category)
+    categories = Counter(lab.category for lab in labels if lab.category)
     if categories:
         print(f"  categories: {len(categories)} ({', '.join(f'{c} {n}' for c, n in categories.most_common(8))}...)")
     for kind in ("iw", "ow"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -115,7 +115,7 @@ def _category(entry: dict, where: str) -> Category:
     return category
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_templates(categories_file: Path = CATEGORIES_FILE, templates_file: Path = TEMPLATES_FILE) -> Templates:
     """Read and check both YAML files; errors name the file and the category."""
     cats = yaml.safe_load(Path(categories_file).read_text())

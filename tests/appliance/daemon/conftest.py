@@ -59,7 +59,7 @@ class Running:
 
     def __init__(self, config_path):
         from appliance.__main__ import build
-        from appliance.settings import load_appliance_config
+        from appliance.daemon.settings import load_appliance_config
 
         self.config = load_appliance_config(config_path)
         self.daemon = build(self.config)
@@ -98,7 +98,7 @@ def send(endpoint: str, frames: list[bytes], timeout_s: float = 20.0, socket_typ
 
 def wait_status(endpoint: str, timeout_s: float = 90.0) -> dict:
     """Poll ``status`` until a daemon (e.g. one just started as a process) answers; its status."""
-    from appliance import protocol
+    from appliance.daemon import protocol
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from appliance import protocol
 from appliance.client import Client
+from appliance.daemon import protocol
 
 from .conftest import send
 
@@ -146,6 +146,8 @@ def test_a_model_process_killed_mid_predict_is_model_crashed_and_the_daemon_goes
     import os
     import signal
 
+    from tests.helpers import IN_MODEL_CALL, MODEL_CALL, wait_until_calling
+
     status = json.loads(send(daemon.requests, [protocol.request("status", "crash-st")])[-1])
     pid = status["model"]["process"]["pid"]
     assert status["model"]["process"]["alive"] and status["model"]["process"]["restarts"] == 0
@@ -155,11 +157,11 @@ def test_a_model_process_killed_mid_predict_is_model_crashed_and_the_daemon_goes
     dealer.connect(daemon.requests)
     try:
         dealer.send_multipart([protocol.request("predict", "crash-1", text="pick up the mug")])
-        time.sleep(1.0)  # the replay camera answers at once: the request now waits on the frozen model
+        wait_until_calling("rtgrasp-worker", *IN_MODEL_CALL, **MODEL_CALL)  # the predict is waiting on the frozen model
         os.kill(pid, signal.SIGSEGV)
         os.kill(pid, signal.SIGCONT)
         assert dealer.poll(60000)
-        reply = json.loads(dealer.recv_multipart()[-1])
+        reply = json.loads(dealer.recv_multipart()[0])
     finally:
         dealer.close(0)
     assert not reply["ok"] and reply["error"]["code"] == "model_crashed", reply
@@ -249,9 +251,9 @@ def test_an_instruction_that_cannot_fit_the_context_is_too_long_and_a_full_conve
 def test_a_refusal_from_the_model_is_not_understood_and_never_planned(daemon, f32_bundle):
     import numpy as np
 
-    from appliance.jobs import JobError
-    from appliance.llm import LlamaSettings
-    from appliance.model import GraspModel, Timings
+    from appliance.daemon.jobs import JobError
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel, Timings
 
     model = GraspModel.load(f32_bundle, llama=LlamaSettings(n_ctx=256, n_batch=64))
     try:

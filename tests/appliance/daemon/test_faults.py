@@ -23,10 +23,10 @@ pytest.importorskip("franky_sim")
 pytest.importorskip("pylibfranka")
 zmq = pytest.importorskip("zmq")
 
-from appliance import protocol  # noqa: E402
 from appliance.client import Client  # noqa: E402
+from appliance.daemon import protocol  # noqa: E402
 from appliance.sim.client import SimCellClient  # noqa: E402
-from tests.helpers import free_port, sim_cell  # noqa: E402
+from tests.helpers import IN_MODEL_CALL, MODEL_CALL, free_port, sim_cell, wait_until_calling  # noqa: E402
 
 from .conftest import HANDEYE, Running, send, wait_status  # noqa: E402
 
@@ -233,8 +233,8 @@ def test_a_model_process_killed_mid_grasp_is_model_crashed_and_nothing_moves(dae
     dealer.connect(daemon.config.server.requests)
     try:
         dealer.send_multipart([b"", protocol.request("grasp", "crash-grasp", text="grasp the box")])
-        observed = settled(sim, within_s=30.0)  # the arm went out of the camera's view, then waits on the model
-        time.sleep(0.5)
+        wait_until_calling("rtgrasp-worker", *IN_MODEL_CALL, **MODEL_CALL, timeout_s=60)  # past the observation pose
+        observed = settled(sim, within_s=30.0)  # and waiting on the model
         os.kill(pid, signal.SIGSEGV)
         os.kill(pid, signal.SIGCONT)
         assert dealer.poll(60000)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from appliance import protocol
+from appliance.daemon import protocol
 
 from .conftest import send
 
@@ -223,7 +223,7 @@ def test_every_malformed_request_gets_its_documented_code_and_the_arm_never_move
         assert np.abs(arm_q(sim) - moved_to).max() < 1e-3  # no second motion under a used id
 
         # a stop flood: every stop answered as a stop, the daemon still serves, nothing moves
-        for i in range(200):
+        for _ in range(200):
             sock.send_multipart([b"", protocol.request("stop", "flood")])
         stops = [json.loads(sock.recv_multipart()[1]) for _ in range(200) if sock.poll(10_000)]
         assert len(stops) == 200 and all(s["ok"] and s["stopped"] for s in stops)

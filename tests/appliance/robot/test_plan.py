@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from appliance.geometry import SurfaceGrasp
-
 from appliance.robot.plan import (
     GraspLimits,
     GraspResult,
@@ -15,7 +14,6 @@ from appliance.robot.plan import (
     plan_top_down,
     tcp_pose,
 )
-
 
 CAMERA = np.array([0.5, 0.0, 0.7])
 

@@ -15,7 +15,6 @@ from appliance.robot.worker import ArmPoses, RobotProcess, RobotUnavailable  # n
 from appliance.sim.cell import OBSERVATION_Q, READY_Q  # noqa: E402
 from tests.helpers import sim_cell  # noqa: E402
 
-
 JOINT_TOL = 0.06  # rad: joint impedance control settles a few hundredths off its target under gravity
 
 

@@ -123,7 +123,7 @@ def test_labels_cover_every_point_of_an_allowed_region(category):
         centres = np.array([g.rectangle.center for g in region_grasps(region, T, CAMERA)])
         start, end = np.array(region.start), np.array(region.end)
 
-        def gap_px(t: float) -> float:
+        def gap_px(t: float, start=start, end=end, centres=centres) -> float:
             """Pixels from the region's point at t (0: start, 1: end), projected, to the nearest label."""
             point = transform_points(np.linalg.inv(CAMERA.T_base_cam) @ T, (start + t * (end - start))[None])
             u, v = CAMERA.intrinsics.project(point)[0]

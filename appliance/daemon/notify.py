@@ -30,6 +30,13 @@ class Notifier:
     def enabled(self) -> bool:
         return self._sock is not None
 
+    def check_heartbeat(self, heartbeat_s: float) -> None:
+        """``ValueError`` unless the daemon's heartbeat pings well within the unit's ``WatchdogSec`` (at most half of
+        it, as sd_watchdog_enabled(3) advises): a slower heartbeat would have systemd kill a healthy daemon."""
+        if self.watchdog_s is not None and heartbeat_s > self.watchdog_s / 2:
+            raise ValueError(f"server.heartbeat_s is {heartbeat_s} s, more than half of the unit's WatchdogSec "
+                             f"({self.watchdog_s:g} s): systemd would kill a healthy daemon")  # fmt: skip
+
     def send(self, **fields) -> bool:
         """Send ``KEY=value`` lines (keys upper-cased); False when not under systemd or on failure."""
         if self._sock is None:

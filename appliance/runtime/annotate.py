@@ -7,9 +7,19 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .grasp import GraspPose
+from appliance.grasp import GraspPose, GraspRectangle
 
 JAW_COLOUR, BODY_COLOUR = (255, 40, 40), (255, 200, 0)
+
+
+def draw_rectangle(draw: ImageDraw.ImageDraw, rect: GraspRectangle, jaws=(JAW_COLOUR, 3), axis=(BODY_COLOUR, 1)) -> None:
+    """One grasp rectangle: the closing axis (p0→p1, p2→p3) thin, the jaws (p1→p2, p3→p0) thick on top.
+    ``jaws`` and ``axis`` are (colour, line width)."""
+    p = [tuple(map(float, q)) for q in rect.points]
+    draw.line([p[0], p[1]], fill=axis[0], width=axis[1])
+    draw.line([p[2], p[3]], fill=axis[0], width=axis[1])
+    draw.line([p[1], p[2]], fill=jaws[0], width=jaws[1])
+    draw.line([p[3], p[0]], fill=jaws[0], width=jaws[1])
 
 
 def annotate(view: np.ndarray, pose: GraspPose | None, opening: float = 0.2, jaw: float = 0.06) -> Image.Image:
@@ -18,19 +28,15 @@ def annotate(view: np.ndarray, pose: GraspPose | None, opening: float = 0.2, jaw
     if pose is None:
         return image
     w, h = image.size
-    corners = pose.to_rectangle((w, h), opening * w, jaw * w).points
     draw = ImageDraw.Draw(image)
-    pts = [tuple(map(float, p)) for p in corners]
-    draw.line([pts[1], pts[2]], fill=JAW_COLOUR, width=3)  # the jaws
-    draw.line([pts[3], pts[0]], fill=JAW_COLOUR, width=3)
-    draw.line([pts[0], pts[1]], fill=BODY_COLOUR, width=1)  # the closing axis
-    draw.line([pts[2], pts[3]], fill=BODY_COLOUR, width=1)
+    draw_rectangle(draw, pose.to_rectangle((w, h), opening * w, jaw * w))
     cx, cy = pose.x * w, pose.y * h
     draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], outline=JAW_COLOUR, width=2)
     return image
 
 
 def png_bytes(image: Image.Image) -> bytes:
+    """The image as PNG bytes (the reply's second frame)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from appliance.bundle import ImageSpec
-from appliance.preprocess import CropBox, as_rgb, pixel_values, prepare, workspace_view
+from appliance.runtime.preprocess import CropBox, as_rgb, pixel_values, prepare, workspace_view
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 

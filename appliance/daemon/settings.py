@@ -12,17 +12,21 @@ the file and the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from .camera.factory import CameraConfig, camera_config
-from .config import ConfigError, from_dict, load_yaml
-from .robot.franka import FrankaConfig
-from .robot.plan import GraspLimits, Workspace
-from .robot.worker import HOME_Q, ArmPoses
-from .vision import PROVIDERS
+from appliance.camera import CameraConfig, camera_config
+from appliance.config import ConfigError, from_dict, load_yaml
+from appliance.robot import RobotConfig, robot_config
+from appliance.robot.plan import GraspLimits, Workspace
+from appliance.robot.worker import HOME_Q, ArmPoses
+from appliance.runtime.llm import LlamaSettings
+from appliance.runtime.model import MAX_NEW_TOKENS
+from appliance.runtime.vision import PROVIDERS
+
+from .protocol import DEFAULT_EVENTS, DEFAULT_REQUESTS
 
 LOOPBACK = ("tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://")
 
@@ -31,9 +35,9 @@ LOOPBACK = ("tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc:
 class ServerConfig:
     """The ZeroMQ sockets and who may use them."""
 
-    requests: str = "tcp://127.0.0.1:5570"
+    requests: str = DEFAULT_REQUESTS
     """ROUTER: requests and replies."""
-    events: str = "tcp://127.0.0.1:5571"
+    events: str = DEFAULT_EVENTS
     """PUB: state, predictions, results, errors, heartbeats."""
     heartbeat_s: float = 1.0
     server_secret_key: str | None = None
@@ -66,19 +70,21 @@ class ServerConfig:
         return all(e.startswith(LOOPBACK) for e in (self.requests, self.events))
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """The bundle and how to run it."""
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings(LlamaSettings):
+    """The bundle and how to run it: every ``LlamaSettings`` field (n_ctx, n_batch, n_threads, n_gpu_layers,
+    kv_cache, flash_attn) and these."""
 
     bundle: str
-    n_ctx: int = 1024
-    n_batch: int = 256
-    n_threads: int = 0
-    n_gpu_layers: int = 0
     providers: tuple[str, ...] = PROVIDERS
-    max_new_tokens: int = 160
+    max_new_tokens: int = MAX_NEW_TOKENS
     speculative: bool = False
-    """Draft reasoning tokens from the bundle's corpus (appliance.draft); see docs/export.md for when it pays."""
+    """Draft reasoning tokens from the bundle's corpus (appliance.runtime.draft); see docs/export.md for when it pays."""
+
+    @property
+    def llama(self) -> LlamaSettings:
+        """The llama.cpp part of these settings."""
+        return LlamaSettings(**{f.name: getattr(self, f.name) for f in fields(LlamaSettings)})
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,9 @@ class HandEye:
 
 @dataclass(frozen=True)
 class RobotSettings:
-    """franka.yaml: the arm, its named poses, grasp limits and the workspace box."""
+    """franka.yaml: the arm (a config of ``appliance.robot.factory``), its named poses, grasp limits and the workspace box."""
 
-    arm: FrankaConfig = field(default_factory=FrankaConfig)
+    arm: RobotConfig = field(default_factory=lambda: robot_config(None))
     poses: ArmPoses = field(default_factory=lambda: ArmPoses(HOME_Q, HOME_Q))
     limits: GraspLimits = field(default_factory=GraspLimits)
     workspace: Workspace = field(default_factory=Workspace)
@@ -119,7 +125,6 @@ class SpeechSettings:
 
     enabled: bool = True
     max_seconds: float = 15.0
-    min_confidence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ def load_appliance_config(path: Path) -> ApplianceConfig:
     return ApplianceConfig(
         server=base.server, model=base.model, camera=camera_config(camera_data, camera_where),
         handeye=from_dict(HandEye, handeye_data, handeye_where),
-        robot=None if robot_data is None else from_dict(RobotSettings, robot_data, robot_where),
+        robot=None if robot_data is None else _robot_settings(robot_data, robot_where),
         journal=base.journal, record=base.record, speech=base.speech, depth_window=base.depth_window,
     )  # fmt: skip
 
@@ -180,6 +185,13 @@ class _Base:
     record: str | None = None
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     depth_window: int = 5
+
+
+def _robot_settings(data: dict, where: str) -> RobotSettings:
+    """franka.yaml: its ``arm`` goes through the robot factory (by ``type``), the rest through the loader."""
+    data = dict(data)
+    arm = robot_config(data.pop("arm", None), f"{where}: arm")
+    return replace(from_dict(RobotSettings, data, where), arm=arm)
 
 
 def _relative(data: dict, key: str, base: Path) -> None:

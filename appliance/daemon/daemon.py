@@ -24,16 +24,17 @@ from dataclasses import dataclass
 
 import zmq
 
+from appliance.camera import CameraError
+from appliance.robot.plan import MotionError
+from appliance.robot.worker import RobotUnavailable
+from appliance.runtime.llm import ContextFull
+from appliance.runtime.worker import ModelCrashed
+
 from . import protocol
-from .camera import CameraError
 from .jobs import JobError, Jobs
 from .journal import Journal
-from .llm import ContextFull
-from .model_worker import ModelCrashed
 from .notify import Notifier
 from .protocol import ProtocolError, Request
-from .robot.plan import MotionError
-from .robot.worker import RobotUnavailable
 from .settings import ApplianceConfig
 from .speech import BadAudio
 
@@ -51,8 +52,8 @@ HANDSHAKE_FAILURES = sum(HANDSHAKE_FAILURES_BY_ID)
 
 
 @dataclass
-class Job:
-    """A queued request and where its reply goes."""
+class QueuedRequest:
+    """A request waiting for the worker thread, with its journal row."""
 
     request: Request
     seq: int
@@ -67,7 +68,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.context = context or zmq.Context.instance()
         self.journal = Journal(config.journal)
-        self.queue: queue.Queue[Job | None] = queue.Queue()
+        self.queue: queue.Queue[QueuedRequest | None] = queue.Queue()
         self.shutdown = threading.Event()
         self.state = "starting"
         self.started = time.monotonic()
@@ -77,6 +78,8 @@ class Daemon:
         self.interrupted = self.journal.interrupted()
         self.last_result: dict | None = None
         self._curve = None
+        self.denied = 0
+        """CurveZMQ handshakes refused since start."""
         self._stops = 0
         """Stop requests so far: a job that started before the latest one may not move any more."""
         self._stop_lock = threading.Lock()
@@ -157,6 +160,7 @@ class Daemon:
         from zmq.utils.monitor import recv_monitor_message
 
         event = recv_monitor_message(self.monitor)
+        self.denied += 1
         name = HANDSHAKE_FAILURES_BY_ID.get(event["event"], str(event["event"]))
         log.warning("denied a connection on %s: CurveZMQ handshake failed (%s); a client without an allowed key gets no "
                     "service", event.get("endpoint", b"").decode(errors="replace"), name)  # fmt: skip
@@ -205,7 +209,7 @@ class Daemon:
             self._answer(envelope, request, seq, "rejected", error=("busy", f"{MAX_QUEUE} requests are waiting; try again"))
         else:
             self.envelopes[request.id] = envelope
-            self.queue.put(Job(request, seq))
+            self.queue.put(QueuedRequest(request, seq))
 
     def _journalled_reply(self, request: Request, row: dict) -> bytes:
         """The reply to a retry of a request an earlier run of the daemon journalled."""
@@ -281,7 +285,7 @@ class Daemon:
             "camera": self.config.camera.type, "robot": None if robot is None else {"alive": robot.alive, "stopping": robot.stopping},
             "speech": self.transcriber is not None, "sessions": len(self.jobs.sessions),
             "interrupted": [{"id": r["id"], "type": r["type"], "state": r["state"]} for r in self.interrupted],
-            "last_result": self.last_result, "journal_rows": self.journal.count(),
+            "last_result": self.last_result, "journal_rows": self.journal.count(), "denied_connections": self.denied,
         }  # fmt: skip
 
     def _heartbeat(self) -> None:
@@ -312,7 +316,7 @@ class Daemon:
         finally:
             out.close()
 
-    def _run(self, job: Job, out) -> None:
+    def _run(self, job: QueuedRequest, out) -> None:
         request = job.request
 
         def event(topic, **payload):

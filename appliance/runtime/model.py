@@ -6,7 +6,7 @@
     second = session.ask("grasp it by the handle instead")  # same image, the conversation goes on
 
 Per turn: the camera image is cropped to the workspace and preprocessed
-(``appliance.preprocess``), the ONNX vision tower turns it into image
+(``appliance.runtime.preprocess``), the ONNX vision tower turns it into image
 embeddings, the prompt is tokenized by llama.cpp and the embeddings are
 decoded in place of the ``<image>`` token, then tokens are decoded greedily
 under the answer grammar until the pose is complete. A session's history stays
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .answer import AnswerFormat, AnswerParseError, AnswerRefused, AnswerVariant
-from .bundle import Manifest, read_bundle
+from appliance.answer import AnswerFormat, AnswerParseError, AnswerRefused, AnswerVariant
+from appliance.bundle import Manifest, read_bundle
+from appliance.grasp import GraspPose
+
 from .draft import NgramDrafter
-from .grasp import GraspPose
 from .llm import ContextFull, Grammar, LlamaError, LlamaSettings, TextModel, TooLong, greedy
 from .preprocess import CropBox, prepare
 from .vision import PROVIDERS, VisionEncoder
@@ -112,7 +113,7 @@ class GraspModel:
             raise LlamaError(f"{manifest.llm} has width {self.llm.n_embd}, the manifest says {manifest.embedding_width}")
         self.image_token = self.llm.token_id(manifest.image_token)
         self._grammar = self.format.grammar()
-        self._complete = re.compile(r"\d\.\d{%d}$" % self.format.decimals)
+        self._complete = re.compile(rf"\d\.\d{{{self.format.decimals}}}$")
         self._active: Session | None = None
         self._pose_reserve = len(self.format.longest_pose) + 2
         """Tokens kept for the pose: at most one a character, plus the space before it and the end."""

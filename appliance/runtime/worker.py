@@ -26,7 +26,8 @@ from itertools import count
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from .bundle import Manifest, read_bundle
+from appliance.bundle import Manifest, read_bundle
+
 from .llm import ContextFull, LlamaError, LlamaSettings, TooLong
 from .model import MAX_NEW_TOKENS, Prediction
 from .proc import describe_exit

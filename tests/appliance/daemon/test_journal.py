@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from appliance.journal import Journal
+from appliance.daemon.journal import Journal
 
 
 def test_rows_survive_and_open_ones_are_reported(tmp_path):

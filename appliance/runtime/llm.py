@@ -7,7 +7,7 @@ KV cache can be cut back (``truncate``) to reuse a shared prefix.
 
 Two ways llama.cpp takes the whole process down are guarded here: a batch
 larger than ``n_batch`` aborts (every decode is split into chunks), and an
-invalid grammar segfaults (every grammar passes ``appliance.gbnf`` first).
+invalid grammar segfaults (every grammar passes ``appliance.runtime.gbnf`` first).
 """
 
 from __future__ import annotations

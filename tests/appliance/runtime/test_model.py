@@ -10,10 +10,10 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 from appliance.bundle import BundleError  # noqa: E402
-from appliance.gbnf import GrammarError  # noqa: E402
-from appliance.llm import LlamaSettings  # noqa: E402
-from appliance.model import GraspModel  # noqa: E402
-from appliance.preprocess import prepare  # noqa: E402
+from appliance.runtime.gbnf import GrammarError  # noqa: E402
+from appliance.runtime.llm import LlamaSettings  # noqa: E402
+from appliance.runtime.model import GraspModel  # noqa: E402
+from appliance.runtime.preprocess import prepare  # noqa: E402
 
 INSTRUCTION = "pick up the mug"
 
@@ -77,9 +77,9 @@ def test_greedy_answer_equals_torch_generate(runtime, torch_model):
 
 def test_grammar_forces_a_parseable_pose_that_stops_when_complete(tiny_spm_checkpoint, tmp_path):
     """A random NR-A model writes garbage unconstrained; under the grammar every answer is a valid pose."""
-    from export.quantize import build_bundle
-
     import shutil
+
+    from export.quantize import build_bundle
 
     nra = tmp_path / "nra-ckpt"
 
@@ -134,7 +134,7 @@ def test_invalid_grammar_never_reaches_llama_cpp(runtime):
 
 
 def test_oversized_context_is_an_error_not_an_abort(f32_bundle):
-    from appliance.llm import LlamaError, TooLong
+    from appliance.runtime.llm import LlamaError, TooLong
 
     model = GraspModel.load(f32_bundle, llama=LlamaSettings(n_ctx=256, n_batch=16))
     assert model.llm.n_ctx == 256
@@ -172,7 +172,7 @@ def test_timings_are_reported(runtime):
 
 
 def test_provider_order_and_fallback():
-    from appliance.vision import PROVIDERS, provider_list
+    from appliance.runtime.vision import PROVIDERS, provider_list
 
     available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert provider_list(PROVIDERS, available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -184,7 +184,7 @@ def test_provider_order_and_fallback():
 
 
 def test_ngram_drafter():
-    from appliance.draft import NgramDrafter
+    from appliance.runtime.draft import NgramDrafter
 
     d = NgramDrafter([[1, 2, 3, 4, 5, 6], [7, 2, 3, 9]], max_n=3, min_n=2, k=3)
     assert d.draft([0, 2, 3]) == [4, 5, 6]  # the first continuation of (2, 3) wins
@@ -240,7 +240,7 @@ def test_near_ties_replay_the_answer_the_plain_way(q4_runtime, monkeypatch):
 
 
 def test_near_tie():
-    from appliance.model import near_tie
+    from appliance.runtime.model import near_tie
 
     logits = np.array([0.0, 5.0, 4.95, 1.0], dtype=np.float32)
     assert near_tie(logits, 1, None, 0.1)

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.gbnf import GrammarError, parse_grammar
+from appliance.runtime.gbnf import GrammarError, parse_grammar
 
 
 def test_parses_llama_cpp_style_grammar():

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .annotate import annotate, png_bytes
-from .camera import Camera, Frame
-from .geometry import image_grasp_to_base
-from .model import Prediction
-from .model_worker import ModelWorker, RemoteSession
-from .robot.plan import GraspPlan, MotionError, UnsafeTarget, plan_top_down
+from appliance.camera import Camera, Frame
+from appliance.geometry import image_grasp_to_base
+from appliance.robot.plan import GraspPlan, MotionError, UnsafeTarget, plan_top_down
+from appliance.runtime.annotate import annotate, png_bytes
+from appliance.runtime.model import Prediction
+from appliance.runtime.worker import ModelWorker, RemoteSession
+
 from .settings import ApplianceConfig
 from .vocabulary import Vocabulary, not_understood
 
@@ -68,7 +69,7 @@ class Jobs:
             log.warning("the bundle has no vocabulary (speech.yaml): instructions are not checked for known words")
 
     def check_instruction(self, text: str, first: bool) -> None:
-        """``JobError`` unless the model can ground ``text`` (appliance.vocabulary) and a first turn fits its context."""
+        """``JobError`` unless the model can ground ``text`` (appliance.daemon.vocabulary) and a first turn fits its context."""
         if self.vocabulary is not None:
             why = not_understood(text, self.vocabulary, self._known)
             if why:

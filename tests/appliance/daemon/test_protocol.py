@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance import protocol
-from appliance.protocol import ProtocolError, parse_request
+from appliance.daemon import protocol
+from appliance.daemon.protocol import ProtocolError, parse_request
 
 
 def test_valid_requests():
@@ -122,8 +122,8 @@ def test_text_that_only_looks_odd_is_fine():
 def test_every_code_is_documented_and_the_docs_equal_the_tables():
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
-    block = page.split("<!-- generated: python -m appliance.protocol -->\n")[1].split("<!-- end generated -->")[0]
-    assert block == protocol.markdown(), "docs/protocol.md is out of date: paste `python -m appliance.protocol` into it"
+    page = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text()
+    block = page.split("<!-- generated: python -m appliance.daemon.protocol -->\n")[1].split("<!-- end generated -->")[0]
+    assert block == protocol.markdown(), "docs/protocol.md is out of date: paste `python -m appliance.daemon.protocol` into it"
     with pytest.raises(ValueError, match="undocumented"):
         protocol.error_reply("made_up", "x")

@@ -16,6 +16,10 @@ import re
 from dataclasses import dataclass, field
 
 VERSION = 1
+DEFAULT_REQUESTS = "tcp://127.0.0.1:5570"
+"""Where the daemon's ROUTER binds by default (``server.requests``), and where clients connect."""
+DEFAULT_EVENTS = "tcp://127.0.0.1:5571"
+"""Where its PUB binds by default (``server.events``)."""
 MAX_JSON_BYTES = 64 * 1024
 MAX_AUDIO_BYTES = 4 * 1024 * 1024
 """A 16 kHz mono 16-bit WAV of about two minutes."""
@@ -121,6 +125,7 @@ STATUS_FIELDS = {
     "interrupted": "`[{id, type, state}]`: requests the last shutdown cut off",
     "last_result": "the last successful reply's fields, with its `id` and `type`",
     "journal_rows": "requests in the journal",
+    "denied_connections": "CurveZMQ handshakes refused since the daemon started (each one is logged)",
 }
 OTHER_REPLIES = {
     "stop": "`stopped` (true), `dropped` (ids of queued requests it dropped)",

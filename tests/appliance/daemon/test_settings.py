@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from appliance.config import ConfigError
-from appliance.settings import load_appliance_config
+from appliance.daemon.settings import load_appliance_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "firmware_config"
 
 
@@ -83,3 +83,27 @@ def test_files_are_named_relative_to_the_config(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"cam\.yaml.*fps: unknown key"):
         load_appliance_config(path)
+
+
+def test_a_heartbeat_slower_than_half_the_units_watchdog_is_refused(monkeypatch):
+    from appliance.daemon.notify import Notifier
+
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # WatchdogSec=2
+    notifier = Notifier(address="")
+    notifier.check_heartbeat(1.0)
+    with pytest.raises(ValueError, match="WatchdogSec"):
+        notifier.check_heartbeat(1.5)
+    monkeypatch.delenv("WATCHDOG_USEC")
+    Notifier(address="").check_heartbeat(60.0)  # no watchdog: nothing to check against
+
+
+def test_the_unit_watchdog_and_the_shipped_heartbeat_agree():
+    import re
+
+    from appliance.daemon.settings import ServerConfig
+
+    unit = (ROOT / "systemd" / "rtgrasp.service").read_text()
+    watchdog_s = float(re.search(r"^WatchdogSec=(\d+)", unit, re.MULTILINE).group(1))
+    for name in ("appliance.yaml", "appliance-sim.yaml"):
+        heartbeat = yaml.safe_load((ROOT / "firmware_config" / name).read_text())["server"].get("heartbeat_s", ServerConfig.heartbeat_s)
+        assert heartbeat <= watchdog_s / 2, name

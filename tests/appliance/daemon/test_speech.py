@@ -11,8 +11,8 @@ pytest.importorskip("pocketsphinx")
 if not (shutil.which("espeak-ng") and shutil.which("sox")):
     pytest.skip("needs espeak-ng and sox (scripts/setup installs them with the speech extra)", allow_module_level=True)
 
+from appliance.daemon.speech import SpeechError, Transcriber, Vocabulary, jsgf, normalise, read_wav  # noqa: E402
 from appliance.demo import speak  # noqa: E402
-from appliance.speech import SpeechError, Transcriber, Vocabulary, jsgf, normalise, read_wav  # noqa: E402
 
 OUT_OF_GRAMMAR = [
     "what time is it",
@@ -122,7 +122,7 @@ def wav_bytes(samples: int, rate: int = 16000, truncate: int = 0) -> bytes:
     (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00", "not a WAV"),
 ])  # fmt: skip
 def test_bad_audio_is_bad_audio_and_the_recogniser_keeps_working(transcriber, tmp_path, audio, message):
-    from appliance.speech import BadAudio
+    from appliance.daemon.speech import BadAudio
 
     with pytest.raises(BadAudio, match=message):
         transcriber(audio)

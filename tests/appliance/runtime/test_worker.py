@@ -3,7 +3,6 @@
 import os
 import signal
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -11,9 +10,10 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("onnxruntime")
 
-from appliance.llm import LlamaSettings  # noqa: E402
-from appliance.model import GraspModel  # noqa: E402
-from appliance.model_worker import ModelCrashed, ModelWorker  # noqa: E402
+from appliance.runtime.llm import LlamaSettings  # noqa: E402
+from appliance.runtime.model import GraspModel  # noqa: E402
+from appliance.runtime.worker import ModelCrashed, ModelWorker  # noqa: E402
+from tests.helpers import IN_MODEL_CALL, MODEL_CALL, wait_until_calling  # noqa: E402
 
 SETTINGS = LlamaSettings(n_ctx=512, n_batch=64)
 IMAGE = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -38,9 +38,9 @@ def crash_during(worker, call, sig=signal.SIGSEGV):
         except Exception as exc:  # what the test inspects
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, name="asking")
     thread.start()
-    time.sleep(0.5)  # the call is in the pipe; the frozen child cannot have answered it
+    wait_until_calling("asking", *IN_MODEL_CALL, **MODEL_CALL)  # the call is in the pipe; the frozen child cannot have answered it
     os.kill(pid, sig)
     os.kill(pid, signal.SIGCONT)
     thread.join(60)

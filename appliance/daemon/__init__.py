@@ -1,0 +1,1 @@
+"""The grasp service: ZeroMQ requests and events, jobs, journal, speech, settings."""
