@@ -14,9 +14,32 @@ from training.datasets.toy import write_toy_dataset  # noqa: E402
 @pytest.mark.slow
 def test_every_cell_is_trained_evaluated_and_tabulated(tiny_spm_checkpoint, tmp_path, capsys):
     root = write_toy_dataset(tmp_path / "toy", images=10, seed=2, objects=5)
-    argv = ["--base", str(tiny_spm_checkpoint), "--root", str(root), "--out", str(tmp_path / "t1"), "--variants", "nr-a",
-            "--splits", "iw", "--folds", "0,1", "--steps", "2", "--batch-size", "2", "--micro-batch", "2", "--limit", "2",
-            "--augment", "0", "--crop", "0"]  # fmt: skip
+    argv = [
+        "--base",
+        str(tiny_spm_checkpoint),
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "t1"),
+        "--variants",
+        "nr-a",
+        "--splits",
+        "iw",
+        "--folds",
+        "0,1",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--micro-batch",
+        "2",
+        "--limit",
+        "2",
+        "--augment",
+        "0",
+        "--crop",
+        "0",
+    ]
     assert main(argv) == 0
     data = json.loads((tmp_path / "t1" / "table1.json").read_text())
     assert sorted(data["cells"]) == ["iw0-nr-a-lora", "iw0-nr-a-pretrain", "iw1-nr-a-lora", "iw1-nr-a-pretrain"]
@@ -35,7 +58,18 @@ def test_every_cell_is_trained_evaluated_and_tabulated(tiny_spm_checkpoint, tmp_
 
 def test_bad_arguments_are_refused(tiny_spm_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["--base", str(tiny_spm_checkpoint), "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--variants", "rt,xx"])
+        main(
+            [
+                "--base",
+                str(tiny_spm_checkpoint),
+                "--root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--variants",
+                "rt,xx",
+            ]
+        )
     assert "rt, nr-a, nr-b" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--base", str(tmp_path / "none"), "--root", str(tmp_path), "--out", str(tmp_path / "o")])
