@@ -168,13 +168,16 @@ class AnswerFormat:
     def pose_grammar(self, space_first: bool) -> str:
         """GBNF for the pose alone (after ``space_first`` a space): what the runtime switches to when the
         reasoning has used up its share of the token budget, so that every answer ends in a pose."""
-        return "\n".join([f"root ::= {_gbnf_literal(' ') + ' ' if space_first else ''}pose", *self._pose_rules()]) + "\n"
+        return (
+            "\n".join([f"root ::= {_gbnf_literal(' ') + ' ' if space_first else ''}pose", *self._pose_rules()]) + "\n"
+        )
 
     @property
     def longest_pose(self) -> str:
         """The longest pose text this format writes (for budgeting tokens)."""
-        return POSE_TEMPLATES[self.variant].format(x=f"{1:.{self.decimals}f}", y=f"{1:.{self.decimals}f}",
-                                                   theta=f"-{math.pi / 2:.{self.decimals}f}")  # fmt: skip
+        return POSE_TEMPLATES[self.variant].format(
+            x=f"{1:.{self.decimals}f}", y=f"{1:.{self.decimals}f}", theta=f"-{math.pi / 2:.{self.decimals}f}"
+        )
 
     def _pose_rules(self) -> list[str]:
         digits = " ".join(["[0-9]"] * self.decimals)

@@ -40,7 +40,9 @@ def _split(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return T[:3, :3], T[:3, 3].reshape(3, 1)
 
 
-def solve(T_base_ee: list[np.ndarray], T_cam_marker: list[np.ndarray], method: str = "PARK") -> tuple[np.ndarray, float]:
+def solve(
+    T_base_ee: list[np.ndarray], T_cam_marker: list[np.ndarray], method: str = "PARK"
+) -> tuple[np.ndarray, float]:
     """(T_base_cam, residual in millimetres) from paired observations."""
     import cv2
 
@@ -51,9 +53,12 @@ def solve(T_base_ee: list[np.ndarray], T_cam_marker: list[np.ndarray], method: s
     ee_base = [_split(invert(T)) for T in T_base_ee]  # eye-to-hand: the base takes the gripper's role
     cam_marker = [_split(T) for T in T_cam_marker]
     R, t = cv2.calibrateHandEye(
-        [r for r, _ in ee_base], [p for _, p in ee_base], [r for r, _ in cam_marker], [p for _, p in cam_marker],
+        [r for r, _ in ee_base],
+        [p for _, p in ee_base],
+        [r for r, _ in cam_marker],
+        [p for _, p in cam_marker],
         method=getattr(cv2, f"CALIB_HAND_EYE_{method}"),
-    )  # fmt: skip
+    )
     T_base_cam = np.eye(4)
     T_base_cam[:3, :3], T_base_cam[:3, 3] = R, t.ravel()
     # marker in the flange frame, implied by each observation: constant if the calibration is right
@@ -96,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     document = {
-        "T_base_cam": np.round(T, 6).tolist(), "method": f"OpenCV calibrateHandEye ({args.method}), eye-to-hand",
-        "calibrated": time.strftime("%Y-%m-%d"), "residual_mm": round(residual, 2),
-    }  # fmt: skip
+        "T_base_cam": np.round(T, 6).tolist(),
+        "method": f"OpenCV calibrateHandEye ({args.method}), eye-to-hand",
+        "calibrated": time.strftime("%Y-%m-%d"),
+        "residual_mm": round(residual, 2),
+    }
     args.out.write_text(yaml.safe_dump(document, sort_keys=False))
     print(f"T_base_cam written to {args.out}; residual {residual:.2f} mm over the observations")
     return 0

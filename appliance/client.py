@@ -45,8 +45,14 @@ class LazyPirate:
     twice a second while a reply is awaited, and raises to give up early (the demo raises when the daemon's
     process has exited: no reply can come then)."""
 
-    def __init__(self, endpoint: str, timeout_s: float, retries: int, setup: Callable | None = None,
-                 watch: Callable[[], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        endpoint: str,
+        timeout_s: float,
+        retries: int,
+        setup: Callable | None = None,
+        watch: Callable[[], None] | None = None,
+    ):
         self.endpoint, self.timeout_s, self.retries, self.setup, self.watch = endpoint, timeout_s, retries, setup, watch
         self.context = zmq.Context.instance()
         self.socket = None
@@ -63,7 +69,9 @@ class LazyPirate:
             self.socket.send_multipart(frames)
             if self._poll():
                 return self.socket.recv_multipart()
-            log.info("no reply from %s within %.1f s (try %d of %d)", self.endpoint, self.timeout_s, attempt, self.retries)
+            log.info(
+                "no reply from %s within %.1f s (try %d of %d)", self.endpoint, self.timeout_s, attempt, self.retries
+            )
             self.close()
         return None
 
@@ -87,8 +95,14 @@ class Client:
     """Request/reply with the daemon, retried the Lazy Pirate way with the *same* request id (the daemon never runs
     an id twice); ``request`` returns (reply dict, extra frames such as the PNG). ``watch``: see ``LazyPirate``."""
 
-    def __init__(self, endpoint: str = DEFAULT_REQUESTS, timeout_s: float = 120.0, retries: int = 3, curve: tuple | None = None,
-                 watch: Callable[[], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_REQUESTS,
+        timeout_s: float = 120.0,
+        retries: int = 3,
+        curve: tuple | None = None,
+        watch: Callable[[], None] | None = None,
+    ):
         self.endpoint, self.timeout_s, self.retries = endpoint, timeout_s, retries
         self._pirate = LazyPirate(endpoint, timeout_s, retries, setup=self._secure(curve), watch=watch)
 
@@ -105,7 +119,9 @@ class Client:
         data = protocol.encode({"v": protocol.VERSION, "id": request_id, "type": kind, **fields})
         reply = self._pirate.exchange([data] + ([audio] if audio is not None else []))
         if reply is None:
-            raise DaemonUnavailable(f"no reply from {self.endpoint} after {self.retries} tries of {self.timeout_s:.0f} s")
+            raise DaemonUnavailable(
+                f"no reply from {self.endpoint} after {self.retries} tries of {self.timeout_s:.0f} s"
+            )
         return json.loads(reply[0]), reply[1:]
 
     def close(self) -> None:
@@ -156,19 +172,22 @@ def show(reply: dict, out=None) -> None:
             out.write(f"grasp:     {'lifted' if ex['success'] else 'failed'} ({ex['stage']}) {ex.get('message', '')}\n")
         out.write(f"session:   {reply.get('session')}\n")
     else:
-        out.write(json.dumps({k: v for k, v in reply.items() if k not in ('v',)}, indent=1) + "\n")
+        out.write(json.dumps({k: v for k, v in reply.items() if k not in ("v",)}, indent=1) + "\n")
 
 
 def what_to_check(endpoint: str, curve: bool) -> str:
     """The advice printed when the daemon did not answer."""
-    return "\n".join([
-        "check that the daemon runs: systemctl status rtgrasp (its log: journalctl -u rtgrasp -n 50)",
-        f"check the endpoint: the daemon's server.requests in appliance.yaml must be {endpoint} (or pass --endpoint)",
-        "check the keys: is this client's public key in the daemon's allowed_clients, and --server-key the daemon's public "
-        "key? (the daemon logs each denied handshake)" if curve else
-        "a daemon with CurveZMQ (server.server_secret_key in appliance.yaml; required off loopback) answers only clients "
-        "with a key: pass --key (this client's .key_secret) and --server-key (the daemon's .key)",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "check that the daemon runs: systemctl status rtgrasp (its log: journalctl -u rtgrasp -n 50)",
+            f"check the endpoint: the daemon's server.requests in appliance.yaml must be {endpoint} (or pass --endpoint)",
+            "check the keys: is this client's public key in the daemon's allowed_clients, and --server-key the daemon's public "
+            "key? (the daemon logs each denied handshake)"
+            if curve
+            else "a daemon with CurveZMQ (server.server_secret_key in appliance.yaml; required off loopback) answers only clients "
+            "with a key: pass --key (this client's .key_secret) and --server-key (the daemon's .key)",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

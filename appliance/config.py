@@ -60,9 +60,10 @@ def from_dict(schema: type[T], data: Any, where: str) -> T:
     for name, value in data.items():
         values[name] = _convert(hints[name], value, f"{where}.{name}")
     missing = [
-        n for n, f in fields.items()
+        n
+        for n, f in fields.items()
         if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]  # fmt: skip
+    ]
     if missing:
         raise ConfigError(f"{where}.{missing[0]}: required key is missing")
     try:

@@ -78,8 +78,12 @@ def write_configs(out: Path, bundle: Path, categories: list[str]) -> tuple[Path,
     daemon = yaml.safe_load((CONFIGS / "appliance-sim.yaml").read_text())
     daemon["server"].update(requests=f"tcp://127.0.0.1:{free_port()}", events=f"tcp://127.0.0.1:{free_port()}")
     daemon["model"]["bundle"] = str(bundle.resolve())
-    daemon.update(camera={"type": "sim", "endpoint": service, "timeout_s": 10.0}, robot=robot,
-                  handeye=str(CONFIGS / "handeye-sim.yaml"), journal=str((out / "journal.sqlite").resolve()))  # fmt: skip
+    daemon.update(
+        camera={"type": "sim", "endpoint": service, "timeout_s": 10.0},
+        robot=robot,
+        handeye=str(CONFIGS / "handeye-sim.yaml"),
+        journal=str((out / "journal.sqlite").resolve()),
+    )
     daemon_path = out / "appliance.yaml"
     daemon_path.write_text(yaml.safe_dump(daemon))
     return sim_path, daemon_path, daemon
@@ -92,7 +96,9 @@ def speak(text: str, path: Path) -> bytes | None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
-        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True, capture_output=True)
+        subprocess.run(
+            ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True, capture_output=True
+        )
     return path.read_bytes()
 
 
@@ -111,8 +117,10 @@ class Watched:
     def check(self) -> None:
         """Raise ``ProcessDied`` with how it ended and its last log lines, if it has exited."""
         if self.proc.poll() is not None:
-            raise ProcessDied(f"the {self.name} exited with {describe_exit(self.proc.returncode)}; "
-                              f"the last lines of {self.log}:\n{tail(self.log).rstrip()}")  # fmt: skip
+            raise ProcessDied(
+                f"the {self.name} exited with {describe_exit(self.proc.returncode)}; "
+                f"the last lines of {self.log}:\n{tail(self.log).rstrip()}"
+            )
 
 
 def watcher(*watched: Watched):
@@ -158,8 +166,16 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
     daemon_log = out / "daemon.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with daemon_log.open("w") as log_file:
-        daemon = Watched("daemon", subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(daemon_path)],
-                                                    stdout=log_file, stderr=subprocess.STDOUT, env=env), daemon_log)  # fmt: skip
+        daemon = Watched(
+            "daemon",
+            subprocess.Popen(
+                [sys.executable, "-m", "appliance", "--config", str(daemon_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+            ),
+            daemon_log,
+        )
     watch = watcher(daemon, cell)
     client = Client(daemon_config["server"]["requests"], timeout_s=2.0, retries=1, watch=watch)
     results = []
@@ -171,8 +187,13 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
             session = None
             for step in STEPS:
                 watch()
-                placed = sim.reset(f"{step.object}-cell", seed=f"demo:{seed}:{step.object}")  # a refinement sees the same scene again
-                print(f"\n== {step.name}: {step.kind} {step.text!r} ({step.object} at x={placed['x']:.3f} m, y={placed['y']:.3f} m)", flush=True)
+                placed = sim.reset(
+                    f"{step.object}-cell", seed=f"demo:{seed}:{step.object}"
+                )  # a refinement sees the same scene again
+                print(
+                    f"\n== {step.name}: {step.kind} {step.text!r} ({step.object} at x={placed['x']:.3f} m, y={placed['y']:.3f} m)",
+                    flush=True,
+                )
                 audio = None
                 fields: dict = {"text": step.text}
                 kind = "grasp"
@@ -181,7 +202,9 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
                 elif step.kind == "spoken":
                     audio = speak(step.text, out / f"{step.name}.wav")
                     if audio is None:
-                        print("   skipped: the spoken instruction needs espeak-ng and sox (scripts/setup appliance,speech installs them)")
+                        print(
+                            "   skipped: the spoken instruction needs espeak-ng and sox (scripts/setup appliance,speech installs them)"
+                        )
                         continue
                     fields = {}
                 reply, extra = client.request(kind, audio, **fields)
@@ -215,12 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         "execute the grasps in simulation and write annotated PNGs.",
         epilog="example: python -m appliance.demo --bundle models/rtgrasp-tiny --out runs/demo",
     )
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="the model bundle (default: the bundled demo model)")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "demo", help="where PNGs, WAVs, configs and logs go")
+    parser.add_argument(
+        "--bundle", type=Path, default=DEFAULT_BUNDLE, help="the model bundle (default: the bundled demo model)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "runs" / "demo", help="where PNGs, WAVs, configs and logs go"
+    )
     parser.add_argument("--seed", type=int, default=0, help="where the objects lie")
     args = parser.parse_args(argv)
     if not (args.bundle / "manifest.yaml").is_file():
-        print(f"error: {args.bundle} is not a bundle (no manifest.yaml); build one with scripts/build_demo_model", file=sys.stderr)
+        print(
+            f"error: {args.bundle} is not a bundle (no manifest.yaml); build one with scripts/build_demo_model",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     try:
@@ -233,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     answered = [r for r in results if r["reply"].get("ok")]
     lifted = [r for r in answered if (r["reply"].get("execution") or {}).get("success")]
     print(f"\n== {len(answered)} of {len(results)} instructions answered, {len(lifted)} objects lifted")
-    print(f"outputs in {args.out}/: <step>.png (the model's view with its grasp), <step>-after.png (the camera after the grasp), "
-          "3-spoken.wav, daemon.log, journal.sqlite, the configs used")  # fmt: skip
+    print(
+        f"outputs in {args.out}/: <step>.png (the model's view with its grasp), <step>-after.png (the camera after the grasp), "
+        "3-spoken.wav, daemon.log, journal.sqlite, the configs used"
+    )
     return 0 if len(answered) == len(results) and results else 1
 
 

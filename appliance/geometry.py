@@ -147,8 +147,14 @@ class SurfaceGrasp:
 
 
 def image_grasp_to_base(
-    u: float, v: float, theta: float, depth: np.ndarray, K: Intrinsics, T_base_cam: np.ndarray,
-    window: int = 5, jaw_half_m: float = 0.04,
+    u: float,
+    v: float,
+    theta: float,
+    depth: np.ndarray,
+    K: Intrinsics,
+    T_base_cam: np.ndarray,
+    window: int = 5,
+    jaw_half_m: float = 0.04,
 ) -> SurfaceGrasp | None:
     """Lift an image grasp (pixel centre, image angle θ) to the base frame; None without valid depth.
 
@@ -164,8 +170,13 @@ def image_grasp_to_base(
         return None
     cos, sin = math.cos(theta), -math.sin(theta)
     axis_px = 20.0
-    pts_cam = np.stack([K.backproject(u, v, z), K.backproject(u - axis_px * cos, v - axis_px * sin, z),
-                        K.backproject(u + axis_px * cos, v + axis_px * sin, z)])  # fmt: skip
+    pts_cam = np.stack(
+        [
+            K.backproject(u, v, z),
+            K.backproject(u - axis_px * cos, v - axis_px * sin, z),
+            K.backproject(u + axis_px * cos, v + axis_px * sin, z),
+        ]
+    )
     center, a, b = transform_points(T_base_cam, pts_cam)
     highest = _nearest_along(depth, u, v, cos, sin, jaw_half_m * K.fx / z) or z
     top = transform_points(T_base_cam, K.backproject(u, v, highest))[2]

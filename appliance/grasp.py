@@ -65,9 +65,7 @@ class GraspRectangle:
         self._points = pts
 
     @classmethod
-    def from_center(
-        cls, cx: float, cy: float, angle: float, length: float, width: float
-    ) -> GraspRectangle:
+    def from_center(cls, cx: float, cy: float, angle: float, length: float, width: float) -> GraspRectangle:
         """Build the rectangle with this centre, angle, opening and jaw size (pixels)."""
         closing, jaw = _axes(angle)
         c = np.array([cx, cy])

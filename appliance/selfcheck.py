@@ -64,8 +64,11 @@ def write_tiny_gguf(path: Path, seed: int = 0, width: int = WIDTH, layers: int =
 
     def matrix(name: str, rows: int) -> None:
         weights = (rng.standard_normal((rows, width)) * 0.05).astype(np.float32)
-        writer.add_tensor(name, gguf.quants.quantize(weights, gguf.GGMLQuantizationType.Q4_0),
-                          raw_dtype=gguf.GGMLQuantizationType.Q4_0)  # fmt: skip
+        writer.add_tensor(
+            name,
+            gguf.quants.quantize(weights, gguf.GGMLQuantizationType.Q4_0),
+            raw_dtype=gguf.GGMLQuantizationType.Q4_0,
+        )
 
     def norm(name: str) -> None:
         writer.add_tensor(name, np.ones(width, np.float32))

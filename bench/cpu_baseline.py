@@ -64,8 +64,10 @@ def measure(python: str, path: Path, tokens: int, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="example: python bench/cpu_baseline.py --other /tmp/venv-native/bin/python")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="example: python bench/cpu_baseline.py --other /tmp/venv-native/bin/python",
+    )
     parser.add_argument("--other", required=True, help="a Python whose environment holds the other llama.cpp build")
     parser.add_argument("--bundle", type=Path, default=ROOT / "models" / "rtgrasp-tiny")
     parser.add_argument("--tokens", type=int, default=64)
@@ -90,15 +92,19 @@ def main(argv: list[str] | None = None) -> int:
                     rates[name].append(measure(python, path, args.tokens, args.threads)["tokens_per_s"])
             median = {name: statistics.median(r) for name, r in rates.items()}
             report["models"][label] = {
-                "size_mb": round(path.stat().st_size / 1e6, 1), "tokens_per_s": median, "rounds": rates,
+                "size_mb": round(path.stat().st_size / 1e6, 1),
+                "tokens_per_s": median,
+                "rounds": rates,
                 "portable_over_other": median["portable (this)"] / median["other"],
-            }  # fmt: skip
+            }
     for name, lib in report["builds"].items():
         print(f"{name}: {lib}")
     for label, row in report["models"].items():
         t = row["tokens_per_s"]
-        print(f"{label} ({row['size_mb']} MB): portable {t['portable (this)']:.1f} tok/s, other {t['other']:.1f} tok/s "
-              f"-> portable/other {row['portable_over_other']:.2f}")  # fmt: skip
+        print(
+            f"{label} ({row['size_mb']} MB): portable {t['portable (this)']:.1f} tok/s, other {t['other']:.1f} tok/s "
+            f"-> portable/other {row['portable_over_other']:.2f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -62,8 +62,19 @@ def random_llama(out: Path, tokenizer_dir: Path, shape: dict, seed: int = 0) -> 
     vocab_size = (config_json.get("text_config") or config_json).get("vocab_size")
     h, layers, ff = shape["hidden"], shape["layers"], shape["intermediate"]
     head_dim = h // shape["heads"]
-    config = TextConfig(hidden=h, layers=layers, intermediate=ff, heads=shape["heads"], kv_heads=shape["kv_heads"],
-                        head_dim=head_dim, rms_eps=1e-5, rope_theta=10000.0, context=2048, vocab=vocab_size, tied=False)  # fmt: skip
+    config = TextConfig(
+        hidden=h,
+        layers=layers,
+        intermediate=ff,
+        heads=shape["heads"],
+        kv_heads=shape["kv_heads"],
+        head_dim=head_dim,
+        rms_eps=1e-5,
+        rope_theta=10000.0,
+        context=2048,
+        vocab=vocab_size,
+        tied=False,
+    )
     vocab = read_vocab(tokenizer_dir, vocab_size)
     rng = np.random.default_rng(seed)
     kv = shape["kv_heads"] * head_dim
@@ -119,8 +130,15 @@ def project(efficiency: float, answer_tokens: float) -> list[dict]:
     for name, bandwidth in JETSONS.items():
         bound = bandwidth / LLAMA_7B_Q4_K_M_BYTES
         expected = bound * efficiency
-        rows.append({"device": name, "bandwidth_gb_s": bandwidth / 1e9, "bound_tokens_per_s": round(bound, 1),
-                     "expected_tokens_per_s": round(expected, 1), "answer_decode_s": round(answer_tokens / expected, 2)})  # fmt: skip
+        rows.append(
+            {
+                "device": name,
+                "bandwidth_gb_s": bandwidth / 1e9,
+                "bound_tokens_per_s": round(bound, 1),
+                "expected_tokens_per_s": round(expected, 1),
+                "answer_decode_s": round(answer_tokens / expected, 2),
+            }
+        )
     return rows
 
 
@@ -129,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Memory-bandwidth efficiency of our decode path on a ~1B Q4_K_M llama, projected to Jetsons.",
         epilog="example: python bench/edge.py --tokenizer runs/tp/merged --tokens 51.5 --json runs/edge.json",
     )
-    parser.add_argument("--tokenizer", type=Path, required=True, help="a checkpoint directory whose tokenizer the random model uses")
+    parser.add_argument(
+        "--tokenizer", type=Path, required=True, help="a checkpoint directory whose tokenizer the random model uses"
+    )
     parser.add_argument("--tokens", type=float, default=51.5, help="RT answer length to project (tokens)")
     parser.add_argument("--decode", type=int, default=48, help="tokens to decode for the measurement")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -155,16 +175,27 @@ def main(argv: list[str] | None = None) -> int:
     achieved = weights * rate
     efficiency = achieved / bandwidth
     report = {
-        "bandwidth_gb_s": bandwidth / 1e9, "model_bytes": weights, "decode_tokens_per_s": rate,
-        "achieved_gb_s": achieved / 1e9, "efficiency": efficiency, "threads": args.threads,
-        "answer_tokens": args.tokens, "projection": project(efficiency, args.tokens),
-    }  # fmt: skip
-    print(f"random 1B Q4_K_M: {weights / 1e9:.2f} GB of weights, {rate:.1f} tokens/s -> {achieved / 1e9:.1f} GB/s "
-          f"= {100 * efficiency:.0f} % of the measured bandwidth ({args.threads} threads)")  # fmt: skip
-    print(f"| device | bandwidth | bound, 7B Q4_K_M | expected at this efficiency | decode of a {args.tokens:.0f}-token answer |")
+        "bandwidth_gb_s": bandwidth / 1e9,
+        "model_bytes": weights,
+        "decode_tokens_per_s": rate,
+        "achieved_gb_s": achieved / 1e9,
+        "efficiency": efficiency,
+        "threads": args.threads,
+        "answer_tokens": args.tokens,
+        "projection": project(efficiency, args.tokens),
+    }
+    print(
+        f"random 1B Q4_K_M: {weights / 1e9:.2f} GB of weights, {rate:.1f} tokens/s -> {achieved / 1e9:.1f} GB/s "
+        f"= {100 * efficiency:.0f} % of the measured bandwidth ({args.threads} threads)"
+    )
+    print(
+        f"| device | bandwidth | bound, 7B Q4_K_M | expected at this efficiency | decode of a {args.tokens:.0f}-token answer |"
+    )
     print("|---|---|---|---|---|")
     for r in report["projection"]:
-        print(f"| {r['device']} | {r['bandwidth_gb_s']:.0f} GB/s | {r['bound_tokens_per_s']} tok/s | {r['expected_tokens_per_s']} tok/s | {r['answer_decode_s']} s |")
+        print(
+            f"| {r['device']} | {r['bandwidth_gb_s']:.0f} GB/s | {r['bound_tokens_per_s']} tok/s | {r['expected_tokens_per_s']} tok/s | {r['answer_decode_s']} s |"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -61,7 +61,9 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
     rows, identical = [], True
     for image_id in ids:
         sample = dataset.load(image_id, with_depth=True)
-        instruction = f"pick up the {sample.category}" if sample.category else "Predict a grasp pose for the object in the image."
+        instruction = (
+            f"pick up the {sample.category}" if sample.category else "Predict a grasp pose for the object in the image."
+        )
         plain = model.session().ask(instruction, sample.image, speculative=False)
         drafted, accepted = model.drafted, model.accepted
         fast = model.session().ask(instruction, sample.image, speculative=True)
@@ -71,26 +73,55 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
         geometry_ms = time_geometry(fast, sample.depth) if fast.ok and sample.depth is not None else float("nan")
         identical &= fast.tokens == plain.tokens
         t, f = plain.timings, fast.timings
-        rows.append({
-            "image": image_id, "tokens": len(plain.tokens), "preprocess_ms": t.preprocess_ms, "vision_ms": t.vision_ms,
-            "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "decode_ms_speculative": f.decode_ms, "parse_ms": parse_ms,
-            "geometry_ms": geometry_ms,
-            "drafted": model.drafted - drafted, "accepted": model.accepted - accepted, "time_to_pose_ms": t.total_ms,
-            "time_to_pose_ms_speculative": f.total_ms, "same": fast.tokens == plain.tokens,
-        })  # fmt: skip
+        rows.append(
+            {
+                "image": image_id,
+                "tokens": len(plain.tokens),
+                "preprocess_ms": t.preprocess_ms,
+                "vision_ms": t.vision_ms,
+                "prefill_ms": t.prefill_ms,
+                "decode_ms": t.decode_ms,
+                "decode_ms_speculative": f.decode_ms,
+                "parse_ms": parse_ms,
+                "geometry_ms": geometry_ms,
+                "drafted": model.drafted - drafted,
+                "accepted": model.accepted - accepted,
+                "time_to_pose_ms": t.total_ms,
+                "time_to_pose_ms_speculative": f.total_ms,
+                "same": fast.tokens == plain.tokens,
+            }
+        )
     tokens = sum(r["tokens"] for r in rows)
     plain_tps = 1000 * tokens / sum(r["decode_ms"] for r in rows)
     fast_tps = 1000 * tokens / sum(r["decode_ms_speculative"] for r in rows)
-    median = {k: statistics.median(r[k] for r in rows) for k in
-              ("preprocess_ms", "vision_ms", "prefill_ms", "decode_ms", "decode_ms_speculative", "parse_ms",
-               "geometry_ms", "time_to_pose_ms", "time_to_pose_ms_speculative")}  # fmt: skip
+    median = {
+        k: statistics.median(r[k] for r in rows)
+        for k in (
+            "preprocess_ms",
+            "vision_ms",
+            "prefill_ms",
+            "decode_ms",
+            "decode_ms_speculative",
+            "parse_ms",
+            "geometry_ms",
+            "time_to_pose_ms",
+            "time_to_pose_ms_speculative",
+        )
+    }
     return {
-        "bundle": str(bundle), "quant": model.manifest.quant, "images": len(rows), "mean_tokens": tokens / len(rows),
-        "median_ms": median, "decode_tokens_per_s": plain_tps, "decode_tokens_per_s_speculative": fast_tps,
-        "speculative_speedup": fast_tps / plain_tps, "identical_output": identical,
+        "bundle": str(bundle),
+        "quant": model.manifest.quant,
+        "images": len(rows),
+        "mean_tokens": tokens / len(rows),
+        "median_ms": median,
+        "decode_tokens_per_s": plain_tps,
+        "decode_tokens_per_s_speculative": fast_tps,
+        "speculative_speedup": fast_tps / plain_tps,
+        "identical_output": identical,
         "draft_acceptance": sum(r["accepted"] for r in rows) / max(1, sum(r["drafted"] for r in rows)),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows,
-    }  # fmt: skip
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rows": rows,
+    }
 
 
 def process_boundary(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> dict:
@@ -109,9 +140,15 @@ def process_boundary(bundle: Path, root: Path, split: str, fold: int, limit: int
     try:
         for i, image_id in enumerate(held_out_ids(dataset, split, fold)[:limit]):
             sample = dataset.load(image_id)
-            instruction = f"pick up the {sample.category}" if sample.category else "Predict a grasp pose for the object in the image."
+            instruction = (
+                f"pick up the {sample.category}"
+                if sample.category
+                else "Predict a grasp pose for the object in the image."
+            )
             row = {}
-            for where in ("in_process", "worker") if i % 2 == 0 else ("worker", "in_process"):  # alternate who goes first
+            for where in (
+                ("in_process", "worker") if i % 2 == 0 else ("worker", "in_process")
+            ):  # alternate who goes first
                 start = time.perf_counter()
                 row[where] = (local if where == "in_process" else worker).session().ask(instruction, sample.image)
                 row[f"{where}_ms"] = 1000 * (time.perf_counter() - start)
@@ -120,8 +157,14 @@ def process_boundary(bundle: Path, root: Path, split: str, fold: int, limit: int
         worker.close()
         local.llm.close()
     inside, outside = (statistics.median(r[k] for r in rows) for k in ("in_process_ms", "worker_ms"))
-    return {"images": len(rows), "median_in_process_ms": inside, "median_worker_ms": outside, "overhead_ms": outside - inside,
-            "ratio": outside / inside, "identical_output": all(r["same"] for r in rows)}  # fmt: skip
+    return {
+        "images": len(rows),
+        "median_in_process_ms": inside,
+        "median_worker_ms": outside,
+        "overhead_ms": outside - inside,
+        "ratio": outside / inside,
+        "identical_output": all(r["same"] for r in rows),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,15 +173,21 @@ def main(argv: list[str] | None = None) -> int:
         "torch vs the runtime at F16 / Q8 / Q4 first.",
         epilog="example: python bench/latency.py --model runs/tp/merged --root runs/tp/data --split iw --fold 0 --limit 50",
     )
-    parser.add_argument("--bundle", type=Path, help="the bundle to time stage by stage (default with --model: its Q4 bundle)")
-    parser.add_argument("--model", type=Path, help="merged checkpoint: compare torch generate with the runtime at --bits")
+    parser.add_argument(
+        "--bundle", type=Path, help="the bundle to time stage by stage (default with --model: its Q4 bundle)"
+    )
+    parser.add_argument(
+        "--model", type=Path, help="merged checkpoint: compare torch generate with the runtime at --bits"
+    )
     parser.add_argument("--bits", type=int, nargs="+", default=[16, 8, 4])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--split", choices=["iw", "ow", "all"], default="iw")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", action="store_true", help="also time a predict turn in this process vs in the model process")
+    parser.add_argument(
+        "--worker", action="store_true", help="also time a predict turn in this process vs in the model process"
+    )
     args = parser.parse_args(argv)
     if args.bundle is None and args.model is None:
         parser.error("give --bundle, --model, or both")
@@ -162,13 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     m = report["median_ms"]
     print(f"{report['quant']}, {report['images']} images, {report['mean_tokens']:.1f} tokens per answer")
     print("median ms: " + ", ".join(f"{k.replace('_ms', '')} {v:.2f}" for k, v in m.items()))
-    print(f"decode tokens/s: plain {report['decode_tokens_per_s']:.0f}, speculative {report['decode_tokens_per_s_speculative']:.0f} "
-          f"-> speedup {report['speculative_speedup']:.2f}x (draft acceptance {100 * report['draft_acceptance']:.0f} %), "
-          f"identical output: {report['identical_output']}; peak RSS {report['peak_rss_mb']:.0f} MB")  # fmt: skip
+    print(
+        f"decode tokens/s: plain {report['decode_tokens_per_s']:.0f}, speculative {report['decode_tokens_per_s_speculative']:.0f} "
+        f"-> speedup {report['speculative_speedup']:.2f}x (draft acceptance {100 * report['draft_acceptance']:.0f} %), "
+        f"identical output: {report['identical_output']}; peak RSS {report['peak_rss_mb']:.0f} MB"
+    )
     if args.worker:
         b = report["process_boundary"]
-        print(f"model process: median {b['median_worker_ms']:.1f} ms per predict vs {b['median_in_process_ms']:.1f} ms in process "
-              f"({b['overhead_ms']:+.1f} ms, x{b['ratio']:.3f}), identical output: {b['identical_output']}")  # fmt: skip
+        print(
+            f"model process: median {b['median_worker_ms']:.1f} ms per predict vs {b['median_in_process_ms']:.1f} ms in process "
+            f"({b['overhead_ms']:+.1f} ms, x{b['ratio']:.3f}), identical output: {b['identical_output']}"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0 if report["identical_output"] and report.get("process_boundary", {}).get("identical_output", True) else 1

@@ -56,24 +56,86 @@ def run_cell(args, split: str, fold: int, variant: str, strategy: str, log) -> d
         return json.loads(result_path.read_text())
     data = args.out / "data" / f"{split}{fold}-{variant}"
     if not (data / "train.json").is_file():
-        quietly(build_dataset.main, ["--root", str(args.root), "--variant", variant, "--split", split, "--fold", str(fold),
-                                     "--out", str(data), "--size", str(args.size), "--decimals", str(args.decimals),
-                                     "--augment", str(args.augment), "--targets", "one", "--seed", str(args.seed)]
-                + (["--crop", str(args.crop)] if args.crop else []), log)  # fmt: skip
+        quietly(
+            build_dataset.main,
+            [
+                "--root",
+                str(args.root),
+                "--variant",
+                variant,
+                "--split",
+                split,
+                "--fold",
+                str(fold),
+                "--out",
+                str(data),
+                "--size",
+                str(args.size),
+                "--decimals",
+                str(args.decimals),
+                "--augment",
+                str(args.augment),
+                "--targets",
+                "one",
+                "--seed",
+                str(args.seed),
+            ]
+            + (["--crop", str(args.crop)] if args.crop else []),
+            log,
+        )
     run = args.out / "runs" / name
     lr = args.lr_pretrain if strategy == "pretrain" else args.lr_lora
-    quietly(train.main, ["--strategy", strategy, "--model", str(args.base), "--data", str(data), "--out", str(run),
-                         "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--micro-batch", str(args.micro_batch),
-                         "--lr", str(lr), "--save-every", str(args.steps), "--seed", str(args.seed)], log)  # fmt: skip
+    quietly(
+        train.main,
+        [
+            "--strategy",
+            strategy,
+            "--model",
+            str(args.base),
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--micro-batch",
+            str(args.micro_batch),
+            "--lr",
+            str(lr),
+            "--save-every",
+            str(args.steps),
+            "--seed",
+            str(args.seed),
+        ],
+        log,
+    )
     checkpoint = run / f"checkpoint-{args.steps:06d}"
     if strategy == "lora":
         merged = run / "merged"
         quietly(merge.main, ["--adapter", str(checkpoint), "--out", str(merged)], log)
         checkpoint = merged
     result_path.parent.mkdir(parents=True, exist_ok=True)
-    quietly(evaluate.main, ["--model", str(checkpoint), "--root", str(args.root), "--split", split, "--fold", str(fold),
-                            "--seed", str(args.seed), "--json", str(result_path)]
-            + (["--limit", str(args.limit)] if args.limit else []), log)  # fmt: skip
+    quietly(
+        evaluate.main,
+        [
+            "--model",
+            str(checkpoint),
+            "--root",
+            str(args.root),
+            "--split",
+            split,
+            "--fold",
+            str(fold),
+            "--seed",
+            str(args.seed),
+            "--json",
+            str(result_path),
+        ]
+        + (["--limit", str(args.limit)] if args.limit else []),
+        log,
+    )
     return json.loads(result_path.read_text())
 
 
@@ -93,9 +155,11 @@ def table(results: dict, args) -> str:
                 m, s = mean_std(accs)
                 cells.append(f"{100 * m:.1f} ± {100 * s:.1f}")
             lines.append(f"| {variant.upper()} | {STRATEGY_NAMES[strategy]} | " + " | ".join(cells) + " |")
-    budget = (f"Budget per cell: {args.steps} steps × batch {args.batch_size} from `{args.base}` "
-              f"(lr {args.lr_pretrain} projector-only, {args.lr_lora} LoRA), {len(args.folds)} folds, "
-              f"{args.limit or 'all'} held-out images scored per fold, dataset `{args.root}`.")  # fmt: skip
+    budget = (
+        f"Budget per cell: {args.steps} steps × batch {args.batch_size} from `{args.base}` "
+        f"(lr {args.lr_pretrain} projector-only, {args.lr_lora} LoRA), {len(args.folds)} folds, "
+        f"{args.limit or 'all'} held-out images scored per fold, dataset `{args.root}`."
+    )
     return "\n".join(lines) + "\n\n" + budget + "\n"
 
 
@@ -103,14 +167,21 @@ def parse_list(text: str, allowed=None) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in items if allowed and t not in allowed]
     if bad or not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed or ['values'])}, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(allowed or ['values'])}, got {text!r}"
+        )
     return items
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python bench/paper_tables.py", description=__doc__.splitlines()[0],
-                                     epilog="example: python bench/paper_tables.py --base CKPT --root DATA --out bench/results/table1")  # fmt: skip
-    parser.add_argument("--base", type=Path, required=True, help="the checkpoint every row starts from (after the base stages)")
+    parser = argparse.ArgumentParser(
+        prog="python bench/paper_tables.py",
+        description=__doc__.splitlines()[0],
+        epilog="example: python bench/paper_tables.py --base CKPT --root DATA --out bench/results/table1",
+    )
+    parser.add_argument(
+        "--base", type=Path, required=True, help="the checkpoint every row starts from (after the base stages)"
+    )
     parser.add_argument("--root", type=Path, required=True, help="the grasp dataset the folds are drawn from")
     parser.add_argument("--out", type=Path, required=True, help="folder for data, runs, evaluations and the table")
     parser.add_argument("--variants", type=lambda t: parse_list(t, VARIANTS), default=list(VARIANTS))
@@ -140,14 +211,18 @@ def main(argv: list[str] | None = None) -> int:
         for i, (split, fold, variant, strategy) in enumerate(cells, 1):
             summary = run_cell(args, split, fold, variant, strategy, log)
             results[f"{split}{fold}-{variant}-{strategy}"] = summary
-            print(f"[{i}/{len(cells)}] {split} fold {fold} {variant:>4} {strategy:<8} accuracy {100 * summary['accuracy']:5.1f} % "
-                  f"(n={summary['n']}, parse failures {100 * summary['parse_failure_rate']:.0f} %)  {time.monotonic() - start:.0f} s",
-                  flush=True)  # fmt: skip
+            print(
+                f"[{i}/{len(cells)}] {split} fold {fold} {variant:>4} {strategy:<8} accuracy {100 * summary['accuracy']:5.1f} % "
+                f"(n={summary['n']}, parse failures {100 * summary['parse_failure_rate']:.0f} %)  {time.monotonic() - start:.0f} s",
+                flush=True,
+            )
     markdown = table(results, args)
     (args.out / "table1.md").write_text("# Table I at small scale\n\n" + markdown)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    cells_json = {k: {m: v.get(m) for m in ("accuracy", "n", "parse_failure_rate", "mean_answer_tokens", "category_accuracy")}
-                  for k, v in results.items()}  # fmt: skip
+    cells_json = {
+        k: {m: v.get(m) for m in ("accuracy", "n", "parse_failure_rate", "mean_answer_tokens", "category_accuracy")}
+        for k, v in results.items()
+    }
     (args.out / "table1.json").write_text(json.dumps({"config": config, "cells": cells_json}, indent=1) + "\n")
     print("\n" + markdown)
     print(f"written: {args.out / 'table1.md'}, {args.out / 'table1.json'}")

@@ -40,7 +40,9 @@ def bundle_size(directory: Path) -> dict:
     return {p.name: p.stat().st_size for p in directory.iterdir() if p.is_file()}
 
 
-def run(model_dir: Path, root: Path, split: str, fold: int, limit: int | None, bits: list[int], work: Path) -> list[dict]:
+def run(
+    model_dir: Path, root: Path, split: str, fold: int, limit: int | None, bits: list[int], work: Path
+) -> list[dict]:
     from appliance.runtime.model import GraspModel
     from export.quantize import build_bundle
     from training.model import load_llava
@@ -54,23 +56,43 @@ def run(model_dir: Path, root: Path, split: str, fold: int, limit: int | None, b
     result = evaluate(torch_answerer(model, processor), view, dataset, ids, progress=sys.stderr.isatty())
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     tokens = sum(r["tokens"] for r in result.rows)
-    rows.append({"model": "torch fp32", **result.summary(), "llm_bytes": weights, "vision_bytes": 0,
-                 "tokens_per_s": tokens / result.seconds, "rss_mb": rss_mb()})  # fmt: skip
+    rows.append(
+        {
+            "model": "torch fp32",
+            **result.summary(),
+            "llm_bytes": weights,
+            "vision_bytes": 0,
+            "tokens_per_s": tokens / result.seconds,
+            "rss_mb": rss_mb(),
+        }
+    )
     del model
     for b in bits:
         out = work / f"bundle-{b}"
         manifest = build_bundle(model_dir, out, bits=b, force=True, progress=False)
         grasp_model = GraspModel.load(out)
-        result = evaluate(bundle_answerer(grasp_model), bundle_view(manifest), dataset, ids, progress=sys.stderr.isatty())
+        result = evaluate(
+            bundle_answerer(grasp_model), bundle_view(manifest), dataset, ids, progress=sys.stderr.isatty()
+        )
         timings = [r["timings"] for r in result.rows]
         sizes = bundle_size(out)
-        rows.append({
-            "model": manifest.quant, **result.summary(), "llm_bytes": sizes[manifest.llm], "vision_bytes": sizes[manifest.vision],
-            **{f"median_{k}": median(t[k] for t in timings) for k in ("preprocess_ms", "vision_ms", "prefill_ms", "decode_ms", "total_ms")},
-            "tokens_per_s": 1000 * sum(t["decode_tokens"] for t in timings) / sum(t["total_ms"] for t in timings),
-            "decode_tokens_per_s": 1000 * sum(t["decode_tokens"] for t in timings) / sum(t["decode_ms"] for t in timings),
-            "rss_mb": rss_mb(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": manifest.quant,
+                **result.summary(),
+                "llm_bytes": sizes[manifest.llm],
+                "vision_bytes": sizes[manifest.vision],
+                **{
+                    f"median_{k}": median(t[k] for t in timings)
+                    for k in ("preprocess_ms", "vision_ms", "prefill_ms", "decode_ms", "total_ms")
+                },
+                "tokens_per_s": 1000 * sum(t["decode_tokens"] for t in timings) / sum(t["total_ms"] for t in timings),
+                "decode_tokens_per_s": 1000
+                * sum(t["decode_tokens"] for t in timings)
+                / sum(t["decode_ms"] for t in timings),
+                "rss_mb": rss_mb(),
+            }
+        )
         grasp_model.llm.close()
     return rows
 
@@ -78,8 +100,10 @@ def run(model_dir: Path, root: Path, split: str, fold: int, limit: int | None, b
 def table(rows: list[dict]) -> str:
     torch_ms = rows[0]["ms_per_image"]
     f16 = next((r["llm_bytes"] for r in rows if r["model"] == "F16"), None)
-    lines = ["| model | accuracy | parse failures | ms / image | speed vs torch | LLM file | vs F16 | tok/s (answer) | RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | accuracy | parse failures | ms / image | speed vs torch | LLM file | vs F16 | tok/s (answer) | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         vs_f16 = f"{r['llm_bytes'] / f16:.2f}" if f16 else "-"
         lines.append(

@@ -58,8 +58,10 @@ def table(results: dict[str, list], categories: list[str]) -> str:
             rs = [r for r in results[source] if r.category == category]
             cells.append(f"{sum(r.success for r in rs)}/{len(rs)}")
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
-    totals = [f"**{100 * sum(r.success for r in rs) / max(1, len(rs)):.1f} %** ({sum(r.success for r in rs)}/{len(rs)})"
-              for rs in results.values()]  # fmt: skip
+    totals = [
+        f"**{100 * sum(r.success for r in rs) / max(1, len(rs)):.1f} %** ({sum(r.success for r in rs)}/{len(rs)})"
+        for rs in results.values()
+    ]
     lines.append("| all | " + " | ".join(totals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -115,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     cell = start_cell(args.config)
     try:
-        with SimCellClient(config.service, timeout_s=10) as client, FrankaArm(FrankaConfig(host=config.robot_host)) as arm:
+        with (
+            SimCellClient(config.service, timeout_s=10) as client,
+            FrankaArm(FrankaConfig(host=config.robot_host)) as arm,
+        ):
             runner = TrialRunner(config, client, arm)
             for name, source in sources.items():
                 results[name] = runner.run(source, args.poses, set(categories))
@@ -124,11 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_cell(cell)
     markdown = table(results, categories)
-    note = (f"{len(categories)} objects × {args.poses} poses per source, the same seeded poses for every source; "
-            f"sources: {', '.join(sources)}" + (f"; bundle `{args.bundle}`" if args.bundle else "")
-            + (f"; heads `{args.heads}`" if args.heads else "") + f". Failures by stage: {json.dumps(failure_stages(results))}.")  # fmt: skip
+    note = (
+        f"{len(categories)} objects × {args.poses} poses per source, the same seeded poses for every source; "
+        f"sources: {', '.join(sources)}"
+        + (f"; bundle `{args.bundle}`" if args.bundle else "")
+        + (f"; heads `{args.heads}`" if args.heads else "")
+        + f". Failures by stage: {json.dumps(failure_stages(results))}."
+    )
     (args.out / "table2.md").write_text("# Table II in simulation\n\n" + markdown + "\n" + note + "\n")
-    (args.out / "table2.json").write_text(json.dumps({name: [asdict(r) for r in rs] for name, rs in results.items()}, indent=1) + "\n")
+    (args.out / "table2.json").write_text(
+        json.dumps({name: [asdict(r) for r in rs] for name, rs in results.items()}, indent=1) + "\n"
+    )
     print("\n" + markdown + "\n" + note)
     print(f"written: {args.out / 'table2.md'}, {args.out / 'table2.json'}")
     return 0

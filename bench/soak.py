@@ -46,8 +46,13 @@ def start_daemon(config: Path) -> tuple[subprocess.Popen, str]:
     import yaml
 
     endpoint = yaml.safe_load(config.read_text())["server"]["requests"]
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, endpoint
 
 
@@ -120,16 +125,27 @@ def soak(endpoint: str, pid: int | None, requests: int, clients: int, text: str,
     monitor.join()
     ms = [1000 * v for v in latencies]
     report = {
-        "requests": requests, "clients": clients, "answered_ok": len(latencies), "failed": len(failures),
-        "failures": failures[:10], "wall_s": round(wall, 2), "requests_per_s": round(len(latencies) / wall, 2),
-        "latency_ms": {f"p{q}": round(percentile(ms, q), 1) for q in (50, 90, 99)} | {"max": round(max(ms), 1)} if ms else {},
-    }  # fmt: skip
+        "requests": requests,
+        "clients": clients,
+        "answered_ok": len(latencies),
+        "failed": len(failures),
+        "failures": failures[:10],
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(len(latencies) / wall, 2),
+        "latency_ms": {f"p{q}": round(percentile(ms, q), 1) for q in (50, 90, 99)} | {"max": round(max(ms), 1)}
+        if ms
+        else {},
+    }
     if samples:
         mid = start + wall / 2
         first = samples[0][1]
         half = min(samples, key=lambda s: abs(s[0] - mid))[1]
-        report["rss_mb"] = {"after_warmup": round(first, 1), "middle": round(half, 1), "end": round(samples[-1][1], 1),
-                            "max": round(max(s[1] for s in samples), 1)}  # fmt: skip
+        report["rss_mb"] = {
+            "after_warmup": round(first, 1),
+            "middle": round(half, 1),
+            "end": round(samples[-1][1], 1),
+            "max": round(max(s[1] for s in samples), 1),
+        }
         report["rss_growth_second_half_mb"] = round(samples[-1][1] - half, 1)
     return report
 
@@ -168,13 +184,17 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(30)
     lat, rss = report.get("latency_ms", {}), report.get("rss_mb")
-    print(f"{report['answered_ok']}/{report['requests']} answered ok from {report['clients']} clients in {report['wall_s']} s "
-          f"({report['requests_per_s']} req/s); {report['failed']} failed")  # fmt: skip
+    print(
+        f"{report['answered_ok']}/{report['requests']} answered ok from {report['clients']} clients in {report['wall_s']} s "
+        f"({report['requests_per_s']} req/s); {report['failed']} failed"
+    )
     if lat:
         print("latency ms: " + ", ".join(f"{k} {v}" for k, v in lat.items()))
     if rss:
-        print(f"daemon RSS MB: after warm-up {rss['after_warmup']}, middle {rss['middle']}, end {rss['end']}, max {rss['max']} "
-              f"(second half {report['rss_growth_second_half_mb']:+.1f})")  # fmt: skip
+        print(
+            f"daemon RSS MB: after warm-up {rss['after_warmup']}, middle {rss['middle']}, end {rss['end']}, max {rss['max']} "
+            f"(second half {report['rss_growth_second_half_mb']:+.1f})"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0 if report["failed"] == 0 and report["answered_ok"] == report["requests"] else 1

@@ -100,12 +100,18 @@ def text_config(config: dict) -> TextConfig:
     heads = text.get("num_attention_heads", 32)
     hidden = text.get("hidden_size", 4096)
     return TextConfig(
-        hidden=hidden, layers=text.get("num_hidden_layers", 32), intermediate=text.get("intermediate_size", 11008),
-        heads=heads, kv_heads=text.get("num_key_value_heads") or heads, head_dim=text.get("head_dim") or hidden // heads,
-        rms_eps=text.get("rms_norm_eps", 1e-6), rope_theta=rope.get("rope_theta", text.get("rope_theta", 10000.0)),
-        context=text.get("max_position_embeddings", 4096), vocab=text.get("vocab_size", 32000),
+        hidden=hidden,
+        layers=text.get("num_hidden_layers", 32),
+        intermediate=text.get("intermediate_size", 11008),
+        heads=heads,
+        kv_heads=text.get("num_key_value_heads") or heads,
+        head_dim=text.get("head_dim") or hidden // heads,
+        rms_eps=text.get("rms_norm_eps", 1e-6),
+        rope_theta=rope.get("rope_theta", text.get("rope_theta", 10000.0)),
+        context=text.get("max_position_embeddings", 4096),
+        vocab=text.get("vocab_size", 32000),
         tied=bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
-    )  # fmt: skip
+    )
 
 
 def rope_permute(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -137,7 +143,9 @@ def checkpoint_tensors(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
 
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
-        raise ExportError(f"{model_dir} has no .safetensors weights (merge LoRA adapters first: python -m training.merge)")
+        raise ExportError(
+            f"{model_dir} has no .safetensors weights (merge LoRA adapters first: python -m training.merge)"
+        )
     for path in files:
         with safe_open(str(path), framework="pt") as f:
             for name in f.keys():
@@ -249,9 +257,16 @@ def read_vocab(model_dir: Path, n_vocab: int) -> Vocab:
     bos_text = by_id.get(special.get("bos", -1), "\0")
     add_bos = bool(tok_config.get("add_bos_token", json.dumps(bos_text) in post))
     return Vocab(
-        family, tokens, types, scores, [f"{a} {b}" for a, b in pairs] if family == "bpe" else [], special, add_bos,
-        _prepend_scheme(tokenizer) if family == "spm" else "never", _chat_template(Path(model_dir), tok_config),
-    )  # fmt: skip
+        family,
+        tokens,
+        types,
+        scores,
+        [f"{a} {b}" for a, b in pairs] if family == "bpe" else [],
+        special,
+        add_bos,
+        _prepend_scheme(tokenizer) if family == "spm" else "never",
+        _chat_template(Path(model_dir), tok_config),
+    )
 
 
 def _prepend_scheme(tokenizer: dict) -> str:
@@ -313,8 +328,15 @@ def write_gguf(model_dir: Path, out: Path, dtype: str = "f16", progress: bool = 
     return write_llama(out, config, vocab, text_tensors(model_dir, config), dtype, model_dir.name, progress)
 
 
-def write_llama(out: Path, config: TextConfig, vocab: Vocab, tensors, dtype: str = "f16", name: str = "model",
-                progress: bool = False) -> Path:  # fmt: skip
+def write_llama(
+    out: Path,
+    config: TextConfig,
+    vocab: Vocab,
+    tensors,
+    dtype: str = "f16",
+    name: str = "model",
+    progress: bool = False,
+) -> Path:
     """A llama GGUF from hyper-parameters, a vocabulary and (GGUF name, array) pairs in llama.cpp's layout."""
     import gguf
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.bundle import (  # fmt: skip
+from appliance.bundle import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
     AnswerSpec,
@@ -76,9 +76,14 @@ def image_spec(model_dir: Path, view) -> ImageSpec:
     if view.size != size:
         raise ExportError(f"{model_dir}: view.json says {view.size} px, the processor {size} px")
     return ImageSpec(
-        size=size, resize=resize, mean=tuple(config["image_mean"]), std=tuple(config["image_std"]),
-        rescale=config.get("rescale_factor", 1 / 255), resample=RESAMPLE[config.get("resample", 3)], crop=view.crop,
-    )  # fmt: skip
+        size=size,
+        resize=resize,
+        mean=tuple(config["image_mean"]),
+        std=tuple(config["image_std"]),
+        rescale=config.get("rescale_factor", 1 / 255),
+        resample=RESAMPLE[config.get("resample", 3)],
+        crop=view.crop,
+    )
 
 
 def _processor_config(model_dir: Path) -> dict:
@@ -105,8 +110,14 @@ def check_model_dir(model_dir: Path) -> dict:
     return config
 
 
-def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: str = "fp32", force: bool = False,
-                 progress: bool = True) -> Manifest:  # fmt: skip
+def build_bundle(
+    model_dir: Path,
+    out: Path,
+    bits: int = 4,
+    vision_precision: str = "fp32",
+    force: bool = False,
+    progress: bool = True,
+) -> Manifest:
     """Export, quantize, check and write the bundle; returns its manifest."""
     from training.model import PROMPT_TEMPLATE, load_llava
     from training.progress import progress_bar
@@ -153,13 +164,27 @@ def build_bundle(model_dir: Path, out: Path, bits: int = 4, vision_precision: st
     speech = write_vocabulary(work / SPEECH_FILE)
     drafts = write_drafts(work / DRAFTS_FILE)
     manifest = Manifest(
-        schema=SCHEMA_VERSION, model=out.name, source=str(model_dir.resolve()), quant=quant, llm=llm.name,
-        vision=vision.name, vision_precision=vision_precision, image=spec, n_image_tokens=n_image_tokens,
-        embedding_width=width, prompt_template=PROMPT_TEMPLATE, image_token=IMAGE, followup_template=FOLLOWUP_TEMPLATE,
-        answer=AnswerSpec(view.variant, view.decimals, view.refusals), files={p.name: file_entry(p) for p in (llm, vision, speech, drafts)},
-        tokenizer=tokenizer_family(json.loads((model_dir / "tokenizer.json").read_text())), speech=speech.name, drafts=drafts.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        schema=SCHEMA_VERSION,
+        model=out.name,
+        source=str(model_dir.resolve()),
+        quant=quant,
+        llm=llm.name,
+        vision=vision.name,
+        vision_precision=vision_precision,
+        image=spec,
+        n_image_tokens=n_image_tokens,
+        embedding_width=width,
+        prompt_template=PROMPT_TEMPLATE,
+        image_token=IMAGE,
+        followup_template=FOLLOWUP_TEMPLATE,
+        answer=AnswerSpec(view.variant, view.decimals, view.refusals),
+        files={p.name: file_entry(p) for p in (llm, vision, speech, drafts)},
+        tokenizer=tokenizer_family(json.loads((model_dir / "tokenizer.json").read_text())),
+        speech=speech.name,
+        drafts=drafts.name,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         metrics={"vision_relative_error": vision_error, "export_seconds": round(time.monotonic() - started, 1)},
-    )  # fmt: skip
+    )
     if width != config.get("text_config", {}).get("hidden_size", width):
         raise ExportError(f"projector output width {width} differs from the text model's hidden size")
     (work / MANIFEST_FILE).write_text(manifest_to_yaml(manifest))
@@ -180,8 +205,6 @@ def _embedding_shape(onnx_path: Path, size: int) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m export.quantize",
@@ -193,18 +216,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, choices=sorted(QUANTS), default=4)
     parser.add_argument("--model", type=Path, required=True, help="merged HF LLaVA checkpoint (with view.json)")
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to create")
-    parser.add_argument("--vision-precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                        help="fp32 (reference), fp16 (GPU), int8 (CPU, dynamic quantisation)")  # fmt: skip
+    parser.add_argument(
+        "--vision-precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="fp32 (reference), fp16 (GPU), int8 (CPU, dynamic quantisation)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        manifest = build_bundle(args.model, args.out, args.bits, args.vision_precision, args.force, progress=sys.stderr.isatty())
+        manifest = build_bundle(
+            args.model, args.out, args.bits, args.vision_precision, args.force, progress=sys.stderr.isatty()
+        )
     except (ExportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sizes = ", ".join(f"{name} {entry.bytes / 1e6:.1f} MB" for name, entry in manifest.files.items())
-    print(f"bundle {args.out}: {manifest.quant}, {sizes}; vision parity {manifest.metrics['vision_relative_error']:.1e}")
+    print(
+        f"bundle {args.out}: {manifest.quant}, {sizes}; vision parity {manifest.metrics['vision_relative_error']:.1e}"
+    )
     return 0
 
 

@@ -76,9 +76,15 @@ def export_onnx(model, out: Path, precision: str = "fp32", opset: int = OPSET) -
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about shape checks that are constant for a fixed size
         torch.onnx.export(
-            embedder, (example,), str(fp32), input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, dynamo=False,
-        )  # fmt: skip
+            embedder,
+            (example,),
+            str(fp32),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            opset_version=opset,
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            dynamo=False,
+        )
     tmp = out.with_name(f".{out.name}.tmp")
     if precision == "fp32":
         fp32.replace(tmp)

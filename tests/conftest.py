@@ -8,7 +8,9 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 
-def build_tiny_checkpoint(out: Path, tokenizer: str, variant: str = "rt", decimals: int = 2, crop: int | None = 320) -> Path:
+def build_tiny_checkpoint(
+    out: Path, tokenizer: str, variant: str = "rt", decimals: int = 2, crop: int | None = 320
+) -> Path:
     """A random tiny LLaVA saved as a checkpoint directory with its view.json (what export reads)."""
     from training.model import TinyConfig, build_tiny
 

@@ -21,7 +21,9 @@ def sim_cell(directory, categories: str = "box"):
 
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
     path = directory / "sim.yaml"
-    path.write_text(f"sim:\n  categories: [{categories}]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n")
+    path.write_text(
+        f"sim:\n  categories: [{categories}]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n"
+    )
     proc = start_cell(path)
     try:
         yield load_config(path, "sim", SimCellConfig)
@@ -29,8 +31,9 @@ def sim_cell(directory, categories: str = "box"):
         stop_cell(proc)
 
 
-def wait_until_calling(thread_name: str, *places: tuple[str, str], inside: tuple[str, str] | None = None,
-                       timeout_s: float = 30.0) -> None:  # fmt: skip
+def wait_until_calling(
+    thread_name: str, *places: tuple[str, str], inside: tuple[str, str] | None = None, timeout_s: float = 30.0
+) -> None:
     """Wait until the thread called ``thread_name`` of this process is in one of ``places`` — (function, end of its
     file's path) — below ``inside`` (one too) on its stack: how a test knows a call is in flight, without a sleep."""
     import sys

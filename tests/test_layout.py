@@ -29,8 +29,12 @@ def imported_modules(path: Path):
 
 
 def offenders(paths, forbidden) -> list[str]:
-    return [f"{p.relative_to(ROOT)} imports {name}" for p in paths for name in imported_modules(p)
-            if any(name == f or name.startswith(f + ".") for f in forbidden)]  # fmt: skip
+    return [
+        f"{p.relative_to(ROOT)} imports {name}"
+        for p in paths
+        for name in imported_modules(p)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
 
 
 def test_appliance_never_imports_training_export_bench_or_torch():
@@ -40,7 +44,12 @@ def test_appliance_never_imports_training_export_bench_or_torch():
 def test_contracts_import_neither_the_runtime_nor_the_daemon():
     paths = [APPLIANCE / f"{name}.py" for name in CONTRACTS]
     assert all(p.is_file() for p in paths)
-    assert offenders(paths, ("appliance.runtime", "appliance.daemon", "appliance.camera", "appliance.robot", "appliance.sim")) == []
+    assert (
+        offenders(
+            paths, ("appliance.runtime", "appliance.daemon", "appliance.camera", "appliance.robot", "appliance.sim")
+        )
+        == []
+    )
 
 
 def test_the_runtime_imports_no_daemon():

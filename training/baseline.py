@@ -33,7 +33,12 @@ def predict(image: np.ndarray) -> GraspPose:
     h, w = image.shape[:2]
     pixels = image.astype(np.float32)
     border = np.concatenate(
-        [pixels[:BORDER].reshape(-1, 3), pixels[-BORDER:].reshape(-1, 3), pixels[:, :BORDER].reshape(-1, 3), pixels[:, -BORDER:].reshape(-1, 3)]
+        [
+            pixels[:BORDER].reshape(-1, 3),
+            pixels[-BORDER:].reshape(-1, 3),
+            pixels[:, :BORDER].reshape(-1, 3),
+            pixels[:, -BORDER:].reshape(-1, 3),
+        ]
     )
     distance = np.linalg.norm(pixels - np.median(border, axis=0), axis=2)
     ys, xs = np.nonzero(distance > COLOUR_THRESHOLD)
@@ -77,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                 truth = sample.positives[0] if sample.positives else None
                 size = (truth.length, truth.width) if truth else (40.0, 15.0)
                 canvas = draw_grasps(sample.image, sample.positives, GREEN)
-                draw_grasps(canvas, [pose.to_rectangle(sample.image_size, *size)], RED).save(args.vis / f"{image_id}.png")
+                draw_grasps(canvas, [pose.to_rectangle(sample.image_size, *size)], RED).save(
+                    args.vis / f"{image_id}.png"
+                )
     print(f"wrote {len(ids)} predictions to {args.out}")
     return 0
 

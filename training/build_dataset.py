@@ -38,8 +38,12 @@ from .view import VIEW_FILE, ModelView
 
 IMAGE_TOKEN = "<image>"
 TASKS = ("grasp", "describe")
-DESCRIBE_QUESTIONS = ("What object is in the image and where is it?", "Describe the object in the image.",
-                      "what do you see on the table", "Which object is this, and where does it lie?")  # fmt: skip
+DESCRIBE_QUESTIONS = (
+    "What object is in the image and where is it?",
+    "Describe the object in the image.",
+    "what do you see on the table",
+    "Which object is this, and where does it lie?",
+)
 PART_INSTRUCTION_RATE = 0.3
 """Share of samples whose instruction names the grasped part, where the part is known."""
 
@@ -93,13 +97,21 @@ class SampleMaker:
     def answer(self, pose: GraspPose, reasoning: str) -> str:
         return self.fmt.render(pose, reasoning if self.fmt.variant is AnswerVariant.RT else "")
 
-    def records(self, view: GraspSample, image_path: str, category: Category, rng: random.Random, all_grasps: bool) -> list[dict]:
+    def records(
+        self, view: GraspSample, image_path: str, category: Category, rng: random.Random, all_grasps: bool
+    ) -> list[dict]:
         """One record per positive grasp (training) or one per image (``all_grasps``: test)."""
         poses = [GraspPose.from_rectangle(r, view.image_size) for r in view.positives]
         parts = view.labels.parts
         grasps = [[p.x, p.y, p.theta, r.length, r.width] for p, r in zip(poses, view.positives)]
         records = []
-        for i in [0] if all_grasps else [central(view.positives, max(view.image_size))] if self.config.targets == "one" else range(len(poses)):
+        for i in (
+            [0]
+            if all_grasps
+            else [central(view.positives, max(view.image_size))]
+            if self.config.targets == "one"
+            else range(len(poses))
+        ):
             part = parts[i] if parts else None
             named = part if part in category.grasp_at and rng.random() < PART_INSTRUCTION_RATE else None
             turns = [
@@ -126,12 +138,29 @@ class SampleMaker:
     def absent(self, view: GraspSample, image_path: str, category: Category, rng: random.Random) -> dict:
         """A record whose instruction names an object of another category, answered with the refusal."""
         taken = set(category.synonyms) | {category.name}
-        others = sorted(n for n, c in self.templates.categories.items() if c is not self.templates.fallback and not taken & set(c.synonyms))
+        others = sorted(
+            n
+            for n, c in self.templates.categories.items()
+            if c is not self.templates.fallback and not taken & set(c.synonyms)
+        )
         name = rng.choice(self.templates.categories[rng.choice(others)].synonyms)
-        turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{rng.choice(self.templates.instructions['object']).format(object=name)}"},
-                 {"from": "gpt", "value": self.fmt.render_refusal(name)}]  # fmt: skip
-        return {"id": f"{Path(image_path).stem}_absent", "image": image_path, "source": view.image_id, "category": category.name,
-                "object_id": view.object_id, "absent": name, "grasps": [], "conversations": turns}  # fmt: skip
+        turns = [
+            {
+                "from": "human",
+                "value": f"{IMAGE_TOKEN}\n{rng.choice(self.templates.instructions['object']).format(object=name)}",
+            },
+            {"from": "gpt", "value": self.fmt.render_refusal(name)},
+        ]
+        return {
+            "id": f"{Path(image_path).stem}_absent",
+            "image": image_path,
+            "source": view.image_id,
+            "category": category.name,
+            "object_id": view.object_id,
+            "absent": name,
+            "grasps": [],
+            "conversations": turns,
+        }
 
     def describe(self, view: GraspSample, image_path: str, category: Category, rng: random.Random) -> dict:
         """One description record: the object's category, shape, parts and where it lies."""
@@ -139,10 +168,21 @@ class SampleMaker:
         ys = [r.center[1] / view.image_size[1] for r in view.positives]
         where = _place_words(sum(xs) / len(xs), sum(ys) / len(ys))
         parts = ", ".join(category.parts[:-1]) + (" and " if len(category.parts) > 1 else "") + category.parts[-1]
-        answer = f"The object is {category.a_name} with {rng.choice(category.shape)}. Its parts: {parts}. It lies {where}."
-        turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{rng.choice(DESCRIBE_QUESTIONS)}"}, {"from": "gpt", "value": answer}]
-        return {"id": Path(image_path).stem, "image": image_path, "source": view.image_id, "category": category.name,
-                "object_id": view.object_id, "conversations": turns}  # fmt: skip
+        answer = (
+            f"The object is {category.a_name} with {rng.choice(category.shape)}. Its parts: {parts}. It lies {where}."
+        )
+        turns = [
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{rng.choice(DESCRIBE_QUESTIONS)}"},
+            {"from": "gpt", "value": answer},
+        ]
+        return {
+            "id": Path(image_path).stem,
+            "image": image_path,
+            "source": view.image_id,
+            "category": category.name,
+            "object_id": view.object_id,
+            "conversations": turns,
+        }
 
     def _refine(self, record, turns, category, rng, current, poses, parts, grasps) -> None:
         drawn = draw_refinement(rng, current, poses, parts)
@@ -220,7 +260,13 @@ def _place_words(x: float, y: float) -> str:
 
 
 def build(
-    dataset: GraspDataset, split: str, fold: int, config: BuildConfig, out: Path, folds: int = DEFAULT_FOLDS, progress: bool = True
+    dataset: GraspDataset,
+    split: str,
+    fold: int,
+    config: BuildConfig,
+    out: Path,
+    folds: int = DEFAULT_FOLDS,
+    progress: bool = True,
 ) -> dict:
     """Build train and test JSON for one fold (``split='all'``: every image trains) and return the summary."""
     if split == "all":
@@ -240,7 +286,9 @@ def build(
             "per_category": dict(sorted(Counter(r["category"] for r in records).items())),
         }
     (out / "dataset.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
-    ModelView(config.variant, config.decimals, config.size, config.crop, config.absent_fraction > 0).save(out / VIEW_FILE)
+    ModelView(config.variant, config.decimals, config.size, config.crop, config.absent_fraction > 0).save(
+        out / VIEW_FILE
+    )
     return summary
 
 
@@ -260,27 +308,53 @@ def main(argv: list[str] | None = None) -> int:
         "--out runs/rt-iw0 --augment 4 --refine-fraction 0.2",
     )
     parser.add_argument("--root", type=Path, required=True, help="Cornell-format or Jacquard dataset root")
-    parser.add_argument("--variant", choices=[v.value for v in AnswerVariant], default="rt", help="answer form (default rt)")
-    parser.add_argument("--split", choices=["iw", "ow", "all"], default="iw", help="image-wise, object-wise, or all to train")
+    parser.add_argument(
+        "--variant", choices=[v.value for v in AnswerVariant], default="rt", help="answer form (default rt)"
+    )
+    parser.add_argument(
+        "--split", choices=["iw", "ow", "all"], default="iw", help="image-wise, object-wise, or all to train"
+    )
     parser.add_argument("--fold", type=int, default=0, help="which fold is the test set, 0-based (default 0)")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="number of folds (default 5)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--targets", choices=["all", "one"], default="all",
-                        help="training records per view: one per positive grasp, or one (the most central) per view")
-    parser.add_argument("--augment", type=int, default=0, help="random views per training image besides the centre crop")
+    parser.add_argument(
+        "--targets",
+        choices=["all", "one"],
+        default="all",
+        help="training records per view: one per positive grasp, or one (the most central) per view",
+    )
+    parser.add_argument(
+        "--augment", type=int, default=0, help="random views per training image besides the centre crop"
+    )
     parser.add_argument("--size", type=int, default=224, help="side of the model's square input image (default 224)")
     parser.add_argument("--crop", type=int, help="square crop in source pixels before resizing (default: shorter side)")
     parser.add_argument("--decimals", type=int, default=3, help="decimals of the pose numbers (default 3)")
     parser.add_argument("--refine-fraction", type=float, default=0.0, help="share of samples with a refinement turn")
-    parser.add_argument("--absent-fraction", type=float, default=0.0,
-                        help="share of training views that also ask for an object not in the picture, answered with a refusal")
+    parser.add_argument(
+        "--absent-fraction",
+        type=float,
+        default=0.0,
+        help="share of training views that also ask for an object not in the picture, answered with a refusal",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--task", choices=TASKS, default="grasp", help="grasp answers, or descriptions for the align stage")
+    parser.add_argument(
+        "--task", choices=TASKS, default="grasp", help="grasp answers, or descriptions for the align stage"
+    )
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
     args = parser.parse_args(argv)
     try:
-        config = BuildConfig(args.variant, args.decimals, args.size, args.crop, args.augment, args.refine_fraction, args.seed,
-                             args.task, args.targets, args.absent_fraction)  # fmt: skip
+        config = BuildConfig(
+            args.variant,
+            args.decimals,
+            args.size,
+            args.crop,
+            args.augment,
+            args.refine_fraction,
+            args.seed,
+            args.task,
+            args.targets,
+            args.absent_fraction,
+        )
         dataset = open_dataset(args.root, args.objects)
         summary = build(dataset, args.split, args.fold, config, args.out, args.folds, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

@@ -33,7 +33,9 @@ def conversation_text(turns: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     return text, targets
 
 
-def encode(record: dict, tokenizer, image_token_id: int, image_tokens: int, max_length: int) -> tuple[list[int], list[int]]:
+def encode(
+    record: dict, tokenizer, image_token_id: int, image_tokens: int, max_length: int
+) -> tuple[list[int], list[int]]:
     """input_ids and labels of one record, the image token expanded."""
     text, targets = conversation_text(record["conversations"])
     enc = tokenizer(text, return_offsets_mapping=True)
@@ -55,14 +57,21 @@ class ConversationDataset(torch.utils.data.Dataset):
     """The records of one ``train.json``/``test.json`` (or several, one after the other) with their images;
     each record's image is found beside its own JSON file."""
 
-    def __init__(self, json_path: Path | list[Path], processor, image_token_id: int, image_tokens: int, max_length: int = 512):
+    def __init__(
+        self, json_path: Path | list[Path], processor, image_token_id: int, image_tokens: int, max_length: int = 512
+    ):
         paths = [Path(p) for p in json_path] if isinstance(json_path, (list, tuple)) else [Path(json_path)]
         self.records, self.roots = [], []
         for path in paths:
             records = json.loads(path.read_text())
             self.records += records
             self.roots += [path.parent] * len(records)
-        self.processor, self.image_token_id, self.image_tokens, self.max_length = processor, image_token_id, image_tokens, max_length
+        self.processor, self.image_token_id, self.image_tokens, self.max_length = (
+            processor,
+            image_token_id,
+            image_tokens,
+            max_length,
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -86,4 +95,9 @@ def collate(batch: list[dict], pad_id: int) -> dict:
         ids[row, :n] = torch.tensor(b["input_ids"])
         labels[row, :n] = torch.tensor(b["labels"])
         mask[row, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": torch.stack([b["pixel_values"] for b in batch])}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "attention_mask": mask,
+        "pixel_values": torch.stack([b["pixel_values"] for b in batch]),
+    }

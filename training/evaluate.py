@@ -55,7 +55,9 @@ class Evaluation:
             "mean_answer_tokens": sum(r["tokens"] for r in self.rows) / n if n else 0.0,
             "images_per_second": n / self.seconds if self.seconds else 0.0,
             "ms_per_image": 1000 * self.seconds / n if n else 0.0,
-            "category_accuracy": sum(r["stated_category"] == r["category"] for r in named) / len(named) if named else None,
+            "category_accuracy": sum(r["stated_category"] == r["category"] for r in named) / len(named)
+            if named
+            else None,
             **self.refinement_summary(),
         }
 
@@ -99,14 +101,33 @@ def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[st
         sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
         pose = predict(sample.image)
         correct = score_pose(pose, sample.positives, sample.image_size).correct
-        result.rows.append({"image": image_id, "answer": "", "tokens": 0, "category": None, "stated_category": None,
-                            "parsed": True, "correct": correct, "x": pose.x, "y": pose.y, "theta": pose.theta})  # fmt: skip
+        result.rows.append(
+            {
+                "image": image_id,
+                "answer": "",
+                "tokens": 0,
+                "category": None,
+                "stated_category": None,
+                "parsed": True,
+                "correct": correct,
+                "x": pose.x,
+                "y": pose.y,
+                "theta": pose.theta,
+            }
+        )
     result.seconds = time.monotonic() - start
     return result
 
 
-def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], vis: Path | None = None, progress: bool = False,
-             refine: bool = False) -> Evaluation:  # fmt: skip
+def evaluate(
+    answer_fn,
+    view: ModelView,
+    dataset: GraspDataset,
+    ids: list[str],
+    vis: Path | None = None,
+    progress: bool = False,
+    refine: bool = False,
+) -> Evaluation:
     """Answer, parse and score every image.
 
     ``answer_fn(camera_image, view_image, instruction) -> (text, tokens, extra)``: the torch model
@@ -127,7 +148,15 @@ def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], 
         category = sample.category if sample.category in templates.categories else None
         instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
         text, tokens, extra = answer_fn(camera.image, sample.image, instruction)
-        row = {"image": image_id, "answer": text, "tokens": tokens, "category": category, "parsed": False, "correct": False, **extra}
+        row = {
+            "image": image_id,
+            "answer": text,
+            "tokens": tokens,
+            "category": category,
+            "parsed": False,
+            "correct": False,
+            **extra,
+        }
         row["stated_category"] = stated_category(text, names) if fmt.variant.value == "rt" else None
         try:
             pose = fmt.parse(text).pose
@@ -136,7 +165,9 @@ def evaluate(answer_fn, view: ModelView, dataset: GraspDataset, ids: list[str], 
         except AnswerParseError as exc:
             row["error"] = exc.reason
         if refine and row["parsed"]:
-            row["refinement"] = refine_turn(answer_fn.follow_up, fmt, sample, templates.category(category), row, image_id)
+            row["refinement"] = refine_turn(
+                answer_fn.follow_up, fmt, sample, templates.category(category), row, image_id
+            )
         result.rows.append(row)
         if vis is not None:
             _draw(vis, sample, row)
@@ -176,8 +207,14 @@ def refine_turn(follow_up, fmt, sample, category, row: dict, image_id: str) -> d
     except AnswerParseError as exc:
         return {**out, "error": exc.reason}
     part = parts[nearest(after)] if parts else None
-    out.update(parsed=True, x=after.x, y=after.y, theta=after.theta, satisfied=satisfies(request, before, after, part),
-               correct=score_pose(after, sample.positives, size).correct)  # fmt: skip
+    out.update(
+        parsed=True,
+        x=after.x,
+        y=after.y,
+        theta=after.theta,
+        satisfied=satisfies(request, before, after, part),
+        correct=score_pose(after, sample.positives, size).correct,
+    )
     return out
 
 
@@ -243,7 +280,9 @@ def answer(model, processor, image, instruction: str, prompt: str | None = None)
     """Greedy answer to one prompt (default: the single-turn prompt of ``instruction``): text and token count."""
     import torch
 
-    inputs = processor(images=image, text=prompt or PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt")
+    inputs = processor(
+        images=image, text=prompt or PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt"
+    )
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
@@ -263,7 +302,9 @@ def record_accuracy(model, processor, fmt, records: list[dict], root: Path) -> f
             image = img.convert("RGB")
         instruction = record["conversations"][0]["value"].split("\n", 1)[-1]
         text, _ = answer(model, processor, image, instruction)
-        truths = [GraspPose(x, y, t).to_rectangle(image.size, length, width) for x, y, t, length, width in record["grasps"]]
+        truths = [
+            GraspPose(x, y, t).to_rectangle(image.size, length, width) for x, y, t, length, width in record["grasps"]
+        ]
         try:
             correct += score_pose(fmt.parse(text).pose, truths, image.size).correct
         except AnswerParseError:
@@ -279,7 +320,9 @@ def _draw(vis: Path, sample, row: dict) -> None:
     if row["parsed"]:
         truth = sample.positives[0] if sample.positives else None
         size = (truth.length, truth.width) if truth else (20.0, 8.0)
-        canvas = draw_grasps(canvas, [GraspPose(row["x"], row["y"], row["theta"]).to_rectangle(sample.image_size, *size)], RED)
+        canvas = draw_grasps(
+            canvas, [GraspPose(row["x"], row["y"], row["theta"]).to_rectangle(sample.image_size, *size)], RED
+        )
     canvas.save(vis / f"{row['image']}.png")
     (vis / f"{row['image']}.txt").write_text(row["answer"] + "\n")
 
@@ -294,17 +337,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="merged (or pretrain) checkpoint with view.json")
-    source.add_argument("--bundle", type=Path, help="a bundle from python -m export.quantize (runs as the appliance does)")
+    source.add_argument(
+        "--bundle", type=Path, help="a bundle from python -m export.quantize (runs as the appliance does)"
+    )
     parser.add_argument("--root", type=Path, required=True, help="dataset root")
-    parser.add_argument("--split", choices=["iw", "ow", "all"], default="iw", help="which test images: a fold's, or all")
+    parser.add_argument(
+        "--split", choices=["iw", "ow", "all"], default="iw", help="which test images: a fold's, or all"
+    )
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0, help="the split seed the dataset was built with")
     parser.add_argument("--limit", type=int, help="only the first N test images")
     parser.add_argument("--json", type=Path, help="write the summary and every answer here")
     parser.add_argument("--vis", type=Path, help="write PNGs (prediction red, ground truth green) and answers here")
-    parser.add_argument("--refine", action="store_true", help="also ask one refinement per image (rotate, move to a side, "
-                        "another part) and report how often the new pose does what was asked and is a correct grasp")
-    parser.add_argument("--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)")
+    parser.add_argument(
+        "--refine",
+        action="store_true",
+        help="also ask one refinement per image (rotate, move to a side, "
+        "another part) and report how often the new pose does what was asked and is a correct grasp",
+    )
+    parser.add_argument(
+        "--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)"
+    )
     parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")
     parser.add_argument("--crop", type=int, help="with --heads: the square crop the vision stage used")
     args = parser.parse_args(argv)
@@ -319,17 +372,34 @@ def main(argv: list[str] | None = None) -> int:
             from appliance.runtime.model import GraspModel
 
             grasp_model = GraspModel.load(args.bundle)
-            result = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, args.vis,
-                              sys.stderr.isatty(), refine=args.refine)  # fmt: skip
+            result = evaluate(
+                bundle_answerer(grasp_model),
+                bundle_view(grasp_model.manifest),
+                dataset,
+                ids,
+                args.vis,
+                sys.stderr.isatty(),
+                refine=args.refine,
+            )
             return _report(result, args.json)
         model, processor = load_llava(args.model)
         if args.heads:
             from .stages import heads_predictor
 
-            result = evaluate_heads(heads_predictor(args.model, model, processor), ModelView(size=args.size, crop=args.crop), dataset, ids)
+            result = evaluate_heads(
+                heads_predictor(args.model, model, processor), ModelView(size=args.size, crop=args.crop), dataset, ids
+            )
         else:
             view = ModelView.load(args.model)
-            result = evaluate(torch_answerer(model, processor), view, dataset, ids, args.vis, progress=sys.stderr.isatty(), refine=args.refine)
+            result = evaluate(
+                torch_answerer(model, processor),
+                view,
+                dataset,
+                ids,
+                args.vis,
+                progress=sys.stderr.isatty(),
+                refine=args.refine,
+            )
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Merge a LoRA checkpoint into its base: a plain Hugging Face LLaVA checkpoint.
 
-    python -m training.merge --adapter runs/rt-lora/checkpoint-000500 --out runs/rt-merged
+python -m training.merge --adapter runs/rt-lora/checkpoint-000500 --out runs/rt-merged
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def merge(adapter: Path, out: Path, base: Path | None = None) -> Path:
     adapter = Path(adapter)
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{adapter} has no adapter_config.json: not a LoRA checkpoint (a pretrain checkpoint is already whole)")
+        raise FileNotFoundError(
+            f"{adapter} has no adapter_config.json: not a LoRA checkpoint (a pretrain checkpoint is already whole)"
+        )
     base = Path(base or json.loads(config_file.read_text())["base_model_name_or_path"])
     model, _ = load_llava(base)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()

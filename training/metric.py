@@ -66,7 +66,11 @@ class MetricReport:
             "n": self.n,
             "correct": self.correct,
             "failures": [
-                {"image": image, "best_iou": round(s.best_iou, 4), "best_angle_error_deg": round(math.degrees(s.best_angle_error), 2)}
+                {
+                    "image": image,
+                    "best_iou": round(s.best_iou, 4),
+                    "best_angle_error_deg": round(math.degrees(s.best_angle_error), 2),
+                }
                 for image, s in sorted(self.failures.items())
             ],
         }
@@ -128,7 +132,9 @@ def format_report(report: MetricReport, max_failures: int = 20) -> str:
     if failures:
         lines.append(f"{len(failures)} failures (IoU > 0.25 within 30° needed):")
         for image, s in failures[:max_failures]:
-            lines.append(f"  {image:<24} best IoU {s.best_iou:.3f}  nearest angle {math.degrees(s.best_angle_error):5.1f}°")
+            lines.append(
+                f"  {image:<24} best IoU {s.best_iou:.3f}  nearest angle {math.degrees(s.best_angle_error):5.1f}°"
+            )
         if len(failures) > max_failures:
             lines.append(f"  ... and {len(failures) - max_failures} more (all in --json)")
     return "\n".join(lines)

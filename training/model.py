@@ -70,28 +70,48 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0):
 
     tokenizer = train_tokenizer(corpus(load_templates(), seed=seed), config.tokenizer, config.vocab_size)
     vision = CLIPVisionConfig(
-        hidden_size=config.vision_hidden, intermediate_size=4 * config.vision_hidden, num_hidden_layers=config.vision_layers,
-        num_attention_heads=config.vision_heads, image_size=config.image_size, patch_size=config.patch_size, projection_dim=config.vision_hidden,
-    )  # fmt: skip
+        hidden_size=config.vision_hidden,
+        intermediate_size=4 * config.vision_hidden,
+        num_hidden_layers=config.vision_layers,
+        num_attention_heads=config.vision_heads,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        projection_dim=config.vision_hidden,
+    )
     text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=config.text_hidden, intermediate_size=config.text_intermediate,
-        num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads, num_key_value_heads=config.text_heads,
-        max_position_embeddings=config.max_positions, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=config.text_hidden,
+        intermediate_size=config.text_intermediate,
+        num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads,
+        num_key_value_heads=config.text_heads,
+        max_position_embeddings=config.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
     llava = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
-        image_seq_length=config.image_tokens, vision_feature_layer=-1, vision_feature_select_strategy="default",
-    )  # fmt: skip
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
+        image_seq_length=config.image_tokens,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(llava)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": config.image_size}, crop_size={"height": config.image_size, "width": config.image_size}
     )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=config.patch_size,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
     return model, processor
 
 
@@ -102,7 +122,11 @@ def load_llava(path: Path, dtype=None):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
-    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype) if dtype else LlavaForConditionalGeneration.from_pretrained(path)
+    model = (
+        LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        if dtype
+        else LlavaForConditionalGeneration.from_pretrained(path)
+    )
     if model.config.model_type != "llava":
         raise ValueError(f"{path} holds a {model.config.model_type!r} model, not LLaVA")
     return model, AutoProcessor.from_pretrained(path)
@@ -120,15 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m training.model --out runs/tiny-base --tokenizer spm",
     )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--tokenizer", choices=KINDS, default="spm", help="spm (SentencePiece-style, like LLaVA-1.5) or bpe")
+    parser.add_argument(
+        "--tokenizer", choices=KINDS, default="spm", help="spm (SentencePiece-style, like LLaVA-1.5) or bpe"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     config = TinyConfig(tokenizer=args.tokenizer)
     model, processor = build_tiny(config, args.seed)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    print(f"tiny LLaVA with {count_parameters(model) / 1e6:.1f} M parameters, {config.image_tokens} image tokens, "
-          f"{len(processor.tokenizer)} tokens ({args.tokenizer}) saved to {args.out}")  # fmt: skip
+    print(
+        f"tiny LLaVA with {count_parameters(model) / 1e6:.1f} M parameters, {config.image_tokens} image tokens, "
+        f"{len(processor.tokenizer)} tokens ({args.tokenizer}) saved to {args.out}"
+    )
     print(asdict(config))
     return 0
 

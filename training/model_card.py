@@ -15,8 +15,17 @@ import sys
 from pathlib import Path
 
 SETS = {"seen": "the training objects in new poses (image-wise)", "unseen": "objects never seen (object-wise)"}
-SUMMARY_KEYS = ("accuracy", "n", "parse_failure_rate", "mean_answer_tokens", "ms_per_image", "category_accuracy",
-                "refinement_success", "refinement_satisfied", "refinement_correct")  # fmt: skip
+SUMMARY_KEYS = (
+    "accuracy",
+    "n",
+    "parse_failure_rate",
+    "mean_answer_tokens",
+    "ms_per_image",
+    "category_accuracy",
+    "refinement_success",
+    "refinement_satisfied",
+    "refinement_correct",
+)
 
 
 def read_stages(log: Path) -> list[tuple[str, str, int]]:
@@ -72,10 +81,18 @@ def card(stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float, wo
     ]
     for name, what in SETS.items():
         q4, torch = metrics.get("q4", {}).get(name, {}), metrics.get("torch", {}).get(name, {})
-        lines.append(f"| {what}, {q4.get('n', '–')} images | {percent(q4.get('accuracy'))} | {percent(torch.get('accuracy'))} | "
-                     f"{percent(q4.get('parse_failure_rate'))} | {percent(q4.get('category_accuracy'))} | "
-                     f"{percent(q4.get('refinement_success'))} |")  # fmt: skip
-    lines += ["", "## How it was built (each stage's command and wall time)", "", "| stage | seconds | command |", "|---|---|---|"]
+        lines.append(
+            f"| {what}, {q4.get('n', '–')} images | {percent(q4.get('accuracy'))} | {percent(torch.get('accuracy'))} | "
+            f"{percent(q4.get('parse_failure_rate'))} | {percent(q4.get('category_accuracy'))} | "
+            f"{percent(q4.get('refinement_success'))} |"
+        )
+    lines += [
+        "",
+        "## How it was built (each stage's command and wall time)",
+        "",
+        "| stage | seconds | command |",
+        "|---|---|---|",
+    ]
     lines += [f"| {name} | {seconds} | `{command}` |" for name, command, seconds in stages]
     lines += ["", "`metrics.json` holds the same figures as read from the evaluation files.", ""]
     return "\n".join(lines)
@@ -84,7 +101,9 @@ def card(stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float, wo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="the build's work folder (pipeline.log, eval-*.json)")
-    parser.add_argument("--out", type=Path, required=True, help="the bundle folder to write README.md and metrics.json into")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the bundle folder to write README.md and metrics.json into"
+    )
     args = parser.parse_args(argv)
     log = args.work / "pipeline.log"
     if not log.is_file():
@@ -96,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bundle_mb = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file()) / 1e6
     (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work)))
-    (args.out / "metrics.json").write_text(json.dumps({"stages": [{"name": n, "command": c, "seconds": s} for n, c, s in stages],
-                                                       "metrics": metrics}, indent=1) + "\n")  # fmt: skip
+    (args.out / "metrics.json").write_text(
+        json.dumps(
+            {"stages": [{"name": n, "command": c, "seconds": s} for n, c, s in stages], "metrics": metrics}, indent=1
+        )
+        + "\n"
+    )
     print(f"wrote {args.out / 'README.md'} and metrics.json")
     return 0
 

@@ -37,5 +37,13 @@ def progress_bar(iterable=None, *, disable: bool = False, **kwargs) -> tqdm:
     stream = kwargs.pop("file", None) or sys.stderr
     if disable or stream.isatty():
         return tqdm(iterable, disable=disable, file=stream, **kwargs)
-    return tqdm(iterable, file=_Lines(stream), mininterval=LOG_EVERY_S, maxinterval=LOG_EVERY_S, ascii=True,
-                dynamic_ncols=False, ncols=100, **kwargs)  # fmt: skip
+    return tqdm(
+        iterable,
+        file=_Lines(stream),
+        mininterval=LOG_EVERY_S,
+        maxinterval=LOG_EVERY_S,
+        ascii=True,
+        dynamic_ncols=False,
+        ncols=100,
+        **kwargs,
+    )

@@ -35,9 +35,15 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     """Fixed 2D sine-cosine position embeddings (grid × grid patches, plus a zero row for CLS)."""
     quarter = dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
-    parts = [torch.sin(xs.reshape(-1, 1) * omega), torch.cos(xs.reshape(-1, 1) * omega),
-             torch.sin(ys.reshape(-1, 1) * omega), torch.cos(ys.reshape(-1, 1) * omega)]  # fmt: skip
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
+    parts = [
+        torch.sin(xs.reshape(-1, 1) * omega),
+        torch.cos(xs.reshape(-1, 1) * omega),
+        torch.sin(ys.reshape(-1, 1) * omega),
+        torch.cos(ys.reshape(-1, 1) * omega),
+    ]
     table = torch.cat(parts, dim=1)
     table = torch.nn.functional.pad(table, (0, dim - table.shape[1]))
     return torch.cat([torch.zeros(1, dim), table])
@@ -74,7 +80,9 @@ class PatchHeads(nn.Module):
 
 def patch_centres(grid: int) -> torch.Tensor:
     """(grid², 2): each patch's centre (x, y) in image-normalised coordinates, row-major."""
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
     return (torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) + 0.5) / grid
 
 
@@ -121,8 +129,14 @@ def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Ten
         offset[k, j] = torch.tensor([x / cell - col, y / cell - row])
         angle[k, j] = torch.tensor([math.cos(2 * rect.angle), math.sin(2 * rect.angle)])
         digits[k, j] = torch.tensor(answer_digits(x / size, y / sample.image_size[1], rect.angle))
-    return {PATCH_CENTER: center, "slots": slots, PATCH_OFFSET: offset, PATCH_ANGLE: angle, PATCH_DIGITS: digits,
-            "category": torch.tensor(category_index)}  # fmt: skip
+    return {
+        PATCH_CENTER: center,
+        "slots": slots,
+        PATCH_OFFSET: offset,
+        PATCH_ANGLE: angle,
+        PATCH_DIGITS: digits,
+        "category": torch.tensor(category_index),
+    }
 
 
 WHERE_WEIGHT = 10.0
@@ -167,7 +181,9 @@ def predict_pose(out: dict[str, torch.Tensor], grid: int, index: int = 0) -> Gra
 class VisionBatches:
     """Fresh augmented views of the training images every batch, normalised as the processor does."""
 
-    def __init__(self, dataset, ids: list[str], processor, categories: list[str], size: int, crop: int | None, seed: int):
+    def __init__(
+        self, dataset, ids: list[str], processor, categories: list[str], size: int, crop: int | None, seed: int
+    ):
         self.dataset, self.ids, self.processor = dataset, ids, processor
         self.index = {name: i for i, name in enumerate(categories)}
         self.augment = Augmentation(out_size=(size, size), crop=crop)
@@ -201,7 +217,9 @@ def freeze_sincos_positions(vision_tower) -> None:
     emb.position_embedding.weight.requires_grad = False
 
 
-def vision_step_fn(model, processor, dataset_root: str, seed: int, split: str = "all", fold: int = 0, crop: int | None = None):
+def vision_step_fn(
+    model, processor, dataset_root: str, seed: int, split: str = "all", fold: int = 0, crop: int | None = None
+):
     """The vision stage: ViT + heads, fresh views every batch. Returns (params, loss(batch_size), heads)."""
     from .datasets import open_dataset
     from .datasets.splits import choose_fold
@@ -258,7 +276,12 @@ def heads_predictor(checkpoint, model, processor):
     heads = PatchHeads(vit.config.hidden_size, len(load_templates().categories) + 1)
     state = load_file(Path(checkpoint) / "vision_heads.safetensors")
     missing, unexpected = heads.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"where.weight", "where.bias", "digits.weight", "digits.bias"}:  # older checkpoints lack these
+    if unexpected or set(missing) - {
+        "where.weight",
+        "where.bias",
+        "digits.weight",
+        "digits.bias",
+    }:  # older checkpoints lack these
         raise ValueError(f"{checkpoint}: vision heads do not match (missing {missing}, unexpected {unexpected})")
     heads.eval()
     grid = vit.config.image_size // vit.config.patch_size

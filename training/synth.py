@@ -77,7 +77,9 @@ def render_sample(index: int, config: SynthConfig, library: list[ObjectModel]) -
     obj = library[rng.randrange(len(library))]
     for _ in range(MAX_PLACEMENTS):
         (x, y), yaw = place(config.table, rng)
-        xml = standalone_xml(config.camera, config.table, [obj.to_mjcf("obj", (x, y), yaw)], rng, [obj.assets_mjcf("obj")])
+        xml = standalone_xml(
+            config.camera, config.table, [obj.to_mjcf("obj", (x, y), yaw)], rng, [obj.assets_mjcf("obj")]
+        )
         model = mujoco.MjModel.from_xml_string(xml)
         data = mujoco.MjData(model)
         mujoco.mj_step(model, data, nstep=SETTLE_STEPS)
@@ -102,7 +104,11 @@ def render_sample(index: int, config: SynthConfig, library: list[ObjectModel]) -
 
 def _inside(rect, camera: CameraConfig) -> bool:
     pts = rect.points
-    return bool(np.all(pts >= MARGIN_PX) and np.all(pts[:, 0] <= camera.width - MARGIN_PX) and np.all(pts[:, 1] <= camera.height - MARGIN_PX))
+    return bool(
+        np.all(pts >= MARGIN_PX)
+        and np.all(pts[:, 0] <= camera.width - MARGIN_PX)
+        and np.all(pts[:, 1] <= camera.height - MARGIN_PX)
+    )
 
 
 def write_sample(out: Path, sample: dict) -> tuple[str, ObjectInfo]:
@@ -129,7 +135,9 @@ def _render_in_worker(index: int) -> dict:
     return render_sample(index, config, library)
 
 
-def write_synthetic_dataset(out: Path, images: int, config: SynthConfig, workers: int = 1, progress: bool = True) -> Path:
+def write_synthetic_dataset(
+    out: Path, images: int, config: SynthConfig, workers: int = 1, progress: bool = True
+) -> Path:
     """Render and write ``images`` images; returns the output folder."""
     out.mkdir(parents=True, exist_ok=True)
     mapping = {}
@@ -164,11 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--images", type=int, required=True, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the object library and the scenes")
-    parser.add_argument("--scene-seed", type=int, help="seed of the scenes alone (default: --seed): with the training "
-                        "set's --seed, a test set of the same objects in new poses")
+    parser.add_argument(
+        "--scene-seed",
+        type=int,
+        help="seed of the scenes alone (default: --seed): with the training "
+        "set's --seed, a test set of the same objects in new poses",
+    )
     parser.add_argument("--instances", type=int, default=8, help="objects per category (default 8)")
     parser.add_argument("--categories", help="comma-separated subset of: " + ", ".join(CATEGORIES))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes (default: all cores)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="render processes (default: all cores)"
+    )
     args = parser.parse_args(argv)
     if args.images < 1 or args.instances < 1:
         parser.error("--images and --instances must be at least 1")

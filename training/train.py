@@ -86,11 +86,21 @@ def trainable_model(model, strategy: str):
     if strategy == "lora":
         from peft import LoraConfig, get_peft_model
 
-        targets = sorted({name.split(".")[-1] for name, m in model.model.language_model.named_modules() if m.__class__.__name__ == "Linear"})
+        targets = sorted(
+            {
+                name.split(".")[-1]
+                for name, m in model.model.language_model.named_modules()
+                if m.__class__.__name__ == "Linear"
+            }
+        )
         config = LoraConfig(
-            r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.05, target_modules=targets,
-            exclude_modules=r".*(vision_tower|multi_modal_projector).*", modules_to_save=["multi_modal_projector"],
-        )  # fmt: skip
+            r=LORA_RANK,
+            lora_alpha=LORA_ALPHA,
+            lora_dropout=0.05,
+            target_modules=targets,
+            exclude_modules=r".*(vision_tower|multi_modal_projector).*",
+            modules_to_save=["multi_modal_projector"],
+        )
         return get_peft_model(model, config)
     trained = [model.model.multi_modal_projector]  # pretrain and align
     if strategy == "decoder":
@@ -219,7 +229,9 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model, processor = load_llava(Path(config.model))
     if config.strategy == "vision":
-        params, loss_fn, heads = vision_step_fn(model, processor, config.data, config.seed, config.split, config.fold, config.crop)
+        params, loss_fn, heads = vision_step_fn(
+            model, processor, config.data, config.seed, config.split, config.fold, config.crop
+        )
     else:
         params, loss_fn, heads = language_step_fn(model, processor, config.seed)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -261,10 +273,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     base, processor = load_llava(Path(config.model))
     model = trainable_model(base, config.strategy)
     dataset = ConversationDataset(
-        [Path(d) / "train.json" for d in (config.data, *config.mix)], processor, base.config.image_token_index, base.config.image_seq_length, config.max_length
+        [Path(d) / "train.json" for d in (config.data, *config.mix)],
+        processor,
+        base.config.image_token_index,
+        base.config.image_seq_length,
+        config.max_length,
     )
     if config.batch_size % (config.micro_batch * ranks.world):
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch × processes ({config.micro_batch} × {ranks.world})")
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of micro_batch × processes ({config.micro_batch} × {ranks.world})"
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     step = restore(out, model, optimizer, config.strategy) if resume else 0
@@ -275,7 +293,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     stream = batches(dataset, config.micro_batch, processor.tokenizer.pad_token_id, config.seed, start_epoch=step)
     accumulate = config.batch_size // (config.micro_batch * ranks.world)
     log = MetricsLog(out / "metrics.csv", enabled=ranks.main, fresh=step == 0)
-    bar = progress_bar(total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main))
+    bar = progress_bar(
+        total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main)
+    )
     last = latest_checkpoint(out)
     validate = validator(config, processor) if ranks.main else None
     while step < config.steps:
@@ -358,7 +378,9 @@ class MetricsLog:
     def write(self, step: int, loss: float, lr: float, val_accuracy: float | None = None) -> None:
         if self.file:
             val = "" if val_accuracy is None else f"{val_accuracy:.4f}"
-            csv.writer(self.file).writerow([step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}", val])
+            csv.writer(self.file).writerow(
+                [step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}", val]
+            )
             self.file.flush()
 
     def close(self) -> None:
@@ -373,33 +395,68 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m training.train --model runs/tiny-base --data runs/rt-iw0 --strategy lora --out runs/rt-lora --steps 500",
     )
     parser.add_argument("--model", required=True, help="LLaVA checkpoint directory (tiny or a real one)")
-    parser.add_argument("--data", required=True, help="folder with train.json (python -m training.build_dataset); "
-                        "for --strategy vision a grasp dataset root; ignored by --strategy language")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="folder with train.json (python -m training.build_dataset); "
+        "for --strategy vision a grasp dataset root; ignored by --strategy language",
+    )
     parser.add_argument("--out", required=True, help="folder for checkpoints and metrics.csv")
-    parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="lora",
-                        help="pretrain: projector only; lora: LoRA r=64 + projector; vision, language, align: "
-                        "base-building stages for a model built from scratch")
+    parser.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        default="lora",
+        help="pretrain: projector only; lora: LoRA r=64 + projector; vision, language, align: "
+        "base-building stages for a model built from scratch",
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32, help="effective batch (default 32, the paper's)")
-    parser.add_argument("--micro-batch", type=int, default=8, help="per forward pass; gradients accumulate to --batch-size")
+    parser.add_argument(
+        "--micro-batch", type=int, default=8, help="per forward pass; gradients accumulate to --batch-size"
+    )
     parser.add_argument("--lr", type=float, help="default 2e-3 (pretrain) or 5e-4 (lora), the paper's")
     parser.add_argument("--save-every", type=int, default=200)
-    parser.add_argument("--eval-every", type=int, default=0, help="validation accuracy on test.json every N steps (0: never)")
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="validation accuracy on test.json every N steps (0: never)"
+    )
     parser.add_argument("--eval-images", type=int, default=20, help="how many test records to score")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", choices=["iw", "ow", "all"], default="all", help="vision stage: train on this split's training images")
+    parser.add_argument(
+        "--split",
+        choices=["iw", "ow", "all"],
+        default="all",
+        help="vision stage: train on this split's training images",
+    )
     parser.add_argument("--fold", type=int, default=0, help="vision stage: the fold held out")
     parser.add_argument("--crop", type=int, help="vision stage: square crop in source pixels (as build_dataset --crop)")
-    parser.add_argument("--mix", action="append", default=[], metavar="DIR",
-                        help="another build_dataset folder whose training records join --data's (repeatable)")
+    parser.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another build_dataset folder whose training records join --data's (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
-            args.model, args.data, args.out, args.strategy, args.steps, args.batch_size, args.micro_batch, args.lr,
-            save_every=args.save_every, seed=args.seed, eval_every=args.eval_every, eval_images=args.eval_images,
-            split=args.split, fold=args.fold, crop=args.crop, mix=tuple(args.mix),
-        )  # fmt: skip
+            args.model,
+            args.data,
+            args.out,
+            args.strategy,
+            args.steps,
+            args.batch_size,
+            args.micro_batch,
+            args.lr,
+            save_every=args.save_every,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            eval_images=args.eval_images,
+            split=args.split,
+            fold=args.fold,
+            crop=args.crop,
+            mix=tuple(args.mix),
+        )
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

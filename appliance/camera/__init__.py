@@ -8,4 +8,13 @@ Femto, pyorbbecsdk2). SDKs are imported only when their backend connects.
 from .base import Camera, CameraConfig, CameraError, CameraTimeout, Frame
 from .factory import CAMERA_TYPES, camera_config, make_camera
 
-__all__ = ["CAMERA_TYPES", "Camera", "CameraConfig", "CameraError", "CameraTimeout", "Frame", "camera_config", "make_camera"]
+__all__ = [
+    "CAMERA_TYPES",
+    "Camera",
+    "CameraConfig",
+    "CameraError",
+    "CameraTimeout",
+    "Frame",
+    "camera_config",
+    "make_camera",
+]

@@ -39,7 +39,9 @@ class K4aCameraConfig:
             raise ValueError(f"color_resolution must be one of {COLOR_RESOLUTIONS}")
         if self.depth_mode not in DEPTH_MODES:
             raise ValueError(f"depth_mode must be one of {DEPTH_MODES}")
-        if self.white_balance_k is not None and not (2500 <= self.white_balance_k <= 12500 and self.white_balance_k % 10 == 0):
+        if self.white_balance_k is not None and not (
+            2500 <= self.white_balance_k <= 12500 and self.white_balance_k % 10 == 0
+        ):
             raise ValueError("white_balance_k must be a multiple of 10 in 2500..12500")
 
 
@@ -67,13 +69,16 @@ class K4aCamera(Camera):
         c = self.config
         settings = pyk4a.Config(
             color_resolution=getattr(pyk4a.ColorResolution, f"RES_{c.color_resolution}"),
-            depth_mode=getattr(pyk4a.DepthMode, c.depth_mode), synchronized_images_only=True,
-        )  # fmt: skip
+            depth_mode=getattr(pyk4a.DepthMode, c.depth_mode),
+            synchronized_images_only=True,
+        )
         device = pyk4a.PyK4A(settings, device_id=c.device)
         try:
             device.start()
         except Exception as exc:  # pyk4a raises its own K4AException types
-            raise CameraError(f"Azure Kinect {c.device} did not start: {exc} (is it plugged in, udev rules installed?)") from exc
+            raise CameraError(
+                f"Azure Kinect {c.device} did not start: {exc} (is it plugged in, udev rules installed?)"
+            ) from exc
         if c.exposure_us is not None:
             device.exposure_mode_auto = False
             device.exposure = c.exposure_us

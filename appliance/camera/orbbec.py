@@ -52,7 +52,9 @@ class OrbbecCamera(Camera):
         pipeline = ob.Pipeline()
         settings = ob.Config()
         try:
-            colour = pipeline.get_stream_profile_list(ob.OBSensorType.COLOR_SENSOR).get_video_stream_profile(c.width, c.height, ob.OBFormat.RGB, c.fps)
+            colour = pipeline.get_stream_profile_list(ob.OBSensorType.COLOR_SENSOR).get_video_stream_profile(
+                c.width, c.height, ob.OBFormat.RGB, c.fps
+            )
             depth = pipeline.get_stream_profile_list(ob.OBSensorType.DEPTH_SENSOR).get_default_video_stream_profile()
             settings.enable_stream(colour)
             settings.enable_stream(depth)

@@ -36,7 +36,9 @@ class SimCamera(Camera):
             cam = self._client.info()["camera"]
         except CellUnavailable as exc:
             self.disconnect()
-            raise CameraError(f"sim camera: no cell at {self.config.endpoint} ({exc}); start it: python -m appliance.sim") from exc
+            raise CameraError(
+                f"sim camera: no cell at {self.config.endpoint} ({exc}); start it: python -m appliance.sim"
+            ) from exc
         self._intrinsics = Intrinsics(cam["fx"], cam["fy"], cam["cx"], cam["cy"], cam["width"], cam["height"])
         return self
 

@@ -63,7 +63,9 @@ class QueuedRequest:
 class Daemon:
     """Serve requests until ``shutdown`` is set."""
 
-    def __init__(self, config: ApplianceConfig, jobs: Jobs, transcriber=None, notifier: Notifier | None = None, context=None):
+    def __init__(
+        self, config: ApplianceConfig, jobs: Jobs, transcriber=None, notifier: Notifier | None = None, context=None
+    ):
         self.config, self.jobs, self.transcriber = config, jobs, transcriber
         self.notifier = notifier or Notifier()
         self.context = context or zmq.Context.instance()
@@ -97,7 +99,9 @@ class Daemon:
             sock.linger = 0
             if self._curve:
                 self._curve.secure(sock)
-        self.router.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)  # per frame: libzmq cannot limit a whole message
+        self.router.setsockopt(
+            zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES
+        )  # per frame: libzmq cannot limit a whole message
         self.router.bind(server.requests)
         self.monitor = None
         if self._curve:  # a denied handshake never reaches the ROUTER: the socket monitor is where it shows
@@ -105,7 +109,12 @@ class Daemon:
         self.pub.bind(server.events)
         self.results = self.context.socket(zmq.PULL)
         self.results.bind(RESULTS)
-        log.info("serving requests on %s, events on %s (%s)", server.requests, server.events, "CurveZMQ" if self._curve else "plaintext")
+        log.info(
+            "serving requests on %s, events on %s (%s)",
+            server.requests,
+            server.events,
+            "CurveZMQ" if self._curve else "plaintext",
+        )
 
     def serve(self) -> None:
         """Bind, start the worker, tell systemd we are ready, and loop until shutdown."""
@@ -130,7 +139,10 @@ class Daemon:
                         self._on_request(frames, size)
                     except Exception:  # a request must never take the daemon down
                         log.exception("request handling failed")
-                        self.router.send_multipart(_split_envelope(frames)[0] + [protocol.error_reply("internal", "the daemon could not handle this request")])
+                        self.router.send_multipart(
+                            _split_envelope(frames)[0]
+                            + [protocol.error_reply("internal", "the daemon could not handle this request")]
+                        )
                 if self.monitor is not None and self.monitor in events:
                     self._on_monitor()
                 if self.results in events:
@@ -162,8 +174,12 @@ class Daemon:
         event = recv_monitor_message(self.monitor)
         self.denied += 1
         name = HANDSHAKE_FAILURES_BY_ID.get(event["event"], str(event["event"]))
-        log.warning("denied a connection on %s: CurveZMQ handshake failed (%s); a client without an allowed key gets no "
-                    "service", event.get("endpoint", b"").decode(errors="replace"), name)  # fmt: skip
+        log.warning(
+            "denied a connection on %s: CurveZMQ handshake failed (%s); a client without an allowed key gets no "
+            "service",
+            event.get("endpoint", b"").decode(errors="replace"),
+            name,
+        )
 
     def close(self) -> None:
         if getattr(self, "monitor", None) is not None:
@@ -182,7 +198,9 @@ class Daemon:
         envelope, body = _split_envelope(frames)
         try:
             if size > protocol.MAX_MESSAGE_BYTES:
-                raise ProtocolError("too_large", f"the message is {size} bytes, the limit is {protocol.MAX_MESSAGE_BYTES}")
+                raise ProtocolError(
+                    "too_large", f"the message is {size} bytes, the limit is {protocol.MAX_MESSAGE_BYTES}"
+                )
             request = protocol.parse_request(body)
         except ProtocolError as exc:
             self.router.send_multipart(envelope + [protocol.error_reply(exc.code, str(exc), exc.request_id)])
@@ -206,7 +224,9 @@ class Daemon:
         if request.type == "status":
             self._answer(envelope, request, seq, "done", self.status())
         elif self.queue.qsize() >= MAX_QUEUE:
-            self._answer(envelope, request, seq, "rejected", error=("busy", f"{MAX_QUEUE} requests are waiting; try again"))
+            self._answer(
+                envelope, request, seq, "rejected", error=("busy", f"{MAX_QUEUE} requests are waiting; try again")
+            )
         else:
             self.envelopes[request.id] = envelope
             self.queue.put(QueuedRequest(request, seq))
@@ -219,9 +239,12 @@ class Daemon:
         if row["state"] in ("failed", "rejected") and "error" in result:
             return protocol.error_reply(result["error"], result.get("message", ""), request.id, request.type)
         return protocol.error_reply(
-            "interrupted", f"request {request.id!r} was cut off by a shutdown of the daemon before it ended; "
-            "it is not run again: check the arm and send a new request", request.id, request.type,
-        )  # fmt: skip
+            "interrupted",
+            f"request {request.id!r} was cut off by a shutdown of the daemon before it ended; "
+            "it is not run again: check the arm and send a new request",
+            request.id,
+            request.type,
+        )
 
     def _stop(self, request: Request, envelope: list[bytes], seq: int) -> None:
         with self._stop_lock:
@@ -242,12 +265,27 @@ class Daemon:
             self._finish(job.request, job.seq, "failed", error=("stopped", "dropped by a stop request"))
         log.warning("stop requested (%d queued request(s) dropped)", len(dropped))
         self._event("state", state="stopped", reason="stop request")
-        self._answer(envelope, request, seq, "done", {"stopped": True, "dropped": [j.request.id for j in dropped]}, cache=False)
+        self._answer(
+            envelope, request, seq, "done", {"stopped": True, "dropped": [j.request.id for j in dropped]}, cache=False
+        )
 
-    def _answer(self, envelope, request: Request, seq: int, state: str, result: dict | None = None, error=None, extra=(),
-                cache: bool = True) -> None:  # fmt: skip
+    def _answer(
+        self,
+        envelope,
+        request: Request,
+        seq: int,
+        state: str,
+        result: dict | None = None,
+        error=None,
+        extra=(),
+        cache: bool = True,
+    ) -> None:
         self.journal.update(seq, state, result if error is None else {"error": error[0], "message": error[1]})
-        body = [protocol.reply(request, **(result or {})) if error is None else protocol.error_reply(error[0], error[1], request.id, request.type)]
+        body = [
+            protocol.reply(request, **(result or {}))
+            if error is None
+            else protocol.error_reply(error[0], error[1], request.id, request.type)
+        ]
         frames = body + list(extra)
         if cache:
             self.replies[request.id] = frames
@@ -279,17 +317,30 @@ class Daemon:
         model = self.jobs.model
         robot = self.jobs.robot
         return {
-            "state": self.state, "uptime_s": round(time.monotonic() - self.started, 1), "queue": self.queue.qsize(),
-            "model": {"bundle": model.manifest.model, "quant": model.manifest.quant, "vision_providers": model.vision_providers,
-                      "answer": model.manifest.answer.variant, "process": model.status()},
-            "camera": self.config.camera.type, "robot": None if robot is None else {"alive": robot.alive, "stopping": robot.stopping},
-            "speech": self.transcriber is not None, "sessions": len(self.jobs.sessions),
+            "state": self.state,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "queue": self.queue.qsize(),
+            "model": {
+                "bundle": model.manifest.model,
+                "quant": model.manifest.quant,
+                "vision_providers": model.vision_providers,
+                "answer": model.manifest.answer.variant,
+                "process": model.status(),
+            },
+            "camera": self.config.camera.type,
+            "robot": None if robot is None else {"alive": robot.alive, "stopping": robot.stopping},
+            "speech": self.transcriber is not None,
+            "sessions": len(self.jobs.sessions),
             "interrupted": [{"id": r["id"], "type": r["type"], "state": r["state"]} for r in self.interrupted],
-            "last_result": self.last_result, "journal_rows": self.journal.count(), "denied_connections": self.denied,
-        }  # fmt: skip
+            "last_result": self.last_result,
+            "journal_rows": self.journal.count(),
+            "denied_connections": self.denied,
+        }
 
     def _heartbeat(self) -> None:
-        self._event("heartbeat", state=self.state, uptime_s=round(time.monotonic() - self.started, 1), queue=self.queue.qsize())
+        self._event(
+            "heartbeat", state=self.state, uptime_s=round(time.monotonic() - self.started, 1), queue=self.queue.qsize()
+        )
         healthy = self.jobs.robot is None or self.jobs.robot.alive
         if healthy:
             self.notifier.watchdog()
@@ -362,7 +413,9 @@ class Daemon:
         if self.transcriber is None:
             raise JobError("speech_unavailable", "this appliance has no speech recognition (install the speech extra)")
         heard = self.transcriber(request.audio)
-        event("prediction", request=request.id, heard=heard.text, confidence=heard.confidence, in_grammar=heard.in_grammar)
+        event(
+            "prediction", request=request.id, heard=heard.text, confidence=heard.confidence, in_grammar=heard.in_grammar
+        )
         if not heard.accepted:
             raise JobError("not_understood", f"spoken instruction not understood ({heard.reason}): nothing moves")
         return heard.text

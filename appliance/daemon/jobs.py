@@ -49,10 +49,13 @@ def prediction_fields(prediction: Prediction) -> dict:
     """The JSON-ready part of a prediction."""
     pose = prediction.pose
     return {
-        "text": prediction.text, "reasoning": prediction.reasoning, "parsed": prediction.ok, "parse_error": prediction.error,
+        "text": prediction.text,
+        "reasoning": prediction.reasoning,
+        "parsed": prediction.ok,
+        "parse_error": prediction.error,
         "pose": None if pose is None else {"x": pose.x, "y": pose.y, "theta": pose.theta},
         "timings": prediction.timings.as_dict(),
-    }  # fmt: skip
+    }
 
 
 class Jobs:
@@ -109,8 +112,14 @@ class Jobs:
         robot = self._robot()
         plan = plan.slowed(speed) if speed < 1 else plan
         outcome = robot.call("execute", plan, timeout_s=plan.limits.timeout_s + 30)
-        return {"moved": True, "success": outcome.success, "stage": outcome.stage, "message": outcome.message,
-                "width": outcome.width, "seconds": outcome.seconds}  # fmt: skip
+        return {
+            "moved": True,
+            "success": outcome.success,
+            "stage": outcome.stage,
+            "message": outcome.message,
+            "width": outcome.width,
+            "seconds": outcome.seconds,
+        }
 
     def observe(self) -> None:
         """Move the arm out of the camera's view before a picture (when there is an arm)."""
@@ -134,7 +143,9 @@ class Jobs:
             return None, "this appliance has no arm configured"
         pose = prediction.pose
         u, v = prediction.crop.to_camera(pose.x, pose.y)
-        surface = image_grasp_to_base(u, v, pose.theta, frame.depth, frame.intrinsics, self.config.handeye.matrix, self.config.depth_window)
+        surface = image_grasp_to_base(
+            u, v, pose.theta, frame.depth, frame.intrinsics, self.config.handeye.matrix, self.config.depth_window
+        )
         if surface is None:
             return None, f"no valid depth at the grasp centre (pixel {u:.0f}, {v:.0f}): nothing moves"
         try:
@@ -145,7 +156,9 @@ class Jobs:
     def _describe(self, prediction: Prediction, frame: Frame) -> tuple[dict, bytes]:
         """The reply fields of a prediction and its annotated image (PNG); a refusal is ``not_understood``."""
         if prediction.refusal is not None:
-            raise JobError("not_understood", f"the model sees no {prediction.refusal} here ({prediction.text!r}): nothing moves")
+            raise JobError(
+                "not_understood", f"the model sees no {prediction.refusal} here ({prediction.text!r}): nothing moves"
+            )
         fields = prediction_fields(prediction)
         if prediction.ok:
             u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)

@@ -70,7 +70,10 @@ class Journal:
         """Mark what a previous run left open as ``interrupted``; returns those rows."""
         with self._lock:
             rows = self._rows("SELECT * FROM requests WHERE state IN ('received', 'running') ORDER BY seq")
-            self._db.execute("UPDATE requests SET state = 'interrupted', finished = ? WHERE state IN ('received', 'running')", (time.time(),))
+            self._db.execute(
+                "UPDATE requests SET state = 'interrupted', finished = ? WHERE state IN ('received', 'running')",
+                (time.time(),),
+            )
         return rows
 
     def find(self, request_id: str) -> dict | None:

@@ -34,8 +34,10 @@ class Notifier:
         """``ValueError`` unless the daemon's heartbeat pings well within the unit's ``WatchdogSec`` (at most half of
         it, as sd_watchdog_enabled(3) advises): a slower heartbeat would have systemd kill a healthy daemon."""
         if self.watchdog_s is not None and heartbeat_s > self.watchdog_s / 2:
-            raise ValueError(f"server.heartbeat_s is {heartbeat_s} s, more than half of the unit's WatchdogSec "
-                             f"({self.watchdog_s:g} s): systemd would kill a healthy daemon")  # fmt: skip
+            raise ValueError(
+                f"server.heartbeat_s is {heartbeat_s} s, more than half of the unit's WatchdogSec "
+                f"({self.watchdog_s:g} s): systemd would kill a healthy daemon"
+            )
 
     def send(self, **fields) -> bool:
         """Send ``KEY=value`` lines (keys upper-cased); False when not under systemd or on failure."""

@@ -66,20 +66,25 @@ class Field:
         return None
 
 
-TEXT = Field("string", doc=f"the instruction, 1-{MAX_TEXT_CHARS} characters of text, no control characters or prompt markup")
+TEXT = Field(
+    "string", doc=f"the instruction, 1-{MAX_TEXT_CHARS} characters of text, no control characters or prompt markup"
+)
 SESSION = Field("id", doc="the conversation's id (default: the request's id)")
 
 # type -> {field: Field}; ``text`` and an audio frame are the two instruction forms.
 REQUESTS: dict[str, dict[str, Field]] = {
     "predict": {"text": TEXT, "session": SESSION},
     "grasp": {"text": TEXT, "session": SESSION, "speed": Field("number", low=MIN_SPEED, high=1.0, doc="speed factor")},
-    "refine": {"text": TEXT, "session": Field("id", required=True, doc="the session to continue"),
-               "execute": Field("boolean", doc="grasp with the refined pose")},
+    "refine": {
+        "text": TEXT,
+        "session": Field("id", required=True, doc="the session to continue"),
+        "execute": Field("boolean", doc="grasp with the refined pose"),
+    },
     "status": {},
     "home": {},
     "release": {},
     "stop": {},
-}  # fmt: skip
+}
 INSTRUCTED = ("predict", "grasp", "refine")
 """Types that need an instruction: ``text`` or a WAV frame (exactly one)."""
 MOTIONS = ("grasp", "home", "release")
@@ -158,7 +163,7 @@ CODES = {
     "robot_unavailable": "the arm process is gone or did not answer in time (the arm is stopped)",
     "interrupted": "a retry of a request the last shutdown cut off; it is not run again",
     "internal": "a bug: the daemon logged it and carries on",
-}  # fmt: skip
+}
 """Every error code the daemon replies with; docs/protocol.md lists the same (a test checks)."""
 
 
@@ -186,7 +191,9 @@ class Request:
 
 
 def _json_type(value) -> str:
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), "null")
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), "null"
+    )
 
 
 def _refuse_constant(name: str):
@@ -273,13 +280,19 @@ def markdown() -> str:
     """docs/protocol.md's reference tables, made from the tables above (a test keeps the page equal to this)."""
     out = ["| type | fields | reply |", "|---|---|---|"]
     for kind, schema in REQUESTS.items():
-        fields = "; ".join(f"`{n}` ({f.kind}{', required' if f.required else ''}{_range(f)}): {f.doc}" for n, f in schema.items())
+        fields = "; ".join(
+            f"`{n}` ({f.kind}{', required' if f.required else ''}{_range(f)}): {f.doc}" for n, f in schema.items()
+        )
         if kind in INSTRUCTED:
             fields += "; or a WAV frame instead of `text`"
         reply = "the status fields" if kind == "status" else OTHER_REPLIES.get(kind, "the prediction fields")
         out.append(f"| `{kind}` | {fields or '—'} | {reply} |")
-    for title, table in (("Prediction fields", PREDICTION_FIELDS), ("Status fields", STATUS_FIELDS),
-                         ("Error codes", CODES), ("Events (topic, payload)", EVENTS)):  # fmt: skip
+    for title, table in (
+        ("Prediction fields", PREDICTION_FIELDS),
+        ("Status fields", STATUS_FIELDS),
+        ("Error codes", CODES),
+        ("Events (topic, payload)", EVENTS),
+    ):
         out += ["", f"**{title}**", "", "| name | meaning |", "|---|---|"]
         out += [f"| `{name}` | {text} |" for name, text in table.items()]
     return "\n".join(out) + "\n"
@@ -303,7 +316,9 @@ def error_reply(code: str, message: str, request_id: str | None = None, kind: st
     """An error reply (``request_id`` is None when the request had no readable id)."""
     if code not in CODES:
         raise ValueError(f"undocumented error code {code!r}")
-    return encode({"v": VERSION, "id": request_id, "type": kind, "ok": False, "error": {"code": code, "message": message}})
+    return encode(
+        {"v": VERSION, "id": request_id, "type": kind, "ok": False, "error": {"code": code, "message": message}}
+    )
 
 
 def request(kind: str, request_id: str, **fields) -> bytes:

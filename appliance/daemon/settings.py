@@ -168,11 +168,16 @@ def load_appliance_config(path: Path) -> ApplianceConfig:
     robot_data, robot_where = parts["robot"]
     base = from_dict(_Base, data, str(path))
     return ApplianceConfig(
-        server=base.server, model=base.model, camera=camera_config(camera_data, camera_where),
+        server=base.server,
+        model=base.model,
+        camera=camera_config(camera_data, camera_where),
         handeye=from_dict(HandEye, handeye_data, handeye_where),
         robot=None if robot_data is None else _robot_settings(robot_data, robot_where),
-        journal=base.journal, record=base.record, speech=base.speech, depth_window=base.depth_window,
-    )  # fmt: skip
+        journal=base.journal,
+        record=base.record,
+        speech=base.speech,
+        depth_window=base.depth_window,
+    )
 
 
 @dataclass(frozen=True)
@@ -200,4 +205,6 @@ def _relative(data: dict, key: str, base: Path) -> None:
         data[key] = str((base / data[key]).resolve())
     nested = {"model": ("bundle",), "server": ("server_secret_key", "allowed_clients")}.get(key, ())
     if isinstance(data.get(key), dict):
-        data[key] = {k: str((base / v).resolve()) if k in nested and isinstance(v, str) else v for k, v in data[key].items()}
+        data[key] = {
+            k: str((base / v).resolve()) if k in nested and isinstance(v, str) else v for k, v in data[key].items()
+        }

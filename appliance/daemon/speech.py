@@ -37,7 +37,9 @@ CHATTER = (
     "which while who why will with work would yes you your dog cat car wheel tail house tree water coffee phone chair "
     "table window shoe shirt hat paper bag box key ring light music song game ball"
 ).split()
-UNKNOWN_OBJECTS = "dog cat car door wheel tail house tree water coffee phone chair window shoe shirt hat paper key ring".split()
+UNKNOWN_OBJECTS = (
+    "dog cat car door wheel tail house tree water coffee phone chair window shoe shirt hat paper key ring".split()
+)
 """Nouns a command may name that the model does not know: heard as themselves, then rejected."""
 CHATTER_WEIGHT = 1e-25
 """Prior of the chatter path against a command: low, or short commands lose to chatter on poor audio."""
@@ -83,18 +85,24 @@ def jsgf(vocab: Vocabulary, known=lambda word: True) -> str:
 
     sentences = sorted({re.sub(r"\{(\w+)\}", r"<\1>", normalise(s)) for s in vocab.sentences if ok(normalise(s))})
     chatter = [w for w in CHATTER if known(w) and len(w) >= 4]  # short words fit any sound
-    return "\n".join([
-        "#JSGF V1.0;", "grammar rtgrasp;",
-        f"public <utterance> = /1/ <command> | /{CHATTER_WEIGHT}/ <chatter>;",
-        f"<command> = {' | '.join(sentences)};",
-        f"<object> = /1/ <known> | /{UNKNOWN_WEIGHT}/ <unknown>;",
-        f"<known> = {alternatives(vocab.objects)};",
-        f"<unknown> = {alternatives(w for w in UNKNOWN_OBJECTS if w not in vocab.objects)};",
-        f"<part> = {alternatives(vocab.parts)};",
-        f"<side> = {alternatives(vocab.sides)};",
-        "<chatter> = <word>+;",
-        f"<word> = {' | '.join(chatter)};",
-    ]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                "#JSGF V1.0;",
+                "grammar rtgrasp;",
+                f"public <utterance> = /1/ <command> | /{CHATTER_WEIGHT}/ <chatter>;",
+                f"<command> = {' | '.join(sentences)};",
+                f"<object> = /1/ <known> | /{UNKNOWN_WEIGHT}/ <unknown>;",
+                f"<known> = {alternatives(vocab.objects)};",
+                f"<unknown> = {alternatives(w for w in UNKNOWN_OBJECTS if w not in vocab.objects)};",
+                f"<part> = {alternatives(vocab.parts)};",
+                f"<side> = {alternatives(vocab.sides)};",
+                "<chatter> = <word>+;",
+                f"<word> = {' | '.join(chatter)};",
+            ]
+        )
+        + "\n"
+    )
 
 
 MIN_SECONDS = 0.1
@@ -107,7 +115,9 @@ def read_wav(data: bytes, max_seconds: float) -> bytes:
         with wave.open(io.BytesIO(data)) as w:
             rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
             if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
-                raise BadAudio(f"audio must be 16 kHz mono 16-bit WAV, got {rate} Hz, {channels} channel(s), {8 * width} bit")
+                raise BadAudio(
+                    f"audio must be 16 kHz mono 16-bit WAV, got {rate} Hz, {channels} channel(s), {8 * width} bit"
+                )
             if frames / rate > max_seconds:
                 raise BadAudio(f"audio is {frames / rate:.1f} s long, the limit is {max_seconds} s")
             pcm = w.readframes(frames)
@@ -131,13 +141,21 @@ class Transcriber:
         model = os.path.join(pocketsphinx.get_model_path(), "en-us")
         self.vocab, self.max_seconds = vocab, max_seconds
         self.decoder = pocketsphinx.Decoder(
-            hmm=os.path.join(model, "en-us"), dict=os.path.join(model, "cmudict-en-us.dict"), lm=None, samprate=SAMPLE_RATE,
-            loglevel="FATAL", beam=BEAM, pbeam=BEAM, wbeam=BEAM * 1e10,
-        )  # fmt: skip
+            hmm=os.path.join(model, "en-us"),
+            dict=os.path.join(model, "cmudict-en-us.dict"),
+            lm=None,
+            samprate=SAMPLE_RATE,
+            loglevel="FATAL",
+            beam=BEAM,
+            pbeam=BEAM,
+            wbeam=BEAM * 1e10,
+        )
         self.grammar = jsgf(vocab, known=lambda w: self.decoder.lookup_word(w) is not None)
         self.decoder.add_jsgf_string("commands", self.grammar)
         self.decoder.add_lm_file("free", os.path.join(model, "en-us.lm.bin"))
-        self._commands = {w for phrase in (*vocab.objects, *vocab.parts, *vocab.sides) for w in normalise(phrase).split()}
+        self._commands = {
+            w for phrase in (*vocab.objects, *vocab.parts, *vocab.sides) for w in normalise(phrase).split()
+        }
         for sentence in vocab.sentences:
             self._commands |= set(re.sub(r"\{\w+\}", "", normalise(sentence)).split())
 
@@ -171,7 +189,9 @@ class Transcriber:
         for sentence in self.vocab.sentences:
             pattern = re.escape(normalise(sentence))
             for name, values in slots.items():
-                pattern = pattern.replace(re.escape("{" + name + "}"), "(?:" + "|".join(re.escape(normalise(v)) for v in values) + ")")
+                pattern = pattern.replace(
+                    re.escape("{" + name + "}"), "(?:" + "|".join(re.escape(normalise(v)) for v in values) + ")"
+                )
             if re.fullmatch(pattern, text):
                 return True
         return False

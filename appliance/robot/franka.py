@@ -40,13 +40,31 @@ class FrankaConfig:
     joint_speed: float = 1.2  # rad/s, fastest joint during joint motions
     angular_speed: float = 1.5  # rad/s during Cartesian motions
     gripper_speed: float = 0.05  # m/s
-    collision_torque: tuple[float, float, float, float, float, float, float] = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
+    collision_torque: tuple[float, float, float, float, float, float, float] = (
+        20.0,
+        20.0,
+        18.0,
+        18.0,
+        16.0,
+        14.0,
+        12.0,
+    )
     collision_force: tuple[float, float, float, float, float, float] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
     payload_mass: float = 0.0
     """kg held beyond the Franka Hand (whose own load is set in Desk); 0: none."""
     payload_com: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Centre of mass of the payload in the flange frame (m)."""
-    payload_inertia: tuple[float, float, float, float, float, float, float, float, float] = (1e-3, 0, 0, 0, 1e-3, 0, 0, 0, 1e-3)
+    payload_inertia: tuple[float, float, float, float, float, float, float, float, float] = (
+        1e-3,
+        0,
+        0,
+        0,
+        1e-3,
+        0,
+        0,
+        0,
+        1e-3,
+    )
 
     def __post_init__(self) -> None:
         if self.type != "franka":
@@ -91,7 +109,9 @@ class FrankaArm(Arm):
         self._robot = pf.Robot(self.config.host, rt)
         self._gripper = pf.Gripper(self.config.host)
         c = self.config
-        self._robot.set_collision_behavior(list(c.collision_torque), list(c.collision_torque), list(c.collision_force), list(c.collision_force))
+        self._robot.set_collision_behavior(
+            list(c.collision_torque), list(c.collision_torque), list(c.collision_force), list(c.collision_force)
+        )
         if c.payload_mass > 0:
             self._robot.set_load(c.payload_mass, list(c.payload_com), list(c.payload_inertia))
         log.info("connected to the arm at %s", c.host)
@@ -123,7 +143,9 @@ class FrankaArm(Arm):
 
         def start(state):
             q0 = np.array(state.q_d)
-            duration = max(MIN_DURATION_S, 1.875 * np.max(np.abs(target - q0)) / (self.config.joint_speed * speed_factor))
+            duration = max(
+                MIN_DURATION_S, 1.875 * np.max(np.abs(target - q0)) / (self.config.joint_speed * speed_factor)
+            )
             return duration, lambda s: pf.JointPositions((q0 + s * (target - q0)).tolist())
 
         self._stream(lambda: self._robot.start_joint_position_control(pf.ControllerMode.JointImpedance), start)
@@ -193,7 +215,9 @@ class FrankaArm(Arm):
 
     def grasp(self, width: float, force: float, epsilon_inner: float, epsilon_outer: float) -> bool:
         """Close with ``force``; True if the final width is within [width − ε_inner, width + ε_outer]."""
-        return bool(self._hand(lambda g: g.grasp(width, self.config.gripper_speed, force, epsilon_inner, epsilon_outer)))
+        return bool(
+            self._hand(lambda g: g.grasp(width, self.config.gripper_speed, force, epsilon_inner, epsilon_outer))
+        )
 
     def _hand(self, command):
         try:

@@ -78,8 +78,15 @@ class GraspPlan:
         if not 0 < factor <= 1:
             raise ValueError(f"a speed factor must be in (0, 1], got {factor}")
         lim = self.limits
-        return replace(self, limits=replace(lim, speed=lim.speed * factor, approach_speed=lim.approach_speed * factor,
-                                            timeout_s=lim.timeout_s / factor))  # fmt: skip
+        return replace(
+            self,
+            limits=replace(
+                lim,
+                speed=lim.speed * factor,
+                approach_speed=lim.approach_speed * factor,
+                timeout_s=lim.timeout_s / factor,
+            ),
+        )
 
 
 def tcp_pose(x: float, y: float, z: float, closing_angle: float) -> np.ndarray:
@@ -93,7 +100,9 @@ def tcp_pose(x: float, y: float, z: float, closing_angle: float) -> np.ndarray:
     return pose_matrix(rotation_z(yaw) @ TOP_DOWN, (x, y, z))
 
 
-def plan_top_down(target: SurfaceGrasp, workspace: Workspace = Workspace(), limits: GraspLimits = GraspLimits()) -> GraspPlan:
+def plan_top_down(
+    target: SurfaceGrasp, workspace: Workspace = Workspace(), limits: GraspLimits = GraspLimits()
+) -> GraspPlan:
     """Plan a top-down grasp of the object seen at ``target``; ``UnsafeTarget`` if any pose leaves the workspace.
 
     The fingers close ``grasp_depth`` below the highest surface between the jaws (never lower than
@@ -105,7 +114,9 @@ def plan_top_down(target: SurfaceGrasp, workspace: Workspace = Workspace(), limi
     poses = [tcp_pose(x, y, z + dz, target.closing_angle) for dz in (limits.pre_grasp_height, 0.0, limits.lift_height)]
     for name, pose in zip(("pre-grasp", "grasp", "lift"), poses):
         if not workspace.contains(pose[:3, 3]):
-            raise UnsafeTarget(f"{name} position {np.round(pose[:3, 3], 3).tolist()} is outside the workspace {workspace}")
+            raise UnsafeTarget(
+                f"{name} position {np.round(pose[:3, 3], 3).tolist()} is outside the workspace {workspace}"
+            )
     return GraspPlan(*poses, limits=limits)
 
 
@@ -150,7 +161,11 @@ def execute(arm: Arm, plan: GraspPlan) -> GraspResult:
         except MotionError as exc:
             return GraspResult(False, stage, str(exc), seconds=time.monotonic() - start)
         if stage == "close" and not outcome:
-            return GraspResult(False, stage, "the hand closed on nothing", arm.gripper_width(), time.monotonic() - start)
+            return GraspResult(
+                False, stage, "the hand closed on nothing", arm.gripper_width(), time.monotonic() - start
+            )
     width = arm.gripper_width()
     held = lim.min_width <= width <= lim.max_width and arm.is_grasped()  # the hand's own verdict too
-    return GraspResult(held, "verify", "" if held else "object slipped during the lift", width, time.monotonic() - start)
+    return GraspResult(
+        held, "verify", "" if held else "object slipped during the lift", width, time.monotonic() - start
+    )

@@ -96,7 +96,11 @@ def _serve(config: RobotConfig, poses: ArmPoses, limits: GraspLimits, conn, stop
         "release": lambda: arm.open_gripper(limits.open_width),
         "execute": grasp,
         "recover": arm.recover,
-        "state": lambda: {"pose": arm.pose().tolist(), "joints": arm.joints().tolist(), "gripper_width": arm.gripper_width()},
+        "state": lambda: {
+            "pose": arm.pose().tolist(),
+            "joints": arm.joints().tolist(),
+            "gripper_width": arm.gripper_width(),
+        },
     }
     while True:
         try:

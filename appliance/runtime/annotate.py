@@ -12,7 +12,9 @@ from appliance.grasp import GraspPose, GraspRectangle
 JAW_COLOUR, BODY_COLOUR = (255, 40, 40), (255, 200, 0)
 
 
-def draw_rectangle(draw: ImageDraw.ImageDraw, rect: GraspRectangle, jaws=(JAW_COLOUR, 3), axis=(BODY_COLOUR, 1)) -> None:
+def draw_rectangle(
+    draw: ImageDraw.ImageDraw, rect: GraspRectangle, jaws=(JAW_COLOUR, 3), axis=(BODY_COLOUR, 1)
+) -> None:
     """One grasp rectangle: the closing axis (p0→p1, p2→p3) thin, the jaws (p1→p2, p3→p0) thick on top.
     ``jaws`` and ``axis`` are (colour, line width)."""
     p = [tuple(map(float, q)) for q in rect.points]

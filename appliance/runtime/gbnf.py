@@ -89,7 +89,7 @@ class _Parser:
 
     def _error(self, reason: str) -> GrammarError:
         line = self.src.count("\n", 0, self.pos) + 1
-        return GrammarError(f"line {line}: {reason} at {self.src[self.pos:self.pos + 20]!r}")
+        return GrammarError(f"line {line}: {reason} at {self.src[self.pos : self.pos + 20]!r}")
 
     def _skip(self, newlines: bool) -> None:
         """Skip blanks and comments; newlines too when ``newlines``."""

@@ -98,7 +98,9 @@ class LlamaSettings:
         if self.kv_cache not in KV_TYPES:
             raise ValueError(f"kv_cache must be one of {sorted(KV_TYPES)}, got {self.kv_cache!r}")
         if self.n_ctx < 16 or self.n_batch < 1 or self.n_batch > self.n_ctx:
-            raise ValueError(f"need 16 <= n_ctx and 1 <= n_batch <= n_ctx, got n_ctx={self.n_ctx}, n_batch={self.n_batch}")
+            raise ValueError(
+                f"need 16 <= n_ctx and 1 <= n_batch <= n_ctx, got n_ctx={self.n_ctx}, n_batch={self.n_batch}"
+            )
 
 
 class TextModel:
@@ -194,7 +196,9 @@ class TextModel:
         (of every one with ``all_logits``, when they fit one chunk: for checking a speculative draft)."""
         if all_logits and len(tokens) > self.n_batch:
             raise LlamaError(f"all_logits needs the tokens in one batch (at most {self.n_batch})")
-        self._eval(len(tokens), lambda batch, i, k: batch.token.__setitem__(i, tokens[k]), embd=0, all_logits=all_logits)
+        self._eval(
+            len(tokens), lambda batch, i, k: batch.token.__setitem__(i, tokens[k]), embd=0, all_logits=all_logits
+        )
 
     def eval_embeddings(self, embeddings: np.ndarray) -> None:
         """Append embedding vectors (n, n_embd) — the image — in chunks of at most ``n_batch``."""
@@ -203,7 +207,9 @@ class TextModel:
             raise LlamaError(f"embeddings must be (n, {self.n_embd}), got {array.shape}")
 
         def put(batch, i, k):
-            ctypes.memmove(ctypes.byref(batch.embd.contents, 4 * i * self.n_embd), array[k].ctypes.data, 4 * self.n_embd)
+            ctypes.memmove(
+                ctypes.byref(batch.embd.contents, 4 * i * self.n_embd), array[k].ctypes.data, 4 * self.n_embd
+            )
 
         self._eval(len(array), put, embd=self.n_embd)
 

@@ -67,7 +67,11 @@ class Timings:
 
     def as_dict(self) -> dict:
         fields = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
-        return {**fields, "decode_tokens_per_s": round(self.decode_tokens_per_s, 1), "total_ms": round(self.total_ms, 3)}
+        return {
+            **fields,
+            "decode_tokens_per_s": round(self.decode_tokens_per_s, 1),
+            "total_ms": round(self.total_ms, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -104,13 +108,17 @@ def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: fl
 class GraspModel:
     """A loaded bundle: the vision tower in onnxruntime, the language model in llama.cpp."""
 
-    def __init__(self, manifest: Manifest, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings()):
+    def __init__(
+        self, manifest: Manifest, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings()
+    ):
         self.manifest, self.directory = manifest, Path(directory)
         self.format: AnswerFormat = manifest.answer.format
         self.vision = VisionEncoder(self.directory / manifest.vision, providers)
         self.llm = TextModel(self.directory / manifest.llm, llama)
         if self.llm.n_embd != manifest.embedding_width:
-            raise LlamaError(f"{manifest.llm} has width {self.llm.n_embd}, the manifest says {manifest.embedding_width}")
+            raise LlamaError(
+                f"{manifest.llm} has width {self.llm.n_embd}, the manifest says {manifest.embedding_width}"
+            )
         self.image_token = self.llm.token_id(manifest.image_token)
         self._grammar = self.format.grammar()
         self._complete = re.compile(rf"\d\.\d{{{self.format.decimals}}}$")
@@ -129,10 +137,14 @@ class GraspModel:
         if not self.manifest.drafts:
             return None
         lines = (self.directory / self.manifest.drafts).read_text().splitlines()
-        return NgramDrafter(self.llm.tokenize(" " + line, add_bos=False, special=False) for line in lines if line.strip())
+        return NgramDrafter(
+            self.llm.tokenize(" " + line, add_bos=False, special=False) for line in lines if line.strip()
+        )
 
     @classmethod
-    def load(cls, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings(), verify: bool = True) -> GraspModel:
+    def load(
+        cls, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings(), verify: bool = True
+    ) -> GraspModel:
         """Read the manifest, verify every file's hash, and load both halves."""
         return cls(read_bundle(directory, verify=verify), directory, providers, llama)
 
@@ -152,8 +164,10 @@ class GraspModel:
         embeddings = self.vision(pixels)
         end = time.perf_counter()
         if embeddings.shape != (self.manifest.n_image_tokens, self.manifest.embedding_width):
-            raise LlamaError(f"vision tower gave {embeddings.shape}, the manifest expects "
-                             f"({self.manifest.n_image_tokens}, {self.manifest.embedding_width})")  # fmt: skip
+            raise LlamaError(
+                f"vision tower gave {embeddings.shape}, the manifest expects "
+                f"({self.manifest.n_image_tokens}, {self.manifest.embedding_width})"
+            )
         return view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid)
 
     def prompt_segments(self, instruction: str, first: bool) -> list:
@@ -170,8 +184,13 @@ class GraspModel:
             raise ValueError("a follow-up instruction must not contain the image token")
         return tokens
 
-    def generate(self, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True, speculative: bool = False,
-                 context: list[int] = ()) -> tuple[list[int], str, list[int]]:  # fmt: skip
+    def generate(
+        self,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        constrain: bool = True,
+        speculative: bool = False,
+        context: list[int] = (),
+    ) -> tuple[list[int], str, list[int]]:
         """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
 
         An RT answer's reasoning may use the budget up to the tokens the longest pose needs; then the
@@ -199,7 +218,9 @@ class GraspModel:
                 self.llm.truncate(verified)  # drop drafted tokens the last check refused
                 # drafts for the reasoning only: the corpus knows its phrasing, not the pose's digits
                 reasoning = drafter is not None and b"[" not in data
-                draft = drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if reasoning else []
+                draft = (
+                    drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if reasoning else []
+                )
                 self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
                 rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
                 drafted, verified, pending = draft, verified + 1, None
@@ -261,8 +282,14 @@ class Session:
         self.turns: list[Prediction] = []
         self._image: tuple | None = None
 
-    def ask(self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, constrain: bool = True,
-            speculative: bool = False) -> Prediction:  # fmt: skip
+    def ask(
+        self,
+        instruction: str,
+        image=None,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        constrain: bool = True,
+        speculative: bool = False,
+    ) -> Prediction:
         """One turn: a new image starts the conversation over; without one, a follow-up on the last."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the instruction is empty")
@@ -309,10 +336,14 @@ class Session:
         if held + turn + model._pose_reserve <= model.llm.n_ctx:
             return
         if not self.history:
-            raise TooLong(f"the instruction is too long: with the prompt and the image the turn takes {turn} positions, "
-                          f"which leaves no room for an answer in the model's context of {model.llm.n_ctx}")
-        raise ContextFull(f"context full: the conversation holds {held} of the model's {model.llm.n_ctx} positions and "
-                          f"another turn needs {turn + model._pose_reserve} more: start a new session")  # fmt: skip
+            raise TooLong(
+                f"the instruction is too long: with the prompt and the image the turn takes {turn} positions, "
+                f"which leaves no room for an answer in the model's context of {model.llm.n_ctx}"
+            )
+        raise ContextFull(
+            f"context full: the conversation holds {held} of the model's {model.llm.n_ctx} positions and "
+            f"another turn needs {turn + model._pose_reserve} more: start a new session"
+        )
 
     def _parse(self, text, timings, box, view, tokens) -> Prediction:
         try:

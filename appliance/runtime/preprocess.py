@@ -68,7 +68,11 @@ def pixel_values(image, spec: ImageSpec) -> np.ndarray:
     pil = Image.fromarray(as_rgb(image))
     w, h = pil.size
     short = min(w, h)
-    new = (spec.resize, max(1, int(spec.resize * h / w))) if w == short else (max(1, int(spec.resize * w / h)), spec.resize)
+    new = (
+        (spec.resize, max(1, int(spec.resize * h / w)))
+        if w == short
+        else (max(1, int(spec.resize * w / h)), spec.resize)
+    )
     if new != pil.size:
         pil = pil.resize(new, _RESAMPLE[spec.resample])
     w, h = pil.size

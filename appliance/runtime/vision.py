@@ -26,7 +26,12 @@ def provider_list(wanted, available, trt_cache: Path | None = None) -> list:
         if name not in available or name in [c if isinstance(c, str) else c[0] for c in chosen]:
             continue
         if name == "TensorrtExecutionProvider" and trt_cache is not None:
-            chosen.append((name, {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}))
+            chosen.append(
+                (
+                    name,
+                    {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)},
+                )
+            )
         else:
             chosen.append(name)
     if "CPUExecutionProvider" not in chosen:
@@ -48,7 +53,11 @@ class VisionEncoder:
         chosen = provider_list(providers, ort.get_available_providers(), trt_cache)
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
         self.active = tuple(self.session.get_providers())
-        log.info("vision tower on %s (asked for %s)", ", ".join(self.active), ", ".join(p if isinstance(p, str) else p[0] for p in chosen))
+        log.info(
+            "vision tower on %s (asked for %s)",
+            ", ".join(self.active),
+            ", ".join(p if isinstance(p, str) else p[0] for p in chosen),
+        )
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Embeddings (tokens, width) of one image's pixel tensor (1, 3, H, W)."""

@@ -108,9 +108,19 @@ def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int
 class ModelWorker:
     """A ``GraspModel`` served by a child process, restarted when it dies."""
 
-    def __init__(self, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings(),
-                 call_timeout_s: float = CALL_TIMEOUT_S):  # fmt: skip
-        self.directory, self.providers, self.llama, self.call_timeout_s = Path(directory), tuple(providers), llama, call_timeout_s
+    def __init__(
+        self,
+        directory: Path,
+        providers=PROVIDERS,
+        llama: LlamaSettings = LlamaSettings(),
+        call_timeout_s: float = CALL_TIMEOUT_S,
+    ):
+        self.directory, self.providers, self.llama, self.call_timeout_s = (
+            Path(directory),
+            tuple(providers),
+            llama,
+            call_timeout_s,
+        )
         self.manifest: Manifest = read_bundle(self.directory, verify=True)
         self.format = self.manifest.answer.format
         self.vision_providers: list[str] = []
@@ -148,7 +158,9 @@ class ModelWorker:
             raise LlamaError(f"the model process could not start: {exc}") from None
         self.vision_providers = info["vision_providers"]
         self._ready = True
-        log.info("model process %d ready (%s, vision on %s)", self.pid, self.manifest.model, ", ".join(self.vision_providers))
+        log.info(
+            "model process %d ready (%s, vision on %s)", self.pid, self.manifest.model, ", ".join(self.vision_providers)
+        )
 
     def _restart(self, why: str) -> None:
         """Kill what is left of the child and start another (it loads while the daemon answers)."""
@@ -199,7 +211,9 @@ class ModelWorker:
         try:
             self._conn.send((seq, name, args))
         except OSError:
-            raise self._crashed(name, f"gave no answer within {timeout_s:.0f} s and was killed" if expired.is_set() else None) from None
+            raise self._crashed(
+                name, f"gave no answer within {timeout_s:.0f} s and was killed" if expired.is_set() else None
+            ) from None
         finally:
             guard.cancel()
         return self._receive(seq, timeout_s, name)
@@ -263,7 +277,9 @@ class RemoteSession:
         """Earlier instructions with their budget and decoding: what a replay asks again."""
         self._image = None
 
-    def ask(self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, speculative: bool = False) -> Prediction:
+    def ask(
+        self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, speculative: bool = False
+    ) -> Prediction:
         """One turn: a new image starts the conversation over; without one, a follow-up on the last."""
         if image is not None:
             prediction = self.worker.call("ask", self.id, instruction, image, max_new_tokens, speculative)

@@ -1,6 +1,6 @@
 """Run the simulated grasp cell: MuJoCo FR3 served over the libfranka protocol, plus its camera service.
 
-    python -m appliance.sim --config firmware_config/sim.yaml
+python -m appliance.sim --config firmware_config/sim.yaml
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="YAML file with a 'sim' section")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
+    )
     try:
         config = load_config(args.config, "sim", SimCellConfig)
     except ConfigError as exc:

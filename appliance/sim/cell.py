@@ -142,7 +142,9 @@ class SimCell:
         if quality is not None:
             quality.set("offsamples", "0")  # the dataset renders without multisampling
         visual = scene.find("visual")
-        ET.SubElement(visual, "global", offwidth=str(self.config.camera.width), offheight=str(self.config.camera.height))
+        ET.SubElement(
+            visual, "global", offwidth=str(self.config.camera.width), offheight=str(self.config.camera.height)
+        )
         table_rgba = (0.72, 0.62, 0.48, 1.0)
         fragment = lights_xml() + camera_xml(self.config.camera) + table_xml(self.config.table, table_rgba)
         for i, obj in enumerate(self.objects):

@@ -67,9 +67,10 @@ class FaultyRobotServer(FrankaRobotServer):
     def _post_process_commands(self):
         with self._lock:
             due = (
-                self._armed_after is not None and self.current_motion_id
+                self._armed_after is not None
+                and self.current_motion_id
                 and time.monotonic() - self._motion_started >= self._armed_after
-            )  # fmt: skip
+            )
             if due:
                 self._armed_after = None
                 self.reflex = True

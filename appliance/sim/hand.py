@@ -52,13 +52,19 @@ class RealHandGripperServer(FrankaGripperServer):
         self._motion_state, self._settling_steps = _MotionState.IDLE, 0
         if self._pending_command_id is not None and self._pending_tcp_socket is not None:
             BaseCommand.send_response(
-                self._pending_tcp_socket, GripperCommand.kGrasp, self._pending_command_id, status,
-                command_type_struct="H", status_type_struct="H",
-            )  # fmt: skip
+                self._pending_tcp_socket,
+                GripperCommand.kGrasp,
+                self._pending_command_id,
+                status,
+                command_type_struct="H",
+                status_type_struct="H",
+            )
         self._pending_command_id = self._pending_tcp_socket = self._pending_command_type = None
 
     def _post_process_commands(self) -> None:
         super()._post_process_commands()
         if self._motion_state is _MotionState.IDLE and self._is_grasping:  # holding: re-judge every cycle
             width = self._robot.hand_width
-            self._is_grasping = self._goal_width - self._goal_epsilon_inner <= width <= self._goal_width + self._goal_epsilon_outer
+            self._is_grasping = (
+                self._goal_width - self._goal_epsilon_inner <= width <= self._goal_width + self._goal_epsilon_outer
+            )

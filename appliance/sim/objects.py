@@ -153,14 +153,20 @@ def _ring(part: str, radius: float, height: float, wall: float, z0: float = 0.0,
     """A hollow cylinder wall made of n boxes (primitives have no holes)."""
     side = 2 * radius * math.tan(math.pi / n) + 0.001
     return [
-        Geom(part, "box", (wall / 2, side / 2, height / 2),
-             (radius * math.cos(2 * math.pi * k / n), radius * math.sin(2 * math.pi * k / n), z0 + height / 2),
-             yaw=2 * math.pi * k / n)
+        Geom(
+            part,
+            "box",
+            (wall / 2, side / 2, height / 2),
+            (radius * math.cos(2 * math.pi * k / n), radius * math.sin(2 * math.pi * k / n), z0 + height / 2),
+            yaw=2 * math.pi * k / n,
+        )
         for k in range(n)
-    ]  # fmt: skip
+    ]
 
 
-def _rim_regions(radius: float, z: float, wall: float, skip: Callable[[float], bool] = lambda a: False) -> list[GraspRegion]:
+def _rim_regions(
+    radius: float, z: float, wall: float, skip: Callable[[float], bool] = lambda a: False
+) -> list[GraspRegion]:
     """Pinch grasps on a rim: one finger inside, one outside, closing radially, every ``LABEL_SPACING``
     around it (a round rim looks the same at every angle, so every angle of it is labelled)."""
     out = []
@@ -220,13 +226,21 @@ def _bottle(r):
 def _can(r):
     radius, height = r.uniform(0.028, 0.033), r.uniform(0.09, 0.12)
     geoms = [Geom("body", "cylinder", (radius, height / 2), (0, 0, height / 2))]
-    return geoms, [_region("body", True, (0, 0, height * 0.65), axis=None, opening=2 * radius + 0.01)], r.uniform(0.2, 0.35)
+    return (
+        geoms,
+        [_region("body", True, (0, 0, height * 0.65), axis=None, opening=2 * radius + 0.01)],
+        r.uniform(0.2, 0.35),
+    )
 
 
 def _ball(r):
     radius = r.uniform(0.028, 0.035)
     geoms = [Geom("center", "sphere", (radius,), (0, 0, radius))]
-    return geoms, [_region("center", True, (0, 0, radius), axis=None, opening=2 * radius + 0.008)], r.uniform(0.05, 0.15)
+    return (
+        geoms,
+        [_region("center", True, (0, 0, radius), axis=None, opening=2 * radius + 0.008)],
+        r.uniform(0.05, 0.15),
+    )
 
 
 def _box(r):
@@ -289,15 +303,28 @@ def _flat_tool(tool_part, allowed: bool, length, width, thick, handle_r, handle_
 
 
 def _spoon(r):
-    return _flat_tool("bowl", True, 0.05, 0.036, 0.012, 0.008, r.uniform(0.05, 0.065), r.uniform(0.03, 0.06), "ellipsoid")
+    return _flat_tool(
+        "bowl", True, 0.05, 0.036, 0.012, 0.008, r.uniform(0.05, 0.065), r.uniform(0.03, 0.06), "ellipsoid"
+    )
 
 
 def _spatula(r):
-    return _flat_tool("blade", False, r.uniform(0.06, 0.08), r.uniform(0.05, 0.065), 0.004, 0.01, r.uniform(0.055, 0.07), r.uniform(0.06, 0.1))
+    return _flat_tool(
+        "blade",
+        False,
+        r.uniform(0.06, 0.08),
+        r.uniform(0.05, 0.065),
+        0.004,
+        0.01,
+        r.uniform(0.055, 0.07),
+        r.uniform(0.06, 0.1),
+    )
 
 
 def _knife(r):
-    return _flat_tool("blade", False, r.uniform(0.09, 0.11), 0.018, 0.004, 0.01, r.uniform(0.045, 0.055), r.uniform(0.05, 0.09))
+    return _flat_tool(
+        "blade", False, r.uniform(0.09, 0.11), 0.018, 0.004, 0.01, r.uniform(0.045, 0.055), r.uniform(0.05, 0.09)
+    )
 
 
 def _pen(r):
@@ -380,11 +407,26 @@ def _banana(r):
 
 
 BUILDERS: dict[str, Callable[[random.Random], tuple[list[Geom], list[GraspRegion], float]]] = {
-    "mug": _mug, "cup": _cup, "bottle": _bottle, "can": _can, "ball": _ball, "box": _box, "book": _book,
-    "screwdriver": _screwdriver, "hammer": _hammer, "spoon": _spoon, "spatula": _spatula, "knife": _knife,
-    "scissors": _scissors, "sunglasses": _sunglasses, "banana": _banana, "pen": _pen, "toy block": _toy_block,
-    "bowl": _bowl, "plate": _plate,
-}  # fmt: skip
+    "mug": _mug,
+    "cup": _cup,
+    "bottle": _bottle,
+    "can": _can,
+    "ball": _ball,
+    "box": _box,
+    "book": _book,
+    "screwdriver": _screwdriver,
+    "hammer": _hammer,
+    "spoon": _spoon,
+    "spatula": _spatula,
+    "knife": _knife,
+    "scissors": _scissors,
+    "sunglasses": _sunglasses,
+    "banana": _banana,
+    "pen": _pen,
+    "toy block": _toy_block,
+    "bowl": _bowl,
+    "plate": _plate,
+}
 CATEGORIES = tuple(BUILDERS)
 
 # MuJoCo built-in textures for the main part: name → (builtin, extra attributes).
@@ -397,10 +439,14 @@ PLAIN_SHARE = 0.5  # half of all objects stay plain
 
 # Colours per part: a hue drawn per instance, with fixed looks for metal, lenses and fruit.
 FIXED_COLORS = {
-    "shaft": (0.75, 0.75, 0.78, 1), "tip": (0.6, 0.6, 0.62, 1), "blade": (0.8, 0.8, 0.82, 1),
-    "blades": (0.8, 0.8, 0.82, 1), "lenses": (0.08, 0.08, 0.1, 1), "head": (0.35, 0.35, 0.38, 1),
+    "shaft": (0.75, 0.75, 0.78, 1),
+    "tip": (0.6, 0.6, 0.62, 1),
+    "blade": (0.8, 0.8, 0.82, 1),
+    "blades": (0.8, 0.8, 0.82, 1),
+    "lenses": (0.08, 0.08, 0.1, 1),
+    "head": (0.35, 0.35, 0.38, 1),
     "pivot": (0.7, 0.7, 0.7, 1),
-}  # fmt: skip
+}
 
 
 def make_object(category: str, rng: random.Random, object_id: str | None = None) -> ObjectModel:
@@ -414,7 +460,9 @@ def make_object(category: str, rng: random.Random, object_id: str | None = None)
     for i, part in enumerate(dict.fromkeys(g.part for g in geoms)):
         colors[part] = FIXED_COLORS.get(part, main if i == 0 else accent)
     texture = None if rng.random() < PLAIN_SHARE or category == "banana" else rng.choice(sorted(TEXTURES))
-    return ObjectModel(category, object_id or category, tuple(geoms), tuple(regions), mass, colors, rng.uniform(0.9, 1.2), texture)
+    return ObjectModel(
+        category, object_id or category, tuple(geoms), tuple(regions), mass, colors, rng.uniform(0.9, 1.2), texture
+    )
 
 
 def _random_color(rng: random.Random) -> tuple[float, float, float, float]:

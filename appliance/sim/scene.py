@@ -120,9 +120,11 @@ def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CameraCon
     # an odd count: the middle is always a label, and the labels include the first datasets' 3 (ends, middle)
     samples = 1 if np.allclose(start, end) else 2 * math.ceil(np.linalg.norm(end - start) / (2 * LABEL_SPACING)) + 1
     centers = [start + t * (end - start) for t in np.linspace(0, 1, samples)]
-    axes = [np.array([*region.axis, 0.0])] if region.axis else [
-        np.array([math.cos(a), math.sin(a), 0.0]) for a in np.arange(ROUND_ANGLES) * math.pi / ROUND_ANGLES
-    ]  # fmt: skip
+    axes = (
+        [np.array([*region.axis, 0.0])]
+        if region.axis
+        else [np.array([math.cos(a), math.sin(a), 0.0]) for a in np.arange(ROUND_ANGLES) * math.pi / ROUND_ANGLES]
+    )
     out = []
     for c in centers:
         for axis in axes:

@@ -121,10 +121,17 @@ class CellService:
         K = camera.intrinsics
         return {
             "robot_host": self.cell.robot.hostname,
-            "camera": {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy, "width": K.width, "height": K.height,
-                       "T_base_cam": camera.T_base_cam.tolist()},
+            "camera": {
+                "fx": K.fx,
+                "fy": K.fy,
+                "cx": K.cx,
+                "cy": K.cy,
+                "width": K.width,
+                "height": K.height,
+                "T_base_cam": camera.T_base_cam.tolist(),
+            },
             "objects": [{"id": o.object_id, "category": o.category} for o in self.cell.objects],
-        }  # fmt: skip
+        }
 
     def _forward(self, data) -> None:
         import mujoco
@@ -141,7 +148,11 @@ class CellService:
             self.cell.robot_server.inject_reflex(request.get("after_s", 0.0))
         if "camera" not in request and "robot" not in request:
             raise ValueError("a fault needs 'camera' and/or 'robot'")
-        return {"camera": self.camera_faults.mode, "pending_frames": self.camera_faults.count, "reflex": self.cell.robot_server.reflex}
+        return {
+            "camera": self.camera_faults.mode,
+            "pending_frames": self.camera_faults.count,
+            "reflex": self.cell.robot_server.reflex,
+        }
 
     def _frame(self, data, renderer) -> list[bytes]:
         fault = self.camera_faults.take()

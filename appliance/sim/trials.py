@@ -64,11 +64,13 @@ class TrialResult:
 def quat_pose(p) -> np.ndarray:
     """4×4 pose from [x, y, z, qw, qx, qy, qz]."""
     x, y, z, w, qx, qy, qz = p
-    R = np.array([
-        [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * w), 2 * (qx * qz + qy * w)],
-        [2 * (qx * qy + qz * w), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * w)],
-        [2 * (qx * qz - qy * w), 2 * (qy * qz + qx * w), 1 - 2 * (qx * qx + qy * qy)],
-    ])  # fmt: skip
+    R = np.array(
+        [
+            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * w), 2 * (qx * qz + qy * w)],
+            [2 * (qx * qy + qz * w), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * w)],
+            [2 * (qx * qz - qy * w), 2 * (qy * qz + qx * w), 1 - 2 * (qx * qx + qy * qy)],
+        ]
+    )
     return pose_matrix(R, (x, y, z))
 
 
@@ -108,7 +110,9 @@ def model_source(bundle: Path) -> GraspSource:
 class TrialRunner:
     """Runs trials against a live cell (service + libfranka server) with one arm connection."""
 
-    def __init__(self, config: SimCellConfig, client: SimCellClient, arm: FrankaArm, limits: GraspLimits = GraspLimits()):
+    def __init__(
+        self, config: SimCellConfig, client: SimCellClient, arm: FrankaArm, limits: GraspLimits = GraspLimits()
+    ):
         self.config, self.client, self.arm, self.limits = config, client, arm, limits
         info = client.info()
         cam = info["camera"]
@@ -122,7 +126,9 @@ class TrialRunner:
         start = time.monotonic()
 
         def result(success, stage, message="", lift=0.0):
-            return TrialResult(obj["id"], obj["category"], pose_index, success, stage, message, time.monotonic() - start, lift)
+            return TrialResult(
+                obj["id"], obj["category"], pose_index, success, stage, message, time.monotonic() - start, lift
+            )
 
         try:
             self.arm.open_gripper(self.limits.open_width)
@@ -136,7 +142,9 @@ class TrialRunner:
         pose = source(rgb, depth, {"object": obj["id"], "category": obj["category"], "poses": poses})
         if pose is None:
             return result(False, "predict", "no grasp proposed")
-        surface = image_grasp_to_base(pose.x * self.K.width, pose.y * self.K.height, pose.theta, depth, self.K, self.T_base_cam)
+        surface = image_grasp_to_base(
+            pose.x * self.K.width, pose.y * self.K.height, pose.theta, depth, self.K, self.T_base_cam
+        )
         if surface is None:
             return result(False, "geometry", "no valid depth at the grasp")
         try:
@@ -151,7 +159,9 @@ class TrialRunner:
         after = self.client.objects()[obj["id"]]
         lift = after["com"][2] - before[obj["id"]]["com"][2]
         success = outcome.success and lift >= LIFT_SUCCESS_M and not after["on_table"]
-        message = outcome.message or ("" if success else f"object rose {lift * 100:.1f} cm, on the table: {after['on_table']}")
+        message = outcome.message or (
+            "" if success else f"object rose {lift * 100:.1f} cm, on the table: {after['on_table']}"
+        )
         return result(success, outcome.stage, message, lift)
 
     def run(self, source: GraspSource, poses: int, categories: set[str] | None = None) -> list[TrialResult]:
@@ -161,7 +171,9 @@ class TrialRunner:
                 continue
             for k in range(poses):
                 r = self.trial(index, k, source, seed=f"{self.config.seed}:trial:{obj['id']}:{k}")
-                log.info("%-12s pose %d: %s (%s) %s", r.category, k, "lifted" if r.success else "failed", r.stage, r.message)
+                log.info(
+                    "%-12s pose %d: %s (%s) %s", r.category, k, "lifted" if r.success else "failed", r.stage, r.message
+                )
                 results.append(r)
         return results
 
@@ -192,8 +204,12 @@ def start_cell(config_path: Path, log_path: Path | None = None) -> subprocess.Po
         os.close(fd)
         log_path = Path(name)
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.sim", "--config", str(config_path)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.sim", "--config", str(config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     proc.log_path = log_path
     deadline = time.monotonic() + CELL_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -222,10 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML file with a 'sim' section")
-    parser.add_argument("--source", choices=["oracle", "model"], default="oracle",
-                        help="where grasps come from: the ground truth, or a bundle (--bundle) as the appliance runs it "
-                        "(bench/sim_table.py adds the CNN baseline, which needs torch)")
-    parser.add_argument("--bundle", type=Path, help="with --source model: the bundle directory (e.g. models/rtgrasp-tiny)")
+    parser.add_argument(
+        "--source",
+        choices=["oracle", "model"],
+        default="oracle",
+        help="where grasps come from: the ground truth, or a bundle (--bundle) as the appliance runs it "
+        "(bench/sim_table.py adds the CNN baseline, which needs torch)",
+    )
+    parser.add_argument(
+        "--bundle", type=Path, help="with --source model: the bundle directory (e.g. models/rtgrasp-tiny)"
+    )
     parser.add_argument("--poses", type=int, default=5, help="poses per object (default 5, as in the paper)")
     parser.add_argument("--categories", help="comma-separated subset of the cell's categories")
     parser.add_argument("--json", type=Path, help="write every trial here")

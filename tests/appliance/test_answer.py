@@ -13,9 +13,9 @@ unit = st.floats(0.0, 1.0, allow_nan=False)
 angle = st.floats(-math.pi / 2, math.pi / 2, allow_nan=False, exclude_max=True)
 poses = st.builds(GraspPose, unit, unit, angle)
 # Reasoning text: printable, no '[' (the contract forbids it), not blank.
-reasoning = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="["), min_size=1, max_size=80).filter(
-    lambda s: s.strip()
-)
+reasoning = st.text(
+    st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="["), min_size=1, max_size=80
+).filter(lambda s: s.strip())
 formats = st.builds(AnswerFormat, st.sampled_from(list(AnswerVariant)), st.integers(1, 4))
 
 
@@ -26,7 +26,9 @@ def render(fmt: AnswerFormat, pose: GraspPose, text: str) -> str:
 def test_the_three_variants_look_as_in_the_paper():
     pose = GraspPose(0.512, 0.433, -0.785)
     assert AnswerFormat("nr-a").render(pose) == "[0.512, 0.433], -0.785"
-    assert AnswerFormat("nr-b").render(pose) == "Grasp point coordinates: [0.512, 0.433] Rotation angle in radians: -0.785"
+    assert (
+        AnswerFormat("nr-b").render(pose) == "Grasp point coordinates: [0.512, 0.433] Rotation angle in radians: -0.785"
+    )
     assert AnswerFormat("rt").render(pose, "A mug. Grasp the rim.") == "A mug. Grasp the rim. [0.512, 0.433], -0.785"
     assert AnswerFormat("nr-a", decimals=2).render(GraspPose(0.5, 0.25, -0.0001)) == "[0.50, 0.25], 0.00"
 
@@ -51,7 +53,13 @@ def test_grammar_accepts_every_rendered_answer(fmt, pose, text):
 @pytest.mark.parametrize("variant", list(AnswerVariant))
 def test_grammar_rejects_what_the_parser_rejects(variant):
     grammar = parse_grammar(AnswerFormat(variant).grammar())
-    for bad in ["", "[0.5, 0.5], 0.1", "[1.500, 0.500], 0.100", "A mug [0.500, 0.500], 0.100 more", "[0.500, 0.500], 2.000"]:
+    for bad in [
+        "",
+        "[0.5, 0.5], 0.1",
+        "[1.500, 0.500], 0.100",
+        "A mug [0.500, 0.500], 0.100 more",
+        "[0.500, 0.500], 2.000",
+    ]:
         assert not grammar.matches(bad)
 
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import yaml
 
-from appliance.bundle import (  # fmt: skip
+from appliance.bundle import (
     MANIFEST_FILE,
     AnswerSpec,
     BundleError,
@@ -23,12 +23,22 @@ def _bundle(tmp_path) -> Manifest:
     (tmp_path / "llm.gguf").write_bytes(b"GGUF model bytes")
     (tmp_path / "vision.onnx").write_bytes(b"onnx bytes")
     manifest = Manifest(
-        schema=1, model="m", source="/src", quant="Q4_K_M", llm="llm.gguf", vision="vision.onnx", vision_precision="fp32",
-        image=ImageSpec(224, 224, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), crop=320), n_image_tokens=64, embedding_width=256,
-        prompt_template="USER: <image>\n{instruction} ASSISTANT:", image_token="<image>",
-        followup_template=" USER: {instruction} ASSISTANT:", answer=AnswerSpec("rt", 2),
+        schema=1,
+        model="m",
+        source="/src",
+        quant="Q4_K_M",
+        llm="llm.gguf",
+        vision="vision.onnx",
+        vision_precision="fp32",
+        image=ImageSpec(224, 224, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), crop=320),
+        n_image_tokens=64,
+        embedding_width=256,
+        prompt_template="USER: <image>\n{instruction} ASSISTANT:",
+        image_token="<image>",
+        followup_template=" USER: {instruction} ASSISTANT:",
+        answer=AnswerSpec("rt", 2),
         files={n: file_entry(tmp_path / n) for n in ("llm.gguf", "vision.onnx")},
-    )  # fmt: skip
+    )
     (tmp_path / MANIFEST_FILE).write_text(manifest_to_yaml(manifest))
     return manifest
 

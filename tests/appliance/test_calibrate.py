@@ -16,7 +16,10 @@ def synthetic(n=12, noise_m=0.0, seed=0):
     T_ee_marker = pose_matrix(rotation_exp(np.array([0.1, -0.2, 0.3])), (0.0, 0.02, 0.09))
     base, cam = [], []
     for _ in range(n):
-        T_base_ee = pose_matrix(rotation_exp(rng.normal(0, 0.4, 3)) @ np.diag([1.0, -1.0, -1.0]), (rng.uniform(0.35, 0.65), rng.uniform(-0.2, 0.2), rng.uniform(0.15, 0.4)))
+        T_base_ee = pose_matrix(
+            rotation_exp(rng.normal(0, 0.4, 3)) @ np.diag([1.0, -1.0, -1.0]),
+            (rng.uniform(0.35, 0.65), rng.uniform(-0.2, 0.2), rng.uniform(0.15, 0.4)),
+        )
         T_cam_marker = invert(T_base_cam) @ T_base_ee @ T_ee_marker
         T_cam_marker[:3, 3] += rng.normal(0, noise_m, 3)
         base.append(T_base_ee)
@@ -42,7 +45,11 @@ def test_cli_writes_a_loadable_handeye_file(tmp_path):
 
     _, base, cam = synthetic()
     obs = tmp_path / "calib.yaml"
-    obs.write_text(yaml.safe_dump({"observations": [{"T_base_ee": b.tolist(), "T_cam_marker": c.tolist()} for b, c in zip(base, cam)]}))
+    obs.write_text(
+        yaml.safe_dump(
+            {"observations": [{"T_base_ee": b.tolist(), "T_cam_marker": c.tolist()} for b, c in zip(base, cam)]}
+        )
+    )
     out = tmp_path / "handeye.yaml"
     assert main(["--observations", str(obs), "--out", str(out)]) == 0
     handeye = from_dict(HandEye, yaml.safe_load(out.read_text()), "handeye")

@@ -28,7 +28,9 @@ def write(tmp_path, text):
 
 
 def test_loads_nested_values(tmp_path):
-    cfg = load_config(write(tmp_path, "top:\n  port: 5\n  limits: [1, 2]\n  inner: {speed: 2}\n  path: /tmp\n"), "top", Outer)
+    cfg = load_config(
+        write(tmp_path, "top:\n  port: 5\n  limits: [1, 2]\n  inner: {speed: 2}\n  path: /tmp\n"), "top", Outer
+    )
     assert cfg == Outer(5, (1.0, 2.0), Inner(2.0), Path("/tmp"))
 
 

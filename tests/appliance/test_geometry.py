@@ -72,7 +72,9 @@ def test_median_depth_ignores_holes():
     assert median_depth(depth, 50, 5) is None
 
 
-@pytest.mark.parametrize("theta, expected", [(0.0, 0.0), (math.pi / 2, math.pi / 2), (math.radians(30), math.radians(30))])
+@pytest.mark.parametrize(
+    "theta, expected", [(0.0, 0.0), (math.pi / 2, math.pi / 2), (math.radians(30), math.radians(30))]
+)
 def test_image_grasp_lifts_to_the_base_frame(theta, expected):
     """A table 0.7 m below the camera; a 5 cm object top at a known point."""
     point = np.array([0.55, -0.08, 0.05])

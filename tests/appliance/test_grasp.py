@@ -85,7 +85,9 @@ def test_theta_and_theta_plus_pi_are_the_same_grasp(cx, cy, theta, length, width
     assert a.angle == pytest.approx(b.angle, abs=1e-9) or abs(abs(a.angle - b.angle) - math.pi) < 1e-9
 
 
-@given(st.floats(0, 1, **finite), st.floats(0, 1, **finite), angles, st.sampled_from([(640, 480), (224, 224), (1024, 768)]))
+@given(
+    st.floats(0, 1, **finite), st.floats(0, 1, **finite), angles, st.sampled_from([(640, 480), (224, 224), (1024, 768)])
+)
 def test_pose_rectangle_round_trip(x, y, theta, size):
     pose = GraspPose(x, y, theta)
     rect = pose.to_rectangle(size, 50.0, 20.0)

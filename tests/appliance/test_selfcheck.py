@@ -12,7 +12,18 @@ pytest.importorskip("gguf")
 
 from appliance import selfcheck  # noqa: E402
 
-AMX = ("tilezero", "tileloadd", "tileloaddt1", "tdpbssd", "tdpbsud", "tdpbusd", "tdpbuud", "tdpbf16ps", "tdpfp16ps", "ldtilecfg")
+AMX = (
+    "tilezero",
+    "tileloadd",
+    "tileloaddt1",
+    "tdpbssd",
+    "tdpbsud",
+    "tdpbusd",
+    "tdpbuud",
+    "tdpbf16ps",
+    "tdpfp16ps",
+    "ldtilecfg",
+)
 
 
 def test_the_installed_llama_cpp_decodes_a_tiny_q4_model_in_a_child():
@@ -43,13 +54,17 @@ def test_the_command_line_passes_here():
 
 
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) is not installed")
-@pytest.mark.skipif(not sys.platform.startswith("linux") or __import__("platform").machine() != "x86_64", reason="x86-64 only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or __import__("platform").machine() != "x86_64", reason="x86-64 only"
+)
 def test_the_installed_cpu_backend_holds_no_amx_or_avx512_instruction():
     import llama_cpp
 
     libs = list(Path(llama_cpp.__file__).parent.rglob("libggml-cpu.so*"))
     assert libs, "llama-cpp-python ships no libggml-cpu.so"
-    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(libs[0])], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(libs[0])], capture_output=True, text=True, check=True
+    ).stdout
     mnemonics = set()
     for line in text.splitlines():  # "  1f2a:\ttilezero %tmm4"
         parts = line.split("\t")

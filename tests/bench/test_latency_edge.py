@@ -18,16 +18,45 @@ import latency  # noqa: E402
 def test_latency_puts_torch_and_the_runtime_side_by_side(tmp_path, tiny_spm_checkpoint, capsys):
     root = write_toy_dataset(tmp_path / "toy", images=3, seed=5, objects=2)
     out = tmp_path / "latency.json"
-    latency.main(["--model", str(tiny_spm_checkpoint), "--root", str(root), "--split", "all", "--limit", "2",
-                  "--bits", "16", "4", "--json", str(out)])  # fmt: skip
+    latency.main(
+        [
+            "--model",
+            str(tiny_spm_checkpoint),
+            "--root",
+            str(root),
+            "--split",
+            "all",
+            "--limit",
+            "2",
+            "--bits",
+            "16",
+            "4",
+            "--json",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     engines = [e["model"] for e in report["engines"]]
     assert engines == ["torch fp32", "F16", "Q4_K_M"]
-    assert all(e["n"] == 2 and e["ms_per_image"] > 0 and e["tokens_per_s"] > 0 and e["rss_mb"] > 0 for e in report["engines"])
+    assert all(
+        e["n"] == 2 and e["ms_per_image"] > 0 and e["tokens_per_s"] > 0 and e["rss_mb"] > 0 for e in report["engines"]
+    )
     stages = report["median_ms"]
-    for stage in ("preprocess_ms", "vision_ms", "prefill_ms", "decode_ms", "parse_ms", "geometry_ms", "time_to_pose_ms"):
+    for stage in (
+        "preprocess_ms",
+        "vision_ms",
+        "prefill_ms",
+        "decode_ms",
+        "parse_ms",
+        "geometry_ms",
+        "time_to_pose_ms",
+    ):
         assert stage in stages
-    assert report["quant"] == "Q4_K_M" and isinstance(report["identical_output"], bool) and report["speculative_speedup"] > 0
+    assert (
+        report["quant"] == "Q4_K_M"
+        and isinstance(report["identical_output"], bool)
+        and report["speculative_speedup"] > 0
+    )
     printed = capsys.readouterr().out
     assert "speed vs torch" in printed and "speculative" in printed
 
@@ -57,7 +86,21 @@ def test_random_llama_decodes_through_our_runtime_and_projection_is_bandwidth_ov
 def test_latency_times_the_model_process_beside_the_in_process_model(tmp_path, f32_bundle):
     root = write_toy_dataset(tmp_path / "toy", images=2, seed=6, objects=2)
     out = tmp_path / "latency.json"
-    latency.main(["--bundle", str(f32_bundle), "--root", str(root), "--split", "all", "--limit", "2", "--worker", "--json", str(out)])
+    latency.main(
+        [
+            "--bundle",
+            str(f32_bundle),
+            "--root",
+            str(root),
+            "--split",
+            "all",
+            "--limit",
+            "2",
+            "--worker",
+            "--json",
+            str(out),
+        ]
+    )
     boundary = json.loads(out.read_text())["process_boundary"]
     assert boundary["images"] == 2 and boundary["identical_output"] is True
     assert boundary["median_worker_ms"] > 0 and boundary["median_in_process_ms"] > 0

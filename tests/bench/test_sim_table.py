@@ -17,7 +17,9 @@ def test_oracle_and_model_meet_the_same_poses(nra_bundle, tmp_path, capsys):
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
     config = tmp_path / "sim.yaml"
     config.write_text(f"sim:\n  categories: [box]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n")
-    assert main(["--config", str(config), "--bundle", str(nra_bundle), "--poses", "1", "--out", str(tmp_path / "t2")]) == 0
+    assert (
+        main(["--config", str(config), "--bundle", str(nra_bundle), "--poses", "1", "--out", str(tmp_path / "t2")]) == 0
+    )
     trials = json.loads((tmp_path / "t2" / "table2.json").read_text())
     assert list(trials) == ["oracle", "model"]
     assert [t["object"] for t in trials["oracle"]] == [t["object"] for t in trials["model"]] == ["box-cell"]
@@ -53,12 +55,19 @@ def test_the_cnn_baseline_proposes_the_grasp_from_the_workspace_crop(tiny_spm_ch
 
     checkpoint = tmp_path / "vision"
     shutil.copytree(tiny_spm_checkpoint, checkpoint)
-    save_file(PatchHeads(192, len(load_templates().categories) + 1).state_dict(), str(checkpoint / "vision_heads.safetensors"))
+    save_file(
+        PatchHeads(192, len(load_templates().categories) + 1).state_dict(), str(checkpoint / "vision_heads.safetensors")
+    )
     source = heads_source(checkpoint)
     seen = []
-    with sim_cell(tmp_path, "mug") as cell, SimCellClient(cell.service, timeout_s=10) as client, \
-            FrankaArm(FrankaConfig(host=cell.robot_host)) as arm:  # fmt: skip
-        result = TrialRunner(cell, client, arm).trial(0, 0, lambda *a: seen.append(source(*a)) or seen[-1], seed="test-heads")
+    with (
+        sim_cell(tmp_path, "mug") as cell,
+        SimCellClient(cell.service, timeout_s=10) as client,
+        FrankaArm(FrankaConfig(host=cell.robot_host)) as arm,
+    ):
+        result = TrialRunner(cell, client, arm).trial(
+            0, 0, lambda *a: seen.append(source(*a)) or seen[-1], seed="test-heads"
+        )
     (pose,) = seen
     assert 160 / 640 <= pose.x <= 480 / 640 and 80 / 480 <= pose.y <= 400 / 480
     assert result.stage != "predict", result

@@ -87,7 +87,9 @@ def test_architecture_checks():
     with pytest.raises(ExportError, match="'mistral' is not supported"):
         text_config({"model_type": "llava", "text_config": {"model_type": "mistral"}})
     with pytest.raises(ExportError, match="RoPE scaling"):
-        text_config({"model_type": "llava", "text_config": {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}})
+        text_config(
+            {"model_type": "llava", "text_config": {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}}
+        )
 
 
 def test_missing_or_bad_directories(tmp_path):

@@ -21,7 +21,13 @@ def q4_bundle(tiny_checkpoint, tmp_path_factory):
 def test_bundle_has_the_manifest_of_design_md(q4_bundle, tiny_checkpoint):
     manifest = read_bundle(q4_bundle)  # verifies every hash
     assert manifest.quant == "Q4_K_M" and manifest.llm == "llm-q4_k_m.gguf" and manifest.vision == "vision.onnx"
-    assert sorted(p.name for p in q4_bundle.iterdir()) == ["drafts.txt", "llm-q4_k_m.gguf", "manifest.yaml", "speech.yaml", "vision.onnx"]
+    assert sorted(p.name for p in q4_bundle.iterdir()) == [
+        "drafts.txt",
+        "llm-q4_k_m.gguf",
+        "manifest.yaml",
+        "speech.yaml",
+        "vision.onnx",
+    ]
     assert manifest.n_image_tokens == 64 and manifest.embedding_width == 256
     assert (manifest.answer.variant, manifest.answer.decimals) == ("rt", 2)
     assert manifest.image.size == 224 and manifest.image.crop == 320 and manifest.image.resample == "bicubic"

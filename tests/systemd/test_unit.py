@@ -17,7 +17,9 @@ def test_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed")
     # verify checks that ExecStart's program exists: point it at this checkout instead of /opt/rtgrasp
     text = UNIT.read_text().replace("/opt/rtgrasp/venv/bin/python", sys.executable)
-    text = text.replace("/opt/rtgrasp/src/firmware_config/jetson_clocks.sh", str(ROOT / "firmware_config" / "jetson_clocks.sh"))
+    text = text.replace(
+        "/opt/rtgrasp/src/firmware_config/jetson_clocks.sh", str(ROOT / "firmware_config" / "jetson_clocks.sh")
+    )
     unit = tmp_path / "rtgrasp.service"
     unit.write_text(text)
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
@@ -31,7 +33,14 @@ def test_systemd_analyze_verify(tmp_path):
 
 def test_unit_settings():
     text = UNIT.read_text()
-    for line in ("Type=notify", "Restart=on-failure", "User=rtgrasp", "LimitRTPRIO=99", "LimitMEMLOCK=infinity", "NoNewPrivileges=yes"):
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        "User=rtgrasp",
+        "LimitRTPRIO=99",
+        "LimitMEMLOCK=infinity",
+        "NoNewPrivileges=yes",
+    ):
         assert line in text
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
     assert "-m appliance --config /etc/rtgrasp/appliance.yaml" in text

@@ -91,7 +91,14 @@ def test_one_target_per_view_is_the_most_central_grasp(toy, tmp_path):
     from training.build_dataset import central
 
     every = build(toy, "iw", 1, BuildConfig(variant="nr-a", decimals=3, augment=1), tmp_path / "all", progress=False)
-    one = build(toy, "iw", 1, BuildConfig(variant="nr-a", decimals=3, augment=1, targets="one"), tmp_path / "one", progress=False)
+    one = build(
+        toy,
+        "iw",
+        1,
+        BuildConfig(variant="nr-a", decimals=3, augment=1, targets="one"),
+        tmp_path / "one",
+        progress=False,
+    )
     records = json.loads((tmp_path / "one" / "train.json").read_text())
     assert len({r["image"] for r in records}) == len(records)  # one record per view
     assert one["splits"]["train"]["samples"] < every["splits"]["train"]["samples"]
@@ -104,7 +111,10 @@ def test_equally_central_grasps_resolve_the_same_way_whatever_their_order():
     """A ring (a bowl's rim) and a block's two axes: the picture, not the label order, decides."""
     from training.build_dataset import central
 
-    ring = [_Rect((50 + 30 * math.cos(a), 50 + 30 * math.sin(a)), angle=a) for a in np.linspace(0, 2 * math.pi, 12, endpoint=False)]
+    ring = [
+        _Rect((50 + 30 * math.cos(a), 50 + 30 * math.sin(a)), angle=a)
+        for a in np.linspace(0, 2 * math.pi, 12, endpoint=False)
+    ]
     block = [_Rect((40, 40), angle=1.2), _Rect((40, 40), angle=1.2 - math.pi / 2)]
     rng = random.Random(0)
     for rects, expected in ((ring, ring[9]), (block, block[1])):  # the topmost rim point; the axis nearer horizontal
@@ -132,10 +142,14 @@ def test_absent_objects_are_answered_with_the_refusal_and_the_view_says_so(toy, 
     fmt = ModelView.load(tmp_path).answer_format
     assert fmt.refusals and "refusal" in fmt.grammar()
     for record in absent:
-        assert record["absent"] != record["category"] and record["absent"] in record["conversations"][0]["value"].lower()
+        assert (
+            record["absent"] != record["category"] and record["absent"] in record["conversations"][0]["value"].lower()
+        )
         with pytest.raises(AnswerRefused) as refused:
             fmt.parse(record["conversations"][1]["value"])
         assert refused.value.object == record["absent"]
     test = json.loads((tmp_path / "test.json").read_text())
     assert not any("absent" in r for r in test)  # test records stay one per image, all grasps
-    assert not ModelView.load(build(toy, "iw", 0, BuildConfig(size=64), tmp_path / "plain", progress=False) and tmp_path / "plain").refusals
+    assert not ModelView.load(
+        build(toy, "iw", 0, BuildConfig(size=64), tmp_path / "plain", progress=False) and tmp_path / "plain"
+    ).refusals

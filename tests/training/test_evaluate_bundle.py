@@ -30,7 +30,9 @@ def test_f32_bundle_answers_exactly_as_the_torch_model(f32_bundle, tiny_spm_chec
     grasp_model = GraspModel.load(f32_bundle, llama=LlamaSettings.exact(n_ctx=512))
     assert bundle_view(grasp_model.manifest) == view
     by_torch = evaluate(torch_answerer(model, processor), view, dataset, ids)
-    by_bundle = evaluate(bundle_answerer(grasp_model, constrain=False, max_new_tokens=MAX_NEW_TOKENS), view, dataset, ids)
+    by_bundle = evaluate(
+        bundle_answerer(grasp_model, constrain=False, max_new_tokens=MAX_NEW_TOKENS), view, dataset, ids
+    )
     assert [r["answer"] for r in by_bundle.rows] == [r["answer"] for r in by_torch.rows]
     assert [r["tokens"] for r in by_bundle.rows] == [r["tokens"] for r in by_torch.rows]
     grasp_model.llm.close()
@@ -38,7 +40,20 @@ def test_f32_bundle_answers_exactly_as_the_torch_model(f32_bundle, tiny_spm_chec
 
 def test_cli_scores_a_bundle(f32_bundle, toy, tmp_path):
     out = tmp_path / "eval.json"
-    args = ["--bundle", str(f32_bundle), "--root", str(toy), "--split", "all", "--limit", "2", "--json", str(out), "--vis", str(tmp_path / "vis")]
+    args = [
+        "--bundle",
+        str(f32_bundle),
+        "--root",
+        str(toy),
+        "--split",
+        "all",
+        "--limit",
+        "2",
+        "--json",
+        str(out),
+        "--vis",
+        str(tmp_path / "vis"),
+    ]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["n"] == 2 and 0 <= report["accuracy"] <= 1 and report["ms_per_image"] > 0

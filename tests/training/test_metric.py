@@ -54,7 +54,10 @@ def test_missing_image_is_named(toy_root, tmp_path, capsys):
         ('{"image": "pcd0001", "x": 0.5, "y": 0.5}', r"p.jsonl:2: missing \['theta'\]"),
         ('{"image": "pcd0001", "x": "0.5", "y": 0.5, "theta": 0}', r"p.jsonl:2: x, y and theta must be finite"),
         ('{"image": "pcd0001", "x": NaN, "y": 0.5, "theta": 0}', r"p.jsonl:2: x, y and theta must be finite"),
-        ('{"image": "pcd0000", "x": 0.5, "y": 0.5, "theta": 0}', r"p.jsonl:2: image 'pcd0000' already predicted on line 1"),
+        (
+            '{"image": "pcd0000", "x": 0.5, "y": 0.5, "theta": 0}',
+            r"p.jsonl:2: image 'pcd0000' already predicted on line 1",
+        ),
         ("[1, 2]", r"p.jsonl:2: expected a JSON object"),
     ],
 )

@@ -17,7 +17,13 @@ def test_the_card_states_what_the_run_logged(tmp_path):
     )
     for runtime, accuracy in (("q4", 0.5), ("torch", 0.55)):
         for test_set in ("seen", "unseen"):
-            summary = {"accuracy": accuracy, "n": 200, "parse_failure_rate": 0.0, "category_accuracy": 0.99, "answers": []}
+            summary = {
+                "accuracy": accuracy,
+                "n": 200,
+                "parse_failure_rate": 0.0,
+                "category_accuracy": 0.99,
+                "answers": [],
+            }
             (work / f"eval-{runtime}-{test_set}.json").write_text(json.dumps(summary))
     assert main(["--work", str(work), "--out", str(bundle)]) == 0
     readme = (bundle / "README.md").read_text()
@@ -26,7 +32,9 @@ def test_the_card_states_what_the_run_logged(tmp_path):
     assert "Bundle size: 2.0 MB" in readme and "15.2 min" in readme
     assert "| 50.0 % | 55.0 % |" in readme
     metrics = json.loads((bundle / "metrics.json").read_text())
-    assert metrics["metrics"]["torch"]["unseen"]["accuracy"] == 0.55 and "answers" not in metrics["metrics"]["q4"]["seen"]
+    assert (
+        metrics["metrics"]["torch"]["unseen"]["accuracy"] == 0.55 and "answers" not in metrics["metrics"]["q4"]["seen"]
+    )
 
 
 def test_the_card_needs_a_finished_run(tmp_path, capsys):

@@ -45,7 +45,11 @@ def test_targets_decode_back_to_the_grasp(workdir):
     ds = open_dataset(workdir / "toy")
     view = center_crop(ds.load(ds.ids[0]), None, (224, 224))
     target = grasp_targets(view, 8, 0)
-    out = {PATCH_CENTER: target[PATCH_CENTER][None] * 20, "offset": target["offset"][None, :, 0], "angle": target["angle"][None, :, 0]}
+    out = {
+        PATCH_CENTER: target[PATCH_CENTER][None] * 20,
+        "offset": target["offset"][None, :, 0],
+        "angle": target["angle"][None, :, 0],
+    }
     pose = predict_pose(out, 8)
     best = min(view.positives, key=lambda r: math.hypot(r.center[0] - pose.x * 224, r.center[1] - pose.y * 224))
     assert math.hypot(best.center[0] - pose.x * 224, best.center[1] - pose.y * 224) < 1e-3
@@ -55,7 +59,18 @@ def test_targets_decode_back_to_the_grasp(workdir):
 def test_vision_stage_trains_the_vit_with_fixed_positions(workdir):
     random.seed(0)
     out = workdir / "vision"
-    config = TrainConfig(str(workdir / "base"), str(workdir / "toy"), str(out), "vision", steps=12, batch_size=8, micro_batch=8, lr=2e-3, warmup=1, save_every=12)
+    config = TrainConfig(
+        str(workdir / "base"),
+        str(workdir / "toy"),
+        str(out),
+        "vision",
+        steps=12,
+        batch_size=8,
+        micro_batch=8,
+        lr=2e-3,
+        warmup=1,
+        save_every=12,
+    )
     last = train(config, progress=False)
     before, _ = load_llava(workdir / "base")
     after, _ = load_llava(last)
@@ -69,7 +84,18 @@ def test_vision_stage_trains_the_vit_with_fixed_positions(workdir):
 
 def test_language_stage_trains_the_decoder_only(workdir):
     out = workdir / "language"
-    config = TrainConfig(str(workdir / "base"), "none", str(out), "language", steps=10, batch_size=16, micro_batch=16, lr=2e-3, warmup=1, save_every=10)
+    config = TrainConfig(
+        str(workdir / "base"),
+        "none",
+        str(out),
+        "language",
+        steps=10,
+        batch_size=16,
+        micro_batch=16,
+        lr=2e-3,
+        warmup=1,
+        save_every=10,
+    )
     last = train(config, progress=False)
     before, _ = load_llava(workdir / "base")
     after, _ = load_llava(last)
@@ -90,7 +116,17 @@ def test_align_trains_the_projector_on_descriptions(workdir):
     answer = records[0]["conversations"][1]["value"]
     assert records[0]["category"] in answer and " of the image" in answer and "[" not in answer
     out = workdir / "align"
-    config = TrainConfig(str(workdir / "base"), str(workdir / "describe"), str(out), "align", steps=4, batch_size=4, micro_batch=2, warmup=1, save_every=4)
+    config = TrainConfig(
+        str(workdir / "base"),
+        str(workdir / "describe"),
+        str(out),
+        "align",
+        steps=4,
+        batch_size=4,
+        micro_batch=2,
+        warmup=1,
+        save_every=4,
+    )
     last = train(config, progress=False)
     before, _ = load_llava(workdir / "base")
     after, _ = load_llava(last)
@@ -107,7 +143,22 @@ def test_vision_heads_are_scored_as_a_baseline(workdir, tmp_path):
     if not checkpoint.is_dir():
         pytest.skip("needs the vision checkpoint of the earlier test")
     out = tmp_path / "heads.json"
-    assert evaluate_main(["--model", str(checkpoint), "--root", str(workdir / "toy"), "--split", "all", "--heads", "--json", str(out)]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(checkpoint),
+                "--root",
+                str(workdir / "toy"),
+                "--split",
+                "all",
+                "--heads",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["n"] == 10 and report["parse_failure_rate"] == 0 and 0 <= report["accuracy"] <= 1
 
@@ -157,9 +208,14 @@ def test_vision_loss_fits_the_nearest_of_a_patchs_grasps():
     def loss(offset, angle, digit):
         logits = torch.full((1, patches, DIGIT_GROUPS, 10), -30.0)
         logits[..., digit] = 30.0
-        out = {PATCH_CENTER: torch.tensor([[30.0, 0, 0, 0]]), PATCH_OFFSET: torch.tensor([[offset] * patches]),
-               PATCH_ANGLE: torch.tensor([[angle] * patches]), PATCH_DIGITS: logits,
-               PATCH_WHERE: patch_centres(2)[None], "category": torch.tensor([[30.0, 0.0]])}  # fmt: skip
+        out = {
+            PATCH_CENTER: torch.tensor([[30.0, 0, 0, 0]]),
+            PATCH_OFFSET: torch.tensor([[offset] * patches]),
+            PATCH_ANGLE: torch.tensor([[angle] * patches]),
+            PATCH_DIGITS: logits,
+            PATCH_WHERE: patch_centres(2)[None],
+            "category": torch.tensor([[30.0, 0.0]]),
+        }
         return float(vision_loss(out, target))
 
     assert loss([0.8, 0.7], [0.0, 1.0], 7) < 1e-3  # the second grasp, its digits

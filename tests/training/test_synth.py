@@ -49,5 +49,11 @@ def test_a_scene_seed_shows_the_same_objects_in_new_poses():
     assert object_library(train)[0] == object_library(fresh)[0]  # the same instance, not only the same name
     a, b = render_sample(0, train, object_library(train)), render_sample(0, fresh, object_library(fresh))
     assert not np.array_equal(a["rgb"], b["rgb"])
-    assert render_sample(0, SynthConfig(seed=5, instances=2, categories=("mug", "knife", "ball"), scene_seed=5),
-                         object_library(train))["rgb"].tobytes() == a["rgb"].tobytes()  # fmt: skip
+    assert (
+        render_sample(
+            0,
+            SynthConfig(seed=5, instances=2, categories=("mug", "knife", "ball"), scene_seed=5),
+            object_library(train),
+        )["rgb"].tobytes()
+        == a["rgb"].tobytes()
+    )

@@ -23,7 +23,14 @@ from .helpers import changed_parts  # noqa: E402
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     toy = open_dataset(write_toy_dataset(root / "toy", images=12, seed=2, objects=6))
-    build(toy, "all", 0, BuildConfig(variant="rt", decimals=2, size=224, refine_fraction=0.5, seed=1), root / "rt", progress=False)
+    build(
+        toy,
+        "all",
+        0,
+        BuildConfig(variant="rt", decimals=2, size=224, refine_fraction=0.5, seed=1),
+        root / "rt",
+        progress=False,
+    )
     model, processor = build_tiny(TinyConfig())
     model.save_pretrained(root / "base")
     processor.save_pretrained(root / "base")
@@ -39,7 +46,9 @@ def test_labels_cover_exactly_the_answers(workdir):
     answers = [t["value"] for t in record["conversations"] if t["from"] == "gpt"]
     target = processor.tokenizer.decode([t for t in labels if t != IGNORE])
     assert target.replace(" ", "") == "".join(a + "</s>" for a in answers).replace(" ", "")
-    assert labels[: ids.index(model.config.image_token_index) + 64] == [IGNORE] * (ids.index(model.config.image_token_index) + 64)
+    assert labels[: ids.index(model.config.image_token_index) + 64] == [IGNORE] * (
+        ids.index(model.config.image_token_index) + 64
+    )
     with pytest.raises(ValueError, match="exceed max_length"):
         encode(record, processor.tokenizer, model.config.image_token_index, 64, 50)
 
@@ -51,7 +60,18 @@ def read_losses(out):
 
 def test_lora_loss_falls_and_training_resumes(workdir):
     out = workdir / "lora"
-    config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "lora", steps=6, batch_size=4, micro_batch=2, lr=2e-3, warmup=1, save_every=3)
+    config = TrainConfig(
+        str(workdir / "base"),
+        str(workdir / "rt"),
+        str(out),
+        "lora",
+        steps=6,
+        batch_size=4,
+        micro_batch=2,
+        lr=2e-3,
+        warmup=1,
+        save_every=3,
+    )
     last = train(config, progress=False)
     assert last.name == "checkpoint-000006" and (last / "adapter_model.safetensors").is_file()
     losses = read_losses(out)
@@ -65,7 +85,17 @@ def test_lora_loss_falls_and_training_resumes(workdir):
 def test_pretrain_trains_the_projector_only(workdir):
     out = workdir / "pretrain"
     before, _ = load_llava(workdir / "base")
-    config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "pretrain", steps=2, batch_size=2, micro_batch=2, warmup=1, save_every=2)
+    config = TrainConfig(
+        str(workdir / "base"),
+        str(workdir / "rt"),
+        str(out),
+        "pretrain",
+        steps=2,
+        batch_size=2,
+        micro_batch=2,
+        warmup=1,
+        save_every=2,
+    )
     last = train(config, progress=False)
     after, _ = load_llava(last)
     assert changed_parts(before, after) == {"multi_modal_projector"}
@@ -102,7 +132,9 @@ def test_mixed_data_finds_each_record_image_beside_its_own_json(workdir, tmp_pat
             (other / record["image"]).rename(other / moved)
         record["image"] = moved
     (other / "train.json").write_text(json.dumps(records))
-    ds = ConversationDataset([workdir / "rt" / "train.json", other / "train.json"], processor, model.config.image_token_index, 64)
+    ds = ConversationDataset(
+        [workdir / "rt" / "train.json", other / "train.json"], processor, model.config.image_token_index, 64
+    )
     assert len(ds) == len(first) + 3
     assert torch.equal(ds[len(first)]["pixel_values"], first[0]["pixel_values"])
 
@@ -115,7 +147,18 @@ def test_merged_model_equals_the_adapter_model(workdir):
 
     checkpoint = workdir / "lora" / "checkpoint-000006"
     if not checkpoint.is_dir():
-        config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(workdir / "lora"), "lora", steps=6, batch_size=4, micro_batch=2, lr=2e-3, warmup=1, save_every=6)
+        config = TrainConfig(
+            str(workdir / "base"),
+            str(workdir / "rt"),
+            str(workdir / "lora"),
+            "lora",
+            steps=6,
+            batch_size=4,
+            micro_batch=2,
+            lr=2e-3,
+            warmup=1,
+            save_every=6,
+        )
         train(config, progress=False)
     merged_dir = merge(checkpoint, workdir / "merged")
     merged, processor = load_llava(merged_dir)
@@ -147,8 +190,25 @@ def test_evaluate_runs_end_to_end_and_counts_parse_failures(workdir, tmp_path):
     merged = workdir / "merged"
     if not merged.is_dir():
         pytest.skip("needs the merged model of the previous test")
-    assert evaluate_main(["--model", str(merged), "--root", str(workdir / "toy"), "--split", "all", "--limit", "3",
-                          "--json", str(out), "--vis", str(tmp_path / "vis")]) == 0  # fmt: skip
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(merged),
+                "--root",
+                str(workdir / "toy"),
+                "--split",
+                "all",
+                "--limit",
+                "3",
+                "--json",
+                str(out),
+                "--vis",
+                str(tmp_path / "vis"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["n"] == 3 and 0 <= report["accuracy"] <= 1 - report["parse_failure_rate"] + 1e-9
     assert len(report["answers"]) == 3 and all("answer" in r for r in report["answers"])
@@ -162,11 +222,37 @@ def test_two_gloo_processes_train_and_agree_on_the_weights(workdir):
 
     out = workdir / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-        "-m", "training.train", "--model", str(workdir / "base"), "--data", str(workdir / "rt"), "--out", str(out),
-        "--strategy", "lora", "--steps", "3", "--batch-size", "4", "--micro-batch", "2", "--save-every", "3", "--lr", "2e-3",
-    ]  # fmt: skip
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "training.train",
+        "--model",
+        str(workdir / "base"),
+        "--data",
+        str(workdir / "rt"),
+        "--out",
+        str(out),
+        "--strategy",
+        "lora",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--micro-batch",
+        "2",
+        "--save-every",
+        "3",
+        "--lr",
+        "2e-3",
+    ]
+    run = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     digests = {(out / f"weights-rank{r}.sha256").read_text() for r in (0, 1)}
     assert len(digests) == 1
@@ -178,8 +264,19 @@ def test_validation_accuracy_is_logged(workdir):
     toy = open_dataset(workdir / "toy")
     build(toy, "iw", 0, BuildConfig(variant="rt", decimals=2, size=224, seed=1), workdir / "rt-iw", progress=False)
     out = workdir / "val"
-    config = TrainConfig(str(workdir / "base"), str(workdir / "rt-iw"), str(out), "lora", steps=2, batch_size=2, micro_batch=2,
-                         warmup=1, save_every=2, eval_every=2, eval_images=2)  # fmt: skip
+    config = TrainConfig(
+        str(workdir / "base"),
+        str(workdir / "rt-iw"),
+        str(out),
+        "lora",
+        steps=2,
+        batch_size=2,
+        micro_batch=2,
+        warmup=1,
+        save_every=2,
+        eval_every=2,
+        eval_images=2,
+    )
     train(config, progress=False)
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -189,7 +286,17 @@ def test_validation_accuracy_is_logged(workdir):
 def test_decoder_strategy_trains_projector_and_language_model_on_a_frozen_vit(workdir):
     out = workdir / "decoder"
     before, _ = load_llava(workdir / "base")
-    config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), "decoder", steps=2, batch_size=2, micro_batch=2, warmup=1, save_every=2)
+    config = TrainConfig(
+        str(workdir / "base"),
+        str(workdir / "rt"),
+        str(out),
+        "decoder",
+        steps=2,
+        batch_size=2,
+        micro_batch=2,
+        warmup=1,
+        save_every=2,
+    )
     after, _ = load_llava(train(config, progress=False))
     assert changed_parts(before, after) == {"multi_modal_projector", "language_model", "lm_head"}
 
@@ -214,8 +321,18 @@ def test_the_image_matters_after_training(workdir):
     data.mkdir()
     pair = [{**r, "image": f"../rt/{r['image']}", "conversations": r["conversations"][:2]} for r in (first, second)]
     (data / "train.json").write_text(json.dumps(pair))
-    config = TrainConfig(str(workdir / "base"), str(data), str(workdir / "two-out"), "decoder", steps=40, batch_size=2,
-                         micro_batch=2, lr=1e-3, warmup=2, save_every=40)  # fmt: skip
+    config = TrainConfig(
+        str(workdir / "base"),
+        str(data),
+        str(workdir / "two-out"),
+        "decoder",
+        steps=40,
+        batch_size=2,
+        micro_batch=2,
+        lr=1e-3,
+        warmup=2,
+        save_every=40,
+    )
     model, processor = load_llava(train(config, progress=False))
     model.eval()
     dataset = ConversationDataset(data / "train.json", processor, model.config.image_token_index, 64)

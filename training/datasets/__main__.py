@@ -1,7 +1,7 @@
 """Summarise a grasp dataset root; optionally write depth TIFFs from Cornell point clouds.
 
-    python -m training.datasets data/cornell
-    python -m training.datasets data/cornell --write-depth
+python -m training.datasets data/cornell
+python -m training.datasets data/cornell --write-depth
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m training.datasets data/cornell --write-depth",
     )
     parser.add_argument("root", type=Path, help="dataset root")
-    parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file (default: ROOT/objects.csv or z.txt)")
+    parser.add_argument(
+        "--objects", type=Path, help="Cornell image→object mapping file (default: ROOT/objects.csv or z.txt)"
+    )
     parser.add_argument(
         "--write-depth", action="store_true", help="Cornell: write pcdNNNNd.tiff beside each pcdNNNN.txt point cloud"
     )
@@ -45,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  sizes:      {dict(Counter(lab.image_size for lab in labels))}")
     objects = ds.object_ids()
     known = {o for o in objects.values() if o is not None}
-    print(f"  objects:    {len(known)} known" + ("" if len(known) else " (no mapping file: object-wise splits unavailable)"))
+    print(
+        f"  objects:    {len(known)} known"
+        + ("" if len(known) else " (no mapping file: object-wise splits unavailable)")
+    )
     categories = Counter(lab.category for lab in labels if lab.category)
     if categories:
         print(f"  categories: {len(categories)} ({', '.join(f'{c} {n}' for c, n in categories.most_common(8))}...)")

@@ -66,7 +66,9 @@ class CornellDataset(GraspDataset):
         missing_pos = sorted(i for i, kinds in self.files.items() if "pos" not in kinds and "rgb" in kinds)
         if missing_pos:
             path = self.files[missing_pos[0]]["rgb"]
-            raise DatasetFormatError(path, f"no {missing_pos[0]}cpos.txt beside it ({len(missing_pos)} images lack one)")
+            raise DatasetFormatError(
+                path, f"no {missing_pos[0]}cpos.txt beside it ({len(missing_pos)} images lack one)"
+            )
         ids = [i for i, kinds in self.files.items() if "pos" in kinds]
         for image_id in ids:
             if "rgb" not in self.files[image_id]:

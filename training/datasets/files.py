@@ -190,7 +190,9 @@ def _csv_rows(path: Path, text: str):
         number = reader.line_num
         if not row["image_id"] or not row["object_id"]:
             raise DatasetFormatError(path, "empty image_id or object_id", number)
-        info = ObjectInfo(row["object_id"].strip(), (row["name"] or "").strip(), (row.get("category") or "").strip() or None)
+        info = ObjectInfo(
+            row["object_id"].strip(), (row["name"] or "").strip(), (row.get("category") or "").strip() or None
+        )
         yield number, row["image_id"].strip(), info
 
 

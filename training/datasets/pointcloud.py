@@ -64,4 +64,3 @@ def _read_header(path: Path) -> tuple[list[str], int]:
     except OSError as exc:
         raise DatasetFormatError(path, f"cannot read: {exc.strerror or exc}") from exc
     raise DatasetFormatError(path, "no DATA line: not a PCD file")
-

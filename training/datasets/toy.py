@@ -50,7 +50,9 @@ def make_objects(n: int, rng: random.Random) -> list[ToyObject]:
     return objects
 
 
-def place(obj: ToyObject, rng: random.Random) -> tuple[list[tuple[float, float]], list[GraspRectangle], list[GraspRectangle]]:
+def place(
+    obj: ToyObject, rng: random.Random
+) -> tuple[list[tuple[float, float]], list[GraspRectangle], list[GraspRectangle]]:
     """Outline polygon, positive and negative grasps of the object at a random pose."""
     w, h = IMAGE_SIZE
     cx, cy = rng.uniform(0.3 * w, 0.7 * w), rng.uniform(0.3 * h, 0.7 * h)
@@ -58,15 +60,22 @@ def place(obj: ToyObject, rng: random.Random) -> tuple[list[tuple[float, float]]
     long_side, short_side = obj.size
     if obj.shape == "plate":
         r = long_side / 2
-        outline = [(cx + r * math.cos(a), cy - r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
-        pos = [GraspRectangle.from_center(cx, cy, phi + k * math.pi / 4, long_side * 1.3, long_side * 0.3) for k in range(4)]
+        outline = [
+            (cx + r * math.cos(a), cy - r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)
+        ]
+        pos = [
+            GraspRectangle.from_center(cx, cy, phi + k * math.pi / 4, long_side * 1.3, long_side * 0.3)
+            for k in range(4)
+        ]
         return outline, pos, []
     body = GraspRectangle.from_center(cx, cy, phi, long_side, short_side)
     outline = [tuple(p) for p in body.points]
     across = phi + math.pi / 2
     span = long_side / 3 if obj.shape == "ruler" else 0.0
     pos = [
-        GraspRectangle.from_center(cx + t * math.cos(phi), cy - t * math.sin(phi), across, short_side * 1.5, short_side * 0.5)
+        GraspRectangle.from_center(
+            cx + t * math.cos(phi), cy - t * math.sin(phi), across, short_side * 1.5, short_side * 0.5
+        )
         for t in np.linspace(-span, span, 3)
     ]
     if obj.shape == "toy block":
@@ -122,7 +131,9 @@ def write_toy_dataset(out: Path, images: int, seed: int = 0, objects: int = 9) -
         write_cornell_rectangles(out / f"{item.image_id}cpos.txt", item.positives)
         write_cornell_rectangles(out / f"{item.image_id}cneg.txt", item.negatives)
         (out / f"{item.image_id}parts.txt").write_text(f"{PART[item.obj.shape]}\n" * len(item.positives))
-        mapping[item.image_id] = ObjectInfo(item.obj.object_id, f"{item.obj.shape} {item.obj.object_id}", item.obj.shape)
+        mapping[item.image_id] = ObjectInfo(
+            item.obj.object_id, f"{item.obj.shape} {item.obj.object_id}", item.obj.shape
+        )
     write_object_map(out / "objects.csv", mapping)
     return out
 

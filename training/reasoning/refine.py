@@ -53,9 +53,7 @@ def satisfies(request: Refinement, before: GraspPose, after: GraspPose, after_pa
     return after_part == request.part
 
 
-def candidates(
-    request: Refinement, current: int, poses: Sequence[GraspPose], parts: Sequence[str] = ()
-) -> list[int]:
+def candidates(request: Refinement, current: int, poses: Sequence[GraspPose], parts: Sequence[str] = ()) -> list[int]:
     """Ground-truth grasps (by index) that satisfy the request, nearest to the current one first."""
     before = poses[current]
     part_of = (lambda i: parts[i]) if parts else (lambda i: None)

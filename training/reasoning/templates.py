@@ -78,9 +78,13 @@ class Templates:
     def reasoning_for(self, category: Category, rng: random.Random, part: str | None = None) -> str:
         """One reasoning text drawn at random; strategies naming ``part`` are preferred."""
         strategies = [s for s in category.strategy if part and part in s] or list(category.strategy)
-        return _fill(rng.choice(self.reasoning), category, shape=rng.choice(category.shape), strategy=rng.choice(strategies))
+        return _fill(
+            rng.choice(self.reasoning), category, shape=rng.choice(category.shape), strategy=rng.choice(strategies)
+        )
 
-    def refinement_for(self, kind: str, category: Category, rng: random.Random, part=None, side=None) -> tuple[str, str]:
+    def refinement_for(
+        self, kind: str, category: Category, rng: random.Random, part=None, side=None
+    ) -> tuple[str, str]:
         """The user's follow-up request and the reasoning an RT answer gives for it."""
         words = {"part": part, "side": side, "object": category.name}
         return rng.choice(self.refinement[kind]).format(**words), self.refinement_reasoning[kind].format(**words)

@@ -120,9 +120,17 @@ def _fake_orbbec(rgb, depth_raw, scale):
     sdk.OBSensorType = types.SimpleNamespace(COLOR_SENSOR="c", DEPTH_SENSOR="d")
     sdk.OBFormat = types.SimpleNamespace(RGB="rgb")
     sdk.OBStreamType = types.SimpleNamespace(COLOR_STREAM="cs")
-    sdk.OBPropertyID = types.SimpleNamespace(**{n: n for n in (
-        "OB_PROP_COLOR_AUTO_EXPOSURE_BOOL", "OB_PROP_COLOR_EXPOSURE_INT", "OB_PROP_COLOR_AUTO_WHITE_BALANCE_BOOL",
-        "OB_PROP_COLOR_WHITE_BALANCE_INT")})  # fmt: skip
+    sdk.OBPropertyID = types.SimpleNamespace(
+        **{
+            n: n
+            for n in (
+                "OB_PROP_COLOR_AUTO_EXPOSURE_BOOL",
+                "OB_PROP_COLOR_EXPOSURE_INT",
+                "OB_PROP_COLOR_AUTO_WHITE_BALANCE_BOOL",
+                "OB_PROP_COLOR_WHITE_BALANCE_INT",
+            )
+        }
+    )
 
     class VideoFrame:
         def __init__(self, data, scale=None):
@@ -180,7 +188,9 @@ def _fake_orbbec(rgb, depth_raw, scale):
             return self.device
 
         def get_camera_param(self):
-            return types.SimpleNamespace(rgb_intrinsic=types.SimpleNamespace(fx=600.0, fy=600.0, cx=320.0, cy=240.0, width=640, height=480))
+            return types.SimpleNamespace(
+                rgb_intrinsic=types.SimpleNamespace(fx=600.0, fy=600.0, cx=320.0, cy=240.0, width=640, height=480)
+            )
 
         def wait_for_frames(self, timeout_ms):
             return Frames()

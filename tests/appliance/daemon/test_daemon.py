@@ -22,7 +22,9 @@ def test_predict_returns_reasoning_pose_and_annotated_png(daemon):
     assert reply["timings"]["vision_ms"] > 0 and reply["timings"]["decode_tokens"] > 0
     assert extra and extra[0][:8] == b"\x89PNG\r\n\x1a\n"
     rows = daemon.daemon.journal.recent()
-    assert rows[0]["type"] == "predict" and rows[0]["state"] == "done" and rows[0]["payload"]["text"] == "pick up the mug"
+    assert (
+        rows[0]["type"] == "predict" and rows[0]["state"] == "done" and rows[0]["payload"]["text"] == "pick up the mug"
+    )
 
 
 def test_refine_continues_the_session_and_unknown_sessions_are_errors(daemon):
@@ -228,22 +230,30 @@ def test_a_message_over_the_total_limit_is_too_large_and_kept_by_nobody(daemon):
     assert _reply(daemon.requests, "status", "after-big")["ok"]
 
 
-def test_an_instruction_that_cannot_fit_the_context_is_too_long_and_a_full_conversation_is_context_full(tmp_path, f32_bundle, recording):
+def test_an_instruction_that_cannot_fit_the_context_is_too_long_and_a_full_conversation_is_context_full(
+    tmp_path, f32_bundle, recording
+):
     from .conftest import Running, write_config
 
-    path, requests, _ = write_config(tmp_path, f32_bundle, recording, model={"n_ctx": 256, "n_batch": 64, "max_new_tokens": 100})
+    path, requests, _ = write_config(
+        tmp_path, f32_bundle, recording, model={"n_ctx": 256, "n_batch": 64, "max_new_tokens": 100}
+    )
     running = Running(path)
     try:
-        long = _reply(requests, "predict", "long-1", text="pick up the mug " + "\U0001f600" * 100)  # 4 byte tokens an emoji
+        long = _reply(
+            requests, "predict", "long-1", text="pick up the mug " + "\U0001f600" * 100
+        )  # 4 byte tokens an emoji
         assert long["error"]["code"] == "too_long", long
         first = json.loads(send(requests, [protocol.request("predict", "room-1", text="pick up the mug")], 60)[0])
         assert first["ok"], first
         codes = []
         for i in range(8):
-            reply = _reply(requests, "refine", f"room-r{i}", text="grasp it by the handle instead", session=first["session"])
+            reply = _reply(
+                requests, "refine", f"room-r{i}", text="grasp it by the handle instead", session=first["session"]
+            )
             codes.append(reply["ok"] or reply["error"]["code"])
         assert "context_full" in codes and "internal" not in codes, codes
-        assert codes[codes.index("context_full"):] == ["context_full"] * (len(codes) - codes.index("context_full"))
+        assert codes[codes.index("context_full") :] == ["context_full"] * (len(codes) - codes.index("context_full"))
     finally:
         running.close()
 

@@ -61,8 +61,13 @@ def test_the_demo_stops_within_2_s_when_the_daemon_or_the_cell_dies(nra_bundle, 
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
-    demo = subprocess.Popen([sys.executable, "-m", "appliance.demo", "--bundle", str(nra_bundle), "--out", str(tmp_path)],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "appliance.demo", "--bundle", str(nra_bundle), "--out", str(tmp_path)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[tuple[float, str]] = []
 
     def read(stream):

@@ -40,10 +40,18 @@ def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, f
     requests, events = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     config = {
         "server": {"requests": requests, "events": events, "heartbeat_s": 0.5},
-        "model": {"bundle": str(nra_bundle if variant == "nr-a" else f32_bundle), "n_ctx": 512, "n_batch": 64, "max_new_tokens": 64},
+        "model": {
+            "bundle": str(nra_bundle if variant == "nr-a" else f32_bundle),
+            "n_ctx": 512,
+            "n_batch": 64,
+            "max_new_tokens": 64,
+        },
         "camera": {"type": "sim", "endpoint": cell.service},
-        "robot": robot, "handeye": HANDEYE, "journal": str(tmp_path / "journal.sqlite"), "speech": {"enabled": False},
-    }  # fmt: skip
+        "robot": robot,
+        "handeye": HANDEYE,
+        "journal": str(tmp_path / "journal.sqlite"),
+        "speech": {"enabled": False},
+    }
     path = tmp_path / "appliance.yaml"
     path.write_text(yaml.safe_dump(config))
     with SimCellClient(cell.service, timeout_s=10) as sim:
@@ -62,7 +70,14 @@ def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, f
         assert bool(reply["reasoning"]) == (variant == "rt")  # an RT answer reasons first, even a random model's
         execution = reply["execution"]
         assert execution["moved"] is True, execution  # the pose passed the checks and the plan ran in the sim
-        assert isinstance(execution["success"], bool) and execution["stage"] in ("open", "pre-grasp", "approach", "close", "lift", "verify")
+        assert isinstance(execution["success"], bool) and execution["stage"] in (
+            "open",
+            "pre-grasp",
+            "approach",
+            "close",
+            "lift",
+            "verify",
+        )
         assert sub.poll(10000)
         topic, payload = sub.recv_multipart()
         result = json.loads(payload)

@@ -52,11 +52,18 @@ def cell_config(tmp_path, cell, bundle, **model) -> Path:
     robot = yaml.safe_load((CONFIGS / "franka-sim.yaml").read_text())
     robot["arm"]["host"] = cell.robot_host
     config = {
-        "server": {"requests": f"tcp://127.0.0.1:{free_port()}", "events": f"tcp://127.0.0.1:{free_port()}", "heartbeat_s": 0.5},
+        "server": {
+            "requests": f"tcp://127.0.0.1:{free_port()}",
+            "events": f"tcp://127.0.0.1:{free_port()}",
+            "heartbeat_s": 0.5,
+        },
         "model": {"bundle": str(bundle), "n_ctx": 512, "n_batch": 64, **model},
         "camera": {"type": "sim", "endpoint": cell.service, "timeout_s": 1.0},
-        "robot": robot, "handeye": HANDEYE, "journal": str(tmp_path / "journal.sqlite"), "speech": {"enabled": False},
-    }  # fmt: skip
+        "robot": robot,
+        "handeye": HANDEYE,
+        "journal": str(tmp_path / "journal.sqlite"),
+        "speech": {"enabled": False},
+    }
     path = tmp_path / "appliance.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -180,8 +187,13 @@ def test_stop_mid_grasp_ramps_down_and_the_arm_works_afterwards(daemon, sim):
 
 def start_process(config: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_sigkill_mid_grasp_stops_the_arm_and_the_restart_never_repeats_it(tmp_path, cell, nra_bundle, sim):
@@ -215,7 +227,9 @@ def test_sigkill_mid_grasp_stops_the_arm_and_the_restart_never_repeats_it(tmp_pa
     try:
         status = wait_status(requests)
         assert {"id": "killed-grasp", "type": "grasp", "state": "running"} in status["interrupted"]
-        retry = json.loads(send(requests, [b"", protocol.request("grasp", "killed-grasp", text="grasp the box")], 30)[-1])
+        retry = json.loads(
+            send(requests, [b"", protocol.request("grasp", "killed-grasp", text="grasp the box")], 30)[-1]
+        )
         assert not retry["ok"] and retry["error"]["code"] == "interrupted", retry
         time.sleep(2.0)
         assert np.abs(arm_q(sim) - rest).max() < 1e-3  # no duplicate motion
@@ -297,7 +311,9 @@ def test_home_and_release_publish_moving(daemon, sim):
 @pytest.mark.slow
 def test_the_slowest_grasp_ends_in_time_and_the_arm_stays_in_step(daemon, sim):
     slow = request(daemon, "grasp", timeout_s=900, text="grasp the box", speed=protocol.MIN_SPEED)
-    assert slow["ok"] and slow["execution"]["moved"], slow  # not robot_unavailable: the plan's time limit stretched with it
+    assert slow["ok"] and slow["execution"]["moved"], (
+        slow
+    )  # not robot_unavailable: the plan's time limit stretched with it
     assert request(daemon, "release")["ok"]
     assert request(daemon, "home")["ok"]
     assert request(daemon, "grasp", text="grasp the box")["execution"]["moved"]

@@ -77,7 +77,9 @@ def test_ten_thousand_malformed_requests(daemon):
             baseline = rss_mb()
     growth = rss_mb() - baseline
     sock.close(0)
-    print(f"\n  fuzz: {replies} error replies in {time.monotonic() - start:.1f} s, RSS growth after warm-up {growth:.1f} MB")
+    print(
+        f"\n  fuzz: {replies} error replies in {time.monotonic() - start:.1f} s, RSS growth after warm-up {growth:.1f} MB"
+    )
     assert replies == total
     assert growth < 50  # no per-request leak (10,000 requests would show one)
     from appliance.client import Client
@@ -89,6 +91,7 @@ def test_ten_thousand_malformed_requests(daemon):
 
 
 # -- a corpus with the documented code of each case, against a daemon with an arm -----------------------------------
+
 
 def wav(seconds: float, rate: int = 16000, truncate: int = 0) -> bytes:
     import io
@@ -216,7 +219,11 @@ def test_every_malformed_request_gets_its_documented_code_and_the_arm_never_move
         assert first["ok"] and first["execution"]["moved"], first
         assert json.loads(send(endpoint, [b"", protocol.request("release", "rel-1")], 60)[1])["ok"]
         moved_to = settled(sim)
-        for frames in ([grasp], [protocol.request("home", "dup-1")], [protocol.request("grasp", "dup-1", text="zzzz qqqq")]):
+        for frames in (
+            [grasp],
+            [protocol.request("home", "dup-1")],
+            [protocol.request("grasp", "dup-1", text="zzzz qqqq")],
+        ):
             again = json.loads(send(endpoint, [b"", *frames], 60)[1])
             assert again == first or again["id"] == "dup-1", again
         time.sleep(1.0)

@@ -25,8 +25,13 @@ def start(config_path, notify: Path | None = None, watchdog_usec: int | None = N
         env["NOTIFY_SOCKET"] = str(notify)
     if watchdog_usec:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
-    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--config", str(config_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_ready_status_and_watchdog_reach_a_real_notify_socket(tmp_path, f32_bundle, recording):
@@ -85,7 +90,9 @@ def test_sigkill_mid_request_keeps_the_journal_and_reports_what_was_in_flight(tm
         status = wait_status(requests)
         assert {r["id"] for r in status["interrupted"]} == open_before
         assert status["journal_rows"] >= len(rows)
-        again = json.loads(send(requests, [b"", protocol.request("predict", "after-restart", text="pick up the mug")], 60)[1])
+        again = json.loads(
+            send(requests, [b"", protocol.request("predict", "after-restart", text="pick up the mug")], 60)[1]
+        )
         assert again["ok"]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -102,9 +109,11 @@ def test_curve_serves_allowed_keys_only(tmp_path, f32_bundle, recording):
     _, mallory = create(keys, "mallory")
     allowed.mkdir(exist_ok=True)
     path, requests, events = write_config(
-        tmp_path, f32_bundle, recording,
+        tmp_path,
+        f32_bundle,
+        recording,
         server={"server_secret_key": str(keys / "server.key_secret"), "allowed_clients": str(allowed)},
-    )  # fmt: skip
+    )
     proc = start(path)
     try:
         ok = Client(requests, timeout_s=60, retries=1, curve=(alice, keys / "server.key"))
@@ -125,7 +134,9 @@ def test_curve_serves_allowed_keys_only(tmp_path, f32_bundle, recording):
         out, _ = proc.communicate(timeout=20)
     log = out.decode(errors="replace")
     assert log.count("denied a connection") >= 2, log  # mallory, then the plaintext client
-    assert "authentication: a key not in allowed_clients" in log, log  # (libzmq gives the plaintext one as no detail or protocol)
+    assert "authentication: a key not in allowed_clients" in log, (
+        log
+    )  # (libzmq gives the plaintext one as no detail or protocol)
 
 
 def test_a_fatal_signal_leaves_a_traceback_in_the_daemons_log(tmp_path, f32_bundle, recording):

@@ -23,7 +23,13 @@ def test_valid_requests():
 
 def test_replies_and_events_are_json():
     r = parse_request([protocol.request("status", "a")])
-    assert json.loads(protocol.reply(r, state="idle")) == {"v": 1, "id": "a", "type": "status", "ok": True, "state": "idle"}
+    assert json.loads(protocol.reply(r, state="idle")) == {
+        "v": 1,
+        "id": "a",
+        "type": "status",
+        "ok": True,
+        "state": "idle",
+    }
     err = json.loads(protocol.error_reply("busy", "later", "a", "grasp"))
     assert err["ok"] is False and err["error"] == {"code": "busy", "message": "later"}
     topic, payload = protocol.event("heartbeat", state="idle")
@@ -58,8 +64,11 @@ def test_oversized_audio():
         parse_request([protocol.encode({"v": 1, "id": "a", "type": "predict"}), b"x" * (protocol.MAX_AUDIO_BYTES + 1)])
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
-                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)  # fmt: skip
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -72,7 +81,11 @@ def test_random_frames_never_crash(frames):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(["v", "id", "type", "text", "session", "speed", "execute", "x"]), json_values, max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(["v", "id", "type", "text", "session", "speed", "execute", "x"]), json_values, max_size=6
+    )
+)
 def test_random_json_objects_never_crash(message):
     try:
         parse_request([json.dumps(message).encode()])
@@ -107,7 +120,7 @@ def test_unhashable_or_wrong_type_field(value):
         (b"[" * 5000 + b"]" * 5000, "bad_json"),
         (b'{"v": 1, "id": "a", "type": "status", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "bad_json"),
     ],
-)  # fmt: skip
+)
 def test_exact_types_ranges_and_text_rules(raw, code):
     with pytest.raises(ProtocolError) as info:
         parse_request([raw])
@@ -123,7 +136,11 @@ def test_every_code_is_documented_and_the_docs_equal_the_tables():
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text()
-    block = page.split("<!-- generated: python -m appliance.daemon.protocol -->\n")[1].split("<!-- end generated -->")[0]
-    assert block == protocol.markdown(), "docs/protocol.md is out of date: paste `python -m appliance.daemon.protocol` into it"
+    block = page.split("<!-- generated: python -m appliance.daemon.protocol -->\n")[1].split("<!-- end generated -->")[
+        0
+    ]
+    assert block == protocol.markdown(), (
+        "docs/protocol.md is out of date: paste `python -m appliance.daemon.protocol` into it"
+    )
     with pytest.raises(ValueError, match="undocumented"):
         protocol.error_reply("made_up", "x")

@@ -105,5 +105,7 @@ def test_the_unit_watchdog_and_the_shipped_heartbeat_agree():
     unit = (ROOT / "systemd" / "rtgrasp.service").read_text()
     watchdog_s = float(re.search(r"^WatchdogSec=(\d+)", unit, re.MULTILINE).group(1))
     for name in ("appliance.yaml", "appliance-sim.yaml"):
-        heartbeat = yaml.safe_load((ROOT / "firmware_config" / name).read_text())["server"].get("heartbeat_s", ServerConfig.heartbeat_s)
+        heartbeat = yaml.safe_load((ROOT / "firmware_config" / name).read_text())["server"].get(
+            "heartbeat_s", ServerConfig.heartbeat_s
+        )
         assert heartbeat <= watchdog_s / 2, name

@@ -56,7 +56,9 @@ def commands(vocab, n: int, seed: int = 0) -> list[str]:
     out = []
     for _ in range(n):
         sentence = rng.choice(vocab.sentences)
-        sentence = sentence.replace("{object}", rng.choice(objects)).replace("{part}", rng.choice(["handle", "rim", "body", "neck", "blade"]))
+        sentence = sentence.replace("{object}", rng.choice(objects)).replace(
+            "{part}", rng.choice(["handle", "rim", "body", "neck", "blade"])
+        )
         out.append(normalise(sentence.replace("{side}", rng.choice(vocab.sides))))
     return out
 
@@ -114,13 +116,16 @@ def wav_bytes(samples: int, rate: int = 16000, truncate: int = 0) -> bytes:
     return data[: len(data) - truncate] if truncate else data
 
 
-@pytest.mark.parametrize("audio, message", [
-    (wav_bytes(0), "at least"),
-    (wav_bytes(16000, truncate=3000), "truncated"),
-    (wav_bytes(16000, rate=8000), "16 kHz mono"),
-    (b"not a wav at all", "not a WAV"),
-    (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00", "not a WAV"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "audio, message",
+    [
+        (wav_bytes(0), "at least"),
+        (wav_bytes(16000, truncate=3000), "truncated"),
+        (wav_bytes(16000, rate=8000), "16 kHz mono"),
+        (b"not a wav at all", "not a WAV"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00", "not a WAV"),
+    ],
+)
 def test_bad_audio_is_bad_audio_and_the_recogniser_keeps_working(transcriber, tmp_path, audio, message):
     from appliance.daemon.speech import BadAudio
 

@@ -180,7 +180,9 @@ def test_provider_order_and_fallback():
     trt = provider_list(PROVIDERS, ["TensorrtExecutionProvider", *available], trt_cache="/tmp/trt")
     assert trt[0][0] == "TensorrtExecutionProvider" and trt[0][1]["trt_engine_cache_path"] == "/tmp/trt"
     assert [p if isinstance(p, str) else p[0] for p in trt][1:] == available
-    assert provider_list(["CUDAExecutionProvider"], ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # CPU always last
+    assert provider_list(["CUDAExecutionProvider"], ["CPUExecutionProvider"]) == [
+        "CPUExecutionProvider"
+    ]  # CPU always last
 
 
 def test_ngram_drafter():
@@ -219,7 +221,10 @@ def q4_runtime(tiny_spm_checkpoint, tmp_path_factory):
 
 
 def _answers(model, speculative, seeds=range(6)):
-    return [model.session().ask(INSTRUCTION, _camera_image(20 + s), max_new_tokens=48, speculative=speculative).tokens for s in seeds]
+    return [
+        model.session().ask(INSTRUCTION, _camera_image(20 + s), max_new_tokens=48, speculative=speculative).tokens
+        for s in seeds
+    ]
 
 
 def test_speculative_decoding_on_q4_gives_exactly_the_greedy_answer(q4_runtime):
@@ -246,7 +251,9 @@ def test_near_tie():
     assert near_tie(logits, 1, None, 0.1)
     assert not near_tie(logits, 1, None, 0.01)
     assert near_tie(np.array([3.0, 3.0], dtype=np.float32), 0, None, 0.01)  # an exact tie
-    assert not near_tie(np.array([3.0, 3.0], dtype=np.float32), 0, None, 0.0)  # margin 0: exact kernels, never re-checked
+    assert not near_tie(
+        np.array([3.0, 3.0], dtype=np.float32), 0, None, 0.0
+    )  # margin 0: exact kernels, never re-checked
 
 
 def test_a_reasoning_that_runs_long_is_made_to_give_its_pose_in_time(runtime):

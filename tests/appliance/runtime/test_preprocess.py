@@ -16,7 +16,9 @@ def _image(w, h, seed=0):
     return np.clip(smooth + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("size, resize, shape", [(224, 224, (224, 224)), (224, 224, (300, 200)), (224, 256, (480, 640))])
+@pytest.mark.parametrize(
+    "size, resize, shape", [(224, 224, (224, 224)), (224, 224, (300, 200)), (224, 256, (480, 640))]
+)
 def test_pixel_values_equal_the_hf_processor(size, resize, shape):
     pytest.importorskip("transformers")
     try:
@@ -24,7 +26,9 @@ def test_pixel_values_equal_the_hf_processor(size, resize, shape):
     except ImportError:
         from transformers import CLIPImageProcessor as Processor
 
-    processor = Processor(size={"shortest_edge": resize}, crop_size={"height": size, "width": size}, image_mean=MEAN, image_std=STD)
+    processor = Processor(
+        size={"shortest_edge": resize}, crop_size={"height": size, "width": size}, image_mean=MEAN, image_std=STD
+    )
     image = _image(shape[1], shape[0])
     want = processor(images=Image.fromarray(image), return_tensors="np")["pixel_values"]
     got = pixel_values(image, ImageSpec(size, resize, MEAN, STD))

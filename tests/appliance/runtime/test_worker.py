@@ -40,7 +40,9 @@ def crash_during(worker, call, sig=signal.SIGSEGV):
 
     thread = threading.Thread(target=run, name="asking")
     thread.start()
-    wait_until_calling("asking", *IN_MODEL_CALL, **MODEL_CALL)  # the call is in the pipe; the frozen child cannot have answered it
+    wait_until_calling(
+        "asking", *IN_MODEL_CALL, **MODEL_CALL
+    )  # the call is in the pipe; the frozen child cannot have answered it
     os.kill(pid, sig)
     os.kill(pid, signal.SIGCONT)
     thread.join(60)
@@ -52,7 +54,10 @@ def test_answers_equal_the_in_process_model(worker, f32_bundle):
     local = GraspModel.load(f32_bundle, llama=SETTINGS)
     try:
         want = local.session()
-        first, second = want.ask("pick up the mug", IMAGE, 24), want.ask("grasp it by the handle instead", max_new_tokens=24)
+        first, second = (
+            want.ask("pick up the mug", IMAGE, 24),
+            want.ask("grasp it by the handle instead", max_new_tokens=24),
+        )
     finally:
         local.llm.close()
     session = worker.session()

@@ -97,7 +97,12 @@ def test_an_oracle_grasp_lifts_the_mug(client, arm, cell):
 
 
 def test_a_scene_of_several_objects(client):
-    placed = client.reset_scene([{"object": "mug-cell", "x": 0.45, "y": -0.06, "yaw": 0.0}, {"object": "ball-cell", "x": 0.56, "y": 0.07, "yaw": 0.0}])
+    placed = client.reset_scene(
+        [
+            {"object": "mug-cell", "x": 0.45, "y": -0.06, "yaw": 0.0},
+            {"object": "ball-cell", "x": 0.56, "y": 0.07, "yaw": 0.0},
+        ]
+    )
     assert [p["object"] for p in placed] == ["mug-cell", "ball-cell"]
     state = client.objects()
     assert state["mug-cell"]["on_table"] and state["ball-cell"]["on_table"]
@@ -118,7 +123,7 @@ def test_a_bundle_proposes_the_grasp_as_the_appliance_would(client, arm, cell, n
         return pose
 
     result = TrialRunner(cell, client, arm).trial(2, 0, source, seed="test-model")
-    (shape, pose), = seen
+    ((shape, pose),) = seen
     assert shape == (480, 640, 3) and pose is not None
     # the model's view is the 320-pixel centre crop of the 640 × 480 image: its poses land inside it
     assert 160 / 640 <= pose.x <= 480 / 640 and 80 / 480 <= pose.y <= 400 / 480
@@ -133,4 +138,3 @@ def test_trials_cli_refuses_a_model_source_without_a_usable_bundle(tmp_path, cap
     assert exit_info.value.code == 2 and "--bundle" in capsys.readouterr().err
     assert main(["--config", str(config), "--source", "model", "--bundle", str(tmp_path / "nothing")]) == 2
     assert "not a bundle" in capsys.readouterr().err
-

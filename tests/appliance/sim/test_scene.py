@@ -22,8 +22,7 @@ def render_marker(point, half=0.004):
     """Render a small red cube whose top face centre is ``point``."""
     x, y, z = point
     body = (
-        f'<body name="m" pos="{x} {y} {z - half}"><geom type="box" size="{half} {half} {half}" '
-        'rgba="1 0 0 1"/></body>'
+        f'<body name="m" pos="{x} {y} {z - half}"><geom type="box" size="{half} {half} {half}" rgba="1 0 0 1"/></body>'
     )
     model = mujoco.MjModel.from_xml_string(standalone_xml(CAMERA, TABLE, [body], random.Random(0)))
     data = mujoco.MjData(model)
@@ -99,7 +98,9 @@ def test_rectangles_land_on_the_right_parts(category):
             u, v = (int(c) for c in grasp.rectangle.center)
             window = seg[v - 3 : v + 4, u - 3 : u + 4].ravel()
             names = {part_of_geom.get(int(g)) or "" for g in window if g >= 0}
-            assert any(n.endswith("_" + grasp.part) or (grasp.part == "bridge" and n.endswith("_frame")) for n in names), (
+            assert any(
+                n.endswith("_" + grasp.part) or (grasp.part == "bridge" and n.endswith("_frame")) for n in names
+            ), (
                 grasp.part,
                 names,
             )
