@@ -105,6 +105,45 @@ def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: fl
     return best - float(others.max()) < margin
 
 
+@dataclass
+class AnswerInProgress:
+    """One answer being decoded, and the rules both decoders follow: greedy under the grammar, the pose forced in
+    time when an RT answer's reasoning has used its share of the budget, the end at a complete answer."""
+
+    model: GraspModel
+    budget: int
+    grammar: Grammar | None
+    force_pose: bool
+    """The reasoning may not use the tokens the longest pose needs (RT answers under the grammar)."""
+    tokens: list[int] = field(default_factory=list)
+    data: bytes = b""
+
+    @property
+    def in_reasoning(self) -> bool:
+        return b"[" not in self.data
+
+    def apply_budget(self) -> None:
+        """Switch to the pose grammar once the reasoning has used its share, so every answer ends in a pose."""
+        model = self.model
+        if self.force_pose and self.in_reasoning and self.budget - len(self.tokens) <= model._pose_reserve:
+            self.grammar = model.llm.grammar(model.format.pose_grammar(space_first=not self.data.endswith(b" ")))
+            self.force_pose = False
+            model.forced_poses += 1
+
+    def pick(self, logits: np.ndarray) -> int:
+        """The greedy token the grammar allows."""
+        return greedy(logits, self.grammar)
+
+    def add(self, token: int) -> bool:
+        """Append a chosen token (not EOS); whether the answer is now complete."""
+        if self.grammar is not None:
+            self.grammar.accept(token)
+        self.tokens.append(token)
+        self.data += self.model.llm.piece(token)
+        text = self.data.decode(errors="replace")
+        return bool(self.model._complete.search(text)) and self.model._is_answer(text)
+
+
 class GraspModel:
     """A loaded bundle: the vision tower in onnxruntime, the language model in llama.cpp."""
 
@@ -207,54 +246,71 @@ class GraspModel:
         so far is replayed one token at a time, exactly as plain decoding evaluated it, and the
         token is chosen from those logits: the output is plain greedy decoding's."""
         grammar = self.llm.grammar(self._grammar) if constrain else None
-        reasoning_budget = constrain and self.format.variant is AnswerVariant.RT
-        drafter = self.drafter if speculative else None
-        tokens, data, pending, drafted = [], b"", None, []
-        start = self.llm.n_past
-        rows, verified, exact = [self.llm.logits()], start, True
         budget = min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)  # a full context ends the answer
-        while len(tokens) < budget:
+        answer = AnswerInProgress(
+            self, budget, grammar, force_pose=constrain and self.format.variant is AnswerVariant.RT
+        )
+        drafter = self.drafter if speculative else None
+        tail = self._speculative(answer, drafter, list(context)) if drafter is not None else self._greedy(answer)
+        return answer.tokens, answer.data.decode(errors="replace").strip(), tail
+
+    def _greedy(self, answer: AnswerInProgress) -> list[int]:
+        """Plain greedy decoding: one token evaluated per step, and only when the next step needs its logits.
+        Returns the tail not yet in the KV cache (the last token)."""
+        logits, pending = self.llm.logits(), None
+        while len(answer.tokens) < answer.budget:
+            if pending is not None:
+                self.llm.eval_tokens([pending])
+                logits, pending = self.llm.logits(), None
+            answer.apply_budget()
+            token = answer.pick(logits)
+            if token == self.llm.eos:
+                break
+            pending = token
+            if answer.add(token):
+                break
+        return [] if pending is None else [pending]
+
+    def _speculative(self, answer: AnswerInProgress, drafter: NgramDrafter, context: list[int]) -> list[int]:
+        """Greedy decoding that checks drafted reasoning tokens in one batch and keeps those plain decoding chooses.
+
+        State: ``rows`` (logits not yet used, one per checked position), ``drafted`` (draft tokens still
+        unconfirmed), ``verified`` (KV positions known to be plain decoding's), ``pending`` (a chosen token not
+        yet evaluated), ``exact`` (no batched check has happened since the last replay)."""
+        start = self.llm.n_past
+        rows, drafted, verified, pending, exact = [self.llm.logits()], [], start, None, True
+        while len(answer.tokens) < answer.budget:
             if not rows:
                 self.llm.truncate(verified)  # drop drafted tokens the last check refused
                 # drafts for the reasoning only: the corpus knows its phrasing, not the pose's digits
-                reasoning = drafter is not None and b"[" not in data
-                draft = (
-                    drafter.draft(tokens, [*context, *tokens])[: max(0, budget - len(tokens) - 1)] if reasoning else []
-                )
+                room = max(0, answer.budget - len(answer.tokens) - 1)
+                draft = drafter.draft(answer.tokens, [*context, *answer.tokens])[:room] if answer.in_reasoning else []
                 self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
                 rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
                 drafted, verified, pending = draft, verified + 1, None
                 exact = exact and not draft
                 self.drafted += len(draft)
-            if reasoning_budget and b"[" not in data and budget - len(tokens) <= self._pose_reserve:
-                # the reasoning has used its share of the budget: the pose comes now, so every answer ends in one
-                grammar = self.llm.grammar(self.format.pose_grammar(space_first=not data.endswith(b" ")))
-                reasoning_budget = False
-                self.forced_poses += 1
+            answer.apply_budget()
             logits = rows.pop(0)
-            token = greedy(logits, grammar)
-            if not exact and near_tie(logits, token, grammar, self.speculative_margin):
-                logits = self._replay(start, tokens)
-                token = greedy(logits, grammar)
-                rows, drafted, verified, exact = [], [], start + len(tokens), True
+            token = answer.pick(logits)
+            if not exact and near_tie(logits, token, answer.grammar, self.speculative_margin):
+                logits = self._replay(start, answer.tokens)
+                token = answer.pick(logits)
+                rows, drafted, verified, exact = [], [], start + len(answer.tokens), True
                 self.replays += 1
             if token == self.llm.eos:
                 break
-            if grammar is not None:
-                grammar.accept(token)
-            tokens.append(token)
-            data += self.llm.piece(token)
+            complete = answer.add(token)
             if drafted and token == drafted[0]:  # the draft was right: this token is in the cache already
                 drafted.pop(0)
                 verified += 1
                 self.accepted += 1
             else:
                 rows, drafted, pending = [], [], token
-            text = data.decode(errors="replace")
-            if self._complete.search(text) and self._is_answer(text):
+            if complete:
                 break
         self.llm.truncate(verified)  # drop drafted tokens nobody chose
-        return tokens, data.decode(errors="replace").strip(), [] if pending is None else [pending]
+        return [] if pending is None else [pending]
 
     def _replay(self, start: int, tokens: list[int]) -> np.ndarray:
         """Re-evaluate the answer so far one token at a time (as plain decoding did); the next logits."""
