@@ -20,6 +20,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import multiprocessing as mp
+import os
 import threading
 import time
 from itertools import count
@@ -83,7 +84,12 @@ def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int
     def check(instruction: str) -> None:
         model.session().check_room(instruction)
 
-    commands = {"ask": ask, "check": check}
+    faults: dict[str, int] = {}
+
+    def fault(command: str, signal_number: int) -> None:
+        faults[command] = signal_number
+
+    commands = {"ask": ask, "check": check, "fault": fault}
     try:
         conn.send((0, "ok", {"vision_providers": list(model.vision.active)}))
     except OSError:  # the daemon closed the pipe while the bundle loaded
@@ -93,6 +99,8 @@ def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int
             seq, name, args = conn.recv()
         except (EOFError, OSError):
             return
+        if name in faults:  # fault injection: die by this signal inside the call, as a native crash would
+            os.kill(os.getpid(), faults.pop(name))
         try:
             reply = (seq, "ok", commands[name](*args))
         except Exception as exc:  # reported; the process carries on
@@ -254,6 +262,11 @@ class ModelWorker:
     def session(self) -> RemoteSession:
         """A new conversation (the image comes with its first turn)."""
         return RemoteSession(self)
+
+    def inject_fault(self, command: str, sig: int) -> None:
+        """Fault injection for tests (like the sim cell's ``fault`` op): the model process kills itself with ``sig``
+        when the next ``command`` (``ask``, ``check``) arrives, so that call ends as a native crash would end it."""
+        self.call("fault", command, int(sig))
 
     def check_room(self, instruction: str) -> None:
         """``TooLong`` unless a first turn with ``instruction`` fits the model's context (before the arm moves for it)."""

@@ -106,3 +106,12 @@ def wait_status(endpoint: str, timeout_s: float = 90.0) -> dict:
         if reply:
             return json.loads(reply[-1])
     raise AssertionError("the daemon never answered status")
+
+
+def segfault_model_during(running, request: bytes) -> dict:
+    """The reply (JSON) to ``request`` when the model process dies by SIGSEGV inside its next ``ask`` (fault
+    injection, ``ModelWorker.inject_fault``: the crash lands mid-call, whatever the timing)."""
+    import signal
+
+    running.daemon.jobs.model.inject_fault("ask", signal.SIGSEGV)
+    return json.loads(send(running.config.server.requests, [b"", request], timeout_s=60)[1])

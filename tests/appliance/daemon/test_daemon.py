@@ -145,27 +145,12 @@ def test_a_retry_after_a_restart_is_answered_from_the_journal(tmp_path, f32_bund
 
 
 def test_a_model_process_killed_mid_predict_is_model_crashed_and_the_daemon_goes_on(daemon):
-    import os
-    import signal
-
-    from tests.helpers import IN_MODEL_CALL, MODEL_CALL, wait_until_calling
+    from .conftest import segfault_model_during
 
     status = json.loads(send(daemon.requests, [protocol.request("status", "crash-st")])[-1])
     pid = status["model"]["process"]["pid"]
     assert status["model"]["process"]["alive"] and status["model"]["process"]["restarts"] == 0
-    os.kill(pid, signal.SIGSTOP)
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.connect(daemon.requests)
-    try:
-        dealer.send_multipart([protocol.request("predict", "crash-1", text="pick up the mug")])
-        wait_until_calling("rtgrasp-worker", *IN_MODEL_CALL, **MODEL_CALL)  # the predict is waiting on the frozen model
-        os.kill(pid, signal.SIGSEGV)
-        os.kill(pid, signal.SIGCONT)
-        assert dealer.poll(60000)
-        reply = json.loads(dealer.recv_multipart()[0])
-    finally:
-        dealer.close(0)
+    reply = segfault_model_during(daemon, protocol.request("predict", "crash-1", text="pick up the mug"))
     assert not reply["ok"] and reply["error"]["code"] == "model_crashed", reply
     assert "signal SIGSEGV" in reply["error"]["message"]
     client = Client(daemon.requests, timeout_s=60)

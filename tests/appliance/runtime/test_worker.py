@@ -2,7 +2,8 @@
 
 import os
 import signal
-import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,6 @@ pytest.importorskip("onnxruntime")
 from appliance.runtime.llm import LlamaSettings  # noqa: E402
 from appliance.runtime.model import GraspModel  # noqa: E402
 from appliance.runtime.worker import ModelCrashed, ModelWorker  # noqa: E402
-from tests.helpers import IN_MODEL_CALL, MODEL_CALL, wait_until_calling  # noqa: E402
 
 SETTINGS = LlamaSettings(n_ctx=512, n_batch=64)
 IMAGE = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -26,28 +26,14 @@ def worker(f32_bundle):
     w.close()
 
 
-def crash_during(worker, call, sig=signal.SIGSEGV):
-    """Run ``call`` in a thread while the model process is frozen, deliver ``sig``, and return what the call raised."""
-    pid = worker.pid
-    os.kill(pid, signal.SIGSTOP)
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except Exception as exc:  # what the test inspects
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="asking")
-    thread.start()
-    wait_until_calling(
-        "asking", *IN_MODEL_CALL, **MODEL_CALL
-    )  # the call is in the pipe; the frozen child cannot have answered it
-    os.kill(pid, sig)
-    os.kill(pid, signal.SIGCONT)
-    thread.join(60)
-    assert not thread.is_alive()
-    return outcome
+def crash_during(worker, call, sig=signal.SIGSEGV, command="ask"):
+    """Run ``call`` with the model process set to die by ``sig`` inside its next ``command`` (fault injection: the
+    crash lands mid-call, as a native one would); what the call raised (``error``) or returned (``value``)."""
+    worker.inject_fault(command, sig)
+    try:
+        return {"value": call()}
+    except Exception as exc:  # what the test inspects
+        return {"error": exc}
 
 
 def test_answers_equal_the_in_process_model(worker, f32_bundle):
@@ -89,10 +75,28 @@ def test_an_abort_on_the_first_turn_names_sigabrt(worker):
     assert worker.session().ask("pick up the mug", IMAGE, 24).tokens
 
 
+def test_a_model_process_killed_between_calls_is_replaced_at_the_next_call(worker):
+    session = worker.session()
+    first = session.ask("pick up the mug", IMAGE, 24)
+    restarts = worker.restarts
+    os.kill(worker.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while worker.alive:  # the kill is asynchronous: the call comes once the process is gone
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    second = session.ask("grasp it by the handle instead", max_new_tokens=24)  # replayed in the new process
+    assert worker.restarts == restarts + 1 and "SIGKILL" in worker.status()["last_crash"]
+    assert session.turns[0] is first and second.tokens
+
+
 def test_a_hung_model_is_killed_at_the_timeout_and_its_late_answer_never_read(f32_bundle):
     worker = ModelWorker(f32_bundle, llama=SETTINGS, call_timeout_s=1.0).start()
     try:
         os.kill(worker.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":  # signals are async
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         with pytest.raises(ModelCrashed, match="gave no answer within 1 s and was killed"):
             worker.session().ask("pick up the mug", IMAGE, 24)
         assert worker.restarts == 1
