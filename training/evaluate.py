@@ -25,6 +25,7 @@ from pathlib import Path
 
 from appliance.answer import AnswerParseError
 from appliance.grasp import score_pose
+from appliance.runtime.model import MAX_NEW_TOKENS  # one answer budget for torch and the runtime (no SDK imported)
 
 from .datasets import GraspDataset, open_dataset
 from .datasets.augment import center_crop
@@ -33,8 +34,6 @@ from .model import PROMPT_TEMPLATE
 from .reasoning import load_templates
 from .view import ModelView
 from .visualize import GREEN, RED, draw_grasps
-
-MAX_NEW_TOKENS = 128
 
 
 @dataclass
@@ -252,9 +251,7 @@ class BundleAnswerer:
     ``constrain=False`` and ``max_new_tokens=MAX_NEW_TOKENS`` decode exactly as the torch path does."""
 
     def __init__(self, grasp_model, constrain: bool = True, max_new_tokens: int | None = None):
-        from appliance.runtime.model import MAX_NEW_TOKENS as RUNTIME_MAX
-
-        self.model, self.constrain, self.max_new_tokens = grasp_model, constrain, max_new_tokens or RUNTIME_MAX
+        self.model, self.constrain, self.max_new_tokens = grasp_model, constrain, max_new_tokens or MAX_NEW_TOKENS
         self._session = None
 
     def __call__(self, camera_image, view_image, instruction):
