@@ -7,7 +7,8 @@ For every split (iw, ow), fold, answer variant and strategy it runs the user's o
 ``training.build_dataset`` (that fold's training images, that variant's answers), ``training.train``
 from ``--base`` for ``--steps`` steps, ``training.merge`` for LoRA, and ``training.evaluate`` on the
 fold's held-out images. Every cell is mean ± std over the folds. Runs are cached under ``--out`` (an
-evaluation that exists is not redone), so an interrupted table resumes where it stopped. The table
+evaluation that exists is not redone: the stages go through ``training.pipeline``'s runner, which keeps each
+stage's whole log under ``--out/logs/``), so an interrupted table resumes where it stopped. The table
 (Markdown) and every number behind it (JSON) are written to ``--out``, with the budget they had.
 
 All rows start from the same base and get the same budget; the only differences are the answer form
@@ -17,8 +18,6 @@ and what trains.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
 import sys
@@ -29,114 +28,50 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from training.pipeline import Runner, Stage  # noqa: E402  (after the path: the bench runs as a script too)
+
 VARIANTS = ("rt", "nr-a", "nr-b")
 STRATEGIES = ("pretrain", "lora")
 STRATEGY_NAMES = {"pretrain": "projector only", "lora": "LoRA + projector"}
 
 
-def quietly(fn, argv: list[str], log) -> int:
-    """Run a CLI's ``main(argv)`` in this process, its output into ``log``; fail loudly on a non-zero exit."""
-    log.write(f"\n$ python -m {fn.__module__} {' '.join(argv)}\n")
-    log.flush()
-    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
-        code = fn(argv)
-    log.write(out.getvalue()[-2000:] + err.getvalue()[-2000:])
-    if code:
-        raise RuntimeError(f"python -m {fn.__module__} {' '.join(argv)} exited with {code} (see {log.name})")
-    return code
-
-
-def run_cell(args, split: str, fold: int, variant: str, strategy: str, log) -> dict:
-    """One (split, fold, variant, strategy): build, train, merge, evaluate; the evaluation summary."""
-    from training import build_dataset, evaluate, merge, train
-
+def cell_stages(args, split: str, fold: int, variant: str, strategy: str) -> tuple[list[Stage], Path]:
+    """One (split, fold, variant, strategy) as pipeline stages — build, train, merge, evaluate — and its result file."""
     name = f"{split}{fold}-{variant}-{strategy}"
-    result_path = args.out / "eval" / f"{name}.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
     data = args.out / "data" / f"{split}{fold}-{variant}"
-    if not (data / "train.json").is_file():
-        quietly(
-            build_dataset.main,
-            [
-                "--root",
-                str(args.root),
-                "--variant",
-                variant,
-                "--split",
-                split,
-                "--fold",
-                str(fold),
-                "--out",
-                str(data),
-                "--size",
-                str(args.size),
-                "--decimals",
-                str(args.decimals),
-                "--augment",
-                str(args.augment),
-                "--targets",
-                "one",
-                "--seed",
-                str(args.seed),
-            ]
-            + (["--crop", str(args.crop)] if args.crop else []),
-            log,
-        )
+    build = ["--root", str(args.root), "--variant", variant, "--split", split, "--fold", str(fold), "--out", str(data),
+             "--size", str(args.size), "--decimals", str(args.decimals), "--augment", str(args.augment),
+             "--targets", "one", "--seed", str(args.seed), *(["--crop", str(args.crop)] if args.crop else [])]  # fmt: skip
     run = args.out / "runs" / name
     lr = args.lr_pretrain if strategy == "pretrain" else args.lr_lora
-    quietly(
-        train.main,
-        [
-            "--strategy",
-            strategy,
-            "--model",
-            str(args.base),
-            "--data",
-            str(data),
-            "--out",
-            str(run),
-            "--steps",
-            str(args.steps),
-            "--batch-size",
-            str(args.batch_size),
-            "--micro-batch",
-            str(args.micro_batch),
-            "--lr",
-            str(lr),
-            "--save-every",
-            str(args.steps),
-            "--seed",
-            str(args.seed),
-        ],
-        log,
-    )
+    train = ["--strategy", strategy, "--model", str(args.base), "--data", str(data), "--out", str(run),
+             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--micro-batch", str(args.micro_batch),
+             "--lr", str(lr), "--save-every", str(args.steps), "--seed", str(args.seed)]  # fmt: skip
     checkpoint = run / f"checkpoint-{args.steps:06d}"
+    stages = [
+        Stage(
+            f"data-{split}{fold}-{variant}", "training.build_dataset", tuple(build), (str(data / "train.json"),), True
+        ),
+        Stage(f"train-{name}", "training.train", tuple(train), (str(checkpoint),), True),
+    ]
     if strategy == "lora":
         merged = run / "merged"
-        quietly(merge.main, ["--adapter", str(checkpoint), "--out", str(merged)], log)
+        stages.append(Stage(f"merge-{name}", "training.merge", ("--adapter", str(checkpoint), "--out", str(merged)),
+                            (str(merged),), True))  # fmt: skip
         checkpoint = merged
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    quietly(
-        evaluate.main,
-        [
-            "--model",
-            str(checkpoint),
-            "--root",
-            str(args.root),
-            "--split",
-            split,
-            "--fold",
-            str(fold),
-            "--seed",
-            str(args.seed),
-            "--json",
-            str(result_path),
-        ]
-        + (["--limit", str(args.limit)] if args.limit else []),
-        log,
-    )
-    return json.loads(result_path.read_text())
+    result = args.out / "eval" / f"{name}.json"
+    evaluate = ["--model", str(checkpoint), "--root", str(args.root), "--split", split, "--fold", str(fold),
+                "--seed", str(args.seed), "--json", str(result), *(["--limit", str(args.limit)] if args.limit else [])]  # fmt: skip
+    stages.append(Stage(f"eval-{name}", "training.evaluate", tuple(evaluate), (str(result),), True))
+    return stages, result
+
+
+def run_cell(args, split: str, fold: int, variant: str, strategy: str, runner: Runner) -> dict:
+    """One cell through the pipeline runner (its stages skipped when an earlier run finished them); its summary."""
+    stages, result = cell_stages(args, split, fold, variant, strategy)
+    (args.out / "eval").mkdir(parents=True, exist_ok=True)
+    runner.run(stages)
+    return json.loads(result.read_text())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -207,15 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     cells = [(s, k, v, st) for s in args.splits for k in args.folds for v in args.variants for st in args.strategies]
     results: dict = {}
     start = time.monotonic()
-    with (args.out / "commands.log").open("a") as log:
-        for i, (split, fold, variant, strategy) in enumerate(cells, 1):
-            summary = run_cell(args, split, fold, variant, strategy, log)
-            results[f"{split}{fold}-{variant}-{strategy}"] = summary
-            print(
-                f"[{i}/{len(cells)}] {split} fold {fold} {variant:>4} {strategy:<8} accuracy {100 * summary['accuracy']:5.1f} % "
-                f"(n={summary['n']}, parse failures {100 * summary['parse_failure_rate']:.0f} %)  {time.monotonic() - start:.0f} s",
-                flush=True,
-            )
+    runner = Runner(args.out, echo=lambda line: None)  # logs/<stage>.log, stages.json, pipeline.log under --out
+    for i, (split, fold, variant, strategy) in enumerate(cells, 1):
+        summary = run_cell(args, split, fold, variant, strategy, runner)
+        results[f"{split}{fold}-{variant}-{strategy}"] = summary
+        print(
+            f"[{i}/{len(cells)}] {split} fold {fold} {variant:>4} {strategy:<8} accuracy {100 * summary['accuracy']:5.1f} % "
+            f"(n={summary['n']}, parse failures {100 * summary['parse_failure_rate']:.0f} %)  {time.monotonic() - start:.0f} s",
+            flush=True,
+        )
     markdown = table(results, args)
     (args.out / "table1.md").write_text("# Table I at small scale\n\n" + markdown)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -48,12 +48,14 @@ def test_every_cell_is_trained_evaluated_and_tabulated(tiny_spm_checkpoint, tmp_
     accs = [100 * data["cells"][f"iw{k}-nr-a-lora"]["accuracy"] for k in (0, 1)]
     mean = sum(accs) / 2
     assert f"| NR-A | LoRA + projector | {mean:.1f} ± " in table and "2 steps × batch 2" in table
-    log = (tmp_path / "t1" / "commands.log").read_text()
-    assert log.count("python -m training.train") == 4 and log.count("python -m training.merge") == 2
+    log = (tmp_path / "t1" / "pipeline.log").read_text()  # the pipeline runner's: a line per stage start and end
+    assert log.count(": python -m training.train") == 4 and log.count(": python -m training.merge") == 2
+    assert len(list((tmp_path / "t1" / "logs").glob("train-*.log"))) == 4  # each stage's whole log kept
     capsys.readouterr()
-    # a second run finds every evaluation and trains nothing
+    # a second run finds every stage finished and runs none
     assert main(argv) == 0
-    assert (tmp_path / "t1" / "commands.log").read_text() == log
+    again = (tmp_path / "t1" / "pipeline.log").read_text()[len(log) :]
+    assert again.count("finished in an earlier run, skipped") == 14 and " took " not in again
 
 
 def test_bad_arguments_are_refused(tiny_spm_checkpoint, tmp_path, capsys):

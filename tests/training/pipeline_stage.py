@@ -1,0 +1,22 @@
+"""A stand-in stage for the pipeline runner's tests: ``python -m tests.training.pipeline_stage OUT [fail]``."""
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0])
+    print(f"stage writing {out}")
+    print("a long log line\n" * 50, end="")
+    if len(argv) > 1 and argv[1] == "fail":
+        print("something went wrong", file=sys.stderr)
+        return 3
+    if len(argv) > 1 and argv[1] == "nothing":
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(" ".join(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,83 @@
+"""The pipeline runner: stages as a table, skipped when finished, whole logs, times, and failures that say why."""
+
+import json
+
+import pytest
+
+from training.model_card import read_stages
+from training.pipeline import PipelineConfig, PipelineError, Runner, Stage, config_for, main, tiny_stages
+
+MODULE = "tests.training.pipeline_stage"
+
+
+def stage(name, work, *extra, in_process=False):
+    out = work / f"{name}.txt"
+    return Stage(name, MODULE, (str(out), *extra), (str(out),), in_process)
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_stages_run_in_order_with_whole_logs_and_times_then_are_skipped(tmp_path, in_process):
+    stages = [stage(n, tmp_path, in_process=in_process) for n in ("a", "b", "c")]
+    rows = Runner(tmp_path, echo=lambda line: None).run(stages)
+    assert [r["name"] for r in rows] == ["a", "b", "c"] and not any(r["skipped"] for r in rows)
+    log = (tmp_path / "logs" / "b.log").read_text()
+    assert log.startswith("$ python -m tests.training.pipeline_stage") and log.count("a long log line") == 50
+    record = json.loads((tmp_path / "stages.json").read_text())
+    assert set(record) == {"a", "b", "c"} and all(r["seconds"] >= 0 for r in record.values())
+    assert [s[0] for s in read_stages(tmp_path / "pipeline.log")] == ["a", "b", "c"]  # what the model card reads
+    again = Runner(tmp_path, echo=lambda line: None).run(stages)
+    assert all(r["skipped"] for r in again)
+
+
+def test_a_changed_command_or_a_missing_output_runs_that_stage_and_every_later_one(tmp_path):
+    runner = Runner(tmp_path, echo=lambda line: None)
+    stages = [stage(n, tmp_path) for n in ("a", "b", "c")]
+    runner.run(stages)
+    (tmp_path / "b.txt").unlink()
+    assert [r["skipped"] for r in runner.run(stages)] == [True, False, False]
+    changed = [stages[0], stage("b", tmp_path, "extra"), stages[2]]
+    assert [r["skipped"] for r in runner.run(changed)] == [True, False, False]
+    assert (tmp_path / "b.txt").read_text().endswith("extra")
+
+
+def test_a_failing_stage_stops_the_run_says_why_and_runs_again_next_time(tmp_path):
+    runner = Runner(tmp_path, echo=lambda line: None)
+    stages = [stage("a", tmp_path), stage("b", tmp_path, "fail"), stage("c", tmp_path)]
+    with pytest.raises(PipelineError) as failed:
+        runner.run(stages)
+    message = str(failed.value)
+    assert "stage b failed (exit code 3)" in message and "something went wrong" in message
+    assert not (tmp_path / "c.txt").exists() and "b" not in json.loads((tmp_path / "stages.json").read_text())
+    rows = runner.run([stages[0], stage("b", tmp_path), stages[2]])  # fixed: b runs, and c after it
+    assert [r["skipped"] for r in rows] == [True, False, False]
+
+
+def test_a_stage_that_writes_nothing_is_a_failure(tmp_path):
+    with pytest.raises(PipelineError, match="without writing"):
+        Runner(tmp_path, echo=lambda line: None).run([stage("a", tmp_path, "nothing")])
+
+
+def test_sizes_come_from_the_preset_then_the_environment_then_set():
+    assert config_for("tiny", environ={}) == PipelineConfig()
+    demo = config_for("demo-model", environ={})
+    assert (demo.ground_steps, demo.lora_steps, demo.lr) == (1200, 600, 1e-3)
+    c = config_for("demo-model", ["lora_steps=5", "crop="], environ={"VISION_STEPS": "7", "LORA_STEPS": "9"})
+    assert (c.vision_steps, c.lora_steps, c.crop, c.ground_steps) == (7, 5, None, 1200)
+    with pytest.raises(ValueError, match="name=value"):
+        config_for("tiny", ["steps=3"], environ={})
+
+
+def test_the_tiny_table_follows_its_config(tmp_path):
+    names = [s.name for s in tiny_stages(PipelineConfig(), tmp_path)[0]]
+    assert names == ["data", "base", "vision", "language", "describe", "align", "rt-data", "tune", "merge", "evaluate"]
+    stages, final = tiny_stages(PipelineConfig(ground_steps=10, strategy="decoder", lora_steps=20), tmp_path)
+    assert "ground" in [s.name for s in stages] and "merge" not in [s.name for s in stages]
+    assert final == "tune/checkpoint-000020" and f"{tmp_path}/ground/checkpoint-000010" in stages[-2].args
+
+
+def test_dry_run_lists_the_stages(tmp_path, capsys):
+    assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--set", "test_images=5"]) == 0
+    out = capsys.readouterr().out
+    assert "quantize: python -m export.quantize --bits 4" in out and "--images 5" in out
+    with pytest.raises(SystemExit):
+        main(["tiny", "--work", str(tmp_path), "--set", "bogus=1"])

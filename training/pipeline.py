@@ -1,0 +1,323 @@
+"""Pipelines as tables of stages: the tiny pipeline and the demo model's build, run by one runner.
+
+    python -m training.pipeline tiny --work runs/tiny-pipeline
+    python -m training.pipeline demo-model --work runs/demo-model --set ground_steps=1000
+    python -m training.pipeline tiny --work runs/t --dry-run          # the stages, without running them
+
+A stage is a command (``python -m MODULE ARGS``) and the outputs it writes. The runner:
+
+- skips a stage that finished in an earlier run with the same command and whose outputs still exist (a crash
+  mid-stage leaves it unfinished, so it runs again); once one stage runs, every later one runs too, since
+  its inputs may have changed;
+- keeps each stage's whole output in ``WORK/logs/NAME.log`` (nothing filtered out);
+- records each stage's command and wall time in ``WORK/stages.json``, and a line per start and end in
+  ``WORK/pipeline.log`` (what ``training.model_card`` reads);
+- stops at a failing stage, saying how it ended and showing the end of its log.
+
+The sizes (``PipelineConfig``) default to the values the bundled model was built with; environment variables
+of the same name in capitals (``VISION_STEPS=2000``) and ``--set name=value`` override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.runtime.proc import describe_exit, tail
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = ROOT / "models" / "rtgrasp-tiny"
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; the message says how and where its log is."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step: ``python -m module *args``, done when it finished once and every output exists."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    outputs: tuple[str, ...]
+    """Paths (relative to the work folder, or absolute) the stage writes."""
+    in_process: bool = False
+    """Call ``module.main(args)`` in this process (no interpreter start-up): for many short stages, as Table I's."""
+
+    @property
+    def command(self) -> str:
+        return " ".join(["python", "-m", self.module, *self.args])
+
+
+class Runner:
+    """Runs stages in order in one work folder (see the module's docstring)."""
+
+    def __init__(self, work: Path, python: str = sys.executable, echo: Callable[[str], None] = print):
+        self.work, self.python, self.echo = Path(work), python, echo
+        self.record_path = self.work / "stages.json"
+
+    def run(self, stages: list[Stage]) -> list[dict]:
+        """Run (or skip) every stage; one row each: name, command, seconds, skipped."""
+        rows, fresh = [], False
+        for stage in stages:
+            rows.append(self.run_stage(stage, may_skip=not fresh))
+            fresh = fresh or not rows[-1]["skipped"]
+        return rows
+
+    def run_stage(self, stage: Stage, may_skip: bool = True) -> dict:
+        self.work.mkdir(parents=True, exist_ok=True)
+        record = self._record()
+        done = record.get(stage.name, {}).get("command") == stage.command and self._outputs_exist(stage)
+        if may_skip and done:
+            self._log(f"== {stage.name}: finished in an earlier run, skipped")
+            return {**record[stage.name], "skipped": True}
+        record.pop(stage.name, None)  # not finished (or its outputs are gone): it runs again
+        self._save(record)
+        log_path = self.work / "logs" / f"{stage.name}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        self._log(f"== {stage.name}: {stage.command}")
+        start = time.monotonic()
+        code = self._execute(stage, log_path)
+        seconds = time.monotonic() - start
+        if code != 0:
+            self._log(f"== {stage.name} failed after {seconds:.0f} s ({describe_exit(code)}); its log: {log_path}")
+            raise PipelineError(
+                f"stage {stage.name} failed ({describe_exit(code)}); the end of {log_path}:\n{tail(log_path).rstrip()}"
+            )
+        missing = [o for o in stage.outputs if not self._path(o).exists()]
+        if missing:
+            raise PipelineError(f"stage {stage.name} ended without writing {', '.join(missing)}; see {log_path}")
+        self._log(f"== {stage.name} took {seconds:.0f} s")
+        row = {"name": stage.name, "command": stage.command, "seconds": round(seconds, 1), "log": str(log_path)}
+        self._save({**self._record(), stage.name: row})
+        return {**row, "skipped": False}
+
+    def _execute(self, stage: Stage, log_path: Path) -> int:
+        with open(log_path, "w") as log:
+            log.write(f"$ {stage.command}\n")
+            log.flush()
+            if not stage.in_process:
+                env = dict(os.environ, PYTHONUNBUFFERED="1")
+                argv = [self.python, "-m", stage.module, *stage.args]
+                return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
+            main = importlib.import_module(stage.module).main
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                try:
+                    return main(list(stage.args)) or 0
+                except SystemExit as exc:  # argparse errors
+                    return exc.code if isinstance(exc.code, int) else 2
+
+    def _path(self, output: str) -> Path:
+        return Path(output) if Path(output).is_absolute() else self.work / output
+
+    def _outputs_exist(self, stage: Stage) -> bool:
+        return all(self._path(o).exists() for o in stage.outputs)
+
+    def _record(self) -> dict:
+        return json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
+
+    def _save(self, record: dict) -> None:
+        tmp = self.record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(self.record_path)  # a crash never leaves half a record
+
+    def _log(self, line: str) -> None:
+        self.echo(line)
+        with open(self.work / "pipeline.log", "a") as f:
+            f.write(line + "\n")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The sizes of a build (the defaults built the bundled demo model: ``demo-model``'s column in PRESETS)."""
+
+    images: int = 2000
+    vision_steps: int = 1500
+    language_steps: int = 300
+    align_steps: int = 150
+    ground_steps: int = 0
+    """0 leaves the ground stage (pose-only answers, projector + decoder) out."""
+    ground_lr: float = 1e-3
+    lora_steps: int = 1000
+    augment: int = 8
+    strategy: str = "lora"
+    """Reasoning tuning: ``lora`` (the paper's) or ``decoder`` (projector + whole decoder)."""
+    lr: float | None = None
+    """None: the strategy's default."""
+    crop: int | None = 320
+    targets: str = "one"
+    test_images: int = 200
+    """demo-model: images in each fresh test set."""
+
+
+PRESETS = {"tiny": {}, "demo-model": {"ground_steps": 1200, "lora_steps": 600, "lr": 1e-3}}
+
+
+def config_for(pipeline: str, overrides: list[str] = (), environ=os.environ) -> PipelineConfig:
+    """The preset's config with environment variables (``VISION_STEPS``) and then ``name=value`` overrides."""
+    values = dict(PRESETS[pipeline])
+    fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    pairs = [(name, environ[name.upper()]) for name in fields if name.upper() in environ]
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: expected name=value with a name of {', '.join(fields)}")
+        pairs.append((name, value))
+    for name, text in pairs:
+        default = getattr(PipelineConfig, name)
+        kind = type(default) if default is not None else (float if name == "lr" else int)
+        values[name] = None if text in ("", "none") else kind(text)
+    return PipelineConfig(**values)
+
+
+def _checkpoint(stage_dir: str, steps: int) -> str:
+    return f"{stage_dir}/checkpoint-{steps:06d}"
+
+
+def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
+    """Synthetic data → vision → language → align → (ground) → RT tuning → merge → evaluation on iw fold 0; the
+    stages and the path of the final checkpoint."""
+    w = str(work)
+    crop = ("--crop", str(c.crop)) if c.crop else ()
+    lr = ("--lr", str(c.lr)) if c.lr else ()
+    vision, language, align = (
+        _checkpoint("vision", c.vision_steps),
+        _checkpoint("language", c.language_steps),
+        _checkpoint("align", c.align_steps),
+    )
+
+    def train(name: str, strategy: str, model: str, data: str, steps: int, micro: int, *extra: str) -> Stage:
+        args = ("--strategy", strategy, "--model", model, "--data", data, "--out", f"{w}/{name}", "--steps", str(steps))
+        args += ("--batch-size", "32", "--micro-batch", str(micro), "--save-every", str(steps), *extra)
+        return Stage(name, "training.train", args, (_checkpoint(name, steps),))
+
+    def build(name: str, *args: str) -> Stage:
+        common = ("--root", f"{w}/data", "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
+        return Stage(name, "training.build_dataset", (*common, *crop, *args), (f"{name}/train.json",))
+
+    stages = [
+        Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0", "--workers", "2"), ("data",)),
+        Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",)),
+        train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, 32, "--split", "iw", "--fold", "0", *crop),
+        train("language", "language", f"{w}/{vision}", "none", c.language_steps, 32),
+        build("describe", "--task", "describe"),
+        train("align", "align", f"{w}/{language}", f"{w}/describe", c.align_steps, 16),
+    ]  # fmt: skip
+    base = align
+    if c.ground_steps > 0:
+        # the description turns ride along, so the decoder keeps its language while it learns pose-only answers
+        stages += [
+            build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), "--targets", c.targets),
+            train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, 32, "--mix", f"{w}/describe",
+                  "--lr", str(c.ground_lr), "--eval-every", "200", "--eval-images", "20"),
+        ]  # fmt: skip
+        base = _checkpoint("ground", c.ground_steps)
+    stages += [
+        build("rt-data", "--variant", "rt", "--decimals", "2", "--augment", str(c.augment), "--refine-fraction", "0.1",
+              "--targets", c.targets),
+        train("tune", c.strategy, f"{w}/{base}", f"{w}/rt-data", c.lora_steps, 16, *lr, "--eval-every", "200",
+              "--eval-images", "10"),
+    ]  # fmt: skip
+    merged = _checkpoint("tune", c.lora_steps)  # decoder tuning: the checkpoint is a plain LLaVA already
+    if c.strategy == "lora":
+        stages.append(
+            Stage("merge", "training.merge", ("--adapter", f"{w}/{merged}", "--out", f"{w}/merged"), ("merged",))
+        )
+        merged = "merged"
+    stages.append(
+        Stage("evaluate", "training.evaluate", ("--model", f"{w}/{merged}", "--root", f"{w}/data", "--split", "iw",
+              "--fold", "0", "--json", f"{w}/eval.json", "--vis", f"{w}/vis"), ("eval.json",))
+    )  # fmt: skip
+    return stages, merged
+
+
+def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
+    """The tiny pipeline, then the Q4 bundle, two fresh test sets (the training objects in new poses; new objects)
+    and the bundle and the torch model evaluated on both."""
+    w = str(work)
+    stages, merged = tiny_stages(c, work)
+    stages += [
+        Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force"),
+              ("bundle/manifest.yaml",)),
+        Stage("test-seen", "training.synth", ("--out", f"{w}/test-seen", "--images", str(c.test_images), "--seed", "0",
+              "--scene-seed", "1", "--workers", "2"), ("test-seen",)),
+        Stage("test-unseen", "training.synth", ("--out", f"{w}/test-unseen", "--images", str(c.test_images), "--seed", "1",
+              "--workers", "2"), ("test-unseen",)),
+    ]  # fmt: skip
+    for test_set in ("seen", "unseen"):
+        common = ("--root", f"{w}/test-{test_set}", "--split", "all")
+        stages += [
+            Stage(f"eval-q4-{test_set}", "training.evaluate", ("--bundle", f"{w}/bundle", *common, "--json",
+                  f"{w}/eval-q4-{test_set}.json", "--refine"), (f"eval-q4-{test_set}.json",)),
+            Stage(f"eval-torch-{test_set}", "training.evaluate", ("--model", f"{w}/{merged}", *common, "--json",
+                  f"{w}/eval-torch-{test_set}.json"), (f"eval-torch-{test_set}.json",)),
+        ]  # fmt: skip
+    return stages
+
+
+def install_demo_model(work: Path, model: Path = DEMO_MODEL) -> Path:
+    """Copy the build's bundle to ``model`` with its model card (README.md, metrics.json), replacing the old one."""
+    from .model_card import main as model_card
+
+    staging = model.with_name(model.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(work / "bundle", staging)
+    if model_card(["--work", str(work), "--out", str(staging)]) != 0:
+        raise PipelineError(f"the model card could not be written from {work}")
+    shutil.rmtree(model, ignore_errors=True)
+    staging.rename(model)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.pipeline",
+        description="Run a pipeline's stages (skipping those finished before), keeping every stage's log and time.",
+        epilog="example: python -m training.pipeline demo-model --work runs/demo-model --set ground_steps=1200",
+    )
+    parser.add_argument("pipeline", choices=sorted(PRESETS), help="tiny: up to the evaluation; demo-model: also the "
+                        "Q4 bundle, fresh test sets and their evaluations, then models/rtgrasp-tiny")  # fmt: skip
+    parser.add_argument("--work", type=Path, required=True, help="the work folder (resumable)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a size (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the stages and exit")
+    parser.add_argument("--no-install", action="store_true", help="demo-model: leave models/rtgrasp-tiny as it is")
+    args = parser.parse_args(argv)
+    try:
+        config = config_for(args.pipeline, args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
+    stages = (
+        demo_model_stages(config, args.work) if args.pipeline == "demo-model" else tiny_stages(config, args.work)[0]
+    )
+    if args.dry_run:
+        print(f"{args.pipeline} with {config}")
+        print("\n".join(f"{s.name}: {s.command}" for s in stages))
+        return 0
+    try:
+        rows = Runner(args.work).run(stages)
+        if args.pipeline == "demo-model" and not args.no_install:
+            print(f"demo model installed in {install_demo_model(args.work)}")
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    ran = sum(r["seconds"] for r in rows if not r["skipped"])
+    print(
+        f"{len(rows)} stages, {sum(r['skipped'] for r in rows)} skipped; {ran / 60:.1f} min of stage time in this run"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
