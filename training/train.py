@@ -120,9 +120,15 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 def batches(dataset, micro_batch: int, pad_id: int, seed: int, start_epoch: int = 0):
-    """Endless shuffled micro-batches, reshuffled every epoch with a seed."""
+    """Endless shuffled micro-batches, reshuffled every epoch with a seed; ``ValueError`` when the data holds fewer
+    records than one micro-batch (there would be no batch at all, and the loop would wait for one forever)."""
     from .data import collate
 
+    if len(dataset) < micro_batch:
+        raise ValueError(
+            f"the training data holds {len(dataset)} records, fewer than one micro-batch of {micro_batch}: "
+            "lower --micro-batch (and --batch-size) or add data"
+        )
     epoch = start_epoch
     while True:
         order = list(range(len(dataset)))

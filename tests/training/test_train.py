@@ -342,3 +342,27 @@ def test_the_image_matters_after_training(workdir):
     base, _ = load_llava(workdir / "base")
     untrained = answer_loss(base.eval(), dataset, [0, 1]), answer_loss(base, dataset, [1, 0])
     assert abs(untrained[1] - untrained[0]) < 0.1 * untrained[0]  # before training the image made no such difference
+
+
+def test_data_smaller_than_one_micro_batch_is_an_error_not_an_endless_wait(workdir, capsys):
+    from training.train import main
+
+    records = len(json.loads((workdir / "rt" / "train.json").read_text()))
+    argv = [
+        "--strategy",
+        "lora",
+        "--model",
+        str(workdir / "base"),
+        "--data",
+        str(workdir / "rt"),
+        "--out",
+        str(workdir / "too-small"),
+        "--steps",
+        "1",
+        "--batch-size",
+        str(records + 1),
+        "--micro-batch",
+        str(records + 1),
+    ]
+    assert main(argv) == 2
+    assert f"holds {records} records, fewer than one micro-batch" in capsys.readouterr().err
