@@ -56,8 +56,15 @@ def cell_stages(args, split: str, fold: int, variant: str, strategy: str) -> tup
     ]
     if strategy == "lora":
         merged = run / "merged"
-        stages.append(Stage(f"merge-{name}", "training.merge", ("--adapter", str(checkpoint), "--out", str(merged)),
-                            (str(merged),), True))  # fmt: skip
+        stages.append(
+            Stage(
+                f"merge-{name}",
+                "training.merge",
+                ("--adapter", str(checkpoint), "--out", str(merged)),
+                (str(merged),),
+                True,
+            )
+        )
         checkpoint = merged
     result = args.out / "eval" / f"{name}.json"
     evaluate = ["--model", str(checkpoint), "--root", str(args.root), "--split", split, "--fold", str(fold),

@@ -287,8 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a pipeline's stages (skipping those finished before), keeping every stage's log and time.",
         epilog="example: python -m training.pipeline demo-model --work runs/demo-model --set ground_steps=1200",
     )
-    parser.add_argument("pipeline", choices=sorted(PRESETS), help="tiny: up to the evaluation; demo-model: also the "
-                        "Q4 bundle, fresh test sets and their evaluations, then models/rtgrasp-tiny")  # fmt: skip
+    parser.add_argument(
+        "pipeline",
+        choices=sorted(PRESETS),
+        help="tiny: up to the evaluation; demo-model: also the "
+        "Q4 bundle, fresh test sets and their evaluations, then models/rtgrasp-tiny",
+    )
     parser.add_argument("--work", type=Path, required=True, help="the work folder (resumable)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a size (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the stages and exit")
