@@ -57,18 +57,11 @@ STEPS = (
 )
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_configs(out: Path, bundle: Path, categories: list[str]) -> tuple[Path, Path, dict]:
-    """The cell's and the daemon's YAML, from firmware_config/'s sim files with fresh loopback ports."""
+def write_configs(out: Path, bundle: Path, categories: list[str], sockets: Path) -> tuple[Path, Path, dict]:
+    """The cell's and the daemon's YAML, from firmware_config/'s sim files, with ``ipc://`` endpoints in ``sockets``
+    (nothing to collide with whatever else runs on this machine)."""
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
-    service = f"tcp://127.0.0.1:{free_port()}"
+    service = f"ipc://{sockets}/cell"
     sim = yaml.safe_load((CONFIGS / "sim.yaml").read_text())
     sim["sim"].update(categories=categories, service=service, robot_host=host)
     sim_path = out / "sim.yaml"
@@ -76,7 +69,7 @@ def write_configs(out: Path, bundle: Path, categories: list[str]) -> tuple[Path,
     robot = yaml.safe_load((CONFIGS / "franka-sim.yaml").read_text())
     robot["arm"]["host"] = host
     daemon = yaml.safe_load((CONFIGS / "appliance-sim.yaml").read_text())
-    daemon["server"].update(requests=f"tcp://127.0.0.1:{free_port()}", events=f"tcp://127.0.0.1:{free_port()}")
+    daemon["server"].update(requests=f"ipc://{sockets}/requests", events=f"ipc://{sockets}/events")
     daemon["model"]["bundle"] = str(bundle.resolve())
     daemon.update(
         camera={"type": "sim", "endpoint": service, "timeout_s": 10.0},
@@ -160,7 +153,8 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
 
     out.mkdir(parents=True, exist_ok=True)
     categories = sorted({s.object for s in STEPS})
-    sim_path, daemon_path, daemon_config = write_configs(out, bundle, categories)
+    sockets = Path(tempfile.mkdtemp(prefix="rtgrasp-demo-"))  # short: a unix socket's path must fit 107 bytes
+    sim_path, daemon_path, daemon_config = write_configs(out, bundle, categories, sockets)
     print(f"== starting the sim cell ({', '.join(categories)}) and the daemon (bundle {bundle})", flush=True)
     cell = Watched("sim cell", start_cell(sim_path, out / "cell.log"), out / "cell.log")
     daemon_log = out / "daemon.log"
@@ -228,6 +222,7 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
         except subprocess.TimeoutExpired:
             daemon.proc.kill()
         stop_cell(cell.proc)
+        shutil.rmtree(sockets, ignore_errors=True)
     return results
 
 

@@ -27,8 +27,8 @@ from PIL import Image
 
 from appliance.sim.objects import CATEGORIES, ObjectModel, make_object
 from appliance.sim.scene import (
-    CameraConfig,
     CameraRenderer,
+    CellCamera,
     TableConfig,
     body_pose,
     object_grasps,
@@ -54,7 +54,7 @@ class SynthConfig:
     """Seed of the placements (default: ``seed``). The same ``seed`` with another ``scene_seed`` shows the
     same objects in poses never seen (an image-wise test set); another ``seed``, objects never seen."""
     categories: tuple[str, ...] = CATEGORIES
-    camera: CameraConfig = CameraConfig()
+    camera: CellCamera = CellCamera()
     table: TableConfig = TableConfig()
 
 
@@ -102,7 +102,7 @@ def render_sample(index: int, config: SynthConfig, library: list[ObjectModel]) -
     }
 
 
-def _inside(rect, camera: CameraConfig) -> bool:
+def _inside(rect, camera: CellCamera) -> bool:
     pts = rect.points
     return bool(
         np.all(pts >= MARGIN_PX)

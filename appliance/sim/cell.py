@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .objects import CATEGORIES, ObjectModel, make_object
-from .scene import CameraConfig, TableConfig, camera_xml, lights_xml, table_xml
+from .scene import CellCamera, TableConfig, camera_xml, lights_xml, table_xml
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class SimCellConfig:
 
     seed: int = 0
     categories: tuple[str, ...] = CATEGORIES
-    camera: CameraConfig = CameraConfig()
+    camera: CellCamera = CellCamera()
     table: TableConfig = TableConfig()
     service: str = "tcp://127.0.0.1:5560"
     robot_host: str = "127.0.0.1"

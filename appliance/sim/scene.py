@@ -24,7 +24,7 @@ ROUND_ANGLES = 4
 
 
 @dataclass(frozen=True)
-class CameraConfig:
+class CellCamera:
     """The fixed top-down camera: position in the robot base frame, field of view, resolution."""
 
     position: tuple[float, float, float] = (0.5, 0.0, 0.7)
@@ -52,7 +52,7 @@ class TableConfig:
     """Half extents (x, y) around the centre where objects are placed."""
 
 
-def camera_xml(camera: CameraConfig, name: str = "top") -> str:
+def camera_xml(camera: CellCamera, name: str = "top") -> str:
     x, y, z = camera.position
     return f'<camera name="{name}" pos="{x} {y} {z}" quat="1 0 0 0" fovy="{camera.fovy}"/>'
 
@@ -83,7 +83,7 @@ def table_color(rng: random.Random) -> tuple[float, float, float, float]:
 
 
 def standalone_xml(
-    camera: CameraConfig, table: TableConfig, bodies: list[str], rng: random.Random, assets: list[str] = ()
+    camera: CellCamera, table: TableConfig, bodies: list[str], rng: random.Random, assets: list[str] = ()
 ) -> str:
     """A MuJoCo model with table, lights, camera and the given object bodies and assets (no arm)."""
     return (
@@ -112,7 +112,7 @@ class ImageGrasp:
     allowed: bool
 
 
-def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CameraConfig) -> list[ImageGrasp]:
+def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CellCamera) -> list[ImageGrasp]:
     """Rectangles (in pixels) of one grasp region of an object at pose ``T_base_obj``."""
     K = camera.intrinsics
     T_cam_base = invert(camera.T_base_cam)
@@ -139,7 +139,7 @@ def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CameraCon
     return out
 
 
-def object_grasps(obj: ObjectModel, T_base_obj: np.ndarray, camera: CameraConfig) -> list[ImageGrasp]:
+def object_grasps(obj: ObjectModel, T_base_obj: np.ndarray, camera: CellCamera) -> list[ImageGrasp]:
     """All rectangles of every grasp region of the object."""
     return [g for region in obj.regions for g in region_grasps(region, T_base_obj, camera)]
 
@@ -157,7 +157,7 @@ def body_pose(model, data, name: str) -> np.ndarray:
 class CameraRenderer:
     """Render RGB and metric z-depth from the scene's top-down camera (CPU: MUJOCO_GL=osmesa)."""
 
-    def __init__(self, model, camera: CameraConfig, name: str = "top"):
+    def __init__(self, model, camera: CellCamera, name: str = "top"):
         import mujoco
 
         self._renderer = mujoco.Renderer(model, camera.height, camera.width)

@@ -10,13 +10,13 @@ pytest.importorskip("pylibfranka")
 pytest.importorskip("llama_cpp")
 
 from bench.sim_table import main  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import endpoint  # noqa: E402
 
 
 def test_oracle_and_model_meet_the_same_poses(nra_bundle, tmp_path, capsys):
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
     config = tmp_path / "sim.yaml"
-    config.write_text(f"sim:\n  categories: [box]\n  service: tcp://127.0.0.1:{free_port()}\n  robot_host: {host}\n")
+    config.write_text(f"sim:\n  categories: [box]\n  service: {endpoint('cell')}\n  robot_host: {host}\n")
     assert (
         main(["--config", str(config), "--bundle", str(nra_bundle), "--poses", "1", "--out", str(tmp_path / "t2")]) == 0
     )

@@ -15,7 +15,7 @@ zmq = pytest.importorskip("zmq")
 from appliance.camera.base import Frame  # noqa: E402
 from appliance.camera.replay import Recorder  # noqa: E402
 from appliance.geometry import Intrinsics  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import endpoint  # noqa: E402
 
 HANDEYE = {"T_base_cam": [[1, 0, 0, 0.5], [0, -1, 0, 0], [0, 0, -1, 0.7], [0, 0, 0, 1]], "method": "test"}
 
@@ -37,8 +37,8 @@ def recording(tmp_path_factory):
 
 
 def write_config(tmp_path, bundle, recording, requests=None, events=None, **overrides) -> tuple:
-    requests = requests or f"tcp://127.0.0.1:{free_port()}"
-    events = events or f"tcp://127.0.0.1:{free_port()}"
+    requests = requests or endpoint("requests")
+    events = events or endpoint("events")
     config = {
         "server": {"requests": requests, "events": events, "heartbeat_s": 0.2},
         "model": {"bundle": str(bundle), "n_ctx": 512, "n_batch": 64, "max_new_tokens": 24},

@@ -26,7 +26,7 @@ zmq = pytest.importorskip("zmq")
 from appliance.client import Client  # noqa: E402
 from appliance.daemon import protocol  # noqa: E402
 from appliance.sim.client import SimCellClient  # noqa: E402
-from tests.helpers import free_port, sim_cell  # noqa: E402
+from tests.helpers import endpoint, sim_cell, wait_subscribed  # noqa: E402
 
 from .conftest import HANDEYE, Running, segfault_model_during, send, wait_status  # noqa: E402
 
@@ -53,8 +53,8 @@ def cell_config(tmp_path, cell, bundle, **model) -> Path:
     robot["arm"]["host"] = cell.robot_host
     config = {
         "server": {
-            "requests": f"tcp://127.0.0.1:{free_port()}",
-            "events": f"tcp://127.0.0.1:{free_port()}",
+            "requests": endpoint("requests"),
+            "events": endpoint("events"),
             "heartbeat_s": 0.5,
         },
         "model": {"bundle": str(bundle), "n_ctx": 512, "n_batch": 64, **model},
@@ -102,13 +102,25 @@ def settled(sim, within_s=10.0) -> np.ndarray:
     raise AssertionError(f"the arm was still moving {within_s} s later")
 
 
-def subscribe(endpoint, *topics):
+def under_way(sim, by: float = 0.05, within_s: float = 30.0) -> np.ndarray:
+    """The joints once a motion has visibly started: some joint ``by`` rad from where it is now."""
+    start = arm_q(sim)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        now = arm_q(sim)
+        if np.abs(now - start).max() > by:
+            return now
+        time.sleep(0.02)
+    raise AssertionError(f"the arm did not start moving within {within_s} s")
+
+
+def subscribe(events, *topics):
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.linger = 0
-    for topic in topics:
+    for topic in (*topics, b"heartbeat"):
         sub.setsockopt(zmq.SUBSCRIBE, topic)
-    sub.connect(endpoint)
-    time.sleep(0.3)
+    sub.connect(events)
+    wait_subscribed(sub)
     return sub
 
 
@@ -153,7 +165,7 @@ def test_unparseable_answer_is_rejected_and_nothing_moves(tmp_path, cell, nra_bu
         assert reply["ok"] and reply["parsed"] is False and reply["parse_error"], reply
         assert reply["execution"]["moved"] is False and reply["execution"]["stage"] == "check"
         observed = settled(sim)
-        time.sleep(1.0)
+        time.sleep(1.0)  # a second of watching: nothing moves
         assert np.abs(arm_q(sim) - observed).max() < 1e-3
     finally:
         running.daemon.jobs.robot.close()
@@ -168,7 +180,7 @@ def test_stop_mid_grasp_ramps_down_and_the_arm_works_afterwards(daemon, sim):
     try:
         dealer.send_multipart([b"", protocol.request("grasp", "grasp-to-stop", text="grasp the box")])
         assert wait_event(events, b"prediction")["executable"], "the random model's pose must be executable here"
-        time.sleep(1.0)  # well into the motion
+        under_way(sim)
         moving = arm_q(sim)
         stopped = request(daemon, "stop", timeout_s=2)
         assert stopped["ok"] and stopped["stopped"]
@@ -209,7 +221,7 @@ def test_sigkill_mid_grasp_stops_the_arm_and_the_restart_never_repeats_it(tmp_pa
         dealer.connect(requests)
         dealer.send_multipart([b"", protocol.request("grasp", "killed-grasp", text="grasp the box")])
         assert wait_event(events, b"prediction")["executable"]
-        time.sleep(1.0)
+        under_way(sim)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         events.close(0)
@@ -263,7 +275,7 @@ def test_a_stop_whose_id_was_used_before_still_stops_a_grasp(daemon, sim):
     try:
         dealer.send_multipart([b"", protocol.request("grasp", "grasp-reused-stop", text="grasp the box")])
         assert wait_event(events, b"prediction")["executable"]
-        time.sleep(1.0)  # well into the motion
+        under_way(sim)
         again = request(daemon, "stop", timeout_s=5, request_id="stop-1")  # the same id, mid-motion
         assert again["ok"] and again["stopped"], again
         assert dealer.poll(30000)

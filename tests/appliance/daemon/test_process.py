@@ -62,6 +62,14 @@ def test_ready_status_and_watchdog_reach_a_real_notify_socket(tmp_path, f32_bund
         listener.close()
 
 
+def journalled(path: Path, prefix: str) -> int:
+    """Rows of the journal whose id starts with ``prefix`` (read while the daemon writes: WAL allows it)."""
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        return db.execute("SELECT count(*) FROM requests WHERE id LIKE ?", (prefix + "%",)).fetchone()[0]
+
+
 def test_sigkill_mid_request_keeps_the_journal_and_reports_what_was_in_flight(tmp_path, f32_bundle, recording):
     path, requests, _ = write_config(tmp_path, f32_bundle, recording, model={"max_new_tokens": 160})
     proc = start(path)
@@ -73,7 +81,10 @@ def test_sigkill_mid_request_keeps_the_journal_and_reports_what_was_in_flight(tm
         dealer.connect(requests)
         for i in range(4):
             dealer.send_multipart([b"", protocol.request("predict", f"inflight-{i}", text="pick up the mug")])
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while journalled(tmp_path / "journal.sqlite", "inflight-") < 4:  # all four written down, some still open
+            assert time.monotonic() < deadline, "the daemon never journalled the four requests"
+            time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         dealer.close(0)

@@ -26,10 +26,10 @@ def test_real_config_requires_curve_off_loopback():
 
 
 def test_sim_handeye_matches_the_sim_camera():
-    from appliance.sim.scene import CameraConfig
+    from appliance.sim.scene import CellCamera
 
     config = load_appliance_config(CONFIGS / "appliance-sim.yaml")
-    assert (config.handeye.matrix == CameraConfig().T_base_cam).all()
+    assert (config.handeye.matrix == CellCamera().T_base_cam).all()
 
 
 def _write(tmp_path, **changes):

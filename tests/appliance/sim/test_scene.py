@@ -12,10 +12,10 @@ mujoco = pytest.importorskip("mujoco")
 
 from appliance.geometry import transform_points  # noqa: E402
 from appliance.sim.objects import CATEGORIES, MAX_OPENING, make_object  # noqa: E402
-from appliance.sim.scene import CameraConfig, CameraRenderer, TableConfig, body_pose, object_grasps, standalone_xml  # noqa: E402
+from appliance.sim.scene import CameraRenderer, CellCamera, TableConfig, body_pose, object_grasps, standalone_xml  # noqa: E402
 from training.reasoning import load_templates  # noqa: E402
 
-CAMERA, TABLE = CameraConfig(), TableConfig()
+CAMERA, TABLE = CellCamera(), TableConfig()
 
 
 def render_marker(point, half=0.004):
