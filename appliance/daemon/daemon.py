@@ -57,7 +57,6 @@ class QueuedRequest:
 
     request: Request
     seq: int
-    text: str | None = None
 
 
 class Daemon:

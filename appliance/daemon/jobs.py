@@ -67,14 +67,13 @@ class Jobs:
         self.vocabulary = None
         if model.manifest.speech:
             self.vocabulary = Vocabulary.load(model.directory / model.manifest.speech)
-            self._known = self.vocabulary.words
         else:
             log.warning("the bundle has no vocabulary (speech.yaml): instructions are not checked for known words")
 
     def check_instruction(self, text: str, first: bool) -> None:
         """``JobError`` unless the model can ground ``text`` (appliance.daemon.vocabulary) and a first turn fits its context."""
         if self.vocabulary is not None:
-            why = not_understood(text, self.vocabulary, self._known)
+            why = not_understood(text, self.vocabulary)
             if why:
                 raise JobError("not_understood", f"{text[:60]!r} is not understood: {why}; nothing moves")
         if first:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -52,7 +53,7 @@ class Vocabulary:
         except (KeyError, TypeError) as exc:
             raise VocabularyError(f"{path}: not a speech vocabulary ({exc})") from exc
 
-    @property
+    @cached_property
     def words(self) -> frozenset[str]:
         """Every word of every phrase and sentence (slots left out)."""
         phrases = (*self.objects, *self.parts, *self.sides, *(re.sub(r"\{\w+\}", " ", s) for s in self.sentences))
@@ -65,12 +66,12 @@ def normalise(text: str) -> str:
     return " ".join(re.findall(r"[a-z{}']+", text))
 
 
-def not_understood(text: str, vocab: Vocabulary, known: frozenset[str] | None = None) -> str | None:
+def not_understood(text: str, vocab: Vocabulary) -> str | None:
     """Why the model cannot ground ``text`` (None when it may: see the module's docstring for the rule)."""
     words = normalise(text).replace("{", " ").replace("}", " ").split()
     if not words:
         return "it holds no word"
-    known = vocab.words if known is None else known
+    known = vocab.words
     hits = [w for w in words if w in known]
     if not any(w not in FUNCTION_WORDS for w in hits):
         return "no word of it names an object, a part or a motion the model knows"

@@ -63,7 +63,7 @@ def test_a_segfault_mid_call_is_model_crashed_and_the_next_call_works(worker):
     assert worker.restarts == restarts + 1 and "SIGSEGV" in worker.status()["last_crash"]
     # the conversation lived in the dead process: it is replayed, and goes on as if nothing happened
     again = session.ask("grasp it by the handle instead", max_new_tokens=24)
-    assert session.turns[0] is first and again.ok == (again.pose is not None)
+    assert session.turns[0] is first and len(session.turns) == 2
     fresh = worker.session()
     fresh.ask("pick up the mug", IMAGE, 24)
     assert fresh.ask("grasp it by the handle instead", max_new_tokens=24).tokens == again.tokens
