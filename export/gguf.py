@@ -23,13 +23,15 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from appliance.runtime.llm import PREPEND_FIRST_KEY  # the GGUF key the runtime reads: defined there, once
+from training.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -137,39 +139,65 @@ def gguf_name(hf_name: str) -> tuple[str, str | None] | None:
     raise ExportError(f"tensor {hf_name!r} has no GGUF name: this text model is not a plain Llama")
 
 
-def checkpoint_tensors(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Every tensor of the checkpoint's safetensors files as float32 numpy, one at a time."""
-    from safetensors import safe_open
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor the writer will need: its GGUF name and shape now, its data when ``load()`` is called.
 
+    The writer lays out every tensor's header first and then loads, converts and writes one tensor at a
+    time, so a 7B model (14 GB in F16) is written with one tensor in memory, never all of them."""
+
+    name: str
+    shape: tuple[int, ...]
+    load: Callable[[], np.ndarray]
+
+
+def _checkpoint_files(model_dir: Path) -> list[Path]:
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
         raise ExportError(
             f"{model_dir} has no .safetensors weights (merge LoRA adapters first: python -m training.merge)"
         )
-    for path in files:
+    return files
+
+
+def checkpoint_dtypes(model_dir: Path) -> set[str]:
+    """The dtypes the checkpoint's weights are stored in (``F32``, ``BF16``, ``F16``), from the file headers."""
+    found = set()
+    for path in _checkpoint_files(model_dir):
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        found |= {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    return found
+
+
+def text_tensors(model_dir: Path, config: TextConfig) -> list[PlannedTensor]:
+    """The text model's tensors in llama.cpp's names and layout (q/k permuted), planned from the file headers."""
+    from safetensors import safe_open
+
+    planned = []
+    for path in _checkpoint_files(model_dir):
         with safe_open(str(path), framework="pt") as f:
             for name in f.keys():
-                yield name, f.get_tensor(name).float().numpy()
-
-
-def text_tensors(model_dir: Path, config: TextConfig) -> Iterator[tuple[str, np.ndarray]]:
-    """(GGUF name, array) for the text model, q/k permuted."""
-    seen = set()
-    for name, array in checkpoint_tensors(model_dir):
-        mapped = gguf_name(name)
-        if mapped is None:
-            continue
-        target, transform = mapped
-        if transform == "rope_q":
-            array = rope_permute(array, config.heads)
-        elif transform == "rope_k":
-            array = rope_permute(array, config.kv_heads)
-        seen.add(target)
-        yield target, array
+                mapped = gguf_name(name)
+                if mapped is None:
+                    continue
+                target, transform = mapped
+                heads = {"rope_q": config.heads, "rope_k": config.kv_heads}.get(transform)
+                shape = tuple(f.get_slice(name).get_shape())
+                planned.append(PlannedTensor(target, shape, partial(_load_tensor, path, name, heads)))
     needed = {"token_embd.weight", "output_norm.weight"} | (set() if config.tied else {"output.weight"})
-    missing = needed - seen
+    missing = needed - {t.name for t in planned}
     if missing:
         raise ExportError(f"{model_dir}: missing tensors {sorted(missing)}")
+    return planned
+
+
+def _load_tensor(path: Path, name: str, rope_heads: int | None) -> np.ndarray:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        array = f.get_tensor(name).float().numpy()
+    return rope_permute(array, rope_heads) if rope_heads else array
 
 
 @dataclass(frozen=True)
@@ -332,12 +360,13 @@ def write_llama(
     out: Path,
     config: TextConfig,
     vocab: Vocab,
-    tensors,
+    tensors: Iterable[PlannedTensor | tuple[str, np.ndarray]],
     dtype: str = "f16",
     name: str = "model",
     progress: bool = False,
 ) -> Path:
-    """A llama GGUF from hyper-parameters, a vocabulary and (GGUF name, array) pairs in llama.cpp's layout."""
+    """A llama GGUF from hyper-parameters, a vocabulary and tensors in llama.cpp's layout (planned, or
+    (GGUF name, array) pairs already in memory)."""
     import gguf
 
     out = Path(out)
@@ -358,16 +387,35 @@ def write_llama(
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_vocab_size(config.vocab)
     _write_vocab(writer, vocab)
-    for tensor_name, array in tensors:
-        matrix = array.ndim >= 2 and dtype == "f16"
-        writer.add_tensor(tensor_name, array.astype(np.float16 if matrix else np.float32))
+    planned = [t if isinstance(t, PlannedTensor) else _in_memory(*t) for t in tensors]
+    for t in planned:  # every header first: shapes and types are known without loading anything
+        kind = np.dtype(_gguf_dtype(t.shape, dtype))
+        writer.add_tensor_info(t.name, t.shape, kind, int(np.prod(t.shape)) * kind.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file(progress=progress)
+    writer.write_ti_data_to_file()
+    for t in progress_bar(planned, desc="gguf", unit="tensor", disable=not progress):
+        array = t.load()
+        if tuple(array.shape) != tuple(t.shape):
+            raise ExportError(f"{t.name}: planned shape {t.shape}, loaded {array.shape}")
+        converted = np.ascontiguousarray(array, dtype=_gguf_dtype(t.shape, dtype))
+        if converted.dtype == np.float16 and not np.isfinite(converted).all():
+            raise ExportError(f"{t.name} holds values beyond F16's range (±65504): export with --dtype f32")
+        writer.write_tensor_data(converted)
+        del array, converted
     writer.close()
     tmp.replace(out)
     log.info("wrote %s (%s, %s tokenizer, %d tokens)", out, dtype, vocab.family, len(vocab.tokens))
     return out
+
+
+def _gguf_dtype(shape: tuple[int, ...], dtype: str):
+    """Matrices take the requested type; norms and other vectors stay F32."""
+    return np.float16 if len(shape) >= 2 and dtype == "f16" else np.float32
+
+
+def _in_memory(name: str, array: np.ndarray) -> PlannedTensor:
+    return PlannedTensor(name, tuple(array.shape), lambda: array)
 
 
 def main(argv: list[str] | None = None) -> int:

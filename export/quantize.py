@@ -30,7 +30,7 @@ from appliance.bundle import (
     manifest_to_yaml,
 )
 
-from .gguf import ExportError, text_config, tokenizer_family, write_gguf
+from .gguf import ExportError, checkpoint_dtypes, text_config, tokenizer_family, write_gguf
 from .speech import DRAFTS_FILE, SPEECH_FILE, write_drafts, write_vocabulary
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,11 @@ def build_bundle(
     if bits in (16, 32):
         write_gguf(model_dir, llm, "f16" if bits == 16 else "f32")
     else:
-        source = write_gguf(model_dir, work / "llm-f32.gguf.src", "f32")
+        # the quantizer's source: F32 for float32 weights; F16 for 16-bit ones (bfloat16 and float16 values fit
+        # F16 exactly in the range weights have, and a 7B model's F32 file would be 28 GB)
+        wide = checkpoint_dtypes(model_dir) - {"BF16", "F16"}
+        source_dtype = "f32" if wide else "f16"
+        source = write_gguf(model_dir, work / f"llm-{source_dtype}.gguf.src", source_dtype)
         steps.update()
         steps.set_postfix_str(f"quantize → {quant}")
         quantize_gguf(source, llm, ftype)

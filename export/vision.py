@@ -40,6 +40,7 @@ def vision_embedder(model):
 
     config = model.config
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    tower.float(), projector.float()  # only these: a 7B model's language half would take 28 GB in float32
     layers = config.vision_feature_layer
     layers = [layers] if isinstance(layers, int) else list(layers)
     drop_cls = config.vision_feature_select_strategy == "default"
@@ -70,7 +71,7 @@ def export_onnx(model, out: Path, precision: str = "fp32", opset: int = OPSET) -
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.config.vision_config.image_size
-    embedder = vision_embedder(model.float())
+    embedder = vision_embedder(model)
     example = torch.zeros(1, 3, size, size)
     fp32 = out.with_name(f".{out.stem}.fp32.onnx")
     with torch.no_grad(), warnings.catch_warnings():
@@ -108,6 +109,7 @@ def torch_embeddings(model, pixels: np.ndarray) -> np.ndarray:
     """The reference: the LLaVA model's own image features for these pixels."""
     import torch
 
+    model.model.vision_tower.float(), model.model.multi_modal_projector.float()
     with torch.no_grad():
         features = model.get_image_features(pixel_values=torch.from_numpy(pixels).float())
     if hasattr(features, "pooler_output"):  # transformers >= 5 returns a model output
@@ -130,7 +132,7 @@ def parity(model, onnx_path: Path, images: int = 4, seed: int = 0) -> float:
     pixels = np.random.default_rng(seed).normal(size=(images, 3, size, size)).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT], {INPUT: pixels})[0]
-    return relative_error(got, torch_embeddings(model.float(), pixels))
+    return relative_error(got, torch_embeddings(model, pixels))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ scratch (vision, language, align), with their default learning rates. ``align`` 
 stage: the projector alone on description turns (build_dataset --task describe). ``decoder`` trains the
 projector and the whole language model on a frozen vision tower (a tiny model's alternative to LoRA)."""
 STAGES = ("vision", "language")
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")
 LORA_RANK, LORA_ALPHA = 64, 32
 
 
@@ -53,7 +54,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     save_every: int = 200
     seed: int = 0
-    max_length: int = 512
+    max_length: int | None = None
+    """Longest record in tokens, image included (None: the model's image tokens + 448, 512 for the tiny model)."""
     eval_every: int = 0
     """Score the first ``eval_images`` records of the data's test.json every this many steps (0: never)."""
     eval_images: int = 20
@@ -65,6 +67,12 @@ class TrainConfig:
     mix: tuple[str, ...] = ()
     """More folders whose train.json records join ``data``'s (e.g. description turns that keep the
     language alive while a stage trains on pose-only answers). ``data`` alone decides view.json."""
+    dtype: str = "auto"
+    """The weights' dtype while training: auto (as saved: a 7B checkpoint's bfloat16, the tiny model's float32),
+    float32 or bfloat16. On a GPU the forward pass runs under bfloat16 autocast whatever the weights are."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them (a 7B model's
+    576 image tokens would otherwise hold gigabytes of activations)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -73,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batch {self.micro_batch}")
         if self.steps < 1 or self.save_every < 1:
             raise ValueError("steps and save_every must be positive")
+        if self.dtype not in TRAIN_DTYPES:
+            raise ValueError(f"dtype must be one of {TRAIN_DTYPES}, got {self.dtype!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -276,14 +286,19 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     torch.manual_seed(config.seed)  # every rank starts from the same weights
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    base, processor = load_llava(Path(config.model))
+    base, processor = load_llava(
+        Path(config.model), dtype=config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+    )
+    if config.gradient_checkpointing:
+        base.config.use_cache = False
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = trainable_model(base, config.strategy)
     dataset = ConversationDataset(
         [Path(d) / "train.json" for d in (config.data, *config.mix)],
         processor,
         base.config.image_token_index,
         base.config.image_seq_length,
-        config.max_length,
+        config.max_length or base.config.image_seq_length + 448,
     )
     if config.batch_size % (config.micro_batch * ranks.world):
         raise ValueError(
@@ -420,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--micro-batch", type=int, default=8, help="per forward pass; gradients accumulate to --batch-size"
     )
+    parser.add_argument(
+        "--max-length", type=int, help="longest record in tokens, image included (default: image tokens + 448)"
+    )
     parser.add_argument("--lr", type=float, help="default 2e-3 (pretrain) or 5e-4 (lora), the paper's")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument(
@@ -442,6 +460,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="another build_dataset folder whose training records join --data's (repeatable)",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=TRAIN_DTYPES,
+        default="auto",
+        help="weights while training: auto (as saved; a 7B checkpoint is bfloat16), float32 or bfloat16",
+    )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass (for large models: memory for time)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
@@ -456,12 +485,15 @@ def main(argv: list[str] | None = None) -> int:
             args.lr,
             save_every=args.save_every,
             seed=args.seed,
+            max_length=args.max_length,
             eval_every=args.eval_every,
             eval_images=args.eval_images,
             split=args.split,
             fold=args.fold,
             crop=args.crop,
             mix=tuple(args.mix),
+            dtype=args.dtype,
+            gradient_checkpointing=args.gradient_checkpointing,
         )
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

@@ -159,3 +159,43 @@ def test_vocab_is_padded_to_the_embedding_rows(tiny_spm_checkpoint):
     assert len(vocab.tokens) == 1100 and vocab.tokens[-1] == "[PAD1099]"
     with pytest.raises(ExportError, match="vocabulary"):
         read_vocab(tiny_spm_checkpoint, 10)
+
+
+def test_tensors_are_written_one_at_a_time(tiny_checkpoint, tmp_path, monkeypatch):
+    """Headers first from the files' metadata, then each tensor loaded, written and dropped: a 7B model's 14 GB
+    never sit in memory together."""
+    import export.gguf as gguf_module
+
+    loaded, alive = [], []
+    real = gguf_module._load_tensor
+
+    def spy(path, name, heads):
+        array = real(path, name, heads)
+        loaded.append(name)
+        alive.append(len(loaded))
+        return array
+
+    monkeypatch.setattr(gguf_module, "_load_tensor", spy)
+    plan = gguf_module.text_tensors(
+        tiny_checkpoint, text_config(json.loads((tiny_checkpoint / "config.json").read_text()))
+    )
+    assert loaded == []  # planning reads no tensor data
+    path = write_gguf(tiny_checkpoint, tmp_path / "streamed.gguf", "f16")
+    assert len(loaded) == len(plan) and path.is_file()
+    from gguf import GGUFReader
+
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in GGUFReader(str(path)).tensors}
+    assert all(shapes[t.name] == t.shape for t in plan)
+
+
+def test_a_tensor_beyond_f16_range_is_a_clear_error(tmp_path):
+    from export.gguf import PlannedTensor, TextConfig, Vocab, write_llama
+
+    config = TextConfig(8, 1, 16, 2, 2, 4, 1e-6, 10000.0, 64, 4, False)
+    vocab = Vocab(
+        "spm", ["<unk>", "<s>", "</s>", "a"], [2, 3, 3, 1], [0.0] * 4, [], {"bos": 1, "eos": 2}, True, "never", None
+    )
+    big = PlannedTensor("token_embd.weight", (4, 8), lambda: np.full((4, 8), 1e6, np.float32))
+    with pytest.raises(ExportError, match="beyond F16"):
+        write_llama(tmp_path / "x.gguf", config, vocab, [big], "f16")
+    assert not (tmp_path / "x.gguf").exists()

@@ -84,3 +84,25 @@ def test_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "example: python -m export.quantize --bits 4" in capsys.readouterr().out
+
+
+def test_a_bfloat16_checkpoint_is_quantized_from_an_f16_source(tiny_checkpoint, tmp_path, monkeypatch):
+    """A 7B checkpoint is bfloat16: its quantizer source is F16 (14 GB), never F32 (28 GB); float32 weights keep F32."""
+    import torch
+
+    import export.quantize as quantize
+    from export.gguf import checkpoint_dtypes
+    from training.model import load_llava
+
+    model, processor = load_llava(tiny_checkpoint, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    processor.save_pretrained(tmp_path / "bf16")
+    shutil.copy(tiny_checkpoint / "view.json", tmp_path / "bf16" / "view.json")
+    assert checkpoint_dtypes(tmp_path / "bf16") == {"BF16"} and checkpoint_dtypes(tiny_checkpoint) == {"F32"}
+    sources = []
+    real = quantize.write_gguf
+    monkeypatch.setattr(quantize, "write_gguf", lambda d, out, dtype: sources.append(dtype) or real(d, out, dtype))
+    quantize.build_bundle(tmp_path / "bf16", tmp_path / "b", bits=4, progress=False)
+    quantize.build_bundle(tiny_checkpoint, tmp_path / "f", bits=4, progress=False)
+    assert sources == ["f16", "f32"]
+    assert read_bundle(tmp_path / "b").quant == "Q4_K_M"

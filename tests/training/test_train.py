@@ -366,3 +366,20 @@ def test_data_smaller_than_one_micro_batch_is_an_error_not_an_endless_wait(workd
     ]
     assert main(argv) == 2
     assert f"holds {records} records, fewer than one micro-batch" in capsys.readouterr().err
+
+
+def test_bfloat16_lora_with_gradient_checkpointing_takes_a_step(workdir, tmp_path):
+    """The way a 7B model trains on a small machine: bfloat16 weights, activations recomputed; the step is real."""
+    config = TrainConfig(
+        str(workdir / "base"), str(workdir / "rt"), str(tmp_path / "bf16"), "lora", steps=2, batch_size=2,
+        micro_batch=2, save_every=2, warmup=1, dtype="bfloat16", gradient_checkpointing=True,
+    )  # fmt: skip
+    last = train(config, progress=False)
+    losses = read_losses(tmp_path / "bf16")
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    from safetensors.torch import load_file
+
+    adapter = load_file(last / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero: it moved
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        TrainConfig("m", "d", "o", dtype="float8")
