@@ -85,7 +85,7 @@ class Jobs:
         frame = self._picture()
         conversation = Conversation(self.model.session(), frame)
         m = self.config.model
-        prediction = conversation.session.ask(instruction, frame.rgb, m.max_new_tokens, speculative=m.speculative)
+        prediction = conversation.session.ask(instruction, frame.rgb, m.max_new_tokens, speculative=None)
         self._keep(session_id, conversation)
         return self._describe(prediction, frame)
 
@@ -96,7 +96,7 @@ class Jobs:
             raise JobError("unknown_session", f"no session {session_id!r} (it ended, or the daemon restarted)")
         self.sessions.move_to_end(session_id)
         m = self.config.model
-        prediction = conversation.session.ask(instruction, max_new_tokens=m.max_new_tokens, speculative=m.speculative)
+        prediction = conversation.session.ask(instruction, max_new_tokens=m.max_new_tokens, speculative=None)
         return self._describe(prediction, conversation.frame)
 
     def execute(self, session_id: str, speed: float = 1.0) -> dict:

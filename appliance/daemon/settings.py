@@ -23,7 +23,7 @@ from appliance.robot import RobotConfig, robot_config
 from appliance.robot.plan import GraspLimits, Workspace
 from appliance.robot.worker import HOME_Q, ArmPoses
 from appliance.runtime.llm import LlamaSettings
-from appliance.runtime.model import MAX_NEW_TOKENS
+from appliance.runtime.model import MAX_NEW_TOKENS, SPECULATIVE_POLICIES
 from appliance.runtime.vision import PROVIDERS
 
 from .protocol import DEFAULT_EVENTS, DEFAULT_REQUESTS
@@ -78,8 +78,15 @@ class ModelSettings(LlamaSettings):
     bundle: str
     providers: tuple[str, ...] = PROVIDERS
     max_new_tokens: int = MAX_NEW_TOKENS
-    speculative: bool = False
-    """Draft reasoning tokens from the bundle's corpus (appliance.runtime.draft); see docs/export.md for when it pays."""
+    speculative: str = "auto"
+    """Draft reasoning tokens from the bundle's corpus (appliance.runtime.draft): ``auto`` measures the verify cost
+    when the bundle loads and drafts only where that makes decoding faster (appliance.runtime.speculation), ``on``
+    always, ``off`` never. The answers are the same either way; docs/export.md says when it pays."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.speculative not in SPECULATIVE_POLICIES:
+            raise ValueError(f"speculative must be one of {', '.join(SPECULATIVE_POLICIES)}, got {self.speculative!r}")
 
     @property
     def llama(self) -> LlamaSettings:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,7 @@ from appliance.grasp import GraspPose
 from .draft import NgramDrafter
 from .llm import ContextFull, Grammar, LlamaError, LlamaSettings, TextModel, TooLong, greedy
 from .preprocess import CropBox, prepare
+from .speculation import ACCEPTANCE_PRIOR, KS, MIN_DRAFTED, Plan, VerifyCost, measure, plan
 from .vision import PROVIDERS, VisionEncoder
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,12 @@ llama.cpp's batched and single-token kernels differed on the tiny model by at mo
 kernels), 0.0027 (F16) and 0.068 (Q4_K_M) (docs/export.md); a margin of twice the largest difference
 seen, with headroom, keeps speculative output identical to plain greedy decoding."""
 DEFAULT_SPECULATIVE_MARGIN = 0.15
-"""For the K-quants (Q4_K_M, Q5_K_M) and anything not measured."""
+"""For the K-quants (Q4_K_M, Q5_K_M) and anything not measured. When a bundle is loaded for speculative decoding
+the difference is measured on it too (``speculation.measure``), and the margin is at least twice that: a
+7B-width Q4_K_M differed by 0.157 in batches of 16, more than the tiny model's 0.068."""
+SPECULATIVE_POLICIES = ("off", "on", "auto")
+"""off: plain greedy decoding; on: draft whenever the bundle has drafts; auto: draft only where ``speculation.plan``
+expects it to be faster on this machine (the verify cost is measured when the bundle is loaded)."""
 
 
 @dataclass(frozen=True)
@@ -148,8 +155,15 @@ class GraspModel:
     """A loaded bundle: the vision tower in onnxruntime, the language model in llama.cpp."""
 
     def __init__(
-        self, manifest: Manifest, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings()
+        self,
+        manifest: Manifest,
+        directory: Path,
+        providers=PROVIDERS,
+        llama: LlamaSettings = LlamaSettings(),
+        speculative: str = "off",
     ):
+        if speculative not in SPECULATIVE_POLICIES:
+            raise ValueError(f"speculative must be one of {SPECULATIVE_POLICIES}, got {speculative!r}")
         self.manifest, self.directory = manifest, Path(directory)
         self.format: AnswerFormat = manifest.answer.format
         self.vision = VisionEncoder(self.directory / manifest.vision, providers)
@@ -169,6 +183,29 @@ class GraspModel:
         self.speculative_margin = SPECULATIVE_MARGINS.get(manifest.quant, DEFAULT_SPECULATIVE_MARGIN)
         self.drafted = self.accepted = self.replays = 0
         """Speculative decoding counters: tokens drafted, drafted tokens greedy decoding kept, near-tie replays."""
+        self.checks: deque[list[int]] = deque(maxlen=4096)
+        """Per draft asked for in the reasoning: [tokens drafted, of them kept] (0 drafted: no draft was found)."""
+        self.policy = speculative if manifest.drafts else "off"
+        self.verify_cost: VerifyCost | None = None
+        if self.policy != "off":
+            self.verify_cost = measure(self.llm, self._calibration_tokens())
+            self.speculative_margin = max(self.speculative_margin, 2 * self.verify_cost.logit_error)
+
+    def _calibration_tokens(self) -> list[int]:
+        text = " ".join((self.directory / self.manifest.drafts).read_text().split()[:64])
+        tokens = self.llm.tokenize(text, add_bos=True, special=False, start=True)
+        return (tokens * (1 + (max(KS) + 1) // max(1, len(tokens))))[: max(KS) + 1]
+
+    @property
+    def plan(self) -> Plan:
+        """How this model drafts now: ``on``, the drafter's length; ``auto``, the best expected speed-up given the
+        measured verify cost and the acceptance so far (a prior until enough tokens were drafted); ``off``, none."""
+        if self.policy == "off" or self.verify_cost is None:
+            return Plan(0, 1.0, 0.0)
+        acceptance = self.accepted / self.drafted if self.drafted >= MIN_DRAFTED else ACCEPTANCE_PRIOR
+        if self.policy == "on":
+            return Plan(self.drafter.k, 1.0, acceptance)
+        return plan(self.verify_cost, acceptance)
 
     @cached_property
     def drafter(self) -> NgramDrafter | None:
@@ -182,10 +219,16 @@ class GraspModel:
 
     @classmethod
     def load(
-        cls, directory: Path, providers=PROVIDERS, llama: LlamaSettings = LlamaSettings(), verify: bool = True
+        cls,
+        directory: Path,
+        providers=PROVIDERS,
+        llama: LlamaSettings = LlamaSettings(),
+        verify: bool = True,
+        speculative: str = "off",
     ) -> GraspModel:
-        """Read the manifest, verify every file's hash, and load both halves."""
-        return cls(read_bundle(directory, verify=verify), directory, providers, llama)
+        """Read the manifest, verify every file's hash, and load both halves (and measure the verify cost when
+        ``speculative`` is on or auto)."""
+        return cls(read_bundle(directory, verify=verify), directory, providers, llama, speculative)
 
     def session(self) -> Session:
         """A new conversation (the image comes with its first turn)."""
@@ -229,6 +272,7 @@ class GraspModel:
         constrain: bool = True,
         speculative: bool = False,
         context: list[int] = (),
+        draft_length: int | None = None,
     ) -> tuple[list[int], str, list[int]]:
         """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
 
@@ -238,7 +282,8 @@ class GraspModel:
         Returns the tokens, the text and the tail not yet in the KV cache (the last token is only
         evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
         (parity checks against torch). ``speculative`` (when the bundle has drafts) checks drafted
-        reasoning tokens in one batch and keeps those greedy decoding would choose.
+        reasoning tokens in one batch and keeps those greedy decoding would choose, at most ``draft_length``
+        at a time (default: the drafter's own length).
 
         A batch and a single token round differently in llama.cpp's kernels, so after a batched
         check the logits are plain decoding's only up to a tiny error. Where that error could
@@ -251,7 +296,12 @@ class GraspModel:
             self, budget, grammar, force_pose=constrain and self.format.variant is AnswerVariant.RT
         )
         drafter = self.drafter if speculative else None
-        tail = self._speculative(answer, drafter, list(context)) if drafter is not None else self._greedy(answer)
+        length = drafter.k if drafter is not None and draft_length is None else draft_length
+        tail = (
+            self._speculative(answer, drafter, list(context), length)
+            if drafter is not None and length
+            else self._greedy(answer)
+        )
         return answer.tokens, answer.data.decode(errors="replace").strip(), tail
 
     def _greedy(self, answer: AnswerInProgress) -> list[int]:
@@ -271,7 +321,9 @@ class GraspModel:
                 break
         return [] if pending is None else [pending]
 
-    def _speculative(self, answer: AnswerInProgress, drafter: NgramDrafter, context: list[int]) -> list[int]:
+    def _speculative(
+        self, answer: AnswerInProgress, drafter: NgramDrafter, context: list[int], length: int
+    ) -> list[int]:
         """Greedy decoding that checks drafted reasoning tokens in one batch and keeps those plain decoding chooses.
 
         State: ``rows`` (logits not yet used, one per checked position), ``drafted`` (draft tokens still
@@ -283,8 +335,10 @@ class GraspModel:
             if not rows:
                 self.llm.truncate(verified)  # drop drafted tokens the last check refused
                 # drafts for the reasoning only: the corpus knows its phrasing, not the pose's digits
-                room = max(0, answer.budget - len(answer.tokens) - 1)
+                room = min(length, max(0, answer.budget - len(answer.tokens) - 1))
                 draft = drafter.draft(answer.tokens, [*context, *answer.tokens])[:room] if answer.in_reasoning else []
+                if answer.in_reasoning:
+                    self.checks.append([len(draft), 0])
                 self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
                 rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
                 drafted, verified, pending = draft, verified + 1, None
@@ -305,6 +359,7 @@ class GraspModel:
                 drafted.pop(0)
                 verified += 1
                 self.accepted += 1
+                self.checks[-1][1] += 1
             else:
                 rows, drafted, pending = [], [], token
             if complete:
@@ -344,9 +399,11 @@ class Session:
         image=None,
         max_new_tokens: int = MAX_NEW_TOKENS,
         constrain: bool = True,
-        speculative: bool = False,
+        speculative: bool | None = None,
     ) -> Prediction:
-        """One turn: a new image starts the conversation over; without one, a follow-up on the last."""
+        """One turn: a new image starts the conversation over; without one, a follow-up on the last.
+
+        ``speculative``: True or False decide; None leaves it to the model's policy (``GraspModel.plan``)."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the instruction is empty")
         model = self.model
@@ -372,7 +429,10 @@ class Session:
         prefill = time.perf_counter()
         prefilled = model.llm.n_evaluated - before
         context = [t for segment in self.history if not isinstance(segment, np.ndarray) for t in segment]
-        tokens, text, unevaluated = model.generate(max_new_tokens, constrain, speculative, context)
+        draft = model.plan.k if speculative is None else None
+        tokens, text, unevaluated = model.generate(
+            max_new_tokens, constrain, bool(draft) if speculative is None else speculative, context, draft
+        )
         end = time.perf_counter()
         # The answer's tail and the end of turn are evaluated lazily, when the conversation goes on.
         self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]

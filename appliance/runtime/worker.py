@@ -57,7 +57,7 @@ ERRORS = {cls.__name__: cls for cls in (LlamaError, ContextFull, TooLong, ValueE
 """Exceptions the child reports that the parent raises again as themselves; anything else is a RuntimeError."""
 
 
-def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int) -> None:
+def _serve(directory: str, providers, llama: LlamaSettings, speculative: str, conn, log_level: int) -> None:
     """The child: load the bundle, then answer calls until the pipe closes."""
     faulthandler.enable()  # a fatal signal leaves a Python traceback on stderr (the daemon's log)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[model %(process)d]: %(message)s")
@@ -66,13 +66,14 @@ def _serve(directory: str, providers, llama: LlamaSettings, conn, log_level: int
     from .model import GraspModel
 
     try:
-        model = GraspModel.load(Path(directory), providers, llama, verify=False)  # the parent verified the hashes
+        # the parent verified the hashes
+        model = GraspModel.load(Path(directory), providers, llama, verify=False, speculative=speculative)
     except Exception as exc:
         conn.send((0, "error", type(exc).__name__, str(exc)))
         return
     sessions: OrderedDict = OrderedDict()
 
-    def ask(session_id: str, instruction: str, image, max_new_tokens: int, speculative: bool) -> Prediction:
+    def ask(session_id: str, instruction: str, image, max_new_tokens: int, speculative: bool | None) -> Prediction:
         if image is None and session_id not in sessions:
             raise MissingSession(session_id)
         session = sessions.pop(session_id, None) or model.session()
@@ -122,6 +123,7 @@ class ModelWorker:
         providers=PROVIDERS,
         llama: LlamaSettings = LlamaSettings(),
         call_timeout_s: float = CALL_TIMEOUT_S,
+        speculative: str = "off",
     ):
         self.directory, self.providers, self.llama, self.call_timeout_s = (
             Path(directory),
@@ -129,6 +131,8 @@ class ModelWorker:
             llama,
             call_timeout_s,
         )
+        self.speculative = speculative
+        """The model's drafting policy (``appliance.runtime.model.SPECULATIVE_POLICIES``)."""
         self.manifest: Manifest = read_bundle(self.directory, verify=True)
         self.format = self.manifest.answer.format
         self.vision_providers: list[str] = []
@@ -150,7 +154,14 @@ class ModelWorker:
 
     def _spawn(self) -> None:
         self._conn, child = self._ctx.Pipe()
-        args = (str(self.directory), self.providers, self.llama, child, logging.getLogger().getEffectiveLevel())
+        args = (
+            str(self.directory),
+            self.providers,
+            self.llama,
+            self.speculative,
+            child,
+            logging.getLogger().getEffectiveLevel(),
+        )
         self._proc = self._ctx.Process(target=_serve, args=args, name="rtgrasp-model", daemon=True)
         self._proc.start()
         child.close()
@@ -286,12 +297,12 @@ class RemoteSession:
         self.worker = worker
         self.id = f"s{next(self._ids)}"
         self.turns: list[Prediction] = []
-        self._asked: list[tuple[str, int, bool]] = []
+        self._asked: list[tuple[str, int, bool | None]] = []
         """Earlier instructions with their budget and decoding: what a replay asks again."""
         self._image = None
 
     def ask(
-        self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, speculative: bool = False
+        self, instruction: str, image=None, max_new_tokens: int = MAX_NEW_TOKENS, speculative: bool | None = None
     ) -> Prediction:
         """One turn: a new image starts the conversation over; without one, a follow-up on the last."""
         if image is not None:
