@@ -327,10 +327,12 @@ class GraspModel:
         """Greedy decoding that checks drafted reasoning tokens in one batch and keeps those plain decoding chooses.
 
         State: ``rows`` (logits not yet used, one per checked position), ``drafted`` (draft tokens still
-        unconfirmed), ``verified`` (KV positions known to be plain decoding's), ``pending`` (a chosen token not
-        yet evaluated), ``exact`` (no batched check has happened since the last replay)."""
+        unconfirmed), ``verified`` (KV positions holding the answer's chosen tokens), ``clean`` (KV positions
+        computed exactly as plain decoding computes them: one token at a time on a clean prefix), ``pending`` (a
+        chosen token not yet evaluated), ``exact`` (the logits in hand are plain decoding's). A near tie replays
+        only the positions after ``clean``, one at a time, not the whole answer."""
         start = self.llm.n_past
-        rows, drafted, verified, pending, exact = [self.llm.logits()], [], start, None, True
+        rows, drafted, verified, clean, pending, exact = [self.llm.logits()], [], start, start, None, True
         while len(answer.tokens) < answer.budget:
             if not rows:
                 self.llm.truncate(verified)  # drop drafted tokens the last check refused
@@ -339,18 +341,20 @@ class GraspModel:
                 draft = drafter.draft(answer.tokens, [*context, *answer.tokens])[:room] if answer.in_reasoning else []
                 if answer.in_reasoning:
                     self.checks.append([len(draft), 0])
+                exact = not draft and clean == verified  # one token on a clean prefix: as plain decoding does
                 self.llm.eval_tokens([pending, *draft], all_logits=bool(draft))
                 rows = [self.llm.logits(i) for i in range(len(draft) + 1)] if draft else [self.llm.logits()]
                 drafted, verified, pending = draft, verified + 1, None
-                exact = exact and not draft
+                clean = verified if exact else clean
                 self.drafted += len(draft)
             answer.apply_budget()
             logits = rows.pop(0)
             token = answer.pick(logits)
             if not exact and near_tie(logits, token, answer.grammar, self.speculative_margin):
-                logits = self._replay(start, answer.tokens)
+                logits = self._replay(clean, answer.tokens[clean - start :])
                 token = answer.pick(logits)
-                rows, drafted, verified, exact = [], [], start + len(answer.tokens), True
+                rows, drafted, exact = [], [], True
+                verified = clean = start + len(answer.tokens)
                 self.replays += 1
             if token == self.llm.eos:
                 break
@@ -360,6 +364,7 @@ class GraspModel:
                 verified += 1
                 self.accepted += 1
                 self.checks[-1][1] += 1
+                exact = False  # the next row was computed in the batch
             else:
                 rows, drafted, pending = [], [], token
             if complete:
@@ -367,10 +372,10 @@ class GraspModel:
         self.llm.truncate(verified)  # drop drafted tokens nobody chose
         return [] if pending is None else [pending]
 
-    def _replay(self, start: int, tokens: list[int]) -> np.ndarray:
-        """Re-evaluate the answer so far one token at a time (as plain decoding did); the next logits."""
+    def _replay(self, position: int, tokens: list[int]) -> np.ndarray:
+        """Re-evaluate ``tokens`` one at a time from KV ``position`` on (as plain decoding did); the next logits."""
         assert tokens, "a replay follows a batched check, which evaluated at least one answer token"
-        self.llm.truncate(start)
+        self.llm.truncate(position)
         for token in tokens:
             self.llm.eval_tokens([token])
         return self.llm.logits()
