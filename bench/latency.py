@@ -56,6 +56,7 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
     from training.evaluate import held_out_ids
 
     model = GraspModel.load(bundle)
+    auto = GraspModel.load(bundle, speculative="auto")  # the appliance's default: drafts only where it measured a gain
     dataset = open_dataset(root)
     ids = held_out_ids(dataset, split, fold)[:limit]
     rows, identical = [], True
@@ -67,11 +68,12 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
         plain = model.session().ask(instruction, sample.image, speculative=False)
         drafted, accepted = model.drafted, model.accepted
         fast = model.session().ask(instruction, sample.image, speculative=True)
+        default = auto.session().ask(instruction, sample.image)  # the policy decides
         start = time.perf_counter()
         model.format.parse(fast.text) if fast.ok else None
         parse_ms = 1000 * (time.perf_counter() - start)
         geometry_ms = time_geometry(fast, sample.depth) if fast.ok and sample.depth is not None else float("nan")
-        identical &= fast.tokens == plain.tokens
+        identical &= fast.tokens == plain.tokens == default.tokens
         t, f = plain.timings, fast.timings
         rows.append(
             {
@@ -82,18 +84,20 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
                 "prefill_ms": t.prefill_ms,
                 "decode_ms": t.decode_ms,
                 "decode_ms_speculative": f.decode_ms,
+                "decode_ms_auto": default.timings.decode_ms,
                 "parse_ms": parse_ms,
                 "geometry_ms": geometry_ms,
                 "drafted": model.drafted - drafted,
                 "accepted": model.accepted - accepted,
                 "time_to_pose_ms": t.total_ms,
                 "time_to_pose_ms_speculative": f.total_ms,
-                "same": fast.tokens == plain.tokens,
+                "same": fast.tokens == plain.tokens == default.tokens,
             }
         )
     tokens = sum(r["tokens"] for r in rows)
     plain_tps = 1000 * tokens / sum(r["decode_ms"] for r in rows)
     fast_tps = 1000 * tokens / sum(r["decode_ms_speculative"] for r in rows)
+    auto_tps = 1000 * tokens / sum(r["decode_ms_auto"] for r in rows)
     median = {
         k: statistics.median(r[k] for r in rows)
         for k in (
@@ -102,6 +106,7 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
             "prefill_ms",
             "decode_ms",
             "decode_ms_speculative",
+            "decode_ms_auto",
             "parse_ms",
             "geometry_ms",
             "time_to_pose_ms",
@@ -117,6 +122,13 @@ def run(bundle: Path, root: Path, split: str, fold: int, limit: int | None) -> d
         "decode_tokens_per_s": plain_tps,
         "decode_tokens_per_s_speculative": fast_tps,
         "speculative_speedup": fast_tps / plain_tps,
+        "decode_tokens_per_s_auto": auto_tps,
+        "auto_speedup": auto_tps / plain_tps,
+        "auto_plan": {
+            "draft_length": auto.plan.k,
+            "expected_gain": auto.plan.gain,
+            **(auto.verify_cost.as_dict() if auto.verify_cost else {}),
+        },
         "identical_output": identical,
         "draft_acceptance": sum(r["accepted"] for r in rows) / max(1, sum(r["drafted"] for r in rows)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -215,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         f"decode tokens/s: plain {report['decode_tokens_per_s']:.0f}, speculative {report['decode_tokens_per_s_speculative']:.0f} "
         f"-> speedup {report['speculative_speedup']:.2f}x (draft acceptance {100 * report['draft_acceptance']:.0f} %), "
         f"identical output: {report['identical_output']}; peak RSS {report['peak_rss_mb']:.0f} MB"
+    )
+    plan = report["auto_plan"]
+    print(
+        f"default (speculative: auto): {report['decode_tokens_per_s_auto']:.0f} tokens/s ({report['auto_speedup']:.2f}x plain); "
+        f"measured t(k)/t(1) {', '.join(f'{k}: {v:.2f}' for k, v in plan.get('ratio', {}).items())} -> "
+        f"draft length {plan['draft_length']} (expected {plan['expected_gain']:.2f}x)"
     )
     if args.worker:
         b = report["process_boundary"]

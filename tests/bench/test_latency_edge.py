@@ -56,6 +56,8 @@ def test_latency_puts_torch_and_the_runtime_side_by_side(tmp_path, tiny_spm_chec
         report["quant"] == "Q4_K_M"
         and isinstance(report["identical_output"], bool)
         and report["speculative_speedup"] > 0
+        and report["auto_speedup"] > 0
+        and report["auto_plan"]["ratio"]["1"] == 1.0
     )
     printed = capsys.readouterr().out
     assert "speed vs torch" in printed and "speculative" in printed
