@@ -291,7 +291,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     )
     if config.gradient_checkpointing:
         base.config.use_cache = False
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = trainable_model(base, config.strategy)
     dataset = ConversationDataset(
         [Path(d) / "train.json" for d in (config.data, *config.mix)],
