@@ -463,7 +463,7 @@ INTERNAL = {"gguf-parity": gguf_parity, "runtime": runtime_figures, "speculative
 # -- the report ----------------------------------------------------------------------------------------
 def summary(results: dict) -> dict:
     """The headline figures, from the largest model every stage ran on."""
-    label = "full" if results.get("full/speculative-q4") else "cut"
+    label = "cut" if any(k.startswith("cut/") for k in results) else "full"
     get = lambda name: results.get(f"{label}/{name}") or {}  # noqa: E731
     stages = {k: v for k, v in results.items() if "/" in k}
     runtime, spec = get("runtime"), get("speculative-q4")

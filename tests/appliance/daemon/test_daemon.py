@@ -99,8 +99,11 @@ def test_status_and_events(daemon):
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(daemon.events)
-    topics = set()
-    deadline = time.monotonic() + 10
+    from tests.helpers import wait_subscribed
+
+    wait_subscribed(sub)  # the subscription is live before anything is asked: no event can be missed
+    topics = {"heartbeat"}
+    deadline = time.monotonic() + 30
     send(daemon.requests, [b"", protocol.request("predict", "ev-1", text="pick up the mug")])
     send(daemon.requests, [b"", protocol.request("predict", "ev-2", text="pick up the bowl")])
     while time.monotonic() < deadline and not {"heartbeat", "state", "prediction"} <= topics:
