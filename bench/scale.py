@@ -392,16 +392,26 @@ def record_pattern(bundle: str, images: int, seed: int, work: str) -> dict:
                               str(seed)), check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
     model = GraspModel.load(Path(bundle), speculative="on")
     dataset = open_dataset(data)
-    answers = []
+    answers, tokens = [], []
     for image_id in dataset.ids[:images]:
         sample = dataset.load(image_id)
         before = len(model.checks)
-        model.session().ask(f"pick up the {sample.category}", sample.image, speculative=True)
+        answer = model.session().ask(f"pick up the {sample.category}", sample.image, speculative=True)
         answers.append([list(c) for c in list(model.checks)[before:]])
+        tokens.append(len(answer.tokens))
     drafted = sum(n for a in answers for n, _ in a)
     kept = sum(k for a in answers for _, k in a)
-    return {"bundle": bundle, "images": images, "seed": seed, "answers": answers, "drafted": drafted,
-            "kept": kept, "acceptance": kept / max(1, drafted)}  # fmt: skip
+    return {"bundle": bundle, "images": images, "seed": seed, "answers": answers, "tokens": tokens,
+            "drafted": drafted, "kept": kept, "acceptance": kept / max(1, drafted),
+            "free_verify_speedup": free_verify_speedup(answers, tokens)}  # fmt: skip
+
+
+def free_verify_speedup(answers: list[list[list[int]]], tokens: list[int]) -> float:
+    """The speed-up these recorded checks give where checking a draft costs what one token costs (the bound a
+    bandwidth-bound device approaches): each check yields its kept tokens plus one for the price of one step;
+    every token outside the checks (the pose) costs a step of its own."""
+    steps = sum(len(checks) + (n - sum(kept + 1 for _, kept in checks)) for checks, n in zip(answers, tokens))
+    return sum(tokens) / steps
 
 
 def speculative_figures(bundle: str, data: str, pattern: str, answers: int = 2, max_new_tokens: int = DECODE_TOKENS):
@@ -541,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             run(python("-m", "training.model", "--preset", "llava-1.5-7b", "--layers", str(args.cut_layers),
                        "--out", str(cut)), args.work / "cut.log")  # fmt: skip
         chain(cut, "cut", args.work, results, data, not args.no_q8, args.until)
-    report = {**summary(results.data), "pattern": {k: recorded[k] for k in ("drafted", "kept", "acceptance")},
+    report = {**summary(results.data), "pattern": {k: recorded.get(k) for k in ("drafted", "kept", "acceptance", "free_verify_speedup")},
               "stages": results.data}  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if k != "stages"}, indent=1))
     if args.json:

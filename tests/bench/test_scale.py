@@ -123,3 +123,9 @@ def test_a_stage_that_does_not_fit_is_recorded_with_its_figures_and_stops_the_ch
     saved = json.loads((tmp_path / "results.json").read_text())["full/lora"]
     assert saved == {"fits": False, "needed_gb": saved["needed_gb"], "available_gb": 0.5}
     assert saved["needed_gb"] > 0.5
+
+
+def test_free_verify_speedup_counts_one_step_per_check_and_per_token_outside_them():
+    # one answer of 10 tokens: a check keeping 3 (4 tokens), a check finding no draft (1 token), 5 pose tokens
+    assert scale.free_verify_speedup([[[5, 3], [0, 0]]], [10]) == pytest.approx(10 / (2 + 5))
+    assert scale.free_verify_speedup([[]], [7]) == 1.0  # nothing drafted: plain decoding
