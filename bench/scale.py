@@ -449,7 +449,9 @@ def speculative_figures(bundle: str, data: str, pattern: str, answers: int = 2, 
                      "drafted": model.drafted - drafted, "kept": model.accepted - accepted,
                      "replays": model.replays - replays, "identical": fast == plain})  # fmt: skip
     curve_tokens = model.prompt_segments("pick up the mug by its handle and lift it from the table", first=True)
-    cost = measure(model.llm, [t for t in curve_tokens if t is not None] * 2, ks=range(1, 17), repeats=2)
+    behind = model.embed(image)[1]  # the curve at the depth answers are decoded at: behind the image
+    tokens = [t for t in curve_tokens if t is not None] * 2
+    cost = measure(model.llm, tokens, ks=range(1, 17), repeats=2, prefix=behind)
     plain_total = sum(r["plain_ms"] for r in rows)
     fast_total = sum(r["speculative_ms"] for r in rows)
     model.llm.close()

@@ -40,10 +40,11 @@ log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 160
 SPECULATIVE_MARGINS = {"Q8_0": 0.0, "F32": 0.01, "F16": 0.01}
-"""Logit gap below which a token chosen after a batched check is re-checked the plain way, by weight type.
-llama.cpp's batched and single-token kernels differed on the tiny model by at most 0 (Q8_0: the same
-kernels), 0.0027 (F16) and 0.068 (Q4_K_M) (docs/export.md); a margin of twice the largest difference
-seen, with headroom, keeps speculative output identical to plain greedy decoding."""
+"""Logit gap below which a token chosen after a batched check is re-checked the plain way, by weight type: the
+floor of the margin. llama.cpp's batched and single-token kernels differed on the tiny model by at most 0
+(Q8_0), 0.0027 (F16) and 0.068 (Q4_K_M) (docs/export.md). Deep in a long context they differ more (the
+attention's paths): at the 7B width, 587 positions in, Q8_0 batches differed by up to 0.16. So a bundle loaded
+for speculative decoding measures the difference behind an image, and the margin is at least twice that."""
 DEFAULT_SPECULATIVE_MARGIN = 0.15
 """For the K-quants (Q4_K_M, Q5_K_M) and anything not measured. When a bundle is loaded for speculative decoding
 the difference is measured on it too (``speculation.measure``), and the margin is at least twice that: a
@@ -188,7 +189,9 @@ class GraspModel:
         self.policy = speculative if manifest.drafts else "off"
         self.verify_cost: VerifyCost | None = None
         if self.policy != "off":
-            self.verify_cost = measure(self.llm, self._calibration_tokens())
+            blank = np.full((manifest.image.size, manifest.image.size, 3), 128, np.uint8)
+            image = self.embed(blank)[1]  # measured behind an image, where answers are decoded
+            self.verify_cost = measure(self.llm, self._calibration_tokens(), prefix=image)
             self.speculative_margin = max(self.speculative_margin, 2 * self.verify_cost.logit_error)
 
     def _calibration_tokens(self) -> list[int]:

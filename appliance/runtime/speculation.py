@@ -54,8 +54,10 @@ class Plan:
     acceptance: float
 
 
-def measure(llm, tokens: list[int], ks=KS, repeats: int = 3) -> VerifyCost:
-    """Time ``tokens`` evaluated k at a time after a 1-token prefix, on an empty sequence, which it leaves empty.
+def measure(llm, tokens: list[int], ks=KS, repeats: int = 3, prefix: np.ndarray | None = None) -> VerifyCost:
+    """Time ``tokens`` evaluated k at a time, after ``prefix`` embeddings (an image: decoding always happens that
+    deep in the context, where the attention's batched and single-token paths differ most), on an empty
+    sequence, which it leaves empty.
 
     Needs ``max(ks) + 1`` tokens; each k takes the best of ``repeats`` runs."""
     k_max = max(ks)
@@ -66,8 +68,11 @@ def measure(llm, tokens: list[int], ks=KS, repeats: int = 3) -> VerifyCost:
         k_max = max(ks)
     llm.truncate(0)
     llm.eval_tokens(tokens[:1])
+    if prefix is not None:
+        llm.eval_embeddings(prefix)
+    base = llm.n_past
     llm.eval_tokens(tokens[1:2])  # warm-up: the first decode allocates
-    llm.truncate(1)
+    llm.truncate(base)
     single = []
     for token in tokens[1 : k_max + 1]:
         llm.eval_tokens([token])
@@ -76,7 +81,7 @@ def measure(llm, tokens: list[int], ks=KS, repeats: int = 3) -> VerifyCost:
     for k in ks:
         times = []
         for _ in range(repeats):
-            llm.truncate(1)
+            llm.truncate(base)
             start = time.perf_counter()
             llm.eval_tokens(tokens[1 : k + 1], all_logits=True)
             times.append(time.perf_counter() - start)
