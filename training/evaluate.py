@@ -23,13 +23,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.answer import AnswerParseError
-from appliance.grasp import score_pose
+from appliance.answer import AnswerParseError, AnswerRefused
+from appliance.grasp import GraspPose, score_pose
 from appliance.runtime.model import MAX_NEW_TOKENS  # one answer budget for torch and the runtime (no SDK imported)
 
 from .datasets import GraspDataset, open_dataset
 from .datasets.augment import center_crop
+from .datasets.referring import Instruction
 from .datasets.splits import choose_fold
+from .metric import grade
 from .model import PROMPT_TEMPLATE
 from .reasoning import load_templates
 from .view import ModelView
@@ -48,7 +50,7 @@ class Evaluation:
         parsed = [r for r in self.rows if r["parsed"]]
         named = [r for r in self.rows if r["stated_category"] is not None or r["category"]]
         return {
-            "accuracy": sum(r["correct"] for r in self.rows) / n if n else 0.0,
+            **scores(self.rows),
             "n": n,
             "parse_failure_rate": 1 - len(parsed) / n if n else 0.0,
             "mean_answer_tokens": sum(r["tokens"] for r in self.rows) / n if n else 0.0,
@@ -58,6 +60,7 @@ class Evaluation:
             if named
             else None,
             **self.refinement_summary(),
+            **({"by_kind": by_kind(self.rows)} if any(r.get("kind") for r in self.rows) else {}),
         }
 
     def refinement_summary(self) -> dict:
@@ -73,6 +76,58 @@ class Evaluation:
             "refinement_satisfied": sum(t["satisfied"] for t in turns) / n,
             "refinement_correct": sum(t["correct"] for t in turns) / n,
         }
+
+
+def scores(rows: list[dict]) -> dict:
+    """The rectangle metric's ``accuracy``, the part-aware metric's ``part_accuracy`` and the ``target_rate``
+    (each None where no row could be judged by it: a root without scene truth)."""
+
+    def share(key: str) -> float | None:
+        judged = [r[key] for r in rows if r.get(key) is not None]
+        return sum(judged) / len(judged) if judged else None
+
+    return {
+        "accuracy": share("correct") or 0.0,
+        "part_accuracy": share("part_correct"),
+        "target_rate": share("on_target"),
+    }
+
+
+def by_kind(rows: list[dict]) -> dict:
+    """``scores`` per instruction kind."""
+    kinds = sorted({r["kind"] for r in rows if r.get("kind")})
+    return {
+        k: {**scores([r for r in rows if r.get("kind") == k]), "n": sum(r.get("kind") == k for r in rows)}
+        for k in kinds
+    }
+
+
+def evaluation_items(dataset: GraspDataset, ids: list[str]) -> list[tuple[str, Instruction | None]]:
+    """What to score: every instruction about the chosen images when the root has instructions, else each image."""
+    if not dataset.instructions:
+        return [(image_id, None) for image_id in ids]
+    chosen = set(ids)
+    return [(i.image, i) for i in dataset.instructions if i.image in chosen]
+
+
+def to_camera(pose: GraspPose, view: ModelView, image_size) -> GraspPose:
+    """A pose predicted on the model's view (the centred square crop) in the whole camera image."""
+    w, h = image_size
+    side = view.crop or min(w, h)
+    return GraspPose((w / 2 - side / 2 + pose.x * side) / w, (h / 2 - side / 2 + pose.y * side) / h, pose.theta)
+
+
+def judge(dataset: GraspDataset, image_id: str, instruction: Instruction | None, pose, view: ModelView) -> dict:
+    """Row fields for a view pose (None: a refusal) under both metrics (``training.metric.grade``)."""
+    camera = to_camera(pose, view, dataset.labels(image_id).image_size) if pose is not None else None
+    try:
+        g = grade(dataset, image_id, camera, instruction)
+    except ValueError:  # a cluttered image without instruction: no single target
+        return {}
+    out = {"part_correct": g.part, "on_target": g.on_target}
+    if instruction is not None:
+        out.update(correct=g.rectangle, instruction=instruction.id, kind=instruction.kind, target=instruction.target)
+    return out
 
 
 def stated_category(text: str, names: list[str]) -> str | None:
@@ -96,24 +151,27 @@ def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[st
     """Score the vision stage's grasp heads (no language model involved)."""
     result = Evaluation()
     start = time.monotonic()
-    for image_id in ids:
+    poses = {}
+    for image_id, instruction in evaluation_items(dataset, ids):
         sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
-        pose = predict(sample.image)
+        if image_id not in poses:  # instruction-blind: one pose per image, whatever is asked
+            poses[image_id] = predict(sample.image)
+        pose = poses[image_id]
         correct = score_pose(pose, sample.positives, sample.image_size).correct
-        result.rows.append(
-            {
-                "image": image_id,
-                "answer": "",
-                "tokens": 0,
-                "category": None,
-                "stated_category": None,
-                "parsed": True,
-                "correct": correct,
-                "x": pose.x,
-                "y": pose.y,
-                "theta": pose.theta,
-            }
-        )
+        row = {
+            "image": image_id,
+            "answer": "",
+            "tokens": 0,
+            "category": None,
+            "stated_category": None,
+            "parsed": True,
+            "correct": correct,
+            "x": pose.x,
+            "y": pose.y,
+            "theta": pose.theta,
+        }
+        row.update(judge(dataset, image_id, instruction, pose, view))
+        result.rows.append(row)
     result.seconds = time.monotonic() - start
     return result
 
@@ -141,11 +199,15 @@ def evaluate(
     fmt = view.answer_format
     result = Evaluation()
     start = time.monotonic()
-    for image_id in progress_bar(ids, desc="evaluating", unit="img", disable=not progress):
+    items = evaluation_items(dataset, ids)
+    for image_id, referral in progress_bar(items, desc="evaluating", unit="req", disable=not progress):
         camera = dataset.load(image_id, with_depth=False)
         sample = center_crop(camera, view.crop, (view.size, view.size))
         category = sample.category if sample.category in templates.categories else None
-        instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
+        if referral is not None:
+            instruction = referral.text
+        else:
+            instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
         text, tokens, extra = answer_fn(camera.image, sample.image, instruction)
         row = {
             "image": image_id,
@@ -161,8 +223,13 @@ def evaluate(
             pose = fmt.parse(text).pose
             row.update(parsed=True, x=pose.x, y=pose.y, theta=pose.theta)
             row["correct"] = score_pose(pose, sample.positives, sample.image_size).correct
+            row.update(judge(dataset, image_id, referral, pose, view))
+        except AnswerRefused as exc:
+            row.update(error=exc.reason, refused=True)
+            row.update(judge(dataset, image_id, referral, None, view))
         except AnswerParseError as exc:
             row["error"] = exc.reason
+            row.update(_unparsed(dataset, image_id, referral))
         if refine and row["parsed"]:
             row["refinement"] = refine_turn(
                 answer_fn.follow_up, fmt, sample, templates.category(category), row, image_id
@@ -172,6 +239,16 @@ def evaluate(
             _draw(vis, sample, row)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _unparsed(dataset: GraspDataset, image_id: str, referral: Instruction | None) -> dict:
+    """Row fields for an answer that did not parse: wrong under every metric that can judge the image."""
+    out = {}
+    if referral is not None:
+        out.update(instruction=referral.id, kind=referral.kind, target=referral.target, correct=False)
+    if dataset.scene(image_id) is not None:
+        out.update(part_correct=False, on_target=None if referral and referral.kind == "absent" else False)
+    return out
 
 
 def refine_turn(follow_up, fmt, sample, category, row: dict, image_id: str) -> dict | None:
