@@ -432,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)"
     )
+    parser.add_argument(
+        "--cnn",
+        type=Path,
+        help="a vision-stage checkpoint whose instruction-blind grasp heads join the baselines "
+        "(floor and oracle are always reported)",
+    )
     parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")
     parser.add_argument("--crop", type=int, help="with --heads: the square crop the vision stage used")
     args = parser.parse_args(argv)
@@ -455,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.isatty(),
                 refine=args.refine,
             )
-            return _report(result, args.json)
+            return _report(result, args.json, baselines(dataset, ids, args.cnn, grasp_model.manifest.image.crop))
         model, processor = load_llava(args.model)
         if args.heads:
             from .stages import heads_predictor
@@ -474,14 +480,36 @@ def main(argv: list[str] | None = None) -> int:
                 progress=sys.stderr.isatty(),
                 refine=args.refine,
             )
+        crop = args.crop if args.heads else view.crop
+        rows = baselines(dataset, ids, args.cnn, crop)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return _report(result, args.json)
+    return _report(result, args.json, rows)
 
 
-def _report(result: Evaluation, json_path: Path | None) -> int:
+def baselines(dataset: GraspDataset, ids: list[str], cnn: Path | None = None, crop: int | None = None) -> dict:
+    """The baselines on the same requests: floor and oracle, and the CNN heads of ``cnn`` when given.
+    A baseline that cannot run on this root (the floor without depth) reports why instead."""
+    from .baseline import baseline_summary, make_predictor, run_baseline
+
+    items = evaluation_items(dataset, ids)
+    out = {}
+    for kind in ("floor", "cnn", "oracle"):
+        if kind == "cnn" and cnn is None:
+            continue
+        try:
+            predictor = make_predictor(kind, dataset, cnn, crop)
+            out[kind] = baseline_summary(dataset, run_baseline(predictor, dataset, items, desc=kind))
+        except ValueError as exc:
+            out[kind] = {"error": str(exc)}
+    return out
+
+
+def _report(result: Evaluation, json_path: Path | None, baseline_rows: dict | None = None) -> int:
     summary = result.summary()
+    if baseline_rows is not None:
+        summary["baselines"] = baseline_rows
     print(json.dumps(summary, indent=1))
     if json_path:
         json_path.write_text(json.dumps({**summary, "answers": result.rows}, indent=1) + "\n")

@@ -71,3 +71,15 @@ def test_every_instruction_is_scored_with_both_metrics(clutter):
     shifted = evaluate(Scripted(texts[1:] + texts[:1]), VIEW, clutter, clutter.ids).summary()
     assert shifted["accuracy"] < 0.5 and shifted["target_rate"] < summary["target_rate"]
     assert shifted["part_accuracy"] < summary["part_accuracy"]
+
+
+def test_the_report_carries_the_baselines_on_the_same_requests(clutter):
+    from training.evaluate import baselines
+
+    rows = baselines(clutter, clutter.ids)
+    assert set(rows) == {"floor", "oracle"}  # cnn only with a vision checkpoint
+    n = len(evaluation_items(clutter, clutter.ids))
+    assert rows["floor"]["n"] == rows["oracle"]["n"] == n
+    assert rows["oracle"]["accuracy"] == 1.0
+    assert rows["floor"]["target_rate"] < rows["oracle"]["target_rate"]
+    assert "baselines" not in evaluate(Scripted(["[0.5, 0.5], 0.0"] * n), VIEW, clutter, clutter.ids).summary()
