@@ -194,9 +194,8 @@ def grade(dataset: GraspDataset, image: str, pose: GraspPose | None, instruction
     key = instruction.id if instruction else image
     if kind == "absent" or pose is None:
         right = kind == "absent" and pose is None
-        return Grade(
-            key, image, kind, labels.category, right, right if scene is not None else None, None, _refusal(pose)
-        )
+        part = right if scene is not None and scene.has_regions else None
+        return Grade(key, image, kind, labels.category, right, part, None, _refusal(pose))
     rect = score_pose(pose, labels.positives, labels.image_size)
     detail = {
         "best_iou": round(rect.best_iou, 4),
@@ -204,6 +203,9 @@ def grade(dataset: GraspDataset, image: str, pose: GraspPose | None, instruction
     }
     if scene is None or target is None:
         return Grade(key, image, kind, labels.category, rect.correct, None, None, detail)
+    if not scene.has_regions:  # a real dataset's masks: the target rate, no part regions
+        u, v = pose.pixel_center(labels.image_size)
+        return Grade(key, image, kind, labels.category, rect.correct, None, scene.object_at(u, v) == target, detail)
     part = score_part(pose, scene, target, labels.image_size)
     detail["part"] = part.reason or "correct"
     return Grade(key, image, kind, labels.category, rect.correct, part.correct, part.on_target, detail)
@@ -233,8 +235,10 @@ def score_predictions(
     grades = []
     for p in progress_bar(predictions, desc="scoring", unit="pred", disable=not progress):
         g = grade(dataset, p.image, p.pose, instructions.get(p.instruction) if p.instruction else None)
-        if metric == "part" and g.part is None:
-            raise ValueError(f"{p.image} has no scene truth (pcdNNNNscene.json + mask.png): the part metric needs it")
+        if metric == "part" and g.part is None and g.kind != "absent":
+            raise ValueError(
+                f"{p.image} has no part regions (the synthetic pcdNNNNscene.json + mask.png): the part metric needs them"
+            )
         grades.append(g)
     return MetricReport(metric, grades)
 

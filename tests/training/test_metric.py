@@ -152,4 +152,4 @@ def test_cluttered_images_need_an_instruction_and_ids_must_exist(clutter_root, t
 def test_the_part_metric_needs_scene_truth(toy_root, tmp_path, capsys):
     preds = write_predictions(tmp_path / "p.jsonl", ground_truth_rows(toy_root))
     assert main(["--predictions", str(preds), "--root", str(toy_root), "--metric", "part"]) == 2
-    assert "scene truth" in capsys.readouterr().err
+    assert "no part regions" in capsys.readouterr().err

@@ -49,6 +49,11 @@ class SceneTruth:
     segments: tuple[tuple[int, str], ...]
     mask: np.ndarray
 
+    @property
+    def has_regions(self) -> bool:
+        """Whether the objects carry grasp regions (simulator truth) that the part-aware metric needs."""
+        return any(o.get("regions") for o in self.objects)
+
     def object_mask(self, k: int) -> np.ndarray:
         """Pixels of object ``k``."""
         values = [i + 1 for i, (obj, _) in enumerate(self.segments) if obj == k]
