@@ -15,6 +15,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def predict(image: np.ndarray) -> GraspPose:
     return principal_grasp(xs, ys, (w, h))
 
 
-def predict_depth(depth: np.ndarray) -> GraspPose:
+def predict_depth(depth: np.ndarray, step: float = DEPTH_STEP) -> GraspPose:
     """The ``floor``: grasp across the principal axis of the largest blob standing above the table."""
     h, w = depth.shape
     border = np.concatenate([depth[:BORDER].ravel(), depth[-BORDER:].ravel(), depth[:, :BORDER].ravel()])
@@ -58,7 +59,7 @@ def predict_depth(depth: np.ndarray) -> GraspPose:
     if not np.isfinite(table):
         raise ValueError("the depth image's border has no reading: no table plane to stand on")
     with np.errstate(invalid="ignore"):
-        mask = depth < table - DEPTH_STEP
+        mask = depth < table - step
     blobs = [b for b in label_blobs(mask) if len(b[0]) >= MIN_BLOB]
     if not blobs:
         return GraspPose(0.5, 0.5, 0.0)  # nothing found: the centre, as a guess
@@ -105,11 +106,11 @@ def principal_grasp(xs: np.ndarray, ys: np.ndarray, size: tuple[int, int]) -> Gr
 Predictor = Callable[[GraspSample, Instruction | None], GraspPose | None]
 
 
-def floor_predictor() -> Predictor:
+def floor_predictor(step: float = DEPTH_STEP) -> Predictor:
     def floor(sample: GraspSample, instruction) -> GraspPose:
         if sample.depth is None:
             raise ValueError(f"{sample.image_id} has no depth image: the floor reads depth (try --kind colour)")
-        return predict_depth(sample.depth)
+        return predict_depth(sample.depth, step)
 
     return floor
 
@@ -152,12 +153,21 @@ def cnn_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> 
     return cnn
 
 
-# name -> builder(dataset, checkpoint, crop); only cnn reads a checkpoint (and imports torch)
-BASELINES: dict[str, Callable[[GraspDataset, Path | None, int | None], Predictor]] = {
-    "floor": lambda dataset, checkpoint, crop: floor_predictor(),
-    "colour": lambda dataset, checkpoint, crop: colour_predictor(),
-    "cnn": lambda dataset, checkpoint, crop: cnn_predictor(_needs(checkpoint), crop=crop),
-    "oracle": lambda dataset, checkpoint, crop: oracle_predictor(dataset),
+@dataclass(frozen=True)
+class BaselineOptions:
+    """What some baselines need: the cnn's checkpoint and crop, the floor's height above the table."""
+
+    checkpoint: Path | None = None
+    crop: int | None = 320
+    depth_step: float = DEPTH_STEP
+
+
+# name -> builder(dataset, options); only cnn reads a checkpoint (and imports torch)
+BASELINES: dict[str, Callable[[GraspDataset, BaselineOptions], Predictor]] = {
+    "floor": lambda dataset, options: floor_predictor(options.depth_step),
+    "colour": lambda dataset, options: colour_predictor(),
+    "cnn": lambda dataset, options: cnn_predictor(_needs(options.checkpoint), crop=options.crop),
+    "oracle": lambda dataset, options: oracle_predictor(dataset),
 }
 KINDS = tuple(BASELINES)
 
@@ -168,11 +178,13 @@ def _needs(checkpoint: Path | None) -> Path:
     return checkpoint
 
 
-def make_predictor(kind: str, dataset: GraspDataset, checkpoint: Path | None = None, crop: int | None = 320):
+def make_predictor(kind: str, dataset: GraspDataset, options: BaselineOptions = BaselineOptions()) -> Predictor:
     """The predictor of a baseline kind (``cnn`` needs a vision-stage checkpoint)."""
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(KINDS)}")
-    return BASELINES[kind](dataset, checkpoint, crop)
+    if options.depth_step <= 0:
+        raise ValueError(f"the floor's depth step must be positive, got {options.depth_step}")
+    return BASELINES[kind](dataset, options)
 
 
 def run_baseline(predictor: Predictor, dataset: GraspDataset, items, progress: bool = False, desc: str = "baseline"):
@@ -228,12 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=KINDS, default="floor", help="which baseline (default floor)")
     parser.add_argument("--checkpoint", type=Path, help="with --kind cnn: a vision-stage checkpoint")
     parser.add_argument("--crop", type=int, default=320, help="with --kind cnn: the square crop it was trained on")
+    parser.add_argument(
+        "--depth-step",
+        type=float,
+        default=DEPTH_STEP,
+        help=f"with --kind floor: metres above the table that count as an object (default {DEPTH_STEP})",
+    )
     parser.add_argument("--vis", type=Path, help="write PNGs: prediction red, ground truth green")
     parser.add_argument("--limit", type=int, help="only the first N images")
     args = parser.parse_args(argv)
     try:
         ds = open_dataset(args.root)
-        predictor = make_predictor(args.kind, ds, args.checkpoint, args.crop)
+        predictor = make_predictor(args.kind, ds, BaselineOptions(args.checkpoint, args.crop, args.depth_step))
         predictions = run_baseline(predictor, ds, items_of(ds, args.limit), progress=True, desc=args.kind)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
 def baselines(dataset: GraspDataset, ids: list[str], cnn: Path | None = None, crop: int | None = None) -> dict:
     """The baselines on the same requests: floor and oracle, and the CNN heads of ``cnn`` when given.
     A baseline that cannot run on this root (the floor without depth) reports why instead."""
-    from .baseline import baseline_summary, make_predictor, run_baseline
+    from .baseline import BaselineOptions, baseline_summary, make_predictor, run_baseline
 
     items = evaluation_items(dataset, ids)
     out = {}
@@ -499,7 +499,7 @@ def baselines(dataset: GraspDataset, ids: list[str], cnn: Path | None = None, cr
         if kind == "cnn" and cnn is None:
             continue
         try:
-            predictor = make_predictor(kind, dataset, cnn, crop)
+            predictor = make_predictor(kind, dataset, BaselineOptions(checkpoint=cnn, crop=crop))
             out[kind] = baseline_summary(dataset, run_baseline(predictor, dataset, items, desc=kind))
         except ValueError as exc:
             out[kind] = {"error": str(exc)}
