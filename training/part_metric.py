@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.grasp import GraspPose, ImageSize, angle_difference
+from appliance.sim.objects import FORBIDDEN_PARTS
 
 from .datasets.referring import SceneTruth
 
@@ -29,7 +30,6 @@ CENTRE_TOLERANCE = 0.01  # metres in the table plane
 ANGLE_TOLERANCE = math.radians(30.0)
 PAD_LENGTH = 0.02  # metres across the closing axis (the Franka Hand's finger pad)
 PAD_DEPTH = 0.01  # metres along the closing axis
-FORBIDDEN_PARTS = frozenset({"blade", "blades", "lenses", "tip"})
 
 
 @dataclass(frozen=True)
