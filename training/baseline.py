@@ -134,7 +134,7 @@ def oracle_predictor(dataset: GraspDataset) -> Predictor:
 def cnn_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:
     """The vision stage's grasp heads of ``checkpoint`` on the model's view, mapped back onto the camera image."""
     from .datasets.augment import center_crop
-    from .evaluate import to_camera
+    from .judging import to_camera
     from .model import load_llava
     from .stages import heads_predictor
     from .view import ModelView

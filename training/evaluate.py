@@ -29,9 +29,8 @@ from appliance.runtime.model import MAX_NEW_TOKENS  # one answer budget for torc
 
 from .datasets import GraspDataset, open_dataset
 from .datasets.augment import center_crop
-from .datasets.referring import Instruction
 from .datasets.splits import choose_fold
-from .metric import grade
+from .judging import baselines, by_kind, evaluation_items, judge, scores, unparsed
 from .model import PROMPT_TEMPLATE
 from .reasoning import load_templates
 from .view import ModelView
@@ -76,58 +75,6 @@ class Evaluation:
             "refinement_satisfied": sum(t["satisfied"] for t in turns) / n,
             "refinement_correct": sum(t["correct"] for t in turns) / n,
         }
-
-
-def scores(rows: list[dict]) -> dict:
-    """The rectangle metric's ``accuracy``, the part-aware metric's ``part_accuracy`` and the ``target_rate``
-    (each None where no row could be judged by it: a root without scene truth)."""
-
-    def share(key: str) -> float | None:
-        judged = [r[key] for r in rows if r.get(key) is not None]
-        return sum(judged) / len(judged) if judged else None
-
-    return {
-        "accuracy": share("correct") or 0.0,
-        "part_accuracy": share("part_correct"),
-        "target_rate": share("on_target"),
-    }
-
-
-def by_kind(rows: list[dict]) -> dict:
-    """``scores`` per instruction kind."""
-    kinds = sorted({r["kind"] for r in rows if r.get("kind")})
-    return {
-        k: {**scores([r for r in rows if r.get("kind") == k]), "n": sum(r.get("kind") == k for r in rows)}
-        for k in kinds
-    }
-
-
-def evaluation_items(dataset: GraspDataset, ids: list[str]) -> list[tuple[str, Instruction | None]]:
-    """What to score: every instruction about the chosen images when the root has instructions, else each image."""
-    if not dataset.instructions:
-        return [(image_id, None) for image_id in ids]
-    chosen = set(ids)
-    return [(i.image, i) for i in dataset.instructions if i.image in chosen]
-
-
-def to_camera(pose: GraspPose, view: ModelView, image_size) -> GraspPose:
-    """A pose predicted on the model's view (the centred square crop) in the whole camera image."""
-    w, h = image_size
-    side = view.crop or min(w, h)
-    return GraspPose((w / 2 - side / 2 + pose.x * side) / w, (h / 2 - side / 2 + pose.y * side) / h, pose.theta)
-
-
-def judge(dataset: GraspDataset, image_id: str, instruction: Instruction | None, pose, view: ModelView) -> dict:
-    """Row fields for a view pose (None: a refusal) under both metrics (``training.metric.grade``)."""
-    camera = to_camera(pose, view, dataset.labels(image_id).image_size) if pose is not None else None
-    try:
-        g = grade(dataset, image_id, camera, instruction)
-    except ValueError:  # a cluttered image without instruction: no single target
-        return {}
-    out = {"part_correct": g.part, "on_target": g.on_target}
-    if instruction is not None:
-        out.update(correct=g.rectangle, instruction=instruction.id, kind=instruction.kind, target=instruction.target)
-    return out
 
 
 def stated_category(text: str, names: list[str]) -> str | None:
@@ -229,7 +176,7 @@ def evaluate(
             row.update(judge(dataset, image_id, referral, None, view))
         except AnswerParseError as exc:
             row["error"] = exc.reason
-            row.update(_unparsed(dataset, image_id, referral))
+            row.update(unparsed(dataset, image_id, referral))
         if refine and row["parsed"]:
             row["refinement"] = refine_turn(
                 answer_fn.follow_up, fmt, sample, templates.category(category), row, image_id
@@ -239,16 +186,6 @@ def evaluate(
             _draw(vis, sample, row)
     result.seconds = time.monotonic() - start
     return result
-
-
-def _unparsed(dataset: GraspDataset, image_id: str, referral: Instruction | None) -> dict:
-    """Row fields for an answer that did not parse: wrong under every metric that can judge the image."""
-    out = {}
-    if referral is not None:
-        out.update(instruction=referral.id, kind=referral.kind, target=referral.target, correct=False)
-    if dataset.scene(image_id) is not None:
-        out.update(part_correct=False, on_target=None if referral and referral.kind == "absent" else False)
-    return out
 
 
 def refine_turn(follow_up, fmt, sample, category, row: dict, image_id: str) -> dict | None:
@@ -486,24 +423,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return _report(result, args.json, rows)
-
-
-def baselines(dataset: GraspDataset, ids: list[str], cnn: Path | None = None, crop: int | None = None) -> dict:
-    """The baselines on the same requests: floor and oracle, and the CNN heads of ``cnn`` when given.
-    A baseline that cannot run on this root (the floor without depth) reports why instead."""
-    from .baseline import BaselineOptions, baseline_summary, make_predictor, run_baseline
-
-    items = evaluation_items(dataset, ids)
-    out = {}
-    for kind in ("floor", "cnn", "oracle"):
-        if kind == "cnn" and cnn is None:
-            continue
-        try:
-            predictor = make_predictor(kind, dataset, BaselineOptions(checkpoint=cnn, crop=crop))
-            out[kind] = baseline_summary(dataset, run_baseline(predictor, dataset, items, desc=kind))
-        except ValueError as exc:
-            out[kind] = {"error": str(exc)}
-    return out
 
 
 def _report(result: Evaluation, json_path: Path | None, baseline_rows: dict | None = None) -> int:

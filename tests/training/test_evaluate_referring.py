@@ -7,7 +7,8 @@ pytest.importorskip("mujoco")
 from appliance.grasp import GraspPose  # noqa: E402
 from training.datasets import open_dataset  # noqa: E402
 from training.datasets.augment import center_crop  # noqa: E402
-from training.evaluate import evaluate, evaluation_items, to_camera  # noqa: E402
+from training.evaluate import evaluate  # noqa: E402
+from training.judging import evaluation_items, to_camera  # noqa: E402
 from training.view import ModelView  # noqa: E402
 
 VIEW = ModelView(variant="nr-a", decimals=3, size=224, crop=320, refusals=True)
@@ -74,7 +75,7 @@ def test_every_instruction_is_scored_with_both_metrics(clutter):
 
 
 def test_the_report_carries_the_baselines_on_the_same_requests(clutter):
-    from training.evaluate import baselines
+    from training.judging import baselines
 
     rows = baselines(clutter, clutter.ids)
     assert set(rows) == {"floor", "oracle"}  # cnn only with a vision checkpoint
