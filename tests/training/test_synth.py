@@ -112,3 +112,28 @@ def test_cli_refuses_bad_object_counts(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path), "--images", "1", "--objects", bad])
         assert "--objects" in capsys.readouterr().err
+
+
+def test_the_scene_regions_in_pixels_match_the_labelled_rectangles(tmp_path):
+    """Every positive's centre lies on its object's allowed region as written in pixels, at the region's angle."""
+    import math
+
+    from appliance.grasp import angle_difference
+
+    config = SynthConfig(seed=5, instances=1, objects=(2, 3), categories=("mug", "knife", "bottle", "sunglasses"))
+    root = write_synthetic_dataset(tmp_path / "c", images=2, config=config, workers=1, progress=False)
+    ds = CornellDataset(root, round_to_pixel=False)
+    for image_id in ds.ids:
+        scene = ds.scene(image_id)
+        for rect, (k, part) in zip(ds.labels(image_id).positives, scene.positives):
+            centre = np.array(rect.center)
+            fits = []
+            for r in scene.objects[k]["regions"]:
+                if not r["allowed"] or r["part"] != part:
+                    continue
+                a, b = np.array(r["start"]), np.array(r["end"])
+                t = 0.0 if not (b - a).any() else float(np.clip((centre - a) @ (b - a) / ((b - a) @ (b - a)), 0, 1))
+                on_segment = np.linalg.norm(centre - (a + t * (b - a))) < 0.5
+                aligned = r["angle"] is None or angle_difference(rect.angle, r["angle"]) < math.radians(0.5)
+                fits.append(on_segment and aligned and abs(rect.length - r["opening"]) < 0.5)
+            assert any(fits), (image_id, k, part)
