@@ -124,6 +124,10 @@ def render_sample(index: int, config: SynthConfig, library: list[ObjectModel]) -
 
 def draw_objects(rng: random.Random, config: SynthConfig, library: list[ObjectModel]) -> list[ObjectModel]:
     """The objects of one cluttered scene: distinct instances, sometimes two of one category."""
+    if config.objects[1] > len(library):
+        raise ValueError(
+            f"scenes of up to {config.objects[1]} objects need as many in the library, it has {len(library)}"
+        )
     count = rng.randint(*config.objects)
     objects = [library[rng.randrange(len(library))]]
     while len(objects) < count:
@@ -367,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(f"--objects {args.objects!r}: expected MIN-MAX with 1 <= MIN <= MAX ({exc})")
+    if config.objects[1] > len(categories) * args.instances:
+        parser.error(f"--objects up to {config.objects[1]} needs as many objects: --categories x --instances is fewer")
     write_synthetic_dataset(args.out, args.images, config, args.workers, progress=True)
     print(f"wrote {args.images} images of {len(categories) * args.instances} objects to {args.out}")
     return 0

@@ -112,6 +112,9 @@ def test_cli_refuses_bad_object_counts(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path), "--images", "1", "--objects", bad])
         assert "--objects" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # two objects of a one-object library: no scene can be drawn
+        main(["--out", str(tmp_path), "--images", "1", "--objects", "2-2", "--categories", "mug", "--instances", "1"])
+    assert "--objects up to 2" in capsys.readouterr().err
 
 
 def test_the_scene_regions_in_pixels_match_the_labelled_rectangles(tmp_path):
