@@ -14,6 +14,8 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +23,18 @@ import numpy as np
 from appliance.grasp import GraspPose
 from training.progress import progress_bar
 
-from .datasets import open_dataset
+from .datasets import GraspDataset, GraspSample, open_dataset
+from .datasets.referring import Instruction
 from .visualize import GREEN, RED, draw_grasps
 
 COLOUR_THRESHOLD = 40.0  # RGB distance from the background colour
 BORDER = 4  # pixels of border used to estimate the background
+DEPTH_STEP = 0.003  # metres above the table that count as an object (a knife's blade is 4 mm thick)
+MIN_BLOB = 30  # pixels: smaller blobs are noise
 
 
 def predict(image: np.ndarray) -> GraspPose:
-    """Grasp pose across the principal axis of the image's foreground object."""
+    """Grasp pose across the principal axis of the image's colour foreground (the ``colour`` baseline)."""
     h, w = image.shape[:2]
     pixels = image.astype(np.float32)
     border = np.concatenate(
@@ -42,6 +47,52 @@ def predict(image: np.ndarray) -> GraspPose:
     )
     distance = np.linalg.norm(pixels - np.median(border, axis=0), axis=2)
     ys, xs = np.nonzero(distance > COLOUR_THRESHOLD)
+    return principal_grasp(xs, ys, (w, h))
+
+
+def predict_depth(depth: np.ndarray, step: float = DEPTH_STEP) -> GraspPose:
+    """The ``floor``: grasp across the principal axis of the largest blob standing above the table."""
+    h, w = depth.shape
+    border = np.concatenate([depth[:BORDER].ravel(), depth[-BORDER:].ravel(), depth[:, :BORDER].ravel()])
+    border = np.concatenate([border, depth[:, -BORDER:].ravel()])
+    table = np.nanmedian(border)
+    if not np.isfinite(table):
+        raise ValueError("the depth image's border has no reading: no table plane to stand on")
+    with np.errstate(invalid="ignore"):
+        mask = depth < table - step
+    blobs = [b for b in label_blobs(mask) if len(b[0]) >= MIN_BLOB]
+    if not blobs:
+        return GraspPose(0.5, 0.5, 0.0)  # nothing found: the centre, as a guess
+    ys, xs = max(blobs, key=lambda b: len(b[0]))
+    return principal_grasp(xs, ys, (w, h))
+
+
+def label_blobs(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """4-connected foreground blobs of a boolean mask, each as (rows, columns)."""
+    h, w = mask.shape
+    seen = np.zeros_like(mask, dtype=bool)
+    blobs = []
+    for start in np.flatnonzero(mask):
+        if seen.flat[start]:
+            continue
+        seen.flat[start] = True
+        stack, members = [int(start)], []
+        while stack:
+            i = stack.pop()
+            members.append(i)
+            r, c = divmod(i, w)
+            for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                if 0 <= nr < h and 0 <= nc < w and mask[nr, nc] and not seen[nr, nc]:
+                    seen[nr, nc] = True
+                    stack.append(nr * w + nc)
+        rows, cols = np.divmod(np.array(members), w)
+        blobs.append((rows, cols))
+    return blobs
+
+
+def principal_grasp(xs: np.ndarray, ys: np.ndarray, size: tuple[int, int]) -> GraspPose:
+    """Centroid of the pixels, closing along their minor principal axis (across the object)."""
+    w, h = size
     if len(xs) < 3:
         return GraspPose(0.5, 0.5, 0.0)  # nothing found: the centre, as a guess
     cx, cy = xs.mean(), ys.mean()
@@ -52,41 +103,181 @@ def predict(image: np.ndarray) -> GraspPose:
     return GraspPose(float((cx + 0.5) / w), float((cy + 0.5) / h), theta)
 
 
+Predictor = Callable[[GraspSample, Instruction | None], GraspPose | None]
+
+
+def floor_predictor(step: float = DEPTH_STEP) -> Predictor:
+    def floor(sample: GraspSample, instruction) -> GraspPose:
+        if sample.depth is None:
+            raise ValueError(f"{sample.image_id} has no depth image: the floor reads depth (try --kind colour)")
+        return predict_depth(sample.depth, step)
+
+    return floor
+
+
+def colour_predictor() -> Predictor:
+    return lambda sample, instruction: predict(sample.image)
+
+
+def oracle_predictor(dataset: GraspDataset) -> Predictor:
+    def oracle(sample: GraspSample, instruction) -> GraspPose | None:
+        if instruction is not None and instruction.kind == "absent":
+            return None
+        labels = dataset.instruction_labels(instruction) if instruction is not None else sample.labels
+        if not labels.positives:
+            raise ValueError(f"{sample.image_id}: no labelled grasp of the target")
+        return GraspPose.from_rectangle(labels.positives[len(labels.positives) // 2], labels.image_size)
+
+    return oracle
+
+
+def cnn_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:
+    """The vision stage's grasp heads of ``checkpoint`` on the model's view, mapped back onto the camera image."""
+    from .datasets.augment import center_crop
+    from .judging import to_camera
+    from .model import load_llava
+    from .stages import heads_predictor
+    from .view import ModelView
+
+    model, processor = load_llava(checkpoint)
+    heads = heads_predictor(checkpoint, model, processor)
+    view = ModelView(size=size, crop=crop)
+    cache: dict[str, GraspPose] = {}
+
+    def cnn(sample: GraspSample, instruction) -> GraspPose:
+        if sample.image_id not in cache:  # instruction-blind: one pose per image
+            seen = center_crop(sample, view.crop, (view.size, view.size))
+            cache[sample.image_id] = to_camera(heads(seen.image), view, sample.image_size)
+        return cache[sample.image_id]
+
+    return cnn
+
+
+@dataclass(frozen=True)
+class BaselineOptions:
+    """What some baselines need: the cnn's checkpoint and crop, the floor's height above the table."""
+
+    checkpoint: Path | None = None
+    crop: int | None = 320
+    depth_step: float = DEPTH_STEP
+
+
+# name -> builder(dataset, options); only cnn reads a checkpoint (and imports torch)
+BASELINES: dict[str, Callable[[GraspDataset, BaselineOptions], Predictor]] = {
+    "floor": lambda dataset, options: floor_predictor(options.depth_step),
+    "colour": lambda dataset, options: colour_predictor(),
+    "cnn": lambda dataset, options: cnn_predictor(_needs(options.checkpoint), crop=options.crop),
+    "oracle": lambda dataset, options: oracle_predictor(dataset),
+}
+KINDS = tuple(BASELINES)
+
+
+def _needs(checkpoint: Path | None) -> Path:
+    if checkpoint is None:
+        raise ValueError("the cnn baseline needs --checkpoint: a vision-stage checkpoint with vision_heads.safetensors")
+    return checkpoint
+
+
+def make_predictor(kind: str, dataset: GraspDataset, options: BaselineOptions = BaselineOptions()) -> Predictor:
+    """The predictor of a baseline kind (``cnn`` needs a vision-stage checkpoint)."""
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(KINDS)}")
+    if options.depth_step <= 0:
+        raise ValueError(f"the floor's depth step must be positive, got {options.depth_step}")
+    return BASELINES[kind](dataset, options)
+
+
+def run_baseline(predictor: Predictor, dataset: GraspDataset, items, progress: bool = False, desc: str = "baseline"):
+    """Predict every (image, instruction) item: a list of (image, instruction, pose or None for a refusal)."""
+    out, sample = [], None
+    for image_id, instruction in progress_bar(items, desc=desc, unit="req", disable=not progress):
+        if sample is None or sample.image_id != image_id:
+            sample = dataset.load(image_id)
+        out.append((image_id, instruction, predictor(sample, instruction)))
+    return out
+
+
+def baseline_summary(dataset: GraspDataset, predictions) -> dict:
+    """Both metrics and the target rate of a baseline's predictions (``training.metric.grade``)."""
+    from .metric import grade
+
+    grades = [grade(dataset, image_id, pose, instruction) for image_id, instruction, pose in predictions]
+
+    def share(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    return {
+        "accuracy": share(g.rectangle for g in grades) or 0.0,
+        "part_accuracy": share(g.part for g in grades),
+        "target_rate": share(g.on_target for g in grades),
+        "n": len(grades),
+    }
+
+
+def items_of(dataset: GraspDataset, limit: int | None = None) -> list:
+    """(image, instruction) pairs: every instruction of the first ``limit`` images, or every image."""
+    ids = dataset.ids[:limit] if limit else dataset.ids
+    if not dataset.instructions:
+        return [(i, None) for i in ids]
+    chosen = set(ids)
+    return [(i.image, i) for i in dataset.instructions if i.image in chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.baseline",
-        description="Predict one grasp per image with the learning-free principal-axis baseline; "
-        "writes the JSONL that python -m training.metric scores.",
-        epilog="example: python -m training.baseline --root runs/toy --out runs/baseline.jsonl --vis runs/vis",
+        description="Predict grasps with a baseline (floor: depth blob; colour: colour blob; cnn: the vision "
+        "stage's instruction-blind heads; oracle: a labelled grasp of the target); writes the JSONL that "
+        "python -m training.metric scores, one line per instruction when the root has instructions.jsonl.",
+        epilog="examples:\n  python -m training.baseline --root data/clutter --kind floor --out runs/floor.jsonl\n"
+        "  python -m training.baseline --root data/clutter --kind cnn --checkpoint runs/dm3/vision/checkpoint-001500 "
+        "--out runs/cnn.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--root", type=Path, required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
+    parser.add_argument("--kind", choices=KINDS, default="floor", help="which baseline (default floor)")
+    parser.add_argument("--checkpoint", type=Path, help="with --kind cnn: a vision-stage checkpoint")
+    parser.add_argument("--crop", type=int, default=320, help="with --kind cnn: the square crop it was trained on")
+    parser.add_argument(
+        "--depth-step",
+        type=float,
+        default=DEPTH_STEP,
+        help=f"with --kind floor: metres above the table that count as an object (default {DEPTH_STEP})",
+    )
     parser.add_argument("--vis", type=Path, help="write PNGs: prediction red, ground truth green")
     parser.add_argument("--limit", type=int, help="only the first N images")
     args = parser.parse_args(argv)
     try:
         ds = open_dataset(args.root)
-    except (OSError, ValueError) as exc:
+        predictor = make_predictor(args.kind, ds, BaselineOptions(args.checkpoint, args.crop, args.depth_step))
+        predictions = run_baseline(predictor, ds, items_of(ds, args.limit), progress=True, desc=args.kind)
+    except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.vis:
         args.vis.mkdir(parents=True, exist_ok=True)
-    ids = ds.ids[: args.limit] if args.limit else ds.ids
     with args.out.open("w") as out:
-        for image_id in progress_bar(ids, desc="baseline", unit="img"):
-            sample = ds.load(image_id, with_depth=False)
-            pose = predict(sample.image)
-            out.write(json.dumps({"image": image_id, "x": pose.x, "y": pose.y, "theta": pose.theta}) + "\n")
-            if args.vis:
-                truth = sample.positives[0] if sample.positives else None
-                size = (truth.length, truth.width) if truth else (40.0, 15.0)
-                canvas = draw_grasps(sample.image, sample.positives, GREEN)
-                draw_grasps(canvas, [pose.to_rectangle(sample.image_size, *size)], RED).save(
-                    args.vis / f"{image_id}.png"
-                )
-    print(f"wrote {len(ids)} predictions to {args.out}")
+        for image_id, instruction, pose in predictions:
+            row = {"image": image_id} | ({"instruction": instruction.id} if instruction else {})
+            row |= {"refused": True} if pose is None else {"x": pose.x, "y": pose.y, "theta": pose.theta}
+            out.write(json.dumps(row) + "\n")
+            if args.vis and pose is not None:
+                _draw(args.vis, ds, image_id, instruction, pose)
+    print(f"wrote {len(predictions)} {args.kind} predictions to {args.out}")
     return 0
+
+
+def _draw(vis: Path, ds: GraspDataset, image_id: str, instruction, pose: GraspPose) -> None:
+    sample = ds.load(image_id, with_depth=False)
+    truths = ds.instruction_labels(instruction).positives if instruction else sample.positives
+    truth = truths[0] if truths else None
+    size = (truth.length, truth.width) if truth else (40.0, 15.0)
+    canvas = draw_grasps(sample.image, truths, GREEN)
+    name = instruction.id if instruction else image_id
+    draw_grasps(canvas, [pose.to_rectangle(sample.image_size, *size)], RED).save(vis / f"{name}.png")
 
 
 if __name__ == "__main__":

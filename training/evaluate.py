@@ -23,13 +23,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.answer import AnswerParseError
-from appliance.grasp import score_pose
+from appliance.answer import AnswerParseError, AnswerRefused
+from appliance.grasp import GraspPose, score_pose
 from appliance.runtime.model import MAX_NEW_TOKENS  # one answer budget for torch and the runtime (no SDK imported)
 
 from .datasets import GraspDataset, open_dataset
 from .datasets.augment import center_crop
 from .datasets.splits import choose_fold
+from .judging import baselines, by_kind, evaluation_items, judge, scores, unparsed
 from .model import PROMPT_TEMPLATE
 from .reasoning import load_templates
 from .view import ModelView
@@ -48,7 +49,7 @@ class Evaluation:
         parsed = [r for r in self.rows if r["parsed"]]
         named = [r for r in self.rows if r["stated_category"] is not None or r["category"]]
         return {
-            "accuracy": sum(r["correct"] for r in self.rows) / n if n else 0.0,
+            **scores(self.rows),
             "n": n,
             "parse_failure_rate": 1 - len(parsed) / n if n else 0.0,
             "mean_answer_tokens": sum(r["tokens"] for r in self.rows) / n if n else 0.0,
@@ -58,6 +59,7 @@ class Evaluation:
             if named
             else None,
             **self.refinement_summary(),
+            **({"by_kind": by_kind(self.rows)} if any(r.get("kind") for r in self.rows) else {}),
         }
 
     def refinement_summary(self) -> dict:
@@ -96,24 +98,27 @@ def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[st
     """Score the vision stage's grasp heads (no language model involved)."""
     result = Evaluation()
     start = time.monotonic()
-    for image_id in ids:
+    poses = {}
+    for image_id, instruction in evaluation_items(dataset, ids):
         sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
-        pose = predict(sample.image)
+        if image_id not in poses:  # instruction-blind: one pose per image, whatever is asked
+            poses[image_id] = predict(sample.image)
+        pose = poses[image_id]
         correct = score_pose(pose, sample.positives, sample.image_size).correct
-        result.rows.append(
-            {
-                "image": image_id,
-                "answer": "",
-                "tokens": 0,
-                "category": None,
-                "stated_category": None,
-                "parsed": True,
-                "correct": correct,
-                "x": pose.x,
-                "y": pose.y,
-                "theta": pose.theta,
-            }
-        )
+        row = {
+            "image": image_id,
+            "answer": "",
+            "tokens": 0,
+            "category": None,
+            "stated_category": None,
+            "parsed": True,
+            "correct": correct,
+            "x": pose.x,
+            "y": pose.y,
+            "theta": pose.theta,
+        }
+        row.update(judge(dataset, image_id, instruction, pose, view))
+        result.rows.append(row)
     result.seconds = time.monotonic() - start
     return result
 
@@ -141,11 +146,15 @@ def evaluate(
     fmt = view.answer_format
     result = Evaluation()
     start = time.monotonic()
-    for image_id in progress_bar(ids, desc="evaluating", unit="img", disable=not progress):
+    items = evaluation_items(dataset, ids)
+    for image_id, referral in progress_bar(items, desc="evaluating", unit="req", disable=not progress):
         camera = dataset.load(image_id, with_depth=False)
         sample = center_crop(camera, view.crop, (view.size, view.size))
         category = sample.category if sample.category in templates.categories else None
-        instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
+        if referral is not None:
+            instruction = referral.text
+        else:
+            instruction = f"pick up the {category}" if category else "Predict a grasp pose for the object in the image."
         text, tokens, extra = answer_fn(camera.image, sample.image, instruction)
         row = {
             "image": image_id,
@@ -161,8 +170,13 @@ def evaluate(
             pose = fmt.parse(text).pose
             row.update(parsed=True, x=pose.x, y=pose.y, theta=pose.theta)
             row["correct"] = score_pose(pose, sample.positives, sample.image_size).correct
+            row.update(judge(dataset, image_id, referral, pose, view))
+        except AnswerRefused as exc:
+            row.update(error=exc.reason, refused=True)
+            row.update(judge(dataset, image_id, referral, None, view))
         except AnswerParseError as exc:
             row["error"] = exc.reason
+            row.update(unparsed(dataset, image_id, referral))
         if refine and row["parsed"]:
             row["refinement"] = refine_turn(
                 answer_fn.follow_up, fmt, sample, templates.category(category), row, image_id
@@ -355,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)"
     )
+    parser.add_argument(
+        "--cnn",
+        type=Path,
+        help="a vision-stage checkpoint whose instruction-blind grasp heads join the baselines "
+        "(floor and oracle are always reported)",
+    )
     parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")
     parser.add_argument("--crop", type=int, help="with --heads: the square crop the vision stage used")
     args = parser.parse_args(argv)
@@ -378,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.isatty(),
                 refine=args.refine,
             )
-            return _report(result, args.json)
+            return _report(result, args.json, baselines(dataset, ids, args.cnn, grasp_model.manifest.image.crop))
         model, processor = load_llava(args.model)
         if args.heads:
             from .stages import heads_predictor
@@ -397,14 +417,18 @@ def main(argv: list[str] | None = None) -> int:
                 progress=sys.stderr.isatty(),
                 refine=args.refine,
             )
+        crop = args.crop if args.heads else view.crop
+        rows = baselines(dataset, ids, args.cnn, crop)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return _report(result, args.json)
+    return _report(result, args.json, rows)
 
 
-def _report(result: Evaluation, json_path: Path | None) -> int:
+def _report(result: Evaluation, json_path: Path | None, baseline_rows: dict | None = None) -> int:
     summary = result.summary()
+    if baseline_rows is not None:
+        summary["baselines"] = baseline_rows
     print(json.dumps(summary, indent=1))
     if json_path:
         json_path.write_text(json.dumps({**summary, "answers": result.rows}, indent=1) + "\n")

@@ -221,7 +221,8 @@ class SimCell:
             raise TimeoutError("the simulation did not apply the reset within 2 s")
 
     def object_states(self, data) -> dict[str, dict]:
-        """Pose [x, y, z, qw, qx, qy, qz], centre of mass and table contact of every object.
+        """Pose [x, y, z, qw, qx, qy, qz], centre of mass, table contact and finger contacts of every object
+        (``fingers``: each contact of a finger with the object, its ``part`` and world ``pos``).
 
         ``data`` must hold a snapshot forwarded with ``mj_forward`` (contacts computed).
         """
@@ -230,10 +231,15 @@ class SimCell:
         model = self.model
         table = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "table")
         touching: set[int] = set()
+        fingers: dict[int, list[dict]] = {}
         for contact in data.contact[: data.ncon]:
             for geom, other in ((contact.geom1, contact.geom2), (contact.geom2, contact.geom1)):
                 if other == table:
                     touching.add(int(model.geom_bodyid[geom]))
+                elif _is_finger(model, other):
+                    part = (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, geom) or "").split("_", 2)[-1]
+                    entry = {"part": part, "pos": [float(v) for v in contact.pos]}
+                    fingers.setdefault(int(model.geom_bodyid[geom]), []).append(entry)
         out = {}
         for i, obj in enumerate(self.objects):
             body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self._body(i))
@@ -242,5 +248,14 @@ class SimCell:
                 "pose": [float(v) for v in data.qpos[qa : qa + 7]],
                 "com": [float(v) for v in data.xipos[body]],
                 "on_table": body in touching,
+                "fingers": fingers.get(body, []),
             }
         return out
+
+
+def _is_finger(model, geom: int) -> bool:
+    """Whether a geom belongs to one of the hand's fingers (franky-sim's FR3: bodies *left_finger, *right_finger)."""
+    import mujoco
+
+    name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[geom])) or ""
+    return name.endswith("_finger")

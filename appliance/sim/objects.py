@@ -21,6 +21,8 @@ LABEL_SPACING = 0.01
 so every point of an allowed region lies within a quarter pad of a label and a grasp the rectangle
 metric should accept anywhere on it is accepted anywhere (IoU > 0.25 allows ~0.6 pad of shift)."""
 ALONG_X = (1.0, 0.0, 0.0)  # zaxis that lays a capsule/cylinder along x
+FORBIDDEN_PARTS = frozenset({"blade", "blades", "lenses", "tip"})
+"""Parts no finger may touch: a blade, a lens, a tip (the part-aware metric and the trials both read this)."""
 
 
 @dataclass(frozen=True)

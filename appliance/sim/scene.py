@@ -49,7 +49,15 @@ class TableConfig:
     center: tuple[float, float] = (0.5, 0.0)
     half_size: tuple[float, float] = (0.4, 0.5)
     workspace: tuple[float, float] = (0.1, 0.1)
-    """Half extents (x, y) around the centre where objects are placed."""
+    """Half extents (x, y) around the centre where a single object is placed."""
+    clutter: tuple[float, float] = (0.16, 0.16)
+    """Half extents (x, y) around the centre that every object of a cluttered scene lies within
+    (its whole footprint): inside the models' 320-pixel workspace crop."""
+
+    @property
+    def clutter_area(self) -> tuple[float, float, float, float]:
+        """(centre x, centre y, half x, half y) of the cluttered scenes' area."""
+        return (*self.center, *self.clutter)
 
 
 def camera_xml(camera: CellCamera, name: str = "top") -> str:
@@ -139,6 +147,28 @@ def region_grasps(region: GraspRegion, T_base_obj: np.ndarray, camera: CellCamer
     return out
 
 
+def region_pixels(region: GraspRegion, T_base_obj: np.ndarray, camera: CellCamera) -> dict:
+    """A grasp region in the image: its segment (pixels), closing angle (None: any), opening (pixels),
+    and the metres per pixel at its height, for the part-aware metric."""
+    K = camera.intrinsics
+    T = invert(camera.T_base_cam) @ T_base_obj
+    start, end = np.array(region.start), np.array(region.end)
+    axis = np.array([*(region.axis or (1.0, 0.0)), 0.0])
+    pts = transform_points(T, np.stack([start, end, start + axis * region.opening / 2]))
+    (u0, v0), (u1, v1), (ua, va) = K.project(pts)
+    mpp = float(pts[0, 2] / K.fx)
+    angle = math.atan2(-(va - v0), ua - u0) if region.axis else None
+    return {
+        "part": region.part,
+        "allowed": region.allowed,
+        "start": [round(float(u0), 3), round(float(v0), 3)],
+        "end": [round(float(u1), 3), round(float(v1), 3)],
+        "angle": None if angle is None else round(angle, 5),
+        "opening": round(region.opening / mpp, 3),
+        "mpp": round(mpp, 7),
+    }
+
+
 def object_grasps(obj: ObjectModel, T_base_obj: np.ndarray, camera: CellCamera) -> list[ImageGrasp]:
     """All rectangles of every grasp region of the object."""
     return [g for region in obj.regions for g in region_grasps(region, T_base_obj, camera)]
@@ -173,6 +203,15 @@ class CameraRenderer:
         depth = r.render().astype(np.float32)
         r.disable_depth_rendering()
         return rgb, depth
+
+    def segment(self, data) -> np.ndarray:
+        """H×W int32: the geom seen at each pixel (-1: nothing)."""
+        r = self._renderer
+        r.enable_segmentation_rendering()
+        r.update_scene(data, self._name)
+        ids = r.render()[:, :, 0].astype(np.int32)
+        r.disable_segmentation_rendering()
+        return ids
 
     def close(self) -> None:
         self._renderer.close()

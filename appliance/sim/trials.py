@@ -1,13 +1,17 @@
 """Grasp trials in the simulated cell: objects × poses, executed with pylibfranka.
 
-Each trial puts one object at a seeded pose, takes a picture from the
-observation pose, asks a grasp source for an image-space pose (x, y, θ), lifts
-it to the base frame with the depth image and ``T_base_cam``, plans a top-down
-grasp, executes it (pre-grasp, descend, close, lift 15 cm) and counts a
-success when the hand holds something and the object rose with it.
+Each trial puts the target object at a seeded pose (with ``--objects N``, beside
+N - 1 others drawn from the cell, none overlapping), takes a picture from the
+observation pose, asks a grasp source for an image-space pose (x, y, θ) for
+"pick up the <target>", lifts it to the base frame with the depth image and
+``T_base_cam``, plans a top-down grasp, executes it (pre-grasp, descend, close,
+lift 15 cm) and counts a success only when the hand holds the target, it rose
+with it, every finger contact on it lies on an allowed region and none on a
+blade, lens or tip (``hold``), and no other object moved more than 2 cm.
 
     python -m appliance.sim.trials --config firmware_config/sim.yaml --source oracle --poses 5
     python -m appliance.sim.trials --config firmware_config/sim.yaml --source model --bundle models/rtgrasp-tiny
+    python -m appliance.sim.trials --config firmware_config/sim.yaml --source model --bundle models/rtgrasp-tiny --objects 3
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.config import ConfigError, load_config
-from appliance.geometry import Intrinsics, image_grasp_to_base, pose_matrix
+from appliance.geometry import Intrinsics, image_grasp_to_base
 from appliance.grasp import GraspPose
 from appliance.robot.franka import FrankaArm, FrankaConfig
 from appliance.robot.plan import GraspLimits, MotionError, UnsafeTarget, Workspace, execute, plan_top_down
@@ -36,6 +41,7 @@ from appliance.runtime.proc import describe_exit, tail
 
 from .cell import SimCellConfig, cell_objects
 from .client import SimCellClient
+from .hold import OTHERS_MOVED_M, clutter_scene, held_by_allowed_part, others_moved, quat_pose
 from .scene import object_grasps
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,7 @@ LIFT_SUCCESS_M = 0.05  # the object's centre of mass must rise this much, and le
 CELL_START_TIMEOUT_S = 60.0
 
 GraspSource = Callable[[np.ndarray, np.ndarray, dict], GraspPose | None]
-"""(rgb, depth, context) → image-space pose; context has 'object', 'category', 'poses'."""
+"""(rgb, depth, context) → image-space pose; context has 'object', 'category', 'instruction', 'poses'."""
 
 
 @dataclass(frozen=True)
@@ -59,19 +65,10 @@ class TrialResult:
     message: str
     seconds: float
     lift_m: float
-
-
-def quat_pose(p) -> np.ndarray:
-    """4×4 pose from [x, y, z, qw, qx, qy, qz]."""
-    x, y, z, w, qx, qy, qz = p
-    R = np.array(
-        [
-            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * w), 2 * (qx * qz + qy * w)],
-            [2 * (qx * qy + qz * w), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * w)],
-            [2 * (qx * qz - qy * w), 2 * (qy * qz + qx * w), 1 - 2 * (qx * qx + qy * qy)],
-        ]
-    )
-    return pose_matrix(R, (x, y, z))
+    instruction: str = ""
+    objects: int = 1
+    """Objects on the table."""
+    others_moved_m: float = 0.0
 
 
 def oracle_source(config: SimCellConfig) -> GraspSource:
@@ -97,7 +94,7 @@ def model_source(bundle: Path) -> GraspSource:
     model = GraspModel.load(bundle)
 
     def source(rgb, depth, context) -> GraspPose | None:
-        prediction = model.predict(rgb, f"pick up the {context['category']}")
+        prediction = model.predict(rgb, context.get("instruction") or f"pick up the {context['category']}")
         log.info("%s: %s", context["object"], prediction.text)
         if prediction.pose is None:
             return None
@@ -111,9 +108,18 @@ class TrialRunner:
     """Runs trials against a live cell (service + libfranka server) with one arm connection."""
 
     def __init__(
-        self, config: SimCellConfig, client: SimCellClient, arm: FrankaArm, limits: GraspLimits = GraspLimits()
+        self,
+        config: SimCellConfig,
+        client: SimCellClient,
+        arm: FrankaArm,
+        limits: GraspLimits = GraspLimits(),
+        objects_per_scene: int = 1,
     ):
         self.config, self.client, self.arm, self.limits = config, client, arm, limits
+        self.library = cell_objects(config)
+        if not 1 <= objects_per_scene <= len(self.library):
+            raise ValueError(f"--objects must be 1..{len(self.library)} (the cell's objects), got {objects_per_scene}")
+        self.objects_per_scene = objects_per_scene
         info = client.info()
         cam = info["camera"]
         self.K = Intrinsics(cam["fx"], cam["fy"], cam["cx"], cam["cy"], cam["width"], cam["height"])
@@ -121,13 +127,24 @@ class TrialRunner:
         self.objects = info["objects"]
         self.workspace = Workspace()
 
-    def trial(self, index: int, pose_index: int, source: GraspSource, seed: int) -> TrialResult:
+    def trial(self, index: int, pose_index: int, source: GraspSource, seed) -> TrialResult:
         obj = self.objects[index]
+        instruction = f"pick up the {obj['category']}"
         start = time.monotonic()
 
-        def result(success, stage, message="", lift=0.0):
+        def result(success, stage, message="", lift=0.0, moved=0.0):
             return TrialResult(
-                obj["id"], obj["category"], pose_index, success, stage, message, time.monotonic() - start, lift
+                obj["id"],
+                obj["category"],
+                pose_index,
+                success,
+                stage,
+                message,
+                time.monotonic() - start,
+                lift,
+                instruction,
+                self.objects_per_scene,
+                moved,
             )
 
         try:
@@ -135,11 +152,19 @@ class TrialRunner:
             self.arm.move_joints(self.config.observation_q)
         except MotionError as exc:
             return result(False, "observe", str(exc))
-        self.client.reset(index, seed=seed)
+        if self.objects_per_scene == 1:
+            self.client.reset(index, seed=seed)
+        else:
+            rng = random.Random(f"{seed}:scene")
+            scene = clutter_scene(self.library, index, self.objects_per_scene, self.config.table.clutter_area, rng)
+            if scene is None:
+                return result(False, "scene", f"{self.objects_per_scene} objects do not fit on the table")
+            self.client.reset_scene(scene)
         rgb, depth = self.client.frame()
         before = self.client.objects()
         poses = {k: v["pose"] for k, v in before.items()}
-        pose = source(rgb, depth, {"object": obj["id"], "category": obj["category"], "poses": poses})
+        context = {"object": obj["id"], "category": obj["category"], "instruction": instruction, "poses": poses}
+        pose = source(rgb, depth, context)
         if pose is None:
             return result(False, "predict", "no grasp proposed")
         surface = image_grasp_to_base(
@@ -156,13 +181,24 @@ class TrialRunner:
         except MotionError as exc:
             return result(False, "ready", str(exc))
         outcome = execute(self.arm, plan)
-        after = self.client.objects()[obj["id"]]
+        after_all = self.client.objects()
+        after = after_all[obj["id"]]
         lift = after["com"][2] - before[obj["id"]]["com"][2]
-        success = outcome.success and lift >= LIFT_SUCCESS_M and not after["on_table"]
-        message = outcome.message or (
-            "" if success else f"object rose {lift * 100:.1f} cm, on the table: {after['on_table']}"
-        )
-        return result(success, outcome.stage, message, lift)
+        moved = others_moved(before, after_all, obj["id"])
+        lifted = outcome.success and lift >= LIFT_SUCCESS_M and not after["on_table"]
+        held, why = held_by_allowed_part(self.library[index], after["pose"], after["fingers"])
+        success = lifted and held and moved <= OTHERS_MOVED_M
+        if outcome.message:
+            message = outcome.message
+        elif not lifted:
+            message = f"object rose {lift * 100:.1f} cm, on the table: {after['on_table']}"
+        elif not held:
+            message = why
+        elif moved > OTHERS_MOVED_M:
+            message = f"another object moved {moved * 100:.1f} cm"
+        else:
+            message = ""
+        return result(success, outcome.stage, message, lift, moved)
 
     def run(self, source: GraspSource, poses: int, categories: set[str] | None = None) -> list[TrialResult]:
         results = []
@@ -250,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--poses", type=int, default=5, help="poses per object (default 5, as in the paper)")
     parser.add_argument("--categories", help="comma-separated subset of the cell's categories")
+    parser.add_argument(
+        "--objects",
+        type=int,
+        default=1,
+        help="objects on the table per trial: the target and N - 1 others of the cell, none overlapping "
+        "(default 1); the instruction names the target",
+    )
     parser.add_argument("--json", type=Path, help="write every trial here")
     parser.add_argument("--connect", action="store_true", help="use a running cell instead of starting one")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -261,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     categories = set(args.categories.split(",")) if args.categories else None
+    if not 1 <= args.objects <= len(config.categories):
+        parser.error(f"--objects must be 1..{len(config.categories)} (the cell's objects)")
     if args.source == "model":
         if args.bundle is None:
             parser.error("--source model needs --bundle DIR")
@@ -274,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     cell = None if args.connect else start_cell(args.config)
     try:
         with SimCellClient(config.service) as client, FrankaArm(FrankaConfig(host=config.robot_host)) as arm:
-            runner = TrialRunner(config, client, arm)
+            runner = TrialRunner(config, client, arm, objects_per_scene=args.objects)
             results = runner.run(source, args.poses, categories)
     finally:
         if cell is not None:

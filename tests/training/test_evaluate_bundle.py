@@ -58,6 +58,9 @@ def test_cli_scores_a_bundle(f32_bundle, toy, tmp_path):
     report = json.loads(out.read_text())
     assert report["n"] == 2 and 0 <= report["accuracy"] <= 1 and report["ms_per_image"] > 0
     assert all(r["timings"]["vision_ms"] > 0 for r in report["answers"])
+    # the baselines on the same two images, beneath the model's figures
+    assert report["baselines"]["oracle"]["accuracy"] == 1.0 and report["baselines"]["oracle"]["n"] == 2
+    assert 0 <= report["baselines"]["floor"]["accuracy"] <= 1 and "cnn" not in report["baselines"]
     assert len(list((tmp_path / "vis").glob("*.png"))) == 2
 
 

@@ -153,6 +153,8 @@ def test_vision_heads_are_scored_as_a_baseline(workdir, tmp_path):
                 "--split",
                 "all",
                 "--heads",
+                "--cnn",
+                str(checkpoint),
                 "--json",
                 str(out),
             ]
@@ -161,6 +163,8 @@ def test_vision_heads_are_scored_as_a_baseline(workdir, tmp_path):
     )
     report = json.loads(out.read_text())
     assert report["n"] == 10 and report["parse_failure_rate"] == 0 and 0 <= report["accuracy"] <= 1
+    # the same heads as the cnn baseline, scored on the camera image: the same figure
+    assert report["baselines"]["cnn"]["n"] == 10 and report["baselines"]["cnn"]["accuracy"] == report["accuracy"]
 
 
 def test_answer_digits_are_the_digits_the_answer_writes():

@@ -57,3 +57,86 @@ def test_a_scene_seed_shows_the_same_objects_in_new_poses():
         )["rgb"].tobytes()
         == a["rgb"].tobytes()
     )
+
+
+def test_cluttered_scenes_carry_instructions_and_per_object_labels(tmp_path):
+    from appliance.sim.clutter import footprint, overlaps
+
+    config = SynthConfig(seed=7, instances=2, objects=(2, 4))
+    root = write_synthetic_dataset(tmp_path / "clutter", images=5, config=config, workers=1, progress=False)
+    ds = CornellDataset(root, round_to_pixel=False)
+    library = object_library(config)
+    assert {i.image for i in ds.instructions} == set(ds.ids)
+    for index, image_id in enumerate(ds.ids):
+        expected = render_sample(index, config, library)
+        objects = expected["objects"]
+        assert 2 <= len(objects) <= 4
+        scene = ds.scene(image_id)
+        assert [o["category"] for o in scene.objects] == [o.category for o in objects]
+        for k in range(len(scene.objects)):  # every object is seen in the mask
+            assert scene.object_mask(k).sum() > 50
+        # the positives of all objects are in the Cornell file, each with its owner and part
+        assert [k for k, _ in scene.positives] == expected["owners"]
+        assert len(ds.labels(image_id).positives) == len(expected["owners"])
+        prints = [footprint(o, *row["position"], row["yaw"]) for o, row in zip(objects, scene.objects)]
+        assert not any(overlaps(prints[i], prints[j], gap=0.0) for i in range(len(prints)) for j in range(i))
+    for instruction in ds.instructions:
+        labels = ds.instruction_labels(instruction)
+        scene = ds.scene(instruction.image)
+        if instruction.kind == "absent":
+            assert not labels.positives
+            assert instruction.object not in {o["category"] for o in scene.objects}
+            continue
+        assert labels.positives and labels.category == scene.objects[instruction.target]["category"]
+        # every target positive's centre lies on the target's own pixels (or within a pad of them)
+        mask = scene.object_mask(instruction.target)
+        for rect in labels.positives:
+            u, v = (int(round(c)) for c in rect.center)
+            assert mask[max(0, v - 12) : v + 13, max(0, u - 12) : u + 13].any()
+
+
+def test_single_object_scenes_also_carry_scene_truth(tmp_path):
+    config = SynthConfig(seed=7, instances=2)
+    root = write_synthetic_dataset(tmp_path / "one", images=3, config=config, workers=1, progress=False)
+    ds = CornellDataset(root)
+    kinds = {i.kind for i in ds.instructions}
+    assert kinds == {"generic", "name", "attribute", "function", "absent"}
+    for image_id in ds.ids:
+        scene = ds.scene(image_id)
+        assert len(scene.objects) == 1 and scene.object_mask(0).any()
+        assert [p for _, p in scene.positives] == list(ds.labels(image_id).parts)
+
+
+def test_cli_refuses_bad_object_counts(tmp_path, capsys):
+    for bad in ("0-2", "3-2", "two"):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path), "--images", "1", "--objects", bad])
+        assert "--objects" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # two objects of a one-object library: no scene can be drawn
+        main(["--out", str(tmp_path), "--images", "1", "--objects", "2-2", "--categories", "mug", "--instances", "1"])
+    assert "--objects up to 2" in capsys.readouterr().err
+
+
+def test_the_scene_regions_in_pixels_match_the_labelled_rectangles(tmp_path):
+    """Every positive's centre lies on its object's allowed region as written in pixels, at the region's angle."""
+    import math
+
+    from appliance.grasp import angle_difference
+
+    config = SynthConfig(seed=5, instances=1, objects=(2, 3), categories=("mug", "knife", "bottle", "sunglasses"))
+    root = write_synthetic_dataset(tmp_path / "c", images=2, config=config, workers=1, progress=False)
+    ds = CornellDataset(root, round_to_pixel=False)
+    for image_id in ds.ids:
+        scene = ds.scene(image_id)
+        for rect, (k, part) in zip(ds.labels(image_id).positives, scene.positives):
+            centre = np.array(rect.center)
+            fits = []
+            for r in scene.objects[k]["regions"]:
+                if not r["allowed"] or r["part"] != part:
+                    continue
+                a, b = np.array(r["start"]), np.array(r["end"])
+                t = 0.0 if not (b - a).any() else float(np.clip((centre - a) @ (b - a) / ((b - a) @ (b - a)), 0, 1))
+                on_segment = np.linalg.norm(centre - (a + t * (b - a))) < 0.5
+                aligned = r["angle"] is None or angle_difference(rect.angle, r["angle"]) < math.radians(0.5)
+                fits.append(on_segment and aligned and abs(rect.length - r["opening"]) < 0.5)
+            assert any(fits), (image_id, k, part)

@@ -21,8 +21,8 @@ from .splits import make_folds
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.datasets",
-        description="Check and summarise a Cornell-format or Jacquard grasp dataset: images, rectangles, "
-        "skipped (NaN) rectangles, objects and the 5-fold splits.",
+        description="Check and summarise a Cornell-format, Jacquard or OCID-VLG grasp dataset: images, "
+        "rectangles, skipped (NaN) rectangles, instructions by kind, objects and the 5-fold splits.",
         epilog="example: python -m training.datasets data/cornell --write-depth",
     )
     parser.add_argument("root", type=Path, help="dataset root")
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  negatives:  {sum(len(lab.negatives) for lab in labels)}")
     print(f"  skipped:    {sum(lab.skipped for lab in labels)} rectangles with NaN coordinates")
     print(f"  sizes:      {dict(Counter(lab.image_size for lab in labels))}")
+    if ds.instructions:
+        kinds = Counter(i.kind for i in ds.instructions)
+        print(f"  instructions: {len(ds.instructions)} ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})")
     objects = ds.object_ids()
     known = {o for o in objects.values() if o is not None}
     print(

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
+from .referring import Instruction, SceneTruth, target_labels
 from .sample import GraspLabels, GraspSample
 
 
@@ -23,6 +24,9 @@ class GraspDataset(ABC):
         self.ids = sorted(ids)
         self._id_set = set(self.ids)
         self._labels: dict[str, GraspLabels] = {}
+        self._scenes: dict[str, SceneTruth | None] = {}
+        self.instructions: list[Instruction] = []
+        """Referring instructions of the root (empty when it has none)."""
 
     @abstractmethod
     def _read_labels(self, image_id: str) -> GraspLabels:
@@ -39,6 +43,24 @@ class GraspDataset(ABC):
                 raise KeyError(f"image {image_id!r} is not in the {self.name} dataset at {self.root}")
             self._labels[image_id] = self._read_labels(image_id)
         return self._labels[image_id]
+
+    def _read_scene(self, image_id: str) -> SceneTruth | None:
+        """Per-object ground truth of one image, where the dataset has it (override)."""
+        return None
+
+    def scene(self, image_id: str) -> SceneTruth | None:
+        """The image's per-object ground truth (objects, regions, mask), or None when the dataset has none."""
+        if image_id not in self._scenes:
+            self.labels(image_id)  # names an unknown id
+            self._scenes[image_id] = self._read_scene(image_id)
+        return self._scenes[image_id]
+
+    def instruction_labels(self, instruction: Instruction) -> GraspLabels:
+        """The labels of the instruction's image narrowed to its target's positives (none for absent)."""
+        scene = self.scene(instruction.image)
+        if scene is None:
+            raise ValueError(f"{instruction.image} has no per-object ground truth to narrow to a target")
+        return target_labels(self.labels(instruction.image), scene, instruction)
 
     def object_ids(self) -> dict[str, str | None]:
         """Object id of every image (None where unknown)."""

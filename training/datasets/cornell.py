@@ -3,7 +3,9 @@
 Files per image ``pcdNNNN``: ``pcdNNNNr.png`` (RGB), ``pcdNNNNcpos.txt`` /
 ``pcdNNNNcneg.txt`` (rectangles), optionally ``pcdNNNNd.tiff`` (depth, metres)
 or the ``pcdNNNN.txt`` point cloud, and (ours, written by the synthetic set)
-``pcdNNNNparts.txt``, the object part of each positive rectangle. They are found anywhere under the root, so
+``pcdNNNNparts.txt``, the object part of each positive rectangle, ``pcdNNNNscene.json`` and
+``pcdNNNNmask.png`` (per-object ground truth, see ``referring``), and ``instructions.jsonl`` at the
+root. They are found anywhere under the root, so
 both layouts in circulation read the same way: the original's numbered
 folders ``01/``…``10/``, and the re-packaged one with ``image/``,
 ``pos_label/``, ``neg_label/`` and ``depth_image/``.
@@ -30,16 +32,19 @@ from .files import (
     read_rgb,
 )
 from .pointcloud import read_pcd_depth
+from .referring import INSTRUCTIONS_FILE, SceneTruth, read_instructions, read_scene
 from .sample import GraspLabels, GraspSample
 
 log = logging.getLogger(__name__)
 
-FILE_PATTERN = re.compile(r"^pcd(\d+)(r\.png|cpos\.txt|cneg\.txt|parts\.txt|d\.tiff?|\.txt)$")
+FILE_PATTERN = re.compile(r"^pcd(\d+)(r\.png|cpos\.txt|cneg\.txt|parts\.txt|scene\.json|mask\.png|d\.tiff?|\.txt)$")
 KINDS = {
     "r.png": "rgb",
     "cpos.txt": "pos",
     "cneg.txt": "neg",
     "parts.txt": "parts",  # ours: the object part of each positive rectangle
+    "scene.json": "scene",  # ours: objects, regions in pixels, owner and part of each positive
+    "mask.png": "mask",  # ours: the segment (object, part) seen at each pixel
     "d.tiff": "depth",
     "d.tif": "depth",
     ".txt": "cloud",
@@ -84,6 +89,19 @@ class CornellDataset(GraspDataset):
             unmapped = [i for i in self.ids if i not in self.objects]
             if unmapped:
                 log.warning("%d images have no entry in %s (first: %s)", len(unmapped), self.objects_path, unmapped[0])
+        if (root / INSTRUCTIONS_FILE).is_file():
+            self.instructions = read_instructions(root / INSTRUCTIONS_FILE)
+            unknown = [i.image for i in self.instructions if i.image not in self._id_set]
+            if unknown:
+                raise DatasetFormatError(root / INSTRUCTIONS_FILE, f"instructions name unknown images {unknown[:5]}")
+
+    def _read_scene(self, image_id: str) -> SceneTruth | None:
+        files = self.files[image_id]
+        if "scene" not in files:
+            return None
+        if "mask" not in files:
+            raise DatasetFormatError(files["scene"], f"no {image_id}mask.png beside it")
+        return read_scene(files["scene"], files["mask"])
 
     @property
     def layout(self) -> str:

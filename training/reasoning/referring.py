@@ -1,0 +1,166 @@
+"""Referring instructions for scenes of one or several objects: name, attribute, spatial, function, generic,
+absent.
+
+Each instruction but ``absent`` refers to exactly one object of its scene, checked when it is drawn:
+a name only when its category is alone on the table, a colour only when no other object of that
+category shares (or may share) the word, a size only by a clear ratio, a spatial relation only by a
+clear margin, a use only when one object on the table has it. Phrasings come from ``referring.yaml``
+in a train and a test set that share no frame.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from .templates import load_templates
+
+REFERRING_FILE = Path(__file__).parent / "referring.yaml"
+KINDS = ("name", "attribute", "spatial", "function", "generic", "absent")
+PHRASING_SETS = ("train", "test")
+SPATIAL_MARGIN = 0.04
+"""Metres by which the referred object must lead the runner-up in a spatial relation."""
+SIZE_RATIO = 1.15
+"""How much larger (footprint area) an object must be than every other of its category to be 'the larger'."""
+RELATIONS = {  # which coordinate (base frame x, y) and sign make an object lead in a relation
+    "left": (1, 1.0),
+    "right": (1, -1.0),
+    "near": (0, -1.0),
+    "far": (0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Referring:
+    """The referring phrasings (per kind and set), spatial phrases, uses and every category's uses."""
+
+    phrasings: dict[str, dict[str, tuple[str, ...]]]
+    where: dict[str, dict[str, tuple[str, ...]]]
+    uses: dict[str, dict[str, tuple[str, ...]]]
+    category_uses: dict[str, tuple[str, ...]]
+
+
+def _sets(table: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    out = {}
+    for key, sets in table.items():
+        if not isinstance(sets, dict) or set(sets) != set(PHRASING_SETS):
+            raise ValueError(f"{where}: {key!r} needs exactly a train and a test list")
+        train, test = tuple(sets["train"]), tuple(sets["test"])
+        if not train or not test:
+            raise ValueError(f"{where}: {key!r} has an empty train or test list")
+        if set(train) & set(test):
+            raise ValueError(f"{where}: {key!r} has phrasings in both sets: {sorted(set(train) & set(test))}")
+        out[key] = {"train": train, "test": test}
+    return out
+
+
+@cache
+def load_referring(path: Path = REFERRING_FILE) -> Referring:
+    """Read and check ``referring.yaml``: both phrasing sets everywhere, a use for every template category."""
+    data = yaml.safe_load(Path(path).read_text())
+    phrasings = _sets(data["phrasings"], f"{path}: phrasings")
+    missing = {"generic", "name", "colour", "size", "spatial", "function"} - set(phrasings)
+    if missing:
+        raise ValueError(f"{path}: phrasings lack {sorted(missing)}")
+    uses = _sets(data["uses"], f"{path}: uses")
+    category_uses = {name: tuple(u) for name, u in data["categories"].items()}
+    unknown = sorted({u for us in category_uses.values() for u in us} - set(uses))
+    if unknown:
+        raise ValueError(f"{path}: categories use undefined uses {unknown}")
+    uncovered = sorted(set(load_templates().categories) - set(category_uses))
+    if uncovered:
+        raise ValueError(f"{path}: no uses for template categories {uncovered}")
+    return Referring(phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses)
+
+
+def scene_instructions(
+    objects: list[dict], image_id: str, rng: random.Random, phrasing: str, absent_pool: tuple[str, ...]
+) -> list[dict]:
+    """The instructions of one scene, one per kind that can single out an object (``absent`` names a
+    category of ``absent_pool`` that is not on the table). ``objects`` are the scene's rows
+    (``category``, ``colour``, ``size``, ``position``)."""
+    if phrasing not in PHRASING_SETS:
+        raise ValueError(f"phrasing must be one of {PHRASING_SETS}, got {phrasing!r}")
+    ref = load_referring()
+    out: list[dict] = []
+
+    def frame(kind: str) -> str:
+        return rng.choice(ref.phrasings[kind][phrasing])
+
+    def add(kind: str, text: str, target: int | None, **extra) -> None:
+        out.append({"id": f"{image_id}-{len(out)}", "image": image_id, "text": text, "kind": kind, "target": target})
+        out[-1].update(extra)
+
+    counts = Counter(o["category"] for o in objects)
+    if len(objects) == 1:
+        add("generic", frame("generic"), 0)
+    named = [k for k, o in enumerate(objects) if counts[o["category"]] == 1]
+    if named:
+        k = rng.choice(named)
+        add("name", frame("name").format(object=objects[k]["category"]), k)
+    attribute = _attribute_candidates(objects, counts)
+    if attribute:
+        k, slot, word = rng.choice(attribute)
+        add("attribute", frame(slot).format(object=objects[k]["category"], **{slot: word}), k)
+    spatial = _spatial_candidates(objects, counts)
+    if spatial:
+        k, relation, noun = rng.choice(spatial)
+        where = rng.choice(ref.where[relation][phrasing])
+        add("spatial", frame("spatial").format(object=noun, where=where), k)
+    function = _function_candidates(objects, ref.category_uses)
+    if function:
+        k, use = rng.choice(function)
+        add("function", frame("function").format(thing=rng.choice(ref.uses[use][phrasing])), k)
+    pool = [c for c in absent_pool if c not in counts]
+    if pool:
+        missing = rng.choice(pool)
+        add("absent", frame("name").format(object=missing), None, object=missing)
+    return out
+
+
+def _attribute_candidates(objects: list[dict], counts: Counter) -> list[tuple[int, str, str]]:
+    """(object, slot, word) for every colour or size that singles an object out among its category;
+    those needed to tell two of a category apart first, when there are any."""
+    needed, plain = [], []
+    for k, o in enumerate(objects):
+        peers = [p for j, p in enumerate(objects) if j != k and p["category"] == o["category"]]
+        bucket = needed if peers else plain
+        if o["colour"] and all(p["colour"] and p["colour"] != o["colour"] for p in peers):
+            bucket.append((k, "colour", o["colour"]))
+        if peers:
+            two = len(peers) == 1
+            if o["size"] > SIZE_RATIO * max(p["size"] for p in peers):
+                needed.append((k, "size", "larger" if two else "largest"))
+            if o["size"] * SIZE_RATIO < min(p["size"] for p in peers):
+                needed.append((k, "size", "smaller" if two else "smallest"))
+    return needed or plain
+
+
+def _spatial_candidates(objects: list[dict], counts: Counter) -> list[tuple[int, str, str]]:
+    """(object, relation, noun) for every object that leads its scope (its category when there are two
+    or more of it, else the whole table) in a relation by SPATIAL_MARGIN; category scopes first."""
+    by_category, by_table = [], []
+    scopes = [(c, [k for k, o in enumerate(objects) if o["category"] == c]) for c in counts if counts[c] > 1]
+    if len(objects) > 1:
+        scopes.append(("object", list(range(len(objects)))))
+    for noun, members in scopes:
+        for relation, (axis, sign) in RELATIONS.items():
+            ranked = sorted(members, key=lambda k: -sign * objects[k]["position"][axis])
+            lead = sign * (objects[ranked[0]]["position"][axis] - objects[ranked[1]]["position"][axis])
+            if lead >= SPATIAL_MARGIN:
+                (by_table if noun == "object" else by_category).append((ranked[0], relation, noun))
+    return by_category or by_table
+
+
+def _function_candidates(objects: list[dict], category_uses: dict) -> list[tuple[int, str]]:
+    """(object, use) for every use exactly one object on the table has."""
+    holders: dict[str, list[int]] = {}
+    for k, o in enumerate(objects):
+        for use in category_uses.get(o["category"], ()):
+            holders.setdefault(use, []).append(k)
+    return sorted((ks[0], use) for use, ks in holders.items() if len(ks) == 1)
