@@ -361,24 +361,36 @@ def runtime_figures(bundle: str, data: str) -> dict:
 class ReplayDrafter:
     """Drafts of a known greedy output that are right exactly as often, and where, as a recorded model's were.
 
-    ``checks`` is a recorded sequence of [tokens drafted, of them kept] (0 drafted: no draft was found). Each call
-    takes the next one: it drafts that many tokens of ``reference`` from the current position, keeps the first
-    ``kept`` of them right and makes the next one wrong."""
+    ``checks`` is a recorded sequence of [tokens drafted, of them kept] (0 drafted: no draft was found). Each new
+    check drafts that many tokens of ``reference`` from the current position, the first ``kept`` of them right and
+    the next one wrong. Asked again inside the right part of the last check (after a near-tie replay threw the
+    batch away), it drafts the rest of that check again, as the n-gram drafter would: the same text follows."""
 
     def __init__(self, reference: list[int], checks: list[list[int]], n_vocab: int, k: int = 16):
         self.reference, self.checks, self.n_vocab, self.k = reference, list(checks), n_vocab, k
         self.used = 0
+        self._span: tuple[int, int, int] | None = None
+        """The last check: (position it started at, tokens it drafted, tokens of them kept)."""
+
+    def _spoiled(self, start: int, drafted: int, kept: int, at: int) -> list[int]:
+        out = list(self.reference[at : start + drafted])
+        wrong = start + kept - at
+        if 0 <= wrong < len(out):
+            out[wrong] = (out[wrong] + 1) % self.n_vocab  # any other token: greedy decoding refuses it
+        return out
 
     def draft(self, tokens, context=()) -> list[int]:
+        at = len(tokens)
+        if self._span is not None:
+            start, drafted, kept = self._span
+            if start < at < start + kept:
+                return self._spoiled(start, drafted, kept, at)
         if self.used >= len(self.checks):
             return []
         drafted, kept = self.checks[self.used]
         self.used += 1
-        at = len(tokens)
-        out = list(self.reference[at : at + drafted])
-        if kept < len(out):
-            out[kept] = (out[kept] + 1) % self.n_vocab  # any other token: greedy decoding refuses it
-        return out
+        self._span = (at, drafted, kept)
+        return self._spoiled(at, drafted, kept, at)
 
 
 def record_pattern(bundle: str, images: int, seed: int, work: str) -> dict:

@@ -50,13 +50,24 @@ def test_gguf_parity_of_an_f16_export(tiny_spm_checkpoint, tmp_path):
 
 
 def test_replay_drafter_is_right_exactly_where_the_recorded_drafts_were_kept():
-    reference = [5, 6, 7, 8, 9, 10]
-    drafter = scale.ReplayDrafter(reference, [[3, 3], [2, 0], [0, 0], [4, 1]], n_vocab=100)
+    reference = [5, 6, 7, 8, 9, 10, 11, 12]
+    drafter = scale.ReplayDrafter(reference, [[3, 3], [2, 0], [0, 0], [4, 1], [5, 3]], n_vocab=100)
     assert drafter.draft([]) == [5, 6, 7]
     assert drafter.draft([5, 6, 7]) == [9, 9]  # the first drafted token wrong (8 → 9), as the recorded one was
     assert drafter.draft([5, 6, 7, 8]) == []  # no draft found, then
-    assert drafter.draft([5, 6, 7, 8, 9]) == [10]  # 4 recorded, 1 left in the reference: right, nothing to spoil
+    assert drafter.draft([5, 6, 7, 8, 9]) == [10, 12, 12]  # 4 recorded, 3 left in the reference: 1 right, then wrong
+    assert drafter.draft([5, 6, 7, 8, 9, 10, 11]) == [12]  # the last check: 5 drafted, 3 kept; 1 left
     assert drafter.draft([5]) == []  # the recording is used up
+
+
+def test_after_a_replay_the_rest_of_the_same_check_is_drafted_again():
+    reference = list(range(20, 30))
+    drafter = scale.ReplayDrafter(reference, [[6, 4], [3, 3]], n_vocab=100)
+    assert drafter.draft(reference[:2]) == [22, 23, 24, 25, 27, 27]  # kept 4 (22..25), then 26 spoiled
+    # a near tie after two right tokens threw the batch away: the same text is drafted again, still wrong at 26
+    assert drafter.draft(reference[:4]) == [24, 25, 27, 27]
+    assert drafter.draft(reference[:6]) == [26, 27, 28]  # past the kept part: the next check
+    assert drafter.used == 2
 
 
 def test_speculative_figures_replay_a_pattern_and_equal_plain_decoding(f32_bundle, data, tmp_path):
