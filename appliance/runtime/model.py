@@ -186,6 +186,8 @@ class GraspModel:
         """Speculative decoding counters: tokens drafted, drafted tokens greedy decoding kept, near-tie replays."""
         self.checks: deque[list[int]] = deque(maxlen=4096)
         """Per draft asked for in the reasoning: [tokens drafted, of them kept] (0 drafted: no draft was found)."""
+        self.drafted_ms, self.drafted_tokens = 0.0, 0
+        """Decode time and tokens of the answers decoded with drafts (``note_decode``)."""
         self.policy = speculative if manifest.drafts else "off"
         self.verify_cost: VerifyCost | None = None
         if self.policy != "off":
@@ -208,7 +210,18 @@ class GraspModel:
         acceptance = self.accepted / self.drafted if self.drafted >= MIN_DRAFTED else ACCEPTANCE_PRIOR
         if self.policy == "on":
             return Plan(self.drafter.k, 1.0, acceptance)
+        if self.drafted_tokens >= MIN_DRAFTED:  # what drafting actually gave, near-tie replays included
+            rate = self.drafted_ms / self.drafted_tokens
+            if rate > self.verify_cost.single_ms:
+                return Plan(0, self.verify_cost.single_ms / rate, acceptance)
         return plan(self.verify_cost, acceptance)
+
+    def note_decode(self, drafted: bool, milliseconds: float, tokens: int) -> None:
+        """Record an answer's decode time: answers decoded with drafts are checked against the single-token time
+        measured at load, and ``auto`` stops drafting if they were slower (the plan cannot foresee replays)."""
+        if drafted:
+            self.drafted_ms += milliseconds
+            self.drafted_tokens += tokens
 
     @cached_property
     def drafter(self) -> NgramDrafter | None:
@@ -438,10 +451,10 @@ class Session:
         prefilled = model.llm.n_evaluated - before
         context = [t for segment in self.history if not isinstance(segment, np.ndarray) for t in segment]
         draft = model.plan.k if speculative is None else None
-        tokens, text, unevaluated = model.generate(
-            max_new_tokens, constrain, bool(draft) if speculative is None else speculative, context, draft
-        )
+        drafting = bool(draft) if speculative is None else speculative
+        tokens, text, unevaluated = model.generate(max_new_tokens, constrain, drafting, context, draft)
         end = time.perf_counter()
+        model.note_decode(drafting and speculative is None, 1000 * (end - prefill), len(tokens))
         # The answer's tail and the end of turn are evaluated lazily, when the conversation goes on.
         self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]
         timings = Timings(pre_ms, vision_ms, 1000 * (prefill - start), prefilled, 1000 * (end - prefill), len(tokens))

@@ -87,3 +87,26 @@ def test_off_never_drafts_and_measures_nothing(f32_bundle):
     with pytest.raises(ValueError, match="speculative must be one of"):
         GraspModel.load(f32_bundle, speculative="maybe")
     model.llm.close()
+
+
+def test_auto_stops_drafting_when_drafted_answers_were_slower_than_single_steps(f32_bundle, monkeypatch):
+    """The plan cannot foresee near-tie replays; what drafted answers really cost can overrule it."""
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+    from appliance.runtime.speculation import MIN_DRAFTED
+
+    model = GraspModel.load(f32_bundle, llama=LlamaSettings.exact(n_ctx=512, n_batch=24), speculative="auto")
+    cheap = VerifyCost(5.0, {1: 1.0, 2: 1.01, 4: 1.02, 8: 1.05, 16: 1.5}, 0.0)
+    monkeypatch.setattr(model, "verify_cost", cheap)
+    assert model.plan.k > 0
+    model.note_decode(False, 1e6, MIN_DRAFTED)  # plain answers never count
+    assert model.plan.k > 0
+    model.note_decode(True, 4.0 * MIN_DRAFTED, MIN_DRAFTED)  # 4 ms a token: faster than 5 ms single steps
+    assert model.plan.k > 0
+    model.note_decode(True, 10.0 * MIN_DRAFTED, MIN_DRAFTED)  # now 7 ms a token on average: slower
+    stopped = model.plan
+    assert stopped.k == 0 and stopped.gain == pytest.approx(5.0 / 7.0)
+    before = model.drafted_tokens
+    model.session().ask("pick up the mug", _image(3), max_new_tokens=24)  # decoded plainly, and not counted
+    assert model.drafted_tokens == before
+    model.llm.close()
