@@ -29,7 +29,11 @@ from .visualize import GREEN, RED, draw_grasps
 
 COLOUR_THRESHOLD = 40.0  # RGB distance from the background colour
 BORDER = 4  # pixels of border used to estimate the background
-DEPTH_STEP = 0.003  # metres above the table that count as an object (a knife's blade is 4 mm thick)
+DEPTH_STEP = 0.01
+"""Metres above the table that count as an object. Chosen on a validation set (synth --seed 31415, 100 images,
+every instruction; never a test set): 3 mm 55.6 / 48.4 %, 5 mm 63.3 / 56.1 %, 7.5 mm and 1 cm 68.4 / 62.8 %,
+1.5 cm 68.4 / 56.9 % (rectangle / part metric). Of the tied two, the higher threshold: a real depth camera's
+noise is millimetres. A knife's 4 mm blade then falls below it: the rule sees the handle."""
 MIN_BLOB = 30  # pixels: smaller blobs are noise
 
 

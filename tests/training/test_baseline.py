@@ -48,9 +48,12 @@ def test_floor_grasps_across_the_largest_blob_above_the_table():
     pose = predict_depth(depth)
     assert abs(pose.x * 320 - 200) < 2 and abs(pose.y * 240 - 100) < 2
     assert angle_difference(pose.theta, math.radians(120)) < math.radians(3)
-    # a thin blade (4 mm) still counts; a 2 mm ripple of the table does not
-    assert predict_depth(bar_depth([(100, 100, 0.0, 80, 10, 0.004)])).x * 320 == pytest.approx(100, abs=2)
-    assert predict_depth(bar_depth([(100, 100, 0.0, 80, 10, 0.002)])) == predict_depth(bar_depth([]))
+    # the default step (1 cm): a 12 mm handle counts, an 8 mm blade does not
+    assert predict_depth(bar_depth([(100, 100, 0.0, 80, 10, 0.012)])).x * 320 == pytest.approx(100, abs=2)
+    assert predict_depth(bar_depth([(100, 100, 0.0, 80, 10, 0.008)])) == predict_depth(bar_depth([]))
+    # a lower step: a thin blade (4 mm) counts; a 2 mm ripple of the table does not
+    assert predict_depth(bar_depth([(100, 100, 0.0, 80, 10, 0.004)]), step=0.003).x * 320 == pytest.approx(100, abs=2)
+    assert predict_depth(bar_depth([(100, 100, 0.0, 80, 10, 0.002)]), step=0.003) == predict_depth(bar_depth([]))
 
 
 def test_floor_without_depth_and_cnn_without_checkpoint_are_clear_errors(tmp_path, capsys):
