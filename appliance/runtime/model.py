@@ -186,8 +186,8 @@ class GraspModel:
         """Speculative decoding counters: tokens drafted, drafted tokens greedy decoding kept, near-tie replays."""
         self.checks: deque[list[int]] = deque(maxlen=4096)
         """Per draft asked for in the reasoning: [tokens drafted, of them kept] (0 drafted: no draft was found)."""
-        self.drafted_ms, self.drafted_tokens = 0.0, 0
-        """Decode time and tokens of the answers decoded with drafts (``note_decode``)."""
+        self.drafted_ms, self.drafted_tokens, self.plain_ms, self.plain_tokens = 0.0, 0, 0.0, 0
+        """Decode time and tokens of the answers the policy decided, with drafts and without (``note_decode``)."""
         self.policy = speculative if manifest.drafts else "off"
         self.verify_cost: VerifyCost | None = None
         if self.policy != "off":
@@ -203,25 +203,35 @@ class GraspModel:
 
     @property
     def plan(self) -> Plan:
-        """How this model drafts now: ``on``, the drafter's length; ``auto``, the best expected speed-up given the
-        measured verify cost and the acceptance so far (a prior until enough tokens were drafted); ``off``, none."""
+        """How this model drafts now: ``on``, the drafter's length; ``off``, none; ``auto``, the draft length with
+        the best expected speed-up given the verify cost measured at load and the acceptance so far (a prior until
+        enough tokens were drafted) — then checked on real answers: the first are decoded plainly, the next with
+        drafts (about 200 tokens each), and drafting goes on only if it was faster."""
         if self.policy == "off" or self.verify_cost is None:
             return Plan(0, 1.0, 0.0)
         acceptance = self.accepted / self.drafted if self.drafted >= MIN_DRAFTED else ACCEPTANCE_PRIOR
         if self.policy == "on":
             return Plan(self.drafter.k, 1.0, acceptance)
-        if self.drafted_tokens >= MIN_DRAFTED:  # what drafting actually gave, near-tie replays included
-            rate = self.drafted_ms / self.drafted_tokens
-            if rate > self.verify_cost.single_ms:
-                return Plan(0, self.verify_cost.single_ms / rate, acceptance)
-        return plan(self.verify_cost, acceptance)
+        best = plan(self.verify_cost, acceptance)
+        if best.k == 0:
+            return best
+        # What the curve promises is checked against what answers really cost (per-token overheads, near-tie
+        # replays): plain answers are measured first, then drafted ones, and the faster way is kept.
+        if self.plain_tokens < MIN_DRAFTED:
+            return Plan(0, best.gain, acceptance)
+        if self.drafted_tokens < MIN_DRAFTED:
+            return best
+        gain = (self.plain_ms / self.plain_tokens) / (self.drafted_ms / self.drafted_tokens)
+        return Plan(best.k, gain, acceptance) if gain >= 1.0 else Plan(0, gain, acceptance)
 
     def note_decode(self, drafted: bool, milliseconds: float, tokens: int) -> None:
-        """Record an answer's decode time: answers decoded with drafts are checked against the single-token time
-        measured at load, and ``auto`` stops drafting if they were slower (the plan cannot foresee replays)."""
+        """Record the decode time of an answer the policy decided (``auto`` compares both ways with these)."""
         if drafted:
             self.drafted_ms += milliseconds
             self.drafted_tokens += tokens
+        else:
+            self.plain_ms += milliseconds
+            self.plain_tokens += tokens
 
     @cached_property
     def drafter(self) -> NgramDrafter | None:
@@ -454,7 +464,8 @@ class Session:
         drafting = bool(draft) if speculative is None else speculative
         tokens, text, unevaluated = model.generate(max_new_tokens, constrain, drafting, context, draft)
         end = time.perf_counter()
-        model.note_decode(drafting and speculative is None, 1000 * (end - prefill), len(tokens))
+        if speculative is None:
+            model.note_decode(drafting, 1000 * (end - prefill), len(tokens))
         # The answer's tail and the end of turn are evaluated lazily, when the conversation goes on.
         self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]
         timings = Timings(pre_ms, vision_ms, 1000 * (prefill - start), prefilled, 1000 * (end - prefill), len(tokens))
