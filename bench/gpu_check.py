@@ -75,19 +75,11 @@ def build(work: Path, layers: int) -> Path:
 def lora_step(model: Path, work: Path, device: str, steps: int = 3) -> dict:
     """A few LoRA steps (r64 α32, bf16, gradient checkpointing) on one image; the step time after the first."""
     import torch
+    from scale import training_data
 
     from training.train import TrainConfig, train
 
-    config = json.loads((model / "config.json").read_text())
-    size = config["vision_config"]["image_size"]
-    data = work / f"data-{size}"
-    if not (data / "train.json").is_file():
-        synth = work / "synth"
-        subprocess.run([sys.executable, "-m", "training.synth", "--out", str(synth), "--images", "4", "--seed", "7"],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
-        subprocess.run([sys.executable, "-m", "training.build_dataset", "--root", str(synth), "--split", "all",
-                        "--targets", "one", "--size", str(size), "--out", str(data)],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
+    data = training_data(model, work)
     out = work / "lora"
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -120,6 +120,18 @@ class Results:
         return value
 
 
+def training_data(model: Path, work: Path) -> Path:
+    """A build_dataset folder of four synthetic images at ``model``'s input size (made once in ``work``)."""
+    size = json.loads((model / "config.json").read_text())["vision_config"]["image_size"]
+    data = work / f"data-{size}"
+    if not (data / "train.json").is_file():
+        run(python("-m", "training.synth", "--out", str(work / "synth"), "--images", "4", "--seed", "7"),
+            work / "synth.log")  # fmt: skip
+        run(python("-m", "training.build_dataset", "--root", str(work / "synth"), "--split", "all",
+                   "--targets", "one", "--size", str(size), "--out", str(data)), work / "data.log")  # fmt: skip
+    return data
+
+
 # -- the chain -----------------------------------------------------------------------------------------
 STAGES = ("lora", "merge", "vision", "gguf", "quantize", "quantize-q8", "runtime", "speculative-q4", "speculative-q8")
 
@@ -541,15 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--model must be a checkpoint directory with config.json")
     args.work.mkdir(parents=True, exist_ok=True)
     results = Results(args.work / "results.json", args.fresh)
-    config = json.loads((args.model / "config.json").read_text())
-    size = config["vision_config"]["image_size"]
-
-    data = args.work / f"data-{size}"
-    if not (data / "train.json").is_file():
-        run(python("-m", "training.synth", "--out", str(args.work / "synth"), "--images", "4", "--seed", "7"),
-            args.work / "synth.log")  # fmt: skip
-        run(python("-m", "training.build_dataset", "--root", str(args.work / "synth"), "--split", "all",
-                   "--targets", "one", "--size", str(size), "--out", str(data)), args.work / "data.log")  # fmt: skip
+    data = training_data(args.model, args.work)
     pattern = args.work / "pattern.json"
     if not pattern.is_file():
         run(internal("pattern", pattern, bundle=str(args.demo_bundle), images=args.pattern_images, seed=4242,

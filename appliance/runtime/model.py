@@ -390,7 +390,6 @@ class GraspModel:
                 verified += 1
                 self.accepted += 1
                 self.checks[-1][1] += 1
-                exact = False  # the next row was computed in the batch
             else:
                 rows, drafted, pending = [], [], token
             if complete:
