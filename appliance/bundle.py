@@ -116,6 +116,10 @@ class Manifest:
     """File name of the speech vocabulary (appliance.daemon.speech), when the bundle has one."""
     drafts: str | None = None
     """File name of the reasoning corpus speculative decoding drafts from (appliance.runtime.draft)."""
+    categories: dict[str, str] | None = None
+    """The object vocabulary the model was trained with: every category name and synonym → its category name
+    (appliance.runtime.objects reads the category a reasoning names). Optional: bundles exported before it have
+    none, and their replies name no category."""
     created: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     """Figures measured at export time (parity errors, accuracy when a dataset was given)."""
@@ -136,6 +140,11 @@ class Manifest:
             raise ValueError("followup_template needs an {instruction} field")
         if self.n_image_tokens < 1 or self.embedding_width < 1:
             raise ValueError("n_image_tokens and embedding_width must be positive")
+        for word, name in (self.categories or {}).items():
+            if not word.strip() or word != word.lower() or self.categories.get(name) != name:
+                raise ValueError(
+                    f"categories: {word!r} -> {name!r}: words are lower case and map to a category that maps to itself"
+                )
 
 
 def manifest_from_dict(data: dict, where: str = MANIFEST_FILE) -> Manifest:

@@ -31,7 +31,7 @@ from appliance.bundle import (
 )
 
 from .gguf import ExportError, checkpoint_dtypes, text_config, tokenizer_family, write_gguf
-from .speech import DRAFTS_FILE, SPEECH_FILE, write_drafts, write_vocabulary
+from .speech import DRAFTS_FILE, SPEECH_FILE, categories, write_drafts, write_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,7 @@ def build_bundle(
         tokenizer=tokenizer_family(json.loads((model_dir / "tokenizer.json").read_text())),
         speech=speech.name,
         drafts=drafts.name,
+        categories=categories(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         metrics={"vision_relative_error": vision_error, "export_seconds": round(time.monotonic() - started, 1)},
     )

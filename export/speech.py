@@ -1,5 +1,6 @@
 """Text that travels with a bundle: the speech vocabulary (``speech.yaml``: what a spoken instruction may
-say) and the reasoning corpus (``drafts.txt``: what speculative decoding drafts from).
+say), the reasoning corpus (``drafts.txt``: what speculative decoding drafts from) and the category names (the
+manifest's ``categories``: which object a reasoning names).
 
 Built from the same templates the reasoning-tuning data was: every instruction
 and refinement sentence, every category name and synonym, every part and side.
@@ -28,6 +29,19 @@ def vocabulary() -> dict:
     sentences = [s for kind in templates.instructions.values() for s in kind]
     sentences += [s for kind in templates.refinement.values() for s in kind]
     return {"objects": sorted(objects), "parts": sorted(parts), "sides": sorted(SIDES), "sentences": sentences}
+
+
+def categories() -> dict[str, str]:
+    """Every category name and synonym → its category name (the manifest's ``categories``), from the same templates:
+    how the appliance reads which object a reasoning names. The fallback ("object", "thing") names no category."""
+    from training.reasoning import load_templates
+
+    names: dict[str, str] = {}
+    for category in load_templates().categories.values():
+        for word in (category.name, *category.synonyms):
+            if names.setdefault(word.lower(), category.name) != category.name:
+                raise ValueError(f"{word!r} names both {names[word.lower()]!r} and {category.name!r}")
+    return dict(sorted(names.items()))
 
 
 DRAFTS_FILE = "drafts.txt"

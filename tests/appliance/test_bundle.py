@@ -95,3 +95,45 @@ def test_paths_in_file_names_are_refused(tmp_path):
     (tmp_path / MANIFEST_FILE).write_text(manifest_to_yaml(sneaky))
     with pytest.raises(BundleError, match="must not contain a path"):
         read_bundle(tmp_path)
+
+
+CATEGORIES = {"mug": "mug", "coffee mug": "mug", "knife": "knife", "kitchen knife": "knife"}
+
+
+def test_categories_round_trip_and_older_manifests_have_none(tmp_path):
+    older_dir, newer_dir = tmp_path / "older", tmp_path / "newer"
+    older_dir.mkdir()
+    newer_dir.mkdir()
+    older = _bundle(older_dir)
+    data = yaml.safe_load((older_dir / MANIFEST_FILE).read_text())
+    del data["categories"]  # a manifest written before the key existed
+    (older_dir / MANIFEST_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+    assert read_bundle(older_dir) == older and older.categories is None
+
+    newer = dataclasses.replace(_bundle(newer_dir), categories=CATEGORIES)
+    (newer_dir / MANIFEST_FILE).write_text(manifest_to_yaml(newer))
+    assert yaml.safe_load((newer_dir / MANIFEST_FILE).read_text())["categories"] == CATEGORIES
+    assert read_bundle(newer_dir) == newer
+
+
+@pytest.mark.parametrize(
+    "categories, why",
+    [
+        ({"mug": "mug", "coffee mug": "cup"}, "map to a category that maps to itself"),  # cup is no category
+        ({"Mug": "Mug"}, "lower case"),
+        ({"mug": 3}, "expected str"),
+    ],
+)
+def test_bad_categories_are_refused(tmp_path, categories, why):
+    _bundle(tmp_path)
+    data = yaml.safe_load((tmp_path / MANIFEST_FILE).read_text())
+    with pytest.raises(BundleError, match=why):
+        manifest_from_dict({**data, "categories": categories})
+
+
+def test_the_bundled_demo_model_still_loads_without_categories():
+    from pathlib import Path
+
+    bundle = Path(__file__).resolve().parents[2] / "models" / "rtgrasp-tiny"
+    manifest = read_bundle(bundle)
+    assert manifest.categories is None and manifest.quant == "Q4_K_M"
