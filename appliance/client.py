@@ -163,6 +163,7 @@ def show(reply: dict, out=None) -> None:
         pose = reply.get("pose")
         if pose:
             out.write(f"pose:      [{pose['x']:.3f}, {pose['y']:.3f}], {pose['theta']:.3f} rad\n")
+            out.write(f"object:    {describe_object(reply.get('object'))}\n")
         else:
             out.write(f"pose:      none ({reply.get('parse_error')}); answer: {reply.get('text')!r}\n")
         if reply.get("check"):
@@ -173,6 +174,15 @@ def show(reply: dict, out=None) -> None:
         out.write(f"session:   {reply.get('session')}\n")
     else:
         out.write(json.dumps({k: v for k, v in reply.items() if k not in ("v",)}, indent=1) + "\n")
+
+
+def describe_object(obj: dict | None) -> str:
+    """The resolved object as one line: category and pixel box (each '?' when unknown)."""
+    if not obj:
+        return "?"
+    box = obj.get("box")
+    where = f"box [{', '.join(str(int(b)) for b in box)}] px" if box else "no box"
+    return f"{obj.get('category') or '?'}, {where}"
 
 
 def what_to_check(endpoint: str, curve: bool) -> str:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+JAW_HALF_M = 0.04
+"""Half the open gripper's span (a Franka hand opens 8 cm): how far from the grasp centre a finger lands."""
+
 
 @dataclass(frozen=True)
 class Intrinsics:
@@ -154,7 +157,7 @@ def image_grasp_to_base(
     K: Intrinsics,
     T_base_cam: np.ndarray,
     window: int = 5,
-    jaw_half_m: float = 0.04,
+    jaw_half_m: float = JAW_HALF_M,
 ) -> SurfaceGrasp | None:
     """Lift an image grasp (pixel centre, image angle θ) to the base frame; None without valid depth.
 

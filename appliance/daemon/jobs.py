@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.camera import Camera, Frame
-from appliance.geometry import image_grasp_to_base
+from appliance.geometry import JAW_HALF_M, image_grasp_to_base, median_depth
 from appliance.robot.plan import GraspPlan, MotionError, UnsafeTarget, plan_top_down
 from appliance.runtime.annotate import annotate, png_bytes
 from appliance.runtime.model import Prediction
+from appliance.runtime.objects import CategoryNames, object_box
 from appliance.runtime.worker import ModelWorker, RemoteSession
 
 from .settings import ApplianceConfig
@@ -58,12 +59,24 @@ def prediction_fields(prediction: Prediction) -> dict:
     }
 
 
+def _in_view(box: list[int] | None, prediction: Prediction) -> tuple[float, float, float, float] | None:
+    """A camera-pixel box in the model's view (the annotated image's pixels)."""
+    if box is None:
+        return None
+    crop, scale = prediction.crop, prediction.view.shape[1] / prediction.crop.side
+    u0, v0, u1, v1 = box
+    return ((u0 - crop.left) * scale, (v0 - crop.top) * scale, (u1 - crop.left) * scale, (v1 - crop.top) * scale)
+
+
 class Jobs:
     """The daemon's long-running work, done one request at a time on the worker thread."""
 
     def __init__(self, config: ApplianceConfig, model: ModelWorker, camera: Camera, robot=None, recorder=None):
         self.config, self.model, self.camera, self.robot, self.recorder = config, model, camera, robot, recorder
         self.sessions: OrderedDict[str, Conversation] = OrderedDict()
+        self.categories = CategoryNames(model.manifest.categories or {})
+        if not model.manifest.categories:
+            log.warning("the bundle names no categories (an older export): replies name no object category")
         self.vocabulary = None
         if model.manifest.speech:
             self.vocabulary = Vocabulary.load(model.directory / model.manifest.speech)
@@ -159,14 +172,28 @@ class Jobs:
                 "not_understood", f"the model sees no {prediction.refusal} here ({prediction.text!r}): nothing moves"
             )
         fields = prediction_fields(prediction)
+        fields["object"], box = None, None
         if prediction.ok:
             u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
             fields["pixel"] = {"u": u, "v": v}
+            box = self._box(frame, u, v)
+            fields["object"] = {"category": self.categories.first(prediction.reasoning), "box": box}
             plan, reason = self.plan(prediction, frame) if self.config.robot is not None else (None, "no arm")
             fields["target"] = None if plan is None else np.round(plan.grasp[:3, 3], 4).tolist()
             fields["executable"] = plan is not None
             fields["check"] = reason
-        return fields, png_bytes(annotate(prediction.view, prediction.pose))
+        return fields, png_bytes(annotate(prediction.view, prediction.pose, _in_view(box, prediction)))
+
+    def _box(self, frame: Frame, u: float, v: float) -> list[int] | None:
+        """The pixel box of the object at the grasp centre, or of the nearest one a finger's reach away."""
+        z = median_depth(frame.depth, u, v, self.config.depth_window)
+        if z is None:  # no reading at the centre: the reach at the picture's typical depth
+            valid = frame.depth[np.isfinite(frame.depth) & (frame.depth > 0)]
+            if not valid.size:
+                return None
+            z = float(np.median(valid))
+        box = object_box(frame.depth, u, v, radius_px=JAW_HALF_M * frame.intrinsics.fx / z)
+        return None if box is None else list(box)
 
     def _picture(self) -> Frame:
         frame = self.camera.read(timeout_s=2.0)

@@ -106,6 +106,12 @@ PREDICTION_FIELDS = {
     "parse_error": "why it did not (null when it did)",
     "pose": "`{x, y, theta}`: x, y normalised in the model's view, theta in radians; null if the answer did not parse",
     "pixel": "`{u, v}`: the grasp centre in camera pixels (when parsed)",
+    "object": "`{category, box}`: the object the answer resolved to, null when the answer did not parse. `category`: "
+    "the first category the reasoning names (earliest mention, the longest name at it, whole words; a synonym gives "
+    "its category), null when it names none or the bundle lists no categories. `box`: `[u0, v0, u1, v1]`, integer "
+    "camera pixels, u0 <= u < u1 and v0 <= v < v1: the region standing 1 cm or more above the table (a plane fitted "
+    "to the depth image) that holds `pixel`, or else the nearest one within a finger's reach (4 cm); null without "
+    "depth or such a region",
     "target": "the base-frame grasp position `[x, y, z]` in metres, when executable (else null)",
     "executable": "whether every check before motion passed",
     "check": "why not ('' when it is executable)",
@@ -116,7 +122,7 @@ PREDICTION_FIELDS = {
     "execution": "after a motion: `moved`, `success`, `stage`, `message`, and with a grasp `width`, `seconds`",
 }
 """The fields of a ``predict``, ``grasp`` and ``refine`` reply (``pixel``, ``target``, ``executable``, ``check`` when
-the answer parsed; ``execution`` after a grasp). The annotated PNG comes as a second frame."""
+the answer parsed; ``object`` always, null when it did not; ``execution`` after a grasp). The annotated PNG comes as a second frame."""
 STATUS_FIELDS = {
     "state": "`idle`, `predicting`, `moving`, `stopped`",
     "uptime_s": "seconds since the daemon started",

@@ -11,8 +11,22 @@ def test_predict_only_prints_reasoning_and_pose_and_saves_the_image(daemon, tmp_
     out = tmp_path / "pred.png"
     code = main(["--endpoint", daemon.requests, "--predict-only", "pick up the mug", "--save-image", str(out)])
     text = capsys.readouterr().out
-    assert "reasoning:" in text and "pose:" in text and "session:" in text
+    assert "reasoning:" in text and "pose:" in text and "object:" in text and "session:" in text
     assert code in (0, 3) and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_object_line():
+    import io
+
+    from appliance.client import show
+
+    reply = {"ok": True, "reasoning": "This is a box.", "pose": {"x": 0.5, "y": 0.5, "theta": 0.0}, "session": "s"}
+    lines = []
+    for obj in ({"category": "box", "box": [260, 200, 380, 280]}, {"category": None, "box": None}, None):
+        out = io.StringIO()
+        show({**reply, "object": obj}, out)
+        lines += [line for line in out.getvalue().splitlines() if line.startswith("object:")]
+    assert lines == ["object:    box, box [260, 200, 380, 280] px", "object:    ?, no box", "object:    ?"]
 
 
 def test_status_json_and_refine(daemon, capsys):

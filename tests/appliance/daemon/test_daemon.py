@@ -268,3 +268,77 @@ def test_a_refusal_from_the_model_is_not_understood_and_never_planned(daemon, f3
     with pytest.raises(JobError) as info:
         daemon.daemon.jobs._describe(refused, None)
     assert info.value.code == "not_understood" and "sees no banana" in str(info.value)
+
+
+OBJECT_BOX = [260, 200, 380, 280]
+"""[u0, v0, u1, v1] of the blue box on the test's table (inside the 320-pixel workspace crop)."""
+DEMO_BUNDLE = __import__("pathlib").Path(__file__).resolve().parents[3] / "models" / "rtgrasp-tiny"
+
+
+@pytest.fixture
+def object_recording(tmp_path):
+    """A wooden table 0.7 m below the camera, a blue box 6 cm tall on it, and a red block outside the workspace."""
+    import numpy as np
+
+    from appliance.camera.base import Frame
+    from appliance.camera.replay import Recorder
+    from appliance.geometry import Intrinsics
+
+    rgb = np.empty((480, 640, 3), np.uint8)
+    rgb[:] = (196, 170, 130)
+    depth = np.full((480, 640), 0.7, np.float32)
+    for (u0, v0, u1, v1), colour, height in (
+        (OBJECT_BOX, (40, 60, 200), 0.06),
+        ((20, 410, 100, 470), (200, 30, 30), 0.04),
+    ):
+        rgb[v0:v1, u0:u1] = colour
+        depth[v0:v1, u0:u1] -= height
+    Recorder(tmp_path / "objects").write(Frame(rgb, depth, Intrinsics.from_fovy(40.0, 640, 480)))
+    return tmp_path / "objects"
+
+
+@pytest.mark.parametrize("with_categories", [True, False])
+def test_predict_replies_and_events_name_the_resolved_object(tmp_path, object_recording, with_categories):
+    """The bundled demo model on a box: the reply and the prediction event name it (category from the reasoning,
+    box from the depth image). Its manifest predates ``categories``: as it is, the category is unknown; with the
+    key added to a copy (export writes it now), the category is the box's."""
+    import shutil
+
+    import yaml
+
+    from tests.helpers import wait_subscribed
+
+    from .conftest import Running, write_config
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEMO_BUNDLE, bundle)
+    if with_categories:
+        from export.speech import categories
+
+        manifest = yaml.safe_load((bundle / "manifest.yaml").read_text())
+        (bundle / "manifest.yaml").write_text(yaml.safe_dump({**manifest, "categories": categories()}))
+    path, requests, events = write_config(tmp_path, bundle, object_recording, model={"max_new_tokens": 96})
+    running = Running(path)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"prediction")
+    sub.setsockopt(zmq.SUBSCRIBE, b"heartbeat")
+    sub.connect(events)
+    try:
+        wait_subscribed(sub)
+        client = Client(requests, timeout_s=60)
+        reply, _ = client.request("predict", text="pick up the box")
+        client.close()
+        topic, event = b"", None
+        while topic != b"prediction" and sub.poll(10000):
+            topic, payload = sub.recv_multipart()
+            event = json.loads(payload)
+    finally:
+        sub.close(0)
+        running.close()
+    assert reply["ok"] and reply["parsed"], reply
+    obj, pixel = reply["object"], reply["pixel"]
+    assert obj["box"] == OBJECT_BOX
+    assert OBJECT_BOX[0] <= pixel["u"] < OBJECT_BOX[2] and OBJECT_BOX[1] <= pixel["v"] < OBJECT_BOX[3]
+    assert " box" in reply["reasoning"]
+    assert obj["category"] == ("box" if with_categories else None)
+    assert event["request"] == reply["id"] and event["object"] == obj
