@@ -33,6 +33,9 @@ def test_bundle_has_the_manifest_of_design_md(q4_bundle, tiny_checkpoint):
     assert manifest.image.size == 224 and manifest.image.crop == 320 and manifest.image.resample == "bicubic"
     assert manifest.tokenizer == tiny_checkpoint.name.split("-")[1].rstrip("0123456789")
     assert "<image>" in manifest.prompt_template and manifest.metrics["vision_relative_error"] <= 1e-4
+    # the object vocabulary: every category of the templates by its name and synonyms, none for the fallback
+    assert manifest.categories["coffee mug"] == "mug" and manifest.categories["mug"] == "mug"
+    assert "object" not in manifest.categories and len(set(manifest.categories.values())) == 74
 
 
 def test_quantized_file_type(q4_bundle):
