@@ -82,12 +82,11 @@ class Templates:
             rng.choice(self.reasoning), category, shape=rng.choice(category.shape), strategy=rng.choice(strategies)
         )
 
-    def refinement_for(
-        self, kind: str, category: Category, rng: random.Random, part=None, side=None
-    ) -> tuple[str, str]:
-        """The user's follow-up request and the reasoning an RT answer gives for it."""
-        words = {"part": part, "side": side, "object": category.name}
-        return rng.choice(self.refinement[kind]).format(**words), self.refinement_reasoning[kind].format(**words)
+    def refinement_for(self, kind: str, category: Category, rng: random.Random, **words) -> tuple[str, str]:
+        """The user's follow-up request and the reasoning an RT answer gives for it. ``words`` fill the
+        templates' slots: part, side, name (another object), before, after and axis (the change stated)."""
+        words = _Words(object=category.name, **words)  # a slot not given stays empty
+        return rng.choice(self.refinement[kind]).format_map(words), self.refinement_reasoning[kind].format_map(words)
 
     def instruction_for(self, category: Category, rng: random.Random, part: str | None = None) -> str:
         """A user instruction: naming the part when given, else the object or nothing."""
@@ -95,6 +94,11 @@ class Templates:
             return rng.choice(self.instructions["part"]).format(object=rng.choice(category.synonyms), part=part)
         kind = "generic" if category is self.fallback or rng.random() < 0.2 else "object"
         return rng.choice(self.instructions[kind]).format(object=rng.choice(category.synonyms))
+
+
+class _Words(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def _fill(frame: str, category: Category, shape: str, strategy: str) -> str:
