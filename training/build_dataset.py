@@ -21,7 +21,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import yaml
 from PIL import Image
 
@@ -31,9 +30,11 @@ from training.progress import progress_bar
 
 from .datasets import GraspDataset, GraspSample, open_dataset
 from .datasets.augment import Augmentation, center_crop
+from .datasets.referring import Instruction, with_scene
 from .datasets.splits import DEFAULT_FOLDS, choose_fold
 from .reasoning import Category, Templates, load_templates
-from .reasoning.refine import draw_refinement
+from .reasoning.referring import resolution
+from .reasoning.refine import SIDES, TIE, Refinement, SceneGrasps, central, draw_refinement  # noqa: F401 (TIE: re-exported)
 from .view import VIEW_FILE, ModelView
 
 IMAGE_TOKEN = "<image>"
@@ -68,6 +69,8 @@ class BuildConfig:
     absent_fraction: float = 0.0
     """Share of training views that also get an instruction naming an object not in the picture, answered
     with the refusal ("I see no banana here."). Above 0 the model is trained to refuse (``view.refusals``)."""
+    refine_rounds: int = 1
+    """Most follow-up rounds a record with refinement carries (each record draws 1..this many)."""
 
     def __post_init__(self) -> None:
         AnswerFormat(self.variant, self.decimals)  # validates both
@@ -75,6 +78,8 @@ class BuildConfig:
             raise ValueError(f"size must be at least 8 pixels, got {self.size}")
         if self.augment < 0:
             raise ValueError(f"augment must be >= 0, got {self.augment}")
+        if self.refine_rounds < 1:
+            raise ValueError(f"refine_rounds must be >= 1, got {self.refine_rounds}")
         for name in ("refine_fraction", "absent_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -128,7 +133,8 @@ class SampleMaker:
                 "grasps": grasps if all_grasps else [grasps[i]],
             }
             if rng.random() < self.config.refine_fraction:
-                self._refine(record, turns, category, rng, i, poses, parts, grasps)
+                self._refine(record, turns, rng, poses[i], 0, SceneGrasps(view.positives, view.image_size, parts),
+                             {0: category})  # fmt: skip
             record["conversations"] = [{"from": who, "value": text} for who, text in turns]
             records.append(record)
         if not all_grasps and rng.random() < self.config.absent_fraction:
@@ -184,16 +190,116 @@ class SampleMaker:
             "conversations": turns,
         }
 
-    def _refine(self, record, turns, category, rng, current, poses, parts, grasps) -> None:
-        drawn = draw_refinement(rng, current, poses, parts)
-        if drawn is None:
-            return
-        request, target = drawn
-        text, reasoning = self.templates.refinement_for(request.kind, category, rng, request.part, request.side)
-        turns += [("human", text), ("gpt", self.answer(poses[target], reasoning))]
-        record["refinement"] = {**request.to_json(), "target": target, "grasp": grasps[target]}
-        if len(record["grasps"]) == 1:
-            record["grasps"].append(grasps[target])
+    def scene_records(
+        self,
+        view: GraspSample,
+        image_path: str,
+        objects: tuple[dict, ...],
+        instructions: list[Instruction],
+        rng: random.Random,
+        test: bool,
+    ) -> list[dict]:
+        """One record per referring instruction about a view of a scene: the reasoning resolves the instruction
+        to its object ("The one on the left is a bottle."), says how such an object is held, and gives the
+        object's most central grasp; an ``absent`` instruction is refused (training: on ``absent_fraction`` of
+        the views). Follow-ups as in ``records``."""
+        categories = {k: self.templates.category(o["category"]) for k, o in enumerate(objects)}
+        owners = view.labels.owners
+        parts = view.labels.parts or ("",) * len(view.positives)
+        scene = SceneGrasps(view.positives, view.image_size, tuple(p or None for p in parts), owners,
+                            unique_names(objects))  # fmt: skip
+        poses = scene.poses
+        records = []
+        for instruction in instructions:
+            base = {"id": f"{Path(image_path).stem}_{instruction.id}", "image": image_path, "source": view.image_id,
+                    "instruction": instruction.id, "kind": instruction.kind}  # fmt: skip
+            if instruction.kind == "absent":
+                if test or rng.random() < self.config.absent_fraction:
+                    turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"),
+                             ("gpt", self.fmt.render_refusal(instruction.object))]  # fmt: skip
+                    records.append({**base, "category": None, "object_id": None, "absent": instruction.object,
+                                    "grasps": [], "conversations": _turns(turns)})  # fmt: skip
+                continue
+            own = [i for i, k in enumerate(owners) if k == instruction.target]
+            if not own:  # the target left this view
+                continue
+            i = own[central([view.positives[j] for j in own], max(view.image_size))]
+            category = categories[instruction.target]
+            opening = resolution(instruction.kind, category.a_name, instruction.facts)
+            reasoning = " ".join(t for t in (opening, self.templates.reasoning_for(category, rng, parts[i])) if t)
+            turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"), ("gpt", self.answer(poses[i], reasoning))]
+            grasps = [[p.x, p.y, p.theta, r.length, r.width] for p, r in zip(poses, view.positives)]
+            record = {**base, "category": category.name, "object_id": objects[instruction.target].get("object_id"),
+                      "target": instruction.target, "grasps": [grasps[j] for j in own] if test else [grasps[i]]}  # fmt: skip
+            if not test and rng.random() < self.config.refine_fraction:
+                self._refine(record, turns, rng, poses[i], instruction.target, scene, categories)
+            record["conversations"] = _turns(turns)
+            records.append(record)
+        return records
+
+    def describe_scene(self, view: GraspSample, image_path: str, objects: tuple[dict, ...], rng: random.Random) -> dict:
+        """One description of a scene: every object in view with its colour and where it lies."""
+        seen = []
+        for k, o in enumerate(objects):
+            centres = [r.center for r, owner in zip(view.positives, view.labels.owners) if owner == k]
+            if not centres:
+                continue
+            x = sum(c[0] for c in centres) / len(centres) / view.image_size[0]
+            y = sum(c[1] for c in centres) / len(centres) / view.image_size[1]
+            category = self.templates.category(o["category"])
+            colour = f"{o['colour']} " if o.get("colour") else ""
+            seen.append(f"a {colour}{category.name} {_place_words(x, y)}")
+        answer = "On the table: " + "; ".join(seen) + "." if seen else "The table is empty."
+        turns = [("human", f"{IMAGE_TOKEN}\n{rng.choice(DESCRIBE_QUESTIONS)}"), ("gpt", answer)]
+        first = objects[0]
+        return {"id": Path(image_path).stem, "image": image_path, "source": view.image_id,
+                "category": first["category"], "object_id": first.get("object_id"), "conversations": _turns(turns)}  # fmt: skip
+
+    def _refine(self, record, turns, rng, pose, owner: int, scene: SceneGrasps, categories: dict) -> None:
+        """Follow-up rounds (1 to ``refine_rounds``): each asks for a change the picture allows, and the answer
+        states it ("Rotating the gripper by 90 degrees: -0.79 to 0.79.") before the new pose."""
+        rounds = []
+        for _ in range(rng.randint(1, self.config.refine_rounds)):
+            drawn = draw_refinement(rng, pose, owner, scene)
+            if drawn is None:
+                break
+            request, after = drawn
+            category = categories[owner]
+            words = self._change_words(request, pose, after)
+            text, reasoning = self.templates.refinement_for(request.kind, category, rng, **words)
+            if request.kind == "object":
+                owner, category = request.object, categories[request.object]
+                near = scene.nearest(after, owner)
+                reasoning += " " + self.templates.reasoning_for(category, rng, scene.parts[near])
+            turns += [("human", text), ("gpt", self.answer(after, reasoning))]
+            rounds.append({**request.to_json(), "before": [pose.x, pose.y, pose.theta],
+                           "grasp": [after.x, after.y, after.theta]})  # fmt: skip
+            pose = after
+        if rounds:
+            record["refinement"] = rounds[0]
+            record["refinements"] = rounds
+
+    def _change_words(self, request: Refinement, before: GraspPose, after: GraspPose) -> dict:
+        d = self.fmt.decimals
+        if request.kind == "rotate":
+            return {"before": f"{before.theta:.{d}f}", "after": f"{after.theta:.{d}f}"}
+        if request.kind == "side":
+            axis = "x" if SIDES[request.side][0] else "y"
+            a, b = (before.x, after.x) if axis == "x" else (before.y, after.y)
+            return {"side": request.side, "axis": axis, "before": f"{a:.{d}f}", "after": f"{b:.{d}f}"}
+        if request.kind == "part":
+            return {"part": request.part}
+        return {"name": request.name}
+
+
+def _turns(turns: list[tuple[str, str]]) -> list[dict]:
+    return [{"from": who, "value": text} for who, text in turns]
+
+
+def unique_names(objects: tuple[dict, ...]) -> dict[int, str]:
+    """The objects a follow-up can name by their category alone ("the bottle instead"): those alone in it."""
+    counts = Counter(o["category"] for o in objects)
+    return {k: o["category"] for k, o in enumerate(objects) if counts[o["category"]] == 1}
 
 
 def category_of(sample: GraspSample, templates: Templates) -> Category:
@@ -213,10 +319,16 @@ def build_split(
     image_dir = out / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     records = []
+    asked: dict[str, list[Instruction]] = {}
+    for instruction in dataset.instructions:
+        asked.setdefault(instruction.image, []).append(instruction)
     for image_id in progress_bar(ids, desc=f"building {split}", unit="img", disable=not progress):
         sample = dataset.load(image_id, with_depth=False)
         category = category_of(sample, templates)
         rng = random.Random(f"{config.seed}:{split}:{image_id}")
+        scene = dataset.scene(image_id) if image_id in asked else None
+        if scene is not None:
+            sample = with_scene(sample, scene)
         views = [center_crop(sample, config.crop, (config.size, config.size))]
         if split == "train":
             views += [augmentation(sample, rng) for _ in range(config.augment)]
@@ -226,30 +338,17 @@ def build_split(
             name = f"{image_id}_v{k}.png" if split == "train" else f"{image_id}.png"
             Image.fromarray(view.image).save(image_dir / name)
             path = f"images/{split}/{name}"
-            if config.task == "describe":
+            if scene is not None and config.task == "describe":
+                records.append(maker.describe_scene(view, path, scene.objects, rng))
+            elif config.task == "describe":
                 records.append(maker.describe(view, path, category, rng))
+            elif scene is not None:
+                # a rotated view turns the robot's left and right: spatial instructions only on the upright one
+                instructions = [i for i in asked[image_id] if k == 0 or i.kind != "spatial"]
+                records += maker.scene_records(view, path, scene.objects, instructions, rng, test=split == "test")
             else:
                 records += maker.records(view, path, category, rng, all_grasps=split == "test")
     return records
-
-
-TIE = 0.04
-"""Grasps whose distance to the middle is within this share of the view's side of the nearest one
-count as equally central (the rim of a bowl, a block's two axes)."""
-
-
-def central(rectangles, side: float) -> int:
-    """Index of the one grasp a view asks for: the most central, and among equally central ones the
-    topmost, then the one nearest horizontal.
-
-    The rule must be a function of what the image shows. "Nearest the mean centre" alone was not: on a
-    bowl every rim grasp is as near as any other, and a block's two axes share one centre, so the same
-    picture asked for different poses and the model learned their average — a point inside the bowl,
-    an angle between the axes (bowls, plates and mugs scored 1 of 26 on a fresh test set)."""
-    centres = np.array([r.center for r in rectangles], dtype=float)
-    distance = np.linalg.norm(centres - centres.mean(axis=0), axis=1)
-    tied = np.flatnonzero(distance <= distance.min() + TIE * side)
-    return int(min(tied, key=lambda i: (round(centres[i, 1]), round(abs(rectangles[i].angle), 2))))
 
 
 def _place_words(x: float, y: float) -> str:
@@ -283,7 +382,7 @@ def build(
             "images": len(ids),
             "samples": len(records),
             "refinements": sum("refinement" in r for r in records),
-            "per_category": dict(sorted(Counter(r["category"] for r in records).items())),
+            "per_category": dict(sorted(Counter(r["category"] or "(refused)" for r in records).items())),
         }
     (out / "dataset.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
     ModelView(config.variant, config.decimals, config.size, config.crop, config.absent_fraction > 0).save(
@@ -331,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decimals", type=int, default=3, help="decimals of the pose numbers (default 3)")
     parser.add_argument("--refine-fraction", type=float, default=0.0, help="share of samples with a refinement turn")
     parser.add_argument(
+        "--refine-rounds", type=int, default=1, help="most follow-up rounds of a record with refinement (default 1)"
+    )
+    parser.add_argument(
         "--absent-fraction",
         type=float,
         default=0.0,
@@ -354,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             args.task,
             args.targets,
             args.absent_fraction,
+            args.refine_rounds,
         )
         dataset = open_dataset(args.root, args.objects)
         summary = build(dataset, args.split, args.fold, config, args.out, args.folds, progress=sys.stderr.isatty())

@@ -23,10 +23,18 @@ from torch import nn
 
 from appliance.answer import AnswerFormat, AnswerVariant
 from appliance.grasp import GraspPose
+from appliance.sim.clutter import HUE_WORDS
 
 from .datasets.augment import Augmentation
+from .datasets.referring import with_scene
 
 PATCH_CENTER, PATCH_OFFSET, PATCH_ANGLE, PATCH_WHERE, PATCH_DIGITS = "center", "offset", "angle", "where", "digits"
+PATCH_IDENTITY, PATCH_COLOUR = "identity", "colour"
+COLOURS = tuple(dict.fromkeys(word for _, _, word in HUE_WORDS))
+"""The colour words scenes use (``appliance.sim.clutter``); the colour head's last class is 'no word'."""
+IDENTITY_SHARE = 0.3
+"""A patch shows an object when that object covers at least this share of its pixels (else: the table)."""
+IDENTITY_WEIGHT = 0.5
 DIGIT_GROUPS = 10
 """x and y: units, tenths, hundredths; θ: sign, units, tenths, hundredths — each a 10-way class."""
 
@@ -64,6 +72,8 @@ class PatchHeads(nn.Module):
         self.where = nn.Linear(hidden, 2)  # the patch's centre (x, y), image-normalised
         self.digits = nn.Linear(hidden, DIGIT_GROUPS * 10)  # the grasp's pose as the answer writes it
         self.category = nn.Linear(hidden, categories)
+        self.identity = nn.Linear(hidden, categories + 1)  # which object's category the patch shows (+ table)
+        self.colour = nn.Linear(hidden, len(COLOURS) + 1)  # its colour word (+ none)
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         patches = tokens[:, 1:]  # drop CLS
@@ -75,6 +85,8 @@ class PatchHeads(nn.Module):
             PATCH_WHERE: self.where(patches),
             PATCH_DIGITS: self.digits(patches).unflatten(-1, (DIGIT_GROUPS, 10)),
             "category": self.category(patches.mean(dim=1)),
+            PATCH_IDENTITY: self.identity(patches),
+            PATCH_COLOUR: self.colour(patches),
         }
 
 
@@ -105,6 +117,32 @@ CANDIDATES = 4
 """Grasp centres a patch keeps as targets, in label order; the rest are dropped (they still mark the patch
 as a grasp patch). On the densely labelled synthetic images 4 in 5 grasp patches hold several centres,
 1 in 4 more than four (at most 15)."""
+
+
+def identity_targets(mask, segments, objects, grid: int, index: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per patch: the category (``index``; the table is ``len(index)``) and colour word (``COLOURS``; none is
+    ``len(COLOURS)``) of the object covering most of it (at least ``IDENTITY_SHARE``), -100 (ignored) where
+    nothing is known."""
+    table, no_colour = len(index), len(COLOURS)
+    if mask is None:
+        return torch.full((grid * grid,), -100), torch.full((grid * grid,), -100)
+    h, w = mask.shape
+    owner = np.zeros(len(segments) + 1, dtype=np.int64)  # segment value -> object + 1 (0: table)
+    for value, (k, _) in enumerate(segments, start=1):
+        owner[value] = k + 1
+    pixels = owner[mask[: h - h % grid, : w - w % grid]].reshape(grid, h // grid, grid, w // grid)
+    pixels = pixels.transpose(0, 2, 1, 3).reshape(grid * grid, -1)
+    counts = np.stack([(pixels == k).mean(axis=1) for k in range(len(objects) + 1)], axis=1)
+    counts[:, 0] = 0.0  # the table wins only where no object reaches the share
+    best = counts.argmax(axis=1)
+    shown = counts[np.arange(len(best)), best] >= IDENTITY_SHARE
+    category = torch.full((grid * grid,), table)
+    colour = torch.full((grid * grid,), -100)
+    for patch in np.flatnonzero(shown):
+        obj = objects[best[patch] - 1]
+        category[patch] = index.get(obj["category"], table - 1)
+        colour[patch] = COLOURS.index(obj["colour"]) if obj.get("colour") in COLOURS else no_colour
+    return category, colour
 
 
 def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Tensor]:
@@ -166,7 +204,16 @@ def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -
     loss = loss + (ce.view(center.shape + (DIGIT_GROUPS,)).mean(-1) * center).sum() / denom
     where = out[PATCH_WHERE]
     loss = loss + WHERE_WEIGHT * ((where - patch_centres(round(where.shape[1] ** 0.5)).to(where)) ** 2).sum(-1).mean()
-    return loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"])
+    loss = loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"])
+    if PATCH_IDENTITY in target and bool((target[PATCH_IDENTITY] >= 0).any()):
+        loss = loss + IDENTITY_WEIGHT * nn.functional.cross_entropy(
+            out[PATCH_IDENTITY].flatten(0, 1), target[PATCH_IDENTITY].flatten(), ignore_index=-100
+        )
+    if PATCH_COLOUR in target and bool((target[PATCH_COLOUR] >= 0).any()):
+        loss = loss + IDENTITY_WEIGHT * nn.functional.cross_entropy(
+            out[PATCH_COLOUR].flatten(0, 1), target[PATCH_COLOUR].flatten(), ignore_index=-100
+        )
+    return loss
 
 
 def predict_pose(out: dict[str, torch.Tensor], grid: int, index: int = 0) -> GraspPose:
@@ -198,10 +245,19 @@ class VisionBatches:
         for _ in range(batch_size):
             image_id = self.rng.choice(self.ids)
             if image_id not in self.samples:  # decoded once, kept: a few hundred small images
-                self.samples[image_id] = self.dataset.load(image_id, with_depth=False)
-            view = self.augment(self.samples[image_id], self.rng)
+                sample, scene = self.dataset.load(image_id, with_depth=False), self.dataset.scene(image_id)
+                self.samples[image_id] = (with_scene(sample, scene) if scene is not None else sample, scene)
+            sample, scene = self.samples[image_id]
+            view = self.augment(sample, self.rng)
             images.append(view.image)
-            targets.append(grasp_targets(view, grid, self.category_of(view)))
+            target = grasp_targets(view, grid, self.category_of(view))
+            if scene is not None:
+                target[PATCH_IDENTITY], target[PATCH_COLOUR] = identity_targets(
+                    view.mask, scene.segments, scene.objects, grid, self.index
+                )
+            else:
+                target[PATCH_IDENTITY] = target[PATCH_COLOUR] = torch.full((grid * grid,), -100)
+            targets.append(target)
         pixels = self.processor.image_processor(images=np.stack(images), return_tensors="pt")["pixel_values"]
         stacked = {k: torch.stack([t[k] for t in targets]) for k in targets[0]}
         return pixels, stacked
@@ -276,12 +332,8 @@ def heads_predictor(checkpoint, model, processor):
     heads = PatchHeads(vit.config.hidden_size, len(load_templates().categories) + 1)
     state = load_file(Path(checkpoint) / "vision_heads.safetensors")
     missing, unexpected = heads.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {
-        "where.weight",
-        "where.bias",
-        "digits.weight",
-        "digits.bias",
-    }:  # older checkpoints lack these
+    optional = {f"{head}.{p}" for head in ("where", "digits", "identity", "colour") for p in ("weight", "bias")}
+    if unexpected or set(missing) - optional:  # older checkpoints lack these
         raise ValueError(f"{checkpoint}: vision heads do not match (missing {missing}, unexpected {unexpected})")
     heads.eval()
     grid = vit.config.image_size // vit.config.patch_size

@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from appliance.answer import AnswerFormat
-from appliance.grasp import GraspPose, score_pose
+from appliance.grasp import GraspPose, angle_difference, score_pose
 from training.build_dataset import BuildConfig, build, main
 from training.datasets import open_dataset
 from training.datasets.augment import center_crop
 from training.datasets.splits import make_folds
 from training.datasets.toy import make_objects, write_toy_dataset
-from training.reasoning.refine import Refinement, satisfies
+from training.reasoning.refine import SIDES, Refinement, satisfies
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +43,24 @@ def check_records(records, out, fmt):
         pixels = np.asarray(Image.open(out / record["image"]))
         x, y = int(first.x * size[0]), int(first.y * size[1])
         assert np.abs(pixels[y, x].astype(int) - COLOURS[record["object_id"]]).max() < 30  # on the object
-        if "refinement" in record:
-            refined = fmt.parse(turns[3]["value"]).pose
-            request = Refinement(**{k: v for k, v in record["refinement"].items() if k in ("kind", "part", "side")})
-            part = record["refinement"].get("part")
-            assert satisfies(request, first, refined, part)
-            assert score_pose(refined, truths, size).correct
+        before = first
+        for j, round_ in enumerate(record.get("refinements", [])):
+            answer = turns[3 + 2 * j]["value"]
+            refined = fmt.parse(answer).pose
+            request = Refinement(**{k: v for k, v in round_.items() if k in ("kind", "part", "side")})
+            assert satisfies(request, before, refined, round_.get("part"))
+            if request.kind == "rotate":  # well inside the check's 60°, and the answer states the change
+                assert angle_difference(before.theta, refined.theta) >= math.radians(75)
+                assert f"{before.theta:.3f} to {refined.theta:.3f}" in answer or fmt.variant.value != "rt"
+            if request.kind == "side":
+                dx, dy = SIDES[request.side]
+                assert (refined.x - before.x) * dx + (refined.y - before.y) * dy >= 0.07
+            before = refined
 
 
 @pytest.mark.parametrize("variant", ["rt", "nr-a", "nr-b"])
 def test_build_writes_llava_json_whose_answers_are_correct_grasps(toy, tmp_path, variant):
-    config = BuildConfig(variant=variant, decimals=3, size=96, augment=2, refine_fraction=0.5, seed=1)
+    config = BuildConfig(variant=variant, decimals=3, size=96, augment=2, refine_fraction=0.5, seed=1, refine_rounds=3)
     summary = build(toy, "iw", 2, config, tmp_path, progress=False)
     train = json.loads((tmp_path / "train.json").read_text())
     test = json.loads((tmp_path / "test.json").read_text())
@@ -66,6 +73,7 @@ def test_build_writes_llava_json_whose_answers_are_correct_grasps(toy, tmp_path,
     assert len(train) > centre and summary["splits"]["train"]["samples"] == len(train)
     assert summary["splits"]["test"]["samples"] == len(fold.test)
     assert any("refinement" in r for r in train)
+    assert any(len(r.get("refinements", [])) > 1 for r in train)  # several rounds
     check_records(train + test, tmp_path, AnswerFormat(variant, 3))
     if variant == "rt":
         assert all(r["category"] in r["conversations"][1]["value"] for r in train)

@@ -63,9 +63,17 @@ def warp(sample: GraspSample, matrix: np.ndarray, out_size: ImageSize, fill: int
                 out_size, Image.Transform.AFFINE, inverse, resample=Image.Resampling.NEAREST, fillcolor=float("nan")
             )
         )
+    mask = None
+    if sample.mask is not None:  # nearest neighbour: segment numbers are labels, not intensities
+        mask = np.asarray(
+            Image.fromarray(sample.mask).transform(
+                out_size, Image.Transform.AFFINE, inverse, resample=Image.Resampling.NEAREST, fillcolor=0
+            )
+        )
     positives = [r.transformed(matrix) for r in sample.positives]
     keep = [i for i, r in enumerate(positives) if _in_view(r, out_size)]
     parts = tuple(sample.labels.parts[i] for i in keep) if sample.labels.parts else ()
+    owners = tuple(sample.labels.owners[i] for i in keep) if sample.labels.owners else ()
     negatives = (r.transformed(matrix) for r in sample.negatives)
     return sample.with_pixels(
         np.asarray(image),
@@ -73,6 +81,8 @@ def warp(sample: GraspSample, matrix: np.ndarray, out_size: ImageSize, fill: int
         tuple(positives[i] for i in keep),
         tuple(r for r in negatives if _in_view(r, out_size)),
         parts,
+        owners,
+        mask,
     )
 
 

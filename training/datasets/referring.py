@@ -13,18 +13,19 @@ the object and part of each positive rectangle, and the segments of ``pcdNNNNmas
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .files import DatasetFormatError
-from .sample import GraspLabels
+from .sample import GraspLabels, GraspSample
 
 INSTRUCTIONS_FILE = "instructions.jsonl"
 INSTRUCTION_KINDS = ("name", "attribute", "spatial", "function", "generic", "absent")
 INSTRUCTION_KEYS = ("id", "image", "text", "kind", "target")
+FACT_KEYS = ("slot", "word", "relation", "noun", "use")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Instruction:
     kind: str
     target: int | None
     object: str | None = None
+    facts: dict = field(default_factory=dict, compare=False)
+    """What singled the target out, where the generator recorded it: ``slot`` and ``word`` (attribute),
+    ``relation`` and ``noun`` (spatial), ``use`` (function). Training data states it in the reasoning."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,8 @@ def read_instructions(path: Path) -> list[Instruction]:
         if row["id"] in seen:
             raise DatasetFormatError(path, f"instruction id {row['id']!r} appears twice", number)
         seen.add(row["id"])
-        out.append(Instruction(row["id"], row["image"], row["text"], row["kind"], target, row.get("object")))
+        facts = {k: row[k] for k in FACT_KEYS if isinstance(row.get(k), str)}
+        out.append(Instruction(row["id"], row["image"], row["text"], row["kind"], target, row.get("object"), facts))
     return out
 
 
@@ -148,3 +153,15 @@ def target_labels(labels: GraspLabels, scene: SceneTruth, instruction: Instructi
         object_name=target["category"] if target else instruction.object,
         category=target["category"] if target else None,
     )
+
+
+def with_scene(sample: GraspSample, scene: SceneTruth) -> GraspSample:
+    """The sample with each positive's object (``labels.owners``) and the segment mask, so that augmentation
+    carries both along with the pixels."""
+    if len(scene.positives) != len(sample.positives):
+        raise ValueError(
+            f"{sample.image_id}: scene lists {len(scene.positives)} positives, the labels {len(sample.positives)}"
+        )
+    labels = replace(sample.labels, owners=tuple(k for k, _ in scene.positives))
+    mask = scene.mask.astype(np.uint8) if scene.mask.shape == sample.image.shape[:2] else None
+    return replace(sample, labels=labels, mask=mask)

@@ -26,6 +26,8 @@ class GraspLabels:
     """Rectangles dropped while reading (NaN coordinates)."""
     parts: tuple[str, ...] = ()
     """Object part of each positive rectangle, where the dataset records it (else empty)."""
+    owners: tuple[int, ...] = ()
+    """Scene object (index into the scene's objects) of each positive rectangle, where known (else empty)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class GraspSample:
     image: np.ndarray
     labels: GraspLabels
     depth: np.ndarray | None = field(default=None)
+    mask: np.ndarray | None = field(default=None)
+    """Segment of every pixel (H×W uint8, 0 = table; see ``referring.SceneTruth``), where known."""
 
     def __post_init__(self) -> None:
         h, w = self.image.shape[:2]
@@ -44,6 +48,8 @@ class GraspSample:
             raise ValueError(f"{self.image_id}: image is {w}×{h} but labels say {self.labels.image_size}")
         if self.depth is not None and self.depth.shape != (h, w):
             raise ValueError(f"{self.image_id}: depth shape {self.depth.shape} does not match image {h}×{w}")
+        if self.mask is not None and self.mask.shape != (h, w):
+            raise ValueError(f"{self.image_id}: mask shape {self.mask.shape} does not match image {h}×{w}")
 
     @property
     def image_id(self) -> str:
@@ -76,8 +82,12 @@ class GraspSample:
         positives: tuple[GraspRectangle, ...],
         negatives: tuple[GraspRectangle, ...],
         parts: tuple[str, ...] = (),
+        owners: tuple[int, ...] = (),
+        mask: np.ndarray | None = None,
     ) -> GraspSample:
         """The same object and identity with new pixels and rectangles (after augmentation)."""
         h, w = image.shape[:2]
-        labels = replace(self.labels, image_size=(w, h), positives=positives, negatives=negatives, parts=parts)
-        return GraspSample(image=image, labels=labels, depth=depth)
+        labels = replace(
+            self.labels, image_size=(w, h), positives=positives, negatives=negatives, parts=parts, owners=owners
+        )
+        return GraspSample(image=image, labels=labels, depth=depth, mask=mask)

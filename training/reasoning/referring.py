@@ -43,6 +43,7 @@ class Referring:
     where: dict[str, dict[str, tuple[str, ...]]]
     uses: dict[str, dict[str, tuple[str, ...]]]
     category_uses: dict[str, tuple[str, ...]]
+    resolution: dict[str, str]
 
 
 def _sets(table: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -75,7 +76,23 @@ def load_referring(path: Path = REFERRING_FILE) -> Referring:
     uncovered = sorted(set(load_templates().categories) - set(category_uses))
     if uncovered:
         raise ValueError(f"{path}: no uses for template categories {uncovered}")
-    return Referring(phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses)
+    resolution = {k: str(v) for k, v in data["resolution"].items()}
+    if set(resolution) != set(KINDS) - {"absent"}:
+        raise ValueError(f"{path}: resolution needs exactly the kinds {sorted(set(KINDS) - {'absent'})}")
+    return Referring(phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses, resolution)
+
+
+def resolution(kind: str, a_name: str, facts: dict) -> str:
+    """The sentence an RT answer opens with: which object the instruction of ``kind`` resolved to ("The one on
+    the left is a bottle."), from what singled it out (``facts``: see ``Instruction.facts``)."""
+    ref = load_referring()
+    if kind not in ref.resolution:
+        raise ValueError(f"no resolution for instruction kind {kind!r}")
+    thing = ref.uses[facts["use"]]["train"][0] if kind == "function" else ""
+    where = ref.where[facts["relation"]]["train"][0] if kind == "spatial" else ""
+    return ref.resolution[kind].format(
+        a_name=a_name, word=facts.get("word", ""), where=where, Thing=thing[:1].upper() + thing[1:]
+    )
 
 
 def scene_instructions(
@@ -106,16 +123,16 @@ def scene_instructions(
     attribute = _attribute_candidates(objects, counts)
     if attribute:
         k, slot, word = rng.choice(attribute)
-        add("attribute", frame(slot).format(object=objects[k]["category"], **{slot: word}), k)
+        add("attribute", frame(slot).format(object=objects[k]["category"], **{slot: word}), k, slot=slot, word=word)
     spatial = _spatial_candidates(objects, counts)
     if spatial:
         k, relation, noun = rng.choice(spatial)
         where = rng.choice(ref.where[relation][phrasing])
-        add("spatial", frame("spatial").format(object=noun, where=where), k)
+        add("spatial", frame("spatial").format(object=noun, where=where), k, relation=relation, noun=noun)
     function = _function_candidates(objects, ref.category_uses)
     if function:
         k, use = rng.choice(function)
-        add("function", frame("function").format(thing=rng.choice(ref.uses[use][phrasing])), k)
+        add("function", frame("function").format(thing=rng.choice(ref.uses[use][phrasing])), k, use=use)
     pool = [c for c in absent_pool if c not in counts]
     if pool:
         missing = rng.choice(pool)

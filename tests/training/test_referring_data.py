@@ -1,0 +1,186 @@
+"""[N]'s training data on scenes of several objects: RT answers that resolve the instruction to its object,
+follow-ups over several rounds, per-patch identity targets for the vision stage, and refinement judged per
+request kind beside the baselines."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+
+from appliance.answer import AnswerFormat, AnswerRefused  # noqa: E402
+from appliance.grasp import GraspPose  # noqa: E402
+from training.build_dataset import BuildConfig, build  # noqa: E402
+from training.datasets import open_dataset  # noqa: E402
+from training.datasets.augment import Augmentation, center_crop  # noqa: E402
+from training.datasets.referring import with_scene  # noqa: E402
+from training.evaluate import Evaluation, evaluate  # noqa: E402
+from training.judging import evaluation_items  # noqa: E402
+from training.view import ModelView  # noqa: E402
+
+VIEW = ModelView(variant="rt", decimals=2, size=224, crop=320, refusals=True)
+
+
+@pytest.fixture(scope="module")
+def clutter(tmp_path_factory):
+    from training.synth import SynthConfig, write_synthetic_dataset
+
+    config = SynthConfig(seed=11, instances=2, objects=(2, 4))
+    return open_dataset(write_synthetic_dataset(tmp_path_factory.mktemp("c"), 5, config, workers=1, progress=False))
+
+
+@pytest.fixture(scope="module")
+def rt_data(clutter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rt")
+    config = BuildConfig(variant="rt", decimals=2, size=224, crop=320, augment=2, refine_fraction=1.0,
+                         refine_rounds=3, absent_fraction=1.0, seed=2)  # fmt: skip
+    build(clutter, "all", 0, config, out, progress=False)
+    return out, json.loads((out / "train.json").read_text())
+
+
+def segment_owner(dataset, record, out, pose):
+    """The scene object under a pose in a record's view (None: the table), read from the view's own mask."""
+    image_id, k = record["source"], int(record["image"].rsplit("_v", 1)[1].split(".")[0])
+    assert k == 0, "only the upright view's mask is rebuilt here"
+    sample = with_scene(dataset.load(image_id, with_depth=False), dataset.scene(image_id))
+    view = center_crop(sample, 320, (224, 224))
+    value = view.mask[min(int(pose.y * 224), 223), min(int(pose.x * 224), 223)]
+    return dataset.scene(image_id).segments[value - 1][0] if value else None
+
+
+def test_answers_resolve_the_instruction_to_its_object_then_say_how_it_is_held(clutter, rt_data):
+    out, records = rt_data
+    fmt = AnswerFormat("rt", 2, refusals=True)
+    by_id = {i.id: i for i in clutter.instructions}
+    kinds, on_target, upright = set(), 0, 0
+    for record in records:
+        instruction = by_id[record["instruction"]]
+        answer = record["conversations"][1]["value"]
+        kinds.add(instruction.kind)
+        if instruction.kind == "absent":
+            with pytest.raises(AnswerRefused):
+                fmt.parse(answer)
+            continue
+        objects = clutter.scene(instruction.image).objects
+        category = objects[instruction.target]["category"]
+        assert record["target"] == instruction.target and category in answer.split("[")[0]
+        if instruction.kind == "attribute":
+            assert f"The {instruction.facts['word']} one is" in answer
+        if instruction.kind == "function":
+            assert answer.startswith("Something") or answer.startswith("A ")
+        if record["image"].endswith("_v0.png"):
+            upright += 1
+            on_target += segment_owner(clutter, record, out, fmt.parse(answer).pose) == instruction.target
+        else:
+            assert instruction.kind != "spatial"  # rotated views turn left and right
+    assert {"name", "absent"} <= kinds
+    assert on_target >= 0.8 * upright  # most central grasps lie on the object's own pixels
+
+
+def test_follow_ups_run_over_several_rounds_and_state_the_change(rt_data):
+    _, records = rt_data
+    answered = [r for r in records if r["kind"] != "absent"]
+    with_rounds = [r for r in answered if r.get("refinements")]
+    assert len(with_rounds) >= 0.9 * len(answered)
+    assert max(len(r["refinements"]) for r in with_rounds) >= 2
+    fmt = AnswerFormat("rt", 2)
+    for record in with_rounds:
+        turns = record["conversations"]
+        assert len(turns) == 2 + 2 * len(record["refinements"])
+        for j, step in enumerate(record["refinements"]):
+            answer = turns[3 + 2 * j]["value"]
+            after = fmt.parse(answer).pose
+            assert [after.x, after.y, after.theta] == pytest.approx(step["grasp"], abs=0.006)
+            before = GraspPose(*step["before"])
+            if step["kind"] == "rotate":
+                assert f"{before.theta:.2f} to {after.theta:.2f}" in answer
+            if step["kind"] == "object":
+                assert answer.startswith(f"Switching to the {step['name']}.")
+
+
+def test_augmentation_carries_the_mask_and_each_grasps_object(clutter):
+    image_id = clutter.ids[0]
+    scene = clutter.scene(image_id)
+    sample = with_scene(clutter.load(image_id, with_depth=False), scene)
+    for seed in range(5):
+        view = Augmentation(out_size=(224, 224), crop=320)(sample, random.Random(seed))
+        assert view.mask.shape == (224, 224) and len(view.labels.owners) == len(view.positives)
+        hits = 0
+        for rect, owner in zip(view.positives, view.labels.owners):
+            x, y = (min(int(c), 223) for c in rect.center)
+            value = view.mask[y, x]
+            hits += bool(value) and scene.segments[value - 1][0] == owner
+        assert hits >= 0.7 * len(view.positives)  # a centre between a scissors' loops sees the table
+
+
+def test_patch_identity_targets_follow_the_segments():
+    from training.stages import COLOURS, identity_targets
+
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[:4, :4] = 1  # object 0 fills the top-left patch
+    mask[4:, 4:5] = 2  # object 1 covers a quarter of the bottom-right patch: below the share
+    objects = ({"category": "mug", "colour": "red"}, {"category": "ball", "colour": None})
+    category, colour = identity_targets(mask, ((0, "rim"), (1, "body")), objects, 2, {"ball": 0, "mug": 1, "object": 2})
+    assert category.tolist() == [1, 3, 3, 3]  # the table is the last class
+    assert colour.tolist() == [COLOURS.index("red"), -100, -100, -100]
+    assert identity_targets(None, (), (), 2, {"object": 0})[0].tolist() == [-100] * 4
+
+
+class Repeater:
+    """A model that answers each instruction with a prepared pose and every follow-up with that pose again."""
+
+    def __init__(self, answer):
+        self.answer, self.last = answer, None
+
+    def __call__(self, camera_image, view_image, instruction):
+        self.last = self.answer(instruction)
+        return self.last, 5, {}
+
+    def follow_up(self, text):
+        return self.last
+
+
+def test_refinement_is_judged_per_kind_beside_the_repeat_and_rule_baselines(clutter):
+    fmt = VIEW.answer_format
+    items = [(i, r) for i, r in evaluation_items(clutter, clutter.ids) if r.kind != "absent"]
+    first = {}
+    for _, instruction in items:
+        rect = clutter.instruction_labels(instruction).positives[0]
+        cx, cy = rect.center
+        first[instruction.text] = GraspPose((cx - 160) / 320, (cy - 80) / 320, rect.angle)  # the 640×480 crop
+
+    def answer(text):
+        return fmt.render(first[text], "Here.") if text in first else fmt.render_refusal("thing")
+
+    result = evaluate(Repeater(answer), VIEW, clutter, clutter.ids, refine=True)
+    summary = result.summary()
+    turns = [r["refinement"] for r in result.rows if r.get("refinement")]
+    assert turns and summary["refinement_turns"] == len(turns)
+    assert {"rotate", "side"} <= set(summary["refinement_by_kind"])
+    for kind, row in summary["refinement_by_kind"].items():
+        assert row["success"] == row["repeat"], kind  # the same poses, the same verdicts
+        assert (row["rule"] is not None) == (kind in ("rotate", "side"))
+    assert summary["refinement_success"] < 0.5  # repeating is not refining
+    again = evaluate(Repeater(answer), VIEW, clutter, clutter.ids, refine=True)
+    requests = [(r.get("refinement") or {}).get("request") for r in result.rows]
+    assert [(r.get("refinement") or {}).get("request") for r in again.rows] == requests  # seeded per request
+
+
+def test_refinement_summary_counts_success_per_kind():
+    rows = [
+        {"refinement": {"kind": "rotate", "satisfied": True, "correct": True,
+                        "baselines": {"repeat": {"satisfied": False, "correct": True},
+                                      "rule": {"satisfied": True, "correct": False}}}},
+        {"refinement": {"kind": "rotate", "satisfied": True, "correct": False,
+                        "baselines": {"repeat": {"satisfied": False, "correct": True},
+                                      "rule": {"satisfied": True, "correct": True}}}},
+        {"refinement": {"kind": "part", "satisfied": True, "correct": True,
+                        "baselines": {"repeat": {"satisfied": False, "correct": True}, "rule": None}}},
+    ]  # fmt: skip
+    summary = Evaluation(rows=rows).refinement_summary()
+    assert summary["refinement_by_kind"]["rotate"] == {"n": 2, "success": 0.5, "repeat": 0.0, "rule": 0.5}
+    assert summary["refinement_by_kind"]["part"] == {"n": 1, "success": 1.0, "repeat": 0.0, "rule": None}
+    assert math.isclose(summary["refinement_success"], 2 / 3)
