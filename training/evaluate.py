@@ -29,6 +29,7 @@ from appliance.runtime.model import MAX_NEW_TOKENS  # one answer budget for torc
 
 from .datasets import GraspDataset, open_dataset
 from .datasets.augment import center_crop
+from .datasets.referring import with_scene
 from .datasets.splits import choose_fold
 from .judging import baselines, by_kind, evaluation_items, judge, scores, unparsed
 from .model import PROMPT_TEMPLATE
@@ -59,21 +60,59 @@ class Evaluation:
             if named
             else None,
             **self.refinement_summary(),
-            **({"by_kind": by_kind(self.rows)} if any(r.get("kind") for r in self.rows) else {}),
+            **self.referring_summary(),
+        }
+
+    def referring_summary(self) -> dict:
+        """On a root with instructions: scores per kind, the category named right per kind, and refusals (of
+        ``absent`` instructions, where they are right, and of every other, where they are wrong)."""
+        if not any(r.get("kind") for r in self.rows):
+            return {}
+        kinds = sorted({r["kind"] for r in self.rows if r.get("kind")})
+        named = {}
+        for kind in kinds:
+            rows = [r for r in self.rows if r.get("kind") == kind and r["category"]]
+            named[kind] = sum(r["stated_category"] == r["category"] for r in rows) / len(rows) if rows else None
+        absent = [r for r in self.rows if r.get("kind") == "absent"]
+        present = [r for r in self.rows if r.get("kind") and r["kind"] != "absent"]
+        return {
+            "by_kind": by_kind(self.rows),
+            "category_by_kind": named,
+            "refused_absent": sum(bool(r.get("refused")) for r in absent) / len(absent) if absent else None,
+            "refused_present": sum(bool(r.get("refused")) for r in present) / len(present) if present else None,
         }
 
     def refinement_summary(self) -> dict:
-        """Refinement turns (``evaluate(refine=True)``): how many, and the share that did what was asked
-        and is a correct grasp (both, and each alone)."""
+        """Refinement turns (``evaluate(refine=True)``): how many, the share that did what was asked and is a
+        correct grasp (both, and each alone), and the success per request kind beside the baselines' on the
+        same requests (``repeat``: the first pose again; ``rule``: turned by 90° or moved by 0.1)."""
         turns = [r["refinement"] for r in self.rows if r.get("refinement")]
         if not turns:
             return {}
         n = len(turns)
+
+        def success(rows: list[dict], who: str | None = None) -> float | None:
+            judged = [(t["baselines"] or {}).get(who) if who else t for t in rows]
+            judged = [j for j in judged if j is not None]
+            return sum(j["satisfied"] and j["correct"] for j in judged) / len(judged) if judged else None
+
+        kinds = sorted({t["kind"] for t in turns})
+        per_kind = {}
+        for kind in kinds:
+            rows = [t for t in turns if t["kind"] == kind]
+            per_kind[kind] = {
+                "n": len(rows),
+                "success": success(rows),
+                **(
+                    {"repeat": success(rows, "repeat"), "rule": success(rows, "rule")} if "baselines" in rows[0] else {}
+                ),
+            }
         return {
             "refinement_turns": n,
             "refinement_success": sum(t["satisfied"] and t["correct"] for t in turns) / n,
             "refinement_satisfied": sum(t["satisfied"] for t in turns) / n,
             "refinement_correct": sum(t["correct"] for t in turns) / n,
+            "refinement_by_kind": per_kind,
         }
 
 
@@ -151,6 +190,10 @@ def evaluate(
         camera = dataset.load(image_id, with_depth=False)
         sample = center_crop(camera, view.crop, (view.size, view.size))
         category = sample.category if sample.category in templates.categories else None
+        if referral is not None and referral.target is not None and dataset.scene(image_id) is not None:
+            category = dataset.scene(image_id).objects[referral.target]["category"]  # the object meant
+        elif referral is not None and referral.target is None:
+            category = None  # absent: nothing to name
         if referral is not None:
             instruction = referral.text
         else:
@@ -178,8 +221,12 @@ def evaluate(
             row["error"] = exc.reason
             row.update(unparsed(dataset, image_id, referral))
         if refine and row["parsed"]:
+            scene = dataset.scene(image_id)
+            refined = with_scene(camera, scene) if scene is not None else camera
+            refined = center_crop(refined, view.crop, (view.size, view.size))
+            objects = scene.objects if scene is not None else None
             row["refinement"] = refine_turn(
-                answer_fn.follow_up, fmt, sample, templates.category(category), row, image_id
+                answer_fn.follow_up, fmt, refined, objects, row, referral.id if referral else image_id
             )
         result.rows.append(row)
         if vis is not None:
@@ -188,47 +235,60 @@ def evaluate(
     return result
 
 
-def refine_turn(follow_up, fmt, sample, category, row: dict, image_id: str) -> dict | None:
-    """One refinement turn on an answered image: a request feasible from the ground truth nearest the
-    model's pose (drawn with a seed from the image id), the model's new pose, and whether it does what
-    was asked (``reasoning.refine.satisfies``) and is a correct grasp. None when no request fits."""
-    import math
+def refine_turn(follow_up, fmt, sample, scene_objects, row: dict, request_id: str) -> dict | None:
+    """One refinement turn on an answered request: a follow-up the picture allows after the model's pose (of
+    the object the model grasped; drawn with a seed from the request's id, each feasible kind equally likely),
+    the model's new pose, whether it does what was asked (``reasoning.refine.satisfies``) and is a correct
+    grasp of the object meant, and the same two checks for the baselines on the same request: ``repeat`` (the
+    first pose again) and ``rule`` (turned by exactly 90°, moved by 0.1; nothing for part and object).
+    None when no request fits."""
     import random
 
-    from appliance.grasp import GraspPose
+    from appliance.grasp import wrap_angle
 
-    from .reasoning.refine import draw_refinement, satisfies
+    from .build_dataset import unique_names
+    from .reasoning.refine import SHIFT, SIDES, SceneGrasps, draw_refinement, satisfies
 
-    size = sample.image_size
-    poses = [GraspPose.from_rectangle(r, size) for r in sample.positives]
-    parts = list(sample.labels.parts or [])
+    owners = sample.labels.owners or (0,) * len(sample.positives)
+    parts = tuple(p or None for p in sample.labels.parts) if sample.labels.parts else ()
+    names = unique_names(scene_objects) if scene_objects else None
+    scene = SceneGrasps(sample.positives, sample.image_size, parts, owners, names)
     before = GraspPose(row["x"], row["y"], row["theta"])
-
-    def nearest(pose: GraspPose) -> int:
-        return min(range(len(poses)), key=lambda i: math.hypot(poses[i].x - pose.x, poses[i].y - pose.y))
-
-    rng = random.Random(f"refine:{image_id}")
-    drawn = draw_refinement(rng, nearest(before), poses, parts)
+    owner = scene.owners[scene.nearest(before)]
+    rng = random.Random(f"refine:{request_id}")
+    drawn = draw_refinement(rng, before, owner, scene)
     if drawn is None:
         return None
     request, _ = drawn
-    text, _ = load_templates().refinement_for(request.kind, category, rng, request.part, request.side)
+    meant = request.object if request.kind == "object" else owner
+    category = load_templates().category(scene_objects[owner]["category"] if scene_objects else row.get("category"))
+    words = {k: v for k, v in request.to_json().items() if k in ("part", "side", "name")}
+    text, _ = load_templates().refinement_for(request.kind, category, rng, **words)
+
+    def check(after: GraspPose | None) -> dict:
+        if after is None:
+            return {"satisfied": False, "correct": False}
+        near = scene.nearest(after)
+        return {
+            "satisfied": satisfies(request, before, after, scene.parts[near], scene.owners[near]),
+            "correct": scene.valid(after, meant),
+        }
+
+    rule = None
+    if request.kind == "rotate":
+        rule = GraspPose(before.x, before.y, wrap_angle(before.theta + 1.5707963267948966))
+    elif request.kind == "side":
+        dx, dy = SIDES[request.side]
+        rule = GraspPose(before.x + SHIFT * dx, before.y + SHIFT * dy, before.theta)
+    baselines = {"repeat": check(before), "rule": check(rule) if rule is not None else None}
     reply = follow_up(text)
-    out = {**request.to_json(), "request": text, "answer": reply, "parsed": False, "satisfied": False, "correct": False}
+    out = {**request.to_json(), "request": text, "answer": reply, "parsed": False, "satisfied": False,
+           "correct": False, "baselines": baselines}  # fmt: skip
     try:
         after = fmt.parse(reply).pose
-    except AnswerParseError as exc:
-        return {**out, "error": exc.reason}
-    part = parts[nearest(after)] if parts else None
-    out.update(
-        parsed=True,
-        x=after.x,
-        y=after.y,
-        theta=after.theta,
-        satisfied=satisfies(request, before, after, part),
-        correct=score_pose(after, sample.positives, size).correct,
-    )
-    return out
+    except (AnswerParseError, AnswerRefused) as exc:
+        return {**out, "error": getattr(exc, "reason", str(exc))}
+    return {**out, "parsed": True, "x": after.x, "y": after.y, "theta": after.theta, **check(after)}
 
 
 class TorchAnswerer:
@@ -317,7 +377,9 @@ def record_accuracy(model, processor, fmt, records: list[dict], root: Path) -> f
             GraspPose(x, y, t).to_rectangle(image.size, length, width) for x, y, t, length, width in record["grasps"]
         ]
         try:
-            correct += score_pose(fmt.parse(text).pose, truths, image.size).correct
+            correct += bool(truths) and score_pose(fmt.parse(text).pose, truths, image.size).correct
+        except AnswerRefused:
+            correct += bool(record.get("absent"))  # a refusal is right only where the object is absent
         except AnswerParseError:
             pass
     return correct / len(records) if records else 0.0

@@ -14,18 +14,52 @@ import re
 import sys
 from pathlib import Path
 
-SETS = {"seen": "the training objects in new poses (image-wise)", "unseen": "objects never seen (object-wise)"}
+SETS = {
+    "single": "single objects (the training objects in new poses)",
+    "clutter": "2–5 objects, test phrasings",
+}
 SUMMARY_KEYS = (
     "accuracy",
+    "part_accuracy",
+    "target_rate",
     "n",
     "parse_failure_rate",
     "mean_answer_tokens",
     "ms_per_image",
     "category_accuracy",
+    "category_by_kind",
+    "refused_absent",
+    "refused_present",
     "refinement_success",
     "refinement_satisfied",
     "refinement_correct",
+    "refinement_by_kind",
+    "by_kind",
+    "baselines",
 )
+GOALS = (  # (what, test set, how to read it from a summary, goal, at least)
+    ("rectangle-metric accuracy", "single", lambda m: m.get("accuracy"), 0.85, True),
+    ("part-metric accuracy", "single", lambda m: m.get("part_accuracy"), 0.80, True),
+    ("part-metric accuracy", "clutter", lambda m: m.get("part_accuracy"), 0.75, True),
+    ("target rate", "clutter", lambda m: m.get("target_rate"), 0.90, True),
+    ("lead over the CNN heads in target rate", "clutter", lambda m: _lead(m), 0.30, True),
+    ("category named right, function instructions", "clutter", lambda m: _named(m, "function"), 0.90, True),
+    ("category named right, attribute instructions", "clutter", lambda m: _named(m, "attribute"), 0.90, True),
+    ("absent instructions refused", "clutter", lambda m: m.get("refused_absent"), 0.95, True),
+    ("refusals of present objects", "clutter", lambda m: m.get("refused_present"), 0.02, False),
+)
+REFINE_KINDS = ("side", "rotate", "part", "object")
+
+
+def _lead(m: dict):
+    cnn = (m.get("baselines") or {}).get("cnn") or {}
+    if m.get("target_rate") is None or cnn.get("target_rate") is None:
+        return None
+    return m["target_rate"] - cnn["target_rate"]
+
+
+def _named(m: dict, kind: str):
+    return (m.get("category_by_kind") or {}).get(kind)
 
 
 def read_stages(log: Path) -> list[tuple[str, str, int]]:
@@ -55,37 +89,80 @@ def percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
-def card(stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float, work: str = "runs/demo-model") -> str:
+def spread(values: list) -> str:
+    """One build's figure, or two builds' as 'a / b'."""
+    return " / ".join(percent(v) for v in values)
+
+
+def card(
+    stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float, work: str = "runs/demo-model", also=None
+) -> str:
+    """The model card; ``also`` is a second build's metrics (another seed), shown beside as 'a / b'."""
     total = sum(s for _, _, s in stages)
+    builds = [metrics] + ([also] if also else [])
+    q4 = [b.get("q4", {}) for b in builds]
     lines = [
         "# rtgrasp-tiny: the bundled demo model",
         "",
         "A Q4_K_M bundle of a 6 M-parameter LLaVA built from scratch and reasoning-tuned (RT) with LoRA on",
-        "synthetic images of the simulated cell. Rebuild it from nothing with",
+        "synthetic scenes of one to five objects in the simulated cell, with referring instructions (name, colour",
+        "or size, place, use) and follow-ups. Rebuild it from nothing with",
         "",
         "```bash",
         f"scripts/build_demo_model {work}   # writes {work}/ (default runs/demo-model) and replaces this folder",
         "```",
         "",
         f"Bundle size: {bundle_mb:.1f} MB. Whole build: {total / 60:.1f} min of stage time on the machine that built it.",
-        "Seeds: training images `training.synth --seed 0`; test sets `--seed 0 --scene-seed 1` (the training",
-        "objects in new poses) and `--seed 1` (a new object library); every training stage `--seed 0`.",
-        "Labels: every allowed grasp region of the synthetic images is labelled with a grasp centre every",
-        "1 cm along it and all round a rim (`LABEL_SPACING` in `appliance/sim/objects.py`); a pose is right",
-        "within 30° and IoU > 0.25 of any label.",
+        "Seeds: training scenes `training.synth --seed 0 --objects 1-5`; test sets `--seed 0 --scene-seed N`",
+        "(the training objects in new scenes) with `--phrasing test` (no instruction phrasing training saw).",
+        "Rectangle metric: within 30° and IoU > 0.25 of a label of the object meant. Part metric: the centre on an",
+        "allowed region of that object, no finger on a forbidden part or a neighbour (docs/datasets.md).",
+        *(["Two builds: figures read 'this build / the other build' (another training seed)."] if also else []),
         "",
-        "## Accuracy (rectangle metric, greedy answers)",
+        "## Goals (Q4 bundle, fresh test scenes)",
         "",
-        "| test set | Q4 bundle | torch (merged, fp32) | parse failures (Q4) | category named right (Q4) | refinement success (Q4) |",
-        "|---|---|---|---|---|---|",
+        "| measure | test set | figure | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+    for what, test_set, read, goal, at_least in GOALS:
+        values = [read(m.get(test_set, {})) for m in q4]
+        met = values[0] is not None and (values[0] >= goal if at_least else values[0] <= goal)
+        lines.append(f"| {what} | {test_set} | {spread(values)} | {'≥' if at_least else '≤'} {percent(goal)} | "
+                     f"{'yes' if met else 'no'} |")  # fmt: skip
+    lines += [
+        "",
+        "## Accuracy beside the baselines (same requests)",
+        "",
+        "| test set | who | rectangle | part | target rate |",
+        "|---|---|---|---|---|",
     ]
     for name, what in SETS.items():
-        q4, torch = metrics.get("q4", {}).get(name, {}), metrics.get("torch", {}).get(name, {})
-        lines.append(
-            f"| {what}, {q4.get('n', '–')} images | {percent(q4.get('accuracy'))} | {percent(torch.get('accuracy'))} | "
-            f"{percent(q4.get('parse_failure_rate'))} | {percent(q4.get('category_accuracy'))} | "
-            f"{percent(q4.get('refinement_success'))} |"
-        )
+        sets = [m.get(name, {}) for m in q4]
+        torch = metrics.get("torch", {}).get(name, {})
+        n = sets[0].get("n", "–")
+        lines.append(f"| {what}, {n} requests | **model (Q4)** | {spread([m.get('accuracy') for m in sets])} | "
+                     f"{spread([m.get('part_accuracy') for m in sets])} | {spread([m.get('target_rate') for m in sets])} |")  # fmt: skip
+        lines.append(f"| | model (torch fp32) | {percent(torch.get('accuracy'))} | {percent(torch.get('part_accuracy'))} | "
+                     f"{percent(torch.get('target_rate'))} |")  # fmt: skip
+        for who in ("floor", "cnn", "oracle"):
+            row = (sets[0].get("baselines") or {}).get(who)
+            if row and "error" not in row:
+                lines.append(f"| | {who} | {percent(row.get('accuracy'))} | {percent(row.get('part_accuracy'))} | "
+                             f"{percent(row.get('target_rate'))} |")  # fmt: skip
+    lines += [
+        "",
+        "## Refinement (one follow-up per answered request; success = did what was asked and is a valid grasp)",
+        "",
+        "| test set | kind | requests | model (Q4) | repeat the first pose | rule (90°, 0.1 shift) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in SETS:
+        per_kind = [(m.get(name, {}).get("refinement_by_kind") or {}) for m in q4]
+        for kind in REFINE_KINDS:
+            row = per_kind[0].get(kind)
+            if row:
+                lines.append(f"| {name} | {kind} | {row['n']} | {spread([(k.get(kind) or {}).get('success') for k in per_kind])} | "
+                             f"{percent(row.get('repeat'))} | {percent(row.get('rule'))} |")  # fmt: skip
     lines += [
         "",
         "## How it was built (each stage's command and wall time)",
@@ -104,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, required=True, help="the bundle folder to write README.md and metrics.json into"
     )
+    parser.add_argument("--also", type=Path, help="a second build's work folder (another seed): its figures beside")
     args = parser.parse_args(argv)
     log = args.work / "pipeline.log"
     if not log.is_file():
@@ -114,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no eval-*-*.json in {args.work}", file=sys.stderr)
         return 2
     bundle_mb = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file()) / 1e6
-    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work)))
+    also = read_metrics(args.also) if args.also else None
+    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work), also))
     (args.out / "metrics.json").write_text(
         json.dumps(
-            {"stages": [{"name": n, "command": c, "seconds": s} for n, c, s in stages], "metrics": metrics}, indent=1
+            {
+                "stages": [{"name": n, "command": c, "seconds": s} for n, c, s in stages],
+                "metrics": metrics,
+                **({"other_build": also} if also else {}),
+            },
+            indent=1,
         )
         + "\n"
     )

@@ -160,9 +160,33 @@ class PipelineConfig:
     targets: str = "one"
     test_images: int = 200
     """demo-model: images in each fresh test set."""
+    objects: str = "1-1"
+    """Objects per training scene (``training.synth --objects``); above one, every answer stage trains on the
+    scenes' referring instructions (the reasoning resolves the instruction to its object)."""
+    refine_fraction: float = 0.1
+    """Share of RT records that carry follow-ups (``build_dataset --refine-fraction``)."""
+    refine_rounds: int = 1
+    ground_refine_fraction: float = 0.0
+    """The same for the ground stage's pose-only answers (0: none)."""
+    absent_fraction: float = 0.0
+    """Share of training views that also ask for an object not on the table, answered with a refusal."""
+    test_seed: int = 1
+    """demo-model: the scene seed of the fresh test sets (the training objects in new scenes)."""
 
 
-PRESETS = {"tiny": {}, "demo-model": {"ground_steps": 1200, "lora_steps": 600, "lr": 1e-3}}
+PRESETS = {
+    "tiny": {},
+    "demo-model": {
+        "ground_steps": 1200,
+        "lora_steps": 600,
+        "lr": 1e-3,
+        "objects": "1-5",
+        "refine_fraction": 0.7,
+        "refine_rounds": 3,
+        "ground_refine_fraction": 0.5,
+        "absent_fraction": 0.15,
+    },
+}
 
 
 def config_for(pipeline: str, overrides: list[str] = (), environ=os.environ) -> PipelineConfig:
@@ -208,7 +232,8 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         return Stage(name, "training.build_dataset", (*common, *crop, *args), (f"{name}/train.json",))
 
     stages = [
-        Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0", "--workers", "2"), ("data",)),
+        Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0", "--workers", "2",
+              *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",)),
         Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",)),
         train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, 32, "--split", "iw", "--fold", "0", *crop),
         train("language", "language", f"{w}/{vision}", "none", c.language_steps, 32),
@@ -216,17 +241,24 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         train("align", "align", f"{w}/{language}", f"{w}/describe", c.align_steps, 16),
     ]  # fmt: skip
     base = align
+    absent = ("--absent-fraction", str(c.absent_fraction)) if c.absent_fraction > 0 else ()
+
+    def refine(fraction: float) -> tuple[str, ...]:
+        rounds = ("--refine-rounds", str(c.refine_rounds)) if c.refine_rounds > 1 else ()
+        return ("--refine-fraction", str(fraction), *rounds) if fraction > 0 else ()
+
     if c.ground_steps > 0:
         # the description turns ride along, so the decoder keeps its language while it learns pose-only answers
         stages += [
-            build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), "--targets", c.targets),
+            build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), "--targets", c.targets,
+                  *refine(c.ground_refine_fraction), *absent),
             train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, 32, "--mix", f"{w}/describe",
                   "--lr", str(c.ground_lr), "--eval-every", "200", "--eval-images", "20"),
         ]  # fmt: skip
         base = _checkpoint("ground", c.ground_steps)
     stages += [
-        build("rt-data", "--variant", "rt", "--decimals", "2", "--augment", str(c.augment), "--refine-fraction", "0.1",
-              "--targets", c.targets),
+        build("rt-data", "--variant", "rt", "--decimals", "2", "--augment", str(c.augment), *refine(c.refine_fraction),
+              "--targets", c.targets, *absent),
         train("tune", c.strategy, f"{w}/{base}", f"{w}/rt-data", c.lora_steps, 16, *lr, "--eval-every", "200",
               "--eval-images", "10"),
     ]  # fmt: skip
@@ -243,24 +275,31 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     return stages, merged
 
 
+TEST_SETS = {"single": "1-1", "clutter": "2-5"}
+"""demo-model's fresh test sets: single objects and scenes of two to five, both in the test phrasings."""
+
+
 def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
-    """The tiny pipeline, then the Q4 bundle, two fresh test sets (the training objects in new poses; new objects)
-    and the bundle and the torch model evaluated on both."""
+    """The tiny pipeline, then the Q4 bundle, fresh test sets (the training objects in new scenes: one object,
+    two to five; instructions in phrasings training never used) and the bundle and the torch model evaluated on
+    both, with the floor, the build's own instruction-blind CNN heads and the oracle beside them."""
     w = str(work)
     stages, merged = tiny_stages(c, work)
-    stages += [
+    stages.append(
         Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force"),
-              ("bundle/manifest.yaml",)),
-        Stage("test-seen", "training.synth", ("--out", f"{w}/test-seen", "--images", str(c.test_images), "--seed", "0",
-              "--scene-seed", "1", "--workers", "2"), ("test-seen",)),
-        Stage("test-unseen", "training.synth", ("--out", f"{w}/test-unseen", "--images", str(c.test_images), "--seed", "1",
-              "--workers", "2"), ("test-unseen",)),
-    ]  # fmt: skip
-    for test_set in ("seen", "unseen"):
+              ("bundle/manifest.yaml",))
+    )  # fmt: skip
+    cnn = ("--cnn", f"{w}/{_checkpoint('vision', c.vision_steps)}")
+    for k, (test_set, objects) in enumerate(TEST_SETS.items()):
+        stages.append(
+            Stage(f"test-{test_set}", "training.synth", ("--out", f"{w}/test-{test_set}", "--images", str(c.test_images),
+                  "--seed", "0", "--scene-seed", str(c.test_seed + k), "--objects", objects, "--phrasing", "test",
+                  "--workers", "2"), (f"test-{test_set}",))
+        )  # fmt: skip
         common = ("--root", f"{w}/test-{test_set}", "--split", "all")
         stages += [
             Stage(f"eval-q4-{test_set}", "training.evaluate", ("--bundle", f"{w}/bundle", *common, "--json",
-                  f"{w}/eval-q4-{test_set}.json", "--refine"), (f"eval-q4-{test_set}.json",)),
+                  f"{w}/eval-q4-{test_set}.json", "--refine", *cnn), (f"eval-q4-{test_set}.json",)),
             Stage(f"eval-torch-{test_set}", "training.evaluate", ("--model", f"{w}/{merged}", *common, "--json",
                   f"{w}/eval-torch-{test_set}.json"), (f"eval-torch-{test_set}.json",)),
         ]  # fmt: skip

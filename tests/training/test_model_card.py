@@ -16,25 +16,44 @@ def test_the_card_states_what_the_run_logged(tmp_path):
         "== tune: python -m training.train --strategy lora\n"  # never finished
     )
     for runtime, accuracy in (("q4", 0.5), ("torch", 0.55)):
-        for test_set in ("seen", "unseen"):
+        for test_set in ("single", "clutter"):
             summary = {
                 "accuracy": accuracy,
+                "part_accuracy": 0.4,
+                "target_rate": 0.93,
                 "n": 200,
                 "parse_failure_rate": 0.0,
                 "category_accuracy": 0.99,
+                "category_by_kind": {"function": 0.95, "attribute": 0.85},
+                "refused_absent": 0.97,
+                "refused_present": 0.01,
+                "refinement_by_kind": {"rotate": {"n": 40, "success": 0.9, "repeat": 0.0, "rule": 0.6}},
+                "baselines": {"cnn": {"accuracy": 0.3, "part_accuracy": 0.2, "target_rate": 0.5},
+                              "floor": {"error": "no depth"}},
                 "answers": [],
-            }
+            }  # fmt: skip
             (work / f"eval-{runtime}-{test_set}.json").write_text(json.dumps(summary))
-    assert main(["--work", str(work), "--out", str(bundle)]) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "eval-q4-clutter.json").write_text(json.dumps({"target_rate": 0.81, "n": 200}))
+    assert main(["--work", str(work), "--out", str(bundle), "--also", str(other)]) == 0
     readme = (bundle / "README.md").read_text()
     assert "| vision | 693 | `python -m training.train --strategy vision --steps 1500` |" in readme
     assert "| data | 216 |" in readme and "| tune |" not in readme
     assert "Bundle size: 2.0 MB" in readme and "15.2 min" in readme
-    assert "| 50.0 % | 55.0 % |" in readme
+    assert "| **model (Q4)** | 50.0 % / – |" in readme and "| | model (torch fp32) | 55.0 % |" in readme
+    assert "| | cnn | 30.0 % | 20.0 % | 50.0 % |" in readme and "| | floor |" not in readme  # errors left out
+    assert "| target rate | clutter | 93.0 % / 81.0 % | ≥ 90.0 % | yes |" in readme  # two builds' spread
+    assert "| lead over the CNN heads in target rate | clutter | 43.0 % / – | ≥ 30.0 % | yes |" in readme
+    assert "| category named right, attribute instructions | clutter | 85.0 % / – | ≥ 90.0 % | no |" in readme
+    assert "| refusals of present objects | clutter | 1.0 % / – | ≤ 2.0 % | yes |" in readme
+    assert "| clutter | rotate | 40 | 90.0 % / – | 0.0 % | 60.0 % |" in readme
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert (
-        metrics["metrics"]["torch"]["unseen"]["accuracy"] == 0.55 and "answers" not in metrics["metrics"]["q4"]["seen"]
+        metrics["metrics"]["torch"]["clutter"]["accuracy"] == 0.55
+        and "answers" not in metrics["metrics"]["q4"]["single"]
     )
+    assert metrics["other_build"]["q4"]["clutter"]["target_rate"] == 0.81
 
 
 def test_the_card_needs_a_finished_run(tmp_path, capsys):
