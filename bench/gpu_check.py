@@ -72,14 +72,23 @@ def build(work: Path, layers: int) -> Path:
     return out
 
 
-def lora_step(model: Path, work: Path, device: str, steps: int = 3) -> dict:
-    """A few LoRA steps (r64 α32, bf16, gradient checkpointing) on one image; the step time after the first."""
+def lora_step(model: Path, work: Path, device: str, steps: int = 3, data: Path | None = None) -> dict:
+    """A few LoRA steps (r64 α32, bf16, gradient checkpointing) on one image; the step time after the first.
+    ``data``: a build_dataset folder at the model's input size (default: made here, which needs MuJoCo)."""
     import torch
     from scale import training_data
 
     from training.train import TrainConfig, train
 
-    data = training_data(model, work)
+    if data is None:
+        try:
+            import mujoco  # noqa: F401  (training_data renders its images)
+        except ImportError:
+            raise ImportError(
+                "no MuJoCo here to render training images: make them where it is "
+                "(bench/scale.py's training_data) and pass --data DIR"
+            ) from None
+        data = training_data(model, work)
     out = work / "lora"
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -195,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="a LLaVA checkpoint (default: llava-1.5-7b shapes, built here)")
     parser.add_argument("--layers", type=int, help="decoder layers of the built model (default: what fits)")
     parser.add_argument("--work", type=Path, default=Path("runs/gpu"))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="lora: a build_dataset folder at the model's size (default: rendered here, needs MuJoCo)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: check the script itself")
     parser.add_argument("--skip", action="append", default=[], choices=("lora", "vision", "llama"))
@@ -214,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         layers = args.layers or (layers_that_fit(env["gpu_memory_gb"]) if args.device == "cuda" else 1)
         model = build(args.work, layers)
     checks = {}
-    for name, check in (("lora", lora_step), ("vision", vision_check), ("llama", llama_check)):
+    lora = lambda model, work, device: lora_step(model, work, device, data=args.data)  # noqa: E731
+    for name, check in (("lora", lora), ("vision", vision_check), ("llama", llama_check)):
         if name in args.skip:
             continue
         start = time.monotonic()
