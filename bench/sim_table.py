@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=320, help="the workspace crop the heads trained on")
     parser.add_argument("--poses", type=int, default=5, help="poses per object (the paper: 5)")
     parser.add_argument("--categories", help="comma-separated subset of the cell's categories")
+    parser.add_argument(
+        "--objects",
+        default="1",
+        help="objects on the table per trial, N or LO-HI (drawn per trial from its seed, the same for every "
+        "source): the target and others of the cell, none overlapping (default 1)",
+    )
     parser.add_argument("--no-oracle", action="store_true", help="leave out the ground-truth row")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -112,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if not sources:
         parser.error("nothing to try: give --bundle and/or --heads, or keep the oracle")
     categories = args.categories.split(",") if args.categories else list(config.categories)
+    try:
+        low, _, high = args.objects.partition("-")
+        objects = (int(low), int(high or low))
+    except ValueError:
+        parser.error(f"--objects: expected N or LO-HI, got {args.objects!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list] = {}
     start = time.monotonic()
@@ -121,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             SimCellClient(config.service, timeout_s=10) as client,
             FrankaArm(FrankaConfig(host=config.robot_host)) as arm,
         ):
-            runner = TrialRunner(config, client, arm)
+            try:
+                runner = TrialRunner(config, client, arm, objects_per_scene=objects)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             for name, source in sources.items():
                 results[name] = runner.run(source, args.poses, set(categories))
                 ok = sum(r.success for r in results[name])
@@ -129,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_cell(cell)
     markdown = table(results, categories)
+    scenes = "one object" if objects == (1, 1) else f"{args.objects} objects on the table"
+    rule = "the named object lifted, held by an allowed part, the others in place"
     note = (
-        f"{len(categories)} objects × {args.poses} poses per source, the same seeded poses for every source; "
+        f"{len(categories)} objects × {args.poses} poses per source ({scenes}; success: {rule}), "
+        "the same seeded poses for every source; "
         f"sources: {', '.join(sources)}"
         + (f"; bundle `{args.bundle}`" if args.bundle else "")
         + (f"; heads `{args.heads}`" if args.heads else "")

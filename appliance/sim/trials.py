@@ -113,13 +113,14 @@ class TrialRunner:
         client: SimCellClient,
         arm: FrankaArm,
         limits: GraspLimits = GraspLimits(),
-        objects_per_scene: int = 1,
+        objects_per_scene: int | tuple[int, int] = 1,
     ):
         self.config, self.client, self.arm, self.limits = config, client, arm, limits
         self.library = cell_objects(config)
-        if not 1 <= objects_per_scene <= len(self.library):
+        low, high = objects_per_scene if isinstance(objects_per_scene, tuple) else (objects_per_scene,) * 2
+        if not 1 <= low <= high <= len(self.library):
             raise ValueError(f"--objects must be 1..{len(self.library)} (the cell's objects), got {objects_per_scene}")
-        self.objects_per_scene = objects_per_scene
+        self.objects_range = (low, high)
         info = client.info()
         cam = info["camera"]
         self.K = Intrinsics(cam["fx"], cam["fy"], cam["cx"], cam["cy"], cam["width"], cam["height"])
@@ -127,10 +128,17 @@ class TrialRunner:
         self.objects = info["objects"]
         self.workspace = Workspace()
 
+    def objects_for(self, seed) -> int:
+        """Objects on the table in the trial of ``seed``: drawn from the range by the seed (so every source
+        meets the same scenes)."""
+        low, high = self.objects_range
+        return low if low == high else random.Random(f"{seed}:objects").randint(low, high)
+
     def trial(self, index: int, pose_index: int, source: GraspSource, seed) -> TrialResult:
         obj = self.objects[index]
         instruction = f"pick up the {obj['category']}"
         start = time.monotonic()
+        count = self.objects_for(seed)
 
         def result(success, stage, message="", lift=0.0, moved=0.0):
             return TrialResult(
@@ -143,7 +151,7 @@ class TrialRunner:
                 time.monotonic() - start,
                 lift,
                 instruction,
-                self.objects_per_scene,
+                count,
                 moved,
             )
 
@@ -152,13 +160,13 @@ class TrialRunner:
             self.arm.move_joints(self.config.observation_q)
         except MotionError as exc:
             return result(False, "observe", str(exc))
-        if self.objects_per_scene == 1:
+        if count == 1:
             self.client.reset(index, seed=seed)
         else:
             rng = random.Random(f"{seed}:scene")
-            scene = clutter_scene(self.library, index, self.objects_per_scene, self.config.table.clutter_area, rng)
+            scene = clutter_scene(self.library, index, count, self.config.table.clutter_area, rng)
             if scene is None:
-                return result(False, "scene", f"{self.objects_per_scene} objects do not fit on the table")
+                return result(False, "scene", f"{count} objects do not fit on the table")
             self.client.reset_scene(scene)
         rgb, depth = self.client.frame()
         before = self.client.objects()
