@@ -204,7 +204,8 @@ def vision_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -
     loss = loss + (ce.view(center.shape + (DIGIT_GROUPS,)).mean(-1) * center).sum() / denom
     where = out[PATCH_WHERE]
     loss = loss + WHERE_WEIGHT * ((where - patch_centres(round(where.shape[1] ** 0.5)).to(where)) ** 2).sum(-1).mean()
-    loss = loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"])
+    if bool((target["category"] >= 0).any()):  # scenes of several objects have no one category (-100)
+        loss = loss + 0.5 * nn.functional.cross_entropy(out["category"], target["category"], ignore_index=-100)
     if PATCH_IDENTITY in target and bool((target[PATCH_IDENTITY] >= 0).any()):
         loss = loss + IDENTITY_WEIGHT * nn.functional.cross_entropy(
             out[PATCH_IDENTITY].flatten(0, 1), target[PATCH_IDENTITY].flatten(), ignore_index=-100
@@ -251,6 +252,8 @@ class VisionBatches:
             view = self.augment(sample, self.rng)
             images.append(view.image)
             target = grasp_targets(view, grid, self.category_of(view))
+            if scene is not None and len(scene.objects) > 1:
+                target["category"] = torch.tensor(-100)  # the per-patch identity says which is which
             if scene is not None:
                 target[PATCH_IDENTITY], target[PATCH_COLOUR] = identity_targets(
                     view.mask, scene.segments, scene.objects, grid, self.index

@@ -184,3 +184,28 @@ def test_refinement_summary_counts_success_per_kind():
     assert summary["refinement_by_kind"]["rotate"] == {"n": 2, "success": 0.5, "repeat": 0.0, "rule": 0.5}
     assert summary["refinement_by_kind"]["part"] == {"n": 1, "success": 1.0, "repeat": 0.0, "rule": None}
     assert math.isclose(summary["refinement_success"], 2 / 3)
+
+
+def test_the_vision_stage_learns_patch_identity_on_scenes(clutter, tiny_spm_checkpoint):
+    """One vision step on scenes of several objects: the identity and colour heads get targets and gradients,
+    the pooled category head none (a scene has no one category), and the loss is finite."""
+    import torch
+
+    from training.model import load_llava
+    from training.stages import PATCH_IDENTITY, VisionBatches, vision_step_fn
+
+    model, processor = load_llava(tiny_spm_checkpoint)
+    params, loss_fn, heads = vision_step_fn(model, processor, str(clutter.root), seed=0, crop=320)
+    vit = model.model.vision_tower
+    grid = vit.config.image_size // vit.config.patch_size
+    batches = VisionBatches(clutter, list(clutter.ids), processor, ["mug", "object"], vit.config.image_size, 320, 1)
+    _, target = batches(4, grid)
+    assert (target["category"] == -100).all()
+    assert (target[PATCH_IDENTITY] == 2).any() and (target[PATCH_IDENTITY] < 2).any()  # table and objects
+    torch.manual_seed(0)
+    loss = loss_fn(4)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for head in (heads.identity, heads.colour):
+        assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0  # the heads are trained
+    assert heads.category.weight.grad is None or heads.category.weight.grad.abs().sum() == 0
