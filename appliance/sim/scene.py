@@ -50,10 +50,10 @@ class SideCamera:
     hand (the top camera sees only the hand then).
     It renders at the top camera's resolution; no depth or calibration is served for it."""
 
-    position: tuple[float, float, float] = (0.64, 0.75, 0.32)
-    target: tuple[float, float, float] = (0.5, 0.0, 0.12)
-    """The point it looks at: the table centre, a little above the top (objects rise 15 cm in a lift)."""
-    fovy: float = 42.0
+    position: tuple[float, float, float] = (0.64, 0.75, 0.36)
+    target: tuple[float, float, float] = (0.5, 0.0, 0.2)
+    """The point it looks at: above the table centre, where a lift (15 cm) holds an object under the hand."""
+    fovy: float = 45.0
 
     def __post_init__(self) -> None:
         forward = np.subtract(self.target, self.position)
