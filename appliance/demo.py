@@ -4,15 +4,22 @@
     python -m appliance.demo --bundle runs/my-bundle --out runs/demo
 
 It starts the simulated cell (MuJoCo FR3 served over the libfranka protocol, and its top-down
-camera) and the daemon as their own processes, exactly as on a robot, then sends:
+camera) and the daemon as their own processes, exactly as on a robot, sets four objects on the
+table (a knife, a mug, a ball and a bottle, none overlapping: ``sim.clutter``) and sends:
 
-1. a typed instruction, which the daemon answers with reasoning + pose and executes;
-2. a refinement of that answer in the same conversation, executed on the same scene;
-3. a spoken instruction: a WAV made with espeak-ng, transcribed on the daemon with pocketsphinx.
+1. a typed functional instruction, "hand me something to cut with" (the knife is the only thing
+   on the table to cut with), which the daemon answers with reasoning + pose and executes;
+2. a refinement of that answer in the same conversation, "rotate the gripper by 90 degrees",
+   executed on the same scene;
+3. a spoken attribute instruction, "pick up the <colour> ball" with the ball's colour word (no other
+   object on the table shares it; "pick up the pink ball" in the cell's seed 0): a WAV made with
+   espeak-ng, transcribed on the daemon with pocketsphinx.
 
-For each it prints the reasoning, the pose and whether the object was lifted, and writes the
-annotated picture (what the model saw, its grasp drawn in) and the camera's view after the lift
-as PNGs under ``--out``.
+For each it prints the reasoning, the pose, what the hand reported and, from the simulation's own
+state, which object rose off the table against the one the instruction meant: the model may pick
+the wrong one, and the demo says so. It writes the annotated picture (what the model saw, its grasp
+drawn in) and, after the grasp, the side camera's picture (the object held under the hand) and the
+top camera's, as PNGs under ``--out``.
 """
 
 from __future__ import annotations
@@ -40,21 +47,35 @@ DEFAULT_BUNDLE = ROOT / "models" / "rtgrasp-tiny"
 DAEMON_START_TIMEOUT_S = 120.0
 
 
+TABLE = ("knife", "mug", "ball", "bottle")
+"""The demo's table: one thing to cut with (no scissors), and a colour word of its own for each of the others
+in the cell's seed 0 (green mug, pink ball, yellow bottle; espeak-ng's "green mug" is heard as "green lock",
+so the spoken step names the ball)."""
+
+
 @dataclass(frozen=True)
 class Step:
-    """One instruction of the demo: what is on the table, and what is said."""
+    """One instruction of the demo: what is on the table, what is said and which object it means.
+
+    ``text`` may hold ``{colour}``: the colour word of the ``target`` as the cell drew it."""
 
     name: str
-    object: str
+    target: str
     text: str
     kind: str = "grasp"  # grasp | refine | spoken
+    scene: tuple[str, ...] = TABLE
 
 
 STEPS = (
-    Step("1-typed", "mug", "pick up the mug"),
-    Step("2-refined", "mug", "rotate the gripper by 90 degrees", kind="refine"),
-    Step("3-spoken", "ball", "pick up the ball", kind="spoken"),
+    Step("1-typed", "knife", "hand me something to cut with"),
+    Step("2-refined", "knife", "rotate the gripper by 90 degrees", kind="refine"),
+    Step("3-spoken", "ball", "pick up the {colour} ball", kind="spoken"),
 )
+
+
+def cell_categories(steps: tuple[Step, ...] = STEPS) -> list[str]:
+    """The cell's objects: every category some step sets on the table (their order draws their colours)."""
+    return sorted({c for s in steps for c in s.scene})
 
 
 def write_configs(out: Path, bundle: Path, categories: list[str], sockets: Path) -> tuple[Path, Path, dict]:
@@ -140,21 +161,78 @@ def wait_ready(client: Client, daemon: Watched) -> dict:
     raise RuntimeError(f"the daemon did not answer within {DAEMON_START_TIMEOUT_S:.0f} s (log: {daemon.log})")
 
 
-def save_camera(sim, path: Path) -> None:
+def save_views(sim, out: Path, name: str) -> None:
+    """``<name>-after.png`` from the side camera (the object held under the hand), ``<name>-after-top.png``
+    from the model's camera (the hand fills it once it has lifted something)."""
     from PIL import Image
 
-    rgb, _ = sim.frame()
-    Image.fromarray(rgb).save(path)
+    Image.fromarray(sim.view("side")).save(out / f"{name}-after.png")
+    Image.fromarray(sim.view("top")).save(out / f"{name}-after-top.png")
+
+
+def table_scene(config, categories: tuple[str, ...], seed: int) -> list[dict]:
+    """Placements of the cell's objects of ``categories``, none overlapping, inside the clutter area."""
+    from .sim.cell import cell_objects
+    from .sim.clutter import arrange
+    from .sim.hold import SCENE_DRAWS
+
+    by_category = {o.category: o for o in cell_objects(config)}
+    objects = [by_category[c] for c in categories]
+    rng = random.Random(f"demo:{seed}:scene")
+    for _ in range(SCENE_DRAWS):
+        placements = arrange(objects, config.table.clutter_area, rng)
+        if placements is not None:
+            return [{"object": o.object_id, "x": p.x, "y": p.y, "yaw": p.yaw} for o, p in zip(objects, placements)]
+    raise RuntimeError(f"{', '.join(categories)} do not fit on the table together")
+
+
+def instruction(step: Step, config) -> str:
+    """The step's text with ``{colour}`` filled from the cell's target; an error unless it singles it out."""
+    if "{colour}" not in step.text:
+        return step.text
+    from .sim.cell import cell_objects
+    from .sim.clutter import colour_word, main_colour
+
+    words = {o.category: colour_word(main_colour(o)) for o in cell_objects(config) if o.category in step.scene}
+    word = words[step.target]
+    if word is None or [w for w in words.values() if w == word] != [word]:
+        raise RuntimeError(f"the {step.target}'s colour has no word of its own on this table ({words})")
+    return step.text.format(colour=word)
+
+
+def lifted_objects(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
+    """Objects that left the table, their centre of mass risen as far as a trial's success asks
+    (``LIFT_SUCCESS_M``), from the simulation's state before and after."""
+    from .sim.trials import LIFT_SUCCESS_M
+
+    return [
+        k
+        for k, state in after.items()
+        if before[k]["on_table"] and not state["on_table"] and state["com"][2] - before[k]["com"][2] >= LIFT_SUCCESS_M
+    ]
+
+
+def verdict(lifted: list[str], meant: str) -> str:
+    """What the simulation says was lifted, against the object the instruction meant."""
+    if not lifted:
+        return f"nothing left the table (meant: {meant})"
+    if lifted == [meant]:
+        return f"{meant}, the object meant"
+    return f"{', '.join(lifted)}, NOT {meant}, the object meant"
 
 
 def run(bundle: Path, out: Path, seed: int) -> list[dict]:
+    from .config import load_config
+    from .sim.cell import SimCellConfig, cell_objects
     from .sim.client import SimCellClient
     from .sim.trials import start_cell, stop_cell
 
     out.mkdir(parents=True, exist_ok=True)
-    categories = sorted({s.object for s in STEPS})
+    categories = cell_categories()
     sockets = Path(tempfile.mkdtemp(prefix="rtgrasp-demo-"))  # short: a unix socket's path must fit 107 bytes
     sim_path, daemon_path, daemon_config = write_configs(out, bundle, categories, sockets)
+    cell_config = load_config(sim_path, "sim", SimCellConfig)  # the cell's own: the same objects, colours
+    ids = {o.category: o.object_id for o in cell_objects(cell_config)}
     print(f"== starting the sim cell ({', '.join(categories)}) and the daemon (bundle {bundle})", flush=True)
     cell = Watched("sim cell", start_cell(sim_path, out / "cell.log"), out / "cell.log")
     daemon_log = out / "daemon.log"
@@ -181,20 +259,19 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
             session = None
             for step in STEPS:
                 watch()
-                placed = sim.reset(
-                    f"{step.object}-cell", seed=f"demo:{seed}:{step.object}"
-                )  # a refinement sees the same scene again
-                print(
-                    f"\n== {step.name}: {step.kind} {step.text!r} ({step.object} at x={placed['x']:.3f} m, y={placed['y']:.3f} m)",
-                    flush=True,
-                )
+                text = instruction(step, cell_config)
+                placed = sim.reset_scene(table_scene(cell_config, step.scene, seed))  # each step: the same scene
+                table = ", ".join(f"{p['object'].removesuffix('-cell')} ({p['x']:.2f}, {p['y']:.2f})" for p in placed)
+                print(f"\n== {step.name}: {step.kind} {text!r}, meant: the {step.target}", flush=True)
+                print(f"   table:     {table} (x, y in m)", flush=True)
+                before = sim.objects()
                 audio = None
-                fields: dict = {"text": step.text}
+                fields: dict = {"text": text}
                 kind = "grasp"
                 if step.kind == "refine":
-                    kind, fields = "refine", {"text": step.text, "session": session, "execute": True}
+                    kind, fields = "refine", {"text": text, "session": session, "execute": True}
                 elif step.kind == "spoken":
-                    audio = speak(step.text, out / f"{step.name}.wav")
+                    audio = speak(text, out / f"{step.name}.wav")
                     if audio is None:
                         print(
                             "   skipped: the spoken instruction needs espeak-ng and sox (scripts/setup appliance,speech installs them)"
@@ -207,8 +284,18 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
                     session = reply.get("session") or session
                 if extra:
                     (out / f"{step.name}.png").write_bytes(extra[0])
-                save_camera(sim, out / f"{step.name}-after.png")
-                results.append({"step": step.name, "instruction": step.text, "reply": reply})
+                save_views(sim, out, step.name)
+                lifted = lifted_objects(before, sim.objects())
+                print(f"lifted:    {verdict(lifted, ids[step.target])} (the simulation's state)", flush=True)
+                results.append(
+                    {
+                        "step": step.name,
+                        "instruction": text,
+                        "reply": reply,
+                        "meant": ids[step.target],
+                        "lifted": lifted,
+                    }
+                )
                 client.request("release")
                 client.request("home")
     except ProcessDied as exc:
@@ -229,8 +316,9 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m appliance.demo",
-        description="Start the sim cell and the daemon, send a typed, a refined and a spoken instruction, "
-        "execute the grasps in simulation and write annotated PNGs.",
+        description="Start the sim cell and the daemon, set four objects on the table, send a typed functional, "
+        "a refined and a spoken attribute instruction, execute the grasps in simulation, say which object "
+        "rose against the one meant and write annotated PNGs.",
         epilog="example: python -m appliance.demo --bundle models/rtgrasp-tiny --out runs/demo",
     )
     parser.add_argument(
@@ -239,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "runs" / "demo", help="where PNGs, WAVs, configs and logs go"
     )
-    parser.add_argument("--seed", type=int, default=0, help="where the objects lie")
+    parser.add_argument("--seed", type=int, default=0, help="how the objects are arranged on the table")
     args = parser.parse_args(argv)
     if not (args.bundle / "manifest.yaml").is_file():
         print(
@@ -252,15 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args.bundle, args.out, args.seed)
     except ProcessDied:
         return 1  # said already
-    except (RuntimeError, DaemonUnavailable) as exc:
+    except (RuntimeError, DaemonUnavailable) as exc:  # CellUnavailable is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     answered = [r for r in results if r["reply"].get("ok")]
-    lifted = [r for r in answered if (r["reply"].get("execution") or {}).get("success")]
-    print(f"\n== {len(answered)} of {len(results)} instructions answered, {len(lifted)} objects lifted")
+    lifted = [r for r in answered if r["lifted"]]
+    meant = [r for r in lifted if r["lifted"] == [r["meant"]]]
     print(
-        f"outputs in {args.out}/: <step>.png (the model's view with its grasp), <step>-after.png (the camera after the grasp), "
-        "3-spoken.wav, daemon.log, journal.sqlite, the configs used"
+        f"\n== {len(answered)} of {len(results)} instructions answered, {len(lifted)} lifted an object, "
+        f"{len(meant)} the object meant"
+    )
+    print(
+        f"outputs in {args.out}/: <step>.png (the model's view with its grasp), <step>-after.png (the side camera after "
+        "the grasp: what the hand holds), <step>-after-top.png (the top camera then), 3-spoken.wav, daemon.log, "
+        "journal.sqlite, the configs used"
     )
     return 0 if len(answered) == len(results) and results else 1
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .objects import CATEGORIES, ObjectModel, make_object
-from .scene import CellCamera, TableConfig, camera_xml, lights_xml, table_xml
+from .scene import CellCamera, SideCamera, TableConfig, camera_xml, lights_xml, side_camera_xml, table_xml
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class SimCellConfig:
     seed: int = 0
     categories: tuple[str, ...] = CATEGORIES
     camera: CellCamera = CellCamera()
+    side_camera: SideCamera = SideCamera()
+    """For pictures only (the service's ``view`` op): the model never sees it."""
     table: TableConfig = TableConfig()
     service: str = "tcp://127.0.0.1:5560"
     robot_host: str = "127.0.0.1"
@@ -146,7 +148,8 @@ class SimCell:
             visual, "global", offwidth=str(self.config.camera.width), offheight=str(self.config.camera.height)
         )
         table_rgba = (0.72, 0.62, 0.48, 1.0)
-        fragment = lights_xml() + camera_xml(self.config.camera) + table_xml(self.config.table, table_rgba)
+        fragment = lights_xml() + camera_xml(self.config.camera) + side_camera_xml(self.config.side_camera)
+        fragment += table_xml(self.config.table, table_rgba)
         for i, obj in enumerate(self.objects):
             x, y = self._park(i)
             fragment += obj.to_mjcf(self._body(i), (x, y), 0.0, base_z=GROUND_Z)
@@ -219,6 +222,16 @@ class SimCell:
         self._run_in_sim(apply)
         if not done.wait(SNAPSHOT_TIMEOUT):
             raise TimeoutError("the simulation did not apply the reset within 2 s")
+
+    def geom_objects(self) -> np.ndarray:
+        """Per geom of the model: the index of the cell object it belongs to, -1 for the arm, table and the rest."""
+        import mujoco
+
+        model = self.model
+        owner = np.full(model.ngeom, -1, np.int16)
+        for i in range(len(self.objects)):
+            owner[model.geom_bodyid == mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self._body(i))] = i
+        return owner
 
     def object_states(self, data) -> dict[str, dict]:
         """Pose [x, y, z, qw, qx, qy, qz], centre of mass, table contact and finger contacts of every object

@@ -40,6 +40,16 @@ class SimCellClient:
         h, w = header["height"], header["width"]
         return np.frombuffer(rgb, np.uint8).reshape(h, w, 3), np.frombuffer(depth, np.float32).reshape(h, w)
 
+    def view(self, camera: str = "side") -> np.ndarray:
+        """An RGB picture (H×W×3 uint8) from one of the cell's cameras: ``side`` shows what the hand holds."""
+        header, (rgb, *_) = self.request("view", camera=camera)
+        return np.frombuffer(rgb, np.uint8).reshape(header["height"], header["width"], 3)
+
+    def object_map(self, camera: str = "side") -> np.ndarray:
+        """H×W int16: which object (its index in ``info``'s list) each pixel of the camera's picture shows, -1 none."""
+        header, (_, ids) = self.request("view", camera=camera, segment=True)
+        return np.frombuffer(ids, np.int16).reshape(header["height"], header["width"])
+
     def reset(self, obj: int | str, **placement) -> dict:
         """Place one object (``seed=`` or ``x=, y=, yaw=``) and park the rest."""
         return self.request("reset", object=obj, **placement)[0]["placement"]

@@ -43,6 +43,25 @@ class CellCamera:
 
 
 @dataclass(frozen=True)
+class SideCamera:
+    """A fixed camera beside the table, for people rather than the model: from the robot's left (the side the
+    cell parks its unused objects on, behind this camera), a little beyond the table centre and above it, it
+    sees the table and the lift height, so an object held between the fingers after a lift shows under the
+    hand (the top camera sees only the hand then).
+    It renders at the top camera's resolution; no depth or calibration is served for it."""
+
+    position: tuple[float, float, float] = (0.64, 0.75, 0.36)
+    target: tuple[float, float, float] = (0.5, 0.0, 0.2)
+    """The point it looks at: above the table centre, where a lift (15 cm) holds an object under the hand."""
+    fovy: float = 45.0
+
+    def __post_init__(self) -> None:
+        forward = np.subtract(self.target, self.position)
+        if np.linalg.norm(forward[:2]) < 1e-6:
+            raise ValueError("the side camera must not look straight down (the top camera does)")
+
+
+@dataclass(frozen=True)
 class TableConfig:
     """The table top (z = 0) and the area objects are placed in."""
 
@@ -63,6 +82,18 @@ class TableConfig:
 def camera_xml(camera: CellCamera, name: str = "top") -> str:
     x, y, z = camera.position
     return f'<camera name="{name}" pos="{x} {y} {z}" quat="1 0 0 0" fovy="{camera.fovy}"/>'
+
+
+def side_camera_xml(camera: SideCamera, name: str = "side") -> str:
+    """The side camera, aimed with ``xyaxes``: image right is level, image up tilts with the view."""
+    forward = np.subtract(camera.target, camera.position)
+    forward = forward / np.linalg.norm(forward)
+    right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)  # MuJoCo cameras look along their -z: x right, y up
+    axes = " ".join(f"{v:.6f}" for v in (*right, *up))
+    x, y, z = camera.position
+    return f'<camera name="{name}" pos="{x} {y} {z}" xyaxes="{axes}" fovy="{camera.fovy}"/>'
 
 
 def table_xml(table: TableConfig, rgba) -> str:
@@ -185,7 +216,8 @@ def body_pose(model, data, name: str) -> np.ndarray:
 
 
 class CameraRenderer:
-    """Render RGB and metric z-depth from the scene's top-down camera (CPU: MUJOCO_GL=osmesa)."""
+    """Render RGB and metric z-depth from the scene's top-down camera (CPU: MUJOCO_GL=osmesa), and pictures
+    from any other camera of the scene (the side camera) at the same resolution."""
 
     def __init__(self, model, camera: CellCamera, name: str = "top"):
         import mujoco
@@ -204,11 +236,16 @@ class CameraRenderer:
         r.disable_depth_rendering()
         return rgb, depth
 
-    def segment(self, data) -> np.ndarray:
-        """H×W int32: the geom seen at each pixel (-1: nothing)."""
+    def picture(self, data, camera: str) -> np.ndarray:
+        """H×W×3 uint8 RGB from the named camera of the scene."""
+        self._renderer.update_scene(data, camera)
+        return self._renderer.render().copy()
+
+    def segment(self, data, camera: str | None = None) -> np.ndarray:
+        """H×W int32: the geom seen at each pixel (-1: nothing), from this renderer's camera or the named one."""
         r = self._renderer
         r.enable_segmentation_rendering()
-        r.update_scene(data, self._name)
+        r.update_scene(data, camera or self._name)
         ids = r.render()[:, :, 0].astype(np.int32)
         r.disable_segmentation_rendering()
         return ids

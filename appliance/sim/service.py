@@ -4,6 +4,9 @@ One REP socket on loopback. Requests are JSON objects with an ``op``:
 
 - ``info``   → robot address, camera intrinsics and ``T_base_cam``, the objects
 - ``frame``  → [header JSON, RGB bytes (H×W×3 uint8), depth bytes (H×W float32, metres)]
+- ``view``   ``{"camera": "top" | "side", "segment": false}`` → [header JSON, RGB bytes (H×W×3 uint8)]:
+  a picture for people (the side camera shows an object held above the table); with ``segment``, a
+  third part, H×W int16: the index of the object seen at each pixel (-1: no object)
 - ``reset``  ``{"object": i or id, "x", "y", "yaw"}`` or ``{"object", "seed"}`` → the placement;
   ``{"objects": [...]}`` places several at once (a cluttered scene) → the placements
 - ``poses``  → every object's pose [x, y, z, qw, qx, qy, qz] in the base frame, its centre
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 POLL_MS = 100
 MAX_REQUEST_BYTES = 4096
 SETTLE_S = 0.4  # let a reset object come to rest before answering
+VIEWS = ("top", "side")
+"""The cameras the ``view`` op renders: the model's top-down one and the side one (scene.SideCamera)."""
 
 
 class CellService:
@@ -106,6 +111,8 @@ class CellService:
             return [_json({"ok": True, **self._info()})]
         if op == "frame":
             return self._frame(data, renderer)
+        if op == "view":
+            return self._view(request, data, renderer)
         if op == "reset":
             return [_json({"ok": True, "placement": self._reset(request)})]
         if op == "poses":
@@ -164,6 +171,19 @@ class CellService:
         rgb, depth = renderer.render(data)
         header = {"ok": True, "height": rgb.shape[0], "width": rgb.shape[1], "time": time.time()}
         return [_json(header), np.ascontiguousarray(rgb).tobytes(), np.ascontiguousarray(depth).tobytes()]
+
+    def _view(self, request: dict, data, renderer) -> list[bytes]:
+        camera = request.get("camera", "side")
+        if camera not in VIEWS:
+            raise ValueError(f"unknown camera {camera!r}; known: {', '.join(VIEWS)}")
+        self._forward(data)
+        rgb = renderer.picture(data, camera)
+        header = {"ok": True, "camera": camera, "height": rgb.shape[0], "width": rgb.shape[1], "time": time.time()}
+        parts = [_json(header), np.ascontiguousarray(rgb).tobytes()]
+        if request.get("segment") is True:
+            owner = np.append(self.cell.geom_objects(), np.int16(-1))  # a pixel of no geom (-1) reads the last
+            parts.append(np.ascontiguousarray(owner[renderer.segment(data, camera)]).tobytes())
+        return parts
 
     def _reset(self, request: dict) -> dict | list[dict]:
         """One object (``object`` + ``seed`` or ``x, y, yaw``), or a scene: ``objects``, a list of those."""

@@ -1,4 +1,5 @@
-"""The demo command itself: sim cell + daemon as their own processes, typed, refined and spoken instructions."""
+"""The demo command itself: sim cell + daemon as their own processes, four objects on the table, typed, refined
+and spoken instructions, and what the simulation says was lifted."""
 
 import shutil
 import sqlite3
@@ -8,7 +9,7 @@ import pytest
 pytest.importorskip("franky_sim")
 pytest.importorskip("pylibfranka")
 
-from appliance.demo import STEPS, main  # noqa: E402
+from appliance.demo import STEPS, main, verdict  # noqa: E402
 
 
 def test_the_demo_runs_every_instruction_through_the_real_processes(nra_bundle, tmp_path, capsys):
@@ -19,15 +20,49 @@ def test_the_demo_runs_every_instruction_through_the_real_processes(nra_bundle, 
     ran = [s for s in STEPS if spoken or s.kind != "spoken"]
     for step in ran:
         assert (tmp_path / f"{step.name}.png").read_bytes()[:4] == b"\x89PNG"
-        assert (tmp_path / f"{step.name}-after.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / f"{step.name}-after.png").read_bytes()[:4] == b"\x89PNG"  # the side camera
+        assert (tmp_path / f"{step.name}-after-top.png").read_bytes()[:4] == b"\x89PNG"
     assert printed.count("pose:      [") == len(ran)  # every answer parsed (the NR-A grammar guarantees a pose)
     assert printed.count("grasp:     ") == len(ran)  # and every grasp ran in the simulation
+    assert printed.count("   table:     knife (") == len(ran)  # the four objects, every time
+    assert printed.count("lifted:    ") == len(ran)  # and what rose, from the simulation's state
+    assert "'hand me something to cut with', meant: the knife" in printed
     if spoken:
-        assert "heard:     pick up the ball" in printed
+        assert "heard:     pick up the pink ball" in printed  # the cell's ball (seed 0) is pink
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
         kinds = [k for (k,) in db.execute("SELECT type FROM requests ORDER BY seq")]
     assert [k for k in kinds if k in ("grasp", "refine")] == ["grasp" if s.kind != "refine" else "refine" for s in ran]
     assert f"outputs in {tmp_path}/" in printed
+
+
+def test_the_demo_says_which_object_rose_against_the_one_meant():
+    assert verdict([], "knife-cell") == "nothing left the table (meant: knife-cell)"
+    assert verdict(["knife-cell"], "knife-cell") == "knife-cell, the object meant"
+    assert verdict(["mug-cell"], "knife-cell") == "mug-cell, NOT knife-cell, the object meant"
+
+
+def test_the_demo_table_fits_and_its_words_single_out_what_they_mean(tmp_path):
+    """Four objects side by side, none overlapping; the only thing to cut with; a colour no other object has."""
+    from appliance.config import load_config
+    from appliance.demo import DEFAULT_BUNDLE, cell_categories, instruction, table_scene, write_configs
+    from appliance.sim.cell import SimCellConfig, cell_objects
+    from appliance.sim.clutter import footprint, inside, overlaps
+
+    sim_path, _, _ = write_configs(tmp_path, DEFAULT_BUNDLE, cell_categories(), tmp_path)  # the demo's cell
+    config = load_config(sim_path, "sim", SimCellConfig)
+    library = {o.object_id: o for o in cell_objects(config)}
+    for step in STEPS:
+        scene = table_scene(config, step.scene, seed=0)
+        assert [library[p["object"]].category for p in scene] == list(step.scene)
+        prints = [footprint(library[p["object"]], p["x"], p["y"], p["yaw"]) for p in scene]
+        assert all(inside(f, config.table.clutter_area) for f in prints)
+        assert not any(overlaps(a, b) for i, a in enumerate(prints) for b in prints[i + 1 :])
+    assert [instruction(s, config) for s in STEPS] == [
+        "hand me something to cut with",
+        "rotate the gripper by 90 degrees",
+        "pick up the pink ball",
+    ]
+    assert "scissors" not in STEPS[0].scene  # the knife is the one thing to cut with
 
 
 def test_the_demo_says_how_to_get_a_bundle_when_there_is_none(tmp_path, capsys):

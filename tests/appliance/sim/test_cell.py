@@ -43,6 +43,14 @@ def test_info_and_an_empty_table_at_the_observation_pose(client, cell):
     assert rgb.shape == (480, 640, 3) and depth.shape == (480, 640)
     # objects are parked and the arm is folded away: the camera sees only the table, 0.7 m down
     assert depth.min() > 0.69
+    # the frame op is the model's camera as before; the view op renders the same top picture, or the side one
+    header, parts = client.request("frame")
+    assert len(parts) == 2 and (header["height"], header["width"]) == (480, 640)
+    assert np.array_equal(client.view("top"), rgb)
+    assert client.view("side").shape == (480, 640, 3)
+    assert (client.object_map("side") == -1).all()  # every object parked out of view
+    with pytest.raises(RuntimeError, match="unknown camera"):
+        client.view("front")
 
 
 def test_reset_places_one_object_and_reports_poses(client):
@@ -94,6 +102,10 @@ def test_an_oracle_grasp_lifts_the_mug(client, arm, cell):
     assert result.lift_m >= LIFT_SUCCESS_M
     assert arm.is_grasped()  # the hand still judges the lifted mug held (the trial's verify asked it too)
     assert np.isfinite(result.seconds)
+    # the top camera sees the hand over the lifted mug; the side camera sees the mug itself under it
+    mug = [o["id"] for o in client.info()["objects"]].index("mug-cell")
+    side, top = (int((client.object_map(c) == mug).sum()) for c in ("side", "top"))
+    assert side > 1000 and side > 2 * top, (side, top)
 
 
 def test_a_scene_of_several_objects(client):

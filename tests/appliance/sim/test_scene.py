@@ -12,7 +12,16 @@ mujoco = pytest.importorskip("mujoco")
 
 from appliance.geometry import transform_points  # noqa: E402
 from appliance.sim.objects import CATEGORIES, MAX_OPENING, make_object  # noqa: E402
-from appliance.sim.scene import CameraRenderer, CellCamera, TableConfig, body_pose, object_grasps, standalone_xml  # noqa: E402
+from appliance.sim.scene import (  # noqa: E402
+    CameraRenderer,
+    CellCamera,
+    SideCamera,
+    TableConfig,
+    body_pose,
+    object_grasps,
+    side_camera_xml,
+    standalone_xml,
+)
 from training.reasoning import load_templates  # noqa: E402
 
 CAMERA, TABLE = CellCamera(), TableConfig()
@@ -44,6 +53,34 @@ def test_world_point_projects_to_its_pixel_and_back(point):
     iu, iv = int(round(us.mean())), int(round(vs.mean()))
     back = transform_points(CAMERA.T_base_cam, K.backproject(iu + 0.5, iv + 0.5, float(depth[iv, iu])))
     assert np.linalg.norm(back - np.array(point)) < 0.005
+
+
+def ball_seen_from_the_side(height: float) -> tuple[int, float]:
+    """Pixels of a ball at (0.5, 0) resting ``height`` above the table in the side camera, and their mean row."""
+    ball = make_object("ball", random.Random(3), "ball")
+    body = ball.to_mjcf("b", (0.5, 0.0), 0.0, base_z=height)
+    xml = standalone_xml(CAMERA, TABLE, [body], random.Random(0), [ball.assets_mjcf("b")])
+    model = mujoco.MjModel.from_xml_string(xml.replace("</worldbody>", side_camera_xml(SideCamera()) + "</worldbody>"))
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    geoms = np.flatnonzero(model.geom_bodyid == mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "b"))
+    with CameraRenderer(model, CAMERA) as r:
+        seen = np.isin(r.segment(data, "side"), geoms)
+        rgb = r.picture(data, "side")
+    assert rgb.shape == (CAMERA.height, CAMERA.width, 3)
+    return int(seen.sum()), float(np.nonzero(seen)[0].mean())
+
+
+def test_the_side_camera_sees_an_object_lifted_above_the_table():
+    on_table, row_on_table = ball_seen_from_the_side(0.0)
+    lifted, row_lifted = ball_seen_from_the_side(0.15)  # where a lift of 15 cm takes it
+    assert on_table > 500 and lifted > 500  # whole, in view, not a speck
+    assert row_on_table - row_lifted > 60  # and seen to rise: well above where it lay
+
+
+def test_the_side_camera_refuses_to_look_straight_down():
+    with pytest.raises(ValueError, match="straight down"):
+        SideCamera(position=(0.5, 0.0, 0.7), target=(0.5, 0.0, 0.0))
 
 
 def test_table_depth_is_the_camera_height():
