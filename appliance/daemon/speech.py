@@ -50,7 +50,7 @@ UNKNOWN_OBJECTS = (
 CHATTER_WEIGHT = 1e-25
 """Prior of the chatter path against a command: low, or short commands lose to chatter on poor audio."""
 UNKNOWN_WEIGHT = 0.5
-REFERRING_SLOTS = frozenset({"colour", "size", "where", "thing"})
+REFERRING_SLOTS = frozenset({"colour", "size", "where", "thing", "name"})
 """The slots of the referring sentences (cluttered scenes), decoded in a grammar of their own."""
 BEAM = 1e-40
 """Narrower than pocketsphinx's 1e-48: the chatter loop makes wide beams slow (minutes) and no better."""

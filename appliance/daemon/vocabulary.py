@@ -39,6 +39,7 @@ them itself; an older one (models/rtgrasp-tiny) gets these, so what may be said 
 REFERRING_KEYS = ("colours", "sizes", "where", "things")
 SLOTS = {
     "object": "objects",
+    "name": "objects",  # the other object a follow-up asks for ("no, the bowl instead")
     "part": "parts",
     "side": "sides",
     "colour": "colours",

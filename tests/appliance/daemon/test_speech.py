@@ -60,8 +60,10 @@ def commands(vocab, n: int, seed: int = 0) -> list[str]:
     out = []
     for _ in range(n):
         sentence = rng.choice(plain)
-        sentence = sentence.replace("{object}", rng.choice(objects)).replace(
-            "{part}", rng.choice(["handle", "rim", "body", "neck", "blade"])
+        sentence = (
+            sentence.replace("{object}", rng.choice(objects))
+            .replace("{name}", rng.choice(objects))
+            .replace("{part}", rng.choice(["handle", "rim", "body", "neck", "blade"]))
         )
         out.append(normalise(sentence.replace("{side}", rng.choice(vocab.sides))))
     return out
