@@ -81,3 +81,25 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
     assert "quantize: python -m export.quantize --bits 4" in out and "--images 5" in out
     with pytest.raises(SystemExit):
         main(["tiny", "--work", str(tmp_path), "--set", "bogus=1"])
+
+
+def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_ones(tmp_path):
+    """[N]: scenes of 1-5 objects, follow-ups over several rounds in both answer stages, refusals, and fresh
+    single and cluttered test sets in the test phrasings with the build's own CNN heads as baseline."""
+    from training.pipeline import demo_model_stages
+
+    stages = {s.name: s.command for s in demo_model_stages(config_for("demo-model", environ={}), tmp_path)}
+    assert "--objects 1-5" in stages["data"]
+    assert (
+        "--refine-fraction 0.7 --refine-rounds 3" in stages["rt-data"] and "--absent-fraction 0.15" in stages["rt-data"]
+    )
+    assert "--refine-fraction 0.5" in stages["ground-data"]
+    assert "--objects 1-1 --phrasing test" in stages["test-single"]
+    assert "--objects 2-5 --phrasing test" in stages["test-clutter"]
+    assert (
+        "--refine" in stages["eval-q4-clutter"]
+        and f"--cnn {tmp_path}/vision/checkpoint-001500" in stages["eval-q4-clutter"]
+    )
+    assert "--limit 100" in stages["evaluate"]
+    tiny = {s.name: s.command for s in tiny_stages(PipelineConfig(), tmp_path)[0]}
+    assert "--objects" not in tiny["data"] and "--refine-fraction 0.1 " in tiny["rt-data"] + " "
