@@ -34,7 +34,7 @@ from .datasets.referring import Instruction, with_scene
 from .datasets.splits import DEFAULT_FOLDS, choose_fold
 from .reasoning import Category, Templates, load_templates
 from .reasoning.referring import resolution
-from .reasoning.refine import SIDES, TIE, Refinement, SceneGrasps, central, draw_refinement  # noqa: F401 (TIE: re-exported)
+from .reasoning.refine import SIDES, Refinement, SceneGrasps, central, draw_refinement
 from .view import VIEW_FILE, ModelView
 
 IMAGE_TOKEN = "<image>"

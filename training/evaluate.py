@@ -242,6 +242,7 @@ def refine_turn(follow_up, fmt, sample, scene_objects, row: dict, request_id: st
     grasp of the object meant, and the same two checks for the baselines on the same request: ``repeat`` (the
     first pose again) and ``rule`` (turned by exactly 90°, moved by 0.1; nothing for part and object).
     None when no request fits."""
+    import math
     import random
 
     from appliance.grasp import wrap_angle
@@ -276,7 +277,7 @@ def refine_turn(follow_up, fmt, sample, scene_objects, row: dict, request_id: st
 
     rule = None
     if request.kind == "rotate":
-        rule = GraspPose(before.x, before.y, wrap_angle(before.theta + 1.5707963267948966))
+        rule = GraspPose(before.x, before.y, wrap_angle(before.theta + math.pi / 2))
     elif request.kind == "side":
         dx, dy = SIDES[request.side]
         rule = GraspPose(before.x + SHIFT * dx, before.y + SHIFT * dy, before.theta)

@@ -6,6 +6,7 @@ Every parse error names the file and, where there is one, the line.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,16 @@ def image_size(path: Path) -> ImageSize:
             return img.size
     except (OSError, ValueError) as exc:
         raise DatasetFormatError(path, f"not a readable image: {exc}") from exc
+
+
+def read_json(path: Path):
+    """A JSON file's content; a missing, unreadable or malformed file raises ``DatasetFormatError`` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise DatasetFormatError(path, f"cannot read: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise DatasetFormatError(path, f"not JSON ({exc.msg})") from None
 
 
 def read_rgb(path: Path) -> np.ndarray:

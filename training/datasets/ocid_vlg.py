@@ -20,7 +20,6 @@ are no part regions: the part-aware metric does not apply, the target rate does 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from PIL import Image
 from appliance.grasp import GraspRectangle
 
 from .base import GraspDataset
-from .files import DatasetFormatError, image_size, read_rgb
+from .files import DatasetFormatError, image_size, read_json, read_rgb
 from .referring import Instruction, SceneTruth
 from .sample import GraspLabels, GraspSample
 
@@ -155,12 +154,7 @@ class OcidVlgDataset(GraspDataset):
 
 
 def _read_entries(path: Path) -> list[dict]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise DatasetFormatError(path, f"cannot read: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetFormatError(path, f"not JSON ({exc.msg})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DatasetFormatError(path, 'expected {"data": [entries]}')
     for number, entry in enumerate(data["data"]):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .files import DatasetFormatError
+from .files import DatasetFormatError, read_json
 from .sample import GraspLabels, GraspSample
 
 INSTRUCTIONS_FILE = "instructions.jsonl"
@@ -110,12 +110,7 @@ def read_instructions(path: Path) -> list[Instruction]:
 
 def read_scene(path: Path, mask_path: Path) -> SceneTruth:
     """Read ``pcdNNNNscene.json`` and its ``pcdNNNNmask.png``."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise DatasetFormatError(path, f"cannot read: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetFormatError(path, f"not JSON ({exc.msg})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or any(k not in data for k in ("objects", "positives", "segments")):
         raise DatasetFormatError(path, "expected keys objects, positives and segments")
     try:
