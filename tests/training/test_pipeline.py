@@ -60,9 +60,9 @@ def test_a_stage_that_writes_nothing_is_a_failure(tmp_path):
 def test_sizes_come_from_the_preset_then_the_environment_then_set():
     assert config_for("tiny", environ={}) == PipelineConfig()
     demo = config_for("demo-model", environ={})
-    assert (demo.ground_steps, demo.lora_steps, demo.lr) == (1200, 600, 1e-3)
+    assert (demo.ground_steps, demo.lora_steps, demo.lr) == (1600, 600, 1e-3)
     c = config_for("demo-model", ["lora_steps=5", "crop="], environ={"VISION_STEPS": "7", "LORA_STEPS": "9"})
-    assert (c.vision_steps, c.lora_steps, c.crop, c.ground_steps) == (7, 5, None, 1200)
+    assert (c.vision_steps, c.lora_steps, c.crop, c.ground_steps) == (7, 5, None, 1600)
     with pytest.raises(ValueError, match="name=value"):
         config_for("tiny", ["steps=3"], environ={})
 
