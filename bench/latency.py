@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bits", type=int, nargs="+", default=[16, 8, 4])
     parser.add_argument("--root", type=Path, required=True)
-    parser.add_argument("--split", choices=["iw", "ow", "all"], default="iw")
+    parser.add_argument("--split", choices=["iw", "ow", "cw", "all"], default="iw")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--json", type=Path)

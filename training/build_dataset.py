@@ -371,7 +371,7 @@ def build(
     if split == "all":
         train_ids, test_ids = list(dataset.ids), []
     else:
-        chosen = choose_fold(split, dataset.object_ids(), fold, folds, config.seed)
+        chosen = choose_fold(split, dataset.split_keys(split), fold, folds, config.seed)
         train_ids, test_ids = list(chosen.train), list(chosen.test)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": asdict(config), "root": str(dataset.root), "split": split, "fold": fold, "splits": {}}
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variant", choices=[v.value for v in AnswerVariant], default="rt", help="answer form (default rt)"
     )
     parser.add_argument(
-        "--split", choices=["iw", "ow", "all"], default="iw", help="image-wise, object-wise, or all to train"
+        "--split", choices=["iw", "ow", "cw", "all"], default="iw", help="image-wise, object-wise, category-wise (whole categories held out), or all to train"
     )
     parser.add_argument("--fold", type=int, default=0, help="which fold is the test set, 0-based (default 0)")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="number of folds (default 5)")

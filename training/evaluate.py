@@ -130,7 +130,16 @@ def held_out_ids(dataset: GraspDataset, split: str, fold: int, seed: int = 0) ->
     """The images to score: a fold's test set, or every image (``all``: a separately generated set)."""
     if split == "all":
         return list(dataset.ids)
-    return list(choose_fold(split, dataset.object_ids(), fold, seed=seed).test)
+    return list(choose_fold(split, dataset.split_keys(split), fold, seed=seed).test)
+
+
+def held_out(dataset: GraspDataset, split: str, fold: int, seed: int = 0) -> tuple[GraspDataset, list[str]]:
+    """The dataset and images to score; a category-wise fold scores only the instructions about its held-out
+    categories."""
+    ids = held_out_ids(dataset, split, fold, seed)
+    if split == "cw" and dataset.instructions:
+        dataset = dataset.with_targets_in(choose_fold(split, dataset.split_keys(split), fold, seed=seed).categories)
+    return dataset, ids
 
 
 def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[str]) -> Evaluation:
@@ -416,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--root", type=Path, required=True, help="dataset root")
     parser.add_argument(
-        "--split", choices=["iw", "ow", "all"], default="iw", help="which test images: a fold's, or all"
+        "--split", choices=["iw", "ow", "cw", "all"], default="iw", help="which test images: a fold's, or all"
     )
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0, help="the split seed the dataset was built with")
@@ -447,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         from .model import load_llava
 
         dataset = open_dataset(args.root)
-        ids = held_out_ids(dataset, args.split, args.fold, seed=args.seed)[: args.limit]
+        dataset, ids = held_out(dataset, args.split, args.fold, seed=args.seed)
+        ids = ids[: args.limit]
         if args.bundle:
             from appliance.runtime.model import GraspModel
 

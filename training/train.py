@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--split",
-        choices=["iw", "ow", "all"],
+        choices=["iw", "ow", "cw", "all"],
         default="all",
         help="vision stage: train on this split's training images",
     )

@@ -61,6 +61,8 @@ def test_a_scene_seed_shows_the_same_objects_in_new_poses():
 
 def test_cluttered_scenes_carry_instructions_and_per_object_labels(tmp_path):
     from appliance.sim.clutter import footprint, overlaps
+    from training.datasets.splits import choose_fold
+    from training.evaluate import held_out
 
     config = SynthConfig(seed=7, instances=2, objects=(2, 4))
     root = write_synthetic_dataset(tmp_path / "clutter", images=5, config=config, workers=1, progress=False)
@@ -80,6 +82,20 @@ def test_cluttered_scenes_carry_instructions_and_per_object_labels(tmp_path):
         assert len(ds.labels(image_id).positives) == len(expected["owners"])
         prints = [footprint(o, *row["position"], row["yaw"]) for o, row in zip(objects, scene.objects)]
         assert not any(overlaps(prints[i], prints[j], gap=0.0) for i in range(len(prints)) for j in range(i))
+    # a category-wise split holds out the categories a scene shows, whichever object the label file names
+    shown = ds.split_keys("cw")
+    assert shown == {i: frozenset(o["category"] for o in ds.scene(i).objects) for i in ds.ids}
+    assert ds.split_keys("ow") == ds.object_ids()
+    scored = 0
+    for fold in range(5):  # a category-wise test fold scores only instructions about its held-out categories
+        narrowed, ids = held_out(ds, "cw", fold)
+        held = choose_fold("cw", shown, fold).categories
+        assert ids == list(choose_fold("cw", shown, fold).test)
+        assert set(narrowed.instructions) <= set(ds.instructions)
+        for i in narrowed.instructions:
+            assert i.kind != "absent" and ds.scene(i.image).objects[i.target]["category"] in held
+        scored += len(narrowed.instructions)
+    assert scored and len(ds.instructions) > len(held_out(ds, "cw", 0)[0].instructions)
     for instruction in ds.instructions:
         labels = ds.instruction_labels(instruction)
         scene = ds.scene(instruction.image)

@@ -15,7 +15,7 @@ from training.progress import progress_bar
 
 from . import CornellDataset, open_dataset
 from .files import write_depth_tiff
-from .splits import make_folds
+from .splits import SPLIT_KINDS, make_folds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     categories = Counter(lab.category for lab in labels if lab.category)
     if categories:
         print(f"  categories: {len(categories)} ({', '.join(f'{c} {n}' for c, n in categories.most_common(8))}...)")
-    for kind in ("iw", "ow"):
+    for kind in SPLIT_KINDS:
         try:
-            sizes = [len(f.test) for f in make_folds(kind, objects)]
+            sizes = [len(f.test) for f in make_folds(kind, ds.split_keys(kind))]
             print(f"  5-fold {kind} test sizes: {sizes}")
         except ValueError as exc:
             print(f"  5-fold {kind}: unavailable ({exc})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +67,33 @@ class GraspDataset(ABC):
     def object_ids(self) -> dict[str, str | None]:
         """Object id of every image (None where unknown)."""
         return {i: self.labels(i).object_id for i in self.ids}
+
+    def categories_by_image(self) -> dict[str, frozenset[str]]:
+        """The categories every image shows: its scene's objects, else its labels' category (empty: unknown)."""
+        shown = {}
+        for image_id in self.ids:
+            scene = self.scene(image_id)
+            if scene is not None and scene.objects:
+                names = {o.get("category") for o in scene.objects}
+            else:
+                names = {self.labels(image_id).category}
+            shown[image_id] = frozenset(n for n in names if n)
+        return shown
+
+    def split_keys(self, kind: str) -> dict:
+        """What a ``kind`` split partitions by: object ids (``iw``, ``ow``) or each image's categories (``cw``)."""
+        return self.categories_by_image() if kind == "cw" else self.object_ids()
+
+    def with_targets_in(self, categories: frozenset[str]) -> GraspDataset:
+        """The same dataset scoring only instructions whose target is of these categories (a category-wise test
+        fold: its images may also show categories the tuning saw, and ``absent`` names no target)."""
+        narrowed = copy.copy(self)
+        narrowed.instructions = [
+            i
+            for i in self.instructions
+            if i.target is not None and self.scene(i.image).objects[i.target].get("category") in categories
+        ]
+        return narrowed
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.datasets.splits import image_wise_folds, make_folds, object_wise_folds
+from training.datasets.splits import category_wise_folds, image_wise_folds, make_folds, object_wise_folds
 
 # image id -> object id maps: 10..120 images over 5..30 objects
 object_maps = st.integers(5, 30).flatmap(
@@ -61,3 +61,44 @@ def test_too_few_items_and_unknown_kind():
         object_wise_folds({f"i{n}": f"o{n % 3}" for n in range(9)})
     with pytest.raises(ValueError, match="unknown split"):
         make_folds("xx", {"a": None})
+
+
+# image id -> categories shown: single objects and scenes of up to four, over 5..19 categories
+category_maps = st.integers(5, 19).flatmap(
+    lambda n_cat: st.lists(
+        st.frozensets(st.integers(0, n_cat - 1), min_size=1, max_size=4), min_size=n_cat, max_size=80
+    ).map(lambda shown: {f"img{i:03d}": frozenset(f"cat{c}" for c in cats) for i, cats in enumerate(shown)})
+)
+
+
+@given(category_maps, st.integers(0, 2**16))
+@settings(max_examples=60)
+def test_category_wise_never_trains_on_a_held_out_category(categories, seed):
+    if len(set().union(*categories.values())) < 5:
+        return
+    folds = category_wise_folds(categories, 5, seed)
+    held = [f.categories for f in folds]
+    assert set().union(*held) == set().union(*categories.values())
+    assert sum(len(h) for h in held) == len(set().union(*held))  # each category held out once
+    for f in folds:
+        assert f.categories
+        assert not set(f.train) & set(f.test)
+        assert set(f.train) | set(f.test) == set(categories)
+        for image in f.train:
+            assert not categories[image] & f.categories
+        for image in f.test:
+            assert categories[image] & f.categories
+
+
+def test_category_wise_on_single_objects_is_a_partition():
+    categories = {f"img{i:02d}": frozenset({f"cat{i % 7}"}) for i in range(42)}
+    folds = make_folds("cw", categories, 5, seed=3)
+    assert_partition(folds, categories)
+    assert folds == make_folds("cw", categories, 5, seed=3) != make_folds("cw", categories, 5, seed=4)
+
+
+def test_category_wise_needs_every_image_s_categories():
+    with pytest.raises(ValueError, match="categories of every image"):
+        category_wise_folds({"a": frozenset({"mug"}), "b": frozenset()})
+    with pytest.raises(ValueError, match="cannot make 5 folds from 3 categories"):
+        category_wise_folds({f"i{n}": frozenset({f"c{n % 3}"}) for n in range(9)})
