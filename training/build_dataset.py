@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image
 
@@ -30,7 +31,7 @@ from training.progress import progress_bar
 
 from .datasets import GraspDataset, GraspSample, open_dataset
 from .datasets.augment import Augmentation, center_crop
-from .datasets.referring import Instruction, with_scene
+from .datasets.referring import Instruction, SceneTruth, with_scene
 from .datasets.splits import DEFAULT_FOLDS, choose_fold
 from .reasoning import Category, Templates, load_templates
 from .reasoning.referring import resolution
@@ -38,7 +39,7 @@ from .reasoning.refine import SIDES, Refinement, SceneGrasps, central, draw_refi
 from .view import VIEW_FILE, ModelView
 
 IMAGE_TOKEN = "<image>"
-TASKS = ("grasp", "describe")
+TASKS = ("grasp", "describe", "locate")
 DESCRIBE_QUESTIONS = (
     "What object is in the image and where is it?",
     "Describe the object in the image.",
@@ -61,8 +62,9 @@ class BuildConfig:
     refine_fraction: float = 0.0
     seed: int = 0
     task: str = "grasp"
-    """``grasp`` (instruction → answer with pose) or ``describe`` (what and where the object is:
-    the turns the ``align`` stage trains the projector on)."""
+    """``grasp`` (instruction → answer with pose), ``describe`` (what and where the object is:
+    the turns the ``align`` stage trains the projector on) or ``locate`` (instruction → where each part of
+    its object lies: a neutral ground stage that favours none of the answer variants; scenes only)."""
     targets: str = "all"
     """Training records per view: ``all`` (one per positive grasp) or ``one`` (``central``: the same
     picture always asks for the same pose)."""
@@ -237,6 +239,54 @@ class SampleMaker:
             records.append(record)
         return records
 
+    def locate(
+        self,
+        view: GraspSample,
+        image_path: str,
+        scene: SceneTruth,
+        instructions: list[Instruction],
+        rng: random.Random,
+        test: bool,
+    ) -> list[dict]:
+        """One record per referring instruction: the answer names where each visible part of the object lies,
+        allowed and forbidden parts alike ("The handle of the mug is at x 0.62 y 0.41. The body of the mug is at
+        x 0.55 y 0.47."), with no angle and no brackets: a format none of Table I's rows answers in, so the base
+        it trains favours none of them. A part's point is its pixel nearest the part's centroid (on the part
+        even where the part is a ring). ``absent`` instructions are refused as in ``scene_records``."""
+        d = self.config.decimals
+        h, w = view.image.shape[:2]
+        records = []
+        for instruction in instructions:
+            base = {"id": f"{Path(image_path).stem}_{instruction.id}", "image": image_path, "source": view.image_id,
+                    "instruction": instruction.id, "kind": instruction.kind}  # fmt: skip
+            if instruction.kind == "absent":
+                if test or rng.random() < self.config.absent_fraction:
+                    turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"),
+                             ("gpt", self.fmt.render_refusal(instruction.object))]  # fmt: skip
+                    records.append({**base, "category": None, "object_id": None, "absent": instruction.object,
+                                    "points": [], "conversations": _turns(turns)})  # fmt: skip
+                continue
+            category = self.templates.category(scene.objects[instruction.target]["category"])
+            points = []
+            for value, (owner, part) in enumerate(scene.segments, start=1):
+                if owner != instruction.target:
+                    continue
+                pixels = np.argwhere(view.mask == value)
+                if len(pixels) == 0:
+                    continue
+                row, col = pixels[np.argmin(((pixels - pixels.mean(axis=0)) ** 2).sum(axis=1))]
+                points.append((part, (col + 0.5) / w, (row + 0.5) / h))
+            if not points:  # the target left this view
+                continue
+            rng.shuffle(points)
+            answer = " ".join(f"The {part} of the {category.name} is at x {x:.{d}f} y {y:.{d}f}." for part, x, y in points)
+            turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"), ("gpt", answer)]
+            records.append({**base, "category": category.name,
+                            "object_id": scene.objects[instruction.target].get("object_id"),
+                            "target": instruction.target, "points": [[p, round(x, 4), round(y, 4)] for p, x, y in points],
+                            "conversations": _turns(turns)})  # fmt: skip
+        return records
+
     def describe_scene(self, view: GraspSample, image_path: str, objects: tuple[dict, ...], rng: random.Random) -> dict:
         """One description of a scene: every object in view with its colour and where it lies."""
         seen = []
@@ -338,7 +388,12 @@ def build_split(
             name = f"{image_id}_v{k}.png" if split == "train" else f"{image_id}.png"
             Image.fromarray(view.image).save(image_dir / name)
             path = f"images/{split}/{name}"
-            if scene is not None and config.task == "describe":
+            if config.task == "locate":
+                if scene is None:
+                    continue
+                instructions = [i for i in asked[image_id] if k == 0 or i.kind != "spatial"]
+                records += maker.locate(view, path, scene, instructions, rng, test=split == "test")
+            elif scene is not None and config.task == "describe":
                 records.append(maker.describe_scene(view, path, scene.objects, rng))
             elif config.task == "describe":
                 records.append(maker.describe(view, path, category, rng))
@@ -368,6 +423,11 @@ def build(
     progress: bool = True,
 ) -> dict:
     """Build train and test JSON for one fold (``split='all'``: every image trains) and return the summary."""
+    if config.task == "locate" and not dataset.instructions:
+        raise ValueError(
+            f"--task locate needs referring instructions and scene truth; {dataset.root} has none "
+            "(make scenes with python -m training.synth)"
+        )
     if split == "all":
         train_ids, test_ids = list(dataset.ids), []
     else:
@@ -440,7 +500,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--task", choices=TASKS, default="grasp", help="grasp answers, or descriptions for the align stage"
+        "--task",
+        choices=TASKS,
+        default="grasp",
+        help="grasp answers; descriptions for the align stage; or locate: where each part of the instruction's "
+        "object lies (a neutral ground stage; needs scenes with instructions)",
     )
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
     args = parser.parse_args(argv)

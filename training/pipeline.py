@@ -139,6 +139,9 @@ class Runner:
             f.write(line + "\n")
 
 
+GROUND_TASKS = ("grasp", "locate")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """The sizes of a build (the defaults built the bundled demo model: ``demo-model``'s column in PRESETS)."""
@@ -150,6 +153,9 @@ class PipelineConfig:
     ground_steps: int = 0
     """0 leaves the ground stage (pose-only answers, projector + decoder) out."""
     ground_lr: float = 1e-3
+    ground_task: str = "grasp"
+    """What the ground stage answers: ``grasp`` (NR-A's pose-only answers) or ``locate`` (where each part of the
+    instruction's object lies: a base that favours none of Table I's answer variants; scenes only)."""
     lora_steps: int = 1000
     augment: int = 8
     strategy: str = "lora"
@@ -174,6 +180,10 @@ class PipelineConfig:
     """demo-model: the scene seed of the fresh test sets (the training objects in new scenes)."""
     eval_limit: int = 0
     """The held-out fold's evaluation: only its first N images (0: all of them)."""
+
+    def __post_init__(self) -> None:
+        if self.ground_task not in GROUND_TASKS:
+            raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
 
 
 PRESETS = {
@@ -254,11 +264,15 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
 
     if c.ground_steps > 0:
         # the description turns ride along, so the decoder keeps its language while it learns pose-only answers
+        if c.ground_task == "locate":  # no pose to validate: the answers are points
+            task, evaluation = ("--task", "locate", *absent), ()
+        else:
+            task = ("--targets", c.targets, *refine(c.ground_refine_fraction), *absent)
+            evaluation = ("--eval-every", "200", "--eval-images", "20")
         stages += [
-            build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), "--targets", c.targets,
-                  *refine(c.ground_refine_fraction), *absent),
+            build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), *task),
             train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, 32, "--mix", f"{w}/describe",
-                  "--lr", str(c.ground_lr), "--eval-every", "200", "--eval-images", "20"),
+                  "--lr", str(c.ground_lr), *evaluation),
         ]  # fmt: skip
         base = _checkpoint("ground", c.ground_steps)
     stages += [

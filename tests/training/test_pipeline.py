@@ -103,3 +103,16 @@ def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_
     assert "--limit 100" in stages["evaluate"]
     tiny = {s.name: s.command for s in tiny_stages(PipelineConfig(), tmp_path)[0]}
     assert "--objects" not in tiny["data"] and "--refine-fraction 0.1 " in tiny["rt-data"] + " "
+
+
+def test_a_locate_ground_stage_trains_points_without_pose_validation(tmp_path):
+    """[O]'s neutral base: the ground stage answers where the object's parts lie, in no row's format."""
+    c = config_for("demo-model", ["ground_task=locate"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
+    assert "--task locate" in stages["ground-data"] and "--refine-fraction" not in stages["ground-data"]
+    assert "--eval-every" not in stages["ground"] and "--steps 1600" in stages["ground"]
+    assert "--eval-every" in {s.name: s.command for s in tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]}[
+        "ground"
+    ]
+    with pytest.raises(ValueError, match="ground_task"):
+        config_for("demo-model", ["ground_task=points"], environ={})

@@ -209,3 +209,48 @@ def test_the_vision_stage_learns_patch_identity_on_scenes(clutter, tiny_spm_chec
     for head in (heads.identity, heads.colour):
         assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0  # the heads are trained
     assert heads.category.weight.grad is None or heads.category.weight.grad.abs().sum() == 0
+
+
+def test_locate_answers_point_at_every_visible_part_of_the_object_meant(clutter, tmp_path):
+    """[O]'s neutral ground stage: where each part of the instruction's object lies, allowed and forbidden parts
+    alike, in no answer variant's form (no brackets, no angle); each point lies on its own part."""
+    import re
+
+    config = BuildConfig(variant="nr-a", decimals=2, size=224, crop=320, augment=1, absent_fraction=1.0, seed=3,
+                         task="locate")  # fmt: skip
+    build(clutter, "all", 0, config, tmp_path, progress=False)
+    records = json.loads((tmp_path / "train.json").read_text())
+    by_id = {i.id: i for i in clutter.instructions}
+    allowed_and_forbidden = set()
+    for record in records:
+        instruction = by_id[record["instruction"]]
+        answer = record["conversations"][1]["value"]
+        assert "[" not in answer and "]" not in answer
+        if instruction.kind == "absent":
+            assert not record["points"] and answer.startswith("I see no")
+            continue
+        scene = clutter.scene(instruction.image)
+        category = scene.objects[instruction.target]["category"]
+        found = re.findall(r"The ([a-z ]+) of the ([a-z ]+) is at x (\d\.\d\d) y (\d\.\d\d)\.", answer)
+        assert found and len(found) == len(record["points"]) and all(c == category for _, c, _, _ in found)
+        own_parts = {p for k, p in scene.segments if k == instruction.target}
+        assert {p for p, _, _, _ in found} <= own_parts
+        if record["image"].endswith("_v0.png"):  # the upright view: each point lies on its part in the mask
+            sample = with_scene(clutter.load(instruction.image, with_depth=False), scene)
+            view = center_crop(sample, 320, (224, 224))
+            values = {v + 1 for v, (k, p) in enumerate(scene.segments) if k == instruction.target}
+            for part, _, x, y in found:  # two decimals are 2.24 pixels: the part lies within 2 of the point
+                col, row = int(float(x) * 224), int(float(y) * 224)
+                near = view.mask[max(0, row - 2) : row + 3, max(0, col - 2) : col + 3]
+                assert any(scene.segments[v - 1][1] == part for v in set(near.ravel()) & values)
+        allowed_and_forbidden |= {p for p, _, _, _ in found}
+    assert len(allowed_and_forbidden) >= 3
+
+
+def test_locate_needs_scenes(tmp_path):
+    from training.synth import SynthConfig, write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "s", 2, SynthConfig(seed=1, instances=1), workers=1, progress=False)
+    (root / "instructions.jsonl").unlink()
+    with pytest.raises(ValueError, match="locate needs referring instructions"):
+        build(open_dataset(root), "all", 0, BuildConfig(variant="nr-a", task="locate"), tmp_path / "o", progress=False)
