@@ -392,7 +392,7 @@ def build_split(
                 if scene is None:
                     continue
                 instructions = [i for i in asked[image_id] if k == 0 or i.kind != "spatial"]
-                records += maker.locate(view, path, scene, instructions, rng, test=split == "test")
+                records += maker.locate(view, path, scene, instructions, rng, test=split != "train")
             elif scene is not None and config.task == "describe":
                 records.append(maker.describe_scene(view, path, scene.objects, rng))
             elif config.task == "describe":
@@ -400,9 +400,9 @@ def build_split(
             elif scene is not None:
                 # a rotated view turns the robot's left and right: spatial instructions only on the upright one
                 instructions = [i for i in asked[image_id] if k == 0 or i.kind != "spatial"]
-                records += maker.scene_records(view, path, scene.objects, instructions, rng, test=split == "test")
+                records += maker.scene_records(view, path, scene.objects, instructions, rng, test=split != "train")
             else:
-                records += maker.records(view, path, category, rng, all_grasps=split == "test")
+                records += maker.records(view, path, category, rng, all_grasps=split != "train")
     return records
 
 
@@ -421,8 +421,11 @@ def build(
     out: Path,
     folds: int = DEFAULT_FOLDS,
     progress: bool = True,
+    validation: int = 0,
 ) -> dict:
-    """Build train and test JSON for one fold (``split='all'``: every image trains) and return the summary."""
+    """Build train and test JSON for one fold (``split='all'``: every image trains) and return the summary.
+    ``validation`` training images (drawn with the seed) are set aside as ``val.json``, scored like the test set:
+    learning curves read them, never the test fold."""
     if config.task == "locate" and not dataset.instructions:
         raise ValueError(
             f"--task locate needs referring instructions and scene truth; {dataset.root} has none "
@@ -433,9 +436,14 @@ def build(
     else:
         chosen = choose_fold(split, dataset.split_keys(split), fold, folds, config.seed)
         train_ids, test_ids = list(chosen.train), list(chosen.test)
+    if not 0 <= validation < len(train_ids):
+        raise ValueError(f"--validation must be in 0..{len(train_ids) - 1} (the fold's training images), got {validation}")
+    val_ids = sorted(random.Random(f"{config.seed}:validation").sample(sorted(train_ids), validation))
+    train_ids = [i for i in train_ids if i not in set(val_ids)]
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": asdict(config), "root": str(dataset.root), "split": split, "fold": fold, "splits": {}}
-    for name, ids in (("train", train_ids), ("test", test_ids)):
+    parts = [("train", train_ids), ("test", test_ids)] + ([("val", val_ids)] if validation else [])
+    for name, ids in parts:
         records = build_split(dataset, ids, name, config, out, progress)
         (out / f"{name}.json").write_text(json.dumps(records, indent=1) + "\n")
         summary["splits"][name] = {
@@ -500,6 +508,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="set N of the fold's training images aside as val.json (scored like test.json; for learning curves "
+        "that never see the test fold)",
+    )
+    parser.add_argument(
         "--task",
         choices=TASKS,
         default="grasp",
@@ -523,12 +539,14 @@ def main(argv: list[str] | None = None) -> int:
             args.refine_rounds,
         )
         dataset = open_dataset(args.root, args.objects)
-        summary = build(dataset, args.split, args.fold, config, args.out, args.folds, progress=sys.stderr.isatty())
+        summary = build(
+            dataset, args.split, args.fold, config, args.out, args.folds, sys.stderr.isatty(), args.validation
+        )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))
-    print(f"wrote {args.out}/train.json, test.json, dataset.yaml and images/")
+    print(f"wrote {args.out}/train.json, test.json{', val.json' if args.validation else ''}, dataset.yaml and images/")
     return 0
 
 

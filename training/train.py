@@ -59,6 +59,9 @@ class TrainConfig:
     eval_every: int = 0
     """Score the first ``eval_images`` records of the data's test.json every this many steps (0: never)."""
     eval_images: int = 20
+    eval_on: str = "test"
+    """Which of the data's record files the validation scores: ``test`` (the fold's held-out images) or ``val``
+    (``build_dataset --validation``: training images set aside, for choosing a budget without the test fold)."""
     split: str = "all"
     """vision stage: train on the training images of this split (iw, ow) and ``fold``, or all."""
     fold: int = 0
@@ -81,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batch {self.micro_batch}")
         if self.steps < 1 or self.save_every < 1:
             raise ValueError("steps and save_every must be positive")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.eval_on not in ("test", "val"):
+            raise ValueError(f"eval_on must be 'test' or 'val', got {self.eval_on!r}")
         if self.dtype not in TRAIN_DTYPES:
             raise ValueError(f"dtype must be one of {TRAIN_DTYPES}, got {self.dtype!r}")
 
@@ -123,7 +130,7 @@ def trainable_model(model, strategy: str):
 
 def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to a tenth."""
-    if step < config.warmup:
+    if step < config.warmup:  # warmup 0: none
         return config.learning_rate * (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
@@ -342,7 +349,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
 
 def validator(config: TrainConfig, processor):
     """A function (model, step) → validation accuracy on the step it is due, else None."""
-    test = Path(config.data) / "test.json"
+    test = Path(config.data) / f"{config.eval_on}.json"
     view = Path(config.data) / VIEW_FILE
     if config.eval_every <= 0 or not test.is_file() or not view.is_file():
         return None
@@ -444,9 +451,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="default 2e-3 (pretrain) or 5e-4 (lora), the paper's")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument(
-        "--eval-every", type=int, default=0, help="validation accuracy on test.json every N steps (0: never)"
+        "--eval-every", type=int, default=0, help="validation accuracy every N steps (0: never; see --eval-on)"
     )
     parser.add_argument("--eval-images", type=int, default=20, help="how many test records to score")
+    parser.add_argument(
+        "--eval-on",
+        choices=["test", "val"],
+        default="test",
+        help="score test.json (the fold's held-out images) or val.json (build_dataset --validation: set-aside "
+        "training images, for learning curves that never see the test fold)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=30, help="linear warm-up steps before the cosine decay (default 30)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--split",
@@ -491,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
             max_length=args.max_length,
             eval_every=args.eval_every,
             eval_images=args.eval_images,
+            eval_on=args.eval_on,
+            warmup=args.warmup,
             split=args.split,
             fold=args.fold,
             crop=args.crop,

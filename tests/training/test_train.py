@@ -14,7 +14,7 @@ from training.data import IGNORE, ConversationDataset, encode  # noqa: E402
 from training.datasets import open_dataset  # noqa: E402
 from training.datasets.toy import write_toy_dataset  # noqa: E402
 from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
-from training.train import TrainConfig, train  # noqa: E402
+from training.train import TrainConfig, lr_at, train  # noqa: E402
 
 from .helpers import changed_parts  # noqa: E402
 
@@ -383,3 +383,32 @@ def test_bfloat16_lora_with_gradient_checkpointing_takes_a_step(workdir, tmp_pat
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero: it moved
     with pytest.raises(ValueError, match="dtype must be one of"):
         TrainConfig("m", "d", "o", dtype="float8")
+
+
+def test_learning_curves_read_set_aside_training_images_never_the_test_fold(workdir):
+    """[O]'s pilot: val.json holds training images set aside (scored like a test set); --eval-on val scores them."""
+    toy = open_dataset(workdir / "toy")
+    out = workdir / "rt-val"
+    summary = build(toy, "iw", 0, BuildConfig(variant="nr-a", decimals=2, size=224, seed=1), out, progress=False,
+                    validation=3)  # fmt: skip
+    assert summary["splits"]["val"]["images"] == 3 and summary["splits"]["train"]["images"] == 12 - 3 - 3
+    records = {name: json.loads((out / f"{name}.json").read_text()) for name in ("train", "val", "test")}
+    sources = {name: {r["source"] for r in rs} for name, rs in records.items()}
+    assert not sources["val"] & sources["train"] and not sources["val"] & sources["test"]
+    assert all(len(r["grasps"]) >= 1 and "_v" not in r["image"] for r in records["val"])
+    config = TrainConfig(str(workdir / "base"), str(out), str(workdir / "curve"), "pretrain", steps=2, batch_size=2,
+                         micro_batch=2, warmup=0, save_every=2, eval_every=1, eval_images=2, eval_on="val")  # fmt: skip
+    train(config, progress=False)
+    rows = list(csv.DictReader((workdir / "curve" / "metrics.csv").open()))
+    assert [r["val_accuracy"] != "" for r in rows] == [True, True]
+    with pytest.raises(ValueError, match="--validation must be in 0..8"):
+        build(toy, "iw", 0, BuildConfig(variant="nr-a"), workdir / "bad", progress=False, validation=9)
+
+
+def test_warm_up_and_validation_file_are_checked():
+    with pytest.raises(ValueError, match="warmup must be >= 0"):
+        TrainConfig("m", "d", "o", warmup=-1)
+    with pytest.raises(ValueError, match="eval_on"):
+        TrainConfig("m", "d", "o", eval_on="train")
+    config = TrainConfig("m", "d", "o", lr=1.0, steps=10, warmup=0)
+    assert lr_at(0, config) == 1.0
