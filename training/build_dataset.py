@@ -279,7 +279,9 @@ class SampleMaker:
             if not points:  # the target left this view
                 continue
             rng.shuffle(points)
-            answer = " ".join(f"The {part} of the {category.name} is at x {x:.{d}f} y {y:.{d}f}." for part, x, y in points)
+            answer = " ".join(
+                f"The {part} of the {category.name} is at x {x:.{d}f} y {y:.{d}f}." for part, x, y in points
+            )
             turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"), ("gpt", answer)]
             records.append({**base, "category": category.name,
                             "object_id": scene.objects[instruction.target].get("object_id"),
@@ -437,7 +439,9 @@ def build(
         chosen = choose_fold(split, dataset.split_keys(split), fold, folds, config.seed)
         train_ids, test_ids = list(chosen.train), list(chosen.test)
     if not 0 <= validation < len(train_ids):
-        raise ValueError(f"--validation must be in 0..{len(train_ids) - 1} (the fold's training images), got {validation}")
+        raise ValueError(
+            f"--validation must be in 0..{len(train_ids) - 1} (the fold's training images), got {validation}"
+        )
     val_ids = sorted(random.Random(f"{config.seed}:validation").sample(sorted(train_ids), validation))
     train_ids = [i for i in train_ids if i not in set(val_ids)]
     out.mkdir(parents=True, exist_ok=True)
@@ -479,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         "--variant", choices=[v.value for v in AnswerVariant], default="rt", help="answer form (default rt)"
     )
     parser.add_argument(
-        "--split", choices=["iw", "ow", "cw", "all"], default="iw", help="image-wise, object-wise, category-wise (whole categories held out), or all to train"
+        "--split",
+        choices=["iw", "ow", "cw", "all"],
+        default="iw",
+        help="image-wise, object-wise, category-wise (whole categories held out), or all to train",
     )
     parser.add_argument("--fold", type=int, default=0, help="which fold is the test set, 0-based (default 0)")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="number of folds (default 5)")

@@ -292,7 +292,11 @@ def vision_step_fn(
     categories = sorted(load_templates().categories) + ["object"]
     heads = PatchHeads(vit.config.hidden_size, len(categories))
     dataset = open_dataset(dataset_root)
-    ids = list(dataset.ids) if split == "all" else list(choose_fold(split, dataset.split_keys(split), fold, seed=seed).train)
+    ids = (
+        list(dataset.ids)
+        if split == "all"
+        else list(choose_fold(split, dataset.split_keys(split), fold, seed=seed).train)
+    )
     batches = VisionBatches(dataset, ids, processor, categories, vit.config.image_size, crop, seed)
 
     def loss(batch_size: int) -> torch.Tensor:

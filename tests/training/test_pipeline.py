@@ -111,8 +111,9 @@ def test_a_locate_ground_stage_trains_points_without_pose_validation(tmp_path):
     stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
     assert "--task locate" in stages["ground-data"] and "--refine-fraction" not in stages["ground-data"]
     assert "--eval-every" not in stages["ground"] and "--steps 1600" in stages["ground"]
-    assert "--eval-every" in {s.name: s.command for s in tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]}[
-        "ground"
-    ]
+    assert (
+        "--eval-every"
+        in {s.name: s.command for s in tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]}["ground"]
+    )
     with pytest.raises(ValueError, match="ground_task"):
         config_for("demo-model", ["ground_task=points"], environ={})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path

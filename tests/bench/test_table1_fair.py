@@ -1,0 +1,85 @@
+"""[O]'s driver end to end at toy size: the gate, the pilot's curves on set-aside images, every cell through the
+runner (and resumed after a crash between a checkpoint and its evaluation), the report's statistics."""
+
+import json
+
+import pytest
+
+pytest.importorskip("mujoco")
+pytest.importorskip("peft")
+
+from bench import table1_fair  # noqa: E402
+from bench.table1_fair import flattened, pose_spans  # noqa: E402
+
+
+def test_a_curve_flattens_where_it_stops_rising():
+    assert flattened([(50, 0.1), (100, 0.5), (150, 0.6), (200, 0.62), (250, 0.61)]) == 150
+    assert flattened([(50, 0.3), (100, 0.2), (150, 0.31)]) == 50
+    assert flattened([(50, 0.1), (100, 0.9)]) == 100
+
+
+def test_the_pose_tokens_are_the_answer_s_last_three_numbers():
+    answer = "The mug is 0.5 tall. [0.50, 0.42], -0.79"
+    spans = pose_spans(answer, 10)
+    assert [answer[a - 10 : b - 10] for a, b in spans] == ["0.50", "0.42", "-0.79"]
+    nr_b = "Grasp point coordinates: [0.50, 0.42] Rotation angle in radians: -0.79"
+    assert [nr_b[a:b] for a, b in pose_spans(nr_b, 0)] == ["0.50", "0.42", "-0.79"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from training.synth import SynthConfig, write_synthetic_dataset
+
+    config = SynthConfig(seed=21, instances=1, objects=(1, 3))
+    return write_synthetic_dataset(tmp_path_factory.mktemp("t1"), 15, config, workers=1, progress=False)
+
+
+def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys, monkeypatch):
+    # the random base never writes </s>: eight tokens per answer keep every generation short (none parses anyway)
+    monkeypatch.setattr("training.evaluate.MAX_NEW_TOKENS", 8)
+    out = tmp_path / "t1"
+    common = ["--root", str(scenes), "--base", str(tiny_spm_checkpoint), "--out", str(out), "--strategies", "pretrain",
+              "--batch-size", "2", "--micro-batch", "2", "--augment", "0", "--validation", "3"]  # fmt: skip
+    assert table1_fair.main(["gate", *common, "--gate-records", "3"]) == 0
+    gate = json.loads((out / "gate.json").read_text())
+    assert set(gate["rows"]) == {"rt", "nr-a", "nr-b"}
+    for row in gate["rows"].values():  # a random base: nothing parses, every pose token costs about log(vocab)
+        assert row["parse_rate"] == 0.0 and 3.0 < row["pose_token_loss"] < 12.0
+    assert gate["comparable"] is (gate["loss_ratio"] <= 1.5)
+
+    assert table1_fair.main(["pilot", *common, "--pilot-steps", "2", "--every", "1"]) == 0
+    pilot = json.loads((out / "pilot.json").read_text())
+    assert sorted(pilot["curves"]) == ["pilot-nr-a-pretrain", "pilot-nr-b-pretrain", "pilot-rt-pretrain"]
+    assert all([s for s, _ in curve] == [1, 2] for curve in pilot["curves"].values())
+    assert pilot["S"] in (1, 2) and (out / "learning-curves.png").stat().st_size > 1000
+    val = {r["source"] for r in json.loads((out / "data" / "pilot-rt" / "val.json").read_text())}
+    test = {r["source"] for r in json.loads((out / "data" / "pilot-rt" / "test.json").read_text())}
+    assert len(val) == 3 and not val & test  # the curves never read the test fold
+
+    run = [*common, "--splits", "cw", "--folds", "0,1"]
+    assert table1_fair.main(["run", *run, "--steps", "2"]) == 0
+    evaluations = sorted(p.name for p in (out / "eval").glob("*.json"))
+    assert len(evaluations) == 2 * 3 + 3  # folds × rows, and the replicate seed on fold 0
+    assert "cw0-rt-pretrain-seed2.json" in evaluations
+    train_log = (out / "logs" / "train-cw1-nr-b-pretrain.log").read_text()
+    assert "--warmup 1" in train_log and "--seed 1" in train_log
+    cw = [json.loads((out / "eval" / f"cw{k}-rt-pretrain.json").read_text()) for k in (0, 1)]
+    assert all(c["n"] > 0 and all(a["kind"] != "absent" for a in c["answers"]) for c in cw)
+
+    # a crash between a cell's checkpoint and its evaluation: the rerun evaluates and trains nothing again
+    (out / "eval" / "cw1-nr-a-pretrain.json").unlink()
+    stamp = (out / "runs" / "cw1-nr-a-pretrain" / "checkpoint-000002").stat().st_mtime
+    assert table1_fair.main(["run", *run, "--steps", "2"]) == 0
+    assert (out / "eval" / "cw1-nr-a-pretrain.json").is_file()
+    assert (out / "runs" / "cw1-nr-a-pretrain" / "checkpoint-000002").stat().st_mtime == stamp
+
+    capsys.readouterr()
+    assert table1_fair.main(["report", *run]) == 0
+    table = json.loads((out / "table1.json").read_text())
+    row = table["rows"]["rt/pretrain"]["cw"]["rectangle"]
+    assert row["n"] == sum(f["n"] for f in row["folds"].values()) == cw[0]["n"] + cw[1]["n"]
+    low, high = row["wilson95"]
+    assert 0.0 <= low <= row["pooled"] <= high <= 1.0
+    assert set(table["paired_tests"]["cw"]["part"]["pretrain"]) == {"rt vs nr-a", "rt vs nr-b", "nr-a vs nr-b"}
+    assert {"floor", "oracle"} <= set(table["rows"]) and "part" in table["rows"]["floor"]["cw"]
+    assert "category-wise" in (out / "table1.md").read_text()
