@@ -7,7 +7,7 @@ set by a pilot on a validation set, every test request scored, paired statistics
     python bench/table1_fair.py report --root DATA --base BASE --out bench/results/table1-fair --cnn VISION_CKPT
 
 The base is a pipeline build whose ground stage answered in a format none of the rows uses
-(``python -m training.pipeline tiny --set objects=1-5 --set ground_steps=1600 --set ground_task=locate``: where
+(``python -m training.pipeline tiny --until ground --set objects=1-5 --set ground_steps=1600 --set ground_task=locate``: where
 each part of the named object lies, no angle, no brackets), made from other images than ``--root``'s (another
 ``training.synth --scene-seed``), so no fold's test image was ever seen.
 

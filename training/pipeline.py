@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a size (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the stages and exit")
     parser.add_argument("--no-install", action="store_true", help="demo-model: leave models/rtgrasp-tiny as it is")
+    parser.add_argument(
+        "--until", metavar="STAGE", help="stop after this stage (e.g. ground: a base for bench/table1_fair.py)"
+    )
     args = parser.parse_args(argv)
     try:
         config = config_for(args.pipeline, args.set)
@@ -364,13 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     stages = (
         demo_model_stages(config, args.work) if args.pipeline == "demo-model" else tiny_stages(config, args.work)[0]
     )
+    if args.until:
+        names = [s.name for s in stages]
+        if args.until not in names:
+            parser.error(f"--until {args.until!r}: the {args.pipeline} stages are {', '.join(names)}")
+        stages = stages[: names.index(args.until) + 1]
     if args.dry_run:
         print(f"{args.pipeline} with {config}")
         print("\n".join(f"{s.name}: {s.command}" for s in stages))
         return 0
     try:
         rows = Runner(args.work).run(stages)
-        if args.pipeline == "demo-model" and not args.no_install:
+        if args.pipeline == "demo-model" and not args.no_install and not args.until:
             print(f"demo model installed in {install_demo_model(args.work)}")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -81,6 +81,13 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
     assert "quantize: python -m export.quantize --bits 4" in out and "--images 5" in out
     with pytest.raises(SystemExit):
         main(["tiny", "--work", str(tmp_path), "--set", "bogus=1"])
+    assert main(["tiny", "--work", str(tmp_path), "--dry-run", "--until", "ground", "--set", "ground_task=locate",
+                 "--set", "ground_steps=10"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "ground: python -m training.train --strategy decoder" in out and "tune:" not in out
+    with pytest.raises(SystemExit):
+        main(["tiny", "--work", str(tmp_path), "--dry-run", "--until", "grounds"])
+    assert "the tiny stages are data, base" in capsys.readouterr().err
 
 
 def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_ones(tmp_path):
