@@ -365,7 +365,16 @@ def report(args) -> dict:
                             raise FileNotFoundError(f"{path} is missing: run `table1_fair.py run` first")
                         per_fold[fold] = outcomes(json.loads(path.read_text()), field)
                     outcomes_by_row[(variant, strategy)] = per_fold
-                    rows.setdefault(f"{variant}/{strategy}", {}).setdefault(split, {})[metric] = summarise(per_fold)
+                    summary = summarise(per_fold)
+                    replicate = (
+                        args.out / "eval" / f"{cell_name(split, 0, variant, strategy, args.replicate_seed)}.json"
+                    )
+                    if args.replicate_seed is not None and 0 in per_fold and replicate.is_file():
+                        again = outcomes(json.loads(replicate.read_text()), field)
+                        summary["replicate"] = {"seed": args.replicate_seed, "fold": 0,
+                                                "accuracy": sum(again.values()) / max(len(again), 1),
+                                                "accuracy_train_seed": summary["folds"][0]["accuracy"]}  # fmt: skip
+                    rows.setdefault(f"{variant}/{strategy}", {}).setdefault(split, {})[metric] = summary
                 pairs = {}
                 for a, b in combinations(VARIANTS, 2):
                     strata = {}
@@ -415,6 +424,18 @@ def markdown(result: dict, args) -> str:
                              f"({100 * cell['pooled']:.1f}, {cell['n']})")  # fmt: skip
             lines.append(f"| {variant.upper()} | {STRATEGY_NAMES.get(strategy, 'none')} | " + " | ".join(cells) + " |")
         lines.append("")
+        spread = [
+            f"{name.upper()} {SPLIT_NAMES[split]}: {100 * cell['replicate']['accuracy_train_seed']:.1f} → "
+            f"{100 * cell['replicate']['accuracy']:.1f}"
+            for name, by_split in result["rows"].items()
+            for split, metrics in by_split.items()
+            if (cell := metrics.get(metric)) and "replicate" in cell
+        ]
+        if spread:
+            lines += [
+                "Fold 0 trained again with another seed (training seed → replicate seed): " + "; ".join(spread),
+                "",
+            ]
         lines.append("Paired tests (McNemar stratified by fold, Holm-corrected over the three pairs):")
         lines.append("")
         for split in args.splits:

@@ -83,3 +83,6 @@ def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys
     assert set(table["paired_tests"]["cw"]["part"]["pretrain"]) == {"rt vs nr-a", "rt vs nr-b", "nr-a vs nr-b"}
     assert {"floor", "oracle"} <= set(table["rows"]) and "part" in table["rows"]["floor"]["cw"]
     assert "category-wise" in (out / "table1.md").read_text()
+    replicate = row["replicate"]
+    assert replicate["seed"] == 2 and replicate["accuracy_train_seed"] == row["folds"]["0"]["accuracy"]
+    assert "trained again with another seed" in (out / "table1.md").read_text()
