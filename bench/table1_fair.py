@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.paper_tables import parse_list  # noqa: E402
 from bench.stats import holm, mean_std, paired_test, wilson  # noqa: E402
 from training.pipeline import Runner, Stage  # noqa: E402
 
@@ -115,7 +116,7 @@ def cell_stages(args, split: str, fold: int, variant: str, strategy: str, seed: 
 
 def cells(args) -> list[tuple[str, int, str, str, int]]:
     """(split, fold, row, tuning, training seed) of every cell, the replicate seed's on fold 0 last."""
-    main = [
+    plain = [
         (s, k, v, t, args.train_seed)
         for s in args.splits
         for k in args.folds
@@ -123,7 +124,7 @@ def cells(args) -> list[tuple[str, int, str, str, int]]:
         for t in args.strategies
     ]
     extra = [(s, 0, v, t, args.replicate_seed) for s in args.splits for v in VARIANTS for t in args.strategies]
-    return main + (extra if args.replicate_seed is not None and 0 in args.folds else [])
+    return plain + (extra if args.replicate_seed is not None and 0 in args.folds else [])
 
 
 # ------------------------------------------------------------------------------------------------------ gate
@@ -448,16 +449,6 @@ def markdown(result: dict, args) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ main
-
-
-def parse_list(text: str, allowed=None) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if allowed and t not in allowed]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of {', '.join(allowed or ['values'])}, got {text!r}"
-        )
-    return items
 
 
 def main(argv: list[str] | None = None) -> int:

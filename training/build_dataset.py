@@ -213,14 +213,10 @@ class SampleMaker:
         poses = scene.poses
         records = []
         for instruction in instructions:
-            base = {"id": f"{Path(image_path).stem}_{instruction.id}", "image": image_path, "source": view.image_id,
-                    "instruction": instruction.id, "kind": instruction.kind}  # fmt: skip
+            base = _instruction_base(view, image_path, instruction)
             if instruction.kind == "absent":
                 if test or rng.random() < self.config.absent_fraction:
-                    turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"),
-                             ("gpt", self.fmt.render_refusal(instruction.object))]  # fmt: skip
-                    records.append({**base, "category": None, "object_id": None, "absent": instruction.object,
-                                    "grasps": [], "conversations": _turns(turns)})  # fmt: skip
+                    records.append(self._refusal(base, instruction, grasps=[]))
                 continue
             own = [i for i, k in enumerate(owners) if k == instruction.target]
             if not own:  # the target left this view
@@ -257,14 +253,10 @@ class SampleMaker:
         h, w = view.image.shape[:2]
         records = []
         for instruction in instructions:
-            base = {"id": f"{Path(image_path).stem}_{instruction.id}", "image": image_path, "source": view.image_id,
-                    "instruction": instruction.id, "kind": instruction.kind}  # fmt: skip
+            base = _instruction_base(view, image_path, instruction)
             if instruction.kind == "absent":
                 if test or rng.random() < self.config.absent_fraction:
-                    turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"),
-                             ("gpt", self.fmt.render_refusal(instruction.object))]  # fmt: skip
-                    records.append({**base, "category": None, "object_id": None, "absent": instruction.object,
-                                    "points": [], "conversations": _turns(turns)})  # fmt: skip
+                    records.append(self._refusal(base, instruction, points=[]))
                 continue
             category = self.templates.category(scene.objects[instruction.target]["category"])
             points = []
@@ -288,6 +280,12 @@ class SampleMaker:
                             "target": instruction.target, "points": [[p, round(x, 4), round(y, 4)] for p, x, y in points],
                             "conversations": _turns(turns)})  # fmt: skip
         return records
+
+    def _refusal(self, base: dict, instruction: Instruction, **empty) -> dict:
+        """The record of an ``absent`` instruction, answered with the refusal (``empty``: its empty label lists)."""
+        turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"), ("gpt", self.fmt.render_refusal(instruction.object))]
+        return {**base, "category": None, "object_id": None, "absent": instruction.object, **empty,
+                "conversations": _turns(turns)}  # fmt: skip
 
     def describe_scene(self, view: GraspSample, image_path: str, objects: tuple[dict, ...], rng: random.Random) -> dict:
         """One description of a scene: every object in view with its colour and where it lies."""
@@ -342,6 +340,12 @@ class SampleMaker:
         if request.kind == "part":
             return {"part": request.part}
         return {"name": request.name}
+
+
+def _instruction_base(view: GraspSample, image_path: str, instruction: Instruction) -> dict:
+    """The fields every record about one referring instruction in one view starts with."""
+    return {"id": f"{Path(image_path).stem}_{instruction.id}", "image": image_path, "source": view.image_id,
+            "instruction": instruction.id, "kind": instruction.kind}  # fmt: skip
 
 
 def _turns(turns: list[tuple[str, str]]) -> list[dict]:
@@ -443,7 +447,8 @@ def build(
             f"--validation must be in 0..{len(train_ids) - 1} (the fold's training images), got {validation}"
         )
     val_ids = sorted(random.Random(f"{config.seed}:validation").sample(sorted(train_ids), validation))
-    train_ids = [i for i in train_ids if i not in set(val_ids)]
+    set_aside = set(val_ids)
+    train_ids = [i for i in train_ids if i not in set_aside]
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": asdict(config), "root": str(dataset.root), "split": split, "fold": fold, "splits": {}}
     parts = [("train", train_ids), ("test", test_ids)] + ([("val", val_ids)] if validation else [])

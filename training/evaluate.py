@@ -126,20 +126,20 @@ def stated_category(text: str, names: list[str]) -> str | None:
     return best[1] if best else None
 
 
-def held_out_ids(dataset: GraspDataset, split: str, fold: int, seed: int = 0) -> list[str]:
-    """The images to score: a fold's test set, or every image (``all``: a separately generated set)."""
-    if split == "all":
-        return list(dataset.ids)
-    return list(choose_fold(split, dataset.split_keys(split), fold, seed=seed).test)
-
-
 def held_out(dataset: GraspDataset, split: str, fold: int, seed: int = 0) -> tuple[GraspDataset, list[str]]:
-    """The dataset and images to score; a category-wise fold scores only the instructions about its held-out
-    categories."""
-    ids = held_out_ids(dataset, split, fold, seed)
+    """The dataset and images to score: a fold's test set, or every image (``all``: a separately generated set).
+    A category-wise fold scores only the instructions about its held-out categories."""
+    if split == "all":
+        return dataset, list(dataset.ids)
+    chosen = choose_fold(split, dataset.split_keys(split), fold, seed=seed)
     if split == "cw" and dataset.instructions:
-        dataset = dataset.with_targets_in(choose_fold(split, dataset.split_keys(split), fold, seed=seed).categories)
-    return dataset, ids
+        dataset = dataset.with_targets_in(chosen.categories)
+    return dataset, list(chosen.test)
+
+
+def held_out_ids(dataset: GraspDataset, split: str, fold: int, seed: int = 0) -> list[str]:
+    """The images ``held_out`` scores."""
+    return held_out(dataset, split, fold, seed)[1]
 
 
 def evaluate_heads(predict, view: ModelView, dataset: GraspDataset, ids: list[str]) -> Evaluation:
