@@ -32,6 +32,8 @@ PATCH_CENTER, PATCH_OFFSET, PATCH_ANGLE, PATCH_WHERE, PATCH_DIGITS = "center", "
 PATCH_IDENTITY, PATCH_COLOUR = "identity", "colour"
 COLOURS = tuple(dict.fromkeys(word for _, _, word in HUE_WORDS))
 """The colour words scenes use (``appliance.sim.clutter``); the colour head's last class is 'no word'."""
+HEADS_FILE = "vision_heads.safetensors"
+"""The vision stage's heads, saved in each of its checkpoints beside the LLaVA weights."""
 IDENTITY_SHARE = 0.3
 """A patch shows an object when that object covers at least this share of its pixels (else: the table)."""
 IDENTITY_WEIGHT = 0.5
@@ -230,12 +232,20 @@ class VisionBatches:
     """Fresh augmented views of the training images every batch, normalised as the processor does."""
 
     def __init__(
-        self, dataset, ids: list[str], processor, categories: list[str], size: int, crop: int | None, seed: int
+        self,
+        dataset,
+        ids: list[str],
+        processor,
+        categories: list[str],
+        size: int,
+        crop: int | None,
+        seed: int,
+        start: int = 0,
     ):
         self.dataset, self.ids, self.processor = dataset, ids, processor
         self.index = {name: i for i, name in enumerate(categories)}
         self.augment = Augmentation(out_size=(size, size), crop=crop)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed if not start else f"{seed}:{start}")  # resumed: views not drawn before
         self.samples = {}
 
     def category_of(self, sample) -> int:
@@ -277,9 +287,17 @@ def freeze_sincos_positions(vision_tower) -> None:
 
 
 def vision_step_fn(
-    model, processor, dataset_root: str, seed: int, split: str = "all", fold: int = 0, crop: int | None = None
+    model,
+    processor,
+    dataset_root: str,
+    seed: int,
+    split: str = "all",
+    fold: int = 0,
+    crop: int | None = None,
+    start: int = 0,
 ):
-    """The vision stage: ViT + heads, fresh views every batch. Returns (params, loss(batch_size), heads)."""
+    """The vision stage: ViT + heads, fresh views every batch (``start``: the step a resumed run continues
+    from). Returns (params, loss(batch_size), heads)."""
     from .datasets import open_dataset
     from .datasets.splits import choose_fold
     from .reasoning import load_templates
@@ -297,7 +315,7 @@ def vision_step_fn(
         if split == "all"
         else list(choose_fold(split, dataset.split_keys(split), fold, seed=seed).train)
     )
-    batches = VisionBatches(dataset, ids, processor, categories, vit.config.image_size, crop, seed)
+    batches = VisionBatches(dataset, ids, processor, categories, vit.config.image_size, crop, seed, start)
 
     def loss(batch_size: int) -> torch.Tensor:
         pixels, target = batches(batch_size, grid)
@@ -307,7 +325,7 @@ def vision_step_fn(
     return params, loss, heads
 
 
-def language_step_fn(model, processor, seed: int, max_tokens: int = 96):
+def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: int = 0):
     """The language stage: the decoder learns the corpus as a causal LM (vision and projector untouched)."""
     from .reasoning import load_templates
     from .reasoning.corpus import corpus
@@ -316,7 +334,7 @@ def language_step_fn(model, processor, seed: int, max_tokens: int = 96):
         p.requires_grad = name.startswith(("model.language_model", "lm_head"))
     tok = processor.tokenizer
     lines = list(corpus(load_templates(), seed=seed))
-    rng = random.Random(seed)
+    rng = random.Random(seed if not start else f"{seed}:{start}")
 
     def loss(batch_size: int) -> torch.Tensor:
         texts = [rng.choice(lines) + tok.eos_token for _ in range(batch_size)]
@@ -337,7 +355,7 @@ def heads_predictor(checkpoint, model, processor):
 
     vit = model.model.vision_tower
     heads = PatchHeads(vit.config.hidden_size, len(load_templates().categories) + 1)
-    state = load_file(Path(checkpoint) / "vision_heads.safetensors")
+    state = load_file(Path(checkpoint) / HEADS_FILE)
     missing, unexpected = heads.load_state_dict(state, strict=False)
     optional = {f"{head}.{p}" for head in ("where", "digits", "identity", "colour") for p in ("weight", "bias")}
     if unexpected or set(missing) - optional:  # older checkpoints lack these

@@ -155,9 +155,13 @@ def batches(dataset, micro_batch: int, pad_id: int, seed: int, start_epoch: int 
         epoch += 1
 
 
-def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: TrainConfig) -> Path:
-    """Weights (safetensors), processor, optimizer state and step, renamed into place when complete."""
+def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: TrainConfig, heads=None) -> Path:
+    """Weights (safetensors), processor, optimizer state and step (and the vision stage's ``heads``), renamed into
+    place when complete."""
     import torch
+    from safetensors.torch import save_file
+
+    from .stages import HEADS_FILE
 
     final = out / f"checkpoint-{step:06d}"
     tmp = out / f".tmp-checkpoint-{step:06d}"
@@ -166,6 +170,8 @@ def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: T
     view = Path(config.data) / VIEW_FILE
     if view.is_file():  # how this model sees images and writes answers travels with it
         shutil.copy(view, tmp / VIEW_FILE)
+    if heads is not None:  # the GR-ConvNet-style baseline rides along
+        save_file(heads.state_dict(), tmp / HEADS_FILE)
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
     (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
     tmp.rename(final)
@@ -237,31 +243,41 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def train_stage(config: TrainConfig, progress: bool = True) -> Path:
-    """A base-building stage (``vision``: data is a grasp dataset root; ``language``: the corpus)."""
+def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """A base-building stage (``vision``: data is a grasp dataset root; ``language``: the corpus). ``resume``
+    continues from the latest checkpoint in ``out``: its weights, heads, optimizer state and step."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file
 
     from training.progress import progress_bar
 
     from .model import load_llava
-    from .stages import language_step_fn, vision_step_fn
+    from .stages import HEADS_FILE, language_step_fn, vision_step_fn
 
     torch.manual_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, processor = load_llava(Path(config.model))
+    checkpoint = latest_checkpoint(out) if resume else None
+    step = 0
+    if checkpoint is not None:
+        step = int(torch.load(checkpoint / "trainer_state.pt", weights_only=False)["step"])
+    model, processor = load_llava(checkpoint or Path(config.model))
     if config.strategy == "vision":
         params, loss_fn, heads = vision_step_fn(
-            model, processor, config.data, config.seed, config.split, config.fold, config.crop
+            model, processor, config.data, config.seed, config.split, config.fold, config.crop, start=step
         )
     else:
-        params, loss_fn, heads = language_step_fn(model, processor, config.seed)
+        params, loss_fn, heads = language_step_fn(model, processor, config.seed, start=step)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    log = MetricsLog(out / "metrics.csv", enabled=True, fresh=True)
+    if checkpoint is not None:
+        if heads is not None:
+            heads.load_state_dict(load_file(checkpoint / HEADS_FILE))
+        optimizer.load_state_dict(torch.load(checkpoint / "trainer_state.pt", weights_only=False)["optimizer"])
+    log = MetricsLog(out / "metrics.csv", enabled=True, fresh=step == 0)
     model.train()
-    last = None
-    for step in progress_bar(range(1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress):
+    last = checkpoint
+    bar = progress_bar(range(step + 1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress)
+    for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step - 1, config)
         loss = loss_fn(config.batch_size)
@@ -271,9 +287,7 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
         optimizer.zero_grad(set_to_none=True)
         log.write(step, loss.item(), lr_at(step - 1, config))
         if step % config.save_every == 0 or step == config.steps:
-            last = save_checkpoint(out, model, processor, optimizer, step, config)
-            if heads is not None:  # the GR-ConvNet-style baseline rides along
-                save_file(heads.state_dict(), last / "vision_heads.safetensors")
+            last = save_checkpoint(out, model, processor, optimizer, step, config, heads)
     log.close()
     return last
 
@@ -281,7 +295,7 @@ def train_stage(config: TrainConfig, progress: bool = True) -> Path:
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run training (alone, or as one rank of a DDP job); returns the final checkpoint directory."""
     if config.strategy in STAGES:
-        return train_stage(config, progress)
+        return train_stage(config, resume, progress)
     import torch
 
     from training.progress import progress_bar

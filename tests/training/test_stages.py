@@ -13,7 +13,7 @@ from training.datasets import open_dataset  # noqa: E402
 from training.datasets.augment import center_crop  # noqa: E402
 from training.datasets.toy import write_toy_dataset  # noqa: E402
 from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
-from training.stages import PATCH_CENTER, grasp_targets, predict_pose, sincos_2d  # noqa: E402
+from training.stages import PATCH_CENTER, PatchHeads, grasp_targets, predict_pose, sincos_2d  # noqa: E402
 from training.train import TrainConfig, train  # noqa: E402
 
 from .helpers import changed_parts  # noqa: E402
@@ -80,6 +80,43 @@ def test_vision_stage_trains_the_vit_with_fixed_positions(workdir):
     assert (last / "vision_heads.safetensors").is_file()
     values = losses(out)
     assert sum(values[-3:]) < sum(values[:3])
+
+
+def test_a_vision_stage_resumes_from_its_last_checkpoint_with_its_heads(workdir, tmp_path, monkeypatch):
+    """A crash after checkpoint 3 of 6 costs three steps, not the stage: --resume continues from its weights,
+    heads and optimizer, and keeps the log."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from training.stages import HEADS_FILE
+
+    def config(steps):
+        return TrainConfig(
+            str(workdir / "base"), str(workdir / "toy"), str(tmp_path / "v"), "vision",
+            steps=steps, batch_size=4, micro_batch=4, lr=2e-3, warmup=1, save_every=3,
+        )  # fmt: skip
+
+    whole = train(config(6), progress=False)
+    shutil.copytree(whole, tmp_path / "whole-6")
+    shutil.rmtree(whole)  # the crash: step 6 never saved
+    first = losses(tmp_path / "v")[:3]
+    import training.stages
+
+    counted, calls = training.stages.vision_loss, []
+    monkeypatch.setattr(training.stages, "vision_loss", lambda *a: calls.append(1) or counted(*a))
+    resumed = train(config(6), resume=True, progress=False)
+    assert len(calls) == 3  # steps 4 to 6 only
+    assert resumed.name == "checkpoint-000006"
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "v" / "metrics.csv"))]
+    assert steps[:3] == [1, 2, 3] and steps[-3:] == [4, 5, 6]
+    assert losses(tmp_path / "v")[:3] == first  # the log kept
+    theirs, ours = load_file(tmp_path / "whole-6" / HEADS_FILE), load_file(resumed / HEADS_FILE)
+    torch.manual_seed(123)
+    fresh = PatchHeads(192, theirs["category.weight"].shape[0]).state_dict()
+    for name in ("identity.weight", "grasp.weight"):  # three steps apart, not a fresh start
+        assert (ours[name] - theirs[name]).abs().mean() < 0.3 * (fresh[name] - theirs[name]).abs().mean()
+    assert torch.load(resumed / "trainer_state.pt", weights_only=False)["step"] == 6
 
 
 def test_language_stage_trains_the_decoder_only(workdir):
