@@ -119,7 +119,7 @@ def build_bundle(
     progress: bool = True,
 ) -> Manifest:
     """Export, quantize, check and write the bundle; returns its manifest."""
-    from training.model import PROMPT_TEMPLATE, load_llava
+    from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
     from training.view import ModelView
@@ -178,7 +178,7 @@ def build_bundle(
         image=spec,
         n_image_tokens=n_image_tokens,
         embedding_width=width,
-        prompt_template=PROMPT_TEMPLATE,
+        prompt_template=view.prompt_template,
         image_token=IMAGE,
         followup_template=FOLLOWUP_TEMPLATE,
         answer=AnswerSpec(view.variant, view.decimals, view.refusals),

@@ -36,9 +36,8 @@ from .datasets.splits import DEFAULT_FOLDS, choose_fold
 from .reasoning import Category, Templates, load_templates
 from .reasoning.referring import resolution
 from .reasoning.refine import SIDES, Refinement, SceneGrasps, central, draw_refinement
-from .view import VIEW_FILE, ModelView
+from .view import PROMPT_ORDERS, VIEW_FILE, ModelView
 
-IMAGE_TOKEN = "<image>"
 TASKS = ("grasp", "describe", "locate")
 DESCRIBE_QUESTIONS = (
     "What object is in the image and where is it?",
@@ -73,6 +72,8 @@ class BuildConfig:
     with the refusal ("I see no banana here."). Above 0 the model is trained to refuse (``view.refusals``)."""
     refine_rounds: int = 1
     """Most follow-up rounds a record with refinement carries (each record draws 1..this many)."""
+    prompt_order: str = "image"
+    """Where the image token goes in the first turn (``training.view.PROMPT_ORDERS``)."""
 
     def __post_init__(self) -> None:
         AnswerFormat(self.variant, self.decimals)  # validates both
@@ -87,6 +88,8 @@ class BuildConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.prompt_order not in PROMPT_ORDERS:
+            raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {self.prompt_order!r}")
         if self.targets not in ("all", "one"):
             raise ValueError(f"targets must be 'all' or 'one', got {self.targets!r}")
 
@@ -94,12 +97,17 @@ class BuildConfig:
     def answer_format(self) -> AnswerFormat:
         return AnswerFormat(self.variant, self.decimals, refusals=self.absent_fraction > 0)
 
+    @property
+    def view(self) -> ModelView:
+        """What the records teach, as ``view.json`` records it."""
+        return ModelView(self.variant, self.decimals, self.size, self.crop, self.absent_fraction > 0, self.prompt_order)
+
 
 class SampleMaker:
     """Turns one view of an image into LLaVA conversation records."""
 
     def __init__(self, config: BuildConfig, templates: Templates):
-        self.config, self.templates, self.fmt = config, templates, config.answer_format
+        self.config, self.templates, self.fmt, self.view = config, templates, config.answer_format, config.view
 
     def answer(self, pose: GraspPose, reasoning: str) -> str:
         return self.fmt.render(pose, reasoning if self.fmt.variant is AnswerVariant.RT else "")
@@ -122,7 +130,7 @@ class SampleMaker:
             part = parts[i] if parts else None
             named = part if part in category.grasp_at and rng.random() < PART_INSTRUCTION_RATE else None
             turns = [
-                ("human", f"{IMAGE_TOKEN}\n{self.templates.instruction_for(category, rng, named)}"),
+                ("human", self.view.first_turn(self.templates.instruction_for(category, rng, named))),
                 ("gpt", self.answer(poses[i], self.templates.reasoning_for(category, rng, part))),
             ]
             record = {
@@ -155,7 +163,7 @@ class SampleMaker:
         turns = [
             {
                 "from": "human",
-                "value": f"{IMAGE_TOKEN}\n{rng.choice(self.templates.instructions['object']).format(object=name)}",
+                "value": self.view.first_turn(rng.choice(self.templates.instructions["object"]).format(object=name)),
             },
             {"from": "gpt", "value": self.fmt.render_refusal(name)},
         ]
@@ -180,7 +188,7 @@ class SampleMaker:
             f"The object is {category.a_name} with {rng.choice(category.shape)}. Its parts: {parts}. It lies {where}."
         )
         turns = [
-            {"from": "human", "value": f"{IMAGE_TOKEN}\n{rng.choice(DESCRIBE_QUESTIONS)}"},
+            {"from": "human", "value": self.view.first_turn(rng.choice(DESCRIBE_QUESTIONS))},
             {"from": "gpt", "value": answer},
         ]
         return {
@@ -225,7 +233,7 @@ class SampleMaker:
             category = categories[instruction.target]
             opening = resolution(instruction.kind, category.a_name, instruction.facts)
             reasoning = " ".join(t for t in (opening, self.templates.reasoning_for(category, rng, parts[i])) if t)
-            turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"), ("gpt", self.answer(poses[i], reasoning))]
+            turns = [("human", self.view.first_turn(instruction.text)), ("gpt", self.answer(poses[i], reasoning))]
             grasps = [[p.x, p.y, p.theta, r.length, r.width] for p, r in zip(poses, view.positives)]
             record = {**base, "category": category.name, "object_id": objects[instruction.target].get("object_id"),
                       "target": instruction.target, "grasps": [grasps[j] for j in own] if test else [grasps[i]]}  # fmt: skip
@@ -274,7 +282,7 @@ class SampleMaker:
             answer = " ".join(
                 f"The {part} of the {category.name} is at x {x:.{d}f} y {y:.{d}f}." for part, x, y in points
             )
-            turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"), ("gpt", answer)]
+            turns = [("human", self.view.first_turn(instruction.text)), ("gpt", answer)]
             records.append({**base, "category": category.name,
                             "object_id": scene.objects[instruction.target].get("object_id"),
                             "target": instruction.target, "points": [[p, round(x, 4), round(y, 4)] for p, x, y in points],
@@ -283,7 +291,10 @@ class SampleMaker:
 
     def _refusal(self, base: dict, instruction: Instruction, **empty) -> dict:
         """The record of an ``absent`` instruction, answered with the refusal (``empty``: its empty label lists)."""
-        turns = [("human", f"{IMAGE_TOKEN}\n{instruction.text}"), ("gpt", self.fmt.render_refusal(instruction.object))]
+        turns = [
+            ("human", self.view.first_turn(instruction.text)),
+            ("gpt", self.fmt.render_refusal(instruction.object)),
+        ]
         return {**base, "category": None, "object_id": None, "absent": instruction.object, **empty,
                 "conversations": _turns(turns)}  # fmt: skip
 
@@ -300,7 +311,7 @@ class SampleMaker:
             colour = f"{o['colour']} " if o.get("colour") else ""
             seen.append(f"a {colour}{category.name} {_place_words(x, y)}")
         answer = "On the table: " + "; ".join(seen) + "." if seen else "The table is empty."
-        turns = [("human", f"{IMAGE_TOKEN}\n{rng.choice(DESCRIBE_QUESTIONS)}"), ("gpt", answer)]
+        turns = [("human", self.view.first_turn(rng.choice(DESCRIBE_QUESTIONS))), ("gpt", answer)]
         first = objects[0]
         return {"id": Path(image_path).stem, "image": image_path, "source": view.image_id,
                 "category": first["category"], "object_id": first.get("object_id"), "conversations": _turns(turns)}  # fmt: skip
@@ -462,9 +473,7 @@ def build(
             "per_category": dict(sorted(Counter(r["category"] or "(refused)" for r in records).items())),
         }
     (out / "dataset.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
-    ModelView(config.variant, config.decimals, config.size, config.crop, config.absent_fraction > 0).save(
-        out / VIEW_FILE
-    )
+    config.view.save(out / VIEW_FILE)
     return summary
 
 
@@ -534,6 +543,13 @@ def main(argv: list[str] | None = None) -> int:
         help="grasp answers; descriptions for the align stage; or locate: where each part of the instruction's "
         "object lies (a neutral ground stage; needs scenes with instructions)",
     )
+    parser.add_argument(
+        "--prompt-order",
+        choices=PROMPT_ORDERS,
+        default="image",
+        help="what the first turn shows first: the image (LLaVA-1.5's usual '<image>\\n{instruction}', default) or "
+        "the instruction ('{instruction}\\n<image>': the image tokens can read what is asked)",
+    )
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
     args = parser.parse_args(argv)
     try:
@@ -549,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             args.targets,
             args.absent_fraction,
             args.refine_rounds,
+            args.prompt_order,
         )
         dataset = open_dataset(args.root, args.objects)
         summary = build(

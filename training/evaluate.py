@@ -304,15 +304,16 @@ def refine_turn(follow_up, fmt, sample, scene_objects, row: dict, request_id: st
 class TorchAnswerer:
     """``evaluate``'s answer function for a torch checkpoint; ``follow_up`` continues the last conversation."""
 
-    def __init__(self, model, processor):
-        self.model, self.processor = model.eval(), processor
+    def __init__(self, model, processor, view: ModelView = ModelView()):
+        self.model, self.processor, self.view = model.eval(), processor, view
         self._turns: list[dict] = []
         self._image = None
 
     def __call__(self, camera_image, view_image, instruction):
-        text, tokens = answer(self.model, self.processor, view_image, instruction)
+        prompt = self.view.prompt_template.format(instruction=instruction)
+        text, tokens = answer(self.model, self.processor, view_image, instruction, prompt=prompt)
         self._image = view_image
-        self._turns = [{"from": "human", "value": f"<image>\n{instruction}"}, {"from": "gpt", "value": text}]
+        self._turns = [{"from": "human", "value": self.view.first_turn(instruction)}, {"from": "gpt", "value": text}]
         return text, tokens, {}
 
     def follow_up(self, instruction: str) -> str:
@@ -325,8 +326,9 @@ class TorchAnswerer:
         return text
 
 
-def torch_answerer(model, processor) -> TorchAnswerer:
-    return TorchAnswerer(model, processor)
+def torch_answerer(model, processor, view: ModelView = ModelView()) -> TorchAnswerer:
+    """Answers as ``view`` says the model was trained (its prompt order)."""
+    return TorchAnswerer(model, processor, view)
 
 
 class BundleAnswerer:
@@ -353,8 +355,9 @@ def bundle_answerer(grasp_model, constrain: bool = True, max_new_tokens: int | N
 
 def bundle_view(manifest) -> ModelView:
     """The ModelView a bundle was exported with (its manifest carries the same facts as view.json)."""
-    answer = manifest.answer
-    return ModelView(answer.variant, answer.decimals, manifest.image.size, manifest.image.crop, answer.refusals)
+    answer, template = manifest.answer, manifest.prompt_template
+    order = "instruction" if template.index("{instruction}") < template.index(manifest.image_token) else "image"
+    return ModelView(answer.variant, answer.decimals, manifest.image.size, manifest.image.crop, answer.refusals, order)
 
 
 def answer(model, processor, image, instruction: str, prompt: str | None = None) -> tuple[str, int]:
@@ -377,12 +380,14 @@ def record_accuracy(model, processor, fmt, records: list[dict], root: Path) -> f
 
     from appliance.grasp import GraspPose
 
+    from .data import conversation_text
+
     correct = 0
     for record in records:
         with Image.open(root / record["image"]) as img:
             image = img.convert("RGB")
-        instruction = record["conversations"][0]["value"].split("\n", 1)[-1]
-        text, _ = answer(model, processor, image, instruction)
+        prompt, _ = conversation_text(record["conversations"][:1])  # the record's own first turn, image placed
+        text, _ = answer(model, processor, image, "", prompt=prompt)
         truths = [
             GraspPose(x, y, t).to_rectangle(image.size, length, width) for x, y, t, length, width in record["grasps"]
         ]
@@ -482,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             view = ModelView.load(args.model)
             result = evaluate(
-                torch_answerer(model, processor),
+                torch_answerer(model, processor, view),
                 view,
                 dataset,
                 ids,

@@ -28,7 +28,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 PROMPT_TEMPLATE = "USER: <image>\n{instruction} ASSISTANT:"
-"""The single-turn prompt, as a plain format string (what the runtime fills)."""
+"""The image-first single-turn prompt, as a plain format string; a model's own is its ``view.prompt_template``."""
 
 
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}

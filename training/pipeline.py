@@ -180,10 +180,17 @@ class PipelineConfig:
     """demo-model: the scene seed of the fresh test sets (the training objects in new scenes)."""
     eval_limit: int = 0
     """The held-out fold's evaluation: only its first N images (0: all of them)."""
+    prompt_order: str = "image"
+    """Where every stage's records put the image token: before the instruction or after it
+    (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
 
     def __post_init__(self) -> None:
+        from .view import PROMPT_ORDERS
+
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
+        if self.prompt_order not in PROMPT_ORDERS:
+            raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {self.prompt_order!r}")
 
 
 PRESETS = {
@@ -244,7 +251,8 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
 
     def build(name: str, *args: str) -> Stage:
         common = ("--root", f"{w}/data", "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
-        return Stage(name, "training.build_dataset", (*common, *crop, *args), (f"{name}/train.json",))
+        order = ("--prompt-order", c.prompt_order) if c.prompt_order != "image" else ()
+        return Stage(name, "training.build_dataset", (*common, *crop, *order, *args), (f"{name}/train.json",))
 
     stages = [
         Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0", "--workers", "2",

@@ -14,6 +14,12 @@ from pathlib import Path
 from appliance.answer import AnswerFormat
 
 VIEW_FILE = "view.json"
+IMAGE = "<image>"
+PROMPT_ORDERS = ("image", "instruction")
+"""Where the image goes in the first turn: before the instruction (LLaVA-1.5's usual ``<image>\\n{instruction}``)
+or after it (``{instruction}\\n<image>``, a form LLaVA-1.5's training data also holds). After it, every image
+token's layers can already read what is asked, and a small decoder finds the object meant far sooner
+(bench/results/n-order)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,21 @@ class ModelView:
     crop: int | None = None
     refusals: bool = False
     """Trained to refuse instructions about absent objects (``build_dataset --absent-fraction``)."""
+    prompt_order: str = "image"
+    """``PROMPT_ORDERS``: what comes first in the first turn (a view.json without it is image-first)."""
+
+    def __post_init__(self) -> None:
+        if self.prompt_order not in PROMPT_ORDERS:
+            raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {self.prompt_order!r}")
+
+    def first_turn(self, instruction: str) -> str:
+        """The user's first message: the instruction and the image token, in this view's order."""
+        return f"{IMAGE}\n{instruction}" if self.prompt_order == "image" else f"{instruction}\n{IMAGE}"
+
+    @property
+    def prompt_template(self) -> str:
+        """The single-turn prompt as a format string with an ``{instruction}`` field (what the bundle records)."""
+        return f"USER: {self.first_turn('{instruction}')} ASSISTANT:"
 
     @property
     def answer_format(self) -> AnswerFormat:

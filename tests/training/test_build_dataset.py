@@ -160,3 +160,34 @@ def test_absent_objects_are_answered_with_the_refusal_and_the_view_says_so(toy, 
     assert not any("absent" in r for r in test)  # test records stay one per image, all grasps
     build(toy, "iw", 0, BuildConfig(size=64), tmp_path / "plain", progress=False)
     assert not ModelView.load(tmp_path / "plain").refusals  # no absent records: not trained to refuse
+
+
+def test_instruction_first_records_put_the_image_after_the_instruction_and_the_view_says_so(toy, tmp_path):
+    from training.data import conversation_text
+    from training.view import ModelView
+
+    config = BuildConfig(variant="nr-a", size=64, augment=1, seed=2, absent_fraction=0.3, prompt_order="instruction")
+    build(toy, "iw", 0, config, tmp_path / "after", progress=False)
+    build(
+        toy,
+        "iw",
+        0,
+        BuildConfig(variant="nr-a", size=64, augment=1, seed=2, absent_fraction=0.3),
+        tmp_path / "before",
+        progress=False,
+    )
+    view = ModelView.load(tmp_path / "after")
+    assert view.prompt_order == "instruction" and ModelView.load(tmp_path / "before").prompt_order == "image"
+    after = json.loads((tmp_path / "after" / "train.json").read_text())
+    before = json.loads((tmp_path / "before" / "train.json").read_text())
+    assert len(after) == len(before) and any("absent" in r for r in after)
+    for a, b in zip(after, before):  # the same records, only the first turn's order differs
+        question = b["conversations"][0]["value"].removeprefix("<image>\n")
+        assert a["conversations"][0]["value"] == f"{question}\n<image>"
+        assert a["conversations"][1:] == b["conversations"][1:]
+        text, _ = conversation_text(a["conversations"][:1])
+        assert text == view.prompt_template.format(instruction=question)  # what the runtime and torch are shown
+    with pytest.raises(ValueError, match="prompt_order"):
+        BuildConfig(prompt_order="sideways")
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main(["--root", str(toy.root), "--out", str(tmp_path / "x"), "--prompt-order", "sideways"])

@@ -107,3 +107,37 @@ def test_torch_follow_up_continues_the_training_conversation_format(tiny_spm_che
     prompt = f"USER: <image>\npick up the mug ASSISTANT: {first}</s> USER: turn the gripper by 90 degrees ASSISTANT:"
     assert second == answer(model, processor, view, "", prompt=prompt)[0]
     assert [t["from"] for t in answerer._turns] == ["human", "gpt", "human", "gpt"]
+
+
+def test_an_instruction_first_model_is_prompted_the_same_way_by_torch_and_by_its_bundle(
+    tiny_spm_checkpoint, toy, tmp_path
+):
+    import shutil
+
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+    from export.quantize import build_bundle
+    from training.model import load_llava
+    from training.view import ModelView
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_spm_checkpoint, checkpoint)
+    view = ModelView(variant="nr-a", decimals=3, size=224, crop=320, prompt_order="instruction")
+    view.save(checkpoint / "view.json")
+    build_bundle(checkpoint, tmp_path / "bundle", bits=32, progress=False)
+    grasp_model = GraspModel.load(tmp_path / "bundle", llama=LlamaSettings.exact(n_ctx=512))
+    assert grasp_model.manifest.prompt_template == "USER: {instruction}\n<image> ASSISTANT:"
+    assert bundle_view(grasp_model.manifest) == view
+    segments = grasp_model.prompt_segments("pick up the mug", first=True)
+    assert segments.index(None) > len(segments) // 2  # the image after the instruction's tokens
+    dataset = open_dataset(toy)
+    ids = list(dataset.ids)[:2]
+    model, processor = load_llava(checkpoint)
+    by_torch = evaluate(torch_answerer(model, processor, view), view, dataset, ids)
+    by_image_first = evaluate(torch_answerer(model, processor), view, dataset, ids)
+    by_bundle = evaluate(
+        bundle_answerer(grasp_model, constrain=False, max_new_tokens=MAX_NEW_TOKENS), view, dataset, ids
+    )
+    assert [r["answer"] for r in by_bundle.rows] == [r["answer"] for r in by_torch.rows]
+    assert [r["answer"] for r in by_image_first.rows] != [r["answer"] for r in by_torch.rows]  # the order matters
+    grasp_model.llm.close()

@@ -124,3 +124,15 @@ def test_a_locate_ground_stage_trains_points_without_pose_validation(tmp_path):
     )
     with pytest.raises(ValueError, match="ground_task"):
         config_for("demo-model", ["ground_task=points"], environ={})
+
+
+def test_the_prompt_order_reaches_every_stage_that_writes_records(tmp_path):
+    c = config_for("demo-model", ["prompt_order=instruction"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
+    built = [name for name, command in stages.items() if "training.build_dataset" in command]
+    assert set(built) == {"describe", "ground-data", "rt-data"}
+    assert all("--prompt-order instruction" in stages[name] for name in built)
+    plain = {s.name: s.command for s in tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]}
+    assert not any("--prompt-order" in command for command in plain.values())  # image-first: the old commands
+    with pytest.raises(ValueError, match="prompt_order"):
+        config_for("demo-model", ["prompt_order=sideways"], environ={})
