@@ -157,6 +157,32 @@ def cnn_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> 
     return cnn
 
 
+def cnn_told_predictor(dataset: GraspDataset, checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:
+    """The vision stage's heads told the category of the object meant (``stages.told_predictor``): an upper
+    bound on what a decoder reading these vision tokens can find, not a baseline (it is given the answer's
+    object). Unreferred images fall back to the plain heads."""
+    from .datasets.augment import center_crop
+    from .judging import to_camera
+    from .model import load_llava
+    from .stages import heads_predictor, told_predictor
+    from .view import ModelView
+
+    model, processor = load_llava(checkpoint)
+    told, blind = told_predictor(checkpoint, model, processor), heads_predictor(checkpoint, model, processor)
+    view = ModelView(size=size, crop=crop)
+
+    def cnn_told(sample: GraspSample, instruction) -> GraspPose | None:
+        if instruction is not None and instruction.target is None:
+            return None  # absent: told there is nothing, it refuses
+        seen = center_crop(sample, view.crop, (view.size, view.size))
+        scene = dataset.scene(sample.image_id)
+        if instruction is None or scene is None:
+            return to_camera(blind(seen.image), view, sample.image_size)
+        return to_camera(told(seen.image, scene.objects[instruction.target]["category"]), view, sample.image_size)
+
+    return cnn_told
+
+
 @dataclass(frozen=True)
 class BaselineOptions:
     """What some baselines need: the cnn's checkpoint and crop, the floor's height above the table."""
@@ -171,6 +197,7 @@ BASELINES: dict[str, Callable[[GraspDataset, BaselineOptions], Predictor]] = {
     "floor": lambda dataset, options: floor_predictor(options.depth_step),
     "colour": lambda dataset, options: colour_predictor(),
     "cnn": lambda dataset, options: cnn_predictor(_needs(options.checkpoint), crop=options.crop),
+    "cnn-told": lambda dataset, options: cnn_told_predictor(dataset, _needs(options.checkpoint), crop=options.crop),
     "oracle": lambda dataset, options: oracle_predictor(dataset),
 }
 KINDS = tuple(BASELINES)
@@ -232,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.baseline",
         description="Predict grasps with a baseline (floor: depth blob; colour: colour blob; cnn: the vision "
-        "stage's instruction-blind heads; oracle: a labelled grasp of the target); writes the JSONL that "
+        "stage's instruction-blind heads; cnn-told: those heads told the target's category, an upper bound on what "
+        "the vision tokens carry, not a baseline; oracle: a labelled grasp of the target); writes the JSONL that "
         "python -m training.metric scores, one line per instruction when the root has instructions.jsonl.",
         epilog="examples:\n  python -m training.baseline --root data/clutter --kind floor --out runs/floor.jsonl\n"
         "  python -m training.baseline --root data/clutter --kind cnn --checkpoint runs/dm3/vision/checkpoint-001500 "
@@ -242,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
     parser.add_argument("--kind", choices=KINDS, default="floor", help="which baseline (default floor)")
-    parser.add_argument("--checkpoint", type=Path, help="with --kind cnn: a vision-stage checkpoint")
+    parser.add_argument("--checkpoint", type=Path, help="with --kind cnn or cnn-told: a vision-stage checkpoint")
     parser.add_argument("--crop", type=int, default=320, help="with --kind cnn: the square crop it was trained on")
     parser.add_argument(
         "--depth-step",

@@ -76,15 +76,16 @@ def unparsed(dataset: GraspDataset, image_id: str, referral: Instruction | None)
 
 
 def baselines(dataset: GraspDataset, ids: list[str], cnn: Path | None = None, crop: int | None = None) -> dict:
-    """The baselines on the same requests: floor and oracle, and the CNN heads of ``cnn`` when given.
+    """The baselines on the same requests: floor and oracle, and the CNN heads of ``cnn`` when given (with
+    instructions, also those heads told the category meant: what the vision tokens carry).
     A baseline that cannot run on this root (the floor without depth) reports why instead."""
     from .baseline import BaselineOptions, baseline_summary, make_predictor, run_baseline
 
     items = evaluation_items(dataset, ids)
     out = {}
-    for kind in ("floor", "cnn", "oracle"):
-        if kind == "cnn" and cnn is None:
-            continue
+    for kind in ("floor", "cnn", "cnn-told", "oracle"):
+        if (kind.startswith("cnn") and cnn is None) or (kind == "cnn-told" and not dataset.instructions):
+            continue  # told: only where instructions name an object (an upper bound, not a robot's baseline)
         try:
             predictor = make_predictor(kind, dataset, BaselineOptions(checkpoint=cnn, crop=crop))
             out[kind] = baseline_summary(dataset, run_baseline(predictor, dataset, items, desc=kind))

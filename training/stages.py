@@ -345,8 +345,8 @@ def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: i
     return [p for p in model.parameters() if p.requires_grad], loss, None
 
 
-def heads_predictor(checkpoint, model, processor):
-    """The vision stage's own grasp predictor (a GR-ConvNet-style baseline): image → GraspPose."""
+def heads_outputs(checkpoint, model, processor):
+    """The vision stage's heads of ``checkpoint`` on one image: image → their outputs (a batch of one)."""
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -361,11 +361,45 @@ def heads_predictor(checkpoint, model, processor):
     if unexpected or set(missing) - optional:  # older checkpoints lack these
         raise ValueError(f"{checkpoint}: vision heads do not match (missing {missing}, unexpected {unexpected})")
     heads.eval()
-    grid = vit.config.image_size // vit.config.patch_size
 
-    def predict(image) -> GraspPose:
+    def outputs(image) -> dict[str, torch.Tensor]:
         pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            return predict_pose(heads(vit(pixel_values=pixels).last_hidden_state), grid)
+            return heads(vit(pixel_values=pixels).last_hidden_state)
+
+    return outputs
+
+
+def heads_predictor(checkpoint, model, processor):
+    """The vision stage's own grasp predictor (a GR-ConvNet-style baseline): image → GraspPose."""
+    outputs = heads_outputs(checkpoint, model, processor)
+    vit = model.model.vision_tower
+    grid = vit.config.image_size // vit.config.patch_size
+    return lambda image: predict_pose(outputs(image), grid)
+
+
+def told_predictor(checkpoint, model, processor):
+    """The heads told the category meant: (image, category) → the best grasp among the patches the identity
+    head gives that category (all patches where it gives none). Not a baseline a robot can run: it measures
+    what the vision tokens carry for a decoder that reads the instruction right."""
+    from .reasoning import load_templates
+
+    outputs = heads_outputs(checkpoint, model, processor)
+    vit = model.model.vision_tower
+    grid = vit.config.image_size // vit.config.patch_size
+    categories = sorted(load_templates().categories) + ["object"]  # the identity head's classes, as trained
+
+    def predict(image, category: str) -> GraspPose:
+        if category not in categories:
+            raise ValueError(f"unknown category {category!r}")
+        return told_pose(outputs(image), grid, categories.index(category))
 
     return predict
+
+
+def told_pose(out: dict[str, torch.Tensor], grid: int, category: int) -> GraspPose:
+    """``predict_pose`` among the patches the identity head gives class ``category`` (all, where it gives none)."""
+    shown = out[PATCH_IDENTITY][0].argmax(-1) == category
+    if bool(shown.any()):
+        out = {**out, PATCH_CENTER: out[PATCH_CENTER].masked_fill(~shown[None], float("-inf"))}
+    return predict_pose(out, grid)

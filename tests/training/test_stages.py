@@ -202,6 +202,33 @@ def test_vision_heads_are_scored_as_a_baseline(workdir, tmp_path):
     assert report["n"] == 10 and report["parse_failure_rate"] == 0 and 0 <= report["accuracy"] <= 1
     # the same heads as the cnn baseline, scored on the camera image: the same figure
     assert report["baselines"]["cnn"]["n"] == 10 and report["baselines"]["cnn"]["accuracy"] == report["accuracy"]
+    from training.baseline import main as baseline_main
+
+    for kind in ("cnn", "cnn-told"):  # no scenes: told nothing, the told heads are the plain ones
+        args = ["--root", str(workdir / "toy"), "--kind", kind, "--checkpoint", str(checkpoint)]
+        assert baseline_main([*args, "--out", str(tmp_path / f"{kind}.jsonl")]) == 0
+    assert (tmp_path / "cnn.jsonl").read_text() == (tmp_path / "cnn-told.jsonl").read_text()
+
+
+def test_heads_told_the_category_grasp_the_best_patch_of_that_category():
+    from training.stages import PATCH_IDENTITY, told_pose
+
+    grid = 4
+    center = torch.zeros(1, 16)
+    center[0, 5], center[0, 10] = 9.0, 3.0  # a mug's patch is likelier than the knife's
+    identity = torch.zeros(1, 16, 3)
+    identity[0, :, 2] = 1.0  # the table everywhere ...
+    identity[0, 5, 0] = identity[0, 10, 1] = 5.0  # ... but patch 5 shows class 0, patch 10 class 1
+    out = {
+        PATCH_CENTER: center,
+        "offset": torch.full((1, 16, 2), 0.5),
+        "angle": torch.tensor([1.0, 0.0]).expand(1, 16, 2),
+        PATCH_IDENTITY: identity,
+    }
+    assert told_pose(out, grid, 0) == predict_pose(out, grid)
+    pose = told_pose(out, grid, 1)
+    assert (pose.x, pose.y) == (2.5 / grid, 2.5 / grid)  # patch 10: row 2, column 2, its centre
+    assert told_pose(out, grid, 7) == predict_pose(out, grid)  # no patch of that class: every patch
 
 
 def test_answer_digits_are_the_digits_the_answer_writes():
