@@ -105,7 +105,7 @@ def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_
     assert "--objects 2-5 --phrasing test" in stages["test-clutter"]
     assert (
         "--refine" in stages["eval-q4-clutter"]
-        and f"--cnn {tmp_path}/vision/checkpoint-001500" in stages["eval-q4-clutter"]
+        and f"--cnn {tmp_path}/vision/checkpoint-004000" in stages["eval-q4-clutter"]
     )
     assert "--limit 100" in stages["evaluate"]
     tiny = {s.name: s.command for s in tiny_stages(PipelineConfig(), tmp_path)[0]}
