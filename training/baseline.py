@@ -164,11 +164,11 @@ def cnn_told_predictor(dataset: GraspDataset, checkpoint: Path, size: int = 224,
     from .datasets.augment import center_crop
     from .judging import to_camera
     from .model import load_llava
-    from .stages import heads_predictor, told_predictor
+    from .stages import told_predictor
     from .view import ModelView
 
     model, processor = load_llava(checkpoint)
-    told, blind = told_predictor(checkpoint, model, processor), heads_predictor(checkpoint, model, processor)
+    told = told_predictor(checkpoint, model, processor)
     view = ModelView(size=size, crop=crop)
 
     def cnn_told(sample: GraspSample, instruction) -> GraspPose | None:
@@ -176,9 +176,8 @@ def cnn_told_predictor(dataset: GraspDataset, checkpoint: Path, size: int = 224,
             return None  # absent: told there is nothing, it refuses
         seen = center_crop(sample, view.crop, (view.size, view.size))
         scene = dataset.scene(sample.image_id)
-        if instruction is None or scene is None:
-            return to_camera(blind(seen.image), view, sample.image_size)
-        return to_camera(told(seen.image, scene.objects[instruction.target]["category"]), view, sample.image_size)
+        category = scene.objects[instruction.target]["category"] if instruction and scene else None
+        return to_camera(told(seen.image, category), view, sample.image_size)
 
     return cnn_told
 

@@ -36,7 +36,7 @@ from .datasets.splits import DEFAULT_FOLDS, choose_fold
 from .reasoning import Category, Templates, load_templates
 from .reasoning.referring import resolution
 from .reasoning.refine import SIDES, Refinement, SceneGrasps, central, draw_refinement
-from .view import PROMPT_ORDERS, VIEW_FILE, ModelView
+from .view import PROMPT_ORDERS, VIEW_FILE, ModelView, check_prompt_order
 
 TASKS = ("grasp", "describe", "locate")
 DESCRIBE_QUESTIONS = (
@@ -88,8 +88,7 @@ class BuildConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.prompt_order not in PROMPT_ORDERS:
-            raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {self.prompt_order!r}")
+        check_prompt_order(self.prompt_order)
         if self.targets not in ("all", "one"):
             raise ValueError(f"targets must be 'all' or 'one', got {self.targets!r}")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from .reasoning import load_templates
 from .reasoning.corpus import corpus
 from .tokenizer import IMAGE, KINDS, train_tokenizer
+from .view import ModelView
 
 # LLaVA-1.5's conversation format; the bundle records it, the runtime fills it.
 CHAT_TEMPLATE = (
@@ -27,8 +28,9 @@ CHAT_TEMPLATE = (
     "{% else %}ASSISTANT: {{ message['content'] }}</s>{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
-PROMPT_TEMPLATE = "USER: <image>\n{instruction} ASSISTANT:"
-"""The image-first single-turn prompt, as a plain format string; a model's own is its ``view.prompt_template``."""
+PROMPT_TEMPLATE = ModelView().prompt_template
+"""The image-first single-turn prompt, ``USER: <image>\\n{instruction} ASSISTANT:`` (a model's own is its
+``view.prompt_template``)."""
 
 
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}

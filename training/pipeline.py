@@ -185,12 +185,11 @@ class PipelineConfig:
     (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
 
     def __post_init__(self) -> None:
-        from .view import PROMPT_ORDERS
+        from .view import check_prompt_order
 
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
-        if self.prompt_order not in PROMPT_ORDERS:
-            raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {self.prompt_order!r}")
+        check_prompt_order(self.prompt_order)
 
 
 PRESETS = {

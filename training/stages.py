@@ -380,8 +380,8 @@ def heads_predictor(checkpoint, model, processor):
 
 def told_predictor(checkpoint, model, processor):
     """The heads told the category meant: (image, category) → the best grasp among the patches the identity
-    head gives that category (all patches where it gives none). Not a baseline a robot can run: it measures
-    what the vision tokens carry for a decoder that reads the instruction right."""
+    head gives that category (all patches where it gives none; every patch when told None). Not a baseline a
+    robot can run: it measures what the vision tokens carry for a decoder that reads the instruction right."""
     from .reasoning import load_templates
 
     outputs = heads_outputs(checkpoint, model, processor)
@@ -389,7 +389,9 @@ def told_predictor(checkpoint, model, processor):
     grid = vit.config.image_size // vit.config.patch_size
     categories = sorted(load_templates().categories) + ["object"]  # the identity head's classes, as trained
 
-    def predict(image, category: str) -> GraspPose:
+    def predict(image, category: str | None) -> GraspPose:
+        if category is None:
+            return predict_pose(outputs(image), grid)
         if category not in categories:
             raise ValueError(f"unknown category {category!r}")
         return told_pose(outputs(image), grid, categories.index(category))

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-UNK, BOS, EOS, PAD, IMAGE = "<unk>", "<s>", "</s>", "<pad>", "<image>"
+from .view import IMAGE  # one definition of the prompt's image token
+
+UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 SPECIAL_TOKENS = [UNK, BOS, EOS, PAD, IMAGE]
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
 KINDS = ("spm", "bpe")

@@ -258,9 +258,8 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(out) if resume else None
-    step = 0
-    if checkpoint is not None:
-        step = int(torch.load(checkpoint / "trainer_state.pt", weights_only=False)["step"])
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False) if checkpoint else {"step": 0}
+    step = int(state["step"])
     model, processor = load_llava(checkpoint or Path(config.model))
     if config.strategy == "vision":
         params, loss_fn, heads = vision_step_fn(
@@ -272,7 +271,7 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
     if checkpoint is not None:
         if heads is not None:
             heads.load_state_dict(load_file(checkpoint / HEADS_FILE))
-        optimizer.load_state_dict(torch.load(checkpoint / "trainer_state.pt", weights_only=False)["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])
     log = MetricsLog(out / "metrics.csv", enabled=True, fresh=step == 0)
     model.train()
     last = checkpoint

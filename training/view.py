@@ -22,6 +22,11 @@ can read what is asked. On the tiny model's cluttered scenes the order made no d
 decoder picked (bench/results/n-order), so image-first stays the default."""
 
 
+def check_prompt_order(order: str) -> None:
+    if order not in PROMPT_ORDERS:
+        raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {order!r}")
+
+
 @dataclass(frozen=True)
 class ModelView:
     """The answer contract and image preprocessing a model was trained with."""
@@ -36,8 +41,7 @@ class ModelView:
     """``PROMPT_ORDERS``: what comes first in the first turn (a view.json without it is image-first)."""
 
     def __post_init__(self) -> None:
-        if self.prompt_order not in PROMPT_ORDERS:
-            raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {self.prompt_order!r}")
+        check_prompt_order(self.prompt_order)
 
     def first_turn(self, instruction: str) -> str:
         """The user's first message: the instruction and the image token, in this view's order."""

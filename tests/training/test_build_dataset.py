@@ -163,19 +163,14 @@ def test_absent_objects_are_answered_with_the_refusal_and_the_view_says_so(toy, 
 
 
 def test_instruction_first_records_put_the_image_after_the_instruction_and_the_view_says_so(toy, tmp_path):
+    from dataclasses import replace
+
     from training.data import conversation_text
     from training.view import ModelView
 
-    config = BuildConfig(variant="nr-a", size=64, augment=1, seed=2, absent_fraction=0.3, prompt_order="instruction")
-    build(toy, "iw", 0, config, tmp_path / "after", progress=False)
-    build(
-        toy,
-        "iw",
-        0,
-        BuildConfig(variant="nr-a", size=64, augment=1, seed=2, absent_fraction=0.3),
-        tmp_path / "before",
-        progress=False,
-    )
+    plain = BuildConfig(variant="nr-a", size=64, augment=1, seed=2, absent_fraction=0.3)
+    for name, config in (("before", plain), ("after", replace(plain, prompt_order="instruction"))):
+        build(toy, "iw", 0, config, tmp_path / name, progress=False)
     view = ModelView.load(tmp_path / "after")
     assert view.prompt_order == "instruction" and ModelView.load(tmp_path / "before").prompt_order == "image"
     after = json.loads((tmp_path / "after" / "train.json").read_text())
