@@ -252,7 +252,7 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
     client = Client(daemon_config["server"]["requests"], timeout_s=2.0, retries=1, watch=watch)
     results = []
     try:
-        with SimCellClient(daemon_config["camera"]["endpoint"], timeout_s=10) as sim:
+        with SimCellClient(daemon_config["camera"]["endpoint"], timeout_s=10, watch=watch) as sim:
             wait_ready(client, daemon)
             client.close()
             client = Client(daemon_config["server"]["requests"], timeout_s=300.0, retries=1, watch=watch)
@@ -280,6 +280,7 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
                     fields = {}
                 reply, extra = client.request(kind, audio, **fields)
                 show(reply)
+                watch()  # a failed motion may be the cell gone: say so now rather than ask it for views
                 if reply.get("ok"):
                     session = reply.get("session") or session
                 if extra:

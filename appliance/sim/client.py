@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 
@@ -12,13 +13,20 @@ class CellUnavailable(RuntimeError):
 
 
 class SimCellClient:
-    """Client of the cell's service, retried the Lazy Pirate way (``appliance.client.LazyPirate``)."""
+    """Client of the cell's service, retried the Lazy Pirate way (``appliance.client.LazyPirate``); ``watch``, when
+    given, is called while a reply is awaited and raises to give up early (the demo's check that the cell lives)."""
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5560", timeout_s: float = 5.0, retries: int = 3):
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5560",
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        watch: Callable[[], None] | None = None,
+    ):
         from appliance.client import LazyPirate
 
         self.endpoint, self.retries = endpoint, retries
-        self._pirate = LazyPirate(endpoint, timeout_s, retries)
+        self._pirate = LazyPirate(endpoint, timeout_s, retries, watch=watch)
 
     def request(self, op: str, **fields) -> tuple[dict, list[bytes]]:
         """Send one request; returns the reply header and any binary parts."""
