@@ -111,7 +111,7 @@ def speak(text: str, path: Path) -> bytes | None:
         raw = Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
         subprocess.run(
-            ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True, capture_output=True
+            ["sox", "-R", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True, capture_output=True
         )
     return path.read_bytes()
 
