@@ -180,6 +180,9 @@ class PipelineConfig:
     """demo-model: the scene seed of the fresh test sets (the training objects in new scenes)."""
     eval_limit: int = 0
     """The held-out fold's evaluation: only its first N images (0: all of them)."""
+    attend: float = 0.0
+    """Weight of the supervised-attention loss (``train --attend``, ``training/attend.py``) in the ground and tune
+    stages: decoder heads taught to look at the object each answer grasps. 0: off."""
     prompt_order: str = "image"
     """Where every stage's records put the image token: before the instruction or after it
     (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
@@ -267,6 +270,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     ]  # fmt: skip
     base = align
     absent = ("--absent-fraction", str(c.absent_fraction)) if c.absent_fraction > 0 else ()
+    attend = ("--attend", str(c.attend)) if c.attend > 0 else ()
 
     def refine(fraction: float) -> tuple[str, ...]:
         rounds = ("--refine-rounds", str(c.refine_rounds)) if c.refine_rounds > 1 else ()
@@ -282,14 +286,14 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         stages += [
             build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), *task),
             train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, 32, "--mix", f"{w}/describe",
-                  "--lr", str(c.ground_lr), *evaluation),
+                  "--lr", str(c.ground_lr), *evaluation, *attend),
         ]  # fmt: skip
         base = _checkpoint("ground", c.ground_steps)
     stages += [
         build("rt-data", "--variant", "rt", "--decimals", "2", "--augment", str(c.augment), *refine(c.refine_fraction),
               "--targets", c.targets, *absent),
         train("tune", c.strategy, f"{w}/{base}", f"{w}/rt-data", c.lora_steps, 16, *lr, "--eval-every", "200",
-              "--eval-images", "10"),
+              "--eval-images", "10", *attend),
     ]  # fmt: skip
     merged = _checkpoint("tune", c.lora_steps)  # decoder tuning: the checkpoint is a plain LLaVA already
     if c.strategy == "lora":

@@ -76,6 +76,12 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them (a 7B model's
     576 image tokens would otherwise hold gigabytes of activations)."""
+    attend: float = 0.0
+    """Weight of the supervised-attention loss (``training.attend``): one head in each upper decoder layer learns
+    to look at the patches around each answer's grasp centre. 0: off. Conversation strategies only."""
+    attend_from: str = "answer"
+    """Where those heads are taught (``training.data.ATTEND_FROM``): at the positions that predict answer tokens, or
+    (``turn``) also at each word of the question that follows the image."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -90,6 +96,14 @@ class TrainConfig:
             raise ValueError(f"eval_on must be 'test' or 'val', got {self.eval_on!r}")
         if self.dtype not in TRAIN_DTYPES:
             raise ValueError(f"dtype must be one of {TRAIN_DTYPES}, got {self.dtype!r}")
+        if self.attend < 0:
+            raise ValueError(f"attend must be >= 0, got {self.attend}")
+        from .data import ATTEND_FROM
+
+        if self.attend_from not in ATTEND_FROM:
+            raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {self.attend_from!r}")
+        if self.attend and self.strategy in STAGES:
+            raise ValueError(f"attend supervises answers: the {self.strategy} stage has none")
 
     @property
     def learning_rate(self) -> float:
@@ -315,6 +329,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    attend = None
+    if config.attend:
+        from .attend import grid_side
+        from .view import ModelView
+
+        base.set_attn_implementation("eager")  # the supervised heads' weights must be formed to be taught
+        fmt = ModelView.load(Path(config.data)).answer_format
+        attend = (fmt, grid_side(base.config.image_seq_length), config.attend_from)
     model = trainable_model(base, config.strategy)
     dataset = ConversationDataset(
         [Path(d) / "train.json" for d in (config.data, *config.mix)],
@@ -322,6 +344,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         base.config.image_token_index,
         base.config.image_seq_length,
         config.max_length or base.config.image_seq_length + 448,
+        attend=attend,
     )
     if config.batch_size % (config.micro_batch * ranks.world):
         raise ValueError(
@@ -342,11 +365,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     )
     last = latest_checkpoint(out)
     validate = validator(config, processor) if ranks.main else None
+    tap = supervised_attention(model, base.config, config.attend) if attend else None
     while step < config.steps:
-        loss = train_step(runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device)
+        loss, attend_loss = train_step(
+            runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device, tap
+        )
         step += 1
         val = validate(model, step) if validate else None
-        log.write(step, loss, lr_at(step - 1, config), val)
+        log.write(step, loss, lr_at(step - 1, config), val, attend_loss)
         bar.set_postfix(loss=f"{loss:.3f}")
         bar.update()
         if step % config.save_every == 0 or step == config.steps:
@@ -383,47 +409,69 @@ def validator(config: TrainConfig, processor):
     return validate
 
 
-def train_step(runner, optimizer, params, stream, lr: float, accumulate: int, ranks: Ranks, device: str) -> float:
-    """One optimizer step over ``accumulate`` micro-batches per rank; returns the mean loss over all ranks."""
+def supervised_attention(model, model_config, weight: float):
+    """The supervised-attention term of the loss: a function (input_ids, attend targets) → weighted loss."""
+    from .attend import AttentionTap, default_layers, grid_side
+
+    tap = AttentionTap(model, default_layers(model_config.text_config.num_hidden_layers))
+    grid = grid_side(model_config.image_seq_length)
+
+    def term(input_ids, targets):
+        return weight * tap.loss(input_ids, targets, model_config.image_token_index, grid)
+
+    return term
+
+
+def train_step(
+    runner, optimizer, params, stream, lr: float, accumulate: int, ranks: Ranks, device: str, attend=None
+) -> tuple[float, float | None]:
+    """One optimizer step over ``accumulate`` micro-batches per rank; returns the mean language loss over all ranks
+    and, with ``attend`` (``supervised_attention``), the mean weighted attention loss beside it (else None)."""
     import torch
 
     for group in optimizer.param_groups:
         group["lr"] = lr
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda"))
-    total = 0.0
+    totals = torch.zeros(2, dtype=torch.float64)
     for k in range(accumulate * ranks.world):
         batch = next(stream)  # every rank walks the same sequence and takes its share of it
         if k % ranks.world != ranks.rank:
             continue
         batch = {key: value.to(device) for key, value in batch.items()}
+        targets = batch.pop("attend", None)
         with autocast:
             loss = runner(**batch).loss / accumulate
-        loss.backward()
-        total += loss.item()
+            extra = attend(batch["input_ids"], targets) / accumulate if attend is not None else None
+        (loss if extra is None else loss + extra).backward()
+        totals += torch.tensor([loss.item(), 0.0 if extra is None else extra.item()], dtype=torch.float64)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if ranks.world > 1:
-        reduced = torch.tensor([total], device=device)
+        reduced = totals.to(device)
         torch.distributed.all_reduce(reduced)
-        total = reduced.item() / ranks.world
-    return total
+        totals = reduced.cpu() / ranks.world
+    return totals[0].item(), (totals[1].item() if attend is not None else None)
 
 
 class MetricsLog:
-    """``metrics.csv``: step, loss, learning rate, seconds, validation accuracy (rank 0 only)."""
+    """``metrics.csv``: step, loss (the language loss), learning rate, seconds, validation accuracy, and the
+    weighted supervised-attention loss where ``--attend`` is on (rank 0 only)."""
 
     def __init__(self, path: Path, enabled: bool, fresh: bool):
         self.start = time.monotonic()
         self.file = open(path, "a", newline="") if enabled else None
         if self.file and fresh:
-            csv.writer(self.file).writerow(["step", "loss", "lr", "seconds", "val_accuracy"])
+            csv.writer(self.file).writerow(["step", "loss", "lr", "seconds", "val_accuracy", "attend_loss"])
 
-    def write(self, step: int, loss: float, lr: float, val_accuracy: float | None = None) -> None:
+    def write(
+        self, step: int, loss: float, lr: float, val_accuracy: float | None = None, attend_loss: float | None = None
+    ) -> None:
         if self.file:
             val = "" if val_accuracy is None else f"{val_accuracy:.4f}"
+            attend = "" if attend_loss is None else f"{attend_loss:.5f}"
             csv.writer(self.file).writerow(
-                [step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}", val]
+                [step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}", val, attend]
             )
             self.file.flush()
 
@@ -504,6 +552,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="recompute activations in the backward pass (for large models: memory for time)",
     )
+    parser.add_argument(
+        "--attend",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="weight of the supervised-attention loss: one head in each upper decoder layer learns to look at "
+        "the patches around each answer's grasp centre (default 0: off; see training/attend.py)",
+    )
+    parser.add_argument(
+        "--attend-from",
+        choices=("answer", "turn"),
+        default="answer",
+        help="where --attend teaches them: at the positions that predict answer tokens (default), or also at each "
+        "word of the question after the image",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
@@ -529,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
             mix=tuple(args.mix),
             dtype=args.dtype,
             gradient_checkpointing=args.gradient_checkpointing,
+            attend=args.attend,
+            attend_from=args.attend_from,
         )
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

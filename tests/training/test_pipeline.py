@@ -136,3 +136,11 @@ def test_the_prompt_order_reaches_every_stage_that_writes_records(tmp_path):
     assert not any("--prompt-order" in command for command in plain.values())  # image-first: the old commands
     with pytest.raises(ValueError, match="prompt_order"):
         config_for("demo-model", ["prompt_order=sideways"], environ={})
+
+
+def test_attend_reaches_the_stages_that_train_answers(tmp_path):
+    c = config_for("tiny", ["attend=0.5", "ground_steps=10"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
+    assert {name for name, command in stages.items() if "--attend 0.5" in command} == {"ground", "tune"}
+    plain = {s.name: s.command for s in tiny_stages(config_for("tiny", environ={}), tmp_path)[0]}
+    assert not any("--attend" in command for command in plain.values())

@@ -1,0 +1,189 @@
+"""Supervised attention on the tiny LLaVA: the targets per position, the loss, and a few real steps that teach it."""
+
+import csv
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from appliance.answer import AnswerFormat  # noqa: E402
+from appliance.grasp import GraspPose  # noqa: E402
+from training.attend import (  # noqa: E402
+    NO_TARGET,
+    AttentionTap,
+    answer_patches,
+    default_layers,
+    grid_side,
+    neighbourhoods,
+    patch_of,
+)
+from training.build_dataset import BuildConfig, build  # noqa: E402
+from training.data import IGNORE, ConversationDataset, collate  # noqa: E402
+from training.datasets import open_dataset  # noqa: E402
+from training.datasets.toy import write_toy_dataset  # noqa: E402
+from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
+from training.train import TrainConfig, train  # noqa: E402
+from training.view import ModelView  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attend")
+    toy = open_dataset(write_toy_dataset(root / "toy", images=8, seed=3, objects=6))
+    config = BuildConfig(variant="rt", decimals=2, size=224, refine_fraction=0.5, seed=1)
+    build(toy, "all", 0, config, root / "rt", progress=False)
+    model, processor = build_tiny(TinyConfig())
+    model.save_pretrained(root / "base")
+    processor.save_pretrained(root / "base")
+    return root
+
+
+def test_patches_and_their_neighbourhoods():
+    assert grid_side(64) == 8
+    with pytest.raises(ValueError, match="square"):
+        grid_side(50)
+    assert patch_of(0.0, 0.0, 8) == 0
+    assert patch_of(0.99, 0.0, 8) == 7  # x runs along a row
+    assert patch_of(0.0, 0.99, 8) == 56  # y down the rows
+    assert patch_of(1.0, 1.0, 8) == 63  # the far edge stays inside
+    near = neighbourhoods(8)
+    assert near[0].sum() == 4 and near[9].sum() == 9 and near[9, 0] == 1 and near[9, 27] == 0
+    assert default_layers(4) == (2, 3) and default_layers(32) == tuple(range(16, 32))
+
+
+def test_each_answer_gives_its_own_patch_and_a_refusal_none():
+    fmt = AnswerFormat("nr-a", decimals=2, refusals=True)
+    turns = [
+        {"from": "human", "value": "<image>\nGrasp the mug."},
+        {"from": "gpt", "value": "[0.10, 0.90], 0.50"},
+        {"from": "human", "value": "the other one"},
+        {"from": "gpt", "value": "[0.60, 0.20], -0.30"},
+        {"from": "human", "value": "the kettle"},
+        {"from": "gpt", "value": fmt.render_refusal("kettle")},
+    ]
+    assert answer_patches(turns, fmt, 8) == [patch_of(0.1, 0.9, 8), patch_of(0.6, 0.2, 8), NO_TARGET]
+
+
+def test_the_position_before_each_answer_token_looks_at_that_answers_patch(workdir):
+    model, processor = load_llava(workdir / "base")
+    fmt = ModelView.load(workdir / "rt").answer_format
+    ds = ConversationDataset(
+        workdir / "rt" / "train.json", processor, model.config.image_token_index, 64, attend=(fmt, 8, "answer")
+    )
+    i = next(k for k, r in enumerate(ds.records) if len(r["conversations"]) >= 4)
+    item = ds[i]
+    patches = answer_patches(ds.records[i]["conversations"], fmt, 8)
+    assert len(set(patches)) >= 1 and NO_TARGET not in patches
+    labelled = [k for k, label in enumerate(item["labels"]) if label != IGNORE]
+    targets = [k for k, t in enumerate(item["attend"]) if t != NO_TARGET]
+    assert targets == [k - 1 for k in labelled]  # exactly the queries that predict an answer token
+    assert item["attend"][labelled[0] - 1] == patches[0]  # "ASSISTANT:" looks at the first answer's patch
+    assert item["attend"][targets[-1]] == patches[-1]  # the last answer's </s> comes from its own query
+    ds.attend = (fmt, 8, "turn")
+    turn = ds[i]["attend"]
+    image_end = max(k for k, t in enumerate(item["input_ids"]) if t == model.config.image_token_index)
+    asked = [k for k, t in enumerate(turn) if t != NO_TARGET and k not in targets]
+    assert asked and all(k > image_end for k in asked)  # the question's words after the image, none before it
+    assert [t for k, t in enumerate(turn) if k in targets] == [item["attend"][k] for k in targets]
+    first_question = [k for k in asked if k < labelled[0]]
+    assert first_question and {turn[k] for k in first_question} == {patches[0]}
+    batch = collate([item, ds[0]], processor.tokenizer.pad_token_id)
+    assert batch["attend"].shape == batch["input_ids"].shape
+    assert (batch["attend"][batch["attention_mask"] == 0] == NO_TARGET).all()
+
+
+def attend_loss_on(checkpoint, workdir) -> float:
+    """The unweighted attention loss of ``checkpoint`` on the first records (eager attention)."""
+    model, processor = load_llava(checkpoint)
+    model.set_attn_implementation("eager")
+    model.eval()
+    fmt = ModelView.load(workdir / "rt").answer_format
+    ds = ConversationDataset(
+        workdir / "rt" / "train.json", processor, model.config.image_token_index, 64, attend=(fmt, 8, "answer")
+    )
+    batch = collate([ds[k] for k in range(4)], processor.tokenizer.pad_token_id)
+    targets = batch.pop("attend")
+    with AttentionTap(model, (2, 3)) as tap, torch.no_grad():
+        model(**batch)
+        return tap.loss(batch["input_ids"], targets, model.config.image_token_index, 8).item()
+
+
+def test_training_with_attend_moves_the_heads_onto_the_target(workdir):
+    def run(name, weight):
+        config = TrainConfig(
+            str(workdir / "base"),
+            str(workdir / "rt"),
+            str(workdir / name),
+            "decoder",
+            steps=12,
+            batch_size=4,
+            micro_batch=4,
+            lr=3e-3,
+            warmup=1,
+            save_every=12,
+            attend=weight,
+        )
+        return train(config, progress=False)
+
+    before = attend_loss_on(workdir / "base", workdir)
+    taught = attend_loss_on(run("taught", 1.0), workdir)
+    plain = attend_loss_on(run("plain", 0.0), workdir)
+    assert taught < 0.7 * before and taught < 0.7 * plain, (before, taught, plain)
+    rows = list(csv.DictReader((workdir / "taught" / "metrics.csv").open()))
+    assert all(float(r["attend_loss"]) > 0 for r in rows)
+    assert all(r["attend_loss"] == "" for r in csv.DictReader((workdir / "plain" / "metrics.csv").open()))
+    config = json.loads((workdir / "taught" / "checkpoint-000012" / "train_config.json").read_text())
+    assert config["attend"] == 1.0
+
+
+def test_the_tap_needs_eager_attention_and_real_layers(workdir):
+    model, processor = load_llava(workdir / "base")
+    model.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match="layers \\[9\\]"):
+        AttentionTap(model, (2, 9))
+    ids = torch.full((1, 70), 5)
+    ids[0, 2:66] = model.config.image_token_index
+    with AttentionTap(model, (2,)), pytest.raises(RuntimeError, match="eager"):
+        model(input_ids=ids, pixel_values=torch.zeros(1, 3, 224, 224))
+
+
+def test_attend_is_checked():
+    with pytest.raises(ValueError, match="attend must be >= 0"):
+        TrainConfig("m", "d", "o", "decoder", attend=-1)
+    with pytest.raises(ValueError, match="vision stage has none"):
+        TrainConfig("m", "d", "o", "vision", attend=1)
+
+
+def test_selectivity_measures_each_head_on_pairs_of_instructions(workdir, tmp_path, capsys):
+    from training.attend import main, selectivity
+
+    data = tmp_path / "pairs"
+    (data / "images").mkdir(parents=True)
+    source = json.loads((workdir / "rt" / "train.json").read_text())[0]
+    image = (workdir / "rt" / source["image"]).read_bytes()
+    (data / "images" / "a.png").write_bytes(image)
+    (ModelView.load(workdir / "rt")).save(data / "view.json")
+    fmt = ModelView.load(data).answer_format
+
+    def record(i, kind, x, y):
+        reasoning = "The object is a mug." if fmt.variant.value == "rt" else ""
+        answer = fmt.render(GraspPose(x, y, 0.1), reasoning)
+        turns = [{"from": "human", "value": f"<image>\nGrasp thing {i}."}, {"from": "gpt", "value": answer}]
+        return {"id": str(i), "image": "images/a.png", "kind": kind, "conversations": turns}
+
+    (data / "test.json").write_text(json.dumps([record(0, "name", 0.1, 0.1), record(1, "spatial", 0.9, 0.9)]))
+    model, processor = load_llava(workdir / "base")
+    model.set_attn_implementation("eager")
+    ds = ConversationDataset(
+        data / "test.json", processor, model.config.image_token_index, 64, attend=(fmt, 8, "answer")
+    )
+    result = selectivity(model, processor, ds, images=10)
+    pairs, stats = result["all"]
+    assert pairs == 2 and result["name"][0] == 1 and result["spatial"][0] == 1
+    assert stats.shape == (3, 4, 4)  # own, other, own wins × layers × heads
+    assert ((stats >= 0) & (stats <= 1)).all() and (stats[0] + stats[1] <= 1 + 1e-6).all()
+    assert main(["--model", str(workdir / "base"), "--data", str(data)]) == 0
+    assert "2 pairs; the most selective head" in capsys.readouterr().out
+    assert main(["--model", str(workdir / "base"), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "error:" in capsys.readouterr().err
