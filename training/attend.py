@@ -23,6 +23,9 @@ import torch
 from appliance.answer import AnswerFormat, AnswerParseError
 
 NO_TARGET = -1
+ATTEND_FROM = ("answer", "turn")
+"""Where the supervised heads are taught: at the positions that predict an answer's tokens, or also at every word
+of the question it answers that comes after the image (where the instruction's words can look at the picture)."""
 RADIUS = 1
 """Patches within this many rows and columns of the grasp centre's patch count as the object's (3 × 3)."""
 

@@ -83,11 +83,6 @@ def _span_of(spans: list[tuple[int, int]], start: int, end: int) -> int:
     return next((k for k, (a, b) in enumerate(spans) if a <= start and end <= b), -1)
 
 
-ATTEND_FROM = ("answer", "turn")
-"""Which positions the supervised heads are taught at: those that predict an answer's tokens, or also every token
-of the question it answers that comes after the image (where the instruction's words can look at it)."""
-
-
 def attend_targets(turns: list[int], patches: list[int], ids: list[int], image_token_id: int, start: str) -> list[int]:
     """Per position, the patch its query should look at (``training.attend``), ``NO_TARGET`` where none."""
     seen = ids.index(image_token_id) if image_token_id in ids else len(ids)

@@ -183,6 +183,8 @@ class PipelineConfig:
     attend: float = 0.0
     """Weight of the supervised-attention loss (``train --attend``, ``training/attend.py``) in the ground and tune
     stages: decoder heads taught to look at the object each answer grasps. 0: off."""
+    attend_from: str = "answer"
+    """Where (``train --attend-from``): the answer positions, or ``turn``: the question's words after the image too."""
     prompt_order: str = "image"
     """Where every stage's records put the image token: before the instruction or after it
     (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
@@ -193,6 +195,10 @@ class PipelineConfig:
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
         check_prompt_order(self.prompt_order)
+        from .attend import ATTEND_FROM
+
+        if self.attend_from not in ATTEND_FROM:
+            raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {self.attend_from!r}")
 
 
 PRESETS = {
@@ -270,7 +276,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     ]  # fmt: skip
     base = align
     absent = ("--absent-fraction", str(c.absent_fraction)) if c.absent_fraction > 0 else ()
-    attend = ("--attend", str(c.attend)) if c.attend > 0 else ()
+    attend = ("--attend", str(c.attend), "--attend-from", c.attend_from) if c.attend > 0 else ()
 
     def refine(fraction: float) -> tuple[str, ...]:
         rounds = ("--refine-rounds", str(c.refine_rounds)) if c.refine_rounds > 1 else ()

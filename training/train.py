@@ -80,7 +80,7 @@ class TrainConfig:
     """Weight of the supervised-attention loss (``training.attend``): one head in each upper decoder layer learns
     to look at the patches around each answer's grasp centre. 0: off. Conversation strategies only."""
     attend_from: str = "answer"
-    """Where those heads are taught (``training.data.ATTEND_FROM``): at the positions that predict answer tokens, or
+    """Where those heads are taught (``training.attend.ATTEND_FROM``): at the positions that predict answer tokens, or
     (``turn``) also at each word of the question that follows the image."""
 
     def __post_init__(self) -> None:
@@ -98,7 +98,7 @@ class TrainConfig:
             raise ValueError(f"dtype must be one of {TRAIN_DTYPES}, got {self.dtype!r}")
         if self.attend < 0:
             raise ValueError(f"attend must be >= 0, got {self.attend}")
-        from .data import ATTEND_FROM
+        from .attend import ATTEND_FROM
 
         if self.attend_from not in ATTEND_FROM:
             raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {self.attend_from!r}")
@@ -560,9 +560,11 @@ def main(argv: list[str] | None = None) -> int:
         help="weight of the supervised-attention loss: one head in each upper decoder layer learns to look at "
         "the patches around each answer's grasp centre (default 0: off; see training/attend.py)",
     )
+    from .attend import ATTEND_FROM
+
     parser.add_argument(
         "--attend-from",
-        choices=("answer", "turn"),
+        choices=ATTEND_FROM,
         default="answer",
         help="where --attend teaches them: at the positions that predict answer tokens (default), or also at each "
         "word of the question after the image",

@@ -139,8 +139,11 @@ def test_the_prompt_order_reaches_every_stage_that_writes_records(tmp_path):
 
 
 def test_attend_reaches_the_stages_that_train_answers(tmp_path):
-    c = config_for("tiny", ["attend=0.5", "ground_steps=10"], environ={})
+    c = config_for("tiny", ["attend=0.5", "ground_steps=10", "attend_from=turn"], environ={})
     stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
-    assert {name for name, command in stages.items() if "--attend 0.5" in command} == {"ground", "tune"}
+    taught = {name for name, command in stages.items() if "--attend 0.5 --attend-from turn" in command}
+    assert taught == {"ground", "tune"}
+    with pytest.raises(ValueError, match="attend_from"):
+        config_for("tiny", ["attend_from=everywhere"], environ={})
     plain = {s.name: s.command for s in tiny_stages(config_for("tiny", environ={}), tmp_path)[0]}
     assert not any("--attend" in command for command in plain.values())
