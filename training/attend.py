@@ -79,6 +79,9 @@ class AttentionTap:
 
     def __init__(self, model, layers: tuple[int, ...], head: int = 0):
         self.head, self.weights, self.hooks = head, {}, []
+        self.active = True
+        """Whether the hooks keep what they catch: training clears it outside its forward passes, so neither the
+        recomputation of gradient checkpointing nor the validator's generation holds attention maps."""
         found = set()
         for name, module in model.named_modules():
             index = getattr(module, "layer_idx", None)
@@ -90,10 +93,12 @@ class AttentionTap:
 
     def _catch(self, index: int):
         def hook(module, args, output):
+            if not self.active:
+                return
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
                 raise RuntimeError("the attention gave no weights: load the model with attn_implementation='eager'")
-            self.weights[index] = weights[:, self.head]
+            self.weights[index] = weights[:, self.head].clone()  # not a view that keeps every head's map alive
 
         return hook
 
@@ -171,7 +176,7 @@ def selectivity(model, processor, dataset, images: int, progress: bool = False) 
                     continue
                 looks = torch.stack([w[a, :, pa].gather(-1, columns[a].expand(heads, -1)) for w in out.attentions])
                 mass_own, mass_other = (looks * near[own]).sum(-1), (looks * near[other]).sum(-1)
-                for key in ("all", records[indices[a]].get("kind", "all")):
+                for key in {"all", records[indices[a]].get("kind", "all")}:
                     stats[key] += torch.stack([mass_own, mass_other, (mass_own > mass_other).double()]).double()
                     pairs[key] += 1
     return {key: (pairs[key], stats[key] / max(pairs[key], 1)) for key in stats}
@@ -200,11 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         from .view import ModelView
 
         model, processor = load_llava(args.model)
-        model.set_attn_implementation("eager")
+        model.set_attn_implementation({"text_config": "eager"})
         attend = (ModelView.load(args.data).answer_format, grid_side(model.config.image_seq_length), "answer")
         test = args.data / "test.json"
         tokens = model.config.image_seq_length
-        dataset = ConversationDataset(test, processor, model.config.image_token_index, tokens, attend=attend)
+        dataset = ConversationDataset(
+            test, processor, model.config.image_token_index, tokens, tokens + 448, attend=attend
+        )  # 448: train's default room for text
         result = selectivity(model, processor, dataset, args.images, progress=True)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -197,6 +197,8 @@ class PipelineConfig:
         check_prompt_order(self.prompt_order)
         from .attend import ATTEND_FROM
 
+        if self.attend < 0:
+            raise ValueError(f"attend must be >= 0, got {self.attend}")
         if self.attend_from not in ATTEND_FROM:
             raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {self.attend_from!r}")
 
@@ -277,6 +279,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     base = align
     absent = ("--absent-fraction", str(c.absent_fraction)) if c.absent_fraction > 0 else ()
     attend = ("--attend", str(c.attend), "--attend-from", c.attend_from) if c.attend > 0 else ()
+    ground_attend = attend if c.ground_task == "grasp" else ()  # locate answers are points: nothing to look at
 
     def refine(fraction: float) -> tuple[str, ...]:
         rounds = ("--refine-rounds", str(c.refine_rounds)) if c.refine_rounds > 1 else ()
@@ -292,7 +295,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         stages += [
             build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), *task),
             train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, 32, "--mix", f"{w}/describe",
-                  "--lr", str(c.ground_lr), *evaluation, *attend),
+                  "--lr", str(c.ground_lr), *evaluation, *ground_attend),
         ]  # fmt: skip
         base = _checkpoint("ground", c.ground_steps)
     stages += [

@@ -23,6 +23,7 @@ import random
 import shutil
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -331,10 +332,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     attend = None
     if config.attend:
-        from .attend import grid_side
+        from .attend import NO_TARGET, grid_side
         from .view import ModelView
 
-        base.set_attn_implementation("eager")  # the supervised heads' weights must be formed to be taught
+        # the supervised heads' weights must be formed to be taught (the vision tower keeps its fused kernel)
+        base.set_attn_implementation({"text_config": "eager"})
         fmt = ModelView.load(Path(config.data)).answer_format
         attend = (fmt, grid_side(base.config.image_seq_length), config.attend_from)
     model = trainable_model(base, config.strategy)
@@ -366,6 +368,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     last = latest_checkpoint(out)
     validate = validator(config, processor) if ranks.main else None
     tap = supervised_attention(model, base.config, config.attend) if attend else None
+    if attend and not any(t != NO_TARGET for i in range(min(len(dataset), 64)) for t in dataset[i]["attend"]):
+        raise ValueError(
+            f"--attend: none of the first records of {config.data} has an answer with a pose to look at "
+            "(a locate or describe dataset teaches nothing here)"
+        )
     while step < config.steps:
         loss, attend_loss = train_step(
             runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device, tap
@@ -414,11 +421,21 @@ def supervised_attention(model, model_config, weight: float):
     from .attend import AttentionTap, default_layers, grid_side
 
     tap = AttentionTap(model, default_layers(model_config.text_config.num_hidden_layers))
+    tap.active = False  # only inside train_step's forward passes (``term.recording``)
     grid = grid_side(model_config.image_seq_length)
 
     def term(input_ids, targets):
         return weight * tap.loss(input_ids, targets, model_config.image_token_index, grid)
 
+    @contextmanager
+    def recording():
+        tap.active = True
+        try:
+            yield
+        finally:
+            tap.active = False
+
+    term.recording = recording
     return term
 
 
@@ -439,8 +456,9 @@ def train_step(
             continue
         batch = {key: value.to(device) for key, value in batch.items()}
         targets = batch.pop("attend", None)
-        with autocast:
+        with autocast, attend.recording() if attend is not None else nullcontext():
             loss = runner(**batch).loss / accumulate
+        with autocast:
             extra = attend(batch["input_ids"], targets) / accumulate if attend is not None else None
         (loss if extra is None else loss + extra).backward()
         totals += torch.tensor([loss.item(), 0.0 if extra is None else extra.item()], dtype=torch.float64)

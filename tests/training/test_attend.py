@@ -137,6 +137,30 @@ def test_training_with_attend_moves_the_heads_onto_the_target(workdir):
     assert config["attend"] == 1.0
 
 
+def test_attend_on_answers_without_poses_is_an_error_not_a_silent_zero(workdir):
+    toy = open_dataset(workdir / "toy")
+    build(toy, "all", 0, BuildConfig(size=224, task="describe", seed=1), workdir / "describe", progress=False)
+    paths = (str(workdir / "base"), str(workdir / "describe"), str(workdir / "d"))
+    config = TrainConfig(*paths, "align", steps=1, batch_size=2, micro_batch=2, attend=1.0)
+    with pytest.raises(ValueError, match="none of the first records"):
+        train(config, progress=False)
+
+
+def test_the_tap_keeps_nothing_while_inactive(workdir):
+    model, processor = load_llava(workdir / "base")
+    model.set_attn_implementation({"text_config": "eager"})
+    ids = torch.full((1, 70), 5)
+    ids[0, 2:66] = model.config.image_token_index
+    with AttentionTap(model, (2, 3)) as tap, torch.no_grad():
+        tap.active = False
+        model(input_ids=ids, pixel_values=torch.zeros(1, 3, 224, 224))
+        assert tap.weights == {}
+        tap.active = True
+        model(input_ids=ids, pixel_values=torch.zeros(1, 3, 224, 224))
+        assert set(tap.weights) == {2, 3} and tap.weights[2].shape == (1, 70, 70)
+        assert tap.weights[2]._base is None  # a copy of head 0, not a view holding every head
+
+
 def test_the_tap_needs_eager_attention_and_real_layers(workdir):
     model, processor = load_llava(workdir / "base")
     model.set_attn_implementation("sdpa")

@@ -145,5 +145,10 @@ def test_attend_reaches_the_stages_that_train_answers(tmp_path):
     assert taught == {"ground", "tune"}
     with pytest.raises(ValueError, match="attend_from"):
         config_for("tiny", ["attend_from=everywhere"], environ={})
+    with pytest.raises(ValueError, match="attend must be"):
+        config_for("tiny", ["attend=-1"], environ={})
+    locate = config_for("tiny", ["attend=0.5", "ground_steps=10", "ground_task=locate"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(locate, tmp_path)[0]}
+    assert "--attend" not in stages["ground"] and "--attend 0.5" in stages["tune"]  # points: nothing to look at
     plain = {s.name: s.command for s in tiny_stages(config_for("tiny", environ={}), tmp_path)[0]}
     assert not any("--attend" in command for command in plain.values())
