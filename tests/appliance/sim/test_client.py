@@ -45,4 +45,4 @@ def test_without_a_watch_every_try_times_out(silent_cell):
         pytest.raises(CellUnavailable, match="2 tries"),
     ):
         client.info()
-    assert time.monotonic() - start >= 0.6
+    assert time.monotonic() - start >= 0.5  # two 0.3 s waits (zmq may wake a hair early)
