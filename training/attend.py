@@ -8,15 +8,18 @@ centre; the loss is ``-log`` of the attention mass there, averaged over those po
 is added to the language loss with a weight (``train --attend``). Answers without a pose (a refusal, a
 description) teach nothing here. The heads stay ordinary heads: nothing changes at inference or export.
 
-    targets = answer_patches(record, fmt, grid)        # per answer turn: the patch under its grasp centre
+    patches = answer_patches(turns, fmt, grid)          # per answer turn: the patch under its grasp centre
     with AttentionTap(model, layers) as tap:
         out = model(**batch)
-        loss = out.loss + weight * tap.loss(batch["input_ids"], attend, image_token_id, grid)
+        loss = out.loss + weight * tap.loss(batch["input_ids"], targets, image_token_id, grid)
+
+``SupervisedAttention`` is that term as ``train`` uses it.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 
@@ -28,6 +31,15 @@ ATTEND_FROM = ("answer", "turn")
 of the question it answers that comes after the image (where the instruction's words can look at the picture)."""
 RADIUS = 1
 """Patches within this many rows and columns of the grasp centre's patch count as the object's (3 × 3)."""
+
+
+def check_attend(weight: float, start: str) -> None:
+    """Raise ``ValueError`` unless ``weight`` >= 0 and ``start`` is one of ``ATTEND_FROM`` (train's and the
+    pipeline's configs)."""
+    if weight < 0:
+        raise ValueError(f"attend must be >= 0, got {weight}")
+    if start not in ATTEND_FROM:
+        raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {start!r}")
 
 
 def grid_side(image_tokens: int) -> int:
@@ -130,6 +142,28 @@ class AttentionTap:
         for hook in self.hooks:
             hook.remove()
         self.hooks, self.weights = [], {}
+
+
+class SupervisedAttention:
+    """The weighted term ``train`` adds to the language loss: taps the upper half of the decoder, and keeps what it
+    catches only inside ``recording()`` (train_step's forward passes)."""
+
+    def __init__(self, model, model_config, weight: float):
+        self.tap = AttentionTap(model, default_layers(model_config.text_config.num_hidden_layers))
+        self.tap.active = False
+        self.weight, self.image_token_id = weight, model_config.image_token_index
+        self.grid = grid_side(model_config.image_seq_length)
+
+    @contextmanager
+    def recording(self):
+        self.tap.active = True
+        try:
+            yield
+        finally:
+            self.tap.active = False
+
+    def __call__(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.weight * self.tap.loss(input_ids, targets, self.image_token_id, self.grid)
 
 
 def selectivity(model, processor, dataset, images: int, progress: bool = False) -> dict:

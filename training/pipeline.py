@@ -195,12 +195,9 @@ class PipelineConfig:
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
         check_prompt_order(self.prompt_order)
-        from .attend import ATTEND_FROM
+        from .attend import check_attend
 
-        if self.attend < 0:
-            raise ValueError(f"attend must be >= 0, got {self.attend}")
-        if self.attend_from not in ATTEND_FROM:
-            raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {self.attend_from!r}")
+        check_attend(self.attend, self.attend_from)
 
 
 PRESETS = {

@@ -23,7 +23,7 @@ import random
 import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,12 +97,9 @@ class TrainConfig:
             raise ValueError(f"eval_on must be 'test' or 'val', got {self.eval_on!r}")
         if self.dtype not in TRAIN_DTYPES:
             raise ValueError(f"dtype must be one of {TRAIN_DTYPES}, got {self.dtype!r}")
-        if self.attend < 0:
-            raise ValueError(f"attend must be >= 0, got {self.attend}")
-        from .attend import ATTEND_FROM
+        from .attend import check_attend
 
-        if self.attend_from not in ATTEND_FROM:
-            raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {self.attend_from!r}")
+        check_attend(self.attend, self.attend_from)
         if self.attend and self.strategy in STAGES:
             raise ValueError(f"attend supervises answers: the {self.strategy} stage has none")
 
@@ -332,7 +329,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     attend = None
     if config.attend:
-        from .attend import NO_TARGET, grid_side
+        from .attend import NO_TARGET, SupervisedAttention, grid_side
         from .view import ModelView
 
         # the supervised heads' weights must be formed to be taught (the vision tower keeps its fused kernel)
@@ -367,7 +364,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     )
     last = latest_checkpoint(out)
     validate = validator(config, processor) if ranks.main else None
-    tap = supervised_attention(model, base.config, config.attend) if attend else None
+    tap = SupervisedAttention(model, base.config, config.attend) if attend else None
     if attend and not any(t != NO_TARGET for i in range(min(len(dataset), 64)) for t in dataset[i]["attend"]):
         raise ValueError(
             f"--attend: none of the first records of {config.data} has an answer with a pose to look at "
@@ -416,34 +413,11 @@ def validator(config: TrainConfig, processor):
     return validate
 
 
-def supervised_attention(model, model_config, weight: float):
-    """The supervised-attention term of the loss: a function (input_ids, attend targets) → weighted loss."""
-    from .attend import AttentionTap, default_layers, grid_side
-
-    tap = AttentionTap(model, default_layers(model_config.text_config.num_hidden_layers))
-    tap.active = False  # only inside train_step's forward passes (``term.recording``)
-    grid = grid_side(model_config.image_seq_length)
-
-    def term(input_ids, targets):
-        return weight * tap.loss(input_ids, targets, model_config.image_token_index, grid)
-
-    @contextmanager
-    def recording():
-        tap.active = True
-        try:
-            yield
-        finally:
-            tap.active = False
-
-    term.recording = recording
-    return term
-
-
 def train_step(
     runner, optimizer, params, stream, lr: float, accumulate: int, ranks: Ranks, device: str, attend=None
 ) -> tuple[float, float | None]:
     """One optimizer step over ``accumulate`` micro-batches per rank; returns the mean language loss over all ranks
-    and, with ``attend`` (``supervised_attention``), the mean weighted attention loss beside it (else None)."""
+    and, with ``attend`` (``training.attend.SupervisedAttention``), the mean weighted attention loss beside it (else None)."""
     import torch
 
     for group in optimizer.param_groups:
