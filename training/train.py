@@ -83,6 +83,10 @@ class TrainConfig:
     attend_from: str = "answer"
     """Where those heads are taught (``training.attend.ATTEND_FROM``): at the positions that predict answer tokens, or
     (``turn``) also at each word of the question that follows the image."""
+    workers: int = 0
+    """Loader processes that prepare micro-batches (decode images, tokenize) ahead of the training loop, in the
+    same order. 0: the training process prepares each in turn (a GPU then waits on it; a small CPU has no core
+    to spare)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -91,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batch {self.micro_batch}")
         if self.steps < 1 or self.save_every < 1:
             raise ValueError("steps and save_every must be positive")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.eval_on not in ("test", "val"):
@@ -148,9 +154,12 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def batches(dataset, micro_batch: int, pad_id: int, seed: int, start_epoch: int = 0):
+def batches(dataset, micro_batch: int, pad_id: int, seed: int, start_epoch: int = 0, workers: int = 0):
     """Endless shuffled micro-batches, reshuffled every epoch with a seed; ``ValueError`` when the data holds fewer
-    records than one micro-batch (there would be no batch at all, and the loop would wait for one forever)."""
+    records than one micro-batch (there would be no batch at all, and the loop would wait for one forever).
+    ``workers`` > 0 prepares them in that many loader processes, ahead of the training loop, in the same order."""
+    import functools
+
     from .data import collate
 
     if len(dataset) < micro_batch:
@@ -162,8 +171,21 @@ def batches(dataset, micro_batch: int, pad_id: int, seed: int, start_epoch: int 
     while True:
         order = list(range(len(dataset)))
         random.Random(f"{seed}:{epoch}").shuffle(order)
-        for i in range(0, len(order) - micro_batch + 1, micro_batch):
-            yield collate([dataset[j] for j in order[i : i + micro_batch]], pad_id)
+        chunks = [order[i : i + micro_batch] for i in range(0, len(order) - micro_batch + 1, micro_batch)]
+        if workers:
+            import torch
+
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=chunks,
+                collate_fn=functools.partial(collate, pad_id=pad_id),
+                num_workers=workers,
+                prefetch_factor=4,
+            )
+            yield from loader
+        else:
+            for chunk in chunks:
+                yield collate([dataset[j] for j in chunk], pad_id)
         epoch += 1
 
 
@@ -356,7 +378,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     model.to(device).train()
     runner = torch.nn.parallel.DistributedDataParallel(model) if ranks.world > 1 else model
     # a resumed run draws fresh shuffles (epoch numbers from its step), never the ones already seen
-    stream = batches(dataset, config.micro_batch, processor.tokenizer.pad_token_id, config.seed, start_epoch=step)
+    stream = batches(
+        dataset,
+        config.micro_batch,
+        processor.tokenizer.pad_token_id,
+        config.seed,
+        start_epoch=step,
+        workers=config.workers,
+    )
     accumulate = config.batch_size // (config.micro_batch * ranks.world)
     log = MetricsLog(out / "metrics.csv", enabled=ranks.main, fresh=step == 0)
     bar = progress_bar(
@@ -561,6 +590,14 @@ def main(argv: list[str] | None = None) -> int:
         help="where --attend teaches them: at the positions that predict answer tokens (default), or also at each "
         "word of the question after the image",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="loader processes preparing micro-batches ahead of the training loop (default 0: none; a GPU "
+        "machine wants a few, a 2-core box none)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
@@ -588,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             gradient_checkpointing=args.gradient_checkpointing,
             attend=args.attend,
             attend_from=args.attend_from,
+            workers=args.workers,
         )
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

@@ -412,3 +412,21 @@ def test_warm_up_and_validation_file_are_checked():
         TrainConfig("m", "d", "o", eval_on="train")
     config = TrainConfig("m", "d", "o", lr=1.0, steps=10, warmup=0)
     assert lr_at(0, config) == 1.0
+
+
+def test_loader_processes_yield_the_same_micro_batches_in_the_same_order(workdir):
+    from training.train import batches
+
+    model, processor = load_llava(workdir / "base")
+    ds = ConversationDataset(workdir / "rt" / "train.json", processor, model.config.image_token_index, 64)
+    per_epoch = len(ds) // 4
+    n = per_epoch + 3  # across an epoch's end: the next epoch's shuffle too
+    pad = processor.tokenizer.pad_token_id
+    inline, loaded = batches(ds, 4, pad, seed=5), batches(ds, 4, pad, seed=5, workers=2)
+    for _ in range(n):
+        a, b = next(inline), next(loaded)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        TrainConfig("m", "d", "o", workers=-1)
