@@ -152,3 +152,22 @@ def test_attend_reaches_the_stages_that_train_answers(tmp_path):
     assert "--attend" not in stages["ground"] and "--attend 0.5" in stages["tune"]  # points: nothing to look at
     plain = {s.name: s.command for s in tiny_stages(config_for("tiny", environ={}), tmp_path)[0]}
     assert not any("--attend" in command for command in plain.values())
+
+
+def test_the_ground_batch_and_loader_processes_reach_their_stages(tmp_path):
+    c = config_for("tiny", ["ground_steps=10", "ground_batch=64", "workers=6"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
+    assert "--batch-size 64 --micro-batch 32" in stages["ground"]
+    assert "--batch-size 32" in stages["tune"] and "--batch-size 32" in stages["vision"]
+    trained = {name for name, command in stages.items() if "training.train" in command}
+    assert trained == {name for name, command in stages.items() if "--workers 6" in command} and len(trained) == 5
+    plain = {s.name: s.command for s in tiny_stages(config_for("tiny", ["ground_steps=10"], environ={}), tmp_path)[0]}
+    assert not any("--workers" in command for command in plain.values() if "training.train" in command)
+    assert "--batch-size 32 --micro-batch 32" in plain["ground"]
+    for bad, match in (
+        ("ground_batch=48", "ground_batch"),
+        ("ground_batch=0", "ground_batch"),
+        ("workers=-1", "workers"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            config_for("tiny", [bad], environ={})
