@@ -155,7 +155,7 @@ class PipelineConfig:
     ground_lr: float = 1e-3
     ground_batch: int = 32
     """The ground stage's effective batch (in micro-batches of 32). The stage learns to follow the instruction
-    only with many samples: 1,600 steps of 32 left clutter target rate at 15 %, 11,000 more of 64 (on a lent
+    only with many samples: 1,600 steps of 32 left clutter target rate at 15 %, 10,800 more of 64 (on a lent
     GPU) took it to 63 % (bench/results/n-gpu)."""
     workers: int = 0
     """Loader processes per training stage (``train --workers``): a few on a GPU machine, none on a small CPU."""
