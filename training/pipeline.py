@@ -158,7 +158,8 @@ class PipelineConfig:
     only with many samples: 1,600 steps of 32 left clutter target rate at 15 %, 10,800 more of 64 (on a lent
     GPU) took it to 63 % (bench/results/n-gpu)."""
     workers: int = 0
-    """Loader processes per training stage (``train --workers``): a few on a GPU machine, none on a small CPU."""
+    """Loader processes for each stage that trains on conversations (``train --workers``): a few on a GPU machine,
+    none on a small CPU."""
     ground_task: str = "grasp"
     """What the ground stage answers: ``grasp`` (NR-A's pose-only answers) or ``locate`` (where each part of the
     instruction's object lies: a base that favours none of Table I's answer variants; scenes only)."""
@@ -271,7 +272,8 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     ) -> Stage:
         args = ("--strategy", strategy, "--model", model, "--data", data, "--out", f"{w}/{name}", "--steps", str(steps))
         args += ("--batch-size", str(batch), "--micro-batch", str(micro), "--save-every", str(steps), *extra)
-        args += ("--workers", str(c.workers)) if c.workers else ()
+        # the vision and language stages draw their batches in process; the conversation stages take loaders
+        args += ("--workers", str(c.workers)) if c.workers and strategy not in ("vision", "language") else ()
         return Stage(name, "training.train", args, (_checkpoint(name, steps),))
 
     def build(name: str, *args: str) -> Stage:
