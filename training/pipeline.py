@@ -36,7 +36,11 @@ from pathlib import Path
 
 from appliance.runtime.proc import describe_exit, tail
 
+from .train import STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
+MICRO_BATCH = 32
+"""The micro-batch of the stages that train on single images (the ground stage's batch is a multiple of it)."""
 DEMO_MODEL = ROOT / "models" / "rtgrasp-tiny"
 
 
@@ -55,6 +59,9 @@ class Stage:
     """Paths (relative to the work folder, or absolute) the stage writes."""
     in_process: bool = False
     """Call ``module.main(args)`` in this process (no interpreter start-up): for many short stages, as Table I's."""
+    speed: tuple[str, ...] = ()
+    """Arguments that change how fast the stage runs, never what it writes (``--workers``): passed after ``args``
+    but left out of ``command``, so changing them reruns no finished stage."""
 
     @property
     def command(self) -> str:
@@ -110,12 +117,12 @@ class Runner:
             log.flush()
             if not stage.in_process:
                 env = dict(os.environ, PYTHONUNBUFFERED="1")
-                argv = [self.python, "-m", stage.module, *stage.args]
+                argv = [self.python, "-m", stage.module, *stage.args, *stage.speed]
                 return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
             main = importlib.import_module(stage.module).main
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 try:
-                    return main(list(stage.args)) or 0
+                    return main([*stage.args, *stage.speed]) or 0
                 except SystemExit as exc:  # argparse errors
                     return exc.code if isinstance(exc.code, int) else 2
 
@@ -154,9 +161,9 @@ class PipelineConfig:
     """0 leaves the ground stage (pose-only answers, projector + decoder) out."""
     ground_lr: float = 1e-3
     ground_batch: int = 32
-    """The ground stage's effective batch (in micro-batches of 32). The stage learns to follow the instruction
-    only with many samples: 1,600 steps of 32 left clutter target rate at 15 %, 10,800 more of 64 (on a lent
-    GPU) took it to 63 % (bench/results/n-gpu)."""
+    """The ground stage's effective batch (in micro-batches of ``MICRO_BATCH``). The stage learns to follow the
+    instruction only after many samples: 1,600 steps of 32 left the clutter target rate at 15 %, 3,200 more of 64
+    on a lent GPU took it to 60 % (bench/results/n-gpu)."""
     workers: int = 0
     """Loader processes for each stage that trains on conversations (``train --workers``): a few on a GPU machine,
     none on a small CPU."""
@@ -199,9 +206,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         from .view import check_prompt_order
 
-        if self.ground_batch < 32 or self.ground_batch % 32:
+        if self.ground_batch < MICRO_BATCH or self.ground_batch % MICRO_BATCH:
             raise ValueError(
-                f"ground_batch must be a positive multiple of 32 (its micro-batch), got {self.ground_batch}"
+                f"ground_batch must be a positive multiple of {MICRO_BATCH} (its micro-batch), got {self.ground_batch}"
             )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
@@ -273,8 +280,8 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         args = ("--strategy", strategy, "--model", model, "--data", data, "--out", f"{w}/{name}", "--steps", str(steps))
         args += ("--batch-size", str(batch), "--micro-batch", str(micro), "--save-every", str(steps), *extra)
         # the vision and language stages draw their batches in process; the conversation stages take loaders
-        args += ("--workers", str(c.workers)) if c.workers and strategy not in ("vision", "language") else ()
-        return Stage(name, "training.train", args, (_checkpoint(name, steps),))
+        speed = ("--workers", str(c.workers)) if c.workers and strategy not in STAGES else ()
+        return Stage(name, "training.train", args, (_checkpoint(name, steps),), speed=speed)
 
     def build(name: str, *args: str) -> Stage:
         common = ("--root", f"{w}/data", "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
@@ -285,8 +292,8 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0", "--workers", "2",
               *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",)),
         Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",)),
-        train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, 32, "--split", "iw", "--fold", "0", *crop),
-        train("language", "language", f"{w}/{vision}", "none", c.language_steps, 32),
+        train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, MICRO_BATCH, "--split", "iw", "--fold", "0", *crop),
+        train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH),
         build("describe", "--task", "describe"),
         train("align", "align", f"{w}/{language}", f"{w}/describe", c.align_steps, 16),
     ]  # fmt: skip
@@ -308,7 +315,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
             evaluation = ("--eval-every", "200", "--eval-images", "20")
         stages += [
             build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), *task),
-            train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, 32, "--mix", f"{w}/describe",
+            train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, MICRO_BATCH, "--mix", f"{w}/describe",
                   "--lr", str(c.ground_lr), *evaluation, *ground_attend, batch=c.ground_batch),
         ]  # fmt: skip
         base = _checkpoint("ground", c.ground_steps)

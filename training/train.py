@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
+import os
 import random
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,9 +86,9 @@ class TrainConfig:
     """Where those heads are taught (``training.attend.ATTEND_FROM``): at the positions that predict answer tokens, or
     (``turn``) also at each word of the question that follows the image."""
     workers: int = 0
-    """Conversation strategies: loader processes that prepare micro-batches (decode images, tokenize) ahead of the
-    training loop, in the same order (the vision and language stages draw theirs in process). 0: the training process prepares each in turn (a GPU then waits on it; a small CPU has no core
-    to spare)."""
+    """Conversation strategies: loader processes (per process under torchrun) that prepare micro-batches (decode
+    images, tokenize) ahead of the training loop, in the same order. 0: the training process prepares each in turn.
+    The vision and language stages draw theirs in process."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -97,6 +99,8 @@ class TrainConfig:
             raise ValueError("steps and save_every must be positive")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.workers and self.strategy in STAGES:
+            raise ValueError(f"workers: the {self.strategy} stage draws its batches in process; leave it 0")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.eval_on not in ("test", "val"):
@@ -154,12 +158,35 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def batches(dataset, micro_batch: int, pad_id: int, seed: int, start_epoch: int = 0, workers: int = 0):
-    """Endless shuffled micro-batches, reshuffled every epoch with a seed; ``ValueError`` when the data holds fewer
-    records than one micro-batch (there would be no batch at all, and the loop would wait for one forever).
-    ``workers`` > 0 prepares them in that many loader processes, ahead of the training loop, in the same order."""
-    import functools
+def micro_batch_indices(size: int, micro_batch: int, seed: int, start_epoch: int = 0, rank: int = 0, world: int = 1):
+    """Endless record indices, a micro-batch at a time: each epoch's shuffle (seeded by its number) cut into whole
+    micro-batches. Of the one sequence every rank would walk, rank ``rank`` of ``world`` gets every world-th
+    micro-batch, counted across epochs."""
+    epoch, k = start_epoch, 0
+    while True:
+        order = list(range(size))
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        for i in range(0, size - micro_batch + 1, micro_batch):
+            if k % world == rank:
+                yield order[i : i + micro_batch]
+            k += 1
+        epoch += 1
 
+
+def batches(
+    dataset,
+    micro_batch: int,
+    pad_id: int,
+    seed: int,
+    start_epoch: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
+):
+    """Endless shuffled micro-batches (``micro_batch_indices``: this rank's share); ``ValueError`` when the data
+    holds fewer records than one micro-batch (there would be no batch at all, and the loop would wait for one
+    forever). ``workers`` > 0 prepares them in that many loader processes of this process, kept for the whole run,
+    ahead of the training loop and in the same order. Close the generator to end them."""
     from .data import collate
 
     if len(dataset) < micro_batch:
@@ -167,26 +194,22 @@ def batches(dataset, micro_batch: int, pad_id: int, seed: int, start_epoch: int 
             f"the training data holds {len(dataset)} records, fewer than one micro-batch of {micro_batch}: "
             "lower --micro-batch (and --batch-size) or add data"
         )
-    epoch = start_epoch
-    while True:
-        order = list(range(len(dataset)))
-        random.Random(f"{seed}:{epoch}").shuffle(order)
-        chunks = [order[i : i + micro_batch] for i in range(0, len(order) - micro_batch + 1, micro_batch)]
-        if workers:
-            import torch
+    chunks = micro_batch_indices(len(dataset), micro_batch, seed, start_epoch, rank, world)
+    if not workers:
+        for chunk in chunks:
+            yield collate([dataset[j] for j in chunk], pad_id)
+        return
+    import torch
 
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=chunks,
-                collate_fn=functools.partial(collate, pad_id=pad_id),
-                num_workers=workers,
-                prefetch_factor=4,
-            )
-            yield from loader
-        else:
-            for chunk in chunks:
-                yield collate([dataset[j] for j in chunk], pad_id)
-        epoch += 1
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the fast tokenizer's threads do not survive a fork
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=chunks, collate_fn=functools.partial(collate, pad_id=pad_id), num_workers=workers
+    )
+    batches_ = iter(loader)
+    try:
+        yield from batches_
+    finally:
+        del batches_  # shuts the loader processes down
 
 
 def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: TrainConfig, heads=None) -> Path:
@@ -231,8 +254,6 @@ class Ranks:
 
 def init_distributed() -> Ranks:
     """Join the process group that torchrun set up (gloo on CPU, NCCL on GPU); alone otherwise."""
-    import os
-
     import torch
     import torch.distributed as dist
 
@@ -385,6 +406,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         config.seed,
         start_epoch=step,
         workers=config.workers,
+        rank=ranks.rank,
+        world=ranks.world,
     )
     accumulate = config.batch_size // (config.micro_batch * ranks.world)
     log = MetricsLog(out / "metrics.csv", enabled=ranks.main, fresh=step == 0)
@@ -399,20 +422,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             f"--attend: none of the first records of {config.data} has an answer with a pose to look at "
             "(a locate or describe dataset teaches nothing here)"
         )
-    while step < config.steps:
-        loss, attend_loss = train_step(
-            runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device, tap
-        )
-        step += 1
-        val = validate(model, step) if validate else None
-        log.write(step, loss, lr_at(step - 1, config), val, attend_loss)
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.update()
-        if step % config.save_every == 0 or step == config.steps:
-            if ranks.main:
-                last = save_checkpoint(out, model, processor, optimizer, step, config)
-            if ranks.world > 1:
-                torch.distributed.barrier()
+    with closing(stream):  # the loader processes end with the loop, on an error too
+        while step < config.steps:
+            loss, attend_loss = train_step(
+                runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device, tap
+            )
+            step += 1
+            val = validate(model, step) if validate else None
+            log.write(step, loss, lr_at(step - 1, config), val, attend_loss)
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update()
+            if step % config.save_every == 0 or step == config.steps:
+                if ranks.main:
+                    last = save_checkpoint(out, model, processor, optimizer, step, config)
+                if ranks.world > 1:
+                    torch.distributed.barrier()
     bar.close()
     log.close()
     (out / f"weights-rank{ranks.rank}.sha256").write_text(weights_digest(model) + "\n")
@@ -453,10 +477,8 @@ def train_step(
         group["lr"] = lr
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda"))
     totals = torch.zeros(2, dtype=torch.float64)
-    for k in range(accumulate * ranks.world):
-        batch = next(stream)  # every rank walks the same sequence and takes its share of it
-        if k % ranks.world != ranks.rank:
-            continue
+    for _ in range(accumulate):
+        batch = next(stream)  # this rank's share of the one sequence (``micro_batch_indices``)
         batch = {key: value.to(device) for key, value in batch.items()}
         targets = batch.pop("attend", None)
         with autocast, attend.recording() if attend is not None else nullcontext():
@@ -595,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="N",
-        help="conversation strategies: loader processes preparing micro-batches ahead of the training loop "
-        "(default 0: none; a GPU machine wants a few; on a 2-core box one changed nothing, 1.56 s a step)",
+        help="conversation strategies: loader processes (per process under torchrun) preparing micro-batches ahead "
+        "of the training loop (default 0: none; a GPU machine wants a few, a 2-core CPU gains nothing; docs/training.md)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)

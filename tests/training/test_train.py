@@ -2,6 +2,7 @@
 
 import csv
 import json
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from training.data import IGNORE, ConversationDataset, encode  # noqa: E402
 from training.datasets import open_dataset  # noqa: E402
 from training.datasets.toy import write_toy_dataset  # noqa: E402
 from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
-from training.train import TrainConfig, lr_at, train  # noqa: E402
+from training.train import TrainConfig, batches, lr_at, micro_batch_indices, train  # noqa: E402
 
 from .helpers import changed_parts  # noqa: E402
 
@@ -408,6 +409,10 @@ def test_learning_curves_read_set_aside_training_images_never_the_test_fold(work
 def test_warm_up_and_validation_file_are_checked():
     with pytest.raises(ValueError, match="warmup must be >= 0"):
         TrainConfig("m", "d", "o", warmup=-1)
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        TrainConfig("m", "d", "o", workers=-1)
+    with pytest.raises(ValueError, match="vision stage draws its batches in process"):
+        TrainConfig("m", "d", "o", strategy="vision", workers=2)
     with pytest.raises(ValueError, match="eval_on"):
         TrainConfig("m", "d", "o", eval_on="train")
     config = TrainConfig("m", "d", "o", lr=1.0, steps=10, warmup=0)
@@ -415,18 +420,25 @@ def test_warm_up_and_validation_file_are_checked():
 
 
 def test_loader_processes_yield_the_same_micro_batches_in_the_same_order(workdir):
-    from training.train import batches
-
     model, processor = load_llava(workdir / "base")
     ds = ConversationDataset(workdir / "rt" / "train.json", processor, model.config.image_token_index, 64)
     per_epoch = len(ds) // 4
     n = per_epoch + 3  # across an epoch's end: the next epoch's shuffle too
     pad = processor.tokenizer.pad_token_id
-    inline, loaded = batches(ds, 4, pad, seed=5), batches(ds, 4, pad, seed=5, workers=2)
-    for _ in range(n):
-        a, b = next(inline), next(loaded)
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
-    with pytest.raises(ValueError, match="workers must be >= 0"):
-        TrainConfig("m", "d", "o", workers=-1)
+    inline = batches(ds, 4, pad, seed=5, start_epoch=3)
+    with closing(batches(ds, 4, pad, seed=5, start_epoch=3, workers=2)) as loaded:
+        for _ in range(n):
+            a, b = next(inline), next(loaded)
+            assert a.keys() == b.keys()
+            for key in a:
+                assert torch.equal(a[key], b[key]), key
+
+
+def test_each_rank_gets_every_world_th_micro_batch_of_the_one_sequence_across_epochs():
+    one = micro_batch_indices(10, 3, seed=1)  # 3 micro-batches an epoch, a record left over
+    sequence = [next(one) for _ in range(12)]
+    assert len(set(sum(sequence[:3], []))) == 9 and sequence[:3] != sequence[3:6]  # distinct; reshuffled
+    ranks = [micro_batch_indices(10, 3, seed=1, rank=r, world=2) for r in (0, 1)]
+    for k, chunk in enumerate(sequence):
+        assert next(ranks[k % 2]) == chunk
+    assert next(micro_batch_indices(10, 3, seed=1, start_epoch=1)) == sequence[3]
