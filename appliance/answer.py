@@ -153,11 +153,13 @@ class AnswerFormat:
         return GraspPose(x, y, wrap_angle(theta))
 
     def grammar(self) -> str:
-        """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end."""
+        """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end. The answer may
+        open with a space: the model's first token carries the one after "ASSISTANT:" (``▁I``, ``▁[``), and a
+        grammar without it would let only free reasoning begin, never a refusal or an NR pose as the model wrote it."""
         root = "reasoning pose" if self.variant is AnswerVariant.RT else "pose"
         if self.refusals:
             root += " | refusal"
-        rules = [f"root ::= {root}", *self._pose_rules()]
+        rules = [f'root ::= " "? ({root})', *self._pose_rules()]
         if self.variant is AnswerVariant.RT:
             rules.append(r'reasoning ::= [^\[\x00-\x1f] [^\[\x00-\x1f]* " "')
         if self.refusals:

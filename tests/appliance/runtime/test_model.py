@@ -272,3 +272,53 @@ def test_a_reasoning_that_runs_long_is_made_to_give_its_pose_in_time(runtime):
     assert runtime.forced_poses > before
     too_short = runtime.session().ask(INSTRUCTION, _camera_image(40), max_new_tokens=4)
     assert not too_short.ok  # no room for any reasoning: rejected, as before
+
+
+@pytest.fixture(scope="module")
+def refusing_bundle(tiny_spm_checkpoint, tmp_path_factory):
+    """A Q8 RT bundle of the tiny model whose manifest says it was trained to refuse."""
+    import shutil
+
+    from export.quantize import build_bundle
+
+    root = tmp_path_factory.mktemp("refusing")
+    shutil.copytree(tiny_spm_checkpoint, root / "ckpt")
+    (root / "ckpt" / "view.json").write_text(
+        '{"variant": "rt", "decimals": 2, "size": 224, "crop": 320, "refusals": true}'
+    )
+    build_bundle(root / "ckpt", root / "bundle", bits=8, progress=False)
+    return root / "bundle"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I see no knife here.",
+        "The mug is a cylinder. [0.50, 0.25], -0.30",
+        "I see no reason to worry. [0.50, 0.25], 1.00",
+    ],
+)
+def test_the_grammar_follows_the_tokens_the_model_writes_after_the_prompt_to_the_end(refusing_bundle, answer):
+    """llama.cpp's own grammar sampler, fed the answer's tokens as they follow "ASSISTANT:" (the first one carries
+    the space), allows each of them and then the end. A refusal could never end before the grammar allowed that
+    space: the appliance answered every absent object with a pose."""
+    assert_grammar_follows(refusing_bundle, answer)
+
+
+def test_an_nr_pose_may_open_with_the_space_its_first_token_carries(nra_bundle):
+    assert_grammar_follows(nra_bundle, "[0.500, 0.250], -0.300")
+
+
+def assert_grammar_follows(bundle, answer):
+    model = GraspModel.load(bundle, llama=LlamaSettings(n_ctx=256, n_batch=64))
+    try:
+        prompt = model.llm.tokenize(" USER: hi ASSISTANT:")
+        tokens = model.llm.tokenize(f" USER: hi ASSISTANT: {answer}")
+        assert tokens[: len(prompt)] == prompt
+        grammar = model.llm.grammar(model.format.grammar())
+        for token in tokens[len(prompt) :]:
+            assert grammar.allowed(token, 1.0), model.llm.piece(token)
+            grammar.accept(token)
+        assert grammar.allowed(model.llm.eos, 1.0)
+    finally:
+        model.llm.close()
