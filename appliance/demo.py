@@ -200,18 +200,6 @@ def instruction(step: Step, config) -> str:
     return step.text.format(colour=word)
 
 
-def lifted_objects(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
-    """Objects that left the table, their centre of mass risen as far as a trial's success asks
-    (``LIFT_SUCCESS_M``), from the simulation's state before and after."""
-    from .sim.trials import LIFT_SUCCESS_M
-
-    return [
-        k
-        for k, state in after.items()
-        if before[k]["on_table"] and not state["on_table"] and state["com"][2] - before[k]["com"][2] >= LIFT_SUCCESS_M
-    ]
-
-
 def verdict(lifted: list[str], meant: str) -> str:
     """What the simulation says was lifted, against the object the instruction meant."""
     if not lifted:
@@ -225,6 +213,7 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
     from .config import load_config
     from .sim.cell import SimCellConfig, cell_objects
     from .sim.client import SimCellClient
+    from .sim.hold import lifted as left_the_table
     from .sim.trials import start_cell, stop_cell
 
     out.mkdir(parents=True, exist_ok=True)
@@ -286,7 +275,7 @@ def run(bundle: Path, out: Path, seed: int) -> list[dict]:
                 if extra:
                     (out / f"{step.name}.png").write_bytes(extra[0])
                 save_views(sim, out, step.name)
-                lifted = lifted_objects(before, sim.objects())
+                lifted = left_the_table(before, sim.objects())
                 print(f"lifted:    {verdict(lifted, ids[step.target])} (the simulation's state)", flush=True)
                 results.append(
                     {

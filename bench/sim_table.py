@@ -2,12 +2,17 @@
 
     python bench/sim_table.py --config firmware_config/sim.yaml --bundle models/rtgrasp-tiny \\
         --heads runs/demo-model/vision/checkpoint-001500 --poses 5 --out bench/results/table2
+    python bench/sim_table.py --config firmware_config/sim.yaml --seed 5301 --objects 3-4 --poses 3 \\
+        --bundle models/rtgrasp-tiny --bundle runs/my-bundle --heads runs/n-vision/checkpoint-004000 --out runs/t2
 
 One sim cell, one arm connection; every source meets the same objects at the same seeded poses
 (the trials of ``appliance.sim.trials``: observe, predict, lift to the base frame with the depth image,
-plan, execute with pylibfranka, count a lift). Sources: the ground truth (``oracle``), the bundle as the
-appliance runs it (``model``) and, with ``--heads``, the vision stage's grasp heads (the GR-ConvNet-style
-CNN baseline trained on the same data). Writes ``table2.md`` and ``table2.json`` (every trial) to ``--out``.
+plan, execute with pylibfranka, count a lift). Sources: the ground truth (``oracle``), each ``--bundle`` as the
+appliance runs it (``model``, or ``model:<folder>`` when there are several) and, with ``--heads``, the vision
+stage's grasp heads (the GR-ConvNet-style CNN baseline trained on the same data, blind to the instruction).
+With ``--objects``, the table's last rows count the trials in which another object left the table: the
+source chose the wrong one. ``--seed`` draws other object instances and poses than the cell's YAML (a fresh
+test). Writes ``table2.md`` and ``table2.json`` (every trial) to ``--out``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def heads_source(checkpoint: Path, crop: int = 320, size: int = 224):
 
 
 def table(results: dict[str, list], categories: list[str]) -> str:
-    """Rows: categories; columns: sources (lifted / trials); the last row the totals."""
+    """Rows: categories; columns: sources (lifted / trials); then the totals and, in clutter, the trials in
+    which another object than the one named left the table."""
     sources = list(results)
     lines = ["| object | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
     for category in categories:
@@ -63,7 +69,32 @@ def table(results: dict[str, list], categories: list[str]) -> str:
         for rs in results.values()
     ]
     lines.append("| all | " + " | ".join(totals) + " |")
+    if any(r.objects > 1 for rs in results.values() for r in rs):
+        wrong = [f"{sum(r.wrong_object for r in rs)}/{len(rs)}" for rs in results.values()]
+        lines.append("| another object lifted | " + " | ".join(wrong) + " |")
     return "\n".join(lines) + "\n"
+
+
+def bundle_names(bundles: list[Path]) -> list[str]:
+    """Source names of the bundles: ``model`` for one, ``model:<folder>`` for several (made unique)."""
+    if len(bundles) == 1:
+        return ["model"]
+    names = []
+    for bundle in bundles:
+        name = f"model:{bundle.resolve().name}"
+        names.append(name if name not in names else f"{name}#{len(names)}")
+    return names
+
+
+def with_seed(config: Path, seed: int, out: Path) -> Path:
+    """A copy of the cell's YAML under ``out`` with its ``sim.seed`` replaced (the cell reads it from its file)."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text()) or {}
+    data.setdefault("sim", {})["seed"] = seed
+    path = out / "sim.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def failure_stages(results: dict[str, list]) -> dict[str, dict[str, int]]:
@@ -81,7 +112,13 @@ def failure_stages(results: dict[str, list]) -> dict[str, dict[str, int]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/sim_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="the sim cell's YAML (its 'sim' section)")
-    parser.add_argument("--bundle", type=Path, help="the model bundle to try (source 'model')")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        action="append",
+        default=[],
+        help="a model bundle to try (source 'model'); repeat it to compare bundles on the same trials",
+    )
     parser.add_argument("--heads", type=Path, help="a vision-stage checkpoint (source 'heads', the CNN baseline)")
     parser.add_argument("--crop", type=int, default=320, help="the workspace crop the heads trained on")
     parser.add_argument("--poses", type=int, default=5, help="poses per object (the paper: 5)")
@@ -92,9 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         help="objects on the table per trial, N or LO-HI (drawn per trial from its seed, the same for every "
         "source): the target and others of the cell, none overlapping (default 1)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="the cell's seed (object instances, colours, poses, scenes) instead of the YAML's: a fresh test",
+    )
     parser.add_argument("--no-oracle", action="store_true", help="leave out the ground-truth row")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="a line per trial as it ends")
     args = parser.parse_args(argv)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from appliance.config import ConfigError, load_config
     from appliance.robot.franka import FrankaArm, FrankaConfig
@@ -102,14 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.sim.client import SimCellClient
     from appliance.sim.trials import TrialRunner, model_source, oracle_source, start_cell, stop_cell
 
+    if args.seed is not None:
+        if not args.config.is_file():
+            parser.error(f"--config: no such file: {args.config}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.config = with_seed(args.config, args.seed, args.out)
     try:
         config = load_config(args.config, "sim", SimCellConfig)
     except ConfigError as exc:
         parser.error(str(exc))
     sources = {} if args.no_oracle else {"oracle": oracle_source(config)}
     try:
-        if args.bundle:
-            sources["model"] = model_source(args.bundle)
+        for name, bundle in zip(bundle_names(args.bundle), args.bundle):
+            sources[name] = model_source(bundle)
         if args.heads:
             sources["heads"] = heads_source(args.heads, args.crop)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -148,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     rule = "the named object lifted, held by an allowed part, the others in place"
     note = (
         f"{len(categories)} objects × {args.poses} poses per source ({scenes}; success: {rule}), "
-        "the same seeded poses for every source; "
+        f"the same seeded poses for every source (cell seed {config.seed}); "
         f"sources: {', '.join(sources)}"
-        + (f"; bundle `{args.bundle}`" if args.bundle else "")
+        + "".join(f"; {name} `{bundle}`" for name, bundle in zip(bundle_names(args.bundle), args.bundle))
         + (f"; heads `{args.heads}`" if args.heads else "")
         + f". Failures by stage: {json.dumps(failure_stages(results))}."
     )

@@ -20,6 +20,7 @@ from .objects import FORBIDDEN_PARTS, ObjectModel
 
 REGION_TOLERANCE = 0.01  # metres: the part-aware metric's centre tolerance
 OTHERS_MOVED_M = 0.02
+LIFT_SUCCESS_M = 0.05  # a lifted object's centre of mass rose this much, and it left the table
 SCENE_DRAWS = 20
 
 
@@ -69,6 +70,16 @@ def others_moved(before: dict[str, dict], after: dict[str, dict], target: str) -
         math.dist(before[k]["com"], after[k]["com"]) for k, state in before.items() if k != target and state["on_table"]
     ]
     return max(moved, default=0.0)
+
+
+def lifted(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
+    """The objects that left the table, their centre of mass risen at least ``LIFT_SUCCESS_M``, from the
+    cell's states before and after a grasp (whatever the instruction meant)."""
+    return [
+        k
+        for k, state in after.items()
+        if before[k]["on_table"] and not state["on_table"] and state["com"][2] - before[k]["com"][2] >= LIFT_SUCCESS_M
+    ]
 
 
 def clutter_scene(objects: list[ObjectModel], target: int, count: int, area, rng: random.Random) -> list[dict] | None:

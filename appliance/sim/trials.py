@@ -41,12 +41,19 @@ from appliance.runtime.proc import describe_exit, tail
 
 from .cell import SimCellConfig, cell_objects
 from .client import SimCellClient
-from .hold import OTHERS_MOVED_M, clutter_scene, held_by_allowed_part, others_moved, quat_pose
+from .hold import (
+    LIFT_SUCCESS_M,
+    OTHERS_MOVED_M,
+    clutter_scene,
+    held_by_allowed_part,
+    lifted,
+    others_moved,
+    quat_pose,
+)
 from .scene import object_grasps
 
 log = logging.getLogger(__name__)
 
-LIFT_SUCCESS_M = 0.05  # the object's centre of mass must rise this much, and leave the table
 CELL_START_TIMEOUT_S = 60.0
 
 GraspSource = Callable[[np.ndarray, np.ndarray, dict], GraspPose | None]
@@ -69,6 +76,13 @@ class TrialResult:
     objects: int = 1
     """Objects on the table."""
     others_moved_m: float = 0.0
+    lifted: tuple[str, ...] = ()
+    """Every object that left the table, the target or not."""
+
+    @property
+    def wrong_object(self) -> bool:
+        """Something other than the target left the table: the source chose another object."""
+        return any(k != self.object for k in self.lifted)
 
 
 def oracle_source(config: SimCellConfig) -> GraspSource:
@@ -140,7 +154,7 @@ class TrialRunner:
         start = time.monotonic()
         count = self.objects_for(seed)
 
-        def result(success, stage, message="", lift=0.0, moved=0.0):
+        def result(success, stage, message="", lift=0.0, moved=0.0, risen=()):
             return TrialResult(
                 obj["id"],
                 obj["category"],
@@ -153,6 +167,7 @@ class TrialRunner:
                 instruction,
                 count,
                 moved,
+                tuple(risen),
             )
 
         try:
@@ -192,13 +207,14 @@ class TrialRunner:
         after_all = self.client.objects()
         after = after_all[obj["id"]]
         lift = after["com"][2] - before[obj["id"]]["com"][2]
+        risen = lifted(before, after_all)
         moved = others_moved(before, after_all, obj["id"])
-        lifted = outcome.success and lift >= LIFT_SUCCESS_M and not after["on_table"]
+        rose = outcome.success and lift >= LIFT_SUCCESS_M and not after["on_table"]
         held, why = held_by_allowed_part(self.library[index], after["pose"], after["fingers"])
-        success = lifted and held and moved <= OTHERS_MOVED_M
+        success = rose and held and moved <= OTHERS_MOVED_M
         if outcome.message:
             message = outcome.message
-        elif not lifted:
+        elif not rose:
             message = f"object rose {lift * 100:.1f} cm, on the table: {after['on_table']}"
         elif not held:
             message = why
@@ -206,7 +222,7 @@ class TrialRunner:
             message = f"another object moved {moved * 100:.1f} cm"
         else:
             message = ""
-        return result(success, outcome.stage, message, lift, moved)
+        return result(success, outcome.stage, message, lift, moved, risen)
 
     def run(self, source: GraspSource, poses: int, categories: set[str] | None = None) -> list[TrialResult]:
         results = []

@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,29 @@ def test_cluttered_trials_draw_three_or_four_objects_per_scene_from_the_seed(tmp
     trials = json.loads((tmp_path / "t2" / "table2.json").read_text())["oracle"]
     assert len(trials) == 2 and {t["objects"] for t in trials} <= {3, 4}
     assert all(t["success"] for t in trials), trials  # the ground truth lifts the box and leaves the rest
-    assert "3-4 objects on the table" in (tmp_path / "t2" / "table2.md").read_text()
+    assert [t["lifted"] for t in trials] == [["box-cell"], ["box-cell"]]
+    table = (tmp_path / "t2" / "table2.md").read_text()
+    assert "3-4 objects on the table" in table and "(cell seed 0)" in table
+    assert "| another object lifted | 0/2 |" in table
     with pytest.raises(SystemExit):
         main([*args, "--objects", "three", "--out", str(tmp_path / "bad")])
+
+
+def test_a_fresh_seed_and_several_bundles_are_named_in_the_table(tmp_path):
+    from bench.sim_table import bundle_names, with_seed
+
+    assert bundle_names([Path("models/rtgrasp-tiny")]) == ["model"]
+    assert bundle_names([Path("a/tiny"), Path("b/big"), Path("c/tiny")]) == ["model:tiny", "model:big", "model:tiny#2"]
+    config = tmp_path / "sim.yaml"
+    config.write_text("sim:\n  seed: 0\n  categories: [box]\n  realtime: 2.0\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    fresh = with_seed(config, 5301, out)
+    from appliance.config import load_config
+    from appliance.sim.cell import SimCellConfig
+
+    loaded = load_config(fresh, "sim", SimCellConfig)
+    assert loaded.seed == 5301 and tuple(loaded.categories) == ("box",) and loaded.realtime == 2.0
+    assert load_config(config, "sim", SimCellConfig).seed == 0  # the user's file is left alone
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "missing.yaml"), "--seed", "1", "--out", str(out)])

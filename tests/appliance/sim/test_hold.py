@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from appliance.sim.clutter import footprint, inside, overlaps
-from appliance.sim.hold import clutter_scene, held_by_allowed_part, others_moved
+from appliance.sim.hold import LIFT_SUCCESS_M, clutter_scene, held_by_allowed_part, lifted, others_moved
 from appliance.sim.objects import CATEGORIES, make_object
 
 # a knife standing at (0.5, 0.1), turned a quarter turn: its handle runs along -y from there, its blade along +y
@@ -52,6 +52,21 @@ def test_other_objects_must_stay_put():
         "c": {"com": [0.0, 1.3, -0.03], "on_table": False},
     }
     assert others_moved(before, after, "a") == pytest.approx(0.03)
+
+
+def test_lifted_names_every_object_that_left_the_table_high_enough():
+    def state(z, on_table):
+        return {"com": [0.5, 0.0, z], "on_table": on_table}
+
+    before = {"a": state(0.02, True), "b": state(0.02, True), "c": state(0.02, True), "d": state(0.3, False)}
+    after = {
+        "a": state(0.02 + LIFT_SUCCESS_M, False),  # the target, lifted
+        "b": state(0.02 + LIFT_SUCCESS_M - 0.001, False),  # tipped off the table, not lifted
+        "c": state(0.2, False),  # another, carried along
+        "d": state(0.5, False),  # never on the table
+    }
+    assert lifted(before, after) == ["a", "c"]
+    assert lifted(before, before) == []
 
 
 def test_cluttered_scenes_put_the_target_beside_others_without_overlap():
