@@ -88,6 +88,29 @@ class AnswerSpec:
 
 
 @dataclass(frozen=True)
+class PresenceSpec:
+    """Whether the object an instruction names is on the table at all: the vision graph's second output gives, per
+    category, how many image patches show it (the vision stage's identity head, in expected value). An instruction
+    whose named category reaches fewer than ``min_patches`` is refused without decoding (``runtime.presence``)."""
+
+    classes: tuple[str, ...]
+    """The categories of the output, in order."""
+    min_patches: float = 0.5
+    """Below this a named category counts as absent (export.quantize's ``--min-patches``)."""
+    output: str = "object_patches"
+    source: str = ""
+    """The vision-stage checkpoint the head came from."""
+
+    def __post_init__(self) -> None:
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError("presence.classes: a list of distinct category names")
+        if any(not c.strip() or c != c.lower() for c in self.classes):
+            raise ValueError("presence.classes: category names are lower case")
+        if not self.min_patches >= 0:
+            raise ValueError(f"presence.min_patches must be >= 0, got {self.min_patches}")
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything the runtime needs to know about a bundle, and where it came from."""
 
@@ -120,6 +143,8 @@ class Manifest:
     """The object vocabulary the model was trained with: every category name and synonym → its category name
     (appliance.runtime.objects reads the category a reasoning names). Optional: bundles exported before it have
     none, and their replies name no category."""
+    presence: PresenceSpec | None = None
+    """The gate that refuses an instruction naming what is not on the table; bundles without it have none."""
     created: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     """Figures measured at export time (parity errors, accuracy when a dataset was given)."""
@@ -160,6 +185,8 @@ def manifest_to_yaml(manifest: Manifest) -> str:
     data = dataclasses.asdict(manifest)
     data["image"]["mean"] = list(manifest.image.mean)
     data["image"]["std"] = list(manifest.image.std)
+    if manifest.presence is not None:
+        data["presence"]["classes"] = list(manifest.presence.classes)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

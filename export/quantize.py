@@ -26,6 +26,7 @@ from appliance.bundle import (
     AnswerSpec,
     ImageSpec,
     Manifest,
+    PresenceSpec,
     file_entry,
     manifest_to_yaml,
 )
@@ -43,6 +44,8 @@ QUANTS = {  # --bits -> (manifest quant type, llama.cpp ftype, file suffix)
     32: ("F32", 0, "f32"),
 }
 RESAMPLE = {2: "bilinear", 3: "bicubic"}
+MIN_PATCHES = 0.5
+"""The presence check's default threshold: chosen on validation scenes (bench/results/presence)."""
 FOLLOWUP_TEMPLATE = " USER: {instruction} ASSISTANT:"
 """A refinement turn as training.data lays it out after an answer's ``</s>``."""
 
@@ -117,14 +120,18 @@ def build_bundle(
     vision_precision: str = "fp32",
     force: bool = False,
     progress: bool = True,
+    heads: Path | None = None,
+    min_patches: float = MIN_PATCHES,
 ) -> Manifest:
-    """Export, quantize, check and write the bundle; returns its manifest."""
+    """Export, quantize, check and write the bundle; returns its manifest. With ``heads`` (the vision stage's
+    checkpoint the model was built on), the vision graph also says which categories the image shows and the
+    manifest gets a ``presence`` section (``appliance.runtime.presence``)."""
     from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
     from training.view import ModelView
 
-    from .vision import export_onnx, parity
+    from .vision import export_onnx, parity, presence_head, presence_parity
 
     if bits not in QUANTS:
         raise ExportError(f"--bits must be one of {sorted(QUANTS)}, got {bits}")
@@ -143,8 +150,14 @@ def build_bundle(
 
     steps.set_postfix_str("vision tower → ONNX")
     model, _ = load_llava(model_dir)
-    vision = export_onnx(model, work / "vision.onnx", vision_precision)
+    head = presence_head(heads, model) if heads is not None else None
+    vision = export_onnx(model, work / "vision.onnx", vision_precision, presence=head)
     vision_error = parity(model, vision)
+    metrics = {"vision_relative_error": vision_error}
+    presence = None
+    if head is not None:
+        metrics["presence_max_error_patches"] = presence_parity(model, vision, head)
+        presence = PresenceSpec(head.classes, min_patches, source=str(Path(heads).resolve()))
     n_image_tokens, width = _embedding_shape(vision, spec.size)
     del model
     steps.update()
@@ -187,8 +200,9 @@ def build_bundle(
         speech=speech.name,
         drafts=drafts.name,
         categories=categories(),
+        presence=presence,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        metrics={"vision_relative_error": vision_error, "export_seconds": round(time.monotonic() - started, 1)},
+        metrics={**metrics, "export_seconds": round(time.monotonic() - started, 1)},
     )
     if width != config.get("text_config", {}).get("hidden_size", width):
         raise ExportError(f"projector output width {width} differs from the text model's hidden size")
@@ -227,12 +241,36 @@ def main(argv: list[str] | None = None) -> int:
         default="fp32",
         help="fp32 (reference), fp16 (GPU), int8 (CPU, dynamic quantisation)",
     )
+    parser.add_argument(
+        "--heads",
+        type=Path,
+        help="the vision stage's checkpoint the model was built on: its identity head goes into the vision graph, "
+        "and the appliance refuses an instruction naming a category no image patch shows (the presence check)",
+    )
+    parser.add_argument(
+        "--min-patches",
+        type=float,
+        help="with --heads: the expected patches a named category needs to count as on the table (default 0.5, "
+        "chosen on validation scenes)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     args = parser.parse_args(argv)
+    if args.min_patches is not None and args.heads is None:
+        parser.error("--min-patches needs --heads")
+    min_patches = MIN_PATCHES if args.min_patches is None else args.min_patches
+    if not min_patches >= 0:
+        parser.error(f"--min-patches must be >= 0, got {min_patches}")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         manifest = build_bundle(
-            args.model, args.out, args.bits, args.vision_precision, args.force, progress=sys.stderr.isatty()
+            args.model,
+            args.out,
+            args.bits,
+            args.vision_precision,
+            args.force,
+            progress=sys.stderr.isatty(),
+            heads=args.heads,
+            min_patches=min_patches,
         )
     except (ExportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

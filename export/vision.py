@@ -12,6 +12,12 @@ Exporter: plain ``torch.onnx.export`` of that wrapper. optimum's exporter
 (optimum-onnx) pins ``transformers<4.58`` while training uses transformers 5,
 and it exports whole LLaVA models rather than this tower + projector slice.
 
+With ``heads`` (a vision-stage checkpoint, ``--heads``), the graph has a second output, ``object_patches``
+(N, categories): how many of the image's patches the stage's identity head gives each category, in expected
+value (its softmax summed over the patches). The appliance reads it to refuse an instruction that names
+something not on the table (``appliance.runtime.presence``). The heads read the tower's last hidden state; the
+tower must be the very one they were trained with (checked, up to bfloat16 rounding).
+
 Precisions: ``fp32`` (the reference), ``fp16`` (weights and activations,
 inputs/outputs kept fp32: for a GPU), ``int8`` (dynamic weight quantisation
 of MatMul/Gemm: for a CPU). ``parity`` measures each against torch.
@@ -23,6 +29,7 @@ import argparse
 import logging
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +39,67 @@ log = logging.getLogger(__name__)
 OPSET = 17
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT, OUTPUT = "pixel_values", "image_embeds"
+PRESENCE = "object_patches"
+TOWER_TOLERANCE = 2.0**-7
+"""Elementwise relative difference allowed between the exported tower and the heads' own: a tower stored in
+bfloat16 and read back (at most 2⁻⁸ off) is the same tower; one trained further is not."""
 
 
-def vision_embedder(model):
-    """A torch module: pixel_values → image embeddings exactly as the LLaVA model computes them."""
+@dataclass(frozen=True)
+class PresenceHead:
+    """The vision stage's identity head: per patch, which category it shows (the table's class dropped)."""
+
+    weight: np.ndarray
+    """(classes + 1, hidden): the categories, then the table."""
+    bias: np.ndarray
+    classes: tuple[str, ...]
+    """The category names, in the head's order."""
+    source: str
+
+
+def presence_head(checkpoint: Path, model) -> PresenceHead:
+    """The identity head of a vision-stage checkpoint, after checking that ``model``'s vision tower is the one
+    the head was trained on. ``ValueError`` says what does not match."""
+    from safetensors import safe_open
+
+    from training.stages import HEADS_FILE, identity_classes
+
+    checkpoint = Path(checkpoint)
+    heads_file, weights_file = checkpoint / HEADS_FILE, checkpoint / "model.safetensors"
+    for path in (heads_file, weights_file):
+        if not path.is_file():
+            raise ValueError(f"--heads {checkpoint}: no {path.name} (give the vision stage's checkpoint)")
+    with safe_open(str(heads_file), "np") as f:
+        if "identity.weight" not in f.keys():
+            raise ValueError(f"--heads {checkpoint}: its heads have no identity head (an older vision stage)")
+        weight, bias = f.get_tensor("identity.weight"), f.get_tensor("identity.bias")
+    classes = tuple(identity_classes())
+    if weight.shape[0] != len(classes) + 1:
+        raise ValueError(
+            f"--heads {checkpoint}: the identity head has {weight.shape[0]} classes, these templates make "
+            f"{len(classes)} categories + the table"
+        )
+    tower = {k: v.detach().float().numpy() for k, v in model.model.vision_tower.state_dict().items()}
+    width = model.config.vision_config.hidden_size
+    if weight.shape[1] != width:
+        raise ValueError(f"--heads {checkpoint}: the identity head reads width {weight.shape[1]}, the tower {width}")
+    with safe_open(str(weights_file), "np") as f:
+        theirs = {k.split("vision_tower.", 1)[1]: k for k in f.keys() if "vision_tower." in k}
+        if set(theirs) != set(tower):
+            raise ValueError(f"--heads {checkpoint}: its vision tower has other parameters than the model's")
+        for name, mine in tower.items():
+            their = f.get_tensor(theirs[name]).astype(np.float32)
+            if their.shape != mine.shape or np.any(np.abs(mine - their) > TOWER_TOLERANCE * np.abs(their) + 1e-6):
+                raise ValueError(
+                    f"--heads {checkpoint}: the model's vision tower differs from the one its heads were trained "
+                    f"on (first at {name}): export with the vision stage the model was built on"
+                )
+    return PresenceHead(weight, bias, classes, str(checkpoint))
+
+
+def vision_embedder(model, presence: PresenceHead | None = None):
+    """A torch module: pixel_values → image embeddings exactly as the LLaVA model computes them (and, with
+    ``presence``, the expected patches per category)."""
     import torch
 
     config = model.config
@@ -45,23 +109,37 @@ def vision_embedder(model):
     layers = [layers] if isinstance(layers, int) else list(layers)
     drop_cls = config.vision_feature_select_strategy == "default"
 
+    identity = None
+    if presence is not None:
+        identity = torch.nn.Linear(presence.weight.shape[1], presence.weight.shape[0])
+        identity.weight.data = torch.from_numpy(np.ascontiguousarray(presence.weight, np.float32))
+        identity.bias.data = torch.from_numpy(np.ascontiguousarray(presence.bias, np.float32))
+
     class VisionEmbedder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.tower, self.projector = tower, projector
+            self.tower, self.projector, self.identity = tower, projector, identity
 
         def forward(self, pixel_values):
-            hidden = self.tower(pixel_values, output_hidden_states=True).hidden_states
+            out = self.tower(pixel_values, output_hidden_states=True)
+            hidden = out.hidden_states
             features = torch.cat([hidden[i] for i in layers], dim=-1)
             if drop_cls:
                 features = features[:, 1:]
-            return self.projector(features)
+            embeds = self.projector(features)
+            if self.identity is None:
+                return embeds
+            shown = self.identity(out.last_hidden_state[:, 1:]).softmax(-1)  # the heads skip CLS too
+            return embeds, shown[..., :-1].sum(dim=1)  # the table's class dropped
 
     return VisionEmbedder().eval()
 
 
-def export_onnx(model, out: Path, precision: str = "fp32", opset: int = OPSET) -> Path:
-    """Export the vision embedder (dynamic batch) and convert it to ``precision``; atomic write."""
+def export_onnx(
+    model, out: Path, precision: str = "fp32", opset: int = OPSET, presence: PresenceHead | None = None
+) -> Path:
+    """Export the vision embedder (dynamic batch; with ``presence`` its second output) and convert it to
+    ``precision``; atomic write."""
     import torch
 
     if precision not in PRECISIONS:
@@ -71,7 +149,8 @@ def export_onnx(model, out: Path, precision: str = "fp32", opset: int = OPSET) -
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.config.vision_config.image_size
-    embedder = vision_embedder(model)
+    embedder = vision_embedder(model, presence)
+    outputs = [OUTPUT] if presence is None else [OUTPUT, PRESENCE]
     example = torch.zeros(1, 3, size, size)
     fp32 = out.with_name(f".{out.stem}.fp32.onnx")
     with torch.no_grad(), warnings.catch_warnings():
@@ -81,9 +160,9 @@ def export_onnx(model, out: Path, precision: str = "fp32", opset: int = OPSET) -
             (example,),
             str(fp32),
             input_names=[INPUT],
-            output_names=[OUTPUT],
+            output_names=outputs,
             opset_version=opset,
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            dynamic_axes={INPUT: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             dynamo=False,
         )
     tmp = out.with_name(f".{out.name}.tmp")
@@ -117,6 +196,23 @@ def torch_embeddings(model, pixels: np.ndarray) -> np.ndarray:
     if isinstance(features, (list, tuple)):
         features = torch.stack(list(features))
     return features.reshape(pixels.shape[0], -1, features.shape[-1]).numpy()
+
+
+def presence_parity(model, onnx_path: Path, presence: PresenceHead, images: int = 4, seed: int = 0) -> float:
+    """Largest difference (patches) between the graph's ``object_patches`` and torch's, on random images."""
+    import onnxruntime as ort
+    import torch
+
+    size = model.config.vision_config.image_size
+    pixels = np.random.default_rng(seed).normal(size=(images, 3, size, size)).astype(np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run([PRESENCE], {INPUT: pixels})[0]
+    with torch.no_grad():
+        hidden = model.model.vision_tower.float()(torch.from_numpy(pixels)).last_hidden_state[:, 1:].numpy()
+    logits = hidden.astype(np.float64) @ presence.weight.T.astype(np.float64) + presence.bias
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return float(np.abs(got - probs[..., :-1].sum(1)).max())
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

@@ -55,3 +55,19 @@ def nra_bundle(tiny_spm_checkpoint, tmp_path_factory):
     (checkpoint / "view.json").write_text('{"variant": "nr-a", "decimals": 3, "size": 224, "crop": 320}')
     build_bundle(checkpoint, root / "bundle", bits=8, progress=False)
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def refusing_bundle(tiny_spm_checkpoint, tmp_path_factory):
+    """A Q8 RT bundle of the tiny model whose manifest says it was trained to refuse."""
+    import shutil
+
+    from export.quantize import build_bundle
+
+    root = tmp_path_factory.mktemp("refusing")
+    shutil.copytree(tiny_spm_checkpoint, root / "ckpt")
+    (root / "ckpt" / "view.json").write_text(
+        '{"variant": "rt", "decimals": 2, "size": 224, "crop": 320, "refusals": true}'
+    )
+    build_bundle(root / "ckpt", root / "bundle", bits=8, progress=False)
+    return root / "bundle"

@@ -343,7 +343,10 @@ class BundleAnswerer:
     def __call__(self, camera_image, view_image, instruction):
         self._session = self.model.session()
         prediction = self._session.ask(instruction, camera_image, self.max_new_tokens, self.constrain)
-        return prediction.text, len(prediction.tokens), {"timings": prediction.timings.as_dict()}
+        extra = {"timings": prediction.timings.as_dict()}
+        if prediction.gated:
+            extra["gated"] = True  # refused by the bundle's presence check, nothing decoded
+        return prediction.text, len(prediction.tokens), extra
 
     def follow_up(self, instruction: str) -> str:
         return self._session.ask(instruction, max_new_tokens=self.max_new_tokens, constrain=self.constrain).text

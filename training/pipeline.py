@@ -344,14 +344,14 @@ TEST_SETS = {"single": "1-1", "clutter": "2-5"}
 
 
 def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
-    """The tiny pipeline, then the Q4 bundle, fresh test sets (the training objects in new scenes: one object,
+    """The tiny pipeline, then the Q4 bundle (with the vision stage's identity head: the presence check), fresh test sets (the training objects in new scenes: one object,
     two to five; instructions in phrasings training never used) and the bundle and the torch model evaluated on
     both, with the floor, the build's own instruction-blind CNN heads and the oracle beside them."""
     w = str(work)
     stages, merged = tiny_stages(c, work)
     stages.append(
-        Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force"),
-              ("bundle/manifest.yaml",))
+        Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force",
+              "--heads", f"{w}/{_checkpoint('vision', c.vision_steps)}"), ("bundle/manifest.yaml",))
     )  # fmt: skip
     cnn = ("--cnn", f"{w}/{_checkpoint('vision', c.vision_steps)}")
     for k, (test_set, objects) in enumerate(TEST_SETS.items()):

@@ -121,6 +121,14 @@ as a grasp patch). On the densely labelled synthetic images 4 in 5 grasp patches
 1 in 4 more than four (at most 15)."""
 
 
+def identity_classes() -> list[str]:
+    """The category classes of the heads (``category``, ``identity``), in order: every template category, then
+    ``object`` (anything else); the identity head has one more, the table."""
+    from .reasoning import load_templates
+
+    return sorted(load_templates().categories) + ["object"]
+
+
 def identity_targets(mask, segments, objects, grid: int, index: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per patch: the category (``index``; the table is ``len(index)``) and colour word (``COLOURS``; none is
     ``len(COLOURS)``) of the object covering most of it (at least ``IDENTITY_SHARE``), -100 (ignored) where
@@ -300,14 +308,13 @@ def vision_step_fn(
     from). Returns (params, loss(batch_size), heads)."""
     from .datasets import open_dataset
     from .datasets.splits import choose_fold
-    from .reasoning import load_templates
 
     vit = model.model.vision_tower
     freeze_sincos_positions(vit)
     for p in vit.parameters():
         p.requires_grad = p is not vit.embeddings.position_embedding.weight
     grid = vit.config.image_size // vit.config.patch_size
-    categories = sorted(load_templates().categories) + ["object"]
+    categories = identity_classes()
     heads = PatchHeads(vit.config.hidden_size, len(categories))
     dataset = open_dataset(dataset_root)
     ids = (
@@ -382,12 +389,11 @@ def told_predictor(checkpoint, model, processor):
     """The heads told the category meant: (image, category) → the best grasp among the patches the identity
     head gives that category (all patches where it gives none; every patch when told None). Not a baseline a
     robot can run: it measures what the vision tokens carry for a decoder that reads the instruction right."""
-    from .reasoning import load_templates
 
     outputs = heads_outputs(checkpoint, model, processor)
     vit = model.model.vision_tower
     grid = vit.config.image_size // vit.config.patch_size
-    categories = sorted(load_templates().categories) + ["object"]  # the identity head's classes, as trained
+    categories = identity_classes()
 
     def predict(image, category: str | None) -> GraspPose:
         if category is None:

@@ -168,9 +168,10 @@ class Jobs:
     def _describe(self, prediction: Prediction, frame: Frame) -> tuple[dict, bytes]:
         """The reply fields of a prediction and its annotated image (PNG); a refusal is ``not_understood``."""
         if prediction.refusal is not None:
-            raise JobError(
-                "not_understood", f"the model sees no {prediction.refusal} here ({prediction.text!r}): nothing moves"
-            )
+            why = f"the model sees no {prediction.refusal} here"
+            if prediction.gated:
+                why = f"the presence check sees no {prediction.refusal} here: no image patch shows one"
+            raise JobError("not_understood", f"{why} ({prediction.text!r}): nothing moves")
         fields = prediction_fields(prediction)
         fields["object"], box = None, None
         if prediction.ok:

@@ -20,9 +20,10 @@ import logging
 import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,7 +33,9 @@ from appliance.grasp import GraspPose
 
 from .draft import NgramDrafter
 from .llm import ContextFull, Grammar, LlamaError, LlamaSettings, TextModel, TooLong, greedy
+from .objects import CategoryNames
 from .preprocess import CropBox, prepare
+from .presence import PresenceGate
 from .speculation import ACCEPTANCE_PRIOR, KS, MIN_DRAFTED, Plan, VerifyCost, measure, plan
 from .vision import PROVIDERS, VisionEncoder
 
@@ -97,10 +100,24 @@ class Prediction:
     tokens: tuple[int, ...] = field(default=(), repr=False)
     refusal: str | None = None
     """What the model said it does not see (a refusal answer); the pose is None then."""
+    gated: bool = False
+    """The refusal came from the bundle's presence gate (``runtime.presence``): nothing was decoded."""
 
     @property
     def ok(self) -> bool:
         return self.pose is not None
+
+
+class Embedded(NamedTuple):
+    """One image through preprocessing and the vision graph."""
+
+    view: np.ndarray
+    embeddings: np.ndarray
+    box: CropBox
+    preprocess_ms: float
+    vision_ms: float
+    patches: np.ndarray | None = None
+    """Expected patches per category of the bundle's presence section (None without one)."""
 
 
 def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: float) -> bool:
@@ -174,6 +191,11 @@ class GraspModel:
                 f"{manifest.llm} has width {self.llm.n_embd}, the manifest says {manifest.embedding_width}"
             )
         self.image_token = self.llm.token_id(manifest.image_token)
+        self.presence: PresenceGate | None = None
+        if manifest.presence is not None:
+            if not self.vision.has_presence:
+                raise LlamaError(f"{manifest.vision} has no presence output, the manifest has a presence section")
+            self.presence = PresenceGate(manifest.presence, CategoryNames(manifest.categories or {}))
         self._grammar = self.format.grammar()
         self._complete = re.compile(rf"\d\.\d{{{self.format.decimals}}}$")
         self._active: Session | None = None
@@ -264,19 +286,26 @@ class GraspModel:
         """One turn of a fresh session."""
         return self.session().ask(instruction, image)
 
-    def embed(self, image) -> tuple[np.ndarray, np.ndarray, CropBox, float, float]:
-        """The image's embeddings: (view, embeddings, crop box, preprocess ms, vision ms)."""
+    def embed(self, image) -> Embedded:
+        """The image's embeddings, with the view, the crop box, the time taken and the presence output."""
         start = time.perf_counter()
         view, pixels, box = prepare(image, self.manifest.image)
         mid = time.perf_counter()
-        embeddings = self.vision(pixels)
+        embeddings, patches = self.vision.encode(pixels)
         end = time.perf_counter()
         if embeddings.shape != (self.manifest.n_image_tokens, self.manifest.embedding_width):
             raise LlamaError(
                 f"vision tower gave {embeddings.shape}, the manifest expects "
                 f"({self.manifest.n_image_tokens}, {self.manifest.embedding_width})"
             )
-        return view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid)
+        if self.presence is None:
+            patches = None
+        elif patches is None or patches.shape != (len(self.presence.spec.classes),):
+            raise LlamaError(
+                f"vision tower gave presence counts of shape {None if patches is None else patches.shape}, the "
+                f"manifest lists {len(self.presence.spec.classes)} categories"
+            )
+        return Embedded(view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid), patches)
 
     def prompt_segments(self, instruction: str, first: bool) -> list:
         """Token ids, with the image token's place marked by ``None``."""
@@ -421,7 +450,7 @@ class Session:
         self.history: list = []
         """What the sequence holds, in order: token lists and the image embeddings (an array)."""
         self.turns: list[Prediction] = []
-        self._image: tuple | None = None
+        self._image: Embedded | None = None
 
     def ask(
         self,
@@ -442,8 +471,13 @@ class Session:
             self._image = model.embed(image)
         if self._image is None:
             raise ValueError("the first turn of a session needs an image")
-        view, embeddings, box, pre_ms, vision_ms = self._image if image is not None else (*self._image[:3], 0.0, 0.0)
+        view, embeddings, box, pre_ms, vision_ms, patches = self._image
+        if image is None:
+            pre_ms = vision_ms = 0.0
         self.check_room(instruction)
+        unseen = model.presence.unseen(instruction, patches) if model.presence is not None else None
+        if unseen is not None:
+            return self._refuse(instruction, unseen, Timings(pre_ms, vision_ms), box, view)
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -491,6 +525,26 @@ class Session:
             f"context full: the conversation holds {held} of the model's {model.llm.n_ctx} positions and "
             f"another turn needs {turn + model._pose_reserve} more: start a new session"
         )
+
+    def _refuse(self, instruction: str, word: str, timings: Timings, box: CropBox, view: np.ndarray) -> Prediction:
+        """The presence gate's answer: the refusal the model was trained to write, nothing decoded. The turn joins
+        the history as if the model had written it (evaluated when the conversation goes on)."""
+        model = self.model
+        text = model.format.render_refusal(word)
+        tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)  # the first token after "ASSISTANT:"
+        segments = model.prompt_segments(instruction, first=not self.history)
+        run: list[int] = []
+        for token in segments:
+            if token is None:
+                self.history += [run, self._image.embeddings]
+                run = []
+            else:
+                run.append(token)
+        self.history += [run, tokens + [model.llm.eos]]
+        model._active = None  # the cache does not hold this turn: the next one replays the history
+        prediction = replace(self._parse(text, timings, box, view, tokens), gated=True)
+        self.turns.append(prediction)
+        return prediction
 
     def _parse(self, text, timings, box, view, tokens) -> Prediction:
         try:

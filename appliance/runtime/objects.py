@@ -31,8 +31,22 @@ FIT_ROUNDS = 6
 MIN_FIT_POINTS = 50
 
 
+DETERMINERS = frozenset("the a an this that my your".split())
+ADJECTIVES = frozenset(
+    "red orange yellow green blue purple pink black white grey gray brown small smaller smallest large larger "
+    "largest big bigger biggest little tall short long".split()
+)
+"""Words that may stand between a determiner and the name it introduces ("the smaller red mug")."""
+DESCRIBED = frozenset("something anything thing things tool tools".split())
+"""Heads of a request by use ("something to turn food in a pan"): a name after them is not the object asked for."""
+_WORD = re.compile(r"[a-z']+")
+
+
 class CategoryNames:
-    """The category vocabulary of a bundle: find the first category a text names."""
+    """The category vocabulary of a bundle: find the category a text names.
+
+    A name followed by ``one`` or by another name is a modifier ("the orange one", "the orange cup"), not the
+    object's name, and is skipped."""
 
     def __init__(self, names: Mapping[str, str]):
         self.names = {k.lower(): v for k, v in names.items() if k.strip()}
@@ -45,11 +59,40 @@ class CategoryNames:
         )
 
     def first(self, text: str) -> str | None:
-        """The category of the earliest name in ``text`` (whole words, any case); None when it names none."""
+        """The category of the earliest name in ``text`` (whole words, any case) that is not a modifier; None
+        when it names none (a reasoning: "The orange one is a spoon" names a spoon)."""
+        for match in self._names(text):
+            return self.names[match.group(0).lower()]
+        return None
+
+    def requested(self, text: str) -> tuple[str, str] | None:
+        """The object an instruction asks for, as (the name written, lower case; its category): the first name
+        that a determiner introduces ("Can you lift the can?": the second), None when there is none or the
+        request describes a thing by its use ("a thing I can cut with", "something to turn food in a pan")."""
+        lower = text.lower()
+        for match in self._names(text):
+            before = _WORD.findall(lower[: match.start()])
+            if DESCRIBED.intersection(before):
+                return None
+            k = len(before) - 1
+            while k >= 0 and before[k] in ADJECTIVES:
+                k -= 1
+            if k >= 0 and before[k] in DETERMINERS:
+                return match.group(0).lower(), self.names[match.group(0).lower()]
+        return None
+
+    def _names(self, text: str):
+        """The name matches of ``text`` in order, modifiers left out."""
         if self._pattern is None or not text:
-            return None
-        match = self._pattern.search(text)
-        return None if match is None else self.names[match.group(0).lower()]
+            return
+        matches = list(self._pattern.finditer(text))
+        for k, match in enumerate(matches):
+            rest = text[match.end() :]
+            after = _WORD.match(rest.lstrip().lower())
+            joined = k + 1 < len(matches) and not text[match.end() : matches[k + 1].start()].strip()
+            if joined or (after is not None and after.group(0) in ("one", "ones")):
+                continue
+            yield match
 
 
 def table_depth(depth: np.ndarray) -> np.ndarray | None:

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 INPUT, OUTPUT = "pixel_values", "image_embeds"
+PRESENCE = "object_patches"
+"""The optional second output: expected patches per category (``runtime.presence``)."""
 
 
 def provider_list(wanted, available, trt_cache: Path | None = None) -> list:
@@ -53,6 +55,11 @@ class VisionEncoder:
         chosen = provider_list(providers, ort.get_available_providers(), trt_cache)
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
         self.active = tuple(self.session.get_providers())
+        names = [o.name for o in self.session.get_outputs()]
+        if OUTPUT not in names:
+            raise ValueError(f"{path}: the graph has no {OUTPUT!r} output ({', '.join(names)})")
+        self.outputs = [OUTPUT] + ([PRESENCE] if PRESENCE in names else [])
+        self.has_presence = PRESENCE in names
         log.info(
             "vision tower on %s (asked for %s)",
             ", ".join(self.active),
@@ -61,6 +68,12 @@ class VisionEncoder:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Embeddings (tokens, width) of one image's pixel tensor (1, 3, H, W)."""
+        return self.encode(pixels)[0]
+
+    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings (tokens, width) of one image's pixel tensor (1, 3, H, W), and the expected patches per
+        category when the graph has that output (else None): one run of the graph."""
         if pixels.ndim != 4 or pixels.shape[0] != 1:
             raise ValueError(f"expected one image (1, 3, H, W), got {pixels.shape}")
-        return self.session.run([OUTPUT], {INPUT: pixels.astype(np.float32, copy=False)})[0][0]
+        got = self.session.run(self.outputs, {INPUT: pixels.astype(np.float32, copy=False)})
+        return got[0][0], (got[1][0] if len(got) > 1 else None)

@@ -112,3 +112,11 @@ def test_a_fresh_seed_and_several_bundles_are_named_in_the_table(tmp_path):
     assert load_config(config, "sim", SimCellConfig).seed == 0  # the user's file is left alone
     with pytest.raises(SystemExit):
         main(["--config", str(tmp_path / "missing.yaml"), "--seed", "1", "--out", str(out)])
+
+
+def test_a_busy_machine_is_warned_of():
+    from bench.sim_table import busy_warning
+
+    assert busy_warning(0.3, 2) is None and busy_warning(1.0, 2) is None
+    assert "idle machine" in busy_warning(3.9, 2)
+    assert busy_warning(0.6, 1) is not None and busy_warning(6.0, 8) is None

@@ -79,6 +79,8 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
     assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--set", "test_images=5"]) == 0
     out = capsys.readouterr().out
     assert "quantize: python -m export.quantize --bits 4" in out and "--images 5" in out
+    quantize = next(line for line in out.splitlines() if line.startswith("quantize:"))
+    assert f"--heads {tmp_path}/vision/checkpoint-" in quantize  # the presence check: the vision stage's heads
     with pytest.raises(SystemExit):
         main(["tiny", "--work", str(tmp_path), "--set", "bogus=1"])
     assert main(["tiny", "--work", str(tmp_path), "--dry-run", "--until", "ground", "--set", "ground_task=locate",

@@ -1,5 +1,6 @@
 """The daemon over real ZeroMQ sockets: predictions, malformed input, retries, stop, status, journal."""
 
+import dataclasses
 import json
 import time
 
@@ -260,14 +261,17 @@ def test_a_refusal_from_the_model_is_not_understood_and_never_planned(daemon, f3
 
     model = GraspModel.load(f32_bundle, llama=LlamaSettings(n_ctx=256, n_batch=64))
     try:
-        view, _, box, _, _ = model.embed(np.zeros((480, 640, 3), np.uint8))
-        refused = model.session()._parse("I see no banana here.", Timings(), box, view, [])
+        embedded = model.embed(np.zeros((480, 640, 3), np.uint8))
+        refused = model.session()._parse("I see no banana here.", Timings(), embedded.box, embedded.view, [])
     finally:
         model.llm.close()
     assert refused.pose is None and refused.refusal == "banana"
     with pytest.raises(JobError) as info:
         daemon.daemon.jobs._describe(refused, None)
-    assert info.value.code == "not_understood" and "sees no banana" in str(info.value)
+    assert info.value.code == "not_understood" and "the model sees no banana" in str(info.value)
+    with pytest.raises(JobError) as info:  # the bundle's presence check refused: the reply says which refused
+        daemon.daemon.jobs._describe(dataclasses.replace(refused, gated=True), None)
+    assert "the presence check sees no banana here: no image patch shows one" in str(info.value)
 
 
 OBJECT_BOX = [260, 200, 380, 280]

@@ -274,22 +274,6 @@ def test_a_reasoning_that_runs_long_is_made_to_give_its_pose_in_time(runtime):
     assert not too_short.ok  # no room for any reasoning: rejected, as before
 
 
-@pytest.fixture(scope="module")
-def refusing_bundle(tiny_spm_checkpoint, tmp_path_factory):
-    """A Q8 RT bundle of the tiny model whose manifest says it was trained to refuse."""
-    import shutil
-
-    from export.quantize import build_bundle
-
-    root = tmp_path_factory.mktemp("refusing")
-    shutil.copytree(tiny_spm_checkpoint, root / "ckpt")
-    (root / "ckpt" / "view.json").write_text(
-        '{"variant": "rt", "decimals": 2, "size": 224, "crop": 320, "refusals": true}'
-    )
-    build_bundle(root / "ckpt", root / "bundle", bits=8, progress=False)
-    return root / "bundle"
-
-
 @pytest.mark.parametrize(
     "answer",
     [

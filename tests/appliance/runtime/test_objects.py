@@ -35,6 +35,60 @@ def test_the_first_category_named(text, category):
     assert CategoryNames(NAMES).first(text) == category
 
 
+def test_a_modifier_is_not_the_name():
+    names = CategoryNames({**NAMES, "orange": "orange", "spoon": "spoon"})
+    assert names.first("The orange one is a spoon, a bowl on a handle.") == "spoon"
+    assert names.first("The orange cup is nearest.") == "cup"
+    assert names.first("There is an orange on the table.") == "orange"
+
+
+@pytest.mark.parametrize(
+    "text, requested",
+    [
+        ("Can you lift the knife?", ("knife", "knife")),  # 'Can' the verb, not the can
+        ("Can you lift the can?", ("can", "can")),
+        ("grab the smaller orange mug please", ("mug", "mug")),
+        ("I want the orange.", ("orange", "orange")),
+        ("hand me the coffee mug on the left", ("coffee mug", "mug")),
+        ("grab a thing I can cut with for me", None),  # a use, however it is worded
+        ("hand me something to turn food in a pan", None),
+        ("pick up mug", None),  # no determiner: not read as a request for a mug
+        ("pick up the object", None),
+        ("", None),
+    ],
+)
+def test_the_object_an_instruction_asks_for(text, requested):
+    names = CategoryNames({**NAMES, "orange": "orange", "can": "can", "pan": "pan"})
+    assert names.requested(text) == requested
+
+
+def test_every_referring_phrasing_asks_for_its_own_object():
+    """Every train and test phrasing of training/reasoning/referring.yaml, with every name and synonym: the
+    category, or none for a generic or functional request (whose uses mention pans and what one can do)."""
+    from export.speech import categories
+    from training.reasoning.referring import PHRASING_SETS, load_referring
+
+    vocabulary, referring = categories(), load_referring()
+    names = CategoryNames(vocabulary)
+    wheres = [p for sets in referring.where.values() for name in PHRASING_SETS for p in sets[name]]
+    things = [p for sets in referring.uses.values() for name in PHRASING_SETS for p in sets[name]]
+    wrong = []
+    for sets in referring.phrasings.values():
+        for frame in (f for name in PHRASING_SETS for f in sets[name]):
+            if "{thing}" in frame:
+                wrong += [t for t in things if names.requested(frame.format(thing=t)) is not None]
+                continue
+            for word, category in vocabulary.items():
+                for colour in ("orange", "green"):
+                    text = frame.format(
+                        object=word, colour=colour, size="smaller", where=wheres[len(word) % len(wheres)]
+                    )
+                    want = (word, category) if "{object}" in frame else None
+                    if names.requested(text) != want:
+                        wrong.append((text, names.requested(text), want))
+    assert wrong == []
+
+
 def test_no_vocabulary_names_nothing():
     assert CategoryNames({}).first("a knife and a mug") is None
 
