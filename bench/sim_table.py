@@ -77,14 +77,13 @@ def table(results: dict[str, list], categories: list[str]) -> str:
 
 
 def busy_warning(load: float, cores: int) -> str | None:
-    """A warning when the machine is already busy: the cell simulates in real time, and starved of CPU its grasps
-    fail for no fault of the source (on 2 cores under a load of 3.9 the oracle closed on nothing in 21 of 57
-    cluttered trials that it lifts on an idle machine)."""
+    """A warning when the machine is already busy: the cell simulates in real time beside the sources, and the
+    trials' time and timing depend on the CPU it gets."""
     if load <= max(0.5, cores - 1):
         return None
     return (
         f"warning: the load average is {load:.1f} on {cores} cores before the cell starts; the cell simulates in "
-        "real time and fails grasps when starved: run Table II on an otherwise idle machine"
+        "real time: run Table II on an otherwise idle machine"
     )
 
 

@@ -161,9 +161,9 @@ def execute(arm: Arm, plan: GraspPlan) -> GraspResult:
         except MotionError as exc:
             return GraspResult(False, stage, str(exc), seconds=time.monotonic() - start)
         if stage == "close" and not outcome:
-            return GraspResult(
-                False, stage, "the hand closed on nothing", arm.gripper_width(), time.monotonic() - start
-            )
+            width = arm.gripper_width()
+            message = f"the hand closed on nothing (width {1000 * width:.1f} mm; it holds {1000 * lim.min_width:.0f}–{1000 * lim.max_width:.0f})"
+            return GraspResult(False, stage, message, width, time.monotonic() - start)
     width = arm.gripper_width()
     held = lim.min_width <= width <= lim.max_width and arm.is_grasped()  # the hand's own verdict too
     return GraspResult(

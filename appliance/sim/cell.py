@@ -30,6 +30,8 @@ READY_Q = (0.0, -0.2, 0.0, -2.2, 0.0, 2.0, 0.785)
 GROUND_Z = -0.05  # franky-sim's floor, lowered below our table top (z = 0)
 PARK_Y = 1.2  # parked objects wait on the floor here, out of reach and view
 SNAPSHOT_TIMEOUT = 2.0
+FINGER_SLACK = 0.002
+"""Metres a finger may sit beyond its joint range (MuJoCo's limits are soft) before a reset puts it back."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class SimCell:
         self.objects = cell_objects(config)
         self._lock = threading.Lock()
         self._pending: list = []  # callables run in the sim thread before a step
+        self.hand_heals = 0
+        """Resets that found the fingers out of their range and put them back (reported by the service's info)."""
         self._snapshot_wanted = threading.Event()
         self._snapshot_ready = threading.Event()
         self._qpos: np.ndarray | None = None
@@ -212,6 +216,7 @@ class SimCell:
         def apply(model, data):
             import mujoco
 
+            self._heal_hand(model, data)
             for i, (px, py, pz, pyaw) in poses.items():
                 joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"{self._body(i)}_joint")
                 qa, va = model.jnt_qposadr[joint], model.jnt_dofadr[joint]
@@ -222,6 +227,36 @@ class SimCell:
         self._run_in_sim(apply)
         if not done.wait(SNAPSHOT_TIMEOUT):
             raise TimeoutError("the simulation did not apply the reset within 2 s")
+
+    def _heal_hand(self, model, data) -> None:
+        """Fingers outside their joint range (crossed, or pushed through something) are put back open, at rest: a
+        reset starts every trial with a working hand, whatever the last one did to it."""
+        import mujoco
+
+        fingers = [
+            j
+            for j in range(model.njnt)
+            if (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or "").endswith(
+                ("finger_joint1", "finger_joint2")
+            )
+        ]
+        broken = [
+            j
+            for j in fingers
+            if not (
+                model.jnt_range[j][0] - FINGER_SLACK
+                <= data.qpos[model.jnt_qposadr[j]]
+                <= model.jnt_range[j][1] + FINGER_SLACK
+            )
+        ]
+        if not broken:
+            return
+        width = sum(float(data.qpos[model.jnt_qposadr[j]]) for j in fingers)
+        for j in fingers:
+            data.qpos[model.jnt_qposadr[j]] = model.jnt_range[j][1]
+            data.qvel[model.jnt_dofadr[j]] = 0.0
+        self.hand_heals += 1
+        log.warning("the hand's fingers were out of their range (width %.1f mm): put back open", 1000 * width)
 
     def geom_objects(self) -> np.ndarray:
         """Per geom of the model: the index of the cell object it belongs to, -1 for the arm, table and the rest."""

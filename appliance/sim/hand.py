@@ -24,6 +24,10 @@ from franky_sim.franka_gripper_server import (
 
 SQUEEZE_TARGET = -0.2
 """A width far below zero: the finger PD saturates at the force limit, i.e. squeezes with ``force``."""
+EMPTY_WIDTH = 0.0005
+"""Metres: fingers this close hold nothing. The squeeze then stops (the goal becomes 0), or the two fingers, pushed
+into each other at full force, can slip past one another and stay crossed: the hand then reads about -49 mm and
+closes on nothing in every later trial (seen in Table II, from one grasp that closed against the table on)."""
 
 
 class RealHandGripperServer(FrankaGripperServer):
@@ -31,6 +35,7 @@ class RealHandGripperServer(FrankaGripperServer):
 
     def start_grasp(self, width, speed, force, epsilon_inner, epsilon_outer, command_id, tcp_socket) -> None:
         self._robot.set_hand_goal(SQUEEZE_TARGET, speed, force)
+        self._squeeze = (speed, force)
         self._goal_width = width
         self._goal_epsilon_inner = epsilon_inner
         self._goal_epsilon_outer = epsilon_outer
@@ -41,6 +46,8 @@ class RealHandGripperServer(FrankaGripperServer):
             super()._check_motion_state()
             return
         width = self._robot.hand_width
+        if width < EMPTY_WIDTH:  # nothing between the fingers: hold them shut, do not push them through each other
+            self._robot.set_hand_goal(0.0, *self._squeeze)
         settled = abs(width - self._prev_width) < _SETTLE_THRESHOLD
         self._prev_width = width
         self._settling_steps = self._settling_steps + 1 if settled else 0

@@ -138,6 +138,7 @@ class CellService:
                 "T_base_cam": camera.T_base_cam.tolist(),
             },
             "objects": [{"id": o.object_id, "category": o.category} for o in self.cell.objects],
+            "hand_heals": self.cell.hand_heals,
         }
 
     def _forward(self, data) -> None:

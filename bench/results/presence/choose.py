@@ -6,7 +6,7 @@
 For every image, the vision stage's identity head on the workspace crop (as the bundle's graph computes it);
 for every instruction that asks for a category by name (``CategoryNames.requested``, as the appliance reads it),
 whether each rule would call that category absent. Rules: ``patches`` (the softmax summed over the patches, the
-expected patch count: what the bundle exports), ``argmax`` (patches whose most likely class it is) and ``max``
+expected patch count: what the bundle exports), ``argmax`` (patches whose most likely class, the table included, it is) and ``max``
 (the largest probability any patch gives it). Prints, per root and rule, the absent instructions refused and the
 others refused by mistake.
 """
@@ -56,10 +56,11 @@ def measure(heads: Path, root: Path, crop: int, size: int) -> list[dict]:
         image_id = record["image"]
         if image_id not in scores:
             sample = center_crop(dataset.load(image_id, with_depth=False), crop, (size, size))
-            probs = outputs(sample.image)[PATCH_IDENTITY][0].softmax(-1)[:, :-1]  # the table dropped
+            every = outputs(sample.image)[PATCH_IDENTITY][0].softmax(-1)  # the categories, then the table
+            probs = every[:, :-1]
             scores[image_id] = {
                 "patches": probs.sum(0),
-                "argmax": torch.bincount(probs.argmax(-1), minlength=len(classes)),
+                "argmax": torch.bincount(every.argmax(-1), minlength=len(classes) + 1),
                 "max": probs.max(0).values,
             }  # noqa: E501
         k = classes.index(asked[1])

@@ -177,3 +177,39 @@ def test_a_cluttered_trial_lifts_the_named_object_by_an_allowed_part(client, arm
     assert fingers and {f["part"] for f in fingers} == {"handle"}
     with pytest.raises(ValueError, match="--objects"):
         TrialRunner(cell, client, arm, objects_per_scene=4)
+
+
+def test_a_reset_puts_crossed_fingers_back(tmp_path):
+    """Two fingers squeezed into each other can slip past one another and stay crossed (the hand then read about
+    -49 mm and closed on nothing in every later Table II trial); a reset puts them back open."""
+    import mujoco
+
+    from appliance.sim.cell import SimCell, SimCellConfig
+
+    import random
+
+    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    cell = SimCell(SimCellConfig(categories=("box",), robot_host=host)).start()
+    try:
+        model = cell.model
+        data = mujoco.MjData(model)
+        fingers = [
+            j
+            for j in range(model.njnt)
+            if (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or "").endswith(
+                ("finger_joint1", "finger_joint2")
+            )
+        ]
+        assert len(fingers) == 2
+        for j in fingers:
+            data.qpos[model.jnt_qposadr[j]] = 0.01  # a hand half open: nothing to heal
+        cell._heal_hand(model, data)
+        assert cell.hand_heals == 0 and all(data.qpos[model.jnt_qposadr[j]] == 0.01 for j in fingers)
+        data.qpos[model.jnt_qposadr[fingers[0]]] = -0.049  # crossed
+        data.qvel[model.jnt_dofadr[fingers[0]]] = 0.3
+        cell._heal_hand(model, data)
+        assert cell.hand_heals == 1
+        assert [data.qpos[model.jnt_qposadr[j]] for j in fingers] == [model.jnt_range[j][1] for j in fingers]
+        assert data.qvel[model.jnt_dofadr[fingers[0]]] == 0.0
+    finally:
+        cell.stop()
