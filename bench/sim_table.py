@@ -98,13 +98,23 @@ def bundle_names(bundles: list[Path]) -> list[str]:
     return names
 
 
+def yaml_error() -> type[Exception]:
+    import yaml
+
+    return yaml.YAMLError
+
+
 def with_seed(config: Path, seed: int, out: Path) -> Path:
     """A copy of the cell's YAML under ``out`` with its ``sim.seed`` replaced (the cell reads it from its file)."""
     import yaml
 
     data = yaml.safe_load(config.read_text()) or {}
-    data.setdefault("sim", {})["seed"] = seed
-    path = out / "sim.yaml"
+    if not isinstance(data, dict) or not isinstance(data.get("sim") or {}, dict):
+        raise ValueError(f"{config}: expected a mapping with a 'sim' section")
+    data["sim"] = {**(data.get("sim") or {}), "seed": seed}
+    path = out / f"sim-seed{seed}.yaml"
+    if path.resolve() == config.resolve():
+        raise ValueError(f"--seed would overwrite {config}: give another --out")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -165,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.config.is_file():
             parser.error(f"--config: no such file: {args.config}")
         args.out.mkdir(parents=True, exist_ok=True)
-        args.config = with_seed(args.config, args.seed, args.out)
+        try:
+            args.config = with_seed(args.config, args.seed, args.out)
+        except (ValueError, yaml_error()) as exc:
+            parser.error(str(exc))
     try:
         config = load_config(args.config, "sim", SimCellConfig)
     except ConfigError as exc:

@@ -149,6 +149,8 @@ def build_bundle(
     started = time.monotonic()
 
     steps.set_postfix_str("vision tower → ONNX")
+    if heads is not None and not view.refusals:
+        raise ExportError(f"--heads: {model_dir} was not trained to refuse (view.json), so no refusal can be written")
     model, _ = load_llava(model_dir)
     head = presence_head(heads, model) if heads is not None else None
     vision = export_onnx(model, work / "vision.onnx", vision_precision, presence=head)

@@ -334,7 +334,8 @@ def torch_answerer(model, processor, view: ModelView = ModelView()) -> TorchAnsw
 class BundleAnswerer:
     """``evaluate``'s answer function for a bundle (appliance.runtime.model.GraspModel): the appliance's own path.
 
-    ``constrain=False`` and ``max_new_tokens=MAX_NEW_TOKENS`` decode exactly as the torch path does."""
+    ``constrain=False`` and ``max_new_tokens=MAX_NEW_TOKENS`` decode exactly as the torch path does (a bundle with a
+    presence section still refuses what its check does not see, without decoding)."""
 
     def __init__(self, grasp_model, constrain: bool = True, max_new_tokens: int | None = None):
         self.model, self.constrain, self.max_new_tokens = grasp_model, constrain, max_new_tokens or MAX_NEW_TOKENS

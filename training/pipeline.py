@@ -344,7 +344,8 @@ TEST_SETS = {"single": "1-1", "clutter": "2-5"}
 
 
 def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
-    """The tiny pipeline, then the Q4 bundle (with the vision stage's identity head: the presence check), fresh test sets (the training objects in new scenes: one object,
+    """The tiny pipeline, then the Q4 bundle (with the vision stage's identity head: the presence check), fresh test
+    sets (the training objects in new scenes: one object,
     two to five; instructions in phrasings training never used) and the bundle and the torch model evaluated on
     both, with the floor, the build's own instruction-blind CNN heads and the oracle beside them."""
     w = str(work)

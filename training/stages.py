@@ -358,10 +358,8 @@ def heads_outputs(checkpoint, model, processor):
 
     from safetensors.torch import load_file
 
-    from .reasoning import load_templates
-
     vit = model.model.vision_tower
-    heads = PatchHeads(vit.config.hidden_size, len(load_templates().categories) + 1)
+    heads = PatchHeads(vit.config.hidden_size, len(identity_classes()))
     state = load_file(Path(checkpoint) / HEADS_FILE)
     missing, unexpected = heads.load_state_dict(state, strict=False)
     optional = {f"{head}.{p}" for head in ("where", "digits", "identity", "colour") for p in ("weight", "bias")}

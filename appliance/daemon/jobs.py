@@ -170,7 +170,7 @@ class Jobs:
         if prediction.refusal is not None:
             why = f"the model sees no {prediction.refusal} here"
             if prediction.gated:
-                why = f"the presence check sees no {prediction.refusal} here: no image patch shows one"
+                why = f"the presence check sees no {prediction.refusal} here: too few image patches show one"
             raise JobError("not_understood", f"{why} ({prediction.text!r}): nothing moves")
         fields = prediction_fields(prediction)
         fields["object"], box = None, None

@@ -158,8 +158,8 @@ CODES = {
     "bad_audio": "the WAV is not 16 kHz mono 16-bit, is empty, truncated or too long",
     "speech_unavailable": "this appliance has no speech recognition",
     "not_understood": "the instruction names nothing the model knows, the speech matched no command, or the "
-    "model refused (it sees no such object), or the bundle's presence check found no image patch showing the object "
-    "named: nothing moves",
+    "model refused (it sees no such object), or the bundle's presence check found too few image patches showing the "
+    "object named: nothing moves",
     "busy": "too many requests are waiting",
     "stopped": "a stop request ended this request",
     "unknown_session": "no such session (it ended, or the daemon restarted)",

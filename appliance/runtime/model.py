@@ -193,6 +193,8 @@ class GraspModel:
         self.image_token = self.llm.token_id(manifest.image_token)
         self.presence: PresenceGate | None = None
         if manifest.presence is not None:
+            if not self.format.refusals:
+                raise LlamaError("the manifest has a presence section, but its model was not trained to refuse")
             if not self.vision.has_presence:
                 raise LlamaError(f"{manifest.vision} has no presence output, the manifest has a presence section")
             self.presence = PresenceGate(manifest.presence, CategoryNames(manifest.categories or {}))
@@ -528,7 +530,8 @@ class Session:
 
     def _refuse(self, instruction: str, word: str, timings: Timings, box: CropBox, view: np.ndarray) -> Prediction:
         """The presence gate's answer: the refusal the model was trained to write, nothing decoded. The turn joins
-        the history as if the model had written it (evaluated when the conversation goes on)."""
+        the history as if the model had written it; this session's next turn evaluates the whole conversation again
+        (another session's cache is left as it is)."""
         model = self.model
         text = model.format.render_refusal(word)
         tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)  # the first token after "ASSISTANT:"
@@ -541,7 +544,8 @@ class Session:
             else:
                 run.append(token)
         self.history += [run, tokens + [model.llm.eos]]
-        model._active = None  # the cache does not hold this turn: the next one replays the history
+        if model._active is self:
+            model._active = None  # the cache lacks this turn: this session's next one evaluates its history anew
         prediction = replace(self._parse(text, timings, box, view, tokens), gated=True)
         self.turns.append(prediction)
         return prediction

@@ -35,7 +35,7 @@ class RealHandGripperServer(FrankaGripperServer):
 
     def start_grasp(self, width, speed, force, epsilon_inner, epsilon_outer, command_id, tcp_socket) -> None:
         self._robot.set_hand_goal(SQUEEZE_TARGET, speed, force)
-        self._squeeze = (speed, force)
+        self._squeeze, self._shut = (speed, force), False
         self._goal_width = width
         self._goal_epsilon_inner = epsilon_inner
         self._goal_epsilon_outer = epsilon_outer
@@ -46,8 +46,9 @@ class RealHandGripperServer(FrankaGripperServer):
             super()._check_motion_state()
             return
         width = self._robot.hand_width
-        if width < EMPTY_WIDTH:  # nothing between the fingers: hold them shut, do not push them through each other
+        if width < EMPTY_WIDTH and not self._shut:  # nothing between the fingers: hold them shut, no more squeezing
             self._robot.set_hand_goal(0.0, *self._squeeze)
+            self._shut = True
         settled = abs(width - self._prev_width) < _SETTLE_THRESHOLD
         self._prev_width = width
         self._settling_steps = self._settling_steps + 1 if settled else 0

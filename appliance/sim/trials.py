@@ -81,8 +81,9 @@ class TrialResult:
 
     @property
     def wrong_object(self) -> bool:
-        """Something other than the target left the table: the source chose another object."""
-        return any(k != self.object for k in self.lifted)
+        """Another object left the table and the target did not: the source chose the wrong one (one carried along
+        with the target counts among ``others_moved_m``)."""
+        return bool(self.lifted) and self.object not in self.lifted
 
 
 def oracle_source(config: SimCellConfig) -> GraspSource:
@@ -232,7 +233,13 @@ class TrialRunner:
             for k in range(poses):
                 r = self.trial(index, k, source, seed=f"{self.config.seed}:trial:{obj['id']}:{k}")
                 log.info(
-                    "%-12s pose %d: %s (%s) %s", r.category, k, "lifted" if r.success else "failed", r.stage, r.message
+                    "%-12s pose %d: %s (%s) %s%s",
+                    r.category,
+                    k,
+                    "lifted" if r.success else "failed",
+                    r.stage,
+                    r.message,
+                    f" [left the table: {', '.join(r.lifted)}]" if r.lifted and r.lifted != (r.object,) else "",
                 )
                 results.append(r)
         return results

@@ -120,3 +120,15 @@ def test_a_busy_machine_is_warned_of():
     assert busy_warning(0.3, 2) is None and busy_warning(1.0, 2) is None
     assert "idle machine" in busy_warning(3.9, 2)
     assert busy_warning(0.6, 1) is not None and busy_warning(6.0, 8) is None
+
+
+def test_a_wrong_object_is_one_lifted_instead_of_the_target():
+    from appliance.sim.trials import TrialResult
+
+    def trial(*lifted):
+        return TrialResult("mug-cell", "mug", 0, False, "verify", "", 1.0, 0.0, objects=3, lifted=lifted)
+
+    assert trial("ball-cell").wrong_object
+    assert not trial("mug-cell").wrong_object
+    assert not trial("mug-cell", "ball-cell").wrong_object  # carried along: counted as another object moved
+    assert not trial().wrong_object

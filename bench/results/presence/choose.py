@@ -62,7 +62,7 @@ def measure(heads: Path, root: Path, crop: int, size: int) -> list[dict]:
                 "patches": probs.sum(0),
                 "argmax": torch.bincount(every.argmax(-1), minlength=len(classes) + 1),
                 "max": probs.max(0).values,
-            }  # noqa: E501
+            }
         k = classes.index(asked[1])
         rows.append({"kind": record["kind"], **{rule: float(v[k]) for rule, v in scores[image_id].items()}})
     return rows

@@ -271,7 +271,7 @@ def test_a_refusal_from_the_model_is_not_understood_and_never_planned(daemon, f3
     assert info.value.code == "not_understood" and "the model sees no banana" in str(info.value)
     with pytest.raises(JobError) as info:  # the bundle's presence check refused: the reply says which refused
         daemon.daemon.jobs._describe(dataclasses.replace(refused, gated=True), None)
-    assert "the presence check sees no banana here: no image patch shows one" in str(info.value)
+    assert "the presence check sees no banana here: too few image patches show one" in str(info.value)
 
 
 OBJECT_BOX = [260, 200, 380, 280]

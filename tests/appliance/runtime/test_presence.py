@@ -184,6 +184,29 @@ def test_heads_of_another_tower_are_refused(refusing_checkpoint, vision_checkpoi
         presence_head(other, model)
 
 
+def test_a_model_that_cannot_refuse_gets_no_check(tiny_spm_checkpoint, vision_checkpoint, presence_bundle, tmp_path):
+    from export.gguf import ExportError
+    from export.quantize import build_bundle
+
+    with pytest.raises(ExportError, match="not trained to refuse"):
+        build_bundle(tiny_spm_checkpoint, tmp_path / "b", bits=8, progress=False, heads=vision_checkpoint)
+    bundle = tmp_path / "edited"
+    shutil.copytree(presence_bundle, bundle)
+    data = yaml.safe_load((bundle / MANIFEST_FILE).read_text())
+    data["answer"]["refusals"] = False
+    (bundle / MANIFEST_FILE).write_text(yaml.safe_dump(data))
+    with pytest.raises(LlamaError, match="not trained to refuse"):
+        GraspModel.load(bundle, llama=LlamaSettings(n_ctx=256, n_batch=64))
+
+
+def test_a_refusal_keeps_another_sessions_cache(model):
+    first = model.session()
+    first.ask(f"pick up the {SHOWN}", camera(3))
+    assert model._active is first
+    model.session().ask("Can you lift the knife?", camera(4))  # refused by the check: nothing evaluated
+    assert model._active is first  # so the first session's next turn need not replay its image
+
+
 def test_min_patches_needs_heads(refusing_checkpoint, tmp_path, capsys):
     from export.quantize import main
 
@@ -194,7 +217,8 @@ def test_min_patches_needs_heads(refusing_checkpoint, tmp_path, capsys):
 
 def test_the_gate_reads_names_and_synonyms_of_known_categories():
     spec = PresenceSpec(("cup", "mug", "knife"), min_patches=0.5)
-    gate = PresenceGate(spec, CategoryNames({"mug": "mug", "coffee mug": "mug", "knife": "knife", "cup": "cup"}))
+    names = {"mug": "mug", "coffee mug": "mug", "knife": "knife", "cup": "cup", "banana": "banana"}
+    gate = PresenceGate(spec, CategoryNames(names))
     patches = np.array([0.0, 3.0, 0.4])
     assert gate.unseen("grab the coffee mug please", patches) is None
     assert gate.unseen("Can you lift the KNIFE?", patches) == "knife"

@@ -182,11 +182,11 @@ def test_a_cluttered_trial_lifts_the_named_object_by_an_allowed_part(client, arm
 def test_a_reset_puts_crossed_fingers_back(tmp_path):
     """Two fingers squeezed into each other can slip past one another and stay crossed (the hand then read about
     -49 mm and closed on nothing in every later Table II trial); a reset puts them back open."""
+    import random
+
     import mujoco
 
     from appliance.sim.cell import SimCell, SimCellConfig
-
-    import random
 
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
     cell = SimCell(SimCellConfig(categories=("box",), robot_host=host)).start()
