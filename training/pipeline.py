@@ -188,6 +188,10 @@ class PipelineConfig:
     refine_rounds: int = 1
     ground_refine_fraction: float = 0.0
     """The same for the ground stage's pose-only answers (0: none)."""
+    presence: bool = False
+    """Build the bundle with the presence check (``export.quantize --heads`` with the vision stage): it refuses a
+    named object no image patch shows. Off by default: on object instances the vision stage never saw it refused
+    16-21 % of objects that were there (bench/results/presence/README.md)."""
     absent_fraction: float = 0.0
     """Share of training views that also ask for an object not on the table, answered with a refusal."""
     test_seed: int = 1
@@ -254,6 +258,11 @@ def config_for(pipeline: str, overrides: list[str] = (), environ=os.environ) -> 
     for name, text in pairs:
         default = getattr(PipelineConfig, name)
         kind = type(default) if default is not None else (float if name == "lr" else int)
+        if kind is bool:
+            if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(f"--set {name}={text}: expected 1/0, true/false, yes/no or on/off")
+            values[name] = text.lower() in ("1", "true", "yes", "on")
+            continue
         values[name] = None if text in ("", "none") else kind(text)
     return PipelineConfig(**values)
 
@@ -344,15 +353,16 @@ TEST_SETS = {"single": "1-1", "clutter": "2-5"}
 
 
 def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
-    """The tiny pipeline, then the Q4 bundle (with the vision stage's identity head: the presence check), fresh test
-    sets (the training objects in new scenes: one object,
+    """The tiny pipeline, then the Q4 bundle (with ``presence``, the vision stage's identity head: the presence check),
+    fresh test sets (the training objects in new scenes: one object,
     two to five; instructions in phrasings training never used) and the bundle and the torch model evaluated on
     both, with the floor, the build's own instruction-blind CNN heads and the oracle beside them."""
     w = str(work)
     stages, merged = tiny_stages(c, work)
     stages.append(
         Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force",
-              "--heads", f"{w}/{_checkpoint('vision', c.vision_steps)}"), ("bundle/manifest.yaml",))
+              *(("--heads", f"{w}/{_checkpoint('vision', c.vision_steps)}") if c.presence else ())),
+              ("bundle/manifest.yaml",))
     )  # fmt: skip
     cnn = ("--cnn", f"{w}/{_checkpoint('vision', c.vision_steps)}")
     for k, (test_set, objects) in enumerate(TEST_SETS.items()):

@@ -65,6 +65,14 @@ def test_sizes_come_from_the_preset_then_the_environment_then_set():
     assert (c.vision_steps, c.lora_steps, c.crop, c.ground_steps) == (7, 5, None, 1600)
     with pytest.raises(ValueError, match="name=value"):
         config_for("tiny", ["steps=3"], environ={})
+    assert [config_for("demo-model", [f"presence={v}"], environ={}).presence for v in ("1", "off", "True", "0")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    with pytest.raises(ValueError, match="presence=maybe"):
+        config_for("tiny", ["presence=maybe"], environ={})
 
 
 def test_the_tiny_table_follows_its_config(tmp_path):
@@ -80,7 +88,10 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "quantize: python -m export.quantize --bits 4" in out and "--images 5" in out
     quantize = next(line for line in out.splitlines() if line.startswith("quantize:"))
-    assert f"--heads {tmp_path}/vision/checkpoint-" in quantize  # the presence check: the vision stage's heads
+    assert "--heads" not in quantize  # the presence check is opt-in
+    assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--set", "presence=1"]) == 0
+    quantize = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quantize:"))
+    assert f"--heads {tmp_path}/vision/checkpoint-" in quantize  # with it: the vision stage's heads
     with pytest.raises(SystemExit):
         main(["tiny", "--work", str(tmp_path), "--set", "bogus=1"])
     assert main(["tiny", "--work", str(tmp_path), "--dry-run", "--until", "ground", "--set", "ground_task=locate",

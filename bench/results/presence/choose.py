@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 THRESHOLDS = {
-    "patches": (0.25, 0.5, 1.0, 2.0),
+    "patches": (0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
     "argmax": (1, 2, 3),
     "max": (0.2, 0.3, 0.5, 0.7),
 }
