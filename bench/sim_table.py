@@ -98,17 +98,14 @@ def bundle_names(bundles: list[Path]) -> list[str]:
     return names
 
 
-def yaml_error() -> type[Exception]:
-    import yaml
-
-    return yaml.YAMLError
-
-
 def with_seed(config: Path, seed: int, out: Path) -> Path:
     """A copy of the cell's YAML under ``out`` with its ``sim.seed`` replaced (the cell reads it from its file)."""
     import yaml
 
-    data = yaml.safe_load(config.read_text()) or {}
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{config}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("sim") or {}, dict):
         raise ValueError(f"{config}: expected a mapping with a 'sim' section")
     data["sim"] = {**(data.get("sim") or {}), "seed": seed}
@@ -177,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         try:
             args.config = with_seed(args.config, args.seed, args.out)
-        except (ValueError, yaml_error()) as exc:
+        except ValueError as exc:
             parser.error(str(exc))
     try:
         config = load_config(args.config, "sim", SimCellConfig)

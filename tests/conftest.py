@@ -58,16 +58,23 @@ def nra_bundle(tiny_spm_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def refusing_bundle(tiny_spm_checkpoint, tmp_path_factory):
-    """A Q8 RT bundle of the tiny model whose manifest says it was trained to refuse."""
+def refusing_checkpoint(tiny_spm_checkpoint, tmp_path_factory):
+    """The tiny model as a checkpoint whose view.json says it was trained to refuse (RT answers)."""
     import shutil
 
-    from export.quantize import build_bundle
-
-    root = tmp_path_factory.mktemp("refusing")
-    shutil.copytree(tiny_spm_checkpoint, root / "ckpt")
-    (root / "ckpt" / "view.json").write_text(
+    checkpoint = tmp_path_factory.mktemp("refusing") / "ckpt"
+    shutil.copytree(tiny_spm_checkpoint, checkpoint)
+    (checkpoint / "view.json").write_text(
         '{"variant": "rt", "decimals": 2, "size": 224, "crop": 320, "refusals": true}'
     )
-    build_bundle(root / "ckpt", root / "bundle", bits=8, progress=False)
-    return root / "bundle"
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def refusing_bundle(refusing_checkpoint, tmp_path_factory):
+    """A Q8 RT bundle of the tiny model whose manifest says it was trained to refuse."""
+    from export.quantize import build_bundle
+
+    out = tmp_path_factory.mktemp("refusing-bundle") / "bundle"
+    build_bundle(refusing_checkpoint, out, bits=8, progress=False)
+    return out

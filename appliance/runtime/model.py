@@ -444,6 +444,19 @@ class GraspModel:
             return False
 
 
+def split_at_image(segments: list, embeddings: np.ndarray) -> list:
+    """A turn's prompt as history segments: runs of token ids, with the image embeddings where ``None`` marks them."""
+    out: list = []
+    run: list[int] = []
+    for token in segments:
+        if token is None:
+            out += [run, embeddings]
+            run = []
+        else:
+            run.append(token)
+    return out + [run]
+
+
 class Session:
     """A conversation about one image: the first turn carries it, follow-ups refine the pose."""
 
@@ -536,14 +549,7 @@ class Session:
         text = model.format.render_refusal(word)
         tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)  # the first token after "ASSISTANT:"
         segments = model.prompt_segments(instruction, first=not self.history)
-        run: list[int] = []
-        for token in segments:
-            if token is None:
-                self.history += [run, self._image.embeddings]
-                run = []
-            else:
-                run.append(token)
-        self.history += [run, tokens + [model.llm.eos]]
+        self.history += [*split_at_image(segments, self._image.embeddings), tokens + [model.llm.eos]]
         if model._active is self:
             model._active = None  # the cache lacks this turn: this session's next one evaluates its history anew
         prediction = replace(self._parse(text, timings, box, view, tokens), gated=True)
@@ -572,18 +578,9 @@ class Session:
             self._eval(self.history[-1])
 
     def _extend(self, segments: list, embeddings: np.ndarray) -> None:
-        run: list[int] = []
-        for token in segments:
-            if token is None:
-                self._eval(run)
-                self.history.append(run)
-                self._eval(embeddings)
-                self.history.append(embeddings)
-                run = []
-            else:
-                run.append(token)
-        self._eval(run)
-        self.history.append(run)
+        for segment in split_at_image(segments, embeddings):
+            self._eval(segment)
+            self.history.append(segment)
 
     def _eval(self, segment) -> None:
         if isinstance(segment, np.ndarray):

@@ -77,6 +77,7 @@ class SimCell:
         self.objects = cell_objects(config)
         self._lock = threading.Lock()
         self._pending: list = []  # callables run in the sim thread before a step
+        self._fingers: list[int] | None = None
         self.hand_heals = 0
         """Resets that found the fingers out of their range and put them back (reported by the service's info)."""
         self._snapshot_wanted = threading.Event()
@@ -233,13 +234,15 @@ class SimCell:
         reset starts every trial with a working hand, whatever the last one did to it."""
         import mujoco
 
-        fingers = [
-            j
-            for j in range(model.njnt)
-            if (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or "").endswith(
-                ("finger_joint1", "finger_joint2")
-            )
-        ]
+        if self._fingers is None:  # the model never changes: look its finger joints up once
+            self._fingers = [
+                j
+                for j in range(model.njnt)
+                if (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or "").endswith(
+                    ("finger_joint1", "finger_joint2")
+                )
+            ]
+        fingers = self._fingers
         broken = [
             j
             for j in fingers

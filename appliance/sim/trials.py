@@ -42,7 +42,6 @@ from appliance.runtime.proc import describe_exit, tail
 from .cell import SimCellConfig, cell_objects
 from .client import SimCellClient
 from .hold import (
-    LIFT_SUCCESS_M,
     OTHERS_MOVED_M,
     clutter_scene,
     held_by_allowed_part,
@@ -210,7 +209,7 @@ class TrialRunner:
         lift = after["com"][2] - before[obj["id"]]["com"][2]
         risen = lifted(before, after_all)
         moved = others_moved(before, after_all, obj["id"])
-        rose = outcome.success and lift >= LIFT_SUCCESS_M and not after["on_table"]
+        rose = outcome.success and obj["id"] in risen
         held, why = held_by_allowed_part(self.library[index], after["pose"], after["fingers"])
         success = rose and held and moved <= OTHERS_MOVED_M
         if outcome.message:

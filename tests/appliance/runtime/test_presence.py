@@ -60,16 +60,6 @@ def presence_bundle(refusing_checkpoint, vision_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def refusing_checkpoint(tiny_spm_checkpoint, tmp_path_factory):
-    root = tmp_path_factory.mktemp("presence-ckpt")
-    shutil.copytree(tiny_spm_checkpoint, root / "ckpt")
-    (root / "ckpt" / "view.json").write_text(
-        '{"variant": "rt", "decimals": 2, "size": 224, "crop": 320, "refusals": true}'
-    )
-    return root / "ckpt"
-
-
-@pytest.fixture(scope="module")
 def model(presence_bundle):
     model = GraspModel.load(presence_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64))
     yield model

@@ -12,7 +12,8 @@ zmq = pytest.importorskip("zmq")
 from appliance.robot.franka import FrankaArm, FrankaConfig  # noqa: E402
 from appliance.robot.plan import MotionError, tcp_pose  # noqa: E402
 from appliance.sim.client import SimCellClient  # noqa: E402
-from appliance.sim.trials import LIFT_SUCCESS_M, TrialRunner, main, model_source, oracle_source  # noqa: E402
+from appliance.sim.hold import LIFT_SUCCESS_M  # noqa: E402
+from appliance.sim.trials import TrialRunner, main, model_source, oracle_source  # noqa: E402
 from tests.helpers import sim_cell  # noqa: E402
 
 
