@@ -324,6 +324,7 @@ class Daemon:
                 "quant": model.manifest.quant,
                 "vision_providers": model.vision_providers,
                 "answer": model.manifest.answer.variant,
+                "presence_check": model.presence_active,
                 "process": model.status(),
             },
             "camera": self.config.camera.type,

@@ -82,6 +82,9 @@ class ModelSettings(LlamaSettings):
     """Draft reasoning tokens from the bundle's corpus (appliance.runtime.draft): ``auto`` measures the verify cost
     when the bundle loads and drafts only where that makes decoding faster (appliance.runtime.speculation), ``on``
     always, ``off`` never. The answers are the same either way; docs/export.md says when it pays."""
+    presence_check: bool = True
+    """Use the bundle's presence check, when it has one (docs/export.md): an instruction naming a category that too
+    few image patches show is refused before decoding. ``false`` sends every instruction to the model."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

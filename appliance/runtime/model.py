@@ -179,7 +179,9 @@ class GraspModel:
         providers=PROVIDERS,
         llama: LlamaSettings = LlamaSettings(),
         speculative: str = "off",
+        presence: bool = True,
     ):
+        """``presence=False`` leaves the bundle's presence check off: every instruction goes to the model."""
         if speculative not in SPECULATIVE_POLICIES:
             raise ValueError(f"speculative must be one of {SPECULATIVE_POLICIES}, got {speculative!r}")
         self.manifest, self.directory = manifest, Path(directory)
@@ -192,7 +194,7 @@ class GraspModel:
             )
         self.image_token = self.llm.token_id(manifest.image_token)
         self.presence: PresenceGate | None = None
-        if manifest.presence is not None:
+        if manifest.presence is not None and presence:
             if not self.format.refusals:
                 raise LlamaError("the manifest has a presence section, but its model was not trained to refuse")
             if not self.vision.has_presence:
@@ -275,10 +277,11 @@ class GraspModel:
         llama: LlamaSettings = LlamaSettings(),
         verify: bool = True,
         speculative: str = "off",
+        presence: bool = True,
     ) -> GraspModel:
         """Read the manifest, verify every file's hash, and load both halves (and measure the verify cost when
-        ``speculative`` is on or auto)."""
-        return cls(read_bundle(directory, verify=verify), directory, providers, llama, speculative)
+        ``speculative`` is on or auto; ``presence=False`` leaves the bundle's presence check off)."""
+        return cls(read_bundle(directory, verify=verify), directory, providers, llama, speculative, presence)
 
     def session(self) -> Session:
         """A new conversation (the image comes with its first turn)."""

@@ -57,7 +57,9 @@ ERRORS = {cls.__name__: cls for cls in (LlamaError, ContextFull, TooLong, ValueE
 """Exceptions the child reports that the parent raises again as themselves; anything else is a RuntimeError."""
 
 
-def _serve(directory: str, providers, llama: LlamaSettings, speculative: str, conn, log_level: int) -> None:
+def _serve(
+    directory: str, providers, llama: LlamaSettings, speculative: str, presence: bool, conn, log_level: int
+) -> None:
     """The child: load the bundle, then answer calls until the pipe closes."""
     faulthandler.enable()  # a fatal signal leaves a Python traceback on stderr (the daemon's log)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[model %(process)d]: %(message)s")
@@ -67,7 +69,9 @@ def _serve(directory: str, providers, llama: LlamaSettings, speculative: str, co
 
     try:
         # the parent verified the hashes
-        model = GraspModel.load(Path(directory), providers, llama, verify=False, speculative=speculative)
+        model = GraspModel.load(
+            Path(directory), providers, llama, verify=False, speculative=speculative, presence=presence
+        )
     except Exception as exc:
         conn.send((0, "error", type(exc).__name__, str(exc)))
         return
@@ -92,7 +96,7 @@ def _serve(directory: str, providers, llama: LlamaSettings, speculative: str, co
 
     commands = {"ask": ask, "check": check, "fault": fault}
     try:
-        conn.send((0, "ok", {"vision_providers": list(model.vision.active)}))
+        conn.send((0, "ok", {"vision_providers": list(model.vision.active), "presence": model.presence is not None}))
     except OSError:  # the daemon closed the pipe while the bundle loaded
         return
     while True:
@@ -124,6 +128,7 @@ class ModelWorker:
         llama: LlamaSettings = LlamaSettings(),
         call_timeout_s: float = CALL_TIMEOUT_S,
         speculative: str = "off",
+        presence: bool = True,
     ):
         self.directory, self.providers, self.llama, self.call_timeout_s = (
             Path(directory),
@@ -133,6 +138,10 @@ class ModelWorker:
         )
         self.speculative = speculative
         """The model's drafting policy (``appliance.runtime.model.SPECULATIVE_POLICIES``)."""
+        self.presence = presence
+        """Use the bundle's presence check when it has one (``appliance.runtime.presence``)."""
+        self.presence_active = False
+        """Whether the loaded model refuses through the presence check (known once the child is ready)."""
         self.manifest: Manifest = read_bundle(self.directory, verify=True)
         self.format = self.manifest.answer.format
         self.vision_providers: list[str] = []
@@ -159,6 +168,7 @@ class ModelWorker:
             self.providers,
             self.llama,
             self.speculative,
+            self.presence,
             child,
             logging.getLogger().getEffectiveLevel(),
         )
@@ -176,6 +186,7 @@ class ModelWorker:
         except ModelCrashed as exc:
             raise LlamaError(f"the model process could not start: {exc}") from None
         self.vision_providers = info["vision_providers"]
+        self.presence_active = info["presence"]
         self._ready = True
         log.info(
             "model process %d ready (%s, vision on %s)", self.pid, self.manifest.model, ", ".join(self.vision_providers)

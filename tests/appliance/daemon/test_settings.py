@@ -56,6 +56,7 @@ def _write(tmp_path, **changes):
         ({"server.colour": 1}, r"server\.colour: unknown key"),
         ({"model.bundle": None}, r"model\.bundle: required key is missing"),
         ({"model.n_ctx": "big"}, r"model\.n_ctx: expected int"),
+        ({"model.presence_check": "no"}, r"model\.presence_check: expected bool"),
         ({"camera.type": "webcam"}, r"camera\.type: unknown camera 'webcam'"),
         ({"camera.exposure": 5}, r"camera\.exposure: unknown key"),
         ({"robot.arm.joint_speed": 9.0}, r"robot.*joint_speed"),

@@ -16,6 +16,7 @@ from appliance.runtime.llm import LlamaError, LlamaSettings  # noqa: E402
 from appliance.runtime.model import GraspModel  # noqa: E402
 from appliance.runtime.objects import CategoryNames  # noqa: E402
 from appliance.runtime.presence import PresenceGate  # noqa: E402
+from appliance.runtime.worker import ModelWorker, RemoteSession  # noqa: E402
 
 SHOWN = "mug"
 """What the doctored identity head sees on every patch, whatever the image."""
@@ -103,6 +104,21 @@ def test_a_refinement_naming_an_absent_object_is_refused_too(model):
     assert not first.gated
     second = session.ask("take the hammer instead")
     assert second.gated and second.refusal == "hammer"
+
+
+def test_the_check_can_be_left_off_at_run_time(presence_bundle):
+    worker = ModelWorker(presence_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64), presence=False).start()
+    try:
+        assert not worker.presence_active
+        prediction = RemoteSession(worker).ask("Can you lift the knife?", camera())
+        assert not prediction.gated and prediction.timings.decode_tokens > 0
+    finally:
+        worker.close()
+    on = ModelWorker(presence_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64)).start()
+    try:
+        assert on.presence_active and RemoteSession(on).ask("Can you lift the knife?", camera()).gated
+    finally:
+        on.close()
 
 
 def test_a_bundle_without_heads_has_no_check(refusing_bundle):
