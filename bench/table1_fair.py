@@ -82,14 +82,19 @@ def cell_name(split: str, fold: int, variant: str, strategy: str, seed: int | No
     return f"{split}{fold}-{variant}-{strategy}" + (f"-seed{seed}" if seed is not None else "")
 
 
-def train_stages(args, name: str, data: Path, strategy: str, steps: int, seed: int, *extra: str) -> tuple[list, Path]:
-    """Train (and merge LoRA) one row from the base; the stages and the plain checkpoint they leave."""
+def train_stages(
+    args, name: str, data: Path, strategy: str, steps: int, seed: int, *extra: str, save_every: int | None = None
+) -> tuple[list, Path]:
+    """Train (and merge LoRA) one row from the base; the stages and the plain checkpoint they leave.
+
+    ``save_every`` (a long run: the pilot's) keeps a checkpoint that often and trains with ``--resume``, so a run
+    stopped mid-way (the session ended, the machine died) goes on from its last checkpoint when rerun."""
     run = args.out / "runs" / name
     lr = args.lr_pretrain if strategy == "pretrain" else args.lr_lora
+    keep = ["--save-every", str(save_every), "--resume"] if save_every else ["--save-every", str(steps)]
     train = ["--strategy", strategy, "--model", str(args.base), "--data", str(data), "--out", str(run),
              "--steps", str(steps), "--warmup", str(warmup(steps)), "--batch-size", str(args.batch_size),
-             "--micro-batch", str(args.micro_batch), "--lr", str(lr), "--save-every", str(steps),
-             "--seed", str(seed), *extra]  # fmt: skip
+             "--micro-batch", str(args.micro_batch), "--lr", str(lr), *keep, "--seed", str(seed), *extra]  # fmt: skip
     checkpoint = run / f"checkpoint-{steps:06d}"
     stages = [Stage(f"train-{name}", "training.train", tuple(train), (str(checkpoint),), True)]
     if strategy == "lora":
@@ -225,8 +230,11 @@ def gate(args) -> dict:
 
 
 def read_curve(metrics: Path) -> list[tuple[int, float]]:
+    """(step, validation accuracy) in step order; a step logged twice (a resumed run redoes the steps after its
+    last checkpoint) keeps its last value."""
     with metrics.open() as f:
-        return [(int(r["step"]), float(r["val_accuracy"])) for r in csv.DictReader(f) if r.get("val_accuracy")]
+        points = {int(r["step"]): float(r["val_accuracy"]) for r in csv.DictReader(f) if r.get("val_accuracy")}
+    return sorted(points.items())
 
 
 def flattened(curve: list[tuple[int, float]], tolerance: float = FLAT) -> int:
@@ -247,10 +255,12 @@ def pilot(args) -> dict:
         val = len(json.loads((data_dir / "val.json").read_text()))
         for strategy in args.strategies:
             name = f"pilot-{variant}-{strategy}"
-            stages, _ = train_stages(args, name, data_dir, strategy, args.pilot_steps, args.train_seed,
-                                     "--eval-every", str(args.every), "--eval-on", "val", "--eval-images", str(val))  # fmt: skip
+            # the run's folder names its length: a resumed run never picks up a checkpoint of another schedule
+            stages, _ = train_stages(args, f"{name}-{args.pilot_steps}", data_dir, strategy, args.pilot_steps,
+                                     args.train_seed, "--eval-every", str(args.every), "--eval-on", "val",
+                                     "--eval-images", str(val), save_every=args.save_every)  # fmt: skip
             runner.run(stages[:1])
-            curves[name] = read_curve(args.out / "runs" / name / "metrics.csv")
+            curves[name] = read_curve(args.out / "runs" / f"{name}-{args.pilot_steps}" / "metrics.csv")
             print(f"{name}: " + ", ".join(f"{s} {100 * a:.0f} %" for s, a in curves[name]), flush=True)
     flat = {name: flattened(curve) for name, curve in curves.items()}
     steps = max(flat.values())
@@ -482,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("pilot", parents=[common], help="learning curves on validation images; chooses S")
     p.add_argument("--pilot-steps", type=int, default=600)
     p.add_argument("--every", type=int, default=50, help="evaluate the validation images every N steps")
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps: a stopped run resumes there")
     p.set_defaults(func=pilot)
     p = commands.add_parser("run", parents=[common], help="every cell, every test request scored")
     p.add_argument("--steps", type=int, required=True, help="S, from the pilot (pilot.json)")

@@ -2,6 +2,7 @@
 runner (and resumed after a crash between a checkpoint and its evaluation), the report's statistics."""
 
 import json
+import shutil
 
 import pytest
 
@@ -47,7 +48,8 @@ def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys
         assert row["parse_rate"] == 0.0 and 3.0 < row["pose_token_loss"] < 12.0
     assert gate["comparable"] is (gate["loss_ratio"] <= 1.5)
 
-    assert table1_fair.main(["pilot", *common, "--pilot-steps", "2", "--every", "1"]) == 0
+    pilot_args = ["pilot", *common, "--pilot-steps", "2", "--every", "1", "--save-every", "1"]
+    assert table1_fair.main(pilot_args) == 0
     pilot = json.loads((out / "pilot.json").read_text())
     assert sorted(pilot["curves"]) == ["pilot-nr-a-pretrain", "pilot-nr-b-pretrain", "pilot-rt-pretrain"]
     assert all([s for s, _ in curve] == [1, 2] for curve in pilot["curves"].values())
@@ -55,6 +57,17 @@ def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys
     val = {r["source"] for r in json.loads((out / "data" / "pilot-rt" / "val.json").read_text())}
     test = {r["source"] for r in json.loads((out / "data" / "pilot-rt" / "test.json").read_text())}
     assert len(val) == 3 and not val & test  # the curves never read the test fold
+
+    # a pilot run stopped after its first checkpoint goes on from there, not from step 0
+    stopped = out / "runs" / "pilot-nr-b-pretrain-2"
+    shutil.rmtree(stopped / "checkpoint-000002")
+    stamp = (stopped / "checkpoint-000001").stat().st_mtime
+    assert table1_fair.main(pilot_args) == 0
+    assert (stopped / "checkpoint-000002").is_dir() and (stopped / "checkpoint-000001").stat().st_mtime == stamp
+    logged = [line.split(",")[0] for line in (stopped / "metrics.csv").read_text().splitlines()[1:]]
+    assert logged == ["1", "2", "2"]  # step 2 trained again, step 1 not
+    resumed = json.loads((out / "pilot.json").read_text())["curves"]["pilot-nr-b-pretrain"]
+    assert [s for s, _ in resumed] == [1, 2] and resumed[0] == pilot["curves"]["pilot-nr-b-pretrain"][0]
 
     run = [*common, "--splits", "cw", "--folds", "0,1"]
     assert table1_fair.main(["run", *run, "--steps", "2"]) == 0
