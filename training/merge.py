@@ -18,7 +18,7 @@ def merge(adapter: Path, out: Path, base: Path | None = None) -> Path:
     """Load base + adapter, fold the LoRA weights in, save model, processor and view."""
     from peft import PeftModel
 
-    from .model import load_llava
+    from .model import load_llava, untruncated
 
     adapter = Path(adapter)
     config_file = adapter / "adapter_config.json"
@@ -33,7 +33,7 @@ def merge(adapter: Path, out: Path, base: Path | None = None) -> Path:
     merged.save_pretrained(out)
     from transformers import AutoProcessor
 
-    AutoProcessor.from_pretrained(adapter).save_pretrained(out)
+    untruncated(AutoProcessor.from_pretrained(adapter)).save_pretrained(out)
     if (adapter / VIEW_FILE).is_file():
         shutil.copy(adapter / VIEW_FILE, out / VIEW_FILE)
     return out

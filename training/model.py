@@ -210,7 +210,22 @@ def load_llava(path: Path, dtype="auto"):
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
     if model.config.model_type != "llava":
         raise ValueError(f"{path} holds a {model.config.model_type!r} model, not LLaVA")
-    return model, AutoProcessor.from_pretrained(path)
+    return model, untruncated(AutoProcessor.from_pretrained(path))
+
+
+TRUNCATION_KEYS = ("max_length", "truncation_strategy")
+
+
+def untruncated(processor):
+    """The processor with no length limit left over from an earlier tokenizer call.
+
+    A call with ``truncation=True, max_length=N`` (our language stage's, before session 15) is saved with the
+    tokenizer, and transformers' processors apply the saved ``max_length`` to every later prompt: checkpoints built
+    from such a stage cut every prompt to N tokens, the image's included, so a long instruction lost its end
+    ("… ASSISTAN") and a follow-up most of its conversation."""
+    for key in TRUNCATION_KEYS:
+        processor.tokenizer.init_kwargs.pop(key, None)
+    return processor
 
 
 def count_parameters(model) -> int:

@@ -345,9 +345,10 @@ def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: i
 
     def loss(batch_size: int) -> torch.Tensor:
         texts = [rng.choice(lines) + tok.eos_token for _ in range(batch_size)]
-        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
+        # cut here, not by the tokenizer: a tokenizer call's max_length is saved with it (``model.untruncated``)
+        enc = tok(texts, return_tensors="pt", padding=True)
+        ids, mask = enc["input_ids"][:, :max_tokens], enc["attention_mask"][:, :max_tokens]
+        return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
 
     return [p for p in model.parameters() if p.requires_grad], loss, None
 

@@ -65,6 +65,24 @@ def test_tiny_llava_builds_saves_and_loads_like_a_real_checkpoint(tmp_path):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_a_length_limit_saved_with_the_tokenizer_cuts_no_prompt(tmp_path):
+    """Checkpoints made before session 15 saved the language stage's ``max_length`` (96) with the tokenizer, and the
+    processor then cut every prompt, the 64 image tokens included, at 96 tokens."""
+    import json
+
+    model, processor = build_tiny(TinyConfig(tokenizer="spm"))
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config.update(max_length=96, truncation_strategy="longest_first")  # what such a checkpoint holds
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    prompt = PROMPT_TEMPLATE.format(instruction="could you pass me a thing to take notes with? " * 3)
+    _, loaded = load_llava(tmp_path)
+    ids = loaded(images=np.zeros((224, 224, 3), np.uint8), text=prompt, return_tensors="pt")["input_ids"][0]
+    assert len(ids) > 96
+    assert loaded.tokenizer.decode(ids[-12:]).endswith("ASSISTANT:")
+
+
 def test_load_refuses_what_is_not_a_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_llava(tmp_path)

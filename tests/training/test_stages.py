@@ -1,6 +1,7 @@
 """Base-building stages of the tiny LLaVA: vision heads and the language corpus."""
 
 import csv
+import json
 import math
 import random
 
@@ -139,6 +140,10 @@ def test_language_stage_trains_the_decoder_only(workdir):
     assert changed_parts(before, after) == {"language_model", "lm_head"}
     values = losses(out)
     assert values[-1] < values[0]
+    # the stage cuts its lines at 96 tokens itself: no limit is saved with the tokenizer for later prompts
+    saved = json.loads((last / "tokenizer.json").read_text())
+    assert saved.get("truncation") is None
+    assert "max_length" not in json.loads((last / "tokenizer_config.json").read_text())
 
 
 def test_align_trains_the_projector_on_descriptions(workdir):
