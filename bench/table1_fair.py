@@ -22,7 +22,9 @@ each part of the named object lies, no angle, no brackets), made from other imag
   Holm-corrected), for the rectangle and the part metric.
 
 Every stage goes through ``training.pipeline``'s runner: a stage whose outputs exist is not redone, so a run
-resumes where it stopped, also after a crash between a checkpoint and its evaluation.
+resumes where it stopped, also after a crash between a checkpoint and its evaluation. The results (gate.json,
+pilot.json, learning-curves.png, table1.md, table1.json) go to ``--out``; the folds' data, runs, evaluations and
+logs to ``--work`` (default runs/table1-fair, which git ignores).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ MAX_WARMUP = 0.10
 def data_stage(args, split: str, fold: int, variant: str, validation: int = 0) -> tuple[Stage, Path]:
     """build_dataset for one fold and row (``validation``: training images set aside as val.json: the pilot)."""
     name = f"pilot-{variant}" if validation else f"{split}{fold}-{variant}"
-    out = args.out / "data" / name
+    out = args.work / "data" / name
     build = ["--root", str(args.root), "--variant", variant, "--split", split, "--fold", str(fold), "--out", str(out),
              "--size", str(args.size), "--crop", str(args.crop), "--decimals", str(args.decimals),
              "--augment", str(args.augment), "--targets", "one", "--seed", str(args.split_seed),
@@ -89,7 +91,7 @@ def train_stages(
 
     ``save_every`` (a long run: the pilot's) keeps a checkpoint that often and trains with ``--resume``, so a run
     stopped mid-way (the session ended, the machine died) goes on from its last checkpoint when rerun."""
-    run = args.out / "runs" / name
+    run = args.work / "runs" / name
     lr = args.lr_pretrain if strategy == "pretrain" else args.lr_lora
     keep = ["--save-every", str(save_every), "--resume"] if save_every else ["--save-every", str(steps)]
     train = ["--strategy", strategy, "--model", str(args.base), "--data", str(data), "--out", str(run),
@@ -113,7 +115,7 @@ def cell_stages(args, split: str, fold: int, variant: str, strategy: str, seed: 
     name = cell_name(split, fold, variant, strategy, replicate)
     data, data_dir = data_stage(args, split, fold, variant)
     stages, checkpoint = train_stages(args, name, data_dir, strategy, args.steps, seed)
-    result = args.out / "eval" / f"{name}.json"
+    result = args.work / "eval" / f"{name}.json"
     evaluate = ["--model", str(checkpoint), "--root", str(args.root), "--split", split, "--fold", str(fold),
                 "--seed", str(args.split_seed), "--json", str(result)]  # fmt: skip
     return [data, *stages, Stage(f"eval-{name}", "training.evaluate", tuple(evaluate), (str(result),), True)], result
@@ -176,10 +178,10 @@ def gate(args) -> dict:
     from PIL import Image
 
     from appliance.answer import AnswerFormat, AnswerParseError, AnswerRefused
-    from training.evaluate import answer
-    from training.model import load_llava
+    from training.evaluate import ANSWER_BATCH, answer_many
+    from training.model import PROMPT_TEMPLATE, load_llava
 
-    runner = Runner(args.out, echo=lambda line: None)
+    runner = Runner(args.work, echo=lambda line: None)
     data = {}
     for variant in VARIANTS:
         stage, data[variant] = data_stage(args, "iw", 0, variant, args.validation)
@@ -192,11 +194,18 @@ def gate(args) -> dict:
         records = [r for r in json.loads((data[variant] / "val.json").read_text()) if r.get("grasps")]
         records = records[: args.gate_records]
         parsed, loss, tokens = 0, 0.0, 0
+        images = []
         for record in records:
             with Image.open(data[variant] / record["image"]) as img:
-                text, _ = answer(
-                    model, processor, img.convert("RGB"), record["conversations"][0]["value"].split("\n", 1)[-1]
-                )
+                images.append(img.convert("RGB"))
+        prompts = [
+            PROMPT_TEMPLATE.format(instruction=r["conversations"][0]["value"].split("\n", 1)[-1]) for r in records
+        ]
+        texts = []
+        for i in range(0, len(records), ANSWER_BATCH):
+            chunk = slice(i, i + ANSWER_BATCH)
+            texts += [text for text, _ in answer_many(model, processor, images[chunk], prompts[chunk])]
+        for record, text in zip(records, texts):
             try:
                 fmt.parse(text)
                 parsed += 1
@@ -247,7 +256,7 @@ def flattened(curve: list[tuple[int, float]], tolerance: float = FLAT) -> int:
 
 def pilot(args) -> dict:
     """Learning curves of every row (LoRA and projector-only) on fold 0's validation images; S where all flatten."""
-    runner = Runner(args.out, echo=lambda line: None)
+    runner = Runner(args.work, echo=lambda line: None)
     curves = {}
     for variant in VARIANTS:
         data, data_dir = data_stage(args, "iw", 0, variant, args.validation)
@@ -260,7 +269,7 @@ def pilot(args) -> dict:
                                      args.train_seed, "--eval-every", str(args.every), "--eval-on", "val",
                                      "--eval-images", str(val), save_every=args.save_every)  # fmt: skip
             runner.run(stages[:1])
-            curves[name] = read_curve(args.out / "runs" / f"{name}-{args.pilot_steps}" / "metrics.csv")
+            curves[name] = read_curve(args.work / "runs" / f"{name}-{args.pilot_steps}" / "metrics.csv")
             print(f"{name}: " + ", ".join(f"{s} {100 * a:.0f} %" for s, a in curves[name]), flush=True)
     flat = {name: flattened(curve) for name, curve in curves.items()}
     steps = max(flat.values())
@@ -312,8 +321,8 @@ def draw_curves(curves: dict, chosen: int, path: Path, size: tuple[int, int] = (
 
 
 def run(args) -> None:
-    runner = Runner(args.out, echo=lambda line: None)
-    (args.out / "eval").mkdir(parents=True, exist_ok=True)
+    runner = Runner(args.work, echo=lambda line: None)
+    (args.work / "eval").mkdir(parents=True, exist_ok=True)
     todo = cells(args)
     start = time.monotonic()
     for i, (split, fold, variant, strategy, seed) in enumerate(todo, 1):
@@ -337,7 +346,7 @@ def outcomes(result: dict, field: str) -> dict[tuple, bool]:
 
 def fold_baselines(args, split: str, fold: int) -> dict:
     """The floor and (with --cnn) CNN rows on one fold's test requests, cached beside the cells' evaluations."""
-    path = args.out / "eval" / f"baselines-{split}{fold}.json"
+    path = args.work / "eval" / f"baselines-{split}{fold}.json"
     if not path.is_file():
         from training.datasets import open_dataset
         from training.evaluate import held_out
@@ -371,14 +380,14 @@ def report(args) -> dict:
                 for variant in VARIANTS:
                     per_fold = {}
                     for fold in args.folds:
-                        path = args.out / "eval" / f"{cell_name(split, fold, variant, strategy)}.json"
+                        path = args.work / "eval" / f"{cell_name(split, fold, variant, strategy)}.json"
                         if not path.is_file():
                             raise FileNotFoundError(f"{path} is missing: run `table1_fair.py run` first")
                         per_fold[fold] = outcomes(json.loads(path.read_text()), field)
                     outcomes_by_row[(variant, strategy)] = per_fold
                     summary = summarise(per_fold)
                     replicate = (
-                        args.out / "eval" / f"{cell_name(split, 0, variant, strategy, args.replicate_seed)}.json"
+                        args.work / "eval" / f"{cell_name(split, 0, variant, strategy, args.replicate_seed)}.json"
                     )
                     if args.replicate_seed is not None and 0 in per_fold and replicate.is_file():
                         again = outcomes(json.loads(replicate.read_text()), field)
@@ -465,7 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", type=Path, required=True, help="the scenes the folds are drawn from (training.synth)")
     common.add_argument("--base", type=Path, required=True, help="the neutral base every row starts from")
-    common.add_argument("--out", type=Path, required=True, help="folder for data, runs, evaluations and the table")
+    common.add_argument("--out", type=Path, required=True, help="folder for the results: gate, pilot and the table")
+    common.add_argument(
+        "--work", type=Path, default=Path("runs/table1-fair"), help="folder for the folds' data, runs and evaluations"
+    )
     common.add_argument("--splits", type=lambda t: parse_list(t, SPLITS), default=list(SPLITS))
     common.add_argument("--folds", type=lambda t: [int(k) for k in parse_list(t)], default=[0, 1, 2, 3, 4])
     common.add_argument("--strategies", type=lambda t: parse_list(t, STRATEGIES), default=list(STRATEGIES))
@@ -508,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     for path, what in ((args.base / "config.json", "--base checkpoint"), (args.root, "--root dataset")):
         if not path.exists():
             parser.error(f"{what} {path} does not exist")
+    # the runner names a stage's outputs relative to the work folder: every path it is given is absolute
+    args.root, args.base, args.out, args.work = (p.resolve() for p in (args.root, args.base, args.out, args.work))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:

@@ -38,8 +38,9 @@ def scenes(tmp_path_factory):
 def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys, monkeypatch):
     # the random base never writes </s>: eight tokens per answer keep every generation short (none parses anyway)
     monkeypatch.setattr("training.evaluate.MAX_NEW_TOKENS", 8)
-    out = tmp_path / "t1"
-    common = ["--root", str(scenes), "--base", str(tiny_spm_checkpoint), "--out", str(out), "--strategies", "pretrain",
+    monkeypatch.chdir(tmp_path)  # relative folders, as a user types them
+    out, work = tmp_path / "t1", tmp_path / "work"
+    common = ["--root", str(scenes), "--base", str(tiny_spm_checkpoint), "--out", "t1", "--work", "work", "--strategies", "pretrain",
               "--batch-size", "2", "--micro-batch", "2", "--augment", "0", "--validation", "3"]  # fmt: skip
     assert table1_fair.main(["gate", *common, "--gate-records", "3"]) == 0
     gate = json.loads((out / "gate.json").read_text())
@@ -54,12 +55,12 @@ def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys
     assert sorted(pilot["curves"]) == ["pilot-nr-a-pretrain", "pilot-nr-b-pretrain", "pilot-rt-pretrain"]
     assert all([s for s, _ in curve] == [1, 2] for curve in pilot["curves"].values())
     assert pilot["S"] in (1, 2) and (out / "learning-curves.png").stat().st_size > 1000
-    val = {r["source"] for r in json.loads((out / "data" / "pilot-rt" / "val.json").read_text())}
-    test = {r["source"] for r in json.loads((out / "data" / "pilot-rt" / "test.json").read_text())}
+    val = {r["source"] for r in json.loads((work / "data" / "pilot-rt" / "val.json").read_text())}
+    test = {r["source"] for r in json.loads((work / "data" / "pilot-rt" / "test.json").read_text())}
     assert len(val) == 3 and not val & test  # the curves never read the test fold
 
     # a pilot run stopped after its first checkpoint goes on from there, not from step 0
-    stopped = out / "runs" / "pilot-nr-b-pretrain-2"
+    stopped = work / "runs" / "pilot-nr-b-pretrain-2"
     shutil.rmtree(stopped / "checkpoint-000002")
     stamp = (stopped / "checkpoint-000001").stat().st_mtime
     assert table1_fair.main(pilot_args) == 0
@@ -71,20 +72,20 @@ def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys
 
     run = [*common, "--splits", "cw", "--folds", "0,1"]
     assert table1_fair.main(["run", *run, "--steps", "2"]) == 0
-    evaluations = sorted(p.name for p in (out / "eval").glob("*.json"))
+    evaluations = sorted(p.name for p in (work / "eval").glob("*.json"))
     assert len(evaluations) == 2 * 3 + 3  # folds × rows, and the replicate seed on fold 0
     assert "cw0-rt-pretrain-seed2.json" in evaluations
-    train_log = (out / "logs" / "train-cw1-nr-b-pretrain.log").read_text()
+    train_log = (work / "logs" / "train-cw1-nr-b-pretrain.log").read_text()
     assert "--warmup 1" in train_log and "--seed 1" in train_log
-    cw = [json.loads((out / "eval" / f"cw{k}-rt-pretrain.json").read_text()) for k in (0, 1)]
+    cw = [json.loads((work / "eval" / f"cw{k}-rt-pretrain.json").read_text()) for k in (0, 1)]
     assert all(c["n"] > 0 and all(a["kind"] != "absent" for a in c["answers"]) for c in cw)
 
     # a crash between a cell's checkpoint and its evaluation: the rerun evaluates and trains nothing again
-    (out / "eval" / "cw1-nr-a-pretrain.json").unlink()
-    stamp = (out / "runs" / "cw1-nr-a-pretrain" / "checkpoint-000002").stat().st_mtime
+    (work / "eval" / "cw1-nr-a-pretrain.json").unlink()
+    stamp = (work / "runs" / "cw1-nr-a-pretrain" / "checkpoint-000002").stat().st_mtime
     assert table1_fair.main(["run", *run, "--steps", "2"]) == 0
-    assert (out / "eval" / "cw1-nr-a-pretrain.json").is_file()
-    assert (out / "runs" / "cw1-nr-a-pretrain" / "checkpoint-000002").stat().st_mtime == stamp
+    assert (work / "eval" / "cw1-nr-a-pretrain.json").is_file()
+    assert (work / "runs" / "cw1-nr-a-pretrain" / "checkpoint-000002").stat().st_mtime == stamp
 
     capsys.readouterr()
     assert table1_fair.main(["report", *run]) == 0
