@@ -254,6 +254,11 @@ def flattened(curve: list[tuple[int, float]], tolerance: float = FLAT) -> int:
     raise ValueError("empty learning curve")
 
 
+def still_rising(curve: list[tuple[int, float]], tolerance: float = FLAT) -> bool:
+    """Flat only from the last evaluation on: nothing says the curve would not rise further."""
+    return len(curve) > 1 and flattened(curve, tolerance) == curve[-1][0]
+
+
 def pilot(args) -> dict:
     """Learning curves of every row (LoRA and projector-only) on fold 0's validation images; S where all flatten."""
     runner = Runner(args.work, echo=lambda line: None)
@@ -273,11 +278,15 @@ def pilot(args) -> dict:
             print(f"{name}: " + ", ".join(f"{s} {100 * a:.0f} %" for s, a in curves[name]), flush=True)
     flat = {name: flattened(curve) for name, curve in curves.items()}
     steps = max(flat.values())
+    rising = sorted(name for name, curve in curves.items() if still_rising(curve))
     result = {"pilot_steps": args.pilot_steps, "every": args.every, "tolerance": FLAT, "curves": curves,
-              "flattened": flat, "S": steps, "warmup": warmup(steps)}  # fmt: skip
+              "flattened": flat, "still_rising": rising, "S": steps, "warmup": warmup(steps)}  # fmt: skip
     (args.out / "pilot.json").write_text(json.dumps(result, indent=1) + "\n")
     draw_curves(curves, steps, args.out / "learning-curves.png")
-    print(f"every curve has flattened by step {steps}: run with --steps {steps} (warm-up {warmup(steps)})")
+    if rising:
+        print(f"still rising at step {args.pilot_steps}: {', '.join(rising)}; run a longer pilot (--pilot-steps)")
+    else:
+        print(f"every curve has flattened by step {steps}: run with --steps {steps} (warm-up {warmup(steps)})")
     return result
 
 

@@ -10,13 +10,14 @@ pytest.importorskip("mujoco")
 pytest.importorskip("peft")
 
 from bench import table1_fair  # noqa: E402
-from bench.table1_fair import flattened, pose_spans  # noqa: E402
+from bench.table1_fair import flattened, pose_spans, still_rising  # noqa: E402
 
 
 def test_a_curve_flattens_where_it_stops_rising():
     assert flattened([(50, 0.1), (100, 0.5), (150, 0.6), (200, 0.62), (250, 0.61)]) == 150
     assert flattened([(50, 0.3), (100, 0.2), (150, 0.31)]) == 50
     assert flattened([(50, 0.1), (100, 0.9)]) == 100
+    assert still_rising([(50, 0.1), (100, 0.9)]) and not still_rising([(50, 0.1), (100, 0.5), (150, 0.51)])
 
 
 def test_the_pose_tokens_are_the_answer_s_last_three_numbers():
