@@ -53,7 +53,10 @@ def run(
     model, processor = load_llava(model_dir)
     view = ModelView.load(model_dir)
     rows = []
-    result = evaluate(torch_answerer(model, processor, view), view, dataset, ids, progress=sys.stderr.isatty())
+    # one request at a time, as each bundle answers: the speed column compares like with like
+    result = evaluate(
+        torch_answerer(model, processor, view), view, dataset, ids, progress=sys.stderr.isatty(), batch=False
+    )
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     tokens = sum(r["tokens"] for r in result.rows)
     rows.append(

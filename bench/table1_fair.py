@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import sys
 import time
@@ -224,7 +225,7 @@ def gate(args) -> dict:
     verdict["comparable"] = (
         verdict["loss_ratio"] <= GATE["loss_ratio"] and verdict["parse_spread"] <= GATE["parse_spread"]
     )
-    result = {"base": str(args.base), "rows": rows, **verdict, "limits": GATE}
+    result = {"base": os.path.relpath(args.base), "rows": rows, **verdict, "limits": GATE}
     (args.out / "gate.json").write_text(json.dumps(result, indent=1) + "\n")
     for variant, row in rows.items():
         print(f"{variant:>5}: parse rate {100 * row['parse_rate']:5.1f} %, pose-token loss {row['pose_token_loss']:.3f} "
@@ -242,8 +243,8 @@ def read_curve(metrics: Path) -> list[tuple[int, float]]:
     """(step, validation accuracy) in step order; a step logged twice (a resumed run redoes the steps after its
     last checkpoint) keeps its last value."""
     with metrics.open() as f:
-        points = {int(r["step"]): float(r["val_accuracy"]) for r in csv.DictReader(f) if r.get("val_accuracy")}
-    return sorted(points.items())
+        rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and r.get("val_accuracy")]
+    return sorted({int(r["step"]): float(r["val_accuracy"]) for r in rows}.items())
 
 
 def flattened(curve: list[tuple[int, float]], tolerance: float = FLAT) -> int:

@@ -44,6 +44,9 @@ class Evaluation:
 
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    batch: int = 1
+    """Requests answered together (``ANSWER_BATCH`` for a torch checkpoint, 1 for a bundle): the timings are per
+    request of such batches."""
 
     def summary(self) -> dict:
         n = len(self.rows)
@@ -56,6 +59,7 @@ class Evaluation:
             "mean_answer_tokens": sum(r["tokens"] for r in self.rows) / n if n else 0.0,
             "images_per_second": n / self.seconds if self.seconds else 0.0,
             "ms_per_image": 1000 * self.seconds / n if n else 0.0,
+            "answer_batch": self.batch,
             "category_accuracy": sum(r["stated_category"] == r["category"] for r in named) / len(named)
             if named
             else None,
@@ -179,6 +183,7 @@ def evaluate(
     vis: Path | None = None,
     progress: bool = False,
     refine: bool = False,
+    batch: bool = True,
 ) -> Evaluation:
     """Answer, parse and score every image.
 
@@ -195,8 +200,9 @@ def evaluate(
     result = Evaluation()
     start = time.monotonic()
     items = evaluation_items(dataset, ids)
-    many = None if refine else getattr(answer_fn, "many", None)  # a follow-up continues one conversation at a time
-    size = ANSWER_BATCH if many else 1
+    # a follow-up continues one conversation at a time; ``batch=False`` times one request alone
+    many = getattr(answer_fn, "many", None) if batch and not refine else None
+    size = result.batch = ANSWER_BATCH if many else 1
     bar = progress_bar(total=len(items), desc="evaluating", unit="req", disable=not progress)
     for first in range(0, len(items), size):
         requests = [
@@ -205,7 +211,9 @@ def evaluate(
         ]
         asked = [(camera.image, sample.image, instruction) for *_, camera, sample, _, instruction in requests]
         replies = many(asked) if many else [answer_fn(*asked[0])]
-        for (image_id, referral, camera, sample, category, _), (text, tokens, extra) in zip(requests, replies):
+        for (image_id, referral, camera, sample, category, _), (text, tokens, extra) in zip(
+            requests, replies, strict=True
+        ):
             row = {
                 "image": image_id,
                 "answer": text,
@@ -405,7 +413,8 @@ def answer(model, processor, image, instruction: str, prompt: str | None = None)
 
 ANSWER_BATCH = 16
 """Prompts answered together by ``answer_many`` (greedy decoding of a batch: on this CPU about 4× the answers a
-second of one at a time; tests/training/test_evaluate_bundle.py checks they are the same answers)."""
+second of one at a time; tests/training/test_batched_answers.py checks they are the same answers in float32, and on
+a GPU in bfloat16 they are the same up to rounding)."""
 
 
 def answer_many(model, processor, images: list, prompts: list[str]) -> list[tuple[str, int]]:
@@ -422,7 +431,7 @@ def answer_many(model, processor, images: list, prompts: list[str]) -> list[tupl
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
     stops = model.generation_config.eos_token_id
-    stops = torch.tensor(stops if isinstance(stops, list) else [stops])
+    stops = torch.tensor([] if stops is None else stops if isinstance(stops, list) else [stops], device=output.device)
     tokenizer, answers = processor.tokenizer, []
     for row in output[:, inputs["input_ids"].shape[1] :]:
         ended = torch.isin(row, stops).nonzero()

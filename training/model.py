@@ -223,8 +223,12 @@ def untruncated(processor):
     tokenizer, and transformers' processors apply the saved ``max_length`` to every later prompt: checkpoints built
     from such a stage cut every prompt to N tokens, the image's included, so a long instruction lost its end
     ("… ASSISTAN") and a follow-up most of its conversation."""
+    tokenizer = processor.tokenizer
     for key in TRUNCATION_KEYS:
-        processor.tokenizer.init_kwargs.pop(key, None)
+        tokenizer.init_kwargs.pop(key, None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is not None:  # saved in tokenizer.json: plain loaders read it
+        backend.no_truncation()
     return processor
 
 

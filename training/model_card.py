@@ -26,6 +26,7 @@ SUMMARY_KEYS = (
     "parse_failure_rate",
     "mean_answer_tokens",
     "ms_per_image",
+    "answer_batch",
     "category_accuracy",
     "category_by_kind",
     "refused_absent",

@@ -346,7 +346,7 @@ def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: i
     def loss(batch_size: int) -> torch.Tensor:
         texts = [rng.choice(lines) + tok.eos_token for _ in range(batch_size)]
         # cut here, not by the tokenizer: a tokenizer call's max_length is saved with it (``model.untruncated``)
-        enc = tok(texts, return_tensors="pt", padding=True)
+        enc = tok(texts, return_tensors="pt", padding=True, padding_side="right")  # the slice keeps the starts
         ids, mask = enc["input_ids"][:, :max_tokens], enc["attention_mask"][:, :max_tokens]
         return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
 

@@ -240,6 +240,25 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+RESUME_FREE = ("out", "steps", "save_every", "eval_every", "eval_images", "eval_on", "workers")
+"""TrainConfig fields a resumed run may change: where and how often it reports, and how long it goes on (a run may
+be extended); the rest decide what it learns."""
+
+
+def resumable(checkpoint: Path | None, config: TrainConfig) -> Path | None:
+    """``checkpoint``, if the run that wrote it had ``config``'s settings (but for ``RESUME_FREE``); a ValueError
+    naming the difference if not, since going on from it would mix two runs."""
+    saved_file = checkpoint / "train_config.json" if checkpoint is not None else None
+    if saved_file is None or not saved_file.is_file():
+        return checkpoint
+    saved, ours = json.loads(saved_file.read_text()), json.loads(json.dumps(asdict(config)))
+    differ = sorted(k for k in ours if k not in RESUME_FREE and k in saved and saved[k] != ours[k])
+    if differ:
+        changes = ", ".join(f"{k} {saved[k]!r} → {ours[k]!r}" for k in differ)
+        raise ValueError(f"--resume: {checkpoint} was trained with other settings ({changes}); use another --out")
+    return checkpoint
+
+
 @dataclass(frozen=True)
 class Ranks:
     """Where this process sits in a torchrun / accelerate launch (rank 0 of 1 when alone)."""
@@ -267,16 +286,16 @@ def init_distributed() -> Ranks:
     return Ranks(dist.get_rank(), world)
 
 
-def restore(out: Path, model, optimizer, strategy: str) -> int:
+def restore(out: Path, model, optimizer, config: TrainConfig) -> int:
     """Load the latest checkpoint's weights and optimizer state; returns its step (0 if none)."""
     import torch
     from safetensors.torch import load_file
 
-    checkpoint = latest_checkpoint(out)
+    checkpoint = resumable(latest_checkpoint(out), config)
     if checkpoint is None:
         return 0
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-    if strategy == "lora":
+    if config.strategy == "lora":
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
@@ -312,7 +331,7 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
     torch.manual_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(out) if resume else None
+    checkpoint = resumable(latest_checkpoint(out), config) if resume else None
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False) if checkpoint else {"step": 0}
     step = int(state["step"])
     model, processor = load_llava(checkpoint or Path(config.model))
@@ -394,7 +413,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    step = restore(out, model, optimizer, config.strategy) if resume else 0
+    step = restore(out, model, optimizer, config) if resume else 0
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
     runner = torch.nn.parallel.DistributedDataParallel(model) if ranks.world > 1 else model
@@ -503,7 +522,7 @@ class MetricsLog:
 
     def __init__(self, path: Path, enabled: bool, fresh: bool):
         self.start = time.monotonic()
-        self.file = open(path, "a", newline="") if enabled else None
+        self.file = open(path, "w" if fresh else "a", newline="") if enabled else None  # a fresh run starts over
         if self.file and fresh:
             csv.writer(self.file).writerow(["step", "loss", "lr", "seconds", "val_accuracy", "attend_loss"])
 

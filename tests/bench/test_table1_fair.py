@@ -70,6 +70,12 @@ def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys
     assert logged == ["1", "2", "2"]  # step 2 trained again, step 1 not
     resumed = json.loads((out / "pilot.json").read_text())["curves"]["pilot-nr-b-pretrain"]
     assert [s for s, _ in resumed] == [1, 2] and resumed[0] == pilot["curves"]["pilot-nr-b-pretrain"][0]
+    # stopped before its first checkpoint: it starts over, and its log with it
+    early = work / "runs" / "pilot-rt-pretrain-2"
+    for checkpoint in early.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    assert table1_fair.main(pilot_args) == 0
+    assert [line.split(",")[0] for line in (early / "metrics.csv").read_text().splitlines()] == ["step", "1", "2"]
 
     run = [*common, "--splits", "cw", "--folds", "0,1"]
     assert table1_fair.main(["run", *run, "--steps", "2"]) == 0

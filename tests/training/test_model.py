@@ -74,13 +74,17 @@ def test_a_length_limit_saved_with_the_tokenizer_cuts_no_prompt(tmp_path):
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-    config.update(max_length=96, truncation_strategy="longest_first")  # what such a checkpoint holds
+    config.update(max_length=96, truncation_strategy="longest_first")  # what such a checkpoint holds ...
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    backend = json.loads((tmp_path / "tokenizer.json").read_text())
+    backend["truncation"] = {"direction": "Right", "max_length": 96, "strategy": "LongestFirst", "stride": 0}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(backend))  # ... in both files
     prompt = PROMPT_TEMPLATE.format(instruction="could you pass me a thing to take notes with? " * 3)
     _, loaded = load_llava(tmp_path)
     ids = loaded(images=np.zeros((224, 224, 3), np.uint8), text=prompt, return_tensors="pt")["input_ids"][0]
     assert len(ids) > 96
     assert loaded.tokenizer.decode(ids[-12:]).endswith("ASSISTANT:")
+    assert len(loaded.tokenizer(prompt * 2)["input_ids"]) > 96 and loaded.tokenizer.backend_tokenizer.truncation is None
 
 
 def test_load_refuses_what_is_not_a_checkpoint(tmp_path):

@@ -81,6 +81,9 @@ def test_lora_loss_falls_and_training_resumes(workdir):
     train(longer, resume=True, progress=False)
     assert len(read_losses(out)) == 8
     assert (out / "checkpoint-000008").is_dir()
+    other = TrainConfig(**{**config.__dict__, "steps": 10, "lr": 1e-3})  # another run's settings: not its sequel
+    with pytest.raises(ValueError, match=r"other settings \(lr 0.002 → 0.001\)"):
+        train(other, resume=True, progress=False)
 
 
 def test_pretrain_trains_the_projector_only(workdir):
