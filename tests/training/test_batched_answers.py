@@ -35,3 +35,13 @@ def test_answers_in_a_batch_are_the_answers_one_at_a_time(tiny_spm_checkpoint, t
     model.generation_config.eos_token_id = int(written[12])
     alone = [answer(model, processor, image, "", prompt=p) for image, p in zip(images, prompts)]
     assert alone[1][1] < 24 and answer_many(model, processor, images, prompts) == alone
+
+
+def test_the_benchmark_times_both_ways_on_the_same_requests(refusing_checkpoint, toy, monkeypatch, capsys):
+    from bench import batched_answers
+
+    monkeypatch.setattr("training.evaluate.MAX_NEW_TOKENS", 8)
+    assert batched_answers.main(["--model", str(refusing_checkpoint), "--root", str(toy), "--requests", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 requests: one at a time" in printed and "the same answer for 3" in printed
+    assert batched_answers.main(["--model", str(toy), "--root", str(toy)]) == 2  # no checkpoint there
