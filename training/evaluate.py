@@ -414,7 +414,7 @@ def answer(model, processor, image, instruction: str, prompt: str | None = None)
 ANSWER_BATCH = 16
 """Prompts answered together by ``answer_many``. On this CPU a batch gave 5.7× the answers a second of one at a time
 (64 RT requests, bench/batched_answers.py). tests/training/test_batched_answers.py checks they are the same answers
-in float32; on a GPU in bfloat16 they are the same up to rounding."""
+in float32; under a GPU's bfloat16 rounding a near-tie may differ (not measured)."""
 
 
 def answer_many(model, processor, images: list, prompts: list[str]) -> list[tuple[str, int]]:
