@@ -40,10 +40,7 @@ def measure(model_dir: Path, root: Path, requests: int) -> dict:
     alone = [answer(model, processor, image, "", prompt=prompt) for image, prompt in asked]
     single_s = time.perf_counter() - start
     start = time.perf_counter()
-    batched = []
-    for i in range(0, len(asked), ANSWER_BATCH):
-        chunk = asked[i : i + ANSWER_BATCH]
-        batched += answer_many(model, processor, [c[0] for c in chunk], [c[1] for c in chunk])
+    batched = answer_many(model, processor, [image for image, _ in asked], [prompt for _, prompt in asked])
     batched_s = time.perf_counter() - start
     return {
         "requests": len(asked),

@@ -179,7 +179,7 @@ def gate(args) -> dict:
     from PIL import Image
 
     from appliance.answer import AnswerFormat, AnswerParseError, AnswerRefused
-    from training.evaluate import ANSWER_BATCH, answer_many
+    from training.evaluate import answer_many
     from training.model import PROMPT_TEMPLATE, load_llava
 
     runner = Runner(args.work, echo=lambda line: None)
@@ -202,11 +202,7 @@ def gate(args) -> dict:
         prompts = [
             PROMPT_TEMPLATE.format(instruction=r["conversations"][0]["value"].split("\n", 1)[-1]) for r in records
         ]
-        texts = []
-        for i in range(0, len(records), ANSWER_BATCH):
-            chunk = slice(i, i + ANSWER_BATCH)
-            texts += [text for text, _ in answer_many(model, processor, images[chunk], prompts[chunk])]
-        for record, text in zip(records, texts):
+        for record, (text, _) in zip(records, answer_many(model, processor, images, prompts)):
             try:
                 fmt.parse(text)
                 parsed += 1

@@ -399,44 +399,39 @@ def bundle_view(manifest) -> ModelView:
 
 def answer(model, processor, image, instruction: str, prompt: str | None = None) -> tuple[str, int]:
     """Greedy answer to one prompt (default: the single-turn prompt of ``instruction``): text and token count."""
-    import torch
-
-    inputs = processor(
-        images=image, text=prompt or PROMPT_TEMPLATE.format(instruction=instruction), return_tensors="pt"
-    )
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-    new = output[0, inputs["input_ids"].shape[1] :]
-    return processor.tokenizer.decode(new, skip_special_tokens=True).strip(), int(len(new))
+    return answer_many(model, processor, [image], [prompt or PROMPT_TEMPLATE.format(instruction=instruction)])[0]
 
 
 ANSWER_BATCH = 16
-"""Prompts answered together by ``answer_many``. On this CPU a batch gave 5.7× the answers a second of one at a time
+"""Prompts ``answer_many`` decodes together. On this CPU a batch gave 5.7× the answers a second of one at a time
 (64 RT requests, bench/batched_answers.py). tests/training/test_batched_answers.py checks they are the same answers
 in float32; under a GPU's bfloat16 rounding a near-tie may differ (not measured)."""
 
 
 def answer_many(model, processor, images: list, prompts: list[str]) -> list[tuple[str, int]]:
-    """``answer`` for several prompts at once, each with its image: texts and token counts, in order.
+    """Greedy answers to several prompts, each with its image, ``ANSWER_BATCH`` at a time: texts and token counts,
+    in order.
 
-    The prompts are padded on the left, so every answer starts right after its own prompt; the attention mask
-    keeps the padding out of reach, and the positions count from each prompt's first real token."""
+    The prompts of a batch are padded on the left, so every answer starts right after its own prompt; the attention
+    mask keeps the padding out of reach, and the positions count from each prompt's first real token."""
     import torch
 
-    if not prompts:
-        return []
-    inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True, padding_side="left")
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
     stops = model.generation_config.eos_token_id
-    stops = torch.tensor([] if stops is None else stops if isinstance(stops, list) else [stops], device=output.device)
-    tokenizer, answers = processor.tokenizer, []
-    for row in output[:, inputs["input_ids"].shape[1] :]:
-        ended = torch.isin(row, stops).nonzero()
-        new = row[: int(ended[0]) + 1] if len(ended) else row  # what one prompt alone would have generated
-        answers.append((tokenizer.decode(new, skip_special_tokens=True).strip(), int(len(new))))
+    stops = [] if stops is None else stops if isinstance(stops, list) else [stops]
+    stops = torch.tensor(stops, dtype=torch.long, device=model.device)
+    answers = []
+    for first in range(0, len(prompts), ANSWER_BATCH):
+        batch = slice(first, first + ANSWER_BATCH)
+        inputs = processor(
+            images=images[batch], text=prompts[batch], return_tensors="pt", padding=True, padding_side="left"
+        )
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+        for row in output[:, inputs["input_ids"].shape[1] :]:
+            ended = torch.isin(row, stops).nonzero()
+            new = row[: int(ended[0]) + 1] if len(ended) else row  # what one prompt alone would have generated
+            answers.append((processor.tokenizer.decode(new, skip_special_tokens=True).strip(), int(len(new))))
     return answers
 
 
@@ -446,27 +441,23 @@ def record_accuracy(model, processor, fmt, records: list[dict], root: Path) -> f
 
     from .data import conversation_text
 
+    images = []
+    for record in records:
+        with Image.open(root / record["image"]) as img:
+            images.append(img.convert("RGB"))
+    prompts = [conversation_text(r["conversations"][:1])[0] for r in records]  # each record's own first turn
     correct = 0
-    for start in range(0, len(records), ANSWER_BATCH):
-        chunk = records[start : start + ANSWER_BATCH]
-        images = []
-        for record in chunk:
-            with Image.open(root / record["image"]) as img:
-                images.append(img.convert("RGB"))
-        prompts = [conversation_text(r["conversations"][:1])[0] for r in chunk]  # each record's own first turn
-        for record, image, (text, _) in zip(chunk, images, answer_many(model, processor, images, prompts)):
-            correct += _record_correct(fmt, record, image, text)
+    for record, image, (text, _) in zip(records, images, answer_many(model, processor, images, prompts)):
+        truths = [
+            GraspPose(x, y, t).to_rectangle(image.size, length, width) for x, y, t, length, width in record["grasps"]
+        ]
+        try:
+            correct += bool(truths) and score_pose(fmt.parse(text).pose, truths, image.size).correct
+        except AnswerRefused:
+            correct += bool(record.get("absent"))  # a refusal is right only where the object is absent
+        except AnswerParseError:
+            pass
     return correct / len(records) if records else 0.0
-
-
-def _record_correct(fmt, record: dict, image, text: str) -> bool:
-    truths = [GraspPose(x, y, t).to_rectangle(image.size, length, width) for x, y, t, length, width in record["grasps"]]
-    try:
-        return bool(truths) and score_pose(fmt.parse(text).pose, truths, image.size).correct
-    except AnswerRefused:
-        return bool(record.get("absent"))  # a refusal is right only where the object is absent
-    except AnswerParseError:
-        return False
 
 
 def _draw(vis: Path, sample, row: dict) -> None:
