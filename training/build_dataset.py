@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import sys
 from collections import Counter
@@ -375,34 +376,37 @@ def category_of(sample: GraspSample, templates: Templates) -> Category:
     return templates.category_for(sample.labels.object_name or sample.category)
 
 
-def build_split(
-    dataset: GraspDataset, ids: list[str], split: str, config: BuildConfig, out: Path, progress: bool = True
-) -> list[dict]:
-    """Write the images of one split and return its records."""
-    templates = load_templates()
-    maker = SampleMaker(config, templates)
-    augmentation = Augmentation(out_size=(config.size, config.size), crop=config.crop)
-    image_dir = out / "images" / split
-    image_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    asked: dict[str, list[Instruction]] = {}
-    for instruction in dataset.instructions:
-        asked.setdefault(instruction.image, []).append(instruction)
-    for image_id in progress_bar(ids, desc=f"building {split}", unit="img", disable=not progress):
-        sample = dataset.load(image_id, with_depth=False)
-        category = category_of(sample, templates)
+class ImageBuilder:
+    """Writes the views of one image and returns its records. Each image draws from its own seeded generator, so
+    the records are the same whichever process builds which image."""
+
+    def __init__(self, dataset: GraspDataset, split: str, config: BuildConfig, out: Path):
+        self.dataset, self.split, self.config = dataset, split, config
+        self.templates = load_templates()
+        self.maker = SampleMaker(config, self.templates)
+        self.augmentation = Augmentation(out_size=(config.size, config.size), crop=config.crop)
+        self.image_dir = out / "images" / split
+        self.asked: dict[str, list[Instruction]] = {}
+        for instruction in dataset.instructions:
+            self.asked.setdefault(instruction.image, []).append(instruction)
+
+    def __call__(self, image_id: str) -> list[dict]:
+        config, split, maker, asked = self.config, self.split, self.maker, self.asked
+        sample = self.dataset.load(image_id, with_depth=False)
+        category = category_of(sample, self.templates)
         rng = random.Random(f"{config.seed}:{split}:{image_id}")
-        scene = dataset.scene(image_id) if image_id in asked else None
+        scene = self.dataset.scene(image_id) if image_id in asked else None
         if scene is not None:
             sample = with_scene(sample, scene)
         views = [center_crop(sample, config.crop, (config.size, config.size))]
         if split == "train":
-            views += [augmentation(sample, rng) for _ in range(config.augment)]
+            views += [self.augmentation(sample, rng) for _ in range(config.augment)]
+        records = []
         for k, view in enumerate(views):
             if not view.positives:
                 continue
             name = f"{image_id}_v{k}.png" if split == "train" else f"{image_id}.png"
-            Image.fromarray(view.image).save(image_dir / name)
+            Image.fromarray(view.image).save(self.image_dir / name)
             path = f"images/{split}/{name}"
             if config.task == "locate":
                 if scene is None:
@@ -419,6 +423,49 @@ def build_split(
                 records += maker.scene_records(view, path, scene.objects, instructions, rng, test=split != "train")
             else:
                 records += maker.records(view, path, category, rng, all_grasps=split != "train")
+        return records
+
+
+_BUILDER: ImageBuilder | None = None
+"""A worker process's builder (``build_split`` with workers)."""
+
+
+def _init_builder(dataset: GraspDataset, split: str, config: BuildConfig, out: Path) -> None:
+    global _BUILDER
+    _BUILDER = ImageBuilder(dataset, split, config, out)
+
+
+def _build_in_worker(image_id: str) -> list[dict]:
+    return _BUILDER(image_id)
+
+
+def build_split(
+    dataset: GraspDataset,
+    ids: list[str],
+    split: str,
+    config: BuildConfig,
+    out: Path,
+    progress: bool = True,
+    workers: int = 1,
+) -> list[dict]:
+    """Write the images of one split and return its records, in ``ids``' order whatever ``workers`` is."""
+    (out / "images" / split).mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    bar = progress_bar(total=len(ids), desc=f"building {split}", unit="img", disable=not progress)
+    if workers <= 1 or len(ids) < 2 * workers:
+        per_image = map(ImageBuilder(dataset, split, config, out), ids)
+        for image_records in per_image:
+            records += image_records
+            bar.update()
+    else:
+        # spawn, not fork: a caller that has loaded torch (bench/table1_fair.py runs this stage in process) holds
+        # threads a forked child would inherit stuck
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_init_builder, initargs=(dataset, split, config, out)) as pool:
+            for image_records in pool.imap(_build_in_worker, ids, chunksize=8):
+                records += image_records
+                bar.update()
+    bar.close()
     return records
 
 
@@ -438,6 +485,7 @@ def build(
     folds: int = DEFAULT_FOLDS,
     progress: bool = True,
     validation: int = 0,
+    workers: int = 1,
 ) -> dict:
     """Build train and test JSON for one fold (``split='all'``: every image trains) and return the summary.
     ``validation`` training images (drawn with the seed) are set aside as ``val.json``, scored like the test set:
@@ -463,7 +511,7 @@ def build(
     summary = {"config": asdict(config), "root": str(dataset.root), "split": split, "fold": fold, "splits": {}}
     parts = [("train", train_ids), ("test", test_ids)] + ([("val", val_ids)] if validation else [])
     for name, ids in parts:
-        records = build_split(dataset, ids, name, config, out, progress)
+        records = build_split(dataset, ids, name, config, out, progress, workers)
         (out / f"{name}.json").write_text(json.dumps(records, indent=1) + "\n")
         summary["splits"][name] = {
             "images": len(ids),
@@ -550,7 +598,15 @@ def main(argv: list[str] | None = None) -> int:
         "the instruction ('{instruction}\\n<image>': the image tokens can read what is asked)",
     )
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that build images side by side (default 1); the output is the same whatever the number",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     try:
         config = BuildConfig(
             args.variant,
@@ -568,7 +624,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         dataset = open_dataset(args.root, args.objects)
         summary = build(
-            dataset, args.split, args.fold, config, args.out, args.folds, sys.stderr.isatty(), args.validation
+            dataset,
+            args.split,
+            args.fold,
+            config,
+            args.out,
+            args.folds,
+            sys.stderr.isatty(),
+            args.validation,
+            args.workers,
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -86,11 +86,26 @@ def test_build_is_deterministic(toy, tmp_path):
     assert (tmp_path / "a" / "train.json").read_text() == (tmp_path / "b" / "train.json").read_text()
 
 
+def test_worker_processes_build_the_same_records_and_images(toy, tmp_path):
+    config = BuildConfig(augment=2, refine_fraction=0.5, seed=3, size=64, refine_rounds=2)
+    build(toy, "iw", 1, config, tmp_path / "one", progress=False)
+    build(toy, "iw", 1, config, tmp_path / "two", progress=False, workers=2)
+    for name in ("train.json", "test.json"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
+    images = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "images").rglob("*.png"))
+    assert len(images) > 40
+    assert all((tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes() for p in images)
+    assert sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "images").rglob("*.png")) == images
+
+
 def test_cli_reports_bad_arguments(toy, tmp_path, capsys):
     assert main(["--root", str(toy.root), "--out", str(tmp_path), "--fold", "7"]) == 2
     assert "fold must be in 0..4" in capsys.readouterr().err
     assert main(["--root", str(toy.root), "--out", str(tmp_path), "--refine-fraction", "2"]) == 2
     assert "refine_fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--root", str(toy.root), "--out", str(tmp_path), "--workers", "0"])
+    assert "--workers must be >= 1" in capsys.readouterr().err
     assert main(["--root", str(toy.root), "--out", str(tmp_path), "--split", "all", "--size", "64"]) == 0
     assert "train: " in capsys.readouterr().out
 
