@@ -36,8 +36,6 @@ from pathlib import Path
 
 from appliance.runtime.proc import describe_exit, tail
 
-from .train import STAGES
-
 ROOT = Path(__file__).resolve().parents[1]
 MICRO_BATCH = 32
 """The micro-batch of the stages that train on single images (the ground stage's batch is a multiple of it)."""
@@ -140,6 +138,11 @@ class Runner:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(self.record_path)  # a crash never leaves half a record
 
+    def note(self, line: str) -> None:
+        """A line in the console and in ``pipeline.log``."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._log(line)
+
     def _log(self, line: str) -> None:
         self.echo(line)
         with open(self.work / "pipeline.log", "a") as f:
@@ -166,7 +169,7 @@ class PipelineConfig:
     on a lent GPU took it to 60 % (bench/results/n-gpu)."""
     workers: int = 0
     """Loader processes for each stage that trains on conversations (``train --workers``): a few on a GPU machine,
-    none on a small CPU."""
+    none on a small CPU. The stages that render or build images use this many processes too (0: every core)."""
     ground_task: str = "grasp"
     """What the ground stage answers: ``grasp`` (NR-A's pose-only answers) or ``locate`` (where each part of the
     instruction's object lies: a base that favours none of Table I's answer variants; scenes only)."""
@@ -206,6 +209,10 @@ class PipelineConfig:
     prompt_order: str = "image"
     """Where every stage's records put the image token: before the instruction or after it
     (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
+
+    def cpu_workers(self) -> tuple[str, ...]:
+        """``--workers`` of the stages that render or build images: ``workers``, or every core when it is 0."""
+        return ("--workers", str(self.workers or os.cpu_count() or 1))
 
     def __post_init__(self) -> None:
         from .view import check_prompt_order
@@ -288,18 +295,19 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     ) -> Stage:
         args = ("--strategy", strategy, "--model", model, "--data", data, "--out", f"{w}/{name}", "--steps", str(steps))
         args += ("--batch-size", str(batch), "--micro-batch", str(micro), "--save-every", str(steps), *extra)
-        # the vision and language stages draw their batches in process; the conversation stages take loaders
-        speed = ("--workers", str(c.workers)) if c.workers and strategy not in STAGES else ()
+        # the language stage draws its batches in process; the vision and conversation stages take loaders
+        speed = ("--workers", str(c.workers)) if c.workers and strategy != "language" else ()
         return Stage(name, "training.train", args, (_checkpoint(name, steps),), speed=speed)
 
     def build(name: str, *args: str) -> Stage:
         common = ("--root", f"{w}/data", "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
         order = ("--prompt-order", c.prompt_order) if c.prompt_order != "image" else ()
-        return Stage(name, "training.build_dataset", (*common, *crop, *order, *args), (f"{name}/train.json",))
+        return Stage(name, "training.build_dataset", (*common, *crop, *order, *args), (f"{name}/train.json",),
+                     speed=c.cpu_workers())  # fmt: skip
 
     stages = [
-        Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0", "--workers", "2",
-              *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",)),
+        Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0",
+              *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",), speed=c.cpu_workers()),
         Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",)),
         train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, MICRO_BATCH, "--split", "iw", "--fold", "0", *crop),
         train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH),
@@ -368,8 +376,8 @@ def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
     for k, (test_set, objects) in enumerate(TEST_SETS.items()):
         stages.append(
             Stage(f"test-{test_set}", "training.synth", ("--out", f"{w}/test-{test_set}", "--images", str(c.test_images),
-                  "--seed", "0", "--scene-seed", str(c.test_seed + k), "--objects", objects, "--phrasing", "test",
-                  "--workers", "2"), (f"test-{test_set}",))
+                  "--seed", "0", "--scene-seed", str(c.test_seed + k), "--objects", objects, "--phrasing", "test"),
+                  (f"test-{test_set}",), speed=c.cpu_workers())
         )  # fmt: skip
         common = ("--root", f"{w}/test-{test_set}", "--split", "all")
         stages += [
@@ -414,6 +422,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--until", metavar="STAGE", help="stop after this stage (e.g. ground: a base for bench/table1_fair.py)"
     )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        metavar="STAGE",
+        help="start at this stage, taking the earlier ones as done: the outputs it reads were made elsewhere "
+        "(a build trained on a GPU machine with --until merge, then quantized and evaluated here with --from "
+        "quantize; scripts/device_build)",
+    )
     args = parser.parse_args(argv)
     try:
         config = config_for(args.pipeline, args.set)
@@ -422,17 +438,24 @@ def main(argv: list[str] | None = None) -> int:
     stages = (
         demo_model_stages(config, args.work) if args.pipeline == "demo-model" else tiny_stages(config, args.work)[0]
     )
-    if args.until:
-        names = [s.name for s in stages]
-        if args.until not in names:
-            parser.error(f"--until {args.until!r}: the {args.pipeline} stages are {', '.join(names)}")
-        stages = stages[: names.index(args.until) + 1]
+    names = [s.name for s in stages]
+    for option, name in (("--until", args.until), ("--from", args.start)):
+        if name is not None and name not in names:
+            parser.error(f"{option} {name!r}: the {args.pipeline} stages are {', '.join(names)}")
+    first = names.index(args.start) if args.start else 0
+    last = names.index(args.until) + 1 if args.until else len(names)
+    if first >= last:
+        parser.error(f"--from {args.start} comes after --until {args.until}: no stage is left")
+    earlier, stages = stages[:first], stages[first:last]
     if args.dry_run:
         print(f"{args.pipeline} with {config}")
         print("\n".join(f"{s.name}: {s.command}" for s in stages))
         return 0
     try:
-        rows = Runner(args.work).run(stages)
+        runner = Runner(args.work)
+        if earlier:
+            runner.note(f"== taken as done (--from {args.start}): {', '.join(s.name for s in earlier)}")
+        rows = runner.run(stages)
         if args.pipeline == "demo-model" and not args.no_install and not args.until:
             print(f"demo model installed in {install_demo_model(args.work)}")
     except PipelineError as exc:

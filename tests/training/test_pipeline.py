@@ -1,6 +1,7 @@
 """The pipeline runner: stages as a table, skipped when finished, whole logs, times, and failures that say why."""
 
 import json
+import os
 
 import pytest
 
@@ -103,6 +104,38 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
     assert "the tiny stages are data, base" in capsys.readouterr().err
 
 
+def test_from_starts_a_build_at_a_stage_taking_the_earlier_ones_as_done(tmp_path, capsys):
+    """A build split over machines: trained elsewhere up to merge, quantized and evaluated here."""
+    assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--from", "quantize"]) == 0
+    listed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed[0] == "quantize" and "merge" not in listed and "eval-torch-clutter" in listed
+    assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--from", "vision", "--until", "align"]) == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "vision",
+        "language",
+        "describe",
+        "align",
+    ]
+    for bad, match in (
+        (["--from", "quantise"], "--from 'quantise'"),
+        (["--from", "tune", "--until", "align"], "no stage"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["demo-model", "--work", str(tmp_path), "--dry-run", *bad])
+        assert match in capsys.readouterr().err
+
+
+def test_a_build_taken_up_from_a_stage_runs_from_there_and_logs_what_it_took_as_done(tmp_path):
+    """--from on a real run: the stage before it is not run (its output is not even there); the log says so."""
+    work = tmp_path / "w"
+    (work / "merged").mkdir(parents=True)  # what a GPU machine would have brought back
+    code = main(["tiny", "--work", str(work), "--from", "evaluate", "--set", "eval_limit=1"])
+    log = (work / "pipeline.log").read_text()
+    assert "== taken as done (--from evaluate): data, base, vision" in log
+    assert "== data:" not in log and "== evaluate: python -m training.evaluate" in log
+    assert code == 1  # an empty merged folder is no model: the stage itself says so
+
+
 def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_ones(tmp_path):
     """[N]: scenes of 1-5 objects, follow-ups over several rounds in both answer stages, refusals, and fresh
     single and cluttered test sets in the test phrasings with the build's own CNN heads as baseline."""
@@ -173,10 +206,14 @@ def test_the_ground_batch_and_loader_processes_reach_their_stages(tmp_path):
     assert "--batch-size 64 --micro-batch 32" in stages["ground"].command
     assert "--batch-size 32" in stages["tune"].command and "--batch-size 32" in stages["vision"].command
     trained = {name for name, s in stages.items() if s.module == "training.train"}
+    imaging = {name for name, s in stages.items() if s.module in ("training.synth", "training.build_dataset")}
     loaded = {name for name, s in stages.items() if s.speed == ("--workers", "6")}
-    assert loaded == trained - {"vision", "language"} == {"align", "ground", "tune"}
+    assert loaded - imaging == trained - {"language"} == {"vision", "align", "ground", "tune"}
+    assert imaging <= loaded and imaging == {"data", "describe", "ground-data", "rt-data"}
     plain = {s.name: s for s in tiny_stages(config_for("tiny", ["ground_steps=10"], environ={}), tmp_path)[0]}
-    assert not any(s.speed for s in plain.values())
+    assert not any(s.speed for s in plain.values() if s.module == "training.train")
+    # no loaders: the image stages use every core
+    assert all(plain[name].speed == ("--workers", str(os.cpu_count())) for name in imaging)
     assert "--batch-size 32 --micro-batch 32" in plain["ground"].command
     # how fast a stage runs is not what it makes: a build continued with loaders reruns nothing
     slow = {
