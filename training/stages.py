@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from appliance.answer import AnswerFormat, AnswerVariant
-from appliance.grasp import GraspPose
+from appliance.grasp import GraspPose, wrap_angle
 from appliance.sim.clutter import HUE_WORDS
 
 from .datasets.augment import Augmentation
@@ -159,30 +159,38 @@ def grasp_targets(sample, grid: int, category_index: int) -> dict[str, torch.Ten
     """Per-patch targets of one augmented view: which patches hold a grasp centre and, for up to
     ``CANDIDATES`` of the centres in each, the offset, angle and the pose written out as the answer's
     digits. ``slots`` marks the candidates that are real; the loss fits the nearest one (see there)."""
-    size = sample.image_size[0]
-    cell = size / grid
-    center = torch.zeros(grid * grid)
-    slots = torch.zeros(grid * grid, CANDIDATES)
-    offset = torch.zeros(grid * grid, CANDIDATES, 2)
-    angle = torch.zeros(grid * grid, CANDIDATES, 2)
-    digits = torch.zeros(grid * grid, CANDIDATES, DIGIT_GROUPS, dtype=torch.long)
-    for rect in sample.positives:
-        x, y = rect.center
-        col, row = min(int(x / cell), grid - 1), min(int(y / cell), grid - 1)
-        k = row * grid + col
-        j = int(slots[k].sum())
-        if j == CANDIDATES:
-            continue
-        center[k] = slots[k, j] = 1.0
-        offset[k, j] = torch.tensor([x / cell - col, y / cell - row])
-        angle[k, j] = torch.tensor([math.cos(2 * rect.angle), math.sin(2 * rect.angle)])
-        digits[k, j] = torch.tensor(answer_digits(x / size, y / sample.image_size[1], rect.angle))
+    width, height = sample.image_size
+    cell = width / grid
+    patches = grid * grid
+    used = np.zeros(patches, dtype=np.int64)  # candidates kept per patch, in label order
+    offset = np.zeros((patches, CANDIDATES, 2), dtype=np.float32)
+    angle = np.zeros((patches, CANDIDATES, 2), dtype=np.float32)
+    digits = np.zeros((patches, CANDIDATES, DIGIT_GROUPS), dtype=np.int64)
+    if sample.positives:
+        # the rectangles' centres and closing axes at once (GraspRectangle.center and .angle, one by one, took a
+        # third of the vision stage's batch time)
+        corners = np.stack([rect.points for rect in sample.positives])
+        centres = corners.mean(axis=1)
+        closing = corners[:, 1] - corners[:, 0]
+        cols = np.minimum((centres[:, 0] / cell).astype(np.int64), grid - 1)
+        rows = np.minimum((centres[:, 1] / cell).astype(np.int64), grid - 1)
+        for i, k in enumerate(rows * grid + cols):
+            j = used[k]
+            if j == CANDIDATES:
+                continue
+            used[k] += 1
+            x, y = centres[i]
+            theta = wrap_angle(math.atan2(-closing[i, 1], closing[i, 0]))
+            offset[k, j] = (x / cell - cols[i], y / cell - rows[i])
+            angle[k, j] = (math.cos(2 * theta), math.sin(2 * theta))
+            digits[k, j] = answer_digits(x / width, y / height, theta)
+    slots = (np.arange(CANDIDATES) < used[:, None]).astype(np.float32)
     return {
-        PATCH_CENTER: center,
-        "slots": slots,
-        PATCH_OFFSET: offset,
-        PATCH_ANGLE: angle,
-        PATCH_DIGITS: digits,
+        PATCH_CENTER: torch.from_numpy((used > 0).astype(np.float32)),
+        "slots": torch.from_numpy(slots),
+        PATCH_OFFSET: torch.from_numpy(offset),
+        PATCH_ANGLE: torch.from_numpy(angle),
+        PATCH_DIGITS: torch.from_numpy(digits),
         "category": torch.tensor(category_index),
     }
 
@@ -237,7 +245,10 @@ def predict_pose(out: dict[str, torch.Tensor], grid: int, index: int = 0) -> Gra
 
 
 class VisionBatches:
-    """Fresh augmented views of the training images every batch, normalised as the processor does."""
+    """Fresh augmented views of the training images every batch, normalised as the processor does.
+
+    Batch ``k`` draws from a generator of its own (seed and ``k``), so a resumed run continues the very sequence,
+    and loader processes (``prefetched``) make the same batches as this process would."""
 
     def __init__(
         self,
@@ -253,21 +264,28 @@ class VisionBatches:
         self.dataset, self.ids, self.processor = dataset, ids, processor
         self.index = {name: i for i, name in enumerate(categories)}
         self.augment = Augmentation(out_size=(size, size), crop=crop)
-        self.rng = random.Random(seed if not start else f"{seed}:{start}")  # resumed: views not drawn before
+        self.seed, self.next = seed, start
         self.samples = {}
 
     def category_of(self, sample) -> int:
         return self.index.get(sample.category or "", len(self.index) - 1)
 
     def __call__(self, batch_size: int, grid: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The next batch."""
+        self.next += 1
+        return self.draw(self.next - 1, batch_size, grid)
+
+    def draw(self, k: int, batch_size: int, grid: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Batch number ``k``."""
+        rng = random.Random(f"{self.seed}:batch:{k}")
         images, targets = [], []
         for _ in range(batch_size):
-            image_id = self.rng.choice(self.ids)
-            if image_id not in self.samples:  # decoded once, kept: a few hundred small images
+            image_id = rng.choice(self.ids)
+            if image_id not in self.samples:  # decoded once, kept: a few thousand small images
                 sample, scene = self.dataset.load(image_id, with_depth=False), self.dataset.scene(image_id)
                 self.samples[image_id] = (with_scene(sample, scene) if scene is not None else sample, scene)
             sample, scene = self.samples[image_id]
-            view = self.augment(sample, self.rng)
+            view = self.augment(sample, rng)
             images.append(view.image)
             target = grasp_targets(view, grid, self.category_of(view))
             if scene is not None and len(scene.objects) > 1:
@@ -282,6 +300,34 @@ class VisionBatches:
         pixels = self.processor.image_processor(images=np.stack(images), return_tensors="pt")["pixel_values"]
         stacked = {k: torch.stack([t[k] for t in targets]) for k in targets[0]}
         return pixels, stacked
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Loader worker ``w`` of ``n`` draws batches ``start + w``, ``start + w + n``, …; the loader takes one from
+    each worker in turn, so the stream is ``start``, ``start + 1``, … as in process."""
+
+    def __init__(self, batches: VisionBatches, batch_size: int, grid: int):
+        self.batches, self.batch_size, self.grid = batches, batch_size, grid
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        k = self.batches.next + worker
+        while True:
+            yield self.batches.draw(k, self.batch_size, self.grid)
+            k += workers
+
+
+def prefetched(batches: VisionBatches, batch_size: int, grid: int, workers: int):
+    """The batches ``batches`` would draw, made ahead in ``workers`` loader processes. Close it to end them."""
+    loader = torch.utils.data.DataLoader(
+        _BatchStream(batches, batch_size, grid), batch_size=None, num_workers=workers, prefetch_factor=4
+    )
+    stream = iter(loader)
+    try:
+        yield from stream
+    finally:
+        del stream  # shuts the loader processes down
 
 
 def freeze_sincos_positions(vision_tower) -> None:
@@ -303,9 +349,12 @@ def vision_step_fn(
     fold: int = 0,
     crop: int | None = None,
     start: int = 0,
+    device: str = "cpu",
+    workers: int = 0,
 ):
     """The vision stage: ViT + heads, fresh views every batch (``start``: the step a resumed run continues
-    from). Returns (params, loss(batch_size), heads)."""
+    from), on ``device``; ``workers`` loader processes draw the batches ahead (the same batches). Returns (params,
+    loss(batch_size), heads, close) — ``close()`` ends the loader processes."""
     from .datasets import open_dataset
     from .datasets.splits import choose_fold
 
@@ -323,16 +372,27 @@ def vision_step_fn(
         else list(choose_fold(split, dataset.split_keys(split), fold, seed=seed).train)
     )
     batches = VisionBatches(dataset, ids, processor, categories, vit.config.image_size, crop, seed, start)
+    heads.to(device)
+    streams: dict[int, object] = {}  # batch size → its loader (one size per run)
 
     def loss(batch_size: int) -> torch.Tensor:
-        pixels, target = batches(batch_size, grid)
+        if workers:
+            stream = streams.setdefault(batch_size, prefetched(batches, batch_size, grid, workers))
+            pixels, target = next(stream)
+        else:
+            pixels, target = batches(batch_size, grid)
+        pixels, target = pixels.to(device), {k: v.to(device) for k, v in target.items()}
         return vision_loss(heads(vit(pixel_values=pixels).last_hidden_state), target)
 
+    def close() -> None:
+        for stream in streams.values():
+            stream.close()
+
     params = [p for p in vit.parameters() if p.requires_grad] + list(heads.parameters())
-    return params, loss, heads
+    return params, loss, heads, close
 
 
-def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: int = 0):
+def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: int = 0, device: str = "cpu"):
     """The language stage: the decoder learns the corpus as a causal LM (vision and projector untouched)."""
     from .reasoning import load_templates
     from .reasoning.corpus import corpus
@@ -347,10 +407,10 @@ def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: i
         texts = [rng.choice(lines) + tok.eos_token for _ in range(batch_size)]
         # cut here, not by the tokenizer: a tokenizer call's max_length is saved with it (``model.untruncated``)
         enc = tok(texts, return_tensors="pt", padding=True, padding_side="right")  # the slice keeps the starts
-        ids, mask = enc["input_ids"][:, :max_tokens], enc["attention_mask"][:, :max_tokens]
+        ids, mask = enc["input_ids"][:, :max_tokens].to(device), enc["attention_mask"][:, :max_tokens].to(device)
         return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
 
-    return [p for p in model.parameters() if p.requires_grad], loss, None
+    return [p for p in model.parameters() if p.requires_grad], loss, None, lambda: None
 
 
 def heads_outputs(checkpoint, model, processor):

@@ -86,9 +86,9 @@ class TrainConfig:
     """Where those heads are taught (``training.attend.ATTEND_FROM``): at the positions that predict answer tokens, or
     (``turn``) also at each word of the question that follows the image."""
     workers: int = 0
-    """Conversation strategies: loader processes (per process under torchrun) that prepare micro-batches (decode
-    images, tokenize) ahead of the training loop, in the same order. 0: the training process prepares each in turn.
-    The vision and language stages draw theirs in process."""
+    """Loader processes (per process under torchrun) that prepare micro-batches (decode images, tokenize; the vision
+    stage: augment and label views) ahead of the training loop, in the same order. 0: the training process prepares
+    each in turn. The language stage draws its batches in process."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -99,8 +99,8 @@ class TrainConfig:
             raise ValueError("steps and save_every must be positive")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.workers and self.strategy in STAGES:
-            raise ValueError(f"workers: the {self.strategy} stage draws its batches in process; leave it 0")
+        if self.workers and self.strategy == "language":
+            raise ValueError("workers: the language stage draws its batches in process; leave it 0")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.eval_on not in ("test", "val"):
@@ -228,7 +228,7 @@ def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: T
     if view.is_file():  # how this model sees images and writes answers travels with it
         shutil.copy(view, tmp / VIEW_FILE)
     if heads is not None:  # the GR-ConvNet-style baseline rides along
-        save_file(heads.state_dict(), tmp / HEADS_FILE)
+        save_file({k: v.cpu() for k, v in heads.state_dict().items()}, tmp / HEADS_FILE)
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
     (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
     tmp.rename(final)
@@ -335,12 +335,15 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False) if checkpoint else {"step": 0}
     step = int(state["step"])
     model, processor = load_llava(checkpoint or Path(config.model))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     if config.strategy == "vision":
-        params, loss_fn, heads = vision_step_fn(
-            model, processor, config.data, config.seed, config.split, config.fold, config.crop, start=step
-        )
+        params, loss_fn, heads, close = vision_step_fn(
+            model, processor, config.data, config.seed, config.split, config.fold, config.crop, step, device,
+            config.workers,
+        )  # fmt: skip
     else:
-        params, loss_fn, heads = language_step_fn(model, processor, config.seed, start=step)
+        params, loss_fn, heads, close = language_step_fn(model, processor, config.seed, start=step, device=device)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if checkpoint is not None:
         if heads is not None:
@@ -350,17 +353,22 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
     model.train()
     last = checkpoint
     bar = progress_bar(range(step + 1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step - 1, config)
-        loss = loss_fn(config.batch_size)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        log.write(step, loss.item(), lr_at(step - 1, config))
-        if step % config.save_every == 0 or step == config.steps:
-            last = save_checkpoint(out, model, processor, optimizer, step, config, heads)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda")
+    try:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step - 1, config)
+            with autocast:
+                loss = loss_fn(config.batch_size)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            log.write(step, loss.item(), lr_at(step - 1, config))
+            if step % config.save_every == 0 or step == config.steps:
+                last = save_checkpoint(out, model, processor, optimizer, step, config, heads)
+    finally:
+        close()  # the vision stage's loader processes, on an error too
     log.close()
     return last
 
@@ -636,8 +644,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="N",
-        help="conversation strategies: loader processes (per process under torchrun) preparing micro-batches ahead "
-        "of the training loop (default 0: none; a GPU machine wants a few, a 2-core CPU gains nothing; docs/training.md)",
+        help="loader processes (per process under torchrun) preparing micro-batches ahead of the training loop, the "
+        "same batches in the same order (default 0: none; a GPU machine wants a few; the vision stage gains on any "
+        "machine; not the language stage; docs/training.md)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)

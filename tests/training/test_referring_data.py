@@ -195,7 +195,7 @@ def test_the_vision_stage_learns_patch_identity_on_scenes(clutter, tiny_spm_chec
     from training.stages import PATCH_IDENTITY, VisionBatches, vision_step_fn
 
     model, processor = load_llava(tiny_spm_checkpoint)
-    params, loss_fn, heads = vision_step_fn(model, processor, str(clutter.root), seed=0, crop=320)
+    params, loss_fn, heads, _ = vision_step_fn(model, processor, str(clutter.root), seed=0, crop=320)
     vit = model.model.vision_tower
     grid = vit.config.image_size // vit.config.patch_size
     batches = VisionBatches(clutter, list(clutter.ids), processor, ["mug", "object"], vit.config.image_size, 320, 1)

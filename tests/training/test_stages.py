@@ -101,7 +101,8 @@ def test_a_vision_stage_resumes_from_its_last_checkpoint_with_its_heads(workdir,
     whole = train(config(6), progress=False)
     shutil.copytree(whole, tmp_path / "whole-6")
     shutil.rmtree(whole)  # the crash: step 6 never saved
-    first = losses(tmp_path / "v")[:3]
+    whole_losses = losses(tmp_path / "v")
+    first = whole_losses[:3]
     import training.stages
 
     counted, calls = training.stages.vision_loss, []
@@ -118,6 +119,41 @@ def test_a_vision_stage_resumes_from_its_last_checkpoint_with_its_heads(workdir,
     for name in ("identity.weight", "grasp.weight"):  # three steps apart, not a fresh start
         assert (ours[name] - theirs[name]).abs().mean() < 0.3 * (fresh[name] - theirs[name]).abs().mean()
     assert torch.load(resumed / "trainer_state.pt", weights_only=False)["step"] == 6
+    # each batch draws from its own seeded generator: the resumed run trained on the very batches of the whole one
+    assert losses(tmp_path / "v")[-3:] == pytest.approx(whole_losses[3:], rel=1e-4)
+
+
+def test_loader_processes_draw_the_vision_batches_the_stage_would_draw_itself(workdir, tmp_path):
+    """--workers for the vision stage: the same batches, in the same order, so the same training."""
+    from training.stages import VisionBatches, identity_classes, prefetched
+
+    ds = open_dataset(workdir / "toy")
+    _, processor = load_llava(workdir / "base")
+
+    def batches(start=0):
+        return VisionBatches(ds, list(ds.ids), processor, identity_classes(), 224, None, seed=7, start=start)
+
+    own = batches()
+    expected = [own(4, 8) for _ in range(5)]
+    stream = prefetched(batches(), 4, 8, workers=2)
+    drawn = [next(stream) for _ in range(5)]
+    stream.close()
+    resumed = batches(start=3)  # a run resumed after step 3 goes on with batch 3
+    for (pixels, target), (their_pixels, theirs) in zip(expected[3:], [resumed(4, 8), resumed(4, 8)]):
+        assert torch.equal(pixels, their_pixels) and all(torch.equal(target[k], theirs[k]) for k in target)
+    for (pixels, target), (their_pixels, theirs) in zip(expected, drawn):
+        assert torch.equal(pixels, their_pixels) and all(torch.equal(target[k], theirs[k]) for k in target)
+    assert not torch.equal(expected[0][0], expected[1][0])  # fresh views every batch
+
+    def run(workers):
+        config = TrainConfig(
+            str(workdir / "base"), str(workdir / "toy"), str(tmp_path / f"w{workers}"), "vision",
+            steps=3, batch_size=4, micro_batch=4, lr=2e-3, warmup=1, save_every=3, workers=workers,
+        )  # fmt: skip
+        train(config, progress=False)
+        return losses(tmp_path / f"w{workers}")
+
+    assert run(2) == pytest.approx(run(0), rel=1e-5)
 
 
 def test_language_stage_trains_the_decoder_only(workdir):
