@@ -76,6 +76,17 @@ def read_stages(log: Path) -> list[tuple[str, str, int]]:
     return list(stages.values())
 
 
+def read_machines(log: Path) -> dict[str, str]:
+    """The machine each stage of ``read_stages`` last ran on (``== machine:`` lines; older logs have none)."""
+    machines, current = {}, None
+    for line in log.read_text().splitlines():
+        if line.startswith("== machine: "):
+            current = line.removeprefix("== machine: ")
+        elif current and (m := re.match(r"== ([\w-]+) took \d+ s$", line)):
+            machines[m.group(1)] = current
+    return machines
+
+
 def read_metrics(work: Path) -> dict:
     """{'q4': {'seen': summary, 'unseen': ...}, 'torch': {...}} from the evaluations that exist."""
     metrics: dict = {}
@@ -96,24 +107,48 @@ def spread(values: list) -> str:
 
 
 def card(
-    stages: list[tuple[str, str, int]], metrics: dict, bundle_mb: float, work: str = "runs/demo-model", also=None
+    stages: list[tuple[str, str, int]],
+    metrics: dict,
+    bundle_mb: float,
+    work: str = "runs/demo-model",
+    also=None,
+    machines: dict[str, str] | None = None,
 ) -> str:
-    """The model card; ``also`` is a second build's metrics (another seed), shown beside as 'a / b'."""
+    """The model card; ``also`` is a second build's metrics (another seed), shown beside as 'a / b'; ``machines``
+    (``read_machines``) say where each stage ran when the build was split over several."""
     total = sum(s for _, _, s in stages)
+    machines = machines or {}
+    split = len(set(machines.values())) > 1
+    where = "on the machine that built it"
+    if split:
+        minutes: dict[str, float] = {}
+        for name, _, seconds in stages:
+            minutes[machines.get(name, "unrecorded")] = minutes.get(machines.get(name, "unrecorded"), 0) + seconds / 60
+        where = "(" + "; ".join(f"{m:.1f} min on {machine}" for machine, m in minutes.items()) + ")"
     builds = [metrics] + ([also] if also else [])
     q4 = [b.get("q4", {}) for b in builds]
+    tune = next((command for name, command, _ in stages if name == "tune"), "")
+    tuned = "the whole decoder tuned" if "--strategy decoder" in tune else "LoRA"
+    rebuild = (
+        [
+            "bash scripts/device_build train           # on a GPU machine: data and training, packed into $OUT",
+            "scripts/device_build finish FILES_AT      # here: the Q4 bundle, test sets, evaluations, this folder",
+        ]
+        if split
+        else [f"scripts/build_demo_model {work}   # writes {work}/ (default runs/demo-model) and replaces this folder"]
+    )
     lines = [
         "# rtgrasp-tiny: the bundled demo model",
         "",
-        "A Q4_K_M bundle of a 6 M-parameter LLaVA built from scratch and reasoning-tuned (RT) with LoRA on",
+        f"A Q4_K_M bundle of a 6 M-parameter LLaVA built from scratch and reasoning-tuned (RT) with {tuned} on",
         "synthetic scenes of one to five objects in the simulated cell, with referring instructions (name, colour",
         "or size, place, use) and follow-ups. Rebuild it from nothing with",
         "",
         "```bash",
-        f"scripts/build_demo_model {work}   # writes {work}/ (default runs/demo-model) and replaces this folder",
+        *rebuild,
         "```",
         "",
-        f"Bundle size: {bundle_mb:.1f} MB. Whole build: {total / 60:.1f} min of stage time on the machine that built it.",
+        f"Bundle size: {bundle_mb:.1f} MB. Whole build: {total / 60:.1f} min of stage time {where}.",
         "Seeds: training scenes `training.synth --seed 0 --objects 1-5`; test sets `--seed 0 --scene-seed N`",
         "(the training objects in new scenes) with `--phrasing test` (no instruction phrasing training saw).",
         "Rectangle metric: within 30° and IoU > 0.25 of a label of the object meant. Part metric: the centre on an",
@@ -169,10 +204,13 @@ def card(
         "",
         "## How it was built (each stage's command and wall time)",
         "",
-        "| stage | seconds | command |",
-        "|---|---|---|",
+        "| stage | seconds | command |" + (" machine |" if split else ""),
+        "|---|---|---|" + ("---|" if split else ""),
     ]
-    lines += [f"| {name} | {seconds} | `{command}` |" for name, command, seconds in stages]
+    lines += [
+        f"| {name} | {seconds} | `{command}` |" + (f" {machines.get(name, '–')} |" if split else "")
+        for name, command, seconds in stages
+    ]
     lines += ["", "`metrics.json` holds the same figures as read from the evaluation files.", ""]
     return "\n".join(lines)
 
@@ -195,11 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bundle_mb = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file()) / 1e6
     also = read_metrics(args.also) if args.also else None
-    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work), also))
+    machines = read_machines(log)
+    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work), also, machines))
     (args.out / "metrics.json").write_text(
         json.dumps(
             {
-                "stages": [{"name": n, "command": c, "seconds": s} for n, c, s in stages],
+                "stages": [
+                    {"name": n, "command": c, "seconds": s, **({"machine": machines[n]} if n in machines else {})}
+                    for n, c, s in stages
+                ],
                 "metrics": metrics,
                 **({"other_build": also} if also else {}),
             },

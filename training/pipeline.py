@@ -66,6 +66,17 @@ class Stage:
         return " ".join(["python", "-m", self.module, *self.args])
 
 
+def machine() -> str:
+    """This machine in a few words: its cores and, where ``nvidia-smi`` answers, its GPUs."""
+    words = f"{os.cpu_count()} CPU cores"
+    if shutil.which("nvidia-smi"):
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        gpus = [line.split(": ", 1)[1].split(" (UUID")[0] for line in listed.splitlines() if ": " in line]
+        if gpus:
+            words += ", " + ", ".join(gpus)
+    return words
+
+
 class Runner:
     """Runs stages in order in one work folder (see the module's docstring)."""
 
@@ -76,6 +87,7 @@ class Runner:
     def run(self, stages: list[Stage]) -> list[dict]:
         """Run (or skip) every stage; one row each: name, command, seconds, skipped."""
         rows, fresh = [], False
+        self.note(f"== machine: {machine()}")  # a build split over machines says which ran what (model card)
         for stage in stages:
             rows.append(self.run_stage(stage, may_skip=not fresh))
             fresh = fresh or not rows[-1]["skipped"]
@@ -270,7 +282,12 @@ def config_for(pipeline: str, overrides: list[str] = (), environ=os.environ) -> 
                 raise ValueError(f"--set {name}={text}: expected 1/0, true/false, yes/no or on/off")
             values[name] = text.lower() in ("1", "true", "yes", "on")
             continue
-        values[name] = None if text in ("", "none") else kind(text)
+        try:
+            values[name] = None if text in ("", "none") else kind(text)
+        except ValueError:
+            raise ValueError(
+                f"--set {name}={text}: expected {'a whole number' if kind is int else kind.__name__}"
+            ) from None
     return PipelineConfig(**values)
 
 

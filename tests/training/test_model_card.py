@@ -64,3 +64,29 @@ def test_the_card_needs_a_finished_run(tmp_path, capsys):
     (tmp_path / "pipeline.log").write_text("")
     assert read_stages(tmp_path / "pipeline.log") == []
     assert main(["--work", str(tmp_path), "--out", str(tmp_path)]) == 2
+
+
+def test_a_build_split_over_machines_says_which_ran_what(tmp_path):
+    """scripts/device_build: training on a GPU machine, the rest here; the card names both and how to rebuild."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pipeline.log").write_text(
+        "== machine: 16 CPU cores, NVIDIA H100 80GB HBM3\n"
+        "== vision: python -m training.train --strategy vision\n== vision took 120 s\n"
+        "== tune: python -m training.train --strategy decoder --steps 600\n== tune took 60 s\n"
+        "== taken as done (--from quantize): data, base, vision, tune\n"
+        "== machine: 2 CPU cores\n"
+        "== quantize: python -m export.quantize --bits 4\n== quantize took 30 s\n"
+    )
+    (work / "eval-q4-clutter.json").write_text(json.dumps({"target_rate": 0.9, "n": 10}))
+    assert main(["--work", str(work), "--out", str(tmp_path)]) == 0
+    readme = (tmp_path / "README.md").read_text()
+    assert "3.5 min of stage time (3.0 min on 16 CPU cores, NVIDIA H100 80GB HBM3; 0.5 min on 2 CPU cores)" in readme
+    assert (
+        "| tune | 60 | `python -m training.train --strategy decoder --steps 600` | 16 CPU cores, NVIDIA H100" in readme
+    )
+    assert "| quantize | 30 | `python -m export.quantize --bits 4` | 2 CPU cores |" in readme
+    assert "bash scripts/device_build train" in readme and "scripts/build_demo_model" not in readme
+    assert "with the whole decoder tuned on" in readme
+    stages = json.loads((tmp_path / "metrics.json").read_text())["stages"]
+    assert [s["machine"] for s in stages] == ["16 CPU cores, NVIDIA H100 80GB HBM3"] * 2 + ["2 CPU cores"]

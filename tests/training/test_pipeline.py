@@ -26,6 +26,7 @@ def test_stages_run_in_order_with_whole_logs_and_times_then_are_skipped(tmp_path
     record = json.loads((tmp_path / "stages.json").read_text())
     assert set(record) == {"a", "b", "c"} and all(r["seconds"] >= 0 for r in record.values())
     assert [s[0] for s in read_stages(tmp_path / "pipeline.log")] == ["a", "b", "c"]  # what the model card reads
+    assert f"== machine: {os.cpu_count()} CPU cores" in (tmp_path / "pipeline.log").read_text()
     again = Runner(tmp_path, echo=lambda line: None).run(stages)
     assert all(r["skipped"] for r in again)
 
@@ -72,6 +73,8 @@ def test_sizes_come_from_the_preset_then_the_environment_then_set():
         True,
         False,
     ]
+    with pytest.raises(ValueError, match="ground_steps=lots: expected a whole number"):
+        config_for("tiny", ["ground_steps=lots"], environ={})
     with pytest.raises(ValueError, match="presence=maybe"):
         config_for("tiny", ["presence=maybe"], environ={})
 
