@@ -68,7 +68,13 @@ def footprint(obj: ObjectModel, x: float, y: float, yaw: float) -> list[Box2]:
 
 
 def _corners(boxes: list[Box2], grow: float) -> np.ndarray:
-    return np.stack([b.corners(grow) for b in boxes])
+    """``Box2.corners`` of every box at once, (n, 4, 2): the same numbers, without a few small arrays per box
+    (placing a scene's objects called it tens of thousands of times)."""
+    turn = np.array([(math.cos(b.angle), math.sin(b.angle)) for b in boxes])
+    ax = turn * np.array([b.hx + grow for b in boxes])[:, None]
+    ay = np.stack([-turn[:, 1], turn[:, 0]], axis=1) * np.array([b.hy + grow for b in boxes])[:, None]
+    centre = np.array([(b.cx, b.cy) for b in boxes])
+    return np.stack([centre - ax - ay, centre + ax - ay, centre + ax + ay, centre - ax + ay], axis=1)
 
 
 def _normals(corners: np.ndarray) -> np.ndarray:
