@@ -545,7 +545,11 @@ def main(argv: list[str] | None = None) -> int:
                 heads_predictor(args.model, model, processor), ModelView(size=args.size, crop=args.crop), dataset, ids
             )
         else:
+            import torch
+
             view = ModelView.load(args.model)
+            if torch.cuda.is_available():  # a GPU machine answers there (the fold check of scripts/device_build)
+                model.to("cuda")
             result = evaluate(
                 torch_answerer(model, processor, view),
                 view,

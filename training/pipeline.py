@@ -70,7 +70,10 @@ def machine() -> str:
     """This machine in a few words: its cores and, where ``nvidia-smi`` answers, its GPUs."""
     words = f"{os.cpu_count()} CPU cores"
     if shutil.which("nvidia-smi"):
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        try:
+            listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return words  # a hung or broken driver tool: the GPUs go unnamed
         gpus = [line.split(": ", 1)[1].split(" (UUID")[0] for line in listed.splitlines() if ": " in line]
         if gpus:
             words += ", " + ", ".join(gpus)

@@ -377,12 +377,14 @@ def vision_step_fn(
 
     def loss(batch_size: int) -> torch.Tensor:
         if workers:
-            stream = streams.setdefault(batch_size, prefetched(batches, batch_size, grid, workers))
-            pixels, target = next(stream)
+            if batch_size not in streams:
+                streams[batch_size] = prefetched(batches, batch_size, grid, workers)
+            pixels, target = next(streams[batch_size])
         else:
             pixels, target = batches(batch_size, grid)
         pixels, target = pixels.to(device), {k: v.to(device) for k, v in target.items()}
-        return vision_loss(heads(vit(pixel_values=pixels).last_hidden_state), target)
+        out = heads(vit(pixel_values=pixels).last_hidden_state)  # under bf16 autocast on a GPU
+        return vision_loss({k: v.float() for k, v in out.items()}, target)  # the loss in float32
 
     def close() -> None:
         for stream in streams.values():

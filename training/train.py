@@ -294,7 +294,7 @@ def restore(out: Path, model, optimizer, config: TrainConfig) -> int:
     checkpoint = resumable(latest_checkpoint(out), config)
     if checkpoint is None:
         return 0
-    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    state = torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=False)
     if config.strategy == "lora":
         from peft import set_peft_model_state_dict
 
@@ -332,7 +332,11 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = resumable(latest_checkpoint(out), config) if resume else None
-    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False) if checkpoint else {"step": 0}
+    state = (
+        torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=False)
+        if checkpoint
+        else {"step": 0}
+    )
     step = int(state["step"])
     model, processor = load_llava(checkpoint or Path(config.model))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -645,8 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="loader processes (per process under torchrun) preparing micro-batches ahead of the training loop, the "
-        "same batches in the same order (default 0: none; a GPU machine wants a few; the vision stage gains on any "
-        "machine; not the language stage; docs/training.md)",
+        "same batches in the same order (default 0: none; a GPU machine wants a few; on a 2-core CPU they cost more "
+        "than they give; not the language stage; docs/training.md)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)

@@ -331,3 +331,52 @@ def test_vision_loss_fits_the_nearest_of_a_patchs_grasps():
     assert loss([0.2, 0.2], [1.0, 0.0], 0) < 1e-3  # the first grasp, its digits
     assert loss([0.8, 0.7], [0.0, 1.0], 0) > 10  # the second grasp's offset with the first's digits
     assert loss([0.5, 0.45], [0.7, 0.7], 0) > 0.1  # the average of both
+
+
+def reference_targets(view, grid):
+    """The per-rectangle reading of grasp_targets' contract: up to CANDIDATES centres per patch, in label order."""
+    from training.stages import CANDIDATES, answer_digits
+
+    cell = view.image_size[0] / grid
+    kept: dict[int, list] = {}
+    for rect in view.positives:
+        x, y = rect.center
+        col, row = min(int(x / cell), grid - 1), min(int(y / cell), grid - 1)
+        slot = kept.setdefault(row * grid + col, [])
+        if len(slot) < CANDIDATES:
+            slot.append(
+                (
+                    x / cell - col,
+                    y / cell - row,
+                    rect.angle,
+                    answer_digits(x / view.image_size[0], y / view.image_size[1], rect.angle),
+                )
+            )
+    return kept
+
+
+def test_grasp_targets_keep_the_first_centres_of_each_patch_in_label_order():
+    """A crowded patch (more centres than CANDIDATES), centres on the image's far edges, every angle range."""
+    from types import SimpleNamespace
+
+    from appliance.grasp import GraspRectangle
+    from training.stages import CANDIDATES
+
+    rng = random.Random(3)
+    rects = [GraspRectangle.from_center(10 + k, 12 + k / 2, rng.uniform(-3, 3), 30, 10) for k in range(7)]
+    rects += [GraspRectangle.from_center(224.0, 223.999, 0.7, 20, 8), GraspRectangle.from_center(0.0, 0.0, -1.5, 20, 8)]
+    rects += [
+        GraspRectangle.from_center(rng.uniform(0, 224), rng.uniform(0, 224), rng.uniform(-4, 4), 25, 9)
+        for _ in range(60)
+    ]
+    view = SimpleNamespace(image_size=(224, 224), positives=rects)
+    target = grasp_targets(view, 8, 2)
+    kept = reference_targets(view, 8)
+    assert max(len(v) for v in kept.values()) == CANDIDATES  # the crowded patch was cut
+    assert set(torch.nonzero(target[PATCH_CENTER]).flatten().tolist()) == set(kept)
+    for k, candidates in kept.items():
+        assert target["slots"][k].tolist() == [1.0] * len(candidates) + [0.0] * (CANDIDATES - len(candidates))
+        for j, (ox, oy, theta, digits) in enumerate(candidates):
+            assert target["offset"][k, j].tolist() == pytest.approx([ox, oy], abs=1e-6)
+            assert target["angle"][k, j].tolist() == pytest.approx([math.cos(2 * theta), math.sin(2 * theta)], abs=1e-6)
+            assert target["digits"][k, j].tolist() == digits

@@ -414,8 +414,9 @@ def test_warm_up_and_validation_file_are_checked():
         TrainConfig("m", "d", "o", warmup=-1)
     with pytest.raises(ValueError, match="workers must be >= 0"):
         TrainConfig("m", "d", "o", workers=-1)
-    with pytest.raises(ValueError, match="vision stage draws its batches in process"):
-        TrainConfig("m", "d", "o", strategy="vision", workers=2)
+    with pytest.raises(ValueError, match="language stage draws its batches in process"):
+        TrainConfig("m", "d", "o", strategy="language", workers=2)
+    TrainConfig("m", "d", "o", strategy="vision", workers=2)  # the vision stage takes loaders
     with pytest.raises(ValueError, match="eval_on"):
         TrainConfig("m", "d", "o", eval_on="train")
     config = TrainConfig("m", "d", "o", lr=1.0, steps=10, warmup=0)
