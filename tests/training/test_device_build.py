@@ -33,8 +33,15 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     bad = device_build("train", "--set", "ground_steps=lots", work=work, out=tmp_path / "out")
     assert bad.returncode == 2 and "ground_steps" in bad.stderr and not (work / "stages.json").exists()
     assert device_build("sideways", work=work).returncode == 2
+    slow = device_build("train", "--budget", "soon", work=work, out=tmp_path / "out")
+    assert slow.returncode == 2 and "--budget takes whole seconds, got 'soon'" in slow.stderr
     empty = device_build("finish", str(tmp_path), work=work)
     assert empty.returncode == 2 and "no build.tgz" in empty.stderr
+    (tmp_path / "build.tgz.aa").write_bytes(b"\x1f\x8b\x08\x00 cut short")
+    cut = device_build("finish", str(tmp_path), work=work)
+    assert cut.returncode == 2 and "do not make a whole archive" in cut.stderr
+    typo = device_build("finish", str(tmp_path), "--no-instal", work=work)
+    assert typo.returncode == 2 and "unknown argument --no-instal" in typo.stderr
 
 
 def test_finishing_a_gpu_run_that_did_not_train_to_the_end_says_so(tmp_path):
@@ -81,8 +88,8 @@ def test_a_build_trained_at_one_end_is_finished_at_the_other(tmp_path):
 def test_a_run_over_its_budget_is_stopped_whole_and_still_packs_its_logs(tmp_path):
     """The device tool gives a command 600 s: the pipeline is stopped in time to pack, its stage processes too."""
     out, work = tmp_path / "out", tmp_path / "w"
-    result = device_build("train", "--budget", "10", "--set", "images=400", work=work, out=out)
-    assert result.returncode == 124 and "the budget of 10 s ran out" in result.stdout
+    result = device_build("train", "--budget", "25", "--set", "images=400", work=work, out=out)
+    assert result.returncode == 124 and "the budget of 25 s ran out" in result.stdout
     assert "== data: python -m training.synth" in result.stdout  # stopped while rendering
     assert "rendered a scene with MUJOCO_GL=" in result.stdout  # the GL check ran before the budget began
     with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in sorted(out.iterdir())))) as tar:
