@@ -271,26 +271,25 @@ def config_for(pipeline: str, overrides: list[str] = (), environ=os.environ) -> 
     """The preset's config with environment variables (``VISION_STEPS``) and then ``name=value`` overrides."""
     values = dict(PRESETS[pipeline])
     fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
-    pairs = [(name, environ[name.upper()]) for name in fields if name.upper() in environ]
+    # (name, value, where it was given: the error names it as the user wrote it)
+    pairs = [(name, environ[name.upper()], name.upper()) for name in fields if name.upper() in environ]
     for item in overrides:
         name, sep, value = item.partition("=")
         if not sep or name not in fields:
             raise ValueError(f"--set {item!r}: expected name=value with a name of {', '.join(fields)}")
-        pairs.append((name, value))
-    for name, text in pairs:
+        pairs.append((name, value, f"--set {name}"))
+    for name, text, given in pairs:
         default = getattr(PipelineConfig, name)
         kind = type(default) if default is not None else (float if name == "lr" else int)
         if kind is bool:
             if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise ValueError(f"--set {name}={text}: expected 1/0, true/false, yes/no or on/off")
+                raise ValueError(f"{given}={text}: expected 1/0, true/false, yes/no or on/off")
             values[name] = text.lower() in ("1", "true", "yes", "on")
             continue
         try:
             values[name] = None if text in ("", "none") else kind(text)
         except ValueError:
-            raise ValueError(
-                f"--set {name}={text}: expected {'a whole number' if kind is int else kind.__name__}"
-            ) from None
+            raise ValueError(f"{given}={text}: expected {'a whole number' if kind is int else kind.__name__}") from None
     return PipelineConfig(**values)
 
 

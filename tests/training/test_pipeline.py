@@ -73,8 +73,10 @@ def test_sizes_come_from_the_preset_then_the_environment_then_set():
         True,
         False,
     ]
-    with pytest.raises(ValueError, match="ground_steps=lots: expected a whole number"):
+    with pytest.raises(ValueError, match="--set ground_steps=lots: expected a whole number"):
         config_for("tiny", ["ground_steps=lots"], environ={})
+    with pytest.raises(ValueError, match="^GROUND_STEPS=lots: expected a whole number"):
+        config_for("tiny", environ={"GROUND_STEPS": "lots"})
     with pytest.raises(ValueError, match="presence=maybe"):
         config_for("tiny", ["presence=maybe"], environ={})
 
