@@ -123,7 +123,8 @@ def card(
     if split:
         minutes: dict[str, float] = {}
         for name, _, seconds in stages:
-            minutes[machines.get(name, "unrecorded")] = minutes.get(machines.get(name, "unrecorded"), 0) + seconds / 60
+            ran_on = machines.get(name, "unrecorded")
+            minutes[ran_on] = minutes.get(ran_on, 0) + seconds / 60
         where = "(" + "; ".join(f"{m:.1f} min on {machine}" for machine, m in minutes.items()) + ")"
     builds = [metrics] + ([also] if also else [])
     q4 = [b.get("q4", {}) for b in builds]

@@ -446,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         dest="start",
         metavar="STAGE",
         help="start at this stage, taking the earlier ones as done: the outputs it reads were made elsewhere "
-        "(a build trained on a GPU machine with --until merge, then quantized and evaluated here with --from "
-        "quantize; scripts/device_build)",
+        "(scripts/device_build trains on a GPU machine with --until evaluate, then goes on here with --from "
+        "quantize)",
     )
     args = parser.parse_args(argv)
     try:
