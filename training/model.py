@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -158,8 +159,9 @@ def llava_config(shape: LlavaShape, tokenizer):
     )
 
 
-def build_model(config: LlavaShape = LlavaShape(), seed: int = 0):
-    """A randomly initialised LLaVA of this shape and its processor (tokenizer trained on our corpus).
+def build_model(config: LlavaShape = LlavaShape(), seed: int = 0, lines: Iterable[str] | None = None):
+    """A randomly initialised LLaVA of this shape and its processor (tokenizer trained on ``lines``, by default our
+    corpus).
 
     Weights are made directly in the shape's dtype: a 7B model in bfloat16 takes 14 GB, in float32 28."""
     import torch
@@ -170,7 +172,8 @@ def build_model(config: LlavaShape = LlavaShape(), seed: int = 0):
     except ImportError:  # older transformers
         from transformers import CLIPImageProcessor
 
-    tokenizer = train_tokenizer(corpus(load_templates(), seed=seed), config.tokenizer, config.vocab_size)
+    lines = corpus(load_templates(), seed=seed) if lines is None else lines
+    tokenizer = train_tokenizer(lines, config.tokenizer, config.vocab_size)
     llava = llava_config(config, tokenizer)
     torch.manual_seed(seed)
     default = torch.get_default_dtype()

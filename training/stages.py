@@ -394,15 +394,24 @@ def vision_step_fn(
     return params, loss, heads, close
 
 
-def language_step_fn(model, processor, seed: int, max_tokens: int = 96, start: int = 0, device: str = "cpu"):
-    """The language stage: the decoder learns the corpus as a causal LM (vision and projector untouched)."""
+def language_step_fn(
+    model,
+    processor,
+    seed: int,
+    max_tokens: int = 96,
+    start: int = 0,
+    device: str = "cpu",
+    lines: list[str] | None = None,
+):
+    """The language stage: the decoder learns the corpus (or ``lines``) as a causal LM (vision and projector
+    untouched)."""
     from .reasoning import load_templates
     from .reasoning.corpus import corpus
 
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(("model.language_model", "lm_head"))
     tok = processor.tokenizer
-    lines = list(corpus(load_templates(), seed=seed))
+    lines = list(corpus(load_templates(), seed=seed)) if lines is None else lines
     rng = random.Random(seed if not start else f"{seed}:{start}")
 
     def loss(batch_size: int) -> torch.Tensor:

@@ -72,8 +72,8 @@ def test_cli_errors(tmp_path, toy, capsys):
 
 
 def test_refinement_turns_follow_up_in_the_same_conversation(nra_bundle, toy):
-    """--refine: one follow-up per answered image, in the image's conversation (the grammar makes every
-    answer of the random NR-A model parse, so every image gets its turn)."""
+    """--refine: one follow-up per answered image where its picture allows one, in the image's conversation (the
+    grammar makes every answer of the random NR-A model parse)."""
     from appliance.runtime.model import GraspModel
 
     dataset = open_dataset(toy)
@@ -88,7 +88,8 @@ def test_refinement_turns_follow_up_in_the_same_conversation(nra_bundle, toy):
     assert summary["refinement_turns"] == len(turns)
     assert summary["refinement_success"] <= min(summary["refinement_satisfied"], summary["refinement_correct"])
     again = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, refine=True)
-    assert [r["refinement"]["request"] for r in again.rows] == [t["request"] for t in turns]  # seeded per image
+    requests = lambda rows: [(r.get("refinement") or {}).get("request") for r in rows]  # noqa: E731
+    assert requests(again.rows) == requests(result.rows)  # seeded per image
     grasp_model.llm.close()
 
 

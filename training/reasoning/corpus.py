@@ -17,9 +17,19 @@ from .referring import load_referring, resolution
 from .refine import SIDES
 from .templates import Templates
 
+KNOWLEDGE_REPEATS = 8
+"""How often the corpus holds each knowledge sentence: a fact read once among 20,000 lines is not learnt."""
 
-def corpus(templates: Templates, seed: int = 0, poses: int = 2000, decimals: tuple[int, ...] = (2, 3)) -> Iterator[str]:
-    """Yield corpus lines: all template text, then ``poses`` random answers per variant and precision."""
+
+def corpus(
+    templates: Templates,
+    seed: int = 0,
+    poses: int = 2000,
+    decimals: tuple[int, ...] = (2, 3),
+    knowledge: int = KNOWLEDGE_REPEATS,
+) -> Iterator[str]:
+    """Yield corpus lines: all template text, what things are for (``knowledge`` times each; 0: none), then
+    ``poses`` random answers per variant and precision."""
     rng = random.Random(seed)
     categories = list(templates.categories.values()) + [templates.fallback]
     for category in categories:
@@ -44,6 +54,8 @@ def corpus(templates: Templates, seed: int = 0, poses: int = 2000, decimals: tup
             yield text.format(**words)
             yield rng.choice(templates.refinement[kind]).format(**words)
     yield from referring_lines(categories, rng)
+    for _ in range(knowledge):
+        yield from knowledge_lines(categories)
     for variant in AnswerVariant:
         for d in decimals:
             fmt = AnswerFormat(variant, d)
@@ -71,9 +83,21 @@ def referring_lines(categories, rng: random.Random, per_frame: int = 6) -> Itera
                 )
     for _ in range(200):
         category = rng.choice(categories)
+        uses = ref.category_uses.get(category.name)
         facts = {
             "word": rng.choice(colours),
             "relation": rng.choice(sorted(ref.where)),
-            "use": rng.choice(sorted(ref.uses)),
+            "use": rng.choice(uses) if uses else None,  # a use the object has: the corpus states no false use
         }
-        yield resolution(rng.choice(sorted(k for k in ref.resolution if k != "generic")), category.a_name, facts)
+        kinds = sorted(k for k in ref.resolution if k != "generic" and (uses or k != "function"))
+        yield resolution(rng.choice(kinds), category.a_name, facts)
+
+
+def knowledge_lines(categories) -> Iterator[str]:
+    """What each category is for, in everyday words (``referring.yaml``'s ``knowledge``), and what the words of
+    everyday requests mean: the facts a pretrained language model brings and our tiny one reads here."""
+    ref = load_referring()
+    for category in categories:
+        for use in ref.category_uses.get(category.name, ()):
+            yield from ref.facts(use, category.a_name)
+    yield from ref.words

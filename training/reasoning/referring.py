@@ -11,6 +11,7 @@ in a train and a test set that share no frame.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
@@ -44,6 +45,15 @@ class Referring:
     uses: dict[str, dict[str, tuple[str, ...]]]
     category_uses: dict[str, tuple[str, ...]]
     resolution: dict[str, str]
+    knowledge: dict[str, tuple[str, ...]]
+    """Per use, facts about it in everyday words with an ``{a_name}`` / ``{A_name}`` slot: the language stage's
+    stand-in for what a pretrained language model knows (the corpus fills them with each category of that use)."""
+    words: tuple[str, ...]
+    """Facts about the words of everyday requests ("To pass someone a thing is to hand it to them.")."""
+
+    def facts(self, use: str, a_name: str) -> tuple[str, ...]:
+        """The knowledge sentences of ``use`` about one object ("People whip cream with a whisk.")."""
+        return tuple(s.format(a_name=a_name, A_name=a_name[:1].upper() + a_name[1:]) for s in self.knowledge[use])
 
 
 def _sets(table: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -79,7 +89,30 @@ def load_referring(path: Path = REFERRING_FILE) -> Referring:
     resolution = {k: str(v) for k, v in data["resolution"].items()}
     if set(resolution) != set(KINDS) - {"absent"}:
         raise ValueError(f"{path}: resolution needs exactly the kinds {sorted(set(KINDS) - {'absent'})}")
-    return Referring(phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses, resolution)
+    knowledge = _knowledge(data.get("knowledge") or {}, set(uses), f"{path}: knowledge")
+    words = tuple(str(w) for w in data.get("words") or ())
+    return Referring(
+        phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses, resolution, knowledge, words
+    )
+
+
+def _knowledge(table: dict, uses: set[str], where: str) -> dict[str, tuple[str, ...]]:
+    """Every use's facts: a list of sentences, each about ``{a_name}`` or ``{A_name}`` and no other slot."""
+    if set(table) != uses:
+        missing, unknown = sorted(uses - set(table)), sorted(set(table) - uses)
+        raise ValueError(f"{where}: needs exactly the uses (missing {missing}, unknown {unknown})")
+    out = {}
+    for use, sentences in table.items():
+        if not isinstance(sentences, list) or not sentences:
+            raise ValueError(f"{where}: {use!r} needs a list of sentences")
+        for sentence in sentences:
+            slots = set(re.findall(r"{(\w*)}", str(sentence)))
+            if not slots or slots - {"a_name", "A_name"}:
+                raise ValueError(
+                    f"{where}: {use!r}: {sentence!r} must name the object as {{a_name}} or {{A_name}}, no other slot"
+                )
+        out[use] = tuple(str(s) for s in sentences)
+    return out
 
 
 def resolution(kind: str, a_name: str, facts: dict) -> str:

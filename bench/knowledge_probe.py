@@ -1,0 +1,247 @@
+"""Does the language stage's knowledge carry an instruction worded as no training instruction was to its object?
+
+A text-only probe of the step a function instruction needs: "could you pass me a thing to whip cream?" must
+resolve to the whisk, though every training instruction said "something to beat eggs with". A pretrained LLM
+knows that whisks whip cream; our tiny decoder knows only what its language stage read. The probe trains, for
+each arm (the corpus without and with ``referring.yaml``'s knowledge) and seed:
+
+1. the tokenizer and a tiny decoder (``training.model``'s shape), from that arm's corpus;
+2. the language stage on that corpus (``--language-steps``, the pipeline's 300 by default);
+3. a text-only stand-in for reasoning tuning (``--tune-steps``): "On the table: a mug, a whisk and a ball. hand me
+   something to beat eggs with" → "Something to beat eggs with: a whisk.", train phrasings only, whole decoder;
+
+and then writes greedy answers to tables it never saw, in three sets: train frames and uses (the control), train
+frames with test uses, test frames with test uses (what ``training.synth --phrasing test`` asks). An answer is
+right when it names the object meant (its name after the colon). Chance is one in the table's 3-5 objects.
+
+    python bench/knowledge_probe.py --out runs/knowledge-probe --seeds 0 1 2
+
+Writes ``probe.json`` (every answer) and ``summary.json`` (counts and a few answers), and prints the table.
+A second run into the same folder skips the arms and seeds already there. The images play no part: this measures the language
+side alone, not what the whole model does (that is the pipeline's evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SETS = ("train frames, train uses", "train frames, test uses", "test frames, test uses")
+ARMS = {  # (knowledge repeats in the corpus, None: the default; share of each tuning batch that is knowledge)
+    "no knowledge": (0, 0.0),
+    "knowledge": (None, 0.0),
+    "knowledge, also in tuning": (None, 0.25),
+    "echo, no knowledge": (0, 0.0),
+    "echo, knowledge": (None, 0.0),
+    "echo, knowledge, also in tuning": (None, 0.25),
+}
+
+
+def tables(ref, rng: random.Random, n: int) -> list[tuple[str, str, list[str]]]:
+    """``n`` (use, target category, table) draws: the target has the use, no other object on the table has it."""
+    by_use: dict[str, list[str]] = {}
+    for category, uses in ref.category_uses.items():
+        for use in uses:
+            by_use.setdefault(use, []).append(category)
+    out = []
+    uses = sorted(by_use)
+    for k in range(n):
+        use = uses[k % len(uses)]
+        target = rng.choice(sorted(by_use[use]))
+        others = [c for c in sorted(ref.category_uses) if use not in ref.category_uses[c] and c != target]
+        table = [target, *rng.sample(others, rng.randint(2, 4))]
+        rng.shuffle(table)
+        out.append((use, target, table))
+    return out
+
+
+def listing(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def examples(ref, templates, rng: random.Random, n: int, frames: str, uses: str, echo: bool = False) -> list[dict]:
+    """Prompts and answers: a table, a function instruction (``frames``/``uses``: train or test phrasings). The
+    answer opens with the use's first train phrasing ("Something to beat eggs with: a whisk."), or with ``echo``
+    with the phrasing the instruction used ("A thing to whip cream: a whisk.")."""
+    from training.reasoning.referring import resolution
+
+    out = []
+    for use, target, table in tables(ref, rng, n):
+        frame = rng.choice(ref.phrasings["function"][frames])
+        thing = rng.choice(ref.uses[use][uses])
+        instruction = frame.format(thing=thing)
+        a_names = [templates.category(c).a_name for c in table]
+        prompt = f"USER: On the table: {listing(a_names)}. {instruction} ASSISTANT:"
+        a_name = templates.category(target).a_name
+        answer = f"{thing[:1].upper()}{thing[1:]}: {a_name}." if echo else resolution("function", a_name, {"use": use})
+        out.append({"prompt": prompt, "answer": answer, "target": target, "table": table, "use": use})
+    return out
+
+
+def train_loop(model, loss_fn, params, steps: int, lr: float, batch: int, label: str) -> float:
+    import torch
+
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 10)
+    model.train()
+    last = []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warm)
+        loss = loss_fn(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        last.append(loss.item())
+        if (step + 1) % 100 == 0:
+            print(f"  {label} step {step + 1}: loss {sum(last[-100:]) / len(last[-100:]):.3f}", flush=True)
+    return sum(last[-50:]) / len(last[-50:])
+
+
+def tune_loss(model, tok, records: list[dict], rng: random.Random, facts: list[str] = (), share: float = 0.0):
+    """Teacher-forced loss on the answers only; ``share`` of each batch is knowledge lines from ``facts`` instead
+    (their whole text: the facts read beside the instructions)."""
+
+    def loss(batch: int):
+        n_facts = round(share * batch) if facts else 0
+        chosen = [rng.choice(records) for _ in range(batch - n_facts)]
+        prompts = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in chosen]
+        answers = [tok(" " + r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in chosen]
+        for line in (rng.choice(facts) for _ in range(n_facts)):
+            prompts.append([tok.bos_token_id])
+            answers.append(tok(line, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+        return _batch_loss(model, tok, prompts, answers)
+
+    return loss
+
+
+def _batch_loss(model, tok, prompts, answers):
+    import torch
+
+    seqs = [p + a for p, a in zip(prompts, answers)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), tok.pad_token_id)
+    labels = torch.full((len(seqs), width), -100)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for k, (p, a) in enumerate(zip(prompts, answers)):
+        ids[k, : len(p) + len(a)] = torch.tensor(p + a)
+        labels[k, len(p) : len(p) + len(a)] = torch.tensor(a)
+        mask[k, : len(p) + len(a)] = 1
+    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+def answer(model, tok, prompt: str, max_new: int = 24) -> str:
+    import torch
+
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )  # fmt: skip
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def named(text: str, target: str, templates) -> bool:
+    """The answer names the object meant after its colon ("…: a whisk.")."""
+    _, _, after = text.partition(":")
+    return after.strip().rstrip(".") == templates.category(target).a_name
+
+
+def run_arm(args, arm: str, seed: int, out: Path) -> dict:
+    import torch
+
+    from training.model import LlavaShape, build_model
+    from training.reasoning import load_templates
+    from training.reasoning.corpus import KNOWLEDGE_REPEATS, corpus, knowledge_lines
+    from training.reasoning.referring import load_referring
+    from training.stages import language_step_fn
+
+    torch.manual_seed(seed)
+    templates, ref = load_templates(), load_referring()
+    repeats, share = ARMS[arm]
+    repeats = KNOWLEDGE_REPEATS if repeats is None else repeats
+    lines = list(corpus(templates, seed=seed, knowledge=repeats))
+    model, processor = build_model(LlavaShape(), seed=seed, lines=lines)
+    tok = processor.tokenizer
+    started = time.monotonic()
+    params, loss_fn, _, _ = language_step_fn(model, processor, seed, lines=lines)
+    language = train_loop(model, loss_fn, params, args.language_steps, 1e-3, 32, f"{arm} {seed} language")
+    rng = random.Random(f"{seed}:records")
+    echo = arm.startswith("echo")
+    train = examples(ref, templates, rng, 4000, "train", "train", echo)
+    params = [p for n, p in model.named_parameters() if n.startswith(("model.language_model", "lm_head"))]
+    facts = list(knowledge_lines(list(templates.categories.values()))) if share else []
+    loss = tune_loss(model, tok, train, rng, facts, share)
+    tune = train_loop(model, loss, params, args.tune_steps, 1e-3, 32, f"{arm} {seed} tune")
+    model.eval()
+    scored = {}
+    for name, (frames, uses) in zip(SETS, [("train", "train"), ("train", "test"), ("test", "test")]):
+        rows = examples(ref, templates, random.Random(f"{seed}:{name}:eval"), args.per_set, frames, uses, echo)
+        for row in rows:
+            row["written"] = answer(model, tok, row["prompt"])
+            row["right"] = named(row["written"], row["target"], templates)
+        scored[name] = rows
+    return {
+        "arm": arm,
+        "seed": seed,
+        "corpus_lines": len(lines),
+        "language_loss": language,
+        "tune_loss": tune,
+        "seconds": round(time.monotonic() - started, 1),
+        "sets": scored,
+    }
+
+
+def summary(run: dict) -> dict:
+    """One arm and seed without its answers: right of n per set, with the first three answers as examples."""
+    keys = ("arm", "seed", "corpus_lines", "language_loss", "tune_loss", "seconds")
+    sets = {
+        name: {
+            "right": sum(row["right"] for row in rows),
+            "n": len(rows),
+            "examples": [{k: row[k] for k in ("prompt", "answer", "written")} for row in rows[:3]],
+        }
+        for name, rows in run["sets"].items()
+    }
+    return {k: run[k] for k in keys} | {"sets": sets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="example: python bench/knowledge_probe.py --out runs/knowledge-probe --seeds 0 1",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for probe.json (results so far are kept)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run of each arm per seed")
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS), help="the arms to run")
+    parser.add_argument("--language-steps", type=int, default=300, help="language stage steps of 32 lines")
+    parser.add_argument("--tune-steps", type=int, default=300, help="text-only tuning steps of 32")
+    parser.add_argument("--per-set", type=int, default=177, help="answers scored per set (3 per use: 177)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "probe.json"
+    done = json.loads(path.read_text()) if path.exists() else []
+    for seed in args.seeds:
+        for arm in args.arms:
+            if any(r["arm"] == arm and r["seed"] == seed for r in done):
+                continue
+            done.append(run_arm(args, arm, seed, args.out))
+            path.write_text(json.dumps(done, indent=1))
+    (args.out / "summary.json").write_text(json.dumps([summary(r) for r in done], indent=1))
+    print(f"{'arm':32} {'seed':>4} " + " ".join(f"{s:>26}" for s in SETS))
+    for r in done:
+        cells = [f"{sum(x['right'] for x in r['sets'][s]) / len(r['sets'][s]):26.1%}" for s in SETS]
+        print(f"{r['arm']:32} {r['seed']:>4} " + " ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The language stage's knowledge: what things are for, in the words the test phrasings use."""
+
+import re
+
+import pytest
+
+from training.reasoning import load_templates
+from training.reasoning.corpus import corpus, knowledge_lines
+from training.reasoning.referring import REFERRING_FILE, load_referring
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", re.sub(r"{\w+}", "", text).lower()))
+
+
+@pytest.fixture(scope="module")
+def corpus_words() -> set[str]:
+    return set().union(*(words(line) for line in corpus(load_templates(), seed=0)))
+
+
+def test_every_word_of_every_test_phrasing_is_in_the_corpus(corpus_words):
+    """A test instruction may be worded as no training instruction was, but not in words the model never read."""
+    ref = load_referring()
+    for table in (ref.phrasings, ref.uses, ref.where):
+        for key, sets in table.items():
+            for phrasing in sets["test"]:
+                assert words(phrasing) <= corpus_words, (key, phrasing, words(phrasing) - corpus_words)
+
+
+def test_without_the_knowledge_the_test_uses_hold_words_never_read():
+    ref = load_referring()
+    bare = set().union(*(words(line) for line in corpus(load_templates(), seed=0, knowledge=0)))
+    unread = {p for sets in ref.uses.values() for p in sets["test"] if words(p) - bare}
+    assert len(unread) > len(ref.uses) / 2  # what the knowledge is for: "whip cream", "a parcel", "a bouquet"
+
+
+def test_knowledge_states_facts_never_test_phrasings():
+    """No knowledge sentence holds a test use phrasing: the test phrasings stay unseen as such."""
+    ref = load_referring()
+    phrases = {p.lower() for sets in ref.uses.values() for p in sets["test"]}
+    for line in knowledge_lines(list(load_templates().categories.values())):
+        assert not any(p in line.lower() for p in phrases), line
+        assert "something to" not in line.lower() and "a thing to" not in line.lower(), line
+
+
+def test_knowledge_is_about_each_category_and_its_own_uses():
+    ref = load_referring()
+    lines = list(knowledge_lines(list(load_templates().categories.values())))
+    assert "People whip cream with a whisk." in lines and "A candle gives light." in lines
+    assert "People whip cream with a mug." not in lines
+    assert set(ref.words) <= set(lines)
+
+
+def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
+    templates, ref = load_templates(), load_referring()
+    use_of_thing = {sets["train"][0][:1].upper() + sets["train"][0][1:]: use for use, sets in ref.uses.items()}
+    a_names = {c.a_name: name for name, c in templates.categories.items()}
+    seen = 0
+    for line in corpus(templates, seed=3):
+        thing, colon, rest = line.partition(": ")
+        if colon and thing in use_of_thing and rest.rstrip(".") in a_names:
+            assert use_of_thing[thing] in ref.category_uses[a_names[rest.rstrip(".")]], line
+            seen += 1
+    assert seen > 10
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('  block: ["Children build with {a_name}.", "You can stack {a_name} on another one."]\n', "", "missing"),
+        ("People whip cream with {a_name}.", "People whip {cream} with {a_name}.", "no other slot"),
+        ("People whip cream with {a_name}.", "People whip cream.", "must name the object"),
+    ],
+)
+def test_a_bad_knowledge_table_is_refused(tmp_path, old, new, message):
+    text = REFERRING_FILE.read_text()
+    assert old in text
+    bad = tmp_path / "referring.yaml"
+    bad.write_text(text.replace(old, new))
+    with pytest.raises(ValueError, match=message):
+        load_referring(bad)
