@@ -76,7 +76,7 @@ class Heard:
     confidence: float
     reason: str = ""
     free_text: str = ""
-    """An unconstrained decoding of the same audio (low confidence; never acted on)."""
+    """For refused speech only: an unconstrained decoding of the same audio (never acted on), also in ``reason``."""
 
 
 def jsgf(vocab: Vocabulary, known=lambda word: True) -> str:
@@ -200,29 +200,34 @@ class Transcriber:
 
     def __call__(self, audio: bytes) -> Heard:
         pcm = read_wav(audio, self.max_seconds)
-        free = self._decode(pcm, "free")[0]
         text, confidence, score = self._decode(pcm, "commands")
-        heard = self._judge(text, confidence, free)
+        heard = self._judge(text, confidence)
         if self.referring_grammar is not None:
             # a referring sentence wins when it is a whole command and explains the audio better, even
             # against a whole plain one ("pick up the pink ball" is "pick up the lip balm" to the first)
             text, confidence, referring_score = self._decode(pcm, "referring")
-            second = self._judge(text, confidence, free)
+            second = self._judge(text, confidence)
             if second.accepted and (not heard.accepted or referring_score > score):
                 return second
-        return heard
+        if heard.accepted:
+            return heard
+        # only for what is refused: the free decoding costs a sixth of a command's time and moves nothing
+        free = self._decode(pcm, "free")[0]
+        return replace(
+            heard, free_text=free, reason=f"{heard.reason}; it sounded like '{free}'" if free else heard.reason
+        )
 
-    def _judge(self, text: str, confidence: float, free: str) -> Heard:
+    def _judge(self, text: str, confidence: float) -> Heard:
         """Whether a grammar's decoding is a whole command, free of chatter."""
         if not text:
-            return Heard("", False, False, 0.0, "no speech matched any command", free)
+            return Heard("", False, False, 0.0, "no speech matched any command")
         words = text.split()
         chatter = [w for w in words if (w in CHATTER or w in UNKNOWN_OBJECTS) and w not in self._commands]
         if chatter:
-            return Heard(text, False, False, confidence, f"out of grammar ({' '.join(chatter)})", free)
+            return Heard(text, False, False, confidence, f"out of grammar ({' '.join(chatter)})")
         if not self._is_command(text):
-            return Heard(text, False, False, confidence, "an incomplete command", free)
-        return Heard(text, True, True, confidence, "", free)
+            return Heard(text, False, False, confidence, "an incomplete command")
+        return Heard(text, True, True, confidence, "")
 
     def _is_command(self, text: str) -> bool:
         slots = {name: values for name, values in self.vocab.slots.items() if values}

@@ -119,6 +119,21 @@ def test_out_of_grammar_speech_is_rejected(transcriber, tmp_path):
     for i, sentence in enumerate(OUT_OF_GRAMMAR):
         heard = transcriber(speak(sentence, tmp_path / f"o{i}.wav"))
         assert not heard.accepted, (sentence, heard)
+        # what it sounded like, freely decoded, goes back with the refusal
+        assert heard.free_text and f"it sounded like '{heard.free_text}'" in heard.reason, heard
+
+
+def test_accepted_speech_is_decoded_by_the_grammars_alone(transcriber, tmp_path):
+    """The free decoding is for refusals: an accepted command does not wait for it."""
+    searches = []
+    decode = transcriber._decode
+    transcriber._decode = lambda pcm, search: searches.append(search) or decode(pcm, search)
+    try:
+        heard = transcriber(speak("pick up the mug", tmp_path / "mug.wav"))
+    finally:
+        del transcriber._decode
+    assert heard.accepted and heard.free_text == "" and "free" not in searches, (heard, searches)
+    assert searches == ["commands", "referring"]
 
 
 def test_bad_audio_is_an_error(transcriber, tmp_path):
