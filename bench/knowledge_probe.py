@@ -3,7 +3,7 @@
 A text-only probe of the step a function instruction needs: "could you pass me a thing to whip cream?" must
 resolve to the whisk, though every training instruction said "something to beat eggs with". A pretrained LLM
 knows that whisks whip cream; our tiny decoder knows only what its language stage read. The probe trains, for
-each arm (the corpus without and with ``referring.yaml``'s knowledge) and seed:
+each arm (the corpus without and with ``referring.yaml``'s knowledge, read 8 or 64 times; ``ARMS``) and seed:
 
 1. the tokenizer and a tiny decoder (``training.model``'s shape), from that arm's corpus;
 2. the language stage on that corpus (``--language-steps``, the pipeline's 300 by default);
@@ -33,13 +33,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETS = ("train frames, train uses", "train frames, test uses", "test frames, test uses")
-ARMS = {  # (knowledge repeats in the corpus, None: the default; share of each tuning batch that is knowledge)
+ARMS = {  # (readings of each knowledge sentence in the corpus, share of each tuning batch that is knowledge)
     "no knowledge": (0, 0.0),
-    "knowledge": (None, 0.0),
-    "knowledge, also in tuning": (None, 0.25),
-    "echo, no knowledge": (0, 0.0),
-    "echo, knowledge": (None, 0.0),
-    "echo, knowledge, also in tuning": (None, 0.25),
+    "knowledge": (8, 0.0),
+    "knowledge, also in tuning": (8, 0.25),
+    "echo, knowledge, also in tuning": (8, 0.25),
+    "knowledge x64": (64, 0.0),  # the corpus's default (KNOWLEDGE_REPEATS)
 }
 
 
@@ -149,31 +148,48 @@ def answer(model, tok, prompt: str, max_new: int = 24) -> str:
     return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
+def recall(model, tok, templates) -> tuple[int, int]:
+    """Whether the decoder learnt the facts: (right, asked) over every knowledge sentence with words before its
+    object ("People whip cream with" → "a whisk"), completed greedily."""
+    from training.reasoning.corpus import knowledge_lines
+
+    right = asked = 0
+    for category in templates.categories.values():
+        for line in set(knowledge_lines([category])):
+            before, found, _ = line.partition(" " + category.a_name)
+            if not found or not before:
+                continue
+            asked += 1
+            right += answer(model, tok, before, max_new=8).startswith(category.a_name)
+    return right, asked
+
+
 def named(text: str, target: str, templates) -> bool:
     """The answer names the object meant after its colon ("…: a whisk.")."""
     _, _, after = text.partition(":")
     return after.strip().rstrip(".") == templates.category(target).a_name
 
 
-def run_arm(args, arm: str, seed: int, out: Path) -> dict:
+def run_arm(args, arm: str, seed: int) -> dict:
     import torch
 
     from training.model import LlavaShape, build_model
     from training.reasoning import load_templates
-    from training.reasoning.corpus import KNOWLEDGE_REPEATS, corpus, knowledge_lines
+    from training.reasoning.corpus import corpus, knowledge_lines
     from training.reasoning.referring import load_referring
     from training.stages import language_step_fn
 
     torch.manual_seed(seed)
     templates, ref = load_templates(), load_referring()
     repeats, share = ARMS[arm]
-    repeats = KNOWLEDGE_REPEATS if repeats is None else repeats
     lines = list(corpus(templates, seed=seed, knowledge=repeats))
     model, processor = build_model(LlavaShape(), seed=seed, lines=lines)
     tok = processor.tokenizer
     started = time.monotonic()
     params, loss_fn, _, _ = language_step_fn(model, processor, seed, lines=lines)
     language = train_loop(model, loss_fn, params, args.language_steps, 1e-3, 32, f"{arm} {seed} language")
+    model.eval()
+    facts_known = recall(model, tok, templates)
     rng = random.Random(f"{seed}:records")
     echo = arm.startswith("echo")
     train = examples(ref, templates, rng, 4000, "train", "train", echo)
@@ -195,14 +211,21 @@ def run_arm(args, arm: str, seed: int, out: Path) -> dict:
         "corpus_lines": len(lines),
         "language_loss": language,
         "tune_loss": tune,
+        "facts_recalled": facts_known,
+        "settings": settings(args),
         "seconds": round(time.monotonic() - started, 1),
         "sets": scored,
     }
 
 
+def settings(args) -> dict:
+    """What a run depends on beside its arm and seed: a resumed probe only reuses runs made with the same."""
+    return {"language_steps": args.language_steps, "tune_steps": args.tune_steps, "per_set": args.per_set}
+
+
 def summary(run: dict) -> dict:
     """One arm and seed without its answers: right of n per set, with the first three answers as examples."""
-    keys = ("arm", "seed", "corpus_lines", "language_loss", "tune_loss", "seconds")
+    keys = ("arm", "seed", "corpus_lines", "language_loss", "tune_loss", "facts_recalled", "settings", "seconds")
     sets = {
         name: {
             "right": sum(row["right"] for row in rows),
@@ -211,7 +234,7 @@ def summary(run: dict) -> dict:
         }
         for name, rows in run["sets"].items()
     }
-    return {k: run[k] for k in keys} | {"sets": sets}
+    return {k: run.get(k) for k in keys} | {"sets": sets}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,15 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     done = json.loads(path.read_text()) if path.exists() else []
     for seed in args.seeds:
         for arm in args.arms:
-            if any(r["arm"] == arm and r["seed"] == seed for r in done):
+            if any(r["arm"] == arm and r["seed"] == seed and r.get("settings") == settings(args) for r in done):
                 continue
-            done.append(run_arm(args, arm, seed, args.out))
+            done = [r for r in done if not (r["arm"] == arm and r["seed"] == seed)]  # other settings: run again
+            done.append(run_arm(args, arm, seed))
             path.write_text(json.dumps(done, indent=1))
     (args.out / "summary.json").write_text(json.dumps([summary(r) for r in done], indent=1))
-    print(f"{'arm':32} {'seed':>4} " + " ".join(f"{s:>26}" for s in SETS))
+    print(f"{'arm':32} {'seed':>4} {'facts recalled':>15} " + " ".join(f"{s:>26}" for s in SETS))
     for r in done:
+        known = r.get("facts_recalled")
+        facts = f"{known[0]}/{known[1]}" if known else "-"
         cells = [f"{sum(x['right'] for x in r['sets'][s]) / len(r['sets'][s]):26.1%}" for s in SETS]
-        print(f"{r['arm']:32} {r['seed']:>4} " + " ".join(cells))
+        print(f"{r['arm']:32} {r['seed']:>4} {facts:>15} " + " ".join(cells))
     return 0
 
 

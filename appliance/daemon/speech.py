@@ -12,7 +12,8 @@ grammar they made the plain commands' words a third more often wrong. A grammar 
 force *any* speech onto some command, so the grammar also holds a "chatter"
 rule of common words and unknown object names: speech that is best explained
 by chatter is rejected ("not understood") — out-of-grammar speech never turns
-into a motion. A free decoding is reported alongside, flagged low confidence.
+into a motion. Refused speech is also decoded freely (pocketsphinx's English
+language model), and the refusal says what it sounded like.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def read_wav(data: bytes, max_seconds: float) -> bytes:
 
 
 class Transcriber:
-    """pocketsphinx with the command grammar (and a free decoding for the report)."""
+    """pocketsphinx with the command grammars (and a free decoding of what they refuse)."""
 
     def __init__(self, vocab: Vocabulary, max_seconds: float = 15.0):
         try:

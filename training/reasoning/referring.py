@@ -11,11 +11,11 @@ in a train and a test set that share no frame.
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from string import Formatter
 
 import yaml
 
@@ -38,7 +38,8 @@ RELATIONS = {  # which coordinate (base frame x, y) and sign make an object lead
 
 @dataclass(frozen=True)
 class Referring:
-    """The referring phrasings (per kind and set), spatial phrases, uses and every category's uses."""
+    """The referring phrasings (per kind and set), spatial phrases, uses, every category's uses, and the facts the
+    language stage reads about uses and request words."""
 
     phrasings: dict[str, dict[str, tuple[str, ...]]]
     where: dict[str, dict[str, tuple[str, ...]]]
@@ -72,7 +73,8 @@ def _sets(table: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
 
 @cache
 def load_referring(path: Path = REFERRING_FILE) -> Referring:
-    """Read and check ``referring.yaml``: both phrasing sets everywhere, a use for every template category."""
+    """Read and check ``referring.yaml``: both phrasing sets everywhere, a use for every template category, facts
+    for every use."""
     data = yaml.safe_load(Path(path).read_text())
     phrasings = _sets(data["phrasings"], f"{path}: phrasings")
     missing = {"generic", "name", "colour", "size", "spatial", "function"} - set(phrasings)
@@ -90,7 +92,7 @@ def load_referring(path: Path = REFERRING_FILE) -> Referring:
     if set(resolution) != set(KINDS) - {"absent"}:
         raise ValueError(f"{path}: resolution needs exactly the kinds {sorted(set(KINDS) - {'absent'})}")
     knowledge = _knowledge(data.get("knowledge") or {}, set(uses), f"{path}: knowledge")
-    words = tuple(str(w) for w in data.get("words") or ())
+    words = _words(data.get("words") or [], f"{path}: words")
     return Referring(
         phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses, resolution, knowledge, words
     )
@@ -106,13 +108,23 @@ def _knowledge(table: dict, uses: set[str], where: str) -> dict[str, tuple[str, 
         if not isinstance(sentences, list) or not sentences:
             raise ValueError(f"{where}: {use!r} needs a list of sentences")
         for sentence in sentences:
-            slots = set(re.findall(r"{(\w*)}", str(sentence)))
-            if not slots or slots - {"a_name", "A_name"}:
+            try:
+                fields = [(field, spec, conv) for _, field, spec, conv in Formatter().parse(str(sentence)) if field]
+            except ValueError as exc:  # a stray brace
+                raise ValueError(f"{where}: {use!r}: {sentence!r}: {exc}") from None
+            if not fields or any(f not in ("a_name", "A_name") or spec or conv for f, spec, conv in fields):
                 raise ValueError(
                     f"{where}: {use!r}: {sentence!r} must name the object as {{a_name}} or {{A_name}}, no other slot"
                 )
         out[use] = tuple(str(s) for s in sentences)
     return out
+
+
+def _words(items, where: str) -> tuple[str, ...]:
+    """The request words' facts: a list of sentences."""
+    if not isinstance(items, list) or not all(isinstance(w, str) and w.strip() for w in items):
+        raise ValueError(f"{where}: needs a list of sentences")
+    return tuple(items)
 
 
 def resolution(kind: str, a_name: str, facts: dict) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from training.reasoning import load_templates
 from training.reasoning.corpus import corpus, knowledge_lines
-from training.reasoning.referring import REFERRING_FILE, load_referring
+from training.reasoning.referring import PHRASING_SETS, REFERRING_FILE, load_referring
 
 
 def words(text: str) -> set[str]:
@@ -34,13 +34,23 @@ def test_without_the_knowledge_the_test_uses_hold_words_never_read():
     assert len(unread) > len(ref.uses) / 2  # what the knowledge is for: "whip cream", "a parcel", "a bouquet"
 
 
-def test_knowledge_states_facts_never_test_phrasings():
-    """No knowledge sentence holds a test use phrasing: the test phrasings stay unseen as such."""
+def test_knowledge_states_facts_never_phrasings():
+    """No knowledge line is worded as an instruction frame or holds a test use phrasing: the test phrasings stay
+    unseen as such."""
     ref = load_referring()
-    phrases = {p.lower() for sets in ref.uses.values() for p in sets["test"]}
-    for line in knowledge_lines(list(load_templates().categories.values())):
-        assert not any(p in line.lower() for p in phrases), line
-        assert "something to" not in line.lower() and "a thing to" not in line.lower(), line
+    frames = [
+        re.compile(re.sub(r"\\{\w+\\}", ".+", re.escape(frame.lower())))
+        for sets in ref.phrasings.values()
+        for kind in PHRASING_SETS
+        for frame in sets[kind]
+        if re.sub(r"{\w+}", "", frame).strip(" .?")  # a frame with words of its own
+    ]
+    test_uses = {p.lower() for sets in ref.uses.values() for p in sets["test"]}
+    lines = list(knowledge_lines(list(load_templates().categories.values())))
+    for line in lines:
+        assert not any(frame.fullmatch(line.lower()) for frame in frames), line
+        assert not any(p in line.lower() for p in test_uses), line
+    assert any(frame.fullmatch("hand me something to cut with") for frame in frames)  # the check can match
 
 
 def test_knowledge_is_about_each_category_and_its_own_uses():
@@ -62,6 +72,8 @@ def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
             assert use_of_thing[thing] in ref.category_uses[a_names[rest.rstrip(".")]], line
             seen += 1
     assert seen > 10
+    fallback = f": {templates.fallback.a_name}."
+    assert not any(line.endswith(fallback) for line in corpus(templates, seed=3))  # it has no use
 
 
 @pytest.mark.parametrize(
@@ -70,6 +82,9 @@ def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
         ('  block: ["Children build with {a_name}.", "You can stack {a_name} on another one."]\n', "", "missing"),
         ("People whip cream with {a_name}.", "People whip {cream} with {a_name}.", "no other slot"),
         ("People whip cream with {a_name}.", "People whip cream.", "must name the object"),
+        ("People whip cream with {a_name}.", "People whip cream} with {a_name}.", "Single '}'"),
+        ("People whip cream with {a_name}.", "People whip cream with {a_name.upper}.", "no other slot"),
+        ('  - "To grab a thing is to take it."\n', '  - ""\n', "words: needs a list of sentences"),
     ],
 )
 def test_a_bad_knowledge_table_is_refused(tmp_path, old, new, message):
