@@ -123,15 +123,12 @@ def test_out_of_grammar_speech_is_rejected(transcriber, tmp_path):
         assert heard.free_text and f"it sounded like '{heard.free_text}'" in heard.reason, heard
 
 
-def test_accepted_speech_is_decoded_by_the_grammars_alone(transcriber, tmp_path):
+def test_accepted_speech_is_decoded_by_the_grammars_alone(transcriber, tmp_path, monkeypatch):
     """The free decoding is for refusals: an accepted command does not wait for it."""
     searches = []
     decode = transcriber._decode
-    transcriber._decode = lambda pcm, search: searches.append(search) or decode(pcm, search)
-    try:
-        heard = transcriber(speak("pick up the mug", tmp_path / "mug.wav"))
-    finally:
-        del transcriber._decode
+    monkeypatch.setattr(transcriber, "_decode", lambda pcm, search: searches.append(search) or decode(pcm, search))
+    heard = transcriber(speak("pick up the mug", tmp_path / "mug.wav"))
     assert heard.accepted and heard.free_text == "" and "free" not in searches, (heard, searches)
     assert searches == ["commands", "referring"]
 
