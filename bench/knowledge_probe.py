@@ -186,14 +186,13 @@ def run_arm(args, arm: str, seed: int) -> dict:
     model, processor = build_model(LlavaShape(), seed=seed, lines=lines)
     tok = processor.tokenizer
     started = time.monotonic()
-    params, loss_fn, _, _ = language_step_fn(model, processor, seed, lines=lines)
+    params, loss_fn, _, _ = language_step_fn(model, processor, seed, lines=lines)  # the tuning trains these too
     language = train_loop(model, loss_fn, params, args.language_steps, 1e-3, 32, f"{arm} {seed} language")
     model.eval()
     facts_known = recall(model, tok, templates)
     rng = random.Random(f"{seed}:records")
     echo = arm.startswith("echo")
     train = examples(ref, templates, rng, 4000, "train", "train", echo)
-    params = [p for n, p in model.named_parameters() if n.startswith(("model.language_model", "lm_head"))]
     facts = list(knowledge_lines(list(templates.categories.values()))) if share else []
     loss = tune_loss(model, tok, train, rng, facts, share)
     tune = train_loop(model, loss, params, args.tune_steps, 1e-3, 32, f"{arm} {seed} tune")

@@ -21,7 +21,7 @@ from .templates import Templates
 
 KNOWLEDGE_REPEATS = 64
 """How often the corpus holds each knowledge sentence (about a third of its lines). With 8, the pipeline's 300
-language steps left 3 of 133 facts recalled; with 64, 87 (bench/results/knowledge-probe)."""
+language steps left 3 of 133 facts recalled; with 64, 86-87 (two seeds; bench/results/knowledge-probe)."""
 
 
 def corpus(
@@ -57,8 +57,9 @@ def corpus(
             yield text.format(**words)
             yield rng.choice(templates.refinement[kind]).format(**words)
     yield from referring_lines(categories, rng)
+    facts = list(knowledge_lines(categories)) if knowledge else []
     for _ in range(knowledge):
-        yield from knowledge_lines(categories)
+        yield from facts
     for variant in AnswerVariant:
         for d in decimals:
             fmt = AnswerFormat(variant, d)

@@ -65,15 +65,15 @@ def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
     templates, ref = load_templates(), load_referring()
     use_of_thing = {sets["train"][0][:1].upper() + sets["train"][0][1:]: use for use, sets in ref.uses.items()}
     a_names = {c.a_name: name for name, c in templates.categories.items()}
-    seen = 0
-    for line in corpus(templates, seed=3):
+    lines, seen = list(corpus(templates, seed=3)), 0
+    for line in lines:
         thing, colon, rest = line.partition(": ")
         if colon and thing in use_of_thing and rest.rstrip(".") in a_names:
             assert use_of_thing[thing] in ref.category_uses[a_names[rest.rstrip(".")]], line
             seen += 1
     assert seen > 10
     fallback = f": {templates.fallback.a_name}."
-    assert not any(line.endswith(fallback) for line in corpus(templates, seed=3))  # it has no use
+    assert not any(line.endswith(fallback) for line in lines)  # it has no use
 
 
 @pytest.mark.parametrize(
