@@ -22,6 +22,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -90,12 +91,20 @@ class SceneGrasps:
         if not len(self.rects) == len(self.parts) == len(self.owners):
             raise ValueError("rects, parts and owners must have one entry per grasp")
 
-    @property
-    def poses(self) -> list[GraspPose]:
-        return [GraspPose.from_rectangle(r, self.size) for r in self.rects]
+    @cached_property
+    def poses(self) -> tuple[GraspPose, ...]:
+        """Every labelled grasp as a pose (computed once: each request's target reads them all)."""
+        return tuple(GraspPose.from_rectangle(r, self.size) for r in self.rects)
+
+    @cached_property
+    def _by_owner(self) -> dict[int, list[int]]:
+        by_owner: dict[int, list[int]] = {}
+        for i, k in enumerate(self.owners):
+            by_owner.setdefault(k, []).append(i)
+        return by_owner
 
     def of(self, owner: int) -> list[int]:
-        return [i for i, k in enumerate(self.owners) if k == owner]
+        return list(self._by_owner.get(owner, ()))
 
     def valid(self, pose: GraspPose, owner: int) -> bool:
         """Whether ``pose`` is a correct grasp (rectangle metric) of object ``owner``."""
