@@ -132,8 +132,9 @@ def card(
     tuned = "the whole decoder tuned" if "--strategy decoder" in tune else "LoRA"
     rebuild = (
         [
-            "bash scripts/device_build train           # on a GPU machine: data and training, packed into $OUT",
-            "scripts/device_build finish FILES_AT      # here: the Q4 bundle, test sets, evaluations, this folder",
+            "scripts/device_build prepare && scripts/device_build begin   # here: wheels; the first stages",
+            "bash scripts/device_build train --budget 540   # on a GPU machine (device tool, carry .device)",
+            "scripts/device_build finish FILES_AT   # here: the fold, the Q4 bundle, test sets, evaluations, this folder",
         ]
         if split
         else [f"scripts/build_demo_model {work}   # writes {work}/ (default runs/demo-model) and replaces this folder"]

@@ -449,6 +449,14 @@ def main(argv: list[str] | None = None) -> int:
         "(scripts/device_build trains on a GPU machine with --until evaluate, then goes on here with --from "
         "quantize)",
     )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="STAGE[,STAGE]",
+        help="leave these stages out, taking them as done: their outputs were made elsewhere (scripts/device_build "
+        "trains the vision, language and align stages here and the rest on a GPU machine); repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         config = config_for(args.pipeline, args.set)
@@ -458,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         demo_model_stages(config, args.work) if args.pipeline == "demo-model" else tiny_stages(config, args.work)[0]
     )
     names = [s.name for s in stages]
-    for option, name in (("--until", args.until), ("--from", args.start)):
+    skipped = [name for item in args.skip for name in item.split(",") if name]
+    for option, name in (("--until", args.until), ("--from", args.start), *(("--skip", n) for n in skipped)):
         if name is not None and name not in names:
             parser.error(f"{option} {name!r}: the {args.pipeline} stages are {', '.join(names)}")
     first = names.index(args.start) if args.start else 0
@@ -466,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     if first >= last:
         parser.error(f"--from {args.start} comes after --until {args.until}: no stage is left")
     earlier, stages = stages[:first], stages[first:last]
+    earlier += [s for s in stages if s.name in skipped]
+    stages = [s for s in stages if s.name not in skipped]
+    if not stages:
+        parser.error("every stage is skipped: nothing is left to run")
     if args.dry_run:
         print(f"{args.pipeline} with {config}")
         print("\n".join(f"{s.name}: {s.command}" for s in stages))
@@ -473,7 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner = Runner(args.work)
         if earlier:
-            runner.note(f"== taken as done (--from {args.start}): {', '.join(s.name for s in earlier)}")
+            why = " and ".join(
+                o for o, given in (("--from " + str(args.start), args.start), ("--skip", skipped)) if given
+            )
+            runner.note(f"== taken as done ({why}): {', '.join(s.name for s in earlier)}")
         rows = runner.run(stages)
         if args.pipeline == "demo-model" and not args.no_install and not args.until:
             print(f"demo model installed in {install_demo_model(args.work)}")

@@ -1,14 +1,18 @@
-"""scripts/device_build: the demo model trained on a lent GPU machine in one call, finished here.
+"""scripts/device_build: the demo model's first stages trained here, the long ones on a lent GPU machine in one
+call, the rest here.
 
-The GPU end runs the same pipeline as here (the training code picks the GPU when there is one), so both ends are
-tested on this machine: the training half packs what the device tool can bring back, the finishing half takes a
-build up from it."""
+The GPU end runs the same pipeline as here (the training code picks the GPU when there is one), so every end is
+tested on this machine: begin puts what travels into the carried folder, the training half packs what the device
+tool can bring back (after every stage, so a killed call keeps it), the finishing half takes a build up from it."""
 
 import io
+import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +23,23 @@ TINY = ["images=40", "vision_steps=3", "language_steps=3", "align_steps=3", "gro
         "augment=2", "test_images=4", "eval_limit=2"]  # fmt: skip
 
 
-def device_build(*args, work: Path, out: Path | None = None):
+def environment(work: Path, out: Path | None, carry: Path | None) -> dict:
+    # no carry named: an empty one, so that a .device/start left by a real begin in the checkout plays no part
     env = dict(os.environ, DEVICE_BUILD_WORK=str(work), PYTHON=sys.executable)
+    env["DEVICE_BUILD_CARRY"] = str(carry or work.parent / "no-carry")
     env.pop("OUT", None)
     if out is not None:
         env["OUT"] = str(out)
+    return env
+
+
+def device_build(*args, work: Path, out: Path | None = None, carry: Path | None = None):
+    env = environment(work, out, carry)
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def unpacked(out: Path) -> tarfile.TarFile:
+    return tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in sorted(out.glob("build.tgz.*")))))
 
 
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
@@ -42,6 +57,23 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     assert cut.returncode == 2 and "do not make a whole archive" in cut.stderr
     typo = device_build("finish", str(tmp_path), "--no-instal", work=work)
     assert typo.returncode == 2 and "unknown argument --no-instal" in typo.stderr
+    early = device_build("begin", "--sets", "images=4", work=work)
+    assert early.returncode == 2 and "unknown argument --sets" in early.stderr
+    wrong = device_build("begin", "--set", "vision_steps=many", work=work)
+    assert wrong.returncode == 2 and "vision_steps" in wrong.stderr and not (work / "stages.json").exists()
+
+
+def test_a_carry_that_begin_made_with_other_sizes_is_refused_before_training(tmp_path):
+    """train with begin's carry, asked for another align stage: the checkpoint the ground stage reads is not there."""
+    carry, work = tmp_path / "carry", tmp_path / "w"
+    (carry / "start" / "align" / "checkpoint-000003").mkdir(parents=True)
+    (carry / "start" / "align" / "checkpoint-000003" / "config.json").write_text("{}")
+    (carry / "start" / "sets.txt").write_text("\n".join(TINY) + "\n")
+    (carry / "start" / "stages.txt").write_text("base,vision,language,align\n")
+    refused = device_build("train", "--set", "align_steps=4", work=work, out=tmp_path / "out", carry=carry)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "align/checkpoint-000004, which begin did not make" in refused.stderr
+    assert not (work / "stages.json").exists()  # nothing trained
 
 
 def test_finishing_a_gpu_run_that_did_not_train_to_the_end_says_so(tmp_path):
@@ -85,6 +117,65 @@ def test_a_build_trained_at_one_end_is_finished_at_the_other(tmp_path):
     assert not list(here.rglob("trainer_state.pt"))  # no optimizer state travelled
 
 
+@pytest.mark.slow
+def test_begin_here_train_there_finish_here(tmp_path):
+    """The split build with tiny sizes (about 5 min): begin trains the first stages here and puts the align
+    checkpoint into the carry; the GPU end takes it, trains the rest and packs only what it trained; finish
+    keeps both machines' records."""
+    here, gpu, carry, out = tmp_path / "here", tmp_path / "gpu", tmp_path / "carry", tmp_path / "out"
+    sets = [arg for s in TINY for arg in ("--set", s)]
+    begun = device_build("begin", *sets, work=here, carry=carry)
+    assert begun.returncode == 0, begun.stdout[-2000:] + begun.stderr[-2000:]
+    assert (carry / "start" / "align" / "checkpoint-000003" / "model.safetensors").is_file()
+    assert not list((carry / "start").rglob("trainer_state.pt"))
+    trained = device_build("train", "--budget", "500", work=gpu, out=out, carry=carry)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    assert "== taken as done (--skip): base, vision, language, align, evaluate" in trained.stdout
+    assert f"--model {gpu}/align/checkpoint-000003" in trained.stdout  # the ground stage started from begin's
+    with unpacked(out) as tar:
+        names = tar.getnames()
+    assert any(n.startswith("tune/checkpoint-000002") for n in names)
+    assert not any(n.startswith(("align/", "vision/")) for n in names)  # those are here already
+    finished = device_build("finish", str(out), "--no-install", work=here, carry=carry)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    record = json.loads((here / "stages.json").read_text())
+    assert {"base", "vision", "align", "ground", "tune", "quantize", "eval-q4-clutter"} <= set(record)
+    log = (here / "pipeline.log").read_text()
+    assert log.index("== vision took") < log.index("== ground took") < log.index("== quantize took")
+    assert log.index("== ground took") < log.index("== evaluate took")  # the fold scored here, where its scenes are
+    assert (here / "eval.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_call_keeps_what_its_finished_stages_packed(tmp_path):
+    """The device tool kills a command at its limit, and only what is under $OUT comes back: the training half
+    packs after every stage, so a kill (here SIGKILL of everything, mid-stage) loses only the stage it cut."""
+    out, work = tmp_path / "out", tmp_path / "w"
+    env = environment(work, out, None)
+    sets = [arg for s in ["images=40", "vision_steps=3"] for arg in ("--set", s)]
+    script = subprocess.Popen(["bash", str(SCRIPT), "train", "--budget", "500", *sets], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and '"base"' not in _packed_record(out):
+            time.sleep(1)
+    finally:
+        os.killpg(script.pid, signal.SIGKILL)  # the script, then its pipeline (its own group) and the stages
+        subprocess.run(["pkill", "-KILL", "-f", f"--work {work}"], check=False)
+        subprocess.run(["pkill", "-KILL", "-f", f"--out {work}/"], check=False)
+        script.wait()
+    record = json.loads(_packed_record(out))
+    assert {"data", "base"} <= set(record) and "vision" not in record
+
+
+def _packed_record(out: Path) -> str:
+    try:
+        with unpacked(out) as tar:
+            return tar.extractfile("stages.json").read().decode()
+    except (tarfile.TarError, KeyError, OSError, EOFError):
+        return "{}"
+
+
 def test_a_run_over_its_budget_is_stopped_whole_and_still_packs_its_logs(tmp_path):
     """The device tool gives a command 600 s: the pipeline is stopped in time to pack, its stage processes too."""
     out, work = tmp_path / "out", tmp_path / "w"
@@ -92,7 +183,7 @@ def test_a_run_over_its_budget_is_stopped_whole_and_still_packs_its_logs(tmp_pat
     assert result.returncode == 124 and "the budget of 25 s ran out" in result.stdout
     assert "== data: python -m training.synth" in result.stdout  # stopped while rendering
     assert "rendered a scene with MUJOCO_GL=" in result.stdout  # the GL check ran before the budget began
-    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in sorted(out.iterdir())))) as tar:
+    with unpacked(out) as tar:
         names = tar.getnames()
     assert "device-pipeline.out" in names and "device-sets.txt" in names
     left = subprocess.run(["pgrep", "-f", "--", f"--out {work}/data"], capture_output=True, text=True)

@@ -130,6 +130,28 @@ def test_from_starts_a_build_at_a_stage_taking_the_earlier_ones_as_done(tmp_path
         assert match in capsys.readouterr().err
 
 
+def test_skip_leaves_named_stages_out_taking_them_as_done(tmp_path, capsys):
+    """scripts/device_build: the vision, language and align stages trained here, the rest on a GPU machine."""
+    args = ["demo-model", "--work", str(tmp_path), "--dry-run", "--until", "evaluate"]
+    assert main([*args, "--skip", "base,vision", "--skip", "language,align,evaluate"]) == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "data",
+        "describe",
+        "ground-data",
+        "ground",
+        "rt-data",
+        "tune",
+        "merge",
+    ]
+    for bad, match in (
+        (["--skip", "vison"], "--skip 'vison'"),
+        (["--from", "evaluate", "--skip", "evaluate"], "every stage is skipped"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*args, *bad])
+        assert match in capsys.readouterr().err
+
+
 def test_a_build_taken_up_from_a_stage_runs_from_there_and_logs_what_it_took_as_done(tmp_path):
     """--from on a real run: the stage before it is not run (its output is not even there); the log says so."""
     work = tmp_path / "w"
