@@ -181,9 +181,9 @@ def score_pose(
         return GraspScore(False, 0.0, math.pi / 2)
     corners = np.stack([truth.points for truth in truths])  # (n, 4, 2)
     closing, jaw = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1]
-    angles = np.arctan2(-closing[:, 1], closing[:, 0])
-    # angle_difference(pose.theta, truth.angle) for every truth: both wrapped to [-π/2, π/2) as wrap_angle does
-    errors = np.abs(_wrap(pose.theta - _wrap(angles)))
+    # angle_difference(pose.theta, truth.angle) for every truth, wrapped as wrap_angle does; the angles from
+    # math.atan2 (numpy's may use other code on some CPUs: a truth at exactly 30° must not flip)
+    errors = np.abs(_wrap(pose.theta - np.array([truth.angle for truth in truths])))
     centres = corners.mean(axis=1)
     radii = np.hypot(*(corners - centres[:, None]).transpose(2, 0, 1)).max(axis=1)
     drawn = np.hypot(np.hypot(*closing.T), np.hypot(*jaw.T)) / 2  # the predicted rectangle's half diagonal
