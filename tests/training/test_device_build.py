@@ -196,6 +196,7 @@ def _packed_record(out: Path) -> str:
         return "{}"
 
 
+@pytest.mark.slow
 def test_a_run_over_its_budget_is_stopped_whole_and_still_packs_its_logs(tmp_path):
     """The device tool gives a command 600 s: the pipeline is stopped in time to pack, its stage processes too."""
     out, work = tmp_path / "out", tmp_path / "w"
