@@ -446,8 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         dest="start",
         metavar="STAGE",
         help="start at this stage, taking the earlier ones as done: the outputs it reads were made elsewhere "
-        "(scripts/device_build trains on a GPU machine with --until evaluate, then goes on here with --from "
-        "quantize)",
+        "(scripts/device_build finish goes on here after the stages a GPU machine trained)",
     )
     parser.add_argument(
         "--skip",
@@ -486,9 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner = Runner(args.work)
         if earlier:
-            why = " and ".join(
-                o for o, given in (("--from " + str(args.start), args.start), ("--skip", skipped)) if given
-            )
+            why = " and ".join([f"--from {args.start}"] * bool(args.start) + ["--skip"] * bool(skipped))
             runner.note(f"== taken as done ({why}): {', '.join(s.name for s in earlier)}")
         rows = runner.run(stages)
         if args.pipeline == "demo-model" and not args.no_install and not args.until:
