@@ -122,12 +122,15 @@ def test_finishing_a_gpu_run_cut_short_trains_the_rest_here(tmp_path):
     here = tmp_path / "here"
     for name in ("data", "align/checkpoint-000003"):  # what begin left here
         (here / name).mkdir(parents=True)
-    (here / "stages.json").write_text(json.dumps({"vision": {"name": "vision", "command": "...", "seconds": 2}}))
+    earlier = {name: {"name": name, "command": "...", "seconds": 2} for name in ("vision", "tune", "quantize")}
+    (here / "stages.json").write_text(json.dumps(earlier))  # tune and quantize: an earlier build's, here
     (here / "pipeline.log").write_text("== vision took 2 s\n")
     result = device_build("finish", str(out), "--no-install", work=here)
     assert "the GPU run did not finish training; this machine trains from rt-data on" in result.stderr
     assert "== taken as done (--from rt-data)" in (here / "pipeline.log").read_text()
-    assert {"vision", "ground"} <= set(json.loads((here / "stages.json").read_text()))  # both machines' records
+    record = json.loads((here / "stages.json").read_text())
+    assert {"vision", "ground"} <= set(record)  # both machines' records
+    assert not {"tune", "quantize"} & set(record)  # not the earlier build's: taken as done, they would not run
     assert (here / "pipeline.log").read_text().startswith("== vision took 2 s")
     # (the stage fails: the scenes here are empty folders) run again: the parts are not unpacked over it twice
     again = device_build("finish", str(out), "--no-install", work=here)
