@@ -114,13 +114,17 @@ def test_finishing_a_gpu_run_without_begin_here_says_there_is_nothing_to_go_on_f
 
 
 def test_finishing_a_gpu_run_cut_short_trains_the_rest_here(tmp_path):
-    """The ground checkpoint came back, the tune stage's did not: finish goes on from the RT data, here."""
-    sets = "\n".join([*TINY, "strategy=decoder"]) + "\n"
-    record = json.dumps({"ground": {"name": "ground", "command": "python -m training.train ...", "seconds": 1}})
-    gpu_output = {"device-sets.txt": sets, "device-pipeline.out": "== tune: ...\n", "stages.json": record}
-    out = _pack_of(tmp_path, gpu_output, dirs=["ground/checkpoint-000002"])
+    """The ground checkpoint came back, the tune stage's did not: finish goes on from the RT data, here (not from
+    the tune checkpoint an earlier build left in the folder)."""
+    from training.pipeline import config_for, demo_model_stages
+
     here = tmp_path / "here"
-    for name in ("data", "align/checkpoint-000003"):  # what begin left here
+    sets = [*TINY, "strategy=decoder"]
+    ground = next(s for s in demo_model_stages(config_for("demo-model", sets, environ={}), here) if s.name == "ground")
+    record = json.dumps({"ground": {"name": "ground", "command": ground.command, "seconds": 1}})
+    gpu_output = {"device-sets.txt": "\n".join(sets) + "\n", "device-pipeline.out": "== tune: ...\n"}
+    out = _pack_of(tmp_path, {**gpu_output, "stages.json": record}, dirs=["ground/checkpoint-000002"])
+    for name in ("data", "align/checkpoint-000003", "tune/checkpoint-000002"):  # begin's; an earlier build's tune
         (here / name).mkdir(parents=True)
     earlier = {name: {"name": name, "command": "...", "seconds": 2} for name in ("vision", "tune", "quantize")}
     (here / "stages.json").write_text(json.dumps(earlier))  # tune and quantize: an earlier build's, here
