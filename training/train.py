@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from contextlib import closing, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from .view import VIEW_FILE
@@ -89,6 +89,10 @@ class TrainConfig:
     """Loader processes (per process under torchrun) that prepare micro-batches (decode images, tokenize; the vision
     stage: augment and label views) ahead of the training loop, in the same order. 0: the training process prepares
     each in turn. The language stage draws its batches in process."""
+    length_split: int = 1
+    """Run each micro-batch as this many forward and backward passes over its records sorted by length, each
+    trimmed to its own longest (``train_step``): the same records and the same gradient, with less padding
+    computed. 1: one pass. Conversation strategies only (the vision and language stages draw their own batches)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -99,6 +103,10 @@ class TrainConfig:
             raise ValueError("steps and save_every must be positive")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.length_split < 1:
+            raise ValueError(f"length_split must be >= 1, got {self.length_split}")
+        if self.length_split > 1 and self.strategy in STAGES:
+            raise ValueError(f"length_split: the {self.strategy} stage draws its own batches; leave it 1")
         if self.workers and self.strategy == "language":
             raise ValueError("workers: the language stage draws its batches in process; leave it 0")
         if self.warmup < 0:
@@ -252,6 +260,9 @@ def resumable(checkpoint: Path | None, config: TrainConfig) -> Path | None:
     if saved_file is None or not saved_file.is_file():
         return checkpoint
     saved, ours = json.loads(saved_file.read_text()), json.loads(json.dumps(asdict(config)))
+    # a setting the run's code did not have yet: that run had its default (what the code did before the setting)
+    defaults = json.loads(json.dumps({f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}))
+    saved = {**{k: v for k, v in defaults.items() if k in ours}, **saved}
     differ = sorted(k for k in ours if k not in RESUME_FREE and k in saved and saved[k] != ours[k])
     if differ:
         changes = ", ".join(f"{k} {saved[k]!r} → {ours[k]!r}" for k in differ)
@@ -456,7 +467,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     with closing(stream):  # the loader processes end with the loop, on an error too
         while step < config.steps:
             loss, attend_loss = train_step(
-                runner, optimizer, params, stream, lr_at(step, config), accumulate, ranks, device, tap
+                runner,
+                optimizer,
+                params,
+                stream,
+                lr_at(step, config),
+                accumulate,
+                ranks,
+                device,
+                tap,
+                config.length_split,
             )
             step += 1
             val = validate(model, step) if validate else None
@@ -497,12 +517,37 @@ def validator(config: TrainConfig, processor):
     return validate
 
 
+def length_parts(lengths, parts: int) -> list[list[int]]:
+    """The rows of a micro-batch sorted by ``lengths`` and cut into ``parts`` runs of (nearly) equal size, longest
+    first (the first pass meets the most memory while the least is held)."""
+    order = sorted(range(len(lengths)), key=lambda row: -int(lengths[row]))
+    size = -(-len(order) // parts)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
 def train_step(
-    runner, optimizer, params, stream, lr: float, accumulate: int, ranks: Ranks, device: str, attend=None
+    runner,
+    optimizer,
+    params,
+    stream,
+    lr: float,
+    accumulate: int,
+    ranks: Ranks,
+    device: str,
+    attend=None,
+    length_split: int = 1,
 ) -> tuple[float, float | None]:
     """One optimizer step over ``accumulate`` micro-batches per rank; returns the mean language loss over all ranks
-    and, with ``attend`` (``training.attend.SupervisedAttention``), the mean weighted attention loss beside it (else None)."""
+    and, with ``attend`` (``training.attend.SupervisedAttention``), the mean weighted attention loss beside it (else None).
+
+    With ``length_split`` > 1 each micro-batch runs as that many passes over its records sorted by length, each
+    trimmed to its own longest record (``collate`` pads on the right). A pass's mean loss is weighted by its share of
+    the micro-batch's answer tokens (the attention term: of its attention targets), so the sum is the micro-batch's
+    mean: the same gradient as one pass, but for rounding, at less padding."""
     import torch
+
+    from .attend import NO_TARGET
+    from .data import IGNORE
 
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -511,13 +556,32 @@ def train_step(
     for _ in range(accumulate):
         batch = next(stream)  # this rank's share of the one sequence (``micro_batch_indices``)
         batch = {key: value.to(device) for key, value in batch.items()}
-        targets = batch.pop("attend", None)
-        with autocast, attend.recording() if attend is not None else nullcontext():
-            loss = runner(**batch).loss / accumulate
-        with autocast:
-            extra = attend(batch["input_ids"], targets) / accumulate if attend is not None else None
-        (loss if extra is None else loss + extra).backward()
-        totals += torch.tensor([loss.item(), 0.0 if extra is None else extra.item()], dtype=torch.float64)
+        if length_split == 1:
+            parts = [(batch, 1.0, 1.0)]
+        else:
+            answers = (batch["labels"][:, 1:] != IGNORE).sum()  # what the model's loss averages over
+            targets = (batch["attend"] != NO_TARGET).sum() if "attend" in batch else None
+            parts = []
+            for rows in length_parts(batch["attention_mask"].sum(1), length_split):
+                index = torch.tensor(rows, device=device)
+                width = int(batch["attention_mask"][index].sum(1).max())
+                part = {k: v[index] if k == "pixel_values" else v[index, :width] for k, v in batch.items()}
+                share = (part["labels"][:, 1:] != IGNORE).sum() / answers.clamp_min(1)
+                on = (part["attend"] != NO_TARGET).sum() / targets.clamp_min(1) if targets is not None else 1.0
+                parts.append((part, share, on))
+        for part, share, on in parts:
+            part = dict(part)
+            targets = part.pop("attend", None)
+            with autocast, attend.recording() if attend is not None else nullcontext():
+                mean = runner(**part).loss
+            # a pass without an answer token has a NaN mean over none: it adds nothing (but its attention term)
+            loss = (mean * share if length_split == 1 or share > 0 else mean.new_zeros(())) / accumulate
+            with autocast:
+                extra = attend(part["input_ids"], targets) * on / accumulate if attend is not None else None
+            total = loss if extra is None else loss + extra
+            if total.requires_grad:  # (not so only for a pass with neither answer tokens nor attention)
+                total.backward()
+            totals += torch.tensor([loss.item(), 0.0 if extra is None else extra.item()], dtype=torch.float64)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -652,6 +716,14 @@ def main(argv: list[str] | None = None) -> int:
         "same batches in the same order (default 0: none; a GPU machine wants a few; on a 2-core CPU they cost more "
         "than they give; not the language stage; docs/training.md)",
     )
+    parser.add_argument(
+        "--length-split",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each micro-batch as N passes over its records sorted by length, each trimmed to its longest: the "
+        "same gradient with less padding computed (default 1; not the vision and language stages)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
     try:
@@ -680,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             attend=args.attend,
             attend_from=args.attend_from,
             workers=args.workers,
+            length_split=args.length_split,
         )
         last = train(config, resume=args.resume, progress=sys.stderr.isatty())
     except (OSError, ValueError) as exc:

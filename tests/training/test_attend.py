@@ -211,3 +211,60 @@ def test_selectivity_measures_each_head_on_pairs_of_instructions(workdir, tmp_pa
     assert "2 pairs; the most selective head" in capsys.readouterr().out
     assert main(["--model", str(workdir / "base"), "--data", str(tmp_path / "nowhere")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+class _Recorder:
+    """An optimizer that keeps the gradients it was handed (train_step clips none: it is given no parameters)."""
+
+    param_groups = [{}]
+
+    def __init__(self, params):
+        self.params, self.grads = params, None
+
+    def step(self):
+        self.grads = [p.grad.clone() for p in self.params]
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+
+@pytest.mark.parametrize("split", [2, 3])
+def test_a_micro_batch_run_in_passes_of_like_length_has_the_gradient_of_one_pass(workdir, split):
+    """The records sorted by length and run in passes, each trimmed to its longest: the language and attention
+    losses and every gradient are those of the whole micro-batch in one pass."""
+    from training.attend import SupervisedAttention
+    from training.train import Ranks, train_step, trainable_model
+
+    model, processor = load_llava(workdir / "base")
+    model.set_attn_implementation({"text_config": "eager"})
+    model = trainable_model(model, "decoder")
+    params = [p for p in model.parameters() if p.requires_grad]
+    fmt = ModelView.load(workdir / "rt").answer_format
+    ds = ConversationDataset(
+        workdir / "rt" / "train.json", processor, model.config.image_token_index, 64, attend=(fmt, 8, "turn")
+    )
+    batch = collate([ds[k] for k in range(7)], processor.tokenizer.pad_token_id)
+    assert len(set(batch["attention_mask"].sum(1).tolist())) > 2  # records of several lengths (follow-ups)
+    tap = SupervisedAttention(model, model.config, 1.0)
+    results = {}
+    for passes in (1, split):
+        recorder = _Recorder(params)
+        loss, attend = train_step(model, recorder, [], iter([batch]), 0.0, 1, Ranks(), "cpu", tap, passes)
+        results[passes] = (loss, attend, recorder.grads)
+    (loss, attend, grads), (split_loss, split_attend, split_grads) = results[1], results[split]
+    assert split_loss == pytest.approx(loss, rel=1e-5) and split_attend == pytest.approx(attend, rel=1e-5)
+    assert attend > 0
+    for whole, parts in zip(grads, split_grads, strict=True):
+        torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-6)
+
+
+def test_length_parts_put_like_lengths_together_longest_first():
+    from training.train import TrainConfig, length_parts
+
+    assert length_parts([5, 9, 1, 7, 3], 2) == [[1, 3, 0], [4, 2]]
+    assert length_parts([4, 4], 3) == [[0], [1]]  # no empty pass
+    with pytest.raises(ValueError, match="length_split must be >= 1"):
+        TrainConfig("m", "d", "o", length_split=0)
+    with pytest.raises(ValueError, match="length_split: the vision stage"):
+        TrainConfig("m", "d", "o", strategy="vision", length_split=4)

@@ -266,3 +266,10 @@ def test_speed_arguments_reach_the_stage_but_not_its_command(tmp_path):
     (tmp_path / "a.txt").unlink()
     runner.run([fast])
     assert (tmp_path / "a.txt").read_text().endswith("quick")
+
+
+def test_the_stages_that_train_answers_run_micro_batches_in_passes_of_like_length_unless_told_not_to(tmp_path):
+    split = {s.name: s.command for s in tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]}
+    assert {name for name, command in split.items() if "--length-split 4" in command} == {"ground", "tune"}
+    whole = config_for("demo-model", ["length_split=1"], environ={})
+    assert not any("--length-split" in s.command for s in tiny_stages(whole, tmp_path)[0])
