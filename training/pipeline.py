@@ -223,8 +223,10 @@ class PipelineConfig:
     """Where (``train --attend-from``): the answer positions, or ``turn``: the question's words after the image too."""
     length_split: int = 4
     """The ground and tune stages run each micro-batch as this many passes of like length (``train --length-split``):
-    the same gradient, less padding computed. A ground step of 32 with follow-ups took 1.98 s on 2 cores, 3.38 s in
-    one pass (docs/training.md). 1: one pass (the GPU build: a tiny model's step there is bound by kernel launches)."""
+    the same gradient but for rounding (and LoRA's dropout draws), less padding computed. A ground step of 32 with
+    follow-ups took 1.98 s on 2 cores, 3.38 s in one pass (docs/training.md). Like ``workers`` it is not part of a
+    stage's command: it changes how fast a stage runs, not what it learns. 1: one pass (the GPU build: a tiny
+    model's step there is bound by kernel launches)."""
     prompt_order: str = "image"
     """Where every stage's records put the image token: before the instruction or after it
     (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
@@ -242,6 +244,8 @@ class PipelineConfig:
             )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.length_split < 1:
+            raise ValueError(f"length_split must be >= 1, got {self.length_split}")
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
         check_prompt_order(self.prompt_order)
@@ -314,12 +318,21 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     )
 
     def train(
-        name: str, strategy: str, model: str, data: str, steps: int, micro: int, *extra: str, batch: int = 32
+        name: str,
+        strategy: str,
+        model: str,
+        data: str,
+        steps: int,
+        micro: int,
+        *extra: str,
+        batch: int = 32,
+        split: bool = False,
     ) -> Stage:
         args = ("--strategy", strategy, "--model", model, "--data", data, "--out", f"{w}/{name}", "--steps", str(steps))
         args += ("--batch-size", str(batch), "--micro-batch", str(micro), "--save-every", str(steps), *extra)
         # the language stage draws its batches in process; the vision and conversation stages take loaders
         speed = ("--workers", str(c.workers)) if c.workers and strategy != "language" else ()
+        speed += ("--length-split", str(c.length_split)) if split and c.length_split > 1 else ()
         return Stage(name, "training.train", args, (_checkpoint(name, steps),), speed=speed)
 
     def build(name: str, *args: str) -> Stage:
@@ -341,7 +354,6 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     absent = ("--absent-fraction", str(c.absent_fraction)) if c.absent_fraction > 0 else ()
     attend = ("--attend", str(c.attend), "--attend-from", c.attend_from) if c.attend > 0 else ()
     ground_attend = attend if c.ground_task == "grasp" else ()  # locate answers are points: nothing to look at
-    passes = ("--length-split", str(c.length_split)) if c.length_split > 1 else ()
 
     def refine(fraction: float) -> tuple[str, ...]:
         rounds = ("--refine-rounds", str(c.refine_rounds)) if c.refine_rounds > 1 else ()
@@ -357,14 +369,14 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         stages += [
             build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), *task),
             train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, MICRO_BATCH, "--mix", f"{w}/describe",
-                  "--lr", str(c.ground_lr), *evaluation, *ground_attend, *passes, batch=c.ground_batch),
+                  "--lr", str(c.ground_lr), *evaluation, *ground_attend, batch=c.ground_batch, split=True),
         ]  # fmt: skip
         base = _checkpoint("ground", c.ground_steps)
     stages += [
         build("rt-data", "--variant", "rt", "--decimals", "2", "--augment", str(c.augment), *refine(c.refine_fraction),
               "--targets", c.targets, *absent),
         train("tune", c.strategy, f"{w}/{base}", f"{w}/rt-data", c.lora_steps, 16, *lr, "--eval-every", "200",
-              "--eval-images", "10", *attend, *passes),
+              "--eval-images", "10", *attend, split=True),
     ]  # fmt: skip
     merged = _checkpoint("tune", c.lora_steps)  # decoder tuning: the checkpoint is a plain LLaVA already
     if c.strategy == "lora":

@@ -91,8 +91,9 @@ class TrainConfig:
     each in turn. The language stage draws its batches in process."""
     length_split: int = 1
     """Run each micro-batch as this many forward and backward passes over its records sorted by length, each
-    trimmed to its own longest (``train_step``): the same records and the same gradient, with less padding
-    computed. 1: one pass. Conversation strategies only (the vision and language stages draw their own batches)."""
+    trimmed to its own longest (``train_step``): the same records and the same gradient but for rounding (LoRA's
+    dropout draws its masks per pass: the same in expectation), with less padding computed. 1: one pass.
+    Conversation strategies only (the vision and language stages draw their own batches)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -248,9 +249,9 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-RESUME_FREE = ("out", "steps", "save_every", "eval_every", "eval_images", "eval_on", "workers")
-"""TrainConfig fields a resumed run may change: where and how often it reports, and how long it goes on (a run may
-be extended); the rest decide what it learns."""
+RESUME_FREE = ("out", "steps", "save_every", "eval_every", "eval_images", "eval_on", "workers", "length_split")
+"""TrainConfig fields a resumed run may change: where and how often it reports, how long it goes on (a run may
+be extended) and how fast (loaders, passes); the rest decide what it learns."""
 
 
 def resumable(checkpoint: Path | None, config: TrainConfig) -> Path | None:
@@ -520,7 +521,8 @@ def validator(config: TrainConfig, processor):
 def length_parts(lengths, parts: int) -> list[list[int]]:
     """The rows of a micro-batch sorted by ``lengths`` and cut into ``parts`` runs of (nearly) equal size, longest
     first (the first pass meets the most memory while the least is held)."""
-    order = sorted(range(len(lengths)), key=lambda row: -int(lengths[row]))
+    lengths = [int(n) for n in (lengths.tolist() if hasattr(lengths, "tolist") else lengths)]
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
     size = -(-len(order) // parts)
     return [order[i : i + size] for i in range(0, len(order), size)]
 
@@ -560,14 +562,14 @@ def train_step(
             parts = [(batch, 1.0, 1.0)]
         else:
             answers = (batch["labels"][:, 1:] != IGNORE).sum()  # what the model's loss averages over
-            targets = (batch["attend"] != NO_TARGET).sum() if "attend" in batch else None
+            looks = (batch["attend"] != NO_TARGET).sum() if "attend" in batch else None  # the attention term's
             parts = []
             for rows in length_parts(batch["attention_mask"].sum(1), length_split):
                 index = torch.tensor(rows, device=device)
                 width = int(batch["attention_mask"][index].sum(1).max())
                 part = {k: v[index] if k == "pixel_values" else v[index, :width] for k, v in batch.items()}
                 share = (part["labels"][:, 1:] != IGNORE).sum() / answers.clamp_min(1)
-                on = (part["attend"] != NO_TARGET).sum() / targets.clamp_min(1) if targets is not None else 1.0
+                on = (part["attend"] != NO_TARGET).sum() / looks.clamp_min(1) if looks is not None else 1.0
                 parts.append((part, share, on))
         for part, share, on in parts:
             part = dict(part)
@@ -579,7 +581,9 @@ def train_step(
             with autocast:
                 extra = attend(part["input_ids"], targets) * on / accumulate if attend is not None else None
             total = loss if extra is None else loss + extra
-            if total.requires_grad:  # (not so only for a pass with neither answer tokens nor attention)
+            # (not so only for a pass with neither answer tokens nor attention, which no record makes: every answer
+            # ends in a labelled </s>. Under DDP a rank skipping a backward would stall the others.)
+            if total.requires_grad:
                 total.backward()
             totals += torch.tensor([loss.item(), 0.0 if extra is None else extra.item()], dtype=torch.float64)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -722,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         metavar="N",
         help="run each micro-batch as N passes over its records sorted by length, each trimmed to its longest: the "
-        "same gradient with less padding computed (default 1; not the vision and language stages)",
+        "same gradient but for rounding (and LoRA's dropout draws), with less padding computed (default 1; not the "
+        "vision and language stages; a resumed run may change it)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)

@@ -269,7 +269,12 @@ def test_speed_arguments_reach_the_stage_but_not_its_command(tmp_path):
 
 
 def test_the_stages_that_train_answers_run_micro_batches_in_passes_of_like_length_unless_told_not_to(tmp_path):
-    split = {s.name: s.command for s in tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]}
-    assert {name for name, command in split.items() if "--length-split 4" in command} == {"ground", "tune"}
-    whole = config_for("demo-model", ["length_split=1"], environ={})
-    assert not any("--length-split" in s.command for s in tiny_stages(whole, tmp_path)[0])
+    stages = tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]
+    assert {s.name for s in stages if "--length-split" in s.speed} == {"ground", "tune"}
+    assert [s.speed[s.speed.index("--length-split") + 1] for s in stages if "--length-split" in s.speed] == ["4"] * 2
+    whole = tiny_stages(config_for("demo-model", ["length_split=1"], environ={}), tmp_path)[0]
+    assert not any("--length-split" in s.speed for s in whole)
+    # how fast, not what: a build that changes it takes its finished stages as done
+    assert [s.command for s in whole] == [s.command for s in stages]
+    with pytest.raises(ValueError, match="length_split must be >= 1"):
+        config_for("demo-model", ["length_split=0"], environ={})

@@ -85,10 +85,10 @@ def test_lora_loss_falls_and_training_resumes(workdir):
     with pytest.raises(ValueError, match=r"other settings \(lr 0.002 → 0.001\)"):
         train(other, resume=True, progress=False)
     saved = out / "checkpoint-000008" / "train_config.json"  # as a run from before the setting would have saved it
-    saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items() if k != "length_split"}))
-    split = TrainConfig(**{**config.__dict__, "steps": 10, "length_split": 2})  # that run had the default, 1
-    with pytest.raises(ValueError, match=r"other settings \(length_split 1 → 2\)"):
-        train(split, resume=True, progress=False)
+    saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items() if k != "attend"}))
+    looking = TrainConfig(**{**config.__dict__, "steps": 10, "attend": 0.5})  # that run had the default, 0
+    with pytest.raises(ValueError, match=r"other settings \(attend 0.0 → 0.5\)"):
+        train(looking, resume=True, progress=False)
 
 
 def test_pretrain_trains_the_projector_only(workdir):
