@@ -223,7 +223,7 @@ def batches(
 
 def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: TrainConfig, heads=None) -> Path:
     """Weights (safetensors), processor, optimizer state and step (and the vision stage's ``heads``), renamed into
-    place when complete."""
+    place when complete, over a checkpoint of that step an earlier run left (a stage the pipeline runs again)."""
     import torch
     from safetensors.torch import save_file
 
@@ -231,6 +231,7 @@ def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: T
 
     final = out / f"checkpoint-{step:06d}"
     tmp = out / f".tmp-checkpoint-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)  # what a save cut short left: none of it is this run's
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     view = Path(config.data) / VIEW_FILE
@@ -240,7 +241,14 @@ def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: T
         save_file({k: v.cpu() for k, v in heads.state_dict().items()}, tmp / HEADS_FILE)
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
     (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
-    tmp.rename(final)
+    if final.exists():  # an earlier run's: set aside, so that a crash here leaves one of the two whole
+        old = out / f".old-checkpoint-{step:06d}"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
     return final
 
 

@@ -108,6 +108,13 @@ def test_pretrain_trains_the_projector_only(workdir):
     last = train(config, progress=False)
     after, _ = load_llava(last)
     assert changed_parts(before, after) == {"multi_modal_projector"}
+    # run again from the start into the same folder (a stage the pipeline runs again), after a save cut short
+    (out / ".tmp-checkpoint-000002").mkdir()
+    (out / ".tmp-checkpoint-000002" / "stale.bin").write_text("not this run's")
+    (last / "earlier.txt").write_text("the first run's")
+    assert train(config, progress=False) == last
+    assert not (last / "earlier.txt").exists() and not (last / "stale.bin").exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
 def test_config_is_checked():
