@@ -271,7 +271,7 @@ def resumable(checkpoint: Path | None, config: TrainConfig) -> Path | None:
     saved, ours = json.loads(saved_file.read_text()), json.loads(json.dumps(asdict(config)))
     # a setting the run's code did not have yet: that run had its default (what the code did before the setting)
     defaults = json.loads(json.dumps({f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}))
-    saved = {**{k: v for k, v in defaults.items() if k in ours}, **saved}
+    saved = {**defaults, **saved}
     differ = sorted(k for k in ours if k not in RESUME_FREE and k in saved and saved[k] != ours[k])
     if differ:
         changes = ", ".join(f"{k} {saved[k]!r} → {ours[k]!r}" for k in differ)
@@ -526,10 +526,9 @@ def validator(config: TrainConfig, processor):
     return validate
 
 
-def length_parts(lengths, parts: int) -> list[list[int]]:
+def length_parts(lengths: list[int], parts: int) -> list[list[int]]:
     """The rows of a micro-batch sorted by ``lengths`` and cut into ``parts`` runs of (nearly) equal size, longest
     first (the first pass meets the most memory while the least is held)."""
-    lengths = [int(n) for n in (lengths.tolist() if hasattr(lengths, "tolist") else lengths)]
     order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
     size = -(-len(order) // parts)
     return [order[i : i + size] for i in range(0, len(order), size)]
@@ -572,7 +571,7 @@ def train_step(
             answers = (batch["labels"][:, 1:] != IGNORE).sum()  # what the model's loss averages over
             looks = (batch["attend"] != NO_TARGET).sum() if "attend" in batch else None  # the attention term's
             parts = []
-            for rows in length_parts(batch["attention_mask"].sum(1), length_split):
+            for rows in length_parts(batch["attention_mask"].sum(1).tolist(), length_split):
                 index = torch.tensor(rows, device=device)
                 width = int(batch["attention_mask"][index].sum(1).max())
                 part = {k: v[index] if k == "pixel_values" else v[index, :width] for k, v in batch.items()}
@@ -584,15 +583,10 @@ def train_step(
             targets = part.pop("attend", None)
             with autocast, attend.recording() if attend is not None else nullcontext():
                 mean = runner(**part).loss
-            # a pass without an answer token has a NaN mean over none: it adds nothing (but its attention term)
-            loss = (mean * share if length_split == 1 or share > 0 else mean.new_zeros(())) / accumulate
+            loss = mean * share / accumulate  # every record has answer tokens (its answers end in a labelled </s>)
             with autocast:
                 extra = attend(part["input_ids"], targets) * on / accumulate if attend is not None else None
-            total = loss if extra is None else loss + extra
-            # (not so only for a pass with neither answer tokens nor attention, which no record makes: every answer
-            # ends in a labelled </s>. Under DDP a rank skipping a backward would stall the others.)
-            if total.requires_grad:
-                total.backward()
+            (loss if extra is None else loss + extra).backward()
             totals += torch.tensor([loss.item(), 0.0 if extra is None else extra.item()], dtype=torch.float64)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
