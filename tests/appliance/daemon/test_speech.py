@@ -76,20 +76,30 @@ def test_the_spoken_audio_is_the_same_every_time(tmp_path):
     assert speak("pick up the mug", tmp_path / "a.wav") == speak("pick up the mug", tmp_path / "b.wav")
 
 
-def _hear(vocab, audio: list) -> list[tuple[str, bool]]:
-    """In a worker process: what a transcriber of its own hears in each recording (text, accepted)."""
-    transcriber = Transcriber(vocab)
-    return [(heard.text, heard.accepted) for heard in map(transcriber, audio)]
+def _hear(vocab, audio: list) -> list:
+    """In a worker process: what a transcriber of its own hears in each recording."""
+    return list(map(Transcriber(vocab), audio))
 
 
-def test_word_error_of_spoken_commands_is_under_ten_percent(vocab, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def hear():
+    """``hear(vocab, audio)``: what a transcriber hears in each recording, decoded in two processes. Decoding is
+    the slow part (about 3.7 s a sentence; a refusal's free decoding more) and each recording's result is its own."""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+
+        def run(vocab, audio: list) -> list:
+            halves = list(pool.map(_hear, [vocab, vocab], [audio[0::2], audio[1::2]]))
+            heard = [None] * len(audio)
+            heard[0::2], heard[1::2] = halves
+            return heard
+
+        yield run
+
+
+def test_word_error_of_spoken_commands_is_under_ten_percent(vocab, hear, tmp_path, capsys):
     sentences = commands(vocab, 24)
     audio = [speak(sentence, tmp_path / f"c{i}.wav") for i, sentence in enumerate(sentences)]
-    # decoding is the slow part (about 3.7 s a sentence) and each recording's result is its own: two processes
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        halves = list(pool.map(_hear, [vocab, vocab], [audio[0::2], audio[1::2]]))
-    heard = [None] * len(audio)
-    heard[0::2], heard[1::2] = halves
+    heard = [(h.text, h.accepted) for h in hear(vocab, audio)]
     errors = words = rejected = 0
     for sentence, (text, accepted) in zip(sentences, heard):
         errors += word_errors(sentence, text)
@@ -114,7 +124,7 @@ as "green lock", "green remote") and "i want the smaller bottle" ("i want the wa
 command that explains the audio better): docs/protocol.md lists them."""
 
 
-def test_referring_phrasings_are_heard_with_a_bundle_that_predates_them(tmp_path):
+def test_referring_phrasings_are_heard_with_a_bundle_that_predates_them(hear, tmp_path):
     """models/rtgrasp-tiny's speech.yaml has no colours, uses or places: the appliance's defaults add them."""
     from pathlib import Path
 
@@ -122,15 +132,14 @@ def test_referring_phrasings_are_heard_with_a_bundle_that_predates_them(tmp_path
     vocab = Vocabulary.load(bundle)
     assert "green" in vocab.colours and "something to cut with" in vocab.things
     assert not Vocabulary.load(bundle, defaults=None).things  # the file itself has none
-    transcriber = Transcriber(vocab)
-    for i, sentence in enumerate(REFERRING):
-        heard = transcriber(speak(sentence, tmp_path / f"r{i}.wav"))
+    audio = [speak(sentence, tmp_path / f"r{i}.wav") for i, sentence in enumerate(REFERRING)]
+    for sentence, heard in zip(REFERRING, hear(vocab, audio)):
         assert heard.accepted and heard.text == sentence, heard
 
 
-def test_out_of_grammar_speech_is_rejected(transcriber, tmp_path):
-    for i, sentence in enumerate(OUT_OF_GRAMMAR):
-        heard = transcriber(speak(sentence, tmp_path / f"o{i}.wav"))
+def test_out_of_grammar_speech_is_rejected(vocab, hear, tmp_path):
+    audio = [speak(sentence, tmp_path / f"o{i}.wav") for i, sentence in enumerate(OUT_OF_GRAMMAR)]
+    for sentence, heard in zip(OUT_OF_GRAMMAR, hear(vocab, audio)):
         assert not heard.accepted, (sentence, heard)
         # what it sounded like, freely decoded, goes back with the refusal
         assert heard.free_text and f"it sounded like '{heard.free_text}'" in heard.reason, heard
