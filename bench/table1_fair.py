@@ -60,6 +60,8 @@ rates within this many points of each other."""
 FLAT = 0.03
 """A learning curve has flattened at the first evaluation after which it never rises more than this above it."""
 MAX_WARMUP = 0.10
+LENGTH_SPLIT = 4
+"""Passes of like length per micro-batch (see --length-split); 4 as the pipeline's ground and tune stages."""
 
 
 # ---------------------------------------------------------------------------------------------------- stages
@@ -99,7 +101,8 @@ def train_stages(
              "--steps", str(steps), "--warmup", str(warmup(steps)), "--batch-size", str(args.batch_size),
              "--micro-batch", str(args.micro_batch), "--lr", str(lr), *keep, "--seed", str(seed), *extra]  # fmt: skip
     checkpoint = run / f"checkpoint-{steps:06d}"
-    stages = [Stage(f"train-{name}", "training.train", tuple(train), (str(checkpoint),), True)]
+    speed = ("--length-split", str(args.length_split)) if args.length_split > 1 else ()
+    stages = [Stage(f"train-{name}", "training.train", tuple(train), (str(checkpoint),), True, speed)]
     if strategy == "lora":
         merged = run / "merged"
         stages.append(
@@ -493,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--validation", type=int, default=60, help="fold 0's training images the pilot sets aside")
     common.add_argument("--batch-size", type=int, default=32)
     common.add_argument("--micro-batch", type=int, default=16)
+    common.add_argument(
+        "--length-split",
+        type=int,
+        default=LENGTH_SPLIT,
+        help="run each micro-batch as this many passes of like length (train --length-split: the same gradient, "
+        "less padding; a speed setting, so changing it retrains nothing)",
+    )
     common.add_argument("--lr-pretrain", type=float, default=2e-3, help="the paper's projector-only rate")
     common.add_argument("--lr-lora", type=float, default=1e-3)
     common.add_argument("--augment", type=int, default=4)

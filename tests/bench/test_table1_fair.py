@@ -20,6 +20,19 @@ def test_a_curve_flattens_where_it_stops_rising():
     assert still_rising([(50, 0.1), (100, 0.9)]) and not still_rising([(50, 0.1), (100, 0.5), (150, 0.51)])
 
 
+def test_passes_of_like_length_are_a_speed_setting_not_part_of_a_cell(tmp_path):
+    """--length-split reaches training.train, but a finished cell trained with another split is not retrained."""
+    import argparse
+
+    args = argparse.Namespace(work=tmp_path, base=tmp_path / "base", lr_pretrain=2e-3, lr_lora=1e-3, batch_size=32,
+                              micro_batch=16, length_split=4)  # fmt: skip
+    (train, merge), _ = table1_fair.train_stages(args, "iw0-rt-lora", tmp_path / "data", "lora", 100, 1)
+    assert train.speed == ("--length-split", "4") and "--length-split" not in train.command
+    args.length_split = 1
+    (one, _), _ = table1_fair.train_stages(args, "iw0-rt-lora", tmp_path / "data", "lora", 100, 1)
+    assert one.speed == () and one.command == train.command
+
+
 def test_the_pose_tokens_are_the_answer_s_last_three_numbers():
     answer = "The mug is 0.5 tall. [0.50, 0.42], -0.79"
     spans = pose_spans(answer, 10)
