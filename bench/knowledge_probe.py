@@ -3,16 +3,19 @@
 A text-only probe of the step a function instruction needs: "could you pass me a thing to whip cream?" must
 resolve to the whisk, though every training instruction said "something to beat eggs with". A pretrained LLM
 knows that whisks whip cream; our tiny decoder knows only what its language stage read. The probe trains, for
-each arm (the corpus without and with ``referring.yaml``'s knowledge, read 8 or 64 times; ``ARMS``) and seed:
+each arm (the corpus without and with ``referring.yaml``'s knowledge, read 8 or 64 times, with its purposes in
+every wording or not, mixed into tuning or not; ``ARMS``) and seed:
 
 1. the tokenizer and a tiny decoder (``training.model``'s shape), from that arm's corpus;
 2. the language stage on that corpus (``--language-steps``, the pipeline's 300 by default);
 3. a text-only stand-in for reasoning tuning (``--tune-steps``): "On the table: a mug, a whisk and a ball. hand me
    something to beat eggs with" → "Something to beat eggs with: a whisk.", train phrasings only, whole decoder;
 
-and then writes greedy answers to tables it never saw, in three sets: train frames and uses (the control), train
-frames with test uses, test frames with test uses (what ``training.synth --phrasing test`` asks). An answer is
-right when it names the object meant (its name after the colon). Chance is one in the table's 3-5 objects.
+and then writes greedy answers to tables it never saw, in four sets: train frames and uses (the control), train
+frames with held-out uses (the validation set: of each use with two or more train phrasings the last, which the
+probe's tuning never asks; designs are chosen on it), train frames with test uses, test frames with test uses
+(what ``training.synth --phrasing test`` asks). An answer is right when it names the object meant (its name after
+the colon). Chance is one in the table's 3-5 objects.
 
     python bench/knowledge_probe.py --out runs/knowledge-probe --seeds 0 1 2
 
@@ -32,24 +35,41 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETS = ("train frames, train uses", "train frames, test uses", "test frames, test uses")
-ARMS = {  # (readings of each knowledge sentence in the corpus, share of each tuning batch that is knowledge)
-    "no knowledge": (0, 0.0),
-    "knowledge": (8, 0.0),
-    "knowledge, also in tuning": (8, 0.25),
-    "echo, knowledge, also in tuning": (8, 0.25),
-    "knowledge x64": (64, 0.0),  # the corpus's default (KNOWLEDGE_REPEATS)
+SETS = ("train frames, train uses", "train frames, held-out uses", "train frames, test uses", "test frames, test uses")
+PICKS = {  # set → (frames, uses); "held" is the validation set: see ``held_out``
+    "train frames, train uses": ("train", "train"),
+    "train frames, held-out uses": ("train", "held"),
+    "train frames, test uses": ("train", "test"),
+    "test frames, test uses": ("test", "test"),
+}
+ARMS = {  # (readings of each knowledge sentence in the corpus, share of each tuning batch that is knowledge,
+    # each purpose in every wording of referring.PURPOSE_FORMS too)
+    "no knowledge": (0, 0.0, False),
+    "knowledge": (8, 0.0, False),
+    "knowledge, also in tuning": (8, 0.25, False),
+    "echo, knowledge, also in tuning": (8, 0.25, False),
+    "knowledge x64": (64, 0.0, False),  # the corpus's default (KNOWLEDGE_REPEATS)
+    "knowledge x64, also in tuning": (64, 0.25, False),
+    "purpose forms x10": (10, 0.0, True),  # 1,110 sentences x 10: as many lines as 180 x 64
+    "purpose forms x10, also in tuning": (10, 0.25, True),
 }
 
 
-def tables(ref, rng: random.Random, n: int) -> list[tuple[str, str, list[str]]]:
-    """``n`` (use, target category, table) draws: the target has the use, no other object on the table has it."""
+def held_out(ref) -> dict[str, str]:
+    """The validation set's use phrasings: of each use with two or more train phrasings, the last ("a snack" of
+    eat). The probe's tuning never asks for them, so designs are chosen on them, never on the test phrasings."""
+    return {use: sets["train"][-1] for use, sets in ref.uses.items() if len(sets["train"]) > 1}
+
+
+def tables(ref, rng: random.Random, n: int, only=None) -> list[tuple[str, str, list[str]]]:
+    """``n`` (use, target category, table) draws: the target has the use, no other object on the table has it
+    (``only``: uses drawn from these alone)."""
     by_use: dict[str, list[str]] = {}
     for category, uses in ref.category_uses.items():
         for use in uses:
             by_use.setdefault(use, []).append(category)
     out = []
-    uses = sorted(by_use)
+    uses = sorted(only if only is not None else by_use)
     for k in range(n):
         use = uses[k % len(uses)]
         target = rng.choice(sorted(by_use[use]))
@@ -65,15 +85,20 @@ def listing(names: list[str]) -> str:
 
 
 def examples(ref, templates, rng: random.Random, n: int, frames: str, uses: str, echo: bool = False) -> list[dict]:
-    """Prompts and answers: a table, a function instruction (``frames``/``uses``: train or test phrasings). The
-    answer opens with the use's first train phrasing ("Something to beat eggs with: a whisk."), or with ``echo``
-    with the phrasing the instruction used ("A thing to whip cream: a whisk.")."""
+    """Prompts and answers: a table, a function instruction (``frames``: train or test phrasings; ``uses``: train
+    (less the held-out ones), held or test). The answer opens with the use's first train phrasing ("Something to
+    beat eggs with: a whisk."), or with ``echo`` with the phrasing the instruction used ("A thing to whip cream: a
+    whisk.")."""
     from training.reasoning.referring import resolution
 
+    held = held_out(ref)
     out = []
-    for use, target, table in tables(ref, rng, n):
+    for use, target, table in tables(ref, rng, n, only=held if uses == "held" else None):
         frame = rng.choice(ref.phrasings["function"][frames])
-        thing = rng.choice(ref.uses[use][uses])
+        if uses == "held":
+            thing = held[use]
+        else:
+            thing = rng.choice([p for p in ref.uses[use][uses] if uses != "train" or p != held.get(use)])
         instruction = frame.format(thing=thing)
         a_names = [templates.category(c).a_name for c in table]
         prompt = f"USER: On the table: {listing(a_names)}. {instruction} ASSISTANT:"
@@ -155,13 +180,29 @@ def recall(model, tok, templates) -> tuple[int, int]:
 
     right = asked = 0
     for category in templates.categories.values():
-        for line in set(knowledge_lines([category])):
+        for line in set(knowledge_lines([category], purpose_forms=False)):  # the same 133 questions in every arm
             before, found, _ = line.partition(" " + category.a_name)
             if not found or not before:
                 continue
             asked += 1
             right += answer(model, tok, before, max_new=8).startswith(category.a_name)
     return right, asked
+
+
+def checkpoint_recall(checkpoints: list[Path]) -> list[dict]:
+    """The same recall measure on pipeline checkpoints (any LLaVA directory, the text alone): whether the facts its
+    language stage read are still known after the stages that never show them (align, ground, tune)."""
+    from training.model import load_llava
+    from training.reasoning import load_templates
+
+    templates, out = load_templates(), []
+    for checkpoint in checkpoints:
+        model, processor = load_llava(checkpoint)
+        model.eval()
+        right, asked = recall(model, processor.tokenizer, templates)
+        out.append({"checkpoint": str(checkpoint), "facts_recalled": [right, asked]})
+        print(f"{checkpoint}: {right}/{asked} facts recalled", flush=True)
+    return out
 
 
 def named(text: str, target: str, templates) -> bool:
@@ -181,8 +222,8 @@ def run_arm(args, arm: str, seed: int) -> dict:
 
     torch.manual_seed(seed)
     templates, ref = load_templates(), load_referring()
-    repeats, share = ARMS[arm]
-    lines = list(corpus(templates, seed=seed, knowledge=repeats))
+    repeats, share, forms = ARMS[arm]
+    lines = list(corpus(templates, seed=seed, knowledge=repeats, purpose_forms=forms))
     model, processor = build_model(LlavaShape(), seed=seed, lines=lines)
     tok = processor.tokenizer
     started = time.monotonic()
@@ -193,13 +234,15 @@ def run_arm(args, arm: str, seed: int) -> dict:
     rng = random.Random(f"{seed}:records")
     echo = arm.startswith("echo")
     train = examples(ref, templates, rng, 4000, "train", "train", echo)
-    facts = list(knowledge_lines(list(templates.categories.values()))) if share else []
+    facts = list(knowledge_lines(list(templates.categories.values()), forms)) if share else []
     loss = tune_loss(model, tok, train, rng, facts, share)
     tune = train_loop(model, loss, params, args.tune_steps, 1e-3, 32, f"{arm} {seed} tune")
     model.eval()
     scored = {}
-    for name, (frames, uses) in zip(SETS, [("train", "train"), ("train", "test"), ("test", "test")]):
-        rows = examples(ref, templates, random.Random(f"{seed}:{name}:eval"), args.per_set, frames, uses, echo)
+    for name in SETS:
+        frames, uses = PICKS[name]
+        per_set = args.per_set if uses != "held" else args.per_held
+        rows = examples(ref, templates, random.Random(f"{seed}:{name}:eval"), per_set, frames, uses, echo)
         for row in rows:
             row["written"] = answer(model, tok, row["prompt"])
             row["right"] = named(row["written"], row["target"], templates)
@@ -219,7 +262,12 @@ def run_arm(args, arm: str, seed: int) -> dict:
 
 def settings(args) -> dict:
     """What a run depends on beside its arm and seed: a resumed probe only reuses runs made with the same."""
-    return {"language_steps": args.language_steps, "tune_steps": args.tune_steps, "per_set": args.per_set}
+    return {
+        "language_steps": args.language_steps,
+        "tune_steps": args.tune_steps,
+        "per_set": args.per_set,
+        "per_held": args.per_held,
+    }
 
 
 def summary(run: dict) -> dict:
@@ -242,13 +290,29 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python bench/knowledge_probe.py --out runs/knowledge-probe --seeds 0 1",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for probe.json (results so far are kept)")
+    parser.add_argument(
+        "--recall",
+        type=Path,
+        nargs="+",
+        metavar="CHECKPOINT",
+        help="instead of the arms: the facts each pipeline checkpoint recalls, into OUT/recall.json",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run of each arm per seed")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS), help="the arms to run")
     parser.add_argument("--language-steps", type=int, default=300, help="language stage steps of 32 lines")
     parser.add_argument("--tune-steps", type=int, default=300, help="text-only tuning steps of 32")
     parser.add_argument("--per-set", type=int, default=177, help="answers scored per set (3 per use: 177)")
+    parser.add_argument(
+        "--per-held", type=int, default=130, help="answers scored in the validation set (13 per held-out use: 130)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.recall:
+        missing = [str(c) for c in args.recall if not (c / "config.json").is_file()]
+        if missing:
+            parser.error(f"not a checkpoint (no config.json): {', '.join(missing)}")
+        (args.out / "recall.json").write_text(json.dumps(checkpoint_recall(args.recall), indent=1))
+        return 0
     path = args.out / "probe.json"
     done = json.loads(path.read_text()) if path.exists() else []
     for seed in args.seeds:
@@ -263,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in done:
         known = r.get("facts_recalled")
         facts = f"{known[0]}/{known[1]}" if known else "-"
-        cells = [f"{sum(x['right'] for x in r['sets'][s]) / len(r['sets'][s]):26.1%}" for s in SETS]
+        cells = [
+            f"{sum(x['right'] for x in r['sets'][s]) / len(r['sets'][s]):26.1%}" if s in r["sets"] else f"{'-':>26}"
+            for s in SETS
+        ]
         print(f"{r['arm']:32} {r['seed']:>4} {facts:>15} " + " ".join(cells))
     return 0
 

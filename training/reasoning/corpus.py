@@ -23,6 +23,9 @@ KNOWLEDGE_REPEATS = 64
 """How often the corpus holds each knowledge sentence (about a third of its lines). With 8, the pipeline's 300
 language steps left 3 of 133 facts recalled; with 64, 86-87 (two seeds; bench/results/knowledge-probe)."""
 
+PURPOSE_FORMS = False
+"""Whether the knowledge states each use's purposes in every wording of ``referring.PURPOSE_FORMS`` as well."""
+
 
 def corpus(
     templates: Templates,
@@ -30,9 +33,11 @@ def corpus(
     poses: int = 2000,
     decimals: tuple[int, ...] = (2, 3),
     knowledge: int = KNOWLEDGE_REPEATS,
+    purpose_forms: bool = PURPOSE_FORMS,
 ) -> Iterator[str]:
-    """Yield corpus lines: all template text, what things are for (``knowledge`` times each; 0: none), then
-    ``poses`` random answers per variant and precision."""
+    """Yield corpus lines: all template text, what things are for (``knowledge`` times each; 0: none; with
+    ``purpose_forms`` every purpose in each wording of ``referring.PURPOSE_FORMS`` too), then ``poses`` random
+    answers per variant and precision."""
     rng = random.Random(seed)
     categories = list(templates.categories.values()) + [templates.fallback]
     for category in categories:
@@ -57,7 +62,7 @@ def corpus(
             yield text.format(**words)
             yield rng.choice(templates.refinement[kind]).format(**words)
     yield from referring_lines(categories, rng)
-    facts = list(knowledge_lines(categories)) if knowledge else []
+    facts = list(knowledge_lines(categories, purpose_forms)) if knowledge else []
     for _ in range(knowledge):
         yield from facts
     for variant in AnswerVariant:
@@ -97,11 +102,12 @@ def referring_lines(categories, rng: random.Random, per_frame: int = 6) -> Itera
         yield resolution(rng.choice(kinds), category.a_name, facts)
 
 
-def knowledge_lines(categories) -> Iterator[str]:
-    """What each category is for, in everyday words (``referring.yaml``'s ``knowledge``), and what the words of
-    everyday requests mean: the facts a pretrained language model brings and our tiny one reads here."""
+def knowledge_lines(categories, purpose_forms: bool = PURPOSE_FORMS) -> Iterator[str]:
+    """What each category is for, in everyday words (``referring.yaml``'s ``knowledge``, and with
+    ``purpose_forms`` its ``purposes`` in every wording), and what the words of everyday requests mean: the facts a
+    pretrained language model brings and our tiny one reads here."""
     ref = load_referring()
     for category in categories:
         for use in ref.category_uses.get(category.name, ()):
-            yield from ref.facts(use, category.a_name)
+            yield from ref.facts(use, category.a_name, purpose_forms)
     yield from ref.words

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from string import Formatter
@@ -36,6 +36,20 @@ RELATIONS = {  # which coordinate (base frame x, y) and sign make an object lead
 }
 
 
+PURPOSE_FORMS = (
+    "You use {a_name} to {purpose}.",
+    "To {purpose}, you use {a_name}.",
+    "What do you use to {purpose}? {A_name}.",
+    "If you need to {purpose}, take {a_name}.",
+    "{A_name} is what you use to {purpose}.",
+    "People use {a_name} to {purpose}.",
+)
+"""The wordings every purpose is stated in. A fact read in one wording only is hard to reach from another
+(Allen-Zhu and Li, "Physics of Language Models 3.1": knowledge is extractable when each fact was read in many
+wordings); the instruction "a thing to whip cream" must find the whisk through "whip cream", whatever the
+sentence around it. No wording is an instruction frame or says "a thing"."""
+
+
 @dataclass(frozen=True)
 class Referring:
     """The referring phrasings (per kind and set), spatial phrases, uses, every category's uses, and the facts the
@@ -51,10 +65,17 @@ class Referring:
     stand-in for what a pretrained language model knows (the corpus fills them with each category of that use)."""
     words: tuple[str, ...]
     """Facts about the words of everyday requests ("To pass someone a thing is to hand it to them.")."""
+    purposes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per use, what it is done for in base-form phrases ("whip cream"), each stated in every ``PURPOSE_FORMS``."""
 
-    def facts(self, use: str, a_name: str) -> tuple[str, ...]:
-        """The knowledge sentences of ``use`` about one object ("People whip cream with a whisk.")."""
-        return tuple(s.format(a_name=a_name, A_name=a_name[:1].upper() + a_name[1:]) for s in self.knowledge[use])
+    def facts(self, use: str, a_name: str, forms: bool = True) -> tuple[str, ...]:
+        """The knowledge sentences of ``use`` about one object ("People whip cream with a whisk."), and with
+        ``forms`` each of its purposes in every wording of ``PURPOSE_FORMS`` ("You use a whisk to whip cream.")."""
+        names = {"a_name": a_name, "A_name": a_name[:1].upper() + a_name[1:]}
+        sentences = [s.format(**names) for s in self.knowledge[use]]
+        if forms:
+            sentences += [f.format(purpose=p, **names) for p in self.purposes.get(use, ()) for f in PURPOSE_FORMS]
+        return tuple(sentences)
 
 
 def _sets(table: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -93,8 +114,9 @@ def load_referring(path: Path = REFERRING_FILE) -> Referring:
         raise ValueError(f"{path}: resolution needs exactly the kinds {sorted(set(KINDS) - {'absent'})}")
     knowledge = _knowledge(data.get("knowledge") or {}, set(uses), f"{path}: knowledge")
     words = _words(data.get("words") or [], f"{path}: words")
+    purposes = _purposes(data.get("purposes") or {}, set(uses), f"{path}: purposes")
     return Referring(
-        phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses, resolution, knowledge, words
+        phrasings, _sets(data["where"], f"{path}: where"), uses, category_uses, resolution, knowledge, words, purposes
     )
 
 
@@ -117,6 +139,21 @@ def _knowledge(table: dict, uses: set[str], where: str) -> dict[str, tuple[str, 
                     f"{where}: {use!r}: {sentence!r} must name the object as {{a_name}} or {{A_name}}, no other slot"
                 )
         out[use] = tuple(str(s) for s in sentences)
+    return out
+
+
+def _purposes(table: dict, uses: set[str], where: str) -> dict[str, tuple[str, ...]]:
+    """Per use (any of them), a list of base-form phrases with no slot: "whip cream"."""
+    unknown = sorted(set(table) - uses)
+    if unknown:
+        raise ValueError(f"{where}: unknown uses {unknown}")
+    out = {}
+    for use, phrases in table.items():
+        if not isinstance(phrases, list) or not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise ValueError(f"{where}: {use!r} needs a list of phrases")
+        if any("{" in p or "}" in p or p != p.strip() or p.endswith(".") for p in phrases):
+            raise ValueError(f'{where}: {use!r}: a purpose is a bare phrase ("whip cream"), no slot or full stop')
+        out[use] = tuple(phrases)
     return out
 
 

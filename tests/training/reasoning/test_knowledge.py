@@ -6,7 +6,7 @@ import pytest
 
 from training.reasoning import load_templates
 from training.reasoning.corpus import corpus, knowledge_lines
-from training.reasoning.referring import PHRASING_SETS, REFERRING_FILE, load_referring
+from training.reasoning.referring import PHRASING_SETS, PURPOSE_FORMS, REFERRING_FILE, load_referring
 
 
 def words(text: str) -> set[str]:
@@ -34,9 +34,10 @@ def test_without_the_knowledge_the_test_uses_hold_words_never_read():
     assert len(unread) > len(ref.uses) / 2  # what the knowledge is for: "whip cream", "a parcel", "a bouquet"
 
 
-def test_knowledge_states_facts_never_phrasings():
+@pytest.mark.parametrize("forms", [False, True])
+def test_knowledge_states_facts_never_phrasings(forms):
     """No knowledge line is worded as an instruction frame or holds a test use phrasing: the test phrasings stay
-    unseen as such."""
+    unseen as such (the purposes in every wording of PURPOSE_FORMS too)."""
     ref = load_referring()
     frames = [
         re.compile(re.sub(r"\\{\w+\\}", ".+", re.escape(frame.lower())))
@@ -46,7 +47,7 @@ def test_knowledge_states_facts_never_phrasings():
         if re.sub(r"{\w+}", "", frame).strip(" .?")  # a frame with words of its own
     ]
     test_uses = {p.lower() for sets in ref.uses.values() for p in sets["test"]}
-    lines = list(knowledge_lines(list(load_templates().categories.values())))
+    lines = list(knowledge_lines(list(load_templates().categories.values()), purpose_forms=forms))
     for line in lines:
         assert not any(frame.fullmatch(line.lower()) for frame in frames), line
         assert not any(p in line.lower() for p in test_uses), line
@@ -59,6 +60,21 @@ def test_knowledge_is_about_each_category_and_its_own_uses():
     assert "People whip cream with a whisk." in lines and "A candle gives light." in lines
     assert "People whip cream with a mug." not in lines
     assert set(ref.words) <= set(lines)
+
+
+def test_every_purpose_is_stated_in_every_wording_of_its_own_objects():
+    templates = load_templates()
+    categories = list(templates.categories.values())
+    plain, forms = list(knowledge_lines(categories, False)), list(knowledge_lines(categories, True))
+    assert set(plain) < set(forms)
+    for wording in PURPOSE_FORMS:
+        assert wording.format(purpose="whip cream", a_name="a whisk", A_name="A whisk") in forms
+    assert "What do you use to whip cream? A whisk." in forms and "You use a mug to whip cream." not in forms
+    ref = load_referring()
+    assert len(forms) - len(plain) == len(PURPOSE_FORMS) * sum(
+        len(ref.purposes.get(use, ())) for c in categories for use in ref.category_uses[c.name]
+    )
+    assert set(ref.purposes) == set(ref.uses)  # every use has its purposes
 
 
 def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
@@ -85,6 +101,10 @@ def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
         ("People whip cream with {a_name}.", "People whip cream} with {a_name}.", "Single '}'"),
         ("People whip cream with {a_name}.", "People whip cream with {a_name.upper}.", "no other slot"),
         ('  - "To grab a thing is to take it."\n', '  - ""\n', "words: needs a list of sentences"),
+        ('  beat: ["beat eggs", "whip cream", "mix batter"]', '  beat: ["whip {a_name}"]', "bare phrase"),
+        ('  beat: ["beat eggs", "whip cream", "mix batter"]', '  beat: ["whip cream."]', "bare phrase"),
+        ('  beat: ["beat eggs", "whip cream", "mix batter"]', '  beat: "whip cream"', "needs a list of phrases"),
+        ('  beat: ["beat eggs", "whip cream", "mix batter"]', '  juggle: ["juggle"]', "unknown uses"),
     ],
 )
 def test_a_bad_knowledge_table_is_refused(tmp_path, old, new, message):
