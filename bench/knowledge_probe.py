@@ -57,7 +57,9 @@ ARMS = {  # (readings of each knowledge sentence in the corpus, share of each tu
 
 def held_out(ref) -> dict[str, str]:
     """The validation set's use phrasings: of each use with two or more train phrasings, the last ("a snack" of
-    eat). The probe's tuning never asks for them, so designs are chosen on them, never on the test phrasings."""
+    eat). Neither the probe's corpus nor its tuning holds them as instructions (the knowledge may hold their words,
+    as it holds the test phrasings': "A banana is a snack."), so designs are chosen on them, never on the test
+    phrasings."""
     return {use: sets["train"][-1] for use, sets in ref.uses.items() if len(sets["train"]) > 1}
 
 
@@ -223,7 +225,8 @@ def run_arm(args, arm: str, seed: int) -> dict:
     torch.manual_seed(seed)
     templates, ref = load_templates(), load_referring()
     repeats, share, forms = ARMS[arm]
-    lines = list(corpus(templates, seed=seed, knowledge=repeats, purpose_forms=forms))
+    held = frozenset(held_out(ref).values())  # validation phrasings: never read before the answers are scored
+    lines = list(corpus(templates, seed=seed, knowledge=repeats, purpose_forms=forms, leave_out=held))
     model, processor = build_model(LlavaShape(), seed=seed, lines=lines)
     tok = processor.tokenizer
     started = time.monotonic()
@@ -267,6 +270,7 @@ def settings(args) -> dict:
         "tune_steps": args.tune_steps,
         "per_set": args.per_set,
         "per_held": args.per_held,
+        "held_out": "corpus and tuning",  # where the validation phrasings are kept out of (earlier: tuning only)
     }
 
 
@@ -323,8 +327,11 @@ def main(argv: list[str] | None = None) -> int:
             done.append(run_arm(args, arm, seed))
             path.write_text(json.dumps(done, indent=1))
     (args.out / "summary.json").write_text(json.dumps([summary(r) for r in done], indent=1))
+    current = [r for r in done if r.get("settings") == settings(args)]
+    if len(current) < len(done):
+        print(f"({len(done) - len(current)} runs made with other settings are in probe.json, not below)")
     print(f"{'arm':32} {'seed':>4} {'facts recalled':>15} " + " ".join(f"{s:>26}" for s in SETS))
-    for r in done:
+    for r in current:
         known = r.get("facts_recalled")
         facts = f"{known[0]}/{known[1]}" if known else "-"
         cells = [

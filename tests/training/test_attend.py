@@ -259,6 +259,63 @@ def test_a_micro_batch_run_in_passes_of_like_length_has_the_gradient_of_one_pass
         torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize(("passes", "accumulate"), [(1, 1), (2, 2)])
+def test_knowledge_lines_mixed_into_a_step_add_their_share_of_the_gradient(workdir, passes, accumulate):
+    """--knowledge 0.25: the step's gradient is 0.75 x the answers' + 0.25 x that of the knowledge lines drawn,
+    read as the language stage reads them (in passes of like length and over micro-batches too); the loss
+    reported is the answers' alone."""
+    from training.train import Ranks, knowledge_lines_loss, train_step, trainable_model
+
+    model, processor = load_llava(workdir / "base")
+    model = trainable_model(model, "decoder")
+    params = [p for p in model.parameters() if p.requires_grad]
+    ds = ConversationDataset(workdir / "rt" / "train.json", processor, model.config.image_token_index, 64)
+    micro = [collate([ds[k] for k in range(4 * i, 4 * i + 4)], processor.tokenizer.pad_token_id) for i in range(2)]
+
+    def step(knowledge):
+        recorder = _Recorder(params)
+        stream = iter(micro[:accumulate])
+        loss, _ = train_step(model, recorder, [], stream, 0.0, accumulate, Ranks(), "cpu", None, passes, knowledge)
+        return loss, recorder.grads
+
+    answers_loss, answers = step(None)
+    mixed_loss, mixed = step((0.25, knowledge_lines_loss(processor, 3, 5, "cpu")))
+    model.zero_grad(set_to_none=True)
+    knowledge_lines_loss(processor, 3, 5, "cpu")(model).backward()  # the same seed: the same five lines
+    lines = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]  # the projector: none
+    assert mixed_loss == pytest.approx(answers_loss, rel=1e-6)
+    assert any((a != 0).any() for a in answers) and any((k != 0).any() for k in lines)
+    for m, a, k in zip(mixed, answers, lines, strict=True):
+        torch.testing.assert_close(m, 0.75 * a + 0.25 * k, rtol=1e-4, atol=1e-6)
+
+
+def test_knowledge_lines_are_the_corpus_facts_read_as_text(workdir):
+    from types import SimpleNamespace
+
+    from training.reasoning import load_templates
+    from training.reasoning.corpus import knowledge_lines
+    from training.train import TrainConfig, knowledge_lines_loss
+
+    texts = []
+
+    def runner(input_ids, attention_mask, labels):
+        texts.extend(processor.tokenizer.batch_decode(input_ids, skip_special_tokens=True))
+        assert (labels[attention_mask == 0] == -100).all()
+        return SimpleNamespace(loss=torch.zeros(()))
+
+    _, processor = load_llava(workdir / "base")
+    knowledge_lines_loss(processor, 0, 6, "cpu")(runner)
+    facts = set(knowledge_lines(list(load_templates().categories.values())))
+    assert len(texts) == 6 and all(t.strip() in facts for t in texts), texts
+    for bad in (-0.1, 0.6):
+        with pytest.raises(ValueError, match="knowledge is a share"):
+            TrainConfig("m", "d", "o", knowledge=bad)
+    for strategy in ("language", "pretrain", "align", "vision"):  # the lines would train nothing there
+        with pytest.raises(ValueError, match=f"knowledge: the lines train the decoder, which the {strategy}"):
+            TrainConfig("m", "d", "o", strategy=strategy, knowledge=0.25)
+    assert TrainConfig("m", "d", "o", strategy="decoder", knowledge=0.5).knowledge == 0.5
+
+
 def test_length_parts_put_like_lengths_together_longest_first():
     from training.train import TrainConfig, length_parts
 

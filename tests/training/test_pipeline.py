@@ -227,6 +227,16 @@ def test_attend_reaches_the_stages_that_train_answers(tmp_path):
     assert not any("--attend" in command for command in plain.values())
 
 
+def test_knowledge_lines_reach_the_stages_that_train_answers(tmp_path):
+    c = config_for("tiny", ["knowledge=0.25", "ground_steps=10"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
+    assert {name for name, command in stages.items() if "--knowledge 0.25" in command} == {"ground", "tune"}
+    plain = {s.name: s.command for s in tiny_stages(config_for("tiny", ["ground_steps=10"], environ={}), tmp_path)[0]}
+    assert not any("--knowledge" in command for command in plain.values())  # 0: the commands as they were
+    with pytest.raises(ValueError, match="knowledge is a share"):
+        config_for("tiny", ["knowledge=1"], environ={})
+
+
 def test_the_ground_batch_and_loader_processes_reach_their_stages(tmp_path):
     c = config_for("tiny", ["ground_steps=10", "ground_batch=64", "workers=6"], environ={})
     stages = {s.name: s for s in tiny_stages(c, tmp_path)[0]}

@@ -34,10 +34,12 @@ def corpus(
     decimals: tuple[int, ...] = (2, 3),
     knowledge: int = KNOWLEDGE_REPEATS,
     purpose_forms: bool = PURPOSE_FORMS,
+    leave_out: frozenset[str] = frozenset(),
 ) -> Iterator[str]:
     """Yield corpus lines: all template text, what things are for (``knowledge`` times each; 0: none; with
     ``purpose_forms`` every purpose in each wording of ``referring.PURPOSE_FORMS`` too), then ``poses`` random
-    answers per variant and precision."""
+    answers per variant and precision. ``leave_out``: use phrasings no referring instruction is filled with (a
+    probe's validation set)."""
     rng = random.Random(seed)
     categories = list(templates.categories.values()) + [templates.fallback]
     for category in categories:
@@ -61,7 +63,7 @@ def corpus(
                          name=category.name, axis=rng.choice("xy"), before=f"{before:.2f}", after=f"{after:.2f}")  # fmt: skip
             yield text.format(**words)
             yield rng.choice(templates.refinement[kind]).format(**words)
-    yield from referring_lines(categories, rng)
+    yield from referring_lines(categories, rng, leave_out=leave_out)
     facts = list(knowledge_lines(categories, purpose_forms)) if knowledge else []
     for _ in range(knowledge):
         yield from facts
@@ -73,9 +75,12 @@ def corpus(
                 yield fmt.render_pose(pose)
 
 
-def referring_lines(categories, rng: random.Random, per_frame: int = 6) -> Iterator[str]:
-    """Referring instructions (train phrasings only: the test set stays unseen), filled with random categories,
-    colours, places and uses, and the resolutions answers open with, each naming a use its object has."""
+def referring_lines(
+    categories, rng: random.Random, per_frame: int = 6, leave_out: frozenset[str] = frozenset()
+) -> Iterator[str]:
+    """Referring instructions (train phrasings only: the test set stays unseen; nor those in ``leave_out``), filled
+    with random categories, colours, places and uses, and the resolutions answers open with, each naming a use its
+    object has."""
     from appliance.sim.clutter import HUE_WORDS
 
     ref = load_referring()
@@ -85,7 +90,11 @@ def referring_lines(categories, rng: random.Random, per_frame: int = 6) -> Itera
             for _ in range(per_frame):
                 category = rng.choice(categories)
                 where = rng.choice(ref.where[rng.choice(sorted(ref.where))]["train"])
-                thing = rng.choice(ref.uses[rng.choice(sorted(ref.uses))]["train"])
+                use = rng.choice(sorted(ref.uses))
+                things = [t for t in ref.uses[use]["train"] if t not in leave_out]
+                if not things:
+                    raise ValueError(f"leave_out holds every train phrasing of the use {use!r}")
+                thing = rng.choice(things)
                 size = rng.choice(["larger", "smaller", "largest", "smallest"])
                 yield frame.format(
                     object=category.name, colour=rng.choice(colours), size=size, where=where, thing=thing
