@@ -415,13 +415,19 @@ def language_step_fn(
     rng = random.Random(seed if not start else f"{seed}:{start}")
 
     def loss(batch_size: int) -> torch.Tensor:
-        texts = [rng.choice(lines) + tok.eos_token for _ in range(batch_size)]
-        # cut here, not by the tokenizer: a tokenizer call's max_length is saved with it (``model.untruncated``)
-        enc = tok(texts, return_tensors="pt", padding=True, padding_side="right")  # the slice keeps the starts
-        ids, mask = enc["input_ids"][:, :max_tokens].to(device), enc["attention_mask"][:, :max_tokens].to(device)
-        return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        return text_loss(model, tok, [rng.choice(lines) for _ in range(batch_size)], max_tokens, device)
 
     return [p for p in model.parameters() if p.requires_grad], loss, None, lambda: None
+
+
+def text_loss(model, tok, texts: list[str], max_tokens: int = 96, device: str = "cpu") -> torch.Tensor:
+    """The mean causal-LM loss of ``texts`` read as plain text, each ended by </s> and cut to ``max_tokens``: how the
+    language stage reads its corpus (and ``train --knowledge`` its facts)."""
+    texts = [text + tok.eos_token for text in texts]
+    # cut here, not by the tokenizer: a tokenizer call's max_length is saved with it (``model.untruncated``)
+    enc = tok(texts, return_tensors="pt", padding=True, padding_side="right")  # the slice keeps the starts
+    ids, mask = enc["input_ids"][:, :max_tokens].to(device), enc["attention_mask"][:, :max_tokens].to(device)
+    return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
 
 
 def heads_outputs(checkpoint, model, processor):

@@ -629,25 +629,20 @@ def train_step(
     return totals[0].item(), (totals[1].item() if attend is not None else None)
 
 
-def knowledge_lines_loss(processor, seed: int, rows: int, device: str, start: int = 0, max_tokens: int = 96):
+def knowledge_lines_loss(processor, seed: int, rows: int, device: str, start: int = 0):
     """A function runner → the mean language loss of ``rows`` knowledge lines drawn at random (the language stage's
-    loss on them; a resumed run, ``start`` its step, draws fresh ones)."""
+    loss on them, ``stages.text_loss``; a resumed run, ``start`` its step, draws fresh ones)."""
     import random
-
-    import torch
 
     from .reasoning import load_templates
     from .reasoning.corpus import knowledge_lines
+    from .stages import text_loss
 
     lines = list(knowledge_lines(list(load_templates().categories.values())))
     rng = random.Random(f"{seed}:knowledge:{start}")
-    tok = processor.tokenizer
 
-    def loss(runner) -> torch.Tensor:
-        texts = [rng.choice(lines) + tok.eos_token for _ in range(rows)]
-        enc = tok(texts, return_tensors="pt", padding=True, padding_side="right")
-        ids, mask = enc["input_ids"][:, :max_tokens].to(device), enc["attention_mask"][:, :max_tokens].to(device)
-        return runner(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+    def loss(runner):
+        return text_loss(runner, processor.tokenizer, [rng.choice(lines) for _ in range(rows)], device=device)
 
     return loss
 

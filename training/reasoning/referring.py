@@ -68,7 +68,7 @@ class Referring:
     purposes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per use, what it is done for in base-form phrases ("whip cream"), each stated in every ``PURPOSE_FORMS``."""
 
-    def facts(self, use: str, a_name: str, forms: bool = True) -> tuple[str, ...]:
+    def facts(self, use: str, a_name: str, forms: bool = False) -> tuple[str, ...]:
         """The knowledge sentences of ``use`` about one object ("People whip cream with a whisk."), and with
         ``forms`` each of its purposes in every wording of ``PURPOSE_FORMS`` ("You use a whisk to whip cream.")."""
         names = {"a_name": a_name, "A_name": a_name[:1].upper() + a_name[1:]}

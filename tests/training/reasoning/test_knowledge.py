@@ -77,6 +77,20 @@ def test_every_purpose_is_stated_in_every_wording_of_its_own_objects():
     assert set(ref.purposes) == set(ref.uses)  # every use has its purposes
 
 
+def test_left_out_phrasings_fill_no_referring_instruction():
+    """A probe's validation phrasings (corpus leave_out) are never read as instructions."""
+    import random
+
+    from training.reasoning.corpus import referring_lines
+
+    categories = list(load_templates().categories.values())
+    kept = list(referring_lines(categories, random.Random(0), per_frame=200))
+    left = list(referring_lines(categories, random.Random(0), per_frame=200, leave_out=frozenset({"a snack"})))
+    assert any("a snack" in line for line in kept) and not any("a snack" in line for line in left)
+    with pytest.raises(ValueError, match="every train phrasing of the use 'store'"):
+        list(referring_lines(categories, random.Random(0), leave_out=frozenset({"something to keep things in"})))
+
+
 def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
     templates, ref = load_templates(), load_referring()
     use_of_thing = {sets["train"][0][:1].upper() + sets["train"][0][1:]: use for use, sets in ref.uses.items()}
