@@ -143,6 +143,9 @@ class Manifest:
     """The object vocabulary the model was trained with: every category name and synonym → its category name
     (appliance.runtime.objects reads the category a reasoning names). Optional: bundles exported before it have
     none, and their replies name no category."""
+    knowledge: str | None = None
+    """File name of the hints' knowledge (appliance.hints): the model was trained with every first instruction
+    carrying its hint, and the runtime appends it the same way. Bundles without it have no hints."""
     presence: PresenceSpec | None = None
     """The gate that refuses an instruction naming what is not on the table; bundles without it have none."""
     created: str = ""
@@ -156,7 +159,7 @@ class Manifest:
             raise ValueError(f"quant must be one of {QUANT_TYPES}, got {self.quant!r}")
         if self.vision_precision not in VISION_PRECISIONS:
             raise ValueError(f"vision_precision must be one of {VISION_PRECISIONS}, got {self.vision_precision!r}")
-        for name in (self.llm, self.vision, self.speech, self.drafts):
+        for name in (self.llm, self.vision, self.speech, self.drafts, self.knowledge):
             if name is not None and name not in self.files:
                 raise ValueError(f"{name!r} is not listed under files")
         if self.prompt_template.count(self.image_token) != 1 or "{instruction}" not in self.prompt_template:

@@ -35,7 +35,7 @@ def measure(model_dir: Path, root: Path, requests: int) -> dict:
     for image_id, referral in evaluation_items(dataset, list(dataset.ids))[:requests]:
         sample = center_crop(dataset.load(image_id, with_depth=False), view.crop, (view.size, view.size))
         instruction = referral.text if referral is not None else f"pick up the {sample.category}"
-        asked.append((sample.image, view.prompt_template.format(instruction=instruction)))
+        asked.append((sample.image, view.prompt(instruction)))
     start = time.perf_counter()
     alone = [answer(model, processor, image, "", prompt=prompt) for image, prompt in asked]
     single_s = time.perf_counter() - start

@@ -43,16 +43,23 @@ PICKS = {  # set → (frames, uses); "held" is the validation set: see ``held_ou
     "test frames, test uses": ("test", "test"),
 }
 ARMS = {  # (readings of each knowledge sentence in the corpus, share of each tuning batch that is knowledge,
-    # each purpose in every wording of referring.PURPOSE_FORMS too)
-    "no knowledge": (0, 0.0, False),
-    "knowledge": (8, 0.0, False),
-    "knowledge, also in tuning": (8, 0.25, False),
-    "echo, knowledge, also in tuning": (8, 0.25, False),
-    "knowledge x64": (64, 0.0, False),  # the corpus's default (KNOWLEDGE_REPEATS)
-    "knowledge x64, also in tuning": (64, 0.25, False),
-    "purpose forms x10": (10, 0.0, True),  # 1,110 sentences x 10: as many lines as 180 x 64
-    "purpose forms x10, also in tuning": (10, 0.25, True),
+    # each purpose in every wording of referring.PURPOSE_FORMS too, hints appended to the instruction)
+    "no knowledge": (0, 0.0, False, False),
+    "knowledge": (8, 0.0, False, False),
+    "knowledge, also in tuning": (8, 0.25, False, False),
+    "echo, knowledge, also in tuning": (8, 0.25, False, False),
+    "knowledge x64": (64, 0.0, False, False),  # the corpus's default (KNOWLEDGE_REPEATS)
+    "knowledge x64, also in tuning": (64, 0.25, False, False),
+    "purpose forms x10": (10, 0.0, True, False),  # 1,110 sentences x 10: as many lines as 180 x 64
+    "purpose forms x10, also in tuning": (10, 0.25, True, False),
+    "knowledge x64, hints": (64, 0.0, False, True),  # appliance.hints: "… whip cream? Hint: a whisk."
+    "no knowledge, hints": (0, 0.0, False, True),
+    "object first, knowledge x64, hints": (64, 0.0, False, True),  # "A whisk is something to beat eggs with."
+    "object first, knowledge x64": (64, 0.0, False, False),
 }
+OBJECT_FIRST = "{A_name} is {thing}."
+"""The answer of the "object first" arms: the object, then the use's first train phrasing (the pipeline's
+``referring.yaml`` resolution puts the use first: "Something to beat eggs with: a whisk.")."""
 
 
 def held_out(ref) -> dict[str, str]:
@@ -86,11 +93,22 @@ def listing(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def examples(ref, templates, rng: random.Random, n: int, frames: str, uses: str, echo: bool = False) -> list[dict]:
+def examples(
+    ref,
+    templates,
+    rng: random.Random,
+    n: int,
+    frames: str,
+    uses: str,
+    echo: bool = False,
+    knowledge=None,
+    object_first: bool = False,
+) -> list[dict]:
     """Prompts and answers: a table, a function instruction (``frames``: train or test phrasings; ``uses``: train
     (less the held-out ones), held or test). The answer opens with the use's first train phrasing ("Something to
     beat eggs with: a whisk."), or with ``echo`` with the phrasing the instruction used ("A thing to whip cream: a
-    whisk.")."""
+    whisk."). With ``knowledge`` (``appliance.hints.Knowledge``) the instruction carries its hint, as the
+    appliance's first turn does; ``object_first`` answers ``OBJECT_FIRST``."""
     from training.reasoning.referring import resolution
 
     held = held_out(ref)
@@ -102,10 +120,14 @@ def examples(ref, templates, rng: random.Random, n: int, frames: str, uses: str,
         else:
             thing = rng.choice([p for p in ref.uses[use][uses] if uses != "train" or p != held.get(use)])
         instruction = frame.format(thing=thing)
+        if knowledge is not None:
+            instruction += knowledge.hint(instruction)
         a_names = [templates.category(c).a_name for c in table]
         prompt = f"USER: On the table: {listing(a_names)}. {instruction} ASSISTANT:"
         a_name = templates.category(target).a_name
         answer = f"{thing[:1].upper()}{thing[1:]}: {a_name}." if echo else resolution("function", a_name, {"use": use})
+        if object_first:
+            answer = OBJECT_FIRST.format(A_name=a_name[:1].upper() + a_name[1:], thing=ref.uses[use]["train"][0])
         out.append({"prompt": prompt, "answer": answer, "target": target, "table": table, "use": use})
     return out
 
@@ -207,8 +229,11 @@ def checkpoint_recall(checkpoints: list[Path]) -> list[dict]:
     return out
 
 
-def named(text: str, target: str, templates) -> bool:
-    """The answer names the object meant after its colon ("…: a whisk.")."""
+def named(text: str, target: str, templates, object_first: bool = False) -> bool:
+    """The answer names the object meant after its colon ("…: a whisk."), or with ``object_first`` before its
+    " is " ("A whisk is …")."""
+    if object_first:
+        return text.partition(" is ")[0].strip().lower() == templates.category(target).a_name.lower()
     _, _, after = text.partition(":")
     return after.strip().rstrip(".") == templates.category(target).a_name
 
@@ -219,13 +244,14 @@ def run_arm(args, arm: str, seed: int) -> dict:
     from training.model import LlavaShape, build_model
     from training.reasoning import load_templates
     from training.reasoning.corpus import corpus, knowledge_lines
-    from training.reasoning.referring import load_referring
+    from training.reasoning.referring import load_referring, use_knowledge
     from training.stages import language_step_fn
 
     torch.manual_seed(seed)
     templates, ref = load_templates(), load_referring()
-    repeats, share, forms = ARMS[arm]
+    repeats, share, forms, hints = ARMS[arm]
     held = frozenset(held_out(ref).values())  # validation phrasings: never read before the answers are scored
+    knowledge = use_knowledge(templates, ref, leave_out=held) if hints else None
     lines = list(corpus(templates, seed=seed, knowledge=repeats, purpose_forms=forms, leave_out=held))
     model, processor = build_model(LlavaShape(), seed=seed, lines=lines)
     tok = processor.tokenizer
@@ -235,8 +261,8 @@ def run_arm(args, arm: str, seed: int) -> dict:
     model.eval()
     facts_known = recall(model, tok, templates)
     rng = random.Random(f"{seed}:records")
-    echo = arm.startswith("echo")
-    train = examples(ref, templates, rng, 4000, "train", "train", echo)
+    echo, first = arm.startswith("echo"), arm.startswith("object first")
+    train = examples(ref, templates, rng, 4000, "train", "train", echo, knowledge, first)
     facts = list(knowledge_lines(list(templates.categories.values()), forms)) if share else []
     loss = tune_loss(model, tok, train, rng, facts, share)
     tune = train_loop(model, loss, params, args.tune_steps, 1e-3, 32, f"{arm} {seed} tune")
@@ -245,10 +271,11 @@ def run_arm(args, arm: str, seed: int) -> dict:
     for name in SETS:
         frames, uses = PICKS[name]
         per_set = args.per_set if uses != "held" else args.per_held
-        rows = examples(ref, templates, random.Random(f"{seed}:{name}:eval"), per_set, frames, uses, echo)
+        draw = random.Random(f"{seed}:{name}:eval")
+        rows = examples(ref, templates, draw, per_set, frames, uses, echo, knowledge, first)
         for row in rows:
             row["written"] = answer(model, tok, row["prompt"])
-            row["right"] = named(row["written"], row["target"], templates)
+            row["right"] = named(row["written"], row["target"], templates, first)
         scored[name] = rows
     return {
         "arm": arm,

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from appliance.bundle import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
@@ -46,6 +48,11 @@ QUANTS = {  # --bits -> (manifest quant type, llama.cpp ftype, file suffix)
 RESAMPLE = {2: "bilinear", 3: "bicubic"}
 MIN_PATCHES = 0.5
 """The presence check's default threshold: chosen on validation scenes (bench/results/presence)."""
+KNOWLEDGE_FILE = "knowledge.yaml"
+KNOWLEDGE_HEADER = (
+    "# What the hints say each use is for (appliance/hints.py): the words that point to a use, the objects that\n"
+    "# serve it. After an edit, put the file's new sha256sum and size under files: in manifest.yaml.\n"
+)
 FOLLOWUP_TEMPLATE = " USER: {instruction} ASSISTANT:"
 """A refinement turn as training.data lays it out after an answer's ``</s>``."""
 
@@ -182,6 +189,10 @@ def build_bundle(
     steps.set_postfix_str("manifest")
     speech = write_vocabulary(work / SPEECH_FILE)
     drafts = write_drafts(work / DRAFTS_FILE)
+    knowledge = None
+    if view.knowledge is not None:  # the hints the model was trained with, in the file a user may extend
+        knowledge = work / KNOWLEDGE_FILE
+        knowledge.write_text(KNOWLEDGE_HEADER + yaml.safe_dump(view.knowledge, sort_keys=False, allow_unicode=True))
     manifest = Manifest(
         schema=SCHEMA_VERSION,
         model=out.name,
@@ -197,10 +208,11 @@ def build_bundle(
         image_token=IMAGE,
         followup_template=FOLLOWUP_TEMPLATE,
         answer=AnswerSpec(view.variant, view.decimals, view.refusals),
-        files={p.name: file_entry(p) for p in (llm, vision, speech, drafts)},
+        files={p.name: file_entry(p) for p in (llm, vision, speech, drafts, knowledge) if p is not None},
         tokenizer=tokenizer_family(json.loads((model_dir / "tokenizer.json").read_text())),
         speech=speech.name,
         drafts=drafts.name,
+        knowledge=None if knowledge is None else knowledge.name,
         categories=categories(),
         presence=presence,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

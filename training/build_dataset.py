@@ -28,6 +28,7 @@ from PIL import Image
 
 from appliance.answer import AnswerFormat, AnswerVariant
 from appliance.grasp import GraspPose
+from appliance.hints import KnowledgeError, knowledge_from_mapping
 from training.progress import progress_bar
 
 from .datasets import GraspDataset, GraspSample, open_dataset
@@ -46,6 +47,8 @@ DESCRIBE_QUESTIONS = (
     "what do you see on the table",
     "Which object is this, and where does it lie?",
 )
+DEFAULT_HINTS = "default"
+"""``--hints`` without a file: the knowledge ``referring.yaml`` holds (``use_knowledge``)."""
 PART_INSTRUCTION_RATE = 0.3
 """Share of samples whose instruction names the grasped part, where the part is known."""
 
@@ -75,6 +78,10 @@ class BuildConfig:
     """Most follow-up rounds a record with refinement carries (each record draws 1..this many)."""
     prompt_order: str = "image"
     """Where the image token goes in the first turn (``training.view.PROMPT_ORDERS``)."""
+    hints: str | None = None
+    """Every first turn's instruction carries its hint (``appliance.hints``): ``default`` from ``referring.yaml``
+    (what each use's train phrasings and facts say, and which categories serve it), or a knowledge YAML file of
+    your own. The table goes into view.json, so checkpoints and bundles carry it."""
 
     def __post_init__(self) -> None:
         AnswerFormat(self.variant, self.decimals)  # validates both
@@ -92,6 +99,8 @@ class BuildConfig:
         check_prompt_order(self.prompt_order)
         if self.targets not in ("all", "one"):
             raise ValueError(f"targets must be 'all' or 'one', got {self.targets!r}")
+        if self.hints is not None:
+            self.knowledge  # noqa: B018 - a missing or malformed file is an error before anything is built
 
     @property
     def answer_format(self) -> AnswerFormat:
@@ -100,7 +109,31 @@ class BuildConfig:
     @property
     def view(self) -> ModelView:
         """What the records teach, as ``view.json`` records it."""
-        return ModelView(self.variant, self.decimals, self.size, self.crop, self.absent_fraction > 0, self.prompt_order)
+        return ModelView(
+            self.variant, self.decimals, self.size, self.crop, self.absent_fraction > 0, self.prompt_order,
+            self.knowledge,
+        )  # fmt: skip
+
+    @property
+    def knowledge(self) -> dict | None:
+        """The hints' table in its YAML form (``hints``), checked."""
+        if self.hints is None:
+            return None
+        if self.hints == DEFAULT_HINTS:
+            from .reasoning.referring import load_referring, use_knowledge
+
+            return use_knowledge(load_templates(), load_referring()).to_mapping()
+        path = Path(self.hints)
+        if not path.is_file():
+            raise ValueError(f"hints: no knowledge file {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"hints: {path} is not YAML: {exc}") from None
+        try:
+            return knowledge_from_mapping(data).to_mapping()
+        except KnowledgeError as exc:
+            raise ValueError(f"hints: {path}: {exc}") from None
 
 
 class SampleMaker:
@@ -597,6 +630,15 @@ def main(argv: list[str] | None = None) -> int:
         help="what the first turn shows first: the image (LLaVA-1.5's usual '<image>\\n{instruction}', default) or "
         "the instruction ('{instruction}\\n<image>': the image tokens can read what is asked)",
     )
+    parser.add_argument(
+        "--hints",
+        nargs="?",
+        const=DEFAULT_HINTS,
+        metavar="FILE",
+        help="append to every first instruction the objects a knowledge table says its words are for ('... whip "
+        "cream? Hint: a whisk.'): the table referring.yaml makes, or FILE (appliance/hints.py shows its form); "
+        "bundles carry it, so users extend it without retraining",
+    )
     parser.add_argument("--objects", type=Path, help="Cornell image→object mapping file")
     parser.add_argument(
         "--workers",
@@ -621,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             args.absent_fraction,
             args.refine_rounds,
             args.prompt_order,
+            args.hints,
         )
         dataset = open_dataset(args.root, args.objects)
         summary = build(

@@ -335,7 +335,7 @@ class TorchAnswerer:
         self._image = None
 
     def __call__(self, camera_image, view_image, instruction):
-        prompt = self.view.prompt_template.format(instruction=instruction)
+        prompt = self.view.prompt(instruction)
         text, tokens = answer(self.model, self.processor, view_image, instruction, prompt=prompt)
         self._image = view_image
         self._turns = [{"from": "human", "value": self.view.first_turn(instruction)}, {"from": "gpt", "value": text}]
@@ -344,7 +344,7 @@ class TorchAnswerer:
     def many(self, requests: list[tuple]) -> list[tuple[str, int, dict]]:
         """Several first turns at once (``answer_many``), each ``(camera_image, view_image, instruction)``; no
         conversation is kept to follow up."""
-        prompts = [self.view.prompt_template.format(instruction=instruction) for *_, instruction in requests]
+        prompts = [self.view.prompt(instruction) for *_, instruction in requests]
         answers = answer_many(self.model, self.processor, [image for _, image, _ in requests], prompts)
         self._turns, self._image = [], None
         return [(text, tokens, {}) for text, tokens in answers]

@@ -231,6 +231,9 @@ class PipelineConfig:
     """Share of each ground and tune step's rows that are the language stage's knowledge lines, read as plain text
     (``train --knowledge``): those stages never show the facts and forget them otherwise (bench/results/
     knowledge-probe). 0: none."""
+    hints: bool = False
+    """The ground and tune stages' records carry hints on their first instructions (``build_dataset --hints``:
+    "… whip cream? Hint: a whisk."), and the bundle the knowledge they came from (appliance/hints.py)."""
     prompt_order: str = "image"
     """Where every stage's records put the image token: before the instruction or after it
     (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
@@ -364,6 +367,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     attend = ("--attend", str(c.attend), "--attend-from", c.attend_from) if c.attend > 0 else ()
     ground_attend = attend if c.ground_task == "grasp" else ()  # locate answers are points: nothing to look at
     knowledge = ("--knowledge", str(c.knowledge)) if c.knowledge > 0 else ()
+    hints = ("--hints",) if c.hints else ()
 
     def refine(fraction: float) -> tuple[str, ...]:
         rounds = ("--refine-rounds", str(c.refine_rounds)) if c.refine_rounds > 1 else ()
@@ -377,14 +381,14 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
             task = ("--targets", c.targets, *refine(c.ground_refine_fraction), *absent)
             evaluation = ("--eval-every", "200", "--eval-images", "20")
         stages += [
-            build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), *task),
+            build("ground-data", "--variant", "nr-a", "--decimals", "2", "--augment", str(c.augment), *task, *hints),
             train("ground", "decoder", f"{w}/{align}", f"{w}/ground-data", c.ground_steps, MICRO_BATCH, "--mix", f"{w}/describe",
                   "--lr", str(c.ground_lr), *evaluation, *ground_attend, *knowledge, batch=c.ground_batch, split=True),
         ]  # fmt: skip
         base = _checkpoint("ground", c.ground_steps)
     stages += [
         build("rt-data", "--variant", "rt", "--decimals", "2", "--augment", str(c.augment), *refine(c.refine_fraction),
-              "--targets", c.targets, *absent),
+              "--targets", c.targets, *absent, *hints),
         train("tune", c.strategy, f"{w}/{base}", f"{w}/rt-data", c.lora_steps, 16, *lr, "--eval-every", "200",
               "--eval-images", "10", *attend, *knowledge, split=True),
     ]  # fmt: skip

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from appliance.answer import AnswerFormat
+from appliance.hints import Knowledge, knowledge_from_mapping
 
 VIEW_FILE = "view.json"
 IMAGE = "<image>"
@@ -39,18 +41,39 @@ class ModelView:
     """Trained to refuse instructions about absent objects (``build_dataset --absent-fraction``)."""
     prompt_order: str = "image"
     """``PROMPT_ORDERS``: what comes first in the first turn (a view.json without it is image-first)."""
+    knowledge: dict | None = None
+    """The hints' knowledge (``appliance.hints``, its YAML form): every first turn's instruction carries its hint
+    ("… whip cream? Hint: a whisk."). None: no hints (a view.json without it has none)."""
 
     def __post_init__(self) -> None:
         check_prompt_order(self.prompt_order)
+        if self.knowledge is not None:
+            self.hints  # noqa: B018 - validates the table now, naming the bad entry
+
+    @cached_property
+    def hints(self) -> Knowledge | None:
+        return None if self.knowledge is None else knowledge_from_mapping(self.knowledge)
+
+    def instruction(self, text: str) -> str:
+        """The instruction as the model reads it in a first turn: with its hint when the view has knowledge."""
+        return text if self.hints is None else text + self.hints.hint(text)
 
     def first_turn(self, instruction: str) -> str:
-        """The user's first message: the instruction and the image token, in this view's order."""
-        return f"{IMAGE}\n{instruction}" if self.prompt_order == "image" else f"{instruction}\n{IMAGE}"
+        """The user's first message: the instruction (with its hint) and the image token, in this view's order."""
+        return self._turn(self.instruction(instruction))
+
+    def _turn(self, text: str) -> str:
+        return f"{IMAGE}\n{text}" if self.prompt_order == "image" else f"{text}\n{IMAGE}"
 
     @property
     def prompt_template(self) -> str:
-        """The single-turn prompt as a format string with an ``{instruction}`` field (what the bundle records)."""
-        return f"USER: {self.first_turn('{instruction}')} ASSISTANT:"
+        """The single-turn prompt as a format string with an ``{instruction}`` field (what the bundle records);
+        the field takes ``instruction(text)``, hint included."""
+        return f"USER: {self._turn('{instruction}')} ASSISTANT:"
+
+    def prompt(self, instruction: str) -> str:
+        """The single-turn prompt of one instruction, its hint included."""
+        return self.prompt_template.format(instruction=self.instruction(instruction))
 
     @property
     def answer_format(self) -> AnswerFormat:

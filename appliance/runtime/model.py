@@ -30,6 +30,7 @@ import numpy as np
 from appliance.answer import AnswerFormat, AnswerParseError, AnswerRefused, AnswerVariant
 from appliance.bundle import Manifest, read_bundle
 from appliance.grasp import GraspPose
+from appliance.hints import Knowledge, load_knowledge
 
 from .draft import NgramDrafter
 from .llm import ContextFull, Grammar, LlamaError, LlamaSettings, TextModel, TooLong, greedy
@@ -200,6 +201,9 @@ class GraspModel:
             if not self.vision.has_presence:
                 raise LlamaError(f"{manifest.vision} has no presence output, the manifest has a presence section")
             self.presence = PresenceGate(manifest.presence, CategoryNames(manifest.categories or {}))
+        self.hints: Knowledge | None = None
+        if manifest.knowledge is not None:
+            self.hints = load_knowledge(self.directory / manifest.knowledge)
         self._grammar = self.format.grammar()
         self._complete = re.compile(rf"\d\.\d{{{self.format.decimals}}}$")
         self._active: Session | None = None
@@ -315,6 +319,8 @@ class GraspModel:
     def prompt_segments(self, instruction: str, first: bool) -> list:
         """Token ids, with the image token's place marked by ``None``."""
         if first:
+            if self.hints is not None:  # as in training: the first instruction carries its hint
+                instruction += self.hints.hint(instruction)
             text = self.manifest.prompt_template.format(instruction=instruction)
             tokens = self.llm.tokenize(text, add_bos=True, special=True, start=True)
             if tokens.count(self.image_token) != 1:

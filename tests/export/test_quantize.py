@@ -109,3 +109,43 @@ def test_a_bfloat16_checkpoint_is_quantized_from_an_f16_source(tiny_checkpoint, 
     quantize.build_bundle(tiny_checkpoint, tmp_path / "f", bits=4, progress=False)
     assert sources == ["f16", "f32"]
     assert read_bundle(tmp_path / "b").quant == "Q4_K_M"
+
+
+def test_a_model_trained_with_hints_exports_its_knowledge_and_the_runtime_hints_as_training_did(
+    tiny_spm_checkpoint, tmp_path
+):
+    import yaml
+
+    from appliance.bundle import BundleError, file_entry, manifest_to_yaml
+    from appliance.runtime.model import GraspModel
+    from export.quantize import build_bundle
+    from training.view import ModelView
+
+    knowledge = {"uses": {"whip": {"words": ["People whip cream with."], "objects": ["a whisk"]}}}
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_spm_checkpoint, checkpoint)
+    view = ModelView(variant="rt", decimals=2, size=224, crop=320, knowledge=knowledge)
+    view.save(checkpoint / "view.json")
+    bundle = tmp_path / "bundle"
+    build_bundle(checkpoint, bundle, bits=8, progress=False)
+    manifest = read_bundle(bundle)  # the knowledge is hashed with the rest
+    assert manifest.knowledge == "knowledge.yaml" and "knowledge.yaml" in manifest.files
+    assert yaml.safe_load((bundle / "knowledge.yaml").read_text())["uses"] == knowledge["uses"]
+    model = GraspModel.load(bundle)
+    asked = "could you pass me a thing to whip cream?"
+    for instruction in (asked, "pick up the mug"):
+        segments = model.prompt_segments(instruction, first=True)
+        training = model.llm.tokenize(view.prompt(instruction), add_bos=True, special=True, start=True)
+        assert segments == [None if t == model.image_token else t for t in training]  # the records' first turn
+    assert "Hint: a whisk." in view.prompt(asked) and "Hint" not in view.prompt("pick up the mug")
+    follow = b"".join(model.llm.piece(t) for t in model.prompt_segments("whip it harder", first=False)).decode()
+    assert "Hint" not in follow  # follow-ups carry none, as in training
+    model.llm.close()
+    # a user's edit must be rehashed; a broken table is refused by name
+    (bundle / "knowledge.yaml").write_text("uses: [unclosed\n")
+    with pytest.raises(BundleError, match="knowledge.yaml"):
+        read_bundle(bundle)
+    manifest.files["knowledge.yaml"] = file_entry(bundle / "knowledge.yaml")
+    (bundle / "manifest.yaml").write_text(manifest_to_yaml(manifest))
+    with pytest.raises(ValueError, match="knowledge.yaml"):
+        GraspModel.load(bundle)

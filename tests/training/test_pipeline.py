@@ -237,6 +237,14 @@ def test_knowledge_lines_reach_the_stages_that_train_answers(tmp_path):
         config_for("tiny", ["knowledge=1"], environ={})
 
 
+def test_hints_reach_the_records_of_the_stages_that_train_answers(tmp_path):
+    c = config_for("tiny", ["hints=yes", "ground_steps=10"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(c, tmp_path)[0]}
+    assert {name for name, command in stages.items() if "--hints" in command} == {"ground-data", "rt-data"}
+    plain = {s.name: s.command for s in tiny_stages(config_for("tiny", ["ground_steps=10"], environ={}), tmp_path)[0]}
+    assert not any("--hints" in command for command in plain.values())
+
+
 def test_the_ground_batch_and_loader_processes_reach_their_stages(tmp_path):
     c = config_for("tiny", ["ground_steps=10", "ground_batch=64", "workers=6"], environ={})
     stages = {s.name: s for s in tiny_stages(c, tmp_path)[0]}

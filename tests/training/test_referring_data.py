@@ -254,3 +254,42 @@ def test_locate_needs_scenes(tmp_path):
     (root / "instructions.jsonl").unlink()
     with pytest.raises(ValueError, match="locate needs referring instructions"):
         build(open_dataset(root), "all", 0, BuildConfig(variant="nr-a", task="locate"), tmp_path / "o", progress=False)
+
+
+def test_hints_ride_on_every_first_instruction_and_the_view_carries_their_knowledge(clutter, tmp_path):
+    from training.reasoning import load_templates
+
+    config = BuildConfig(variant="rt", decimals=2, size=224, crop=320, seed=3, hints="default")
+    build(clutter, "all", 0, config, tmp_path / "rt", progress=False)
+    view = ModelView.load(tmp_path / "rt")
+    assert view.hints is not None and view.knowledge["uses"]["cut"]["objects"]
+    by_id = {i.id: i for i in clutter.instructions}
+    hinted = kinds = 0
+    for record in json.loads((tmp_path / "rt" / "train.json").read_text()):
+        instruction = by_id[record["instruction"]]
+        first = record["conversations"][0]["value"]
+        assert first == view.first_turn(instruction.text)  # the appliance's first turn, word for word
+        hint = view.hints.hint(instruction.text)
+        hinted += bool(hint)
+        if instruction.kind == "function":
+            kinds += 1
+            target = clutter.scene(instruction.image).objects[instruction.target]["category"]
+            assert load_templates().category(target).a_name in hint, (instruction.text, hint)
+    assert kinds and hinted >= kinds
+    plain = BuildConfig(variant="rt", decimals=2, size=224, crop=320, seed=3)
+    assert plain.view.knowledge is None and "Hint" not in plain.view.first_turn("something to cut with")
+
+
+def test_a_knowledge_file_of_ones_own_is_checked_before_anything_is_built(clutter, tmp_path, capsys):
+    from training.build_dataset import main
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("uses:\n  whip:\n    words: [People whip cream with.]\n    objects: []\n")
+    args = ["--root", str(clutter.root), "--split", "all", "--out", str(tmp_path / "out"), "--hints"]
+    assert main([*args, str(mine)]) == 2
+    assert "mine.yaml" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main([*args, str(tmp_path / "missing.yaml")]) == 2
+    assert "no knowledge file" in capsys.readouterr().err
+    mine.write_text("uses:\n  whip:\n    words: [People whip cream with.]\n    objects: [a whisk]\n")
+    config = BuildConfig(hints=str(mine))
+    assert config.view.first_turn("a thing to whip cream") == "<image>\na thing to whip cream Hint: a whisk."

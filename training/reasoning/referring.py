@@ -11,6 +11,7 @@ in a train and a test set that share no frame.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
@@ -76,6 +77,25 @@ class Referring:
         if forms:
             sentences += [f.format(purpose=p, **names) for p in self.purposes.get(use, ()) for f in PURPOSE_FORMS]
         return tuple(sentences)
+
+
+def use_knowledge(templates, ref: Referring, leave_out: frozenset[str] = frozenset()):
+    """The hints' knowledge (``appliance.hints``): per use, its facts with the object left out ("People whip cream
+    with .") and its train phrasings (less ``leave_out``), and the categories that serve it; the words of every
+    train frame are ignored ("hand me", "pick up"). The test phrasings are never in it."""
+    from appliance.hints import Knowledge
+
+    words = {}
+    for use, sets in ref.uses.items():
+        facts = [s.replace("{a_name}", "").replace("{A_name}", "") for s in ref.knowledge[use]]
+        words[use] = tuple(facts + [p for p in sets["train"] if p not in leave_out])
+    objects: dict[str, list[str]] = {use: [] for use in ref.uses}
+    for category, uses in ref.category_uses.items():
+        for use in uses:
+            objects[use].append(templates.category(category).a_name)
+    frames = " ".join(f for sets in ref.phrasings.values() for f in sets["train"])
+    ignore = {w for w in re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", frames.lower()))}
+    return Knowledge(words, {u: tuple(o) for u, o in objects.items()}, frozenset(ignore))
 
 
 def _sets(table: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
