@@ -56,10 +56,17 @@ ARMS = {  # (readings of each knowledge sentence in the corpus, share of each tu
     "no knowledge, hints": (0, 0.0, False, True),
     "object first, knowledge x64, hints": (64, 0.0, False, True),  # "A whisk is something to beat eggs with."
     "object first, knowledge x64": (64, 0.0, False, False),
+    "object first, knowledge x64, hints, masked": (64, 0.0, False, True),  # MASKED of the tuning's use phrases
 }
-OBJECT_FIRST = "{A_name} is {thing}."
-"""The answer of the "object first" arms: the object, then the use's first train phrasing (the pipeline's
-``referring.yaml`` resolution puts the use first: "Something to beat eggs with: a whisk.")."""
+MASKED = 0.5
+"""In the "masked" arm, the share of tuning instructions whose use phrase is replaced by 2-4 random words of the
+corpus; the hint still comes from the real phrase, so only the hint tells the object (the model must learn to
+read it, not only the words it memorised)."""
+USE_FIRST = "{Thing}: {a_name}."
+"""The answer of every arm but the "object first" ones: the use's first train phrasing (with "echo" the
+instruction's), then the object ("Something to beat eggs with: a whisk."): the pipeline's function resolution up
+to session 20. The "object first" arms answer as ``referring.yaml`` now does: "A whisk is something to beat eggs
+with." """
 
 
 def held_out(ref) -> dict[str, str]:
@@ -103,15 +110,18 @@ def examples(
     echo: bool = False,
     knowledge=None,
     object_first: bool = False,
+    masked: float = 0.0,
 ) -> list[dict]:
     """Prompts and answers: a table, a function instruction (``frames``: train or test phrasings; ``uses``: train
     (less the held-out ones), held or test). The answer opens with the use's first train phrasing ("Something to
     beat eggs with: a whisk."), or with ``echo`` with the phrasing the instruction used ("A thing to whip cream: a
     whisk."). With ``knowledge`` (``appliance.hints.Knowledge``) the instruction carries its hint, as the
-    appliance's first turn does; ``object_first`` answers ``OBJECT_FIRST``."""
+    appliance's first turn does; ``object_first`` answers with the pipeline's resolution (``USE_FIRST`` otherwise);
+    ``masked``: see ``MASKED``."""
     from training.reasoning.referring import resolution
 
     held = held_out(ref)
+    vocabulary = _vocabulary(ref) if masked else []
     out = []
     for use, target, table in tables(ref, rng, n, only=held if uses == "held" else None):
         frame = rng.choice(ref.phrasings["function"][frames])
@@ -120,16 +130,32 @@ def examples(
         else:
             thing = rng.choice([p for p in ref.uses[use][uses] if uses != "train" or p != held.get(use)])
         instruction = frame.format(thing=thing)
-        if knowledge is not None:
-            instruction += knowledge.hint(instruction)
+        hint = knowledge.hint(instruction) if knowledge is not None else ""
+        if masked and rng.random() < masked:
+            instruction = frame.format(thing=" ".join(rng.sample(vocabulary, rng.randint(2, 4))))
+        instruction += hint
         a_names = [templates.category(c).a_name for c in table]
         prompt = f"USER: On the table: {listing(a_names)}. {instruction} ASSISTANT:"
         a_name = templates.category(target).a_name
-        answer = f"{thing[:1].upper()}{thing[1:]}: {a_name}." if echo else resolution("function", a_name, {"use": use})
-        if object_first:
-            answer = OBJECT_FIRST.format(A_name=a_name[:1].upper() + a_name[1:], thing=ref.uses[use]["train"][0])
+        canonical = ref.uses[use]["train"][0]
+        if object_first:  # the pipeline's resolution since session 21 (referring.yaml)
+            answer = resolution("function", a_name, {"use": use})
+        else:  # the arms before it: the use first
+            answer = USE_FIRST.format(
+                Thing=(thing if echo else canonical)[:1].upper() + (thing if echo else canonical)[1:], a_name=a_name
+            )
         out.append({"prompt": prompt, "answer": answer, "target": target, "table": table, "use": use})
     return out
+
+
+def _vocabulary(ref) -> list[str]:
+    """The words of every knowledge sentence and use phrasing (``MASKED``'s draws)."""
+    texts = [t for ts in ref.knowledge.values() for t in ts] + [
+        p for sets in ref.uses.values() for ps in sets.values() for p in ps
+    ]
+    return sorted(
+        {w for t in texts for w in t.replace("{a_name}", "").replace("{A_name}", "").lower().replace(".", "").split()}
+    )
 
 
 def train_loop(model, loss_fn, params, steps: int, lr: float, batch: int, label: str) -> float:
@@ -262,7 +288,8 @@ def run_arm(args, arm: str, seed: int) -> dict:
     facts_known = recall(model, tok, templates)
     rng = random.Random(f"{seed}:records")
     echo, first = arm.startswith("echo"), arm.startswith("object first")
-    train = examples(ref, templates, rng, 4000, "train", "train", echo, knowledge, first)
+    masked = MASKED if arm.endswith("masked") else 0.0
+    train = examples(ref, templates, rng, 4000, "train", "train", echo, knowledge, first, masked)
     facts = list(knowledge_lines(list(templates.categories.values()), forms)) if share else []
     loss = tune_loss(model, tok, train, rng, facts, share)
     tune = train_loop(model, loss, params, args.tune_steps, 1e-3, 32, f"{arm} {seed} tune")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 APPLIANCE = ROOT / "appliance"
-CONTRACTS = ("grasp", "answer", "bundle", "geometry", "config")
+CONTRACTS = ("grasp", "answer", "bundle", "geometry", "config", "hints")
 
 
 def imported_modules(path: Path):

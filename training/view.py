@@ -54,13 +54,14 @@ class ModelView:
     def hints(self) -> Knowledge | None:
         return None if self.knowledge is None else knowledge_from_mapping(self.knowledge)
 
-    def instruction(self, text: str) -> str:
-        """The instruction as the model reads it in a first turn: with its hint when the view has knowledge."""
-        return text if self.hints is None else text + self.hints.hint(text)
+    def instruction(self, text: str, hint_from: str | None = None) -> str:
+        """The instruction as the model reads it in a first turn: with its hint when the view has knowledge
+        (looked up with ``hint_from``, by default the instruction itself)."""
+        return text if self.hints is None else text + self.hints.hint(text if hint_from is None else hint_from)
 
-    def first_turn(self, instruction: str) -> str:
+    def first_turn(self, instruction: str, hint_from: str | None = None) -> str:
         """The user's first message: the instruction (with its hint) and the image token, in this view's order."""
-        return self._turn(self.instruction(instruction))
+        return self._turn(self.instruction(instruction, hint_from))
 
     def _turn(self, text: str) -> str:
         return f"{IMAGE}\n{text}" if self.prompt_order == "image" else f"{text}\n{IMAGE}"

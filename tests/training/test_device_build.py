@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from training.reasoning.corpus import fingerprint
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "device_build"
 TINY = ["images=40", "vision_steps=3", "language_steps=3", "align_steps=3", "ground_steps=2", "lora_steps=2",
@@ -46,6 +48,7 @@ def fake_carry(root: Path, sets=TINY, checkpoint: bool = True) -> Path:
         (start / "align" / "checkpoint-000003" / "config.json").write_text("{}")
     (start / "sets.txt").write_text("\n".join(sets) + "\n")
     (start / "stages.txt").write_text("base,vision,language,align\n")
+    (start / "corpus.md5").write_text(fingerprint() + "\n")
     return root / "carry"
 
 
@@ -87,6 +90,11 @@ def test_a_carry_that_begin_made_with_other_sizes_is_refused_before_training(tmp
     empty = fake_carry(tmp_path / "other", checkpoint=False)
     missing = device_build("train", "--set", "ground_steps=5", work=work, out=tmp_path / "out", carry=empty)
     assert missing.returncode == 2 and "align/checkpoint-000003, which begin did not make" in missing.stderr
+    # a carry from another corpus (referring.yaml changed since begin, or a begin before the check) is refused
+    stale = fake_carry(tmp_path / "stale")
+    (stale / "start" / "corpus.md5").write_text("0" * 32 + "\n")
+    old = device_build("train", work=work, out=tmp_path / "out", carry=stale)
+    assert old.returncode == 2 and "made from another corpus" in old.stderr and not (work / "stages.json").exists()
 
 
 def _pack_of(tmp_path: Path, files: dict[str, str], dirs=()) -> Path:

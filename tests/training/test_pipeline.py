@@ -243,6 +243,13 @@ def test_hints_reach_the_records_of_the_stages_that_train_answers(tmp_path):
     assert {name for name, command in stages.items() if "--hints" in command} == {"ground-data", "rt-data"}
     plain = {s.name: s.command for s in tiny_stages(config_for("tiny", ["ground_steps=10"], environ={}), tmp_path)[0]}
     assert not any("--hints" in command for command in plain.values())
+    masked = config_for("tiny", ["hints=yes", "hint_masking=0.5", "ground_steps=10"], environ={})
+    stages = {s.name: s.command for s in tiny_stages(masked, tmp_path)[0]}
+    assert {n for n, command in stages.items() if "--hint-masking 0.5 --hints" in command} == {"ground-data", "rt-data"}
+    with pytest.raises(ValueError, match="hint_masking needs hints"):
+        config_for("tiny", ["hint_masking=0.5"], environ={})
+    demo = config_for("demo-model", environ={})
+    assert demo.hints and demo.hint_masking == 0.5  # chosen on the probe's validation set
 
 
 def test_the_ground_batch_and_loader_processes_reach_their_stages(tmp_path):

@@ -19,6 +19,7 @@ from training.datasets.augment import Augmentation, center_crop  # noqa: E402
 from training.datasets.referring import with_scene  # noqa: E402
 from training.evaluate import Evaluation, evaluate  # noqa: E402
 from training.judging import evaluation_items  # noqa: E402
+from training.reasoning import load_templates  # noqa: E402
 from training.view import ModelView  # noqa: E402
 
 VIEW = ModelView(variant="rt", decimals=2, size=224, crop=320, refusals=True)
@@ -69,8 +70,9 @@ def test_answers_resolve_the_instruction_to_its_object_then_say_how_it_is_held(c
         assert record["target"] == instruction.target and category in answer.split("[")[0]
         if instruction.kind == "attribute":
             assert f"The {instruction.facts['word']} one is" in answer
-        if instruction.kind == "function":
-            assert answer.startswith("Something") or answer.startswith("A ")
+        if instruction.kind == "function":  # the object first: what a hint names
+            a_name = next(c.a_name for c in load_templates().categories.values() if c.name == category)
+            assert answer.startswith(f"{a_name[:1].upper()}{a_name[1:]} is something"), answer
         if record["image"].endswith("_v0.png"):
             upright += 1
             on_target += segment_owner(clutter, record, out, fmt.parse(answer).pose) == instruction.target
@@ -257,8 +259,6 @@ def test_locate_needs_scenes(tmp_path):
 
 
 def test_hints_ride_on_every_first_instruction_and_the_view_carries_their_knowledge(clutter, tmp_path):
-    from training.reasoning import load_templates
-
     config = BuildConfig(variant="rt", decimals=2, size=224, crop=320, seed=3, hints="default")
     build(clutter, "all", 0, config, tmp_path / "rt", progress=False)
     view = ModelView.load(tmp_path / "rt")
@@ -293,3 +293,31 @@ def test_a_knowledge_file_of_ones_own_is_checked_before_anything_is_built(clutte
     mine.write_text("uses:\n  whip:\n    words: [People whip cream with.]\n    objects: [a whisk]\n")
     config = BuildConfig(hints=str(mine))
     assert config.view.first_turn("a thing to whip cream") == "<image>\na thing to whip cream Hint: a whisk."
+
+
+def test_masked_use_phrases_leave_the_hint_alone_to_tell_the_object(clutter, tmp_path):
+    from training.build_dataset import use_phrase
+
+    config = BuildConfig(variant="rt", decimals=2, size=224, crop=320, seed=4, hints="default", hint_masking=1.0)
+    build(clutter, "iw", 0, config, tmp_path / "rt", progress=False)
+    view = ModelView.load(tmp_path / "rt")
+    by_id = {i.id: i for i in clutter.instructions}
+    seen = {"train": 0, "test": 0}
+    for split in seen:
+        for record in json.loads((tmp_path / "rt" / f"{split}.json").read_text()):
+            instruction = by_id[record["instruction"]]
+            if instruction.kind != "function":
+                continue
+            seen[split] += 1
+            first = record["conversations"][0]["value"]
+            target = clutter.scene(instruction.image).objects[instruction.target]["category"]
+            assert load_templates().category(target).a_name in first.partition(" Hint: ")[2], first
+            if split == "test":  # scored as asked
+                assert first == view.first_turn(instruction.text)
+            else:
+                assert use_phrase(instruction) not in first and first.endswith(view.hints.hint(instruction.text))
+    assert seen["train"] and seen["test"]
+    with pytest.raises(ValueError, match="hint_masking needs hints"):
+        BuildConfig(hint_masking=0.5)
+    with pytest.raises(ValueError, match="hint_masking must be in"):
+        BuildConfig(hints="default", hint_masking=2.0)

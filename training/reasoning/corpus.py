@@ -120,3 +120,13 @@ def knowledge_lines(categories, purpose_forms: bool = PURPOSE_FORMS) -> Iterator
         for use in ref.category_uses.get(category.name, ()):
             yield from ref.facts(use, category.a_name, purpose_forms)
     yield from ref.words
+
+
+def fingerprint(seed: int = 0) -> str:
+    """The MD5 of the corpus the tokenizer and the language stage read (``corpus(seed=seed)``): a carry of trained
+    stages is only taken up by a checkout whose corpus is the same (scripts/device_build)."""
+    import hashlib
+
+    from .templates import load_templates
+
+    return hashlib.md5("\n".join(corpus(load_templates(), seed=seed)).encode()).hexdigest()

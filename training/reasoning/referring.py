@@ -193,7 +193,12 @@ def resolution(kind: str, a_name: str, facts: dict) -> str:
     thing = ref.uses[facts["use"]]["train"][0] if kind == "function" else ""
     where = ref.where[facts["relation"]]["train"][0] if kind == "spatial" else ""
     return ref.resolution[kind].format(
-        a_name=a_name, word=facts.get("word", ""), where=where, Thing=thing[:1].upper() + thing[1:]
+        a_name=a_name,
+        A_name=a_name[:1].upper() + a_name[1:],
+        word=facts.get("word", ""),
+        where=where,
+        thing=thing,
+        Thing=thing[:1].upper() + thing[1:],
     )
 
 

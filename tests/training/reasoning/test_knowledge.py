@@ -93,17 +93,17 @@ def test_left_out_phrasings_fill_no_referring_instruction():
 
 def test_the_corpus_pairs_a_use_only_with_an_object_that_has_it():
     templates, ref = load_templates(), load_referring()
-    use_of_thing = {sets["train"][0][:1].upper() + sets["train"][0][1:]: use for use, sets in ref.uses.items()}
-    a_names = {c.a_name: name for name, c in templates.categories.items()}
+    use_of_thing = {sets["train"][0]: use for use, sets in ref.uses.items()}
+    a_names = {c.a_name[:1].upper() + c.a_name[1:]: name for name, c in templates.categories.items()}
     lines, seen = list(corpus(templates, seed=3)), 0
-    for line in lines:
-        thing, colon, rest = line.partition(": ")
-        if colon and thing in use_of_thing and rest.rstrip(".") in a_names:
-            assert use_of_thing[thing] in ref.category_uses[a_names[rest.rstrip(".")]], line
+    for line in lines:  # "A whisk is something to beat eggs with."
+        a_name, is_, thing = line.rstrip(".").partition(" is ")
+        if is_ and thing in use_of_thing and a_name in a_names:
+            assert use_of_thing[thing] in ref.category_uses[a_names[a_name]], line
             seen += 1
     assert seen > 10
-    fallback = f": {templates.fallback.a_name}."
-    assert not any(line.endswith(fallback) for line in lines)  # it has no use
+    fallback = templates.fallback.a_name[:1].upper() + templates.fallback.a_name[1:] + " is something"
+    assert not any(line.startswith(fallback) for line in lines)  # it has no use
 
 
 @pytest.mark.parametrize(
