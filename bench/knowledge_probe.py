@@ -60,8 +60,10 @@ ARMS = {  # (readings of each knowledge sentence in the corpus, share of each tu
 }
 MASKED = 0.5
 """In the "masked" arm, the share of tuning instructions whose use phrase is replaced by 2-4 random words of the
-corpus; the hint still comes from the real phrase, so only the hint tells the object (the model must learn to
-read it, not only the words it memorised)."""
+hints' table, object names left out (``referring.masking_words``, as the pipeline draws them); the hint still
+comes from the real phrase, so only the hint tells the object (the model must learn to read it, not only the
+words it memorised). Session 21's first masked runs drew from every knowledge sentence and every use phrasing,
+the validation and test phrasings' words ("thing", "tool", "toy") among them: a leak; rerun."""
 USE_FIRST = "{Thing}: {a_name}."
 """The answer of every arm but the "object first" ones: the use's first train phrasing (with "echo" the
 instruction's), then the object ("Something to beat eggs with: a whisk."): the pipeline's function resolution up
@@ -118,10 +120,10 @@ def examples(
     whisk."). With ``knowledge`` (``appliance.hints.Knowledge``) the instruction carries its hint, as the
     appliance's first turn does; ``object_first`` answers with the pipeline's resolution (``USE_FIRST`` otherwise);
     ``masked``: see ``MASKED``."""
-    from training.reasoning.referring import resolution
+    from training.reasoning.referring import masking_words, resolution
 
     held = held_out(ref)
-    vocabulary = _vocabulary(ref) if masked else []
+    vocabulary = masking_words(knowledge, templates) if masked else []
     out = []
     for use, target, table in tables(ref, rng, n, only=held if uses == "held" else None):
         frame = rng.choice(ref.phrasings["function"][frames])
@@ -146,16 +148,6 @@ def examples(
             )
         out.append({"prompt": prompt, "answer": answer, "target": target, "table": table, "use": use})
     return out
-
-
-def _vocabulary(ref) -> list[str]:
-    """The words of every knowledge sentence and use phrasing (``MASKED``'s draws)."""
-    texts = [t for ts in ref.knowledge.values() for t in ts] + [
-        p for sets in ref.uses.values() for ps in sets.values() for p in ps
-    ]
-    return sorted(
-        {w for t in texts for w in t.replace("{a_name}", "").replace("{A_name}", "").lower().replace(".", "").split()}
-    )
 
 
 def train_loop(model, loss_fn, params, steps: int, lr: float, batch: int, label: str) -> float:

@@ -17,7 +17,6 @@ import argparse
 import json
 import multiprocessing
 import random
-import re
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -341,16 +340,19 @@ class SampleMaker:
         masking = self.config.hint_masking
         if test or not masking or instruction.kind != "function" or rng.random() >= masking:
             return self.view.first_turn(instruction.text)
+        if not self.view.hints.hint(instruction.text):  # a table of one's own may say nothing: then only the words can
+            return self.view.first_turn(instruction.text)
         phrase = use_phrase(instruction)
         words = self.masking_words()
         said = instruction.text.replace(phrase, " ".join(rng.sample(words, rng.randint(2, 4))), 1)
         return self.view.first_turn(said, hint_from=instruction.text)
 
     def masking_words(self) -> list[str]:
-        """The words masked use phrases are drawn from: every word of the hints' knowledge."""
+        """The words masked use phrases are drawn from (``referring.masking_words``: no object names)."""
         if self._masking_words is None:
-            texts = [t for ts in self.view.hints.words.values() for t in ts]
-            self._masking_words = sorted({w for t in texts for w in re.findall(r"[a-z]+", t.lower()) if len(w) > 1})
+            from .reasoning.referring import masking_words
+
+            self._masking_words = masking_words(self.view.hints, self.templates)
         return self._masking_words
 
     def _refusal(self, base: dict, instruction: Instruction, **empty) -> dict:

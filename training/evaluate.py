@@ -391,7 +391,9 @@ def bundle_answerer(grasp_model, constrain: bool = True, max_new_tokens: int | N
 
 
 def bundle_view(manifest) -> ModelView:
-    """The ModelView a bundle was exported with (its manifest carries the same facts as view.json)."""
+    """The ModelView a bundle was exported with, for scoring: answer contract, size, crop, prompt order (its manifest
+    carries the same facts as view.json). It leaves out the hints' knowledge: the bundle's own runtime hints its
+    prompts (``BundleAnswerer``), so this view's ``prompt`` is not the bundle's for a model trained with hints."""
     answer, template = manifest.answer, manifest.prompt_template
     order = "instruction" if template.index("{instruction}") < template.index(manifest.image_token) else "image"
     return ModelView(answer.variant, answer.decimals, manifest.image.size, manifest.image.crop, answer.refusals, order)

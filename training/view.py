@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from appliance.answer import AnswerFormat
-from appliance.hints import Knowledge, knowledge_from_mapping
+from appliance.hints import Knowledge, KnowledgeError, knowledge_from_mapping
 
 VIEW_FILE = "view.json"
 IMAGE = "<image>"
@@ -92,6 +92,9 @@ class ModelView:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        view = cls(**data)
+        try:
+            view = cls(**data)
+        except KnowledgeError as exc:
+            raise ValueError(f"{path}: knowledge: {exc}") from None
         AnswerFormat(view.variant, view.decimals)  # validates both
         return view

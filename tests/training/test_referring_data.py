@@ -274,7 +274,7 @@ def test_hints_ride_on_every_first_instruction_and_the_view_carries_their_knowle
         if instruction.kind == "function":
             kinds += 1
             target = clutter.scene(instruction.image).objects[instruction.target]["category"]
-            assert load_templates().category(target).a_name in hint, (instruction.text, hint)
+            assert load_templates().category(target).a_name in view.hints.objects_for(instruction.text), hint
     assert kinds and hinted >= kinds
     plain = BuildConfig(variant="rt", decimals=2, size=224, crop=320, seed=3)
     assert plain.view.knowledge is None and "Hint" not in plain.view.first_turn("something to cut with")
@@ -303,6 +303,7 @@ def test_masked_use_phrases_leave_the_hint_alone_to_tell_the_object(clutter, tmp
     view = ModelView.load(tmp_path / "rt")
     by_id = {i.id: i for i in clutter.instructions}
     seen = {"train": 0, "test": 0}
+    names = {w for c in load_templates().categories.values() for n in (c.name, *c.synonyms) for w in n.split()}
     for split in seen:
         for record in json.loads((tmp_path / "rt" / f"{split}.json").read_text()):
             instruction = by_id[record["instruction"]]
@@ -311,11 +312,16 @@ def test_masked_use_phrases_leave_the_hint_alone_to_tell_the_object(clutter, tmp
             seen[split] += 1
             first = record["conversations"][0]["value"]
             target = clutter.scene(instruction.image).objects[instruction.target]["category"]
-            assert load_templates().category(target).a_name in first.partition(" Hint: ")[2], first
+            assert load_templates().category(target).a_name in view.hints.objects_for(instruction.text), first
             if split == "test":  # scored as asked
                 assert first == view.first_turn(instruction.text)
             else:
                 assert use_phrase(instruction) not in first and first.endswith(view.hints.hint(instruction.text))
+                said = first.removeprefix("<image>\n").partition(" Hint: ")[0]
+                before, _, after = instruction.text.partition(use_phrase(instruction))
+                assert said.startswith(before) and said.endswith(after), (said, instruction.text)
+                masked = said[len(before) : len(said) - len(after)].split()
+                assert 2 <= len(masked) <= 4 and not set(masked) & names, said  # no object named in the mask
     assert seen["train"] and seen["test"]
     with pytest.raises(ValueError, match="hint_masking needs hints"):
         BuildConfig(hint_masking=0.5)

@@ -31,3 +31,8 @@ def test_a_view_with_knowledge_hints_every_first_instruction_and_keeps_the_templ
     assert ModelView.load(tmp_path) == view and ModelView.load(tmp_path).first_turn(asked).endswith("a whisk.")
     with pytest.raises(ValueError, match="no objects"):
         ModelView(knowledge={"uses": {"whip": {"words": ["whip"], "objects": []}}})
+    (tmp_path / "view.json").write_text(
+        json.dumps({"knowledge": {"uses": {"whip": {"words": ["whip"], "objects": []}}}})
+    )
+    with pytest.raises(ValueError, match="view.json: knowledge: use 'whip': no objects"):
+        ModelView.load(tmp_path)

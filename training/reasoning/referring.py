@@ -98,6 +98,19 @@ def use_knowledge(templates, ref: Referring, leave_out: frozenset[str] = frozens
     return Knowledge(words, {u: tuple(o) for u, o in objects.items()}, frozenset(ignore))
 
 
+def masking_words(knowledge, templates) -> list[str]:
+    """The words a masked use phrase is drawn from (``build_dataset --hint-masking``): every word of the hints'
+    knowledge but the object names and their synonyms, so that a masked instruction never names an object (a
+    name instruction's own hint may point elsewhere: "pick up the phone" finds the cable's use, and there the
+    name must win)."""
+    names = set()
+    for category in templates.categories.values():
+        for name in (category.name, *category.synonyms):
+            names.update(re.findall(r"[a-z]+", name.lower()))
+    texts = [t for ts in knowledge.words.values() for t in ts]
+    return sorted({w for t in texts for w in re.findall(r"[a-z]+", t.lower()) if len(w) > 1} - names)
+
+
 def _sets(table: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
     out = {}
     for key, sets in table.items():
