@@ -290,7 +290,7 @@ PRESETS = {
         # quarter of each step's rows they kept 86 and 92 after 200 (bench/results/knowledge-probe)
         "knowledge": 0.25,
         # function instructions in new wordings: the hints name the object, and half the training instructions'
-        # use phrases masked teach the model to read them; in the text-only probe, validation 28-33 % → 55-57 %
+        # use phrases masked teach the model to read them; in the text-only probe, validation 28-33 % → 64-68 %
         # right on two seeds (bench/results/knowledge-probe, session 21)
         "hints": True,
         "hint_masking": 0.5,
