@@ -30,7 +30,9 @@ def cell(tmp_path_factory):
         yield config
 
 
-@pytest.mark.parametrize("variant", ["nr-a", "rt"])
+# NR-A is slow-marked: the demo test runs an NR-A bundle through the same loop (real processes, every grasp
+# in the sim) in the default run, so this case only repeats it
+@pytest.mark.parametrize("variant", [pytest.param("nr-a", marks=pytest.mark.slow), "rt"])
 def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, f32_bundle, tmp_path, variant):
     from appliance.client import Client
 
