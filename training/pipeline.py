@@ -6,9 +6,9 @@
 
 A stage is a command (``python -m MODULE ARGS``) and the outputs it writes. The runner:
 
-- skips a stage that finished in an earlier run with the same command and whose outputs still exist (a crash
-  mid-stage leaves it unfinished, so it runs again); once one stage runs, every later one runs too, since
-  its inputs may have changed;
+- skips a stage that finished in an earlier run with the same command (and the same corpus, for the base and
+  language stages, which learn it) and whose outputs still exist (a crash mid-stage leaves it unfinished, so it
+  runs again); once one stage runs, every later one runs too, since its inputs may have changed;
 - keeps each stage's whole output in ``WORK/logs/NAME.log`` (nothing filtered out);
 - records each stage's command and wall time in ``WORK/stages.json``, and a line per start and end in
   ``WORK/pipeline.log`` (what ``training.model_card`` reads);
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -60,6 +61,9 @@ class Stage:
     speed: tuple[str, ...] = ()
     """Arguments that change how fast the stage runs, never what it writes (``--workers``): passed after ``args``
     but left out of ``command``, so changing them reruns no finished stage."""
+    reads: str = ""
+    """A fingerprint of what the stage reads beyond its arguments (the base and language stages: the corpus, which
+    our code writes): a finished stage whose recorded fingerprint differs runs again, and every stage after it."""
 
     @property
     def command(self) -> str:
@@ -99,7 +103,8 @@ class Runner:
     def run_stage(self, stage: Stage, may_skip: bool = True) -> dict:
         self.work.mkdir(parents=True, exist_ok=True)
         record = self._record()
-        done = record.get(stage.name, {}).get("command") == stage.command and self._outputs_exist(stage)
+        ran = record.get(stage.name, {})
+        done = (ran.get("command"), ran.get("reads", "")) == (stage.command, stage.reads) and self._outputs_exist(stage)
         if may_skip and done:
             self._log(f"== {stage.name}: finished in an earlier run, skipped")
             return {**record[stage.name], "skipped": True}
@@ -121,6 +126,7 @@ class Runner:
             raise PipelineError(f"stage {stage.name} ended without writing {', '.join(missing)}; see {log_path}")
         self._log(f"== {stage.name} took {seconds:.0f} s")
         row = {"name": stage.name, "command": stage.command, "seconds": round(seconds, 1), "log": str(log_path)}
+        row |= {"reads": stage.reads} if stage.reads else {}
         self._save({**self._record(), stage.name: row})
         return {**row, "skipped": False}
 
@@ -329,6 +335,15 @@ def _checkpoint(stage_dir: str, steps: int) -> str:
     return f"{stage_dir}/checkpoint-{steps:06d}"
 
 
+@functools.cache
+def corpus_fingerprint() -> str:
+    """``corpus.fingerprint()``, once a process (about a second): the base stage's tokenizer and the language stage
+    learn that text, so a change to it (``referring.yaml``, the templates) reruns them."""
+    from .reasoning.corpus import fingerprint
+
+    return f"corpus md5 {fingerprint()}"
+
+
 def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     """Synthetic data → vision → language → align → (ground) → RT tuning → merge → evaluation on iw fold 0; the
     stages and the path of the final checkpoint."""
@@ -368,9 +383,9 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     stages = [
         Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0",
               *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",), speed=c.cpu_workers()),
-        Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",)),
+        Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",), reads=corpus_fingerprint()),
         train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, MICRO_BATCH, "--split", "iw", "--fold", "0", *crop),
-        train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH),
+        dataclasses.replace(train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH), reads=corpus_fingerprint()),
         build("describe", "--task", "describe"),
         train("align", "align", f"{w}/{language}", f"{w}/describe", c.align_steps, 16),
     ]  # fmt: skip

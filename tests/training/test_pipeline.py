@@ -1,5 +1,6 @@
 """The pipeline runner: stages as a table, skipped when finished, whole logs, times, and failures that say why."""
 
+import dataclasses
 import json
 import os
 
@@ -40,6 +41,28 @@ def test_a_changed_command_or_a_missing_output_runs_that_stage_and_every_later_o
     changed = [stages[0], stage("b", tmp_path, "extra"), stages[2]]
     assert [r["skipped"] for r in runner.run(changed)] == [True, False, False]
     assert (tmp_path / "b.txt").read_text().endswith("extra")
+
+
+def test_a_stage_whose_reads_changed_runs_again_and_every_later_one(tmp_path):
+    # the base and language stages learn the corpus, which the code writes: a new corpus must retrain them even
+    # though their commands are the same (scripts/device_build's begin relies on it)
+    runner = Runner(tmp_path, echo=lambda line: None)
+    old = [stage("a", tmp_path), dataclasses.replace(stage("b", tmp_path), reads="corpus md5 1"), stage("c", tmp_path)]
+    runner.run(old)
+    assert json.loads((tmp_path / "stages.json").read_text())["b"]["reads"] == "corpus md5 1"
+    assert [r["skipped"] for r in runner.run(old)] == [True, True, True]
+    new = [old[0], dataclasses.replace(old[1], reads="corpus md5 2"), old[2]]
+    assert [r["skipped"] for r in runner.run(new)] == [True, False, False]
+    unrecorded = [old[0], dataclasses.replace(old[1], reads=""), old[2]]  # a record from before: runs again too
+    assert [r["skipped"] for r in runner.run(unrecorded)] == [True, False, False]
+    assert "reads" not in json.loads((tmp_path / "stages.json").read_text())["b"]
+
+
+def test_the_base_and_language_stages_read_the_corpus(tmp_path):
+    from training.reasoning.corpus import fingerprint
+
+    reads = {s.name: s.reads for s in tiny_stages(PipelineConfig(), tmp_path)[0] if s.reads}
+    assert reads == {"base": f"corpus md5 {fingerprint()}", "language": f"corpus md5 {fingerprint()}"}
 
 
 def test_a_failing_stage_stops_the_run_says_why_and_runs_again_next_time(tmp_path):
