@@ -4,7 +4,13 @@
 demo model, trained from nothing, only knows what it read. The knowledge (a table of uses: the words that point
 to each use, and the objects that serve it) is looked up with the instruction's words, and the objects of the
 best use are appended to the first turn: ``… whip cream? Hint: a whisk.`` The model was trained with the same
-hints on every instruction, so it learnt to use them and to ignore them where the instruction names its object.
+hints on every first instruction.
+
+Where the instruction names its object ("pick up the box", "the red mug on the left"), the name counts for nothing
+in the lookup (``names``): the instruction already says which object, and the knowledge must not point elsewhere
+("the box" would find the tape roll, "something to seal a box with"), least of all when that object is absent
+and the answer is a refusal. A use's own words may still hold a name ("seal a box": the box is left out, "seal"
+finds the tape roll).
 
 The lookup is plain lexical retrieval (BM25 over stemmed words; the frame words in ``ignore`` never count), so
 a user teaches the appliance a new use by adding a row to the bundle's ``knowledge.yaml``, without retraining:
@@ -13,6 +19,7 @@ a user teaches the appliance a new use by adding a row to the bundle's ``knowled
       whip:
         words: ["People whip cream with a whisk.", "something to beat eggs with"]
         objects: ["a whisk"]
+    names: ["whisk", "egg beater", "mug", ...]   # optional: what names an object
 
 No torch: training renders hints with the same ``Knowledge`` the bundle carries (``load_knowledge`` reads it).
 """
@@ -38,6 +45,8 @@ STOP_WORDS = frozenset(
     "something thing things that this one people their them what do".split()
 )
 _WORD = re.compile(r"[a-z]+")
+DETERMINERS = "the a an this that these those my your"
+"""A name counts as naming the object wanted after one of these and at most two other words ('the red mug')."""
 
 
 class KnowledgeError(ValueError):
@@ -73,7 +82,10 @@ class Knowledge:
     words: dict[str, tuple[str, ...]]
     objects: dict[str, tuple[str, ...]]
     ignore: frozenset[str] = frozenset()
+    names: tuple[str, ...] = ()
+    """What names an object ('mug', 'coffee mug'): left out of an instruction that says it after a determiner."""
     _index: dict[str, Counter] = field(init=False, repr=False, compare=False)
+    _named: re.Pattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if set(self.words) != set(self.objects):
@@ -86,10 +98,29 @@ class Knowledge:
             if not index[use]:
                 raise KnowledgeError(f"use {use!r}: its words hold no word to look up")
         object.__setattr__(self, "_index", index)
+        named = sorted({" ".join(_WORD.findall(n.lower())) for n in self.names} - {""}, key=len, reverse=True)
+        pattern = None
+        if named:
+            alternatives = "|".join(re.escape(n).replace(r"\ ", "[^a-z]+") for n in named)
+            determiners = "|".join(DETERMINERS.split())
+            pattern = re.compile(rf"\b({determiners})((?:\s+[a-z]+){{0,2}}?)\s+(?:{alternatives})\b")
+        object.__setattr__(self, "_named", pattern)
+
+    def without_names(self, instruction: str) -> str:
+        """The instruction, lower-cased, less every object name it says after a determiner: 'pick up the orange
+        box' → 'pick up the'."""
+        text = instruction.lower()
+        if self._named is None:
+            return text
+        while True:  # 'the orange box': 'box' goes first, then 'orange' (a fruit's name too)
+            shorter = self._named.sub(r"\1\2", text)
+            if shorter == text:
+                return text
+            text = shorter
 
     def scores(self, instruction: str) -> list[tuple[float, str]]:
         """BM25 of each use against the instruction's words, best first (ties in use order)."""
-        query = set(terms(instruction, self.ignore))
+        query = set(terms(self.without_names(instruction), self.ignore))
         if not query or not self._index:
             return []
         n = len(self._index)
@@ -127,6 +158,7 @@ class Knowledge:
         return {
             "ignore": sorted(self.ignore),
             "uses": {u: {"words": list(self.words[u]), "objects": list(self.objects[u])} for u in self.words},
+            **({"names": list(self.names)} if self.names else {}),
         }
 
 
@@ -134,12 +166,15 @@ def knowledge_from_mapping(data) -> Knowledge:
     """A ``Knowledge`` from its YAML form (``to_mapping``); names the bad entry."""
     if not isinstance(data, dict) or not isinstance(data.get("uses"), dict):
         raise KnowledgeError("knowledge must be a mapping with a 'uses' table")
-    unknown = set(data) - {"uses", "ignore"}
+    unknown = set(data) - {"uses", "ignore", "names"}
     if unknown:
         raise KnowledgeError(f"unknown knowledge keys: {sorted(unknown)}")
     ignore = data.get("ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(w, str) for w in ignore):
         raise KnowledgeError("'ignore' must be a list of words")
+    names = data.get("names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise KnowledgeError("'names' must be a list of object names")
     words, objects = {}, {}
     for use, entry in data["uses"].items():
         if not isinstance(entry, dict) or set(entry) != {"words", "objects"}:
@@ -149,7 +184,7 @@ def knowledge_from_mapping(data) -> Knowledge:
             if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
                 raise KnowledgeError(f"use {use!r}: {key!r} must be a list of non-empty strings")
             into[str(use)] = tuple(value)
-    return Knowledge(words, objects, frozenset(w.lower() for w in ignore))
+    return Knowledge(words, objects, frozenset(w.lower() for w in ignore), tuple(names))
 
 
 def load_knowledge(path: Path) -> Knowledge:

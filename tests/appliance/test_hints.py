@@ -59,6 +59,32 @@ def test_our_knowledge_points_every_train_and_test_use_phrasing_to_its_objects(o
         assert knowledge.hint(name) == "", name  # train frames and names point to no use
 
 
+def test_a_named_object_counts_for_nothing_and_a_use_may_still_hold_a_name():
+    seal = {"words": ["something to seal a box with"], "objects": ["a tape roll"]}
+    data = {"uses": {**KITCHEN["uses"], "seal": seal}, "names": ["box", "orange", "mug", "coffee mug"]}
+    knowledge = knowledge_from_mapping(data)
+    unnamed = knowledge_from_mapping({"uses": data["uses"]})
+    assert unnamed.hint("pick up the box") == " Hint: a tape roll."  # what the names are for
+    for said in ("pick up the box", "Grab the orange box please.", "the larger box on the left", "hand me a box"):
+        assert knowledge.hint(said) == "", said  # the instruction names its object (an absent one: a refusal)
+    assert knowledge.without_names("Grab the orange box please.") == "grab the please."
+    assert knowledge.without_names("I'd like the blue coffee mug") == "i'd like the blue"
+    assert knowledge.hint("something to seal a box with") == " Hint: a tape roll."  # 'seal' still finds it
+    assert knowledge.hint("a mug to drink from") == " Hint: a mug."  # no determiner before it: the words count
+    assert knowledge.hint("I need something to drink from") == " Hint: a mug."
+    assert knowledge_from_mapping(knowledge.to_mapping()) == knowledge
+
+
+def test_our_names_leave_only_function_instructions_hinted(ours):
+    templates, ref = ours
+    knowledge = use_knowledge(templates, ref)
+    assert {"box", "orange", "mug"} <= set(knowledge.names)
+    # each before the names counted: the box's 'seal a box', the toys' 'play', the hammer's own facts
+    for said in ("Can you lift the box?", "grab the pink toy block please", "I want the hammer."):
+        assert knowledge.hint(said) == "", said
+    assert knowledge.hint("could you pass me a thing to play with?") != ""
+
+
 def test_a_left_out_phrasing_is_not_in_the_knowledge(ours):
     templates, ref = ours
     assert "a toy" in use_knowledge(templates, ref).words["play"]
@@ -85,6 +111,7 @@ def test_a_user_teaches_a_new_use_by_adding_a_row(tmp_path):
         ({"uses": {"cut": {"words": ["cut"], "objects": []}}}, "no objects"),
         ({"uses": {"cut": {"words": ["the it"], "objects": ["a knife"]}}}, "no word to look up"),
         ({"ignore": "hand", "uses": {}}, "'ignore' must be a list"),
+        ({"names": ["box", ""], "uses": {}}, "'names' must be a list of object names"),
     ],
 )
 def test_a_malformed_table_names_the_bad_entry(data, message):

@@ -82,7 +82,8 @@ class Referring:
 def use_knowledge(templates, ref: Referring, leave_out: frozenset[str] = frozenset()):
     """The hints' knowledge (``appliance.hints``): per use, its facts with the object left out ("People whip cream
     with .") and its train phrasings (less ``leave_out``), and the categories that serve it; the words of every
-    train frame are ignored ("hand me", "pick up"). The test phrasings are never in it."""
+    train frame are ignored ("hand me", "pick up"), and so is every category's name or synonym where an
+    instruction says it ("the box"). The test phrasings are never in it."""
     from appliance.hints import Knowledge
 
     words = {}
@@ -95,7 +96,13 @@ def use_knowledge(templates, ref: Referring, leave_out: frozenset[str] = frozens
             objects[use].append(templates.category(category).a_name)
     frames = " ".join(f for sets in ref.phrasings.values() for f in sets["train"])
     ignore = {w for w in re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", frames.lower()))}
-    return Knowledge(words, {u: tuple(o) for u, o in objects.items()}, frozenset(ignore))
+    return Knowledge(words, {u: tuple(o) for u, o in objects.items()}, frozenset(ignore), object_names(templates))
+
+
+def object_names(templates) -> tuple[str, ...]:
+    """Every category's name and synonyms, lower-cased, once each, in the templates' order."""
+    names = (n.lower() for c in templates.categories.values() for n in (c.name, *c.synonyms))
+    return tuple(dict.fromkeys(names))
 
 
 def masking_words(knowledge, templates) -> list[str]:
@@ -103,10 +110,7 @@ def masking_words(knowledge, templates) -> list[str]:
     knowledge but the object names and their synonyms, so that a masked instruction never names an object (a
     name instruction's own hint may point elsewhere: "pick up the phone" finds the cable's use, and there the
     name must win)."""
-    names = set()
-    for category in templates.categories.values():
-        for name in (category.name, *category.synonyms):
-            names.update(re.findall(r"[a-z]+", name.lower()))
+    names = {w for name in object_names(templates) for w in re.findall(r"[a-z]+", name)}
     texts = [t for ts in knowledge.words.values() for t in ts]
     return sorted({w for t in texts for w in re.findall(r"[a-z]+", t.lower()) if len(w) > 1} - names)
 
