@@ -75,6 +75,11 @@ def listing(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def hint_text(objects: list[str]) -> str:
+    """``" Hint: a knife or a pair of scissors."``, or ``""`` for no objects."""
+    return HINT.format(objects=listing(objects)) if objects else ""
+
+
 @dataclass(frozen=True)
 class Knowledge:
     """Uses: the words that point to each (sentences or phrases) and the objects that serve it."""
@@ -151,8 +156,7 @@ class Knowledge:
 
     def hint(self, instruction: str) -> str:
         """The text appended to the first turn: ``" Hint: a whisk."``, or ``""`` when the knowledge says nothing."""
-        names = self.objects_for(instruction)
-        return HINT.format(objects=listing(names)) if names else ""
+        return hint_text(self.objects_for(instruction))
 
     def to_mapping(self) -> dict:
         return {

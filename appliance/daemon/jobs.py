@@ -55,6 +55,7 @@ def prediction_fields(prediction: Prediction) -> dict:
         "parsed": prediction.ok,
         "parse_error": prediction.error,
         "pose": None if pose is None else {"x": pose.x, "y": pose.y, "theta": pose.theta},
+        "hint": list(prediction.hint),
         "timings": prediction.timings.as_dict(),
     }
 

@@ -112,6 +112,9 @@ PREDICTION_FIELDS = {
     "camera pixels, u0 <= u < u1 and v0 <= v < v1: the region standing 1 cm or more above the table (a plane fitted "
     "to the depth image) that holds `pixel`, or else the nearest one within a finger's reach (4 cm); null without "
     "depth or such a region",
+    "hint": "the objects the bundle's knowledge table (`knowledge.yaml`) says the instruction's words are for, as "
+    "appended to a first turn ('could you pass me a thing to whip cream? Hint: a whisk.'); `[]` on follow-ups, where "
+    "the table names none (or the instruction names its object) and for bundles without a table",
     "target": "the base-frame grasp position `[x, y, z]` in metres, when executable (else null)",
     "executable": "whether every check before motion passed",
     "check": "why not ('' when it is executable)",

@@ -30,7 +30,7 @@ import numpy as np
 from appliance.answer import AnswerFormat, AnswerParseError, AnswerRefused, AnswerVariant
 from appliance.bundle import Manifest, read_bundle
 from appliance.grasp import GraspPose
-from appliance.hints import Knowledge, load_knowledge
+from appliance.hints import Knowledge, hint_text, load_knowledge
 
 from .draft import NgramDrafter
 from .llm import ContextFull, Grammar, LlamaError, LlamaSettings, TextModel, TooLong, greedy
@@ -103,6 +103,9 @@ class Prediction:
     """What the model said it does not see (a refusal answer); the pose is None then."""
     gated: bool = False
     """The refusal came from the bundle's presence gate (``runtime.presence``): nothing was decoded."""
+    hint: tuple[str, ...] = ()
+    """The objects the bundle's knowledge named for a first turn's instruction, appended to it as " Hint: a
+    whisk." (``appliance.hints``); empty on follow-ups, where it names none, and for bundles without one."""
 
     @property
     def ok(self) -> bool:
@@ -316,11 +319,14 @@ class GraspModel:
             )
         return Embedded(view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid), patches)
 
+    def hint_objects(self, instruction: str) -> list[str]:
+        """The objects the bundle's knowledge says a first instruction's words are for (none without one)."""
+        return [] if self.hints is None else self.hints.objects_for(instruction)
+
     def prompt_segments(self, instruction: str, first: bool) -> list:
         """Token ids, with the image token's place marked by ``None``."""
         if first:
-            if self.hints is not None:  # as in training: the first instruction carries its hint
-                instruction += self.hints.hint(instruction)
+            instruction += hint_text(self.hint_objects(instruction))  # as in training: the first turn's hint
             text = self.manifest.prompt_template.format(instruction=instruction)
             tokens = self.llm.tokenize(text, add_bos=True, special=True, start=True)
             if tokens.count(self.image_token) != 1:
@@ -499,9 +505,12 @@ class Session:
         if image is None:
             pre_ms = vision_ms = 0.0
         self.check_room(instruction)
+        hint = tuple(model.hint_objects(instruction)) if not self.history else ()
         unseen = model.presence.unseen(instruction, patches) if model.presence is not None else None
         if unseen is not None:
-            return self._refuse(instruction, unseen, Timings(pre_ms, vision_ms), box, view)
+            prediction = replace(self._refuse(instruction, unseen, Timings(pre_ms, vision_ms), box, view), hint=hint)
+            self.turns[-1] = prediction
+            return prediction
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -526,7 +535,7 @@ class Session:
         # The answer's tail and the end of turn are evaluated lazily, when the conversation goes on.
         self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]
         timings = Timings(pre_ms, vision_ms, 1000 * (prefill - start), prefilled, 1000 * (end - prefill), len(tokens))
-        prediction = self._parse(text, timings, box, view, tokens)
+        prediction = replace(self._parse(text, timings, box, view, tokens), hint=hint)
         self.turns.append(prediction)
         return prediction
 

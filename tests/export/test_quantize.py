@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 pytest.importorskip("llama_cpp")
@@ -141,6 +142,11 @@ def test_a_model_trained_with_hints_exports_its_knowledge_and_the_runtime_hints_
     assert "Hint: a whisk." in view.prompt(asked) and "Hint" not in view.prompt("pick up the mug")
     follow = b"".join(model.llm.piece(t) for t in model.prompt_segments("whip it harder", first=False)).decode()
     assert "Hint" not in follow  # follow-ups carry none, as in training
+    session = model.session()  # the replies say which objects the hint named (the daemon's `hint`)
+    image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    assert session.ask(asked, image, max_new_tokens=24).hint == ("a whisk",)
+    assert session.ask("whip it harder", max_new_tokens=24).hint == ()
+    assert model.predict(image, "pick up the mug").hint == ()
     model.llm.close()
     # a user's edit must be rehashed; a broken table is refused by name
     (bundle / "knowledge.yaml").write_text("uses: [unclosed\n")
