@@ -69,7 +69,10 @@ class Evaluation:
 
     def referring_summary(self) -> dict:
         """On a root with instructions: scores per kind, the category named right per kind, and refusals (of
-        ``absent`` instructions, where they are right, and of every other, where they are wrong)."""
+        ``absent`` instructions, where they are right, and of every other, where they are wrong). For a model
+        trained with hints, per kind: the share of instructions that got one, and of those with an object meant,
+        the share whose hint named it (what the model could copy: function instructions should be near 1, the
+        others near 0, see ``appliance.hints``)."""
         if not any(r.get("kind") for r in self.rows):
             return {}
         kinds = sorted({r["kind"] for r in self.rows if r.get("kind")})
@@ -77,11 +80,21 @@ class Evaluation:
         for kind in kinds:
             rows = [r for r in self.rows if r.get("kind") == kind and r["category"]]
             named[kind] = sum(r["stated_category"] == r["category"] for r in rows) / len(rows) if rows else None
+        hinted = {}
+        for kind in kinds:
+            rows = [r for r in self.rows if r.get("kind") == kind and "hint" in r]
+            if rows:  # a model trained with hints: how often the hint named the object meant, and any object
+                right = [r for r in rows if "hint_right" in r]
+                hinted[kind] = {
+                    "hinted": sum(bool(r["hint"]) for r in rows) / len(rows),
+                    "right": sum(r["hint_right"] for r in right) / len(right) if right else None,
+                }
         absent = [r for r in self.rows if r.get("kind") == "absent"]
         present = [r for r in self.rows if r.get("kind") and r["kind"] != "absent"]
         return {
             "by_kind": by_kind(self.rows),
             "category_by_kind": named,
+            **({"hint_by_kind": hinted} if hinted else {}),
             "refused_absent": sum(bool(r.get("refused")) for r in absent) / len(absent) if absent else None,
             "refused_present": sum(bool(r.get("refused")) for r in present) / len(present) if present else None,
         }
@@ -224,6 +237,8 @@ def evaluate(
                 **extra,
             }
             row["stated_category"] = stated_category(text, names) if fmt.variant.value == "rt" else None
+            if "hint" in row and category:  # the model was trained with hints: did the hint name the object meant?
+                row["hint_right"] = templates.category(category).a_name in row["hint"]
             try:
                 pose = fmt.parse(text).pose
                 row.update(parsed=True, x=pose.x, y=pose.y, theta=pose.theta)
@@ -339,7 +354,11 @@ class TorchAnswerer:
         text, tokens = answer(self.model, self.processor, view_image, instruction, prompt=prompt)
         self._image = view_image
         self._turns = [{"from": "human", "value": self.view.first_turn(instruction)}, {"from": "gpt", "value": text}]
-        return text, tokens, {}
+        return text, tokens, self._hinted(instruction)
+
+    def _hinted(self, instruction: str) -> dict:
+        hints = self.view.hints
+        return {} if hints is None else {"hint": hints.objects_for(instruction)}
 
     def many(self, requests: list[tuple]) -> list[tuple[str, int, dict]]:
         """Several first turns at once (``answer_many``), each ``(camera_image, view_image, instruction)``; no
@@ -347,7 +366,10 @@ class TorchAnswerer:
         prompts = [self.view.prompt(instruction) for *_, instruction in requests]
         answers = answer_many(self.model, self.processor, [image for _, image, _ in requests], prompts)
         self._turns, self._image = [], None
-        return [(text, tokens, {}) for text, tokens in answers]
+        return [
+            (text, tokens, self._hinted(instruction))
+            for (text, tokens), (*_, instruction) in zip(answers, requests, strict=True)
+        ]
 
     def follow_up(self, instruction: str) -> str:
         from .data import conversation_text
@@ -378,6 +400,8 @@ class BundleAnswerer:
         self._session = self.model.session()
         prediction = self._session.ask(instruction, camera_image, self.max_new_tokens, self.constrain)
         extra = {"timings": prediction.timings.as_dict()}
+        if self.model.hints is not None:
+            extra["hint"] = list(prediction.hint)
         if prediction.gated:
             extra["gated"] = True  # refused by the bundle's presence check, nothing decoded
         return prediction.text, len(prediction.tokens), extra

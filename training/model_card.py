@@ -29,6 +29,7 @@ SUMMARY_KEYS = (
     "answer_batch",
     "category_accuracy",
     "category_by_kind",
+    "hint_by_kind",
     "refused_absent",
     "refused_present",
     "refinement_success",
@@ -167,6 +168,20 @@ def card(
         met = values[0] is not None and (values[0] >= goal if at_least else values[0] <= goal)
         lines.append(f"| {what} | {test_set} | {spread(values)} | {'≥' if at_least else '≤'} {percent(goal)} | "
                      f"{'yes' if met else 'no'} |")  # fmt: skip
+    hinted = (q4[0].get("clutter") or {}).get("hint_by_kind") or {}
+    if hinted:
+        named = (q4[0].get("clutter") or {}).get("category_by_kind") or {}
+        lines += [
+            "",
+            "## Hints (clutter; `knowledge.yaml`: the objects an instruction's words are for, appended to it)",
+            "",
+            "| kind | got a hint | the hint named the object meant | the model named it |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {kind} | {percent(row.get('hinted'))} | {percent(row.get('right'))} | {percent(named.get(kind))} |"
+            for kind, row in sorted(hinted.items())
+        ]
     lines += [
         "",
         "## Accuracy beside the baselines (same requests)",

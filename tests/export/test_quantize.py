@@ -113,7 +113,7 @@ def test_a_bfloat16_checkpoint_is_quantized_from_an_f16_source(tiny_checkpoint, 
 
 
 def test_a_model_trained_with_hints_exports_its_knowledge_and_the_runtime_hints_as_training_did(
-    tiny_spm_checkpoint, tmp_path
+    tiny_spm_checkpoint, tmp_path, monkeypatch
 ):
     import yaml
 
@@ -121,6 +121,9 @@ def test_a_model_trained_with_hints_exports_its_knowledge_and_the_runtime_hints_
     from appliance.hints import KnowledgeError
     from appliance.runtime.model import GraspModel
     from export.quantize import build_bundle
+    from training import evaluate
+    from training.evaluate import bundle_answerer, torch_answerer
+    from training.model import load_llava
     from training.view import ModelView
 
     knowledge = {"uses": {"whip": {"words": ["People whip cream with."], "objects": ["a whisk"]}}}
@@ -144,9 +147,19 @@ def test_a_model_trained_with_hints_exports_its_knowledge_and_the_runtime_hints_
     assert "Hint" not in follow  # follow-ups carry none, as in training
     session = model.session()  # the replies say which objects the hint named (the daemon's `hint`)
     image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-    assert session.ask(asked, image, max_new_tokens=24).hint == ("a whisk",)
-    assert session.ask("whip it harder", max_new_tokens=24).hint == ()
-    assert model.predict(image, "pick up the mug").hint == ()
+    assert session.ask(asked, image, max_new_tokens=8).hint == ("a whisk",)
+    assert session.ask("whip it harder", max_new_tokens=8).hint == ()
+    assert model.session().ask("pick up the mug", image, max_new_tokens=8).hint == ()
+    # offline evaluation records them too, through the bundle and through torch (``hint_by_kind``)
+    assert bundle_answerer(model, max_new_tokens=8)(image, None, asked)[2]["hint"] == ["a whisk"]
+    monkeypatch.setattr(evaluate, "MAX_NEW_TOKENS", 8)  # the hints do not depend on the answer's length
+    torch_model, processor = load_llava(checkpoint)
+    view_image = np.zeros((224, 224, 3), np.uint8)
+    requests = [(None, view_image, asked), (None, view_image, "pick up the mug")]
+    assert [extra["hint"] for *_, extra in torch_answerer(torch_model, processor, view).many(requests)] == [
+        ["a whisk"],
+        [],
+    ]
     model.llm.close()
     # a user's edit must be rehashed; a broken table is refused by name
     (bundle / "knowledge.yaml").write_text("uses: [unclosed\n")

@@ -74,6 +74,28 @@ def test_every_instruction_is_scored_with_both_metrics(clutter):
     assert shifted["part_accuracy"] < summary["part_accuracy"]
 
 
+def test_a_model_trained_with_hints_is_reported_with_what_its_hints_named(clutter):
+    from training.reasoning import load_templates
+    from training.reasoning.referring import load_referring, use_knowledge
+
+    knowledge = use_knowledge(load_templates(), load_referring())
+
+    class Hinted(Scripted):  # as the torch and bundle answerers do for a model trained with hints
+        def __call__(self, camera_image, view_image, instruction):
+            return self.texts.pop(0), 5, {"hint": knowledge.objects_for(instruction)}
+
+    items = evaluation_items(clutter, clutter.ids)
+    result = evaluate(Hinted(["no pose"] * len(items)), VIEW, clutter, clutter.ids)
+    hinted = result.summary()["hint_by_kind"]
+    kinds = {instruction.kind for _, instruction in items}
+    assert set(hinted) == kinds and "function" in kinds
+    assert hinted["function"] == {"hinted": 1.0, "right": 1.0}  # train scenes: every use's phrasing is in the table
+    for kind in kinds - {"function"}:
+        assert hinted[kind]["hinted"] == 0.0, kind  # the others name their object: no hint
+    assert hinted["absent"]["right"] is None  # nothing meant to name
+    assert "hint_by_kind" not in evaluate(Scripted(["no pose"] * len(items)), VIEW, clutter, clutter.ids).summary()
+
+
 def test_the_report_carries_the_baselines_on_the_same_requests(clutter):
     from training.judging import baselines
 

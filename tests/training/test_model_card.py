@@ -25,6 +25,7 @@ def test_the_card_states_what_the_run_logged(tmp_path):
                 "parse_failure_rate": 0.0,
                 "category_accuracy": 0.99,
                 "category_by_kind": {"function": 0.95, "attribute": 0.85},
+                "hint_by_kind": {"function": {"hinted": 1.0, "right": 0.98}, "name": {"hinted": 0.0, "right": 0.0}},
                 "refused_absent": 0.97,
                 "refused_present": 0.01,
                 "refinement_by_kind": {"rotate": {"n": 40, "success": 0.9, "repeat": 0.0, "rule": 0.6}},
@@ -50,6 +51,7 @@ def test_the_card_states_what_the_run_logged(tmp_path):
     assert "| category named right, attribute instructions | clutter | 85.0 % / – | ≥ 90.0 % | no |" in readme
     assert "| refusals of present objects | clutter | 1.0 % / – | ≤ 2.0 % | yes |" in readme
     assert "| clutter | rotate | 40 | 90.0 % / – | 0.0 % | 60.0 % |" in readme
+    assert "| function | 100.0 % | 98.0 % | 95.0 % |" in readme and "| name | 0.0 % | 0.0 % | – |" in readme
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert (
         metrics["metrics"]["torch"]["clutter"]["accuracy"] == 0.55
