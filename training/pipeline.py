@@ -61,9 +61,10 @@ class Stage:
     speed: tuple[str, ...] = ()
     """Arguments that change how fast the stage runs, never what it writes (``--workers``): passed after ``args``
     but left out of ``command``, so changing them reruns no finished stage."""
-    reads: str = ""
-    """A fingerprint of what the stage reads beyond its arguments (the base and language stages: the corpus, which
-    our code writes): a finished stage whose recorded fingerprint differs runs again, and every stage after it."""
+    reads: tuple[str, ...] = ()
+    """What the stage reads beyond its arguments, by name (``FINGERPRINTS``: the base and language stages read the
+    corpus, which our code writes): a finished stage whose recorded fingerprint differs runs again, and every
+    stage after it. Computed only when a run checks or records the stage (a dry run computes none)."""
 
     @property
     def command(self) -> str:
@@ -104,7 +105,8 @@ class Runner:
         self.work.mkdir(parents=True, exist_ok=True)
         record = self._record()
         ran = record.get(stage.name, {})
-        done = (ran.get("command"), ran.get("reads", "")) == (stage.command, stage.reads) and self._outputs_exist(stage)
+        done = ran.get("command") == stage.command and self._outputs_exist(stage)
+        done = done and ran.get("reads", "") == self._reads(stage)
         if may_skip and done:
             self._log(f"== {stage.name}: finished in an earlier run, skipped")
             return {**record[stage.name], "skipped": True}
@@ -126,7 +128,7 @@ class Runner:
             raise PipelineError(f"stage {stage.name} ended without writing {', '.join(missing)}; see {log_path}")
         self._log(f"== {stage.name} took {seconds:.0f} s")
         row = {"name": stage.name, "command": stage.command, "seconds": round(seconds, 1), "log": str(log_path)}
-        row |= {"reads": stage.reads} if stage.reads else {}
+        row |= {"reads": self._reads(stage)} if stage.reads else {}
         self._save({**self._record(), stage.name: row})
         return {**row, "skipped": False}
 
@@ -144,6 +146,10 @@ class Runner:
                     return main([*stage.args, *stage.speed]) or 0
                 except SystemExit as exc:  # argparse errors
                     return exc.code if isinstance(exc.code, int) else 2
+
+    @staticmethod
+    def _reads(stage: Stage) -> str:
+        return "; ".join(f"{name} {FINGERPRINTS[name]()}" for name in stage.reads)
 
     def _path(self, output: str) -> Path:
         return Path(output) if Path(output).is_absolute() else self.work / output
@@ -341,7 +347,11 @@ def corpus_fingerprint() -> str:
     learn that text, so a change to it (``referring.yaml``, the templates) reruns them."""
     from .reasoning.corpus import fingerprint
 
-    return f"corpus md5 {fingerprint()}"
+    return f"md5 {fingerprint()}"
+
+
+FINGERPRINTS: dict[str, Callable[[], str]] = {"corpus": corpus_fingerprint}
+"""``Stage.reads``'s names: what each stands for, as a fingerprint."""
 
 
 def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
@@ -383,9 +393,9 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     stages = [
         Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0",
               *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",), speed=c.cpu_workers()),
-        Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",), reads=corpus_fingerprint()),
+        Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",), reads=("corpus",)),
         train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, MICRO_BATCH, "--split", "iw", "--fold", "0", *crop),
-        dataclasses.replace(train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH), reads=corpus_fingerprint()),
+        dataclasses.replace(train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH), reads=("corpus",)),
         build("describe", "--task", "describe"),
         train("align", "align", f"{w}/{language}", f"{w}/describe", c.align_steps, 16),
     ]  # fmt: skip

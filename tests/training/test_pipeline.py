@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from training import pipeline
 from training.model_card import read_stages
 from training.pipeline import PipelineConfig, PipelineError, Runner, Stage, config_for, main, tiny_stages
 
@@ -43,26 +44,30 @@ def test_a_changed_command_or_a_missing_output_runs_that_stage_and_every_later_o
     assert (tmp_path / "b.txt").read_text().endswith("extra")
 
 
-def test_a_stage_whose_reads_changed_runs_again_and_every_later_one(tmp_path):
+def test_a_stage_whose_reads_changed_runs_again_and_every_later_one(tmp_path, monkeypatch):
     # the base and language stages learn the corpus, which the code writes: a new corpus must retrain them even
     # though their commands are the same (scripts/device_build's begin relies on it)
+    monkeypatch.setitem(pipeline.FINGERPRINTS, "corpus", lambda: "md5 1")
     runner = Runner(tmp_path, echo=lambda line: None)
-    old = [stage("a", tmp_path), dataclasses.replace(stage("b", tmp_path), reads="corpus md5 1"), stage("c", tmp_path)]
-    runner.run(old)
+    stages = [stage("a", tmp_path), dataclasses.replace(stage("b", tmp_path), reads=("corpus",)), stage("c", tmp_path)]
+    runner.run(stages)
     assert json.loads((tmp_path / "stages.json").read_text())["b"]["reads"] == "corpus md5 1"
-    assert [r["skipped"] for r in runner.run(old)] == [True, True, True]
-    new = [old[0], dataclasses.replace(old[1], reads="corpus md5 2"), old[2]]
-    assert [r["skipped"] for r in runner.run(new)] == [True, False, False]
-    unrecorded = [old[0], dataclasses.replace(old[1], reads=""), old[2]]  # a record from before: runs again too
-    assert [r["skipped"] for r in runner.run(unrecorded)] == [True, False, False]
-    assert "reads" not in json.loads((tmp_path / "stages.json").read_text())["b"]
+    assert [r["skipped"] for r in runner.run(stages)] == [True, True, True]
+    monkeypatch.setitem(pipeline.FINGERPRINTS, "corpus", lambda: "md5 2")
+    assert [r["skipped"] for r in runner.run(stages)] == [True, False, False]
+    assert json.loads((tmp_path / "stages.json").read_text())["b"]["reads"] == "corpus md5 2"
+    record = json.loads((tmp_path / "stages.json").read_text())
+    del record["b"]["reads"]  # a record from before stages read anything: runs again too
+    (tmp_path / "stages.json").write_text(json.dumps(record))
+    assert [r["skipped"] for r in runner.run(stages)] == [True, False, False]
 
 
 def test_the_base_and_language_stages_read_the_corpus(tmp_path):
     from training.reasoning.corpus import fingerprint
 
     reads = {s.name: s.reads for s in tiny_stages(PipelineConfig(), tmp_path)[0] if s.reads}
-    assert reads == {"base": f"corpus md5 {fingerprint()}", "language": f"corpus md5 {fingerprint()}"}
+    assert reads == {"base": ("corpus",), "language": ("corpus",)}
+    assert Runner._reads(tiny_stages(PipelineConfig(), tmp_path)[0][1]) == f"corpus md5 {fingerprint()}"
 
 
 def test_a_failing_stage_stops_the_run_says_why_and_runs_again_next_time(tmp_path):
