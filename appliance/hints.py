@@ -46,7 +46,9 @@ STOP_WORDS = frozenset(
 )
 _WORD = re.compile(r"[a-z]+")
 DETERMINERS = "the a an this that these those my your"
-"""A name counts as naming the object wanted after one of these and at most two other words ('the red mug')."""
+"""A name counts as naming the object wanted after one of these and at most two other words ('the red mug'),
+none of them a stop word or one of ``MODALS`` ('a thing to lock with' names no padlock)."""
+MODALS = frozenset("will would shall should may might must".split())
 
 
 class KnowledgeError(ValueError):
@@ -108,12 +110,15 @@ class Knowledge:
         if named:
             alternatives = "|".join(re.escape(n).replace(r"\ ", "[^a-z]+") for n in named)
             determiners = "|".join(DETERMINERS.split())
-            pattern = re.compile(rf"\b({determiners})((?:\s+[a-z]+){{0,2}}?)\s+(?:{alternatives})\b")
+            # up to two words between, none of them a stop word: in "a thing to lock with" 'lock' is a verb
+            gap = "|".join(sorted(STOP_WORDS | MODALS))
+            between = rf"(?:[\s-]+(?!(?:{gap})\b)[a-z]+){{0,2}}?"
+            pattern = re.compile(rf"\b({determiners})({between})[\s-]+(?:{alternatives})(?:e?s)?\b")
         object.__setattr__(self, "_named", pattern)
 
     def without_names(self, instruction: str) -> str:
-        """The instruction, lower-cased, less every object name it says after a determiner: 'pick up the orange
-        box' → 'pick up the'."""
+        """The instruction, lower-cased, less every object name (or its plural) it says after a determiner: 'pick
+        up the orange box' → 'pick up the'; 'a thing to tape with' keeps its verb."""
         text = instruction.lower()
         if self._named is None:
             return text

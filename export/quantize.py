@@ -51,7 +51,8 @@ MIN_PATCHES = 0.5
 KNOWLEDGE_FILE = "knowledge.yaml"
 KNOWLEDGE_HEADER = (
     "# What the hints say each use is for (appliance/hints.py): the words that point to a use, the objects that\n"
-    "# serve it. After an edit, put the file's new sha256sum and size under files: in manifest.yaml.\n"
+    "# serve it; names: what names an object (an instruction that names one gets no hint for another; add yours).\n"
+    "# After an edit, put the file's new sha256sum and size under files: in manifest.yaml.\n"
 )
 FOLLOWUP_TEMPLATE = " USER: {instruction} ASSISTANT:"
 """A refinement turn as training.data lays it out after an answer's ``</s>``."""
