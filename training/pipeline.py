@@ -106,7 +106,7 @@ class Runner:
         record = self._record()
         ran = record.get(stage.name, {})
         done = ran.get("command") == stage.command and self._outputs_exist(stage)
-        done = done and ran.get("reads", "") == self._reads(stage)
+        done = done and ran.get("reads", "") == self.fingerprint(stage)
         if may_skip and done:
             self._log(f"== {stage.name}: finished in an earlier run, skipped")
             return {**record[stage.name], "skipped": True}
@@ -128,7 +128,7 @@ class Runner:
             raise PipelineError(f"stage {stage.name} ended without writing {', '.join(missing)}; see {log_path}")
         self._log(f"== {stage.name} took {seconds:.0f} s")
         row = {"name": stage.name, "command": stage.command, "seconds": round(seconds, 1), "log": str(log_path)}
-        row |= {"reads": self._reads(stage)} if stage.reads else {}
+        row |= {"reads": self.fingerprint(stage)} if stage.reads else {}
         self._save({**self._record(), stage.name: row})
         return {**row, "skipped": False}
 
@@ -148,7 +148,8 @@ class Runner:
                     return exc.code if isinstance(exc.code, int) else 2
 
     @staticmethod
-    def _reads(stage: Stage) -> str:
+    def fingerprint(stage: Stage) -> str:
+        """What ``stage.reads`` stands for now, as its record keeps it ("corpus md5 …"; "" when it reads nothing)."""
         return "; ".join(f"{name} {FINGERPRINTS[name]()}" for name in stage.reads)
 
     def _path(self, output: str) -> Path:

@@ -150,6 +150,18 @@ def test_finishing_a_gpu_run_cut_short_trains_the_rest_here(tmp_path):
     assert (here / "pipeline.log").read_text().count("== vision took 2 s") == 1
 
 
+def test_finishing_on_a_checkout_whose_corpus_changed_since_begin_is_refused(tmp_path):
+    here = tmp_path / "here"
+    here.mkdir()
+    begun = {"language": {"name": "language", "command": "...", "seconds": 2, "reads": "corpus md5 " + "0" * 32}}
+    (here / "stages.json").write_text(json.dumps(begun))
+    (here / "pipeline.log").write_text("== language took 2 s\n")
+    out = _pack_of(tmp_path, {"device-sets.txt": "strategy=decoder\n", "device-pipeline.out": "== ground: ...\n"})
+    result = device_build("finish", str(out), "--no-install", work=here)
+    assert result.returncode == 2 and "the language stage learned another corpus" in result.stderr
+    assert "taken as done" not in (here / "pipeline.log").read_text()  # nothing ran
+
+
 @pytest.mark.slow
 def test_begin_here_train_there_finish_here(tmp_path):
     """The split build with tiny sizes (about 5 min): begin trains the first stages here and puts the align

@@ -67,7 +67,7 @@ def test_the_base_and_language_stages_read_the_corpus(tmp_path):
 
     reads = {s.name: s.reads for s in tiny_stages(PipelineConfig(), tmp_path)[0] if s.reads}
     assert reads == {"base": ("corpus",), "language": ("corpus",)}
-    assert Runner._reads(tiny_stages(PipelineConfig(), tmp_path)[0][1]) == f"corpus md5 {fingerprint()}"
+    assert Runner.fingerprint(tiny_stages(PipelineConfig(), tmp_path)[0][1]) == f"corpus md5 {fingerprint()}"
 
 
 def test_a_failing_stage_stops_the_run_says_why_and_runs_again_next_time(tmp_path):
