@@ -45,9 +45,10 @@ STOP_WORDS = frozenset(
     "something thing things that this one people their them what do".split()
 )
 _WORD = re.compile(r"[a-z]+")
-DETERMINERS = "the a an this that these those my your"
+DETERMINERS = {"the": True, "these": True, "those": True, "my": True, "your": True, "a": False, "an": False}
 """A name counts as naming the object wanted after one of these and at most two other words ('the red mug'),
-none of them a stop word or one of ``MODALS`` ('a thing to lock with' names no padlock)."""
+none of them a stop word or one of ``MODALS`` ('a thing to lock with' names no padlock); in the plural too where
+the value is True ('the boxes', not 'a boxes'). Not 'this' or 'that': 'the thing that covers a pot' is no cover."""
 MODALS = frozenset("will would shall should may might must".split())
 
 
@@ -92,7 +93,7 @@ class Knowledge:
     names: tuple[str, ...] = ()
     """What names an object ('mug', 'coffee mug'): left out of an instruction that says it after a determiner."""
     _index: dict[str, Counter] = field(init=False, repr=False, compare=False)
-    _named: re.Pattern | None = field(init=False, repr=False, compare=False)
+    _named: tuple[re.Pattern, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if set(self.words) != set(self.objects):
@@ -109,11 +110,15 @@ class Knowledge:
         pattern = None
         if named:
             alternatives = "|".join(re.escape(n).replace(r"\ ", "[^a-z]+") for n in named)
-            determiners = "|".join(DETERMINERS.split())
             # up to two words between, none of them a stop word: in "a thing to lock with" 'lock' is a verb
             gap = "|".join(sorted(STOP_WORDS | MODALS))
             between = rf"(?:[\s-]+(?!(?:{gap})\b)[a-z]+){{0,2}}?"
-            pattern = re.compile(rf"\b({determiners})({between})[\s-]+(?:{alternatives})(?:e?s)?\b")
+            patterns = []
+            for plural in (True, False):
+                determiners = "|".join(d for d, p in DETERMINERS.items() if p == plural)
+                ending = "(?:e?s)?" if plural else ""
+                patterns.append(re.compile(rf"\b({determiners})({between})[\s-]+(?:{alternatives}){ending}\b"))
+            pattern = tuple(patterns)
         object.__setattr__(self, "_named", pattern)
 
     def without_names(self, instruction: str) -> str:
@@ -123,7 +128,9 @@ class Knowledge:
         if self._named is None:
             return text
         while True:  # 'the orange box': 'box' goes first, then 'orange' (a fruit's name too)
-            shorter = self._named.sub(r"\1\2", text)
+            shorter = text
+            for pattern in self._named:
+                shorter = pattern.sub(r"\1\2", shorter)
             if shorter == text:
                 return text
             text = shorter

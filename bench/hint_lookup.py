@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def scene_counts(knowledge, root: Path, templates) -> dict[str, Counter]:
-    """Per kind: ``n``, ``hinted``, ``meant`` (with an object meant) and ``right`` (the hint names it)."""
+    """Per kind: ``n``, ``hinted``, ``meant`` (with an object meant), ``right`` (the hint names it, maybe among
+    others: a tie lists up to six) and ``only`` (the hint names it alone)."""
     path = root / "instructions.jsonl"
     if not path.is_file():
         raise SystemExit(f"error: {path} does not exist (a training.synth scene set has one)")
@@ -41,6 +42,7 @@ def scene_counts(knowledge, root: Path, templates) -> dict[str, Counter]:
             meant = templates.category(scenes[row["image"]][row["target"]]["category"]).a_name
             c["meant"] += 1
             c["right"] += meant in hint
+            c["only"] += hint == [meant]
     return counts
 
 
@@ -90,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         for what, (found, asked) in phrasing_counts(templates, ref, not args.no_names).items():
             print(f"use phrasings, {what}: {found}/{asked} find their objects")
     for root in args.roots:
-        print(f"\n{root}\n| kind | instructions | hinted | hint names the object meant |\n|---|---|---|---|")
+        print(f"\n{root}\n| kind | instructions | hinted | hint names the object meant | names it alone |")
+        print("|---|---|---|---|---|")
         for kind, c in sorted(scene_counts(knowledge, root, templates).items()):
-            right = f"{c['right']}/{c['meant']}" if c["meant"] else "–"
-            print(f"| {kind} | {c['n']} | {c['hinted']} | {right} |")
+            right, only = (f"{c['right']}/{c['meant']}", f"{c['only']}/{c['meant']}") if c["meant"] else ("–", "–")
+            print(f"| {kind} | {c['n']} | {c['hinted']} | {right} | {only} |")
     return 0
 
 

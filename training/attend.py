@@ -26,20 +26,8 @@ import torch
 from appliance.answer import AnswerFormat, AnswerParseError
 
 NO_TARGET = -1
-ATTEND_FROM = ("answer", "turn")
-"""Where the supervised heads are taught: at the positions that predict an answer's tokens, or also at every word
-of the question it answers that comes after the image (where the instruction's words can look at the picture)."""
 RADIUS = 1
 """Patches within this many rows and columns of the grasp centre's patch count as the object's (3 × 3)."""
-
-
-def check_attend(weight: float, start: str) -> None:
-    """Raise ``ValueError`` unless ``weight`` >= 0 and ``start`` is one of ``ATTEND_FROM`` (train's and the
-    pipeline's configs)."""
-    if weight < 0:
-        raise ValueError(f"attend must be >= 0, got {weight}")
-    if start not in ATTEND_FROM:
-        raise ValueError(f"attend_from must be one of {ATTEND_FROM}, got {start!r}")
 
 
 def grid_side(image_tokens: int) -> int:

@@ -278,7 +278,7 @@ class PipelineConfig:
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
         check_prompt_order(self.prompt_order)
-        from .attend import check_attend
+        from .options import check_attend
 
         check_attend(self.attend, self.attend_from)
 

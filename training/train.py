@@ -83,7 +83,7 @@ class TrainConfig:
     """Weight of the supervised-attention loss (``training.attend``): one head in each upper decoder layer learns
     to look at the patches around each answer's grasp centre. 0: off. Conversation strategies only."""
     attend_from: str = "answer"
-    """Where those heads are taught (``training.attend.ATTEND_FROM``): at the positions that predict answer tokens, or
+    """Where those heads are taught (``training.options.ATTEND_FROM``): at the positions that predict answer tokens, or
     (``turn``) also at each word of the question that follows the image."""
     workers: int = 0
     """Loader processes (per process under torchrun) that prepare micro-batches (decode images, tokenize; the vision
@@ -130,7 +130,7 @@ class TrainConfig:
             raise ValueError(f"eval_on must be 'test' or 'val', got {self.eval_on!r}")
         if self.dtype not in TRAIN_DTYPES:
             raise ValueError(f"dtype must be one of {TRAIN_DTYPES}, got {self.dtype!r}")
-        from .attend import check_attend
+        from .options import check_attend
 
         check_attend(self.attend, self.attend_from)
         if self.attend and self.strategy in STAGES:
@@ -753,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         help="weight of the supervised-attention loss: one head in each upper decoder layer learns to look at "
         "the patches around each answer's grasp centre (default 0: off; see training/attend.py)",
     )
-    from .attend import ATTEND_FROM
+    from .options import ATTEND_FROM
 
     parser.add_argument(
         "--attend-from",

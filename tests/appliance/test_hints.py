@@ -72,6 +72,7 @@ def test_a_named_object_counts_for_nothing_and_a_use_may_still_hold_a_name():
     assert knowledge.hint("something to seal a box with") == " Hint: a tape roll."  # 'seal' still finds it
     assert knowledge.hint("a mug to drink from") == " Hint: a mug."  # no determiner before it: the words count
     assert knowledge.hint("pick up the boxes") == knowledge.hint("grab the red-orange box") == ""
+    assert knowledge.without_names("hand me a mugs") == "hand me a mugs"  # a plural only after 'the', 'my', ...
     assert knowledge.hint("I need something to drink from") == " Hint: a mug."
     assert knowledge_from_mapping(knowledge.to_mapping()) == knowledge
 
@@ -90,6 +91,7 @@ def test_our_names_leave_only_function_instructions_hinted(ours):
         ("I need a thing to lock with", "a padlock"),
         ("a thing to glue paper", "a glue stick"),
         ("a thing to cover a pot", "a lid"),
+        ("I need the thing that covers a pot", "a lid"),  # 'that' + a verb: a relative clause, not a name
     ):
         assert meant in knowledge.objects_for(said), said
 
