@@ -159,6 +159,8 @@ def show(reply: dict, out=None) -> None:
     if "reasoning" in reply:
         if reply.get("heard"):
             out.write(f"heard:     {reply['heard']}\n")
+        if reply.get("hint"):  # what the bundle's knowledge table appended to the instruction
+            out.write(f"hint:      {', '.join(reply['hint'])}\n")
         out.write(f"reasoning: {reply['reasoning'] or '-'}\n")
         pose = reply.get("pose")
         if pose:

@@ -27,6 +27,12 @@ def test_the_object_line():
         show({**reply, "object": obj}, out)
         lines += [line for line in out.getvalue().splitlines() if line.startswith("object:")]
     assert lines == ["object:    box, box [260, 200, 380, 280] px", "object:    ?, no box", "object:    ?"]
+    out = io.StringIO()
+    show({**reply, "hint": ["a knife", "a pair of scissors"]}, out)
+    assert "hint:      a knife, a pair of scissors\n" in out.getvalue()
+    out = io.StringIO()
+    show({**reply, "hint": []}, out)  # none: no line
+    assert "hint:" not in out.getvalue()
 
 
 def test_status_json_and_refine(daemon, capsys):
