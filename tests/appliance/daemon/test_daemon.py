@@ -175,6 +175,7 @@ def test_status_and_prediction_replies_carry_the_documented_fields(daemon):
     assert set(status) - {"v", "id", "type", "ok"} == set(protocol.STATUS_FIELDS)
     predicted = json.loads(send(daemon.requests, [protocol.request("predict", "doc-p", text="pick up the mug")], 60)[0])
     assert set(predicted) - {"v", "id", "type", "ok"} <= set(protocol.PREDICTION_FIELDS)
+    assert predicted["hint"] == []  # a bundle without a knowledge table hints nothing (tests/export: one with)
 
 
 @pytest.mark.parametrize("text", ["zzzz qqqq xxxx", "\U0001f600", "what time is it", "open the door please"])
