@@ -93,7 +93,7 @@ class Knowledge:
     names: tuple[str, ...] = ()
     """What names an object ('mug', 'coffee mug'): left out of an instruction that says it after a determiner."""
     _index: dict[str, Counter] = field(init=False, repr=False, compare=False)
-    _named: tuple[re.Pattern, ...] | None = field(init=False, repr=False, compare=False)
+    _named: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if set(self.words) != set(self.objects):
@@ -107,33 +107,30 @@ class Knowledge:
                 raise KnowledgeError(f"use {use!r}: its words hold no word to look up")
         object.__setattr__(self, "_index", index)
         named = sorted({" ".join(_WORD.findall(n.lower())) for n in self.names} - {""}, key=len, reverse=True)
-        pattern = None
+        patterns = []
         if named:
             alternatives = "|".join(re.escape(n).replace(r"\ ", "[^a-z]+") for n in named)
             # up to two words between, none of them a stop word: in "a thing to lock with" 'lock' is a verb
             gap = "|".join(sorted(STOP_WORDS | MODALS))
             between = rf"(?:[\s-]+(?!(?:{gap})\b)[a-z]+){{0,2}}?"
-            patterns = []
             for plural in (True, False):
                 determiners = "|".join(d for d, p in DETERMINERS.items() if p == plural)
                 ending = "(?:e?s)?" if plural else ""
                 patterns.append(re.compile(rf"\b({determiners})({between})[\s-]+(?:{alternatives}){ending}\b"))
-            pattern = tuple(patterns)
-        object.__setattr__(self, "_named", pattern)
+        object.__setattr__(self, "_named", tuple(patterns))
 
     def without_names(self, instruction: str) -> str:
         """The instruction, lower-cased, less every object name (or its plural) it says after a determiner: 'pick
         up the orange box' → 'pick up the'; 'a thing to tape with' keeps its verb."""
         text = instruction.lower()
-        if self._named is None:
-            return text
-        while True:  # 'the orange box': 'box' goes first, then 'orange' (a fruit's name too)
+        while self._named:  # 'the orange box': 'box' goes first, then 'orange' (a fruit's name too)
             shorter = text
             for pattern in self._named:
                 shorter = pattern.sub(r"\1\2", shorter)
             if shorter == text:
-                return text
+                break
             text = shorter
+        return text
 
     def scores(self, instruction: str) -> list[tuple[float, str]]:
         """BM25 of each use against the instruction's words, best first (ties in use order)."""

@@ -508,9 +508,7 @@ class Session:
         hint = tuple(model.hint_objects(instruction)) if not self.history else ()
         unseen = model.presence.unseen(instruction, patches) if model.presence is not None else None
         if unseen is not None:
-            prediction = replace(self._refuse(instruction, unseen, Timings(pre_ms, vision_ms), box, view), hint=hint)
-            self.turns[-1] = prediction
-            return prediction
+            return self._refuse(instruction, unseen, Timings(pre_ms, vision_ms), box, view, hint)
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -559,7 +557,9 @@ class Session:
             f"another turn needs {turn + model._pose_reserve} more: start a new session"
         )
 
-    def _refuse(self, instruction: str, word: str, timings: Timings, box: CropBox, view: np.ndarray) -> Prediction:
+    def _refuse(
+        self, instruction: str, word: str, timings: Timings, box: CropBox, view: np.ndarray, hint: tuple[str, ...]
+    ) -> Prediction:
         """The presence gate's answer: the refusal the model was trained to write, nothing decoded. The turn joins
         the history as if the model had written it; this session's next turn evaluates the whole conversation again
         (another session's cache is left as it is)."""
@@ -570,7 +570,7 @@ class Session:
         self.history += [*split_at_image(segments, self._image.embeddings), tokens + [model.llm.eos]]
         if model._active is self:
             model._active = None  # the cache lacks this turn: this session's next one evaluates its history anew
-        prediction = replace(self._parse(text, timings, box, view, tokens), gated=True)
+        prediction = replace(self._parse(text, timings, box, view, tokens), gated=True, hint=hint)
         self.turns.append(prediction)
         return prediction
 

@@ -107,9 +107,8 @@ def object_names(templates) -> tuple[str, ...]:
 
 def masking_words(knowledge, templates) -> list[str]:
     """The words a masked use phrase is drawn from (``build_dataset --hint-masking``): every word of the hints'
-    knowledge but the object names and their synonyms, so that a masked instruction never names an object (a
-    name instruction's own hint may point elsewhere: "pick up the phone" finds the cable's use, and there the
-    name must win)."""
+    knowledge but the object names and their synonyms, so that a masked instruction never names an object (the
+    hint alone must tell it)."""
     names = {w for name in object_names(templates) for w in re.findall(r"[a-z]+", name)}
     texts = [t for ts in knowledge.words.values() for t in ts]
     return sorted({w for t in texts for w in re.findall(r"[a-z]+", t.lower()) if len(w) > 1} - names)
