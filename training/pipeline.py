@@ -9,6 +9,9 @@ A stage is a command (``python -m MODULE ARGS``) and the outputs it writes. The 
 - skips a stage that finished in an earlier run with the same command (and the same corpus, for the base and
   language stages, which learn it) and whose outputs still exist (a crash mid-stage leaves it unfinished, so it
   runs again); once one stage runs, every later one runs too, since its inputs may have changed;
+- goes on with a training stage that a crash or a stop cut short from its newest checkpoint or snapshot
+  (``train --resume``; ``train`` saves a snapshot every ten minutes), when nothing before it ran again; a training
+  stage that starts over first clears the checkpoints an earlier run left in its folder;
 - keeps each stage's whole output in ``WORK/logs/NAME.log`` (nothing filtered out);
 - records each stage's command and wall time in ``WORK/stages.json``, and a line per start and end in
   ``WORK/pipeline.log`` (what ``training.model_card`` reads);
@@ -65,6 +68,11 @@ class Stage:
     """What the stage reads beyond its arguments, by name (``FINGERPRINTS``: the base and language stages read the
     corpus, which our code writes): a finished stage whose recorded fingerprint differs runs again, and every
     stage after it. Computed only when a run checks or records the stage (a dry run computes none)."""
+    resumes: str = ""
+    """A training stage's checkpoint folder (relative to the work folder). When a run cut this stage short and the
+    next run reaches it with the same command, nothing before it having run again, the stage goes on from the
+    newest checkpoint or snapshot there (``train --resume``); otherwise the checkpoints an earlier run left there
+    are removed before it starts, so that none of them is taken for this run's."""
 
     @property
     def command(self) -> str:
@@ -91,6 +99,7 @@ class Runner:
     def __init__(self, work: Path, python: str = sys.executable, echo: Callable[[str], None] = print):
         self.work, self.python, self.echo = Path(work), python, echo
         self.record_path = self.work / "stages.json"
+        self.started_path = self.work / "started.json"  # the resumable stages begun and not finished
 
     def run(self, stages: list[Stage]) -> list[dict]:
         """Run (or skip) every stage; one row each: name, command, seconds, skipped."""
@@ -114,9 +123,12 @@ class Runner:
         self._save(record)
         log_path = self.work / "logs" / f"{stage.name}.log"
         log_path.parent.mkdir(exist_ok=True)
-        self._log(f"== {stage.name}: {stage.command}")
+        resume = self._resume(stage, may_skip)
+        self._log(
+            f"== {stage.name}: {stage.command}" + ("  (going on from where a run cut it short)" if resume else "")
+        )
         start = time.monotonic()
-        code = self._execute(stage, log_path)
+        code = self._execute(stage, log_path, resume)
         seconds = time.monotonic() - start
         if code != 0:
             self._log(f"== {stage.name} failed after {seconds:.0f} s ({describe_exit(code)}); its log: {log_path}")
@@ -130,20 +142,38 @@ class Runner:
         row = {"name": stage.name, "command": stage.command, "seconds": round(seconds, 1), "log": str(log_path)}
         row |= {"reads": self.fingerprint(stage)} if stage.reads else {}
         self._save({**self._record(), stage.name: row})
+        if stage.resumes:  # finished: nothing to go on from
+            self._save({k: v for k, v in self._record(self.started_path).items() if k != stage.name}, self.started_path)
         return {**row, "skipped": False}
 
-    def _execute(self, stage: Stage, log_path: Path) -> int:
-        with open(log_path, "w") as log:
-            log.write(f"$ {stage.command}\n")
+    def _resume(self, stage: Stage, may_skip: bool) -> bool:
+        """Whether ``stage`` goes on from a run cut short (``Stage.resumes``); if not, its folder's checkpoints are
+        cleared. Either way the stage is marked started (``started.json``: its command and what it reads)."""
+        if not stage.resumes:
+            return False
+        started = {"command": stage.command, "reads": self.fingerprint(stage)}
+        resume = may_skip and self._record(self.started_path).get(stage.name) == started
+        if not resume:
+            folder = self._path(stage.resumes)
+            for pattern in ("checkpoint-*", ".tmp-checkpoint-*", ".old-checkpoint-*"):
+                for old in folder.glob(pattern):
+                    shutil.rmtree(old)
+        self._save({**self._record(self.started_path), stage.name: started}, self.started_path)
+        return resume
+
+    def _execute(self, stage: Stage, log_path: Path, resume: bool = False) -> int:
+        more = (*stage.speed, *(("--resume",) if resume else ()))
+        with open(log_path, "a" if resume else "w") as log:
+            log.write(f"$ {stage.command}{'  (resumed)' if resume else ''}\n")
             log.flush()
             if not stage.in_process:
                 env = dict(os.environ, PYTHONUNBUFFERED="1")
-                argv = [self.python, "-m", stage.module, *stage.args, *stage.speed]
+                argv = [self.python, "-m", stage.module, *stage.args, *more]
                 return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
             main = importlib.import_module(stage.module).main
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 try:
-                    return main([*stage.args, *stage.speed]) or 0
+                    return main([*stage.args, *more]) or 0
                 except SystemExit as exc:  # argparse errors
                     return exc.code if isinstance(exc.code, int) else 2
 
@@ -158,13 +188,15 @@ class Runner:
     def _outputs_exist(self, stage: Stage) -> bool:
         return all(self._path(o).exists() for o in stage.outputs)
 
-    def _record(self) -> dict:
-        return json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
+    def _record(self, path: Path | None = None) -> dict:
+        path = path or self.record_path
+        return json.loads(path.read_text()) if path.is_file() else {}
 
-    def _save(self, record: dict) -> None:
-        tmp = self.record_path.with_suffix(".tmp")
+    def _save(self, record: dict, path: Path | None = None) -> None:
+        path = path or self.record_path
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(self.record_path)  # a crash never leaves half a record
+        tmp.replace(path)  # a crash never leaves half a record
 
     def note(self, line: str) -> None:
         """A line in the console and in ``pipeline.log``."""
@@ -383,7 +415,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         # the language stage draws its batches in process; the vision and conversation stages take loaders
         speed = ("--workers", str(c.workers)) if c.workers and strategy != "language" else ()
         speed += ("--length-split", str(c.length_split)) if split and c.length_split > 1 else ()
-        return Stage(name, "training.train", args, (_checkpoint(name, steps),), speed=speed)
+        return Stage(name, "training.train", args, (_checkpoint(name, steps),), speed=speed, resumes=name)
 
     def build(name: str, *args: str) -> Stage:
         common = ("--root", f"{w}/data", "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")

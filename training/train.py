@@ -9,8 +9,9 @@ conversation strategies (pretrain, lora, align, decoder: the loss on the
 answer tokens only, gradients accumulated to the configured batch, DDP,
 ``--resume``) and ``train_stage`` for the base-building stages whose loss is
 not a conversation's (vision heads, language corpus). bf16 on a GPU, fp32 on
-the CPU; a checkpoint every ``--save-every`` steps; a progress bar and
-``metrics.csv`` (step, loss, learning rate).
+the CPU; a checkpoint every ``--save-every`` steps and a snapshot to resume from
+every ``--snapshot-minutes``; a progress bar and ``metrics.csv`` (step, loss,
+learning rate).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing, nullcontext
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -56,6 +58,10 @@ class TrainConfig:
     warmup: int = 30
     weight_decay: float = 0.0
     save_every: int = 200
+    snapshot_minutes: float = 10.0
+    """Also save a snapshot of the run (a checkpoint marked ``SNAPSHOT_MARK``) once this many minutes have passed
+    since the last save, for ``--resume`` after a crash or a stop: a long stage on a small machine loses at most
+    that much. Only the newest snapshot is kept, and none once the run ends. 0: none."""
     seed: int = 0
     max_length: int | None = None
     """Longest record in tokens, image included (None: the model's image tokens + 448, 512 for the tiny model)."""
@@ -109,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batch {self.micro_batch}")
         if self.steps < 1 or self.save_every < 1:
             raise ValueError("steps and save_every must be positive")
+        if self.snapshot_minutes < 0:
+            raise ValueError(f"snapshot_minutes must be >= 0 (0: none), got {self.snapshot_minutes}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.length_split < 1:
@@ -271,7 +279,40 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-RESUME_FREE = ("out", "steps", "save_every", "eval_every", "eval_images", "eval_on", "workers", "length_split")
+SNAPSHOT_MARK = "SNAPSHOT"
+"""The file that marks a checkpoint as a snapshot (``TrainConfig.snapshot_minutes``): there to resume from, removed
+by the next save of the run."""
+
+
+class Saves:
+    """When a run saves: every ``save_every`` steps and at its last step (checkpoints it keeps), and a snapshot
+    once ``snapshot_minutes`` have passed since its last save. Each save removes the snapshots before it, so a
+    run leaves at most one, and none once it ends."""
+
+    def __init__(self, config: TrainConfig, out: Path, clock: Callable[[], float] = time.monotonic):
+        self.config, self.out, self.clock = config, out, clock
+        self.last = clock()
+
+    def due(self, step: int) -> str | None:
+        """``"keep"``, ``"snapshot"`` or None (nothing to save at this step)."""
+        if step % self.config.save_every == 0 or step == self.config.steps:
+            return "keep"
+        minutes = self.config.snapshot_minutes
+        return "snapshot" if minutes and self.clock() - self.last >= 60 * minutes else None
+
+    def saved(self, checkpoint: Path, kind: str) -> None:
+        """After ``save_checkpoint`` wrote ``checkpoint``: mark a snapshot, remove the earlier ones."""
+        if kind == "snapshot":
+            (checkpoint / SNAPSHOT_MARK).touch()
+        for old in self.out.glob(f"checkpoint-*/{SNAPSHOT_MARK}"):
+            if old.parent != checkpoint:
+                shutil.rmtree(old.parent)
+        self.last = self.clock()
+
+
+RESUME_FREE = (
+    "out", "steps", "save_every", "snapshot_minutes", "eval_every", "eval_images", "eval_on", "workers", "length_split",
+)  # fmt: skip
 """TrainConfig fields a resumed run may change: where and how often it reports, how long it goes on (a run may
 be extended) and how fast (loaders, passes); the rest decide what it learns."""
 
@@ -387,9 +428,9 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
         if heads is not None:
             heads.load_state_dict(load_file(checkpoint / HEADS_FILE))
         optimizer.load_state_dict(state["optimizer"])
-    log = MetricsLog(out / "metrics.csv", enabled=True, fresh=step == 0)
+    log = MetricsLog(out / "metrics.csv", enabled=True, start=step)
     model.train()
-    last = checkpoint
+    last, saves = checkpoint, Saves(config, out)
     bar = progress_bar(range(step + 1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda")
     try:
@@ -403,8 +444,10 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             log.write(step, loss.item(), lr_at(step - 1, config))
-            if step % config.save_every == 0 or step == config.steps:
-                last = save_checkpoint(out, model, processor, optimizer, step, config, heads)
+            if kind := saves.due(step):
+                saved = save_checkpoint(out, model, processor, optimizer, step, config, heads)
+                saves.saved(saved, kind)
+                last = saved if kind == "keep" else last
     finally:
         close()  # the vision stage's loader processes, on an error too
     log.close()
@@ -475,11 +518,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         world=ranks.world,
     )
     accumulate = config.batch_size // (config.micro_batch * ranks.world)
-    log = MetricsLog(out / "metrics.csv", enabled=ranks.main, fresh=step == 0)
+    log = MetricsLog(out / "metrics.csv", enabled=ranks.main, start=step)
     bar = progress_bar(
         total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main)
     )
-    last = latest_checkpoint(out)
+    last, saves = latest_checkpoint(out), Saves(config, out)
     validate = validator(config, processor) if ranks.main else None
     tap = SupervisedAttention(model, base.config, config.attend) if attend else None
     if attend and not any(t != NO_TARGET for i in range(min(len(dataset), 64)) for t in dataset[i]["attend"]):
@@ -513,11 +556,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             log.write(step, loss, lr_at(step - 1, config), val, attend_loss)
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update()
-            if step % config.save_every == 0 or step == config.steps:
+            kind = saves.due(step)
+            if kind == "keep":
                 if ranks.main:
                     last = save_checkpoint(out, model, processor, optimizer, step, config)
+                    saves.saved(last, kind)
                 if ranks.world > 1:
                     torch.distributed.barrier()
+            elif kind == "snapshot" and ranks.main:  # by the clock, which the ranks do not share: no barrier
+                saves.saved(save_checkpoint(out, model, processor, optimizer, step, config), kind)
     bar.close()
     log.close()
     (out / f"weights-rank{ranks.rank}.sha256").write_text(weights_digest(model) + "\n")
@@ -651,11 +698,22 @@ class MetricsLog:
     """``metrics.csv``: step, loss (the language loss), learning rate, seconds, validation accuracy, and the
     weighted supervised-attention loss where ``--attend`` is on (rank 0 only)."""
 
-    def __init__(self, path: Path, enabled: bool, fresh: bool):
+    HEADER = ("step", "loss", "lr", "seconds", "val_accuracy", "attend_loss")
+
+    def __init__(self, path: Path, enabled: bool, start: int = 0):
+        """``start``: the step a resumed run goes on from (0: a fresh run, which starts the file over). The rows
+        of the steps after it, which the run cut short took and the resumed run takes again, are dropped."""
         self.start = time.monotonic()
-        self.file = open(path, "w" if fresh else "a", newline="") if enabled else None  # a fresh run starts over
-        if self.file and fresh:
-            csv.writer(self.file).writerow(["step", "loss", "lr", "seconds", "val_accuracy", "attend_loss"])
+        self.file = None
+        if not enabled:
+            return
+        kept = []
+        if start and path.is_file():
+            with open(path, newline="") as f:
+                kept = [row for row in csv.reader(f) if row and row[0].isdigit() and int(row[0]) <= start]
+        self.file = open(path, "w", newline="")
+        csv.writer(self.file).writerows([self.HEADER, *kept])
+        self.file.flush()
 
     def write(
         self, step: int, loss: float, lr: float, val_accuracy: float | None = None, attend_loss: float | None = None
@@ -703,7 +761,15 @@ def main(argv: list[str] | None = None) -> int:
         "--max-length", type=int, help="longest record in tokens, image included (default: image tokens + 448)"
     )
     parser.add_argument("--lr", type=float, help="default 2e-3 (pretrain) or 5e-4 (lora), the paper's")
-    parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--save-every", type=int, default=200, help="keep a checkpoint every N steps (and the last)")
+    parser.add_argument(
+        "--snapshot-minutes",
+        type=float,
+        default=10.0,
+        metavar="M",
+        help="also save a snapshot to --resume from once M minutes have passed since the last save (default 10; "
+        "only the newest is kept, none after the run ends; 0: none)",
+    )
     parser.add_argument(
         "--eval-every", type=int, default=0, help="validation accuracy every N steps (0: never; see --eval-on)"
     )
@@ -789,7 +855,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows, read as plain text, so the facts are not forgotten (default 0: none; at most 0.5; one process; "
         "the decoder and lora strategies)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint (or snapshot) in --out"
+    )
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
@@ -802,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
             args.micro_batch,
             args.lr,
             save_every=args.save_every,
+            snapshot_minutes=args.snapshot_minutes,
             seed=args.seed,
             max_length=args.max_length,
             eval_every=args.eval_every,

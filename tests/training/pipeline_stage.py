@@ -1,4 +1,7 @@
-"""A stand-in stage for the pipeline runner's tests: ``python -m tests.training.pipeline_stage OUT [fail]``."""
+"""A stand-in stage for the pipeline runner's tests: ``python -m tests.training.pipeline_stage OUT [fail]``.
+
+It also fails when a file ``OUT.fail`` exists (a run cut short, with the command unchanged), and writes its
+arguments (``--resume`` among them, where the runner adds it) into OUT."""
 
 import sys
 from pathlib import Path
@@ -8,7 +11,7 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0])
     print(f"stage writing {out}")
     print("a long log line\n" * 50, end="")
-    if len(argv) > 1 and argv[1] == "fail":
+    if (len(argv) > 1 and argv[1] == "fail") or Path(f"{out}.fail").exists():
         print("something went wrong", file=sys.stderr)
         return 3
     if len(argv) > 1 and argv[1] == "nothing":

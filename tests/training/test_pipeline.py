@@ -321,6 +321,50 @@ def test_speed_arguments_reach_the_stage_but_not_its_command(tmp_path):
     assert (tmp_path / "a.txt").read_text().endswith("quick")
 
 
+def test_a_training_stage_cut_short_goes_on_from_its_checkpoints_when_nothing_before_it_ran(tmp_path):
+    runner = Runner(tmp_path, echo=lambda line: None)
+    out, folder, cut = tmp_path / "t.txt", tmp_path / "t", tmp_path / "t.txt.fail"
+    train = Stage("t", MODULE, (str(out),), (str(out),), resumes="t")
+    stages = [stage("a", tmp_path), train]
+    (folder / "checkpoint-000009").mkdir(parents=True)  # an earlier build's
+    cut.touch()
+    with pytest.raises(PipelineError):
+        runner.run(stages)
+    assert not (folder / "checkpoint-000009").exists()  # a run that starts over clears what an earlier one left
+    started = json.loads((tmp_path / "started.json").read_text())
+    assert started == {"t": {"command": train.command, "reads": ""}}
+    (folder / "checkpoint-000005").mkdir()  # the snapshot the run cut short left
+    cut.unlink()
+    assert [r["skipped"] for r in runner.run(stages)] == [True, False]
+    assert out.read_text().endswith("--resume") and (folder / "checkpoint-000005").is_dir()
+    assert "t: python -m tests.training.pipeline_stage" in (tmp_path / "pipeline.log").read_text()
+    assert "(going on from where a run cut it short)" in (tmp_path / "pipeline.log").read_text()
+    log = (tmp_path / "logs" / "t.log").read_text()  # the run cut short's lines stay, the resumed run's follow
+    assert log.count("$ python -m") == 2 and "something went wrong" in log and log.rstrip().endswith("a long log line")
+    assert json.loads((tmp_path / "started.json").read_text()) == {}  # finished: nothing to go on from
+    assert json.loads((tmp_path / "stages.json").read_text())["t"]["command"] == train.command  # without --resume
+    out.unlink()  # finished once, its output gone: it starts over
+    runner.run(stages)
+    assert not out.read_text().endswith("--resume") and not (folder / "checkpoint-000005").exists()
+    cut.touch()
+    out.unlink()
+    with pytest.raises(PipelineError):
+        runner.run(stages)
+    cut.unlink()
+    (folder / "checkpoint-000003").mkdir()
+    # a stage before it ran again (its command changed): what the run cut short learned from is stale
+    assert [r["skipped"] for r in runner.run([stage("a", tmp_path, "extra"), train])] == [False, False]
+    assert not out.read_text().endswith("--resume") and not (folder / "checkpoint-000003").exists()
+
+
+def test_every_training_stage_can_go_on_from_a_run_cut_short(tmp_path):
+    stages = tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]
+    assert {s.name: s.resumes for s in stages if s.resumes} == {
+        s.name: s.name for s in stages if s.module == "training.train"
+    }
+    assert {s.name for s in stages if s.resumes} >= {"vision", "language", "align", "ground", "tune"}
+
+
 def test_the_stages_that_train_answers_run_micro_batches_in_passes_of_like_length_unless_told_not_to(tmp_path):
     stages = tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]
     assert {s.name for s in stages if "--length-split" in s.speed} == {"ground", "tune"}

@@ -10,12 +10,22 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from training import train as train_module  # noqa: E402
 from training.build_dataset import BuildConfig, build  # noqa: E402
 from training.data import IGNORE, ConversationDataset, encode  # noqa: E402
 from training.datasets import open_dataset  # noqa: E402
 from training.datasets.toy import write_toy_dataset  # noqa: E402
 from training.model import TinyConfig, build_tiny, load_llava  # noqa: E402
-from training.train import TrainConfig, batches, lr_at, micro_batch_indices, train  # noqa: E402
+from training.train import (  # noqa: E402
+    SNAPSHOT_MARK,
+    MetricsLog,
+    Saves,
+    TrainConfig,
+    batches,
+    lr_at,
+    micro_batch_indices,
+    train,
+)
 
 from .helpers import changed_parts  # noqa: E402
 
@@ -89,6 +99,76 @@ def test_lora_loss_falls_and_training_resumes(workdir):
     looking = TrainConfig(**{**config.__dict__, "steps": 10, "attend": 0.5})  # that run had the default, 0
     with pytest.raises(ValueError, match=r"other settings \(attend 0.0 → 0.5\)"):
         train(looking, resume=True, progress=False)
+
+
+def test_saves_keep_every_save_every_steps_and_snapshot_by_the_clock_keeping_only_the_newest(tmp_path):
+    now = [0.0]
+    config = TrainConfig("m", "d", str(tmp_path), steps=10, save_every=4, snapshot_minutes=5)
+    saves = Saves(config, tmp_path, clock=lambda: now[0])
+    assert [saves.due(step) for step in (1, 2, 3)] == [None, None, None]
+    now[0] = 301.0
+    assert saves.due(3) == "snapshot" and saves.due(4) == "keep" and saves.due(10) == "keep"
+
+    def save(step, kind):
+        (tmp_path / f"checkpoint-{step:06d}").mkdir()
+        saves.saved(tmp_path / f"checkpoint-{step:06d}", kind)
+
+    save(3, "snapshot")
+    assert saves.due(5) is None  # the clock starts again at every save
+    save(4, "keep")  # a save removes the snapshots before it
+    now[0] = 700.0
+    save(6, "snapshot")
+    now[0] = 1100.0
+    save(7, "snapshot")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000004", "checkpoint-000007"]
+    assert (tmp_path / "checkpoint-000007" / SNAPSHOT_MARK).is_file()
+    save(10, "keep")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000004", "checkpoint-000010"]
+    never = Saves(TrainConfig("m", "d", str(tmp_path), steps=10, save_every=4, snapshot_minutes=0), tmp_path)
+    assert never.due(3) is None
+    with pytest.raises(ValueError, match="snapshot_minutes"):
+        TrainConfig("m", "d", "o", snapshot_minutes=-1)
+
+
+def test_a_resumed_metrics_log_drops_the_steps_it_takes_again(tmp_path):
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path, enabled=True)
+    for step in (1, 2, 3):
+        log.write(step, 1.0 / step, 1e-3)
+    log.close()
+    resumed = MetricsLog(path, enabled=True, start=2)
+    resumed.write(3, 0.25, 1e-3)
+    resumed.close()
+    rows = list(csv.DictReader(path.open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["loss"] == "0.25000"
+    MetricsLog(path, enabled=True).close()  # a fresh run starts the file over
+    assert path.read_text().splitlines() == [",".join(MetricsLog.HEADER)]
+
+
+def test_a_run_cut_short_resumes_from_its_snapshot_and_leaves_only_what_it_keeps(workdir, tmp_path, monkeypatch):
+    out = tmp_path / "cut"
+    config = TrainConfig(
+        str(workdir / "base"), str(workdir / "rt"), str(out), "pretrain", steps=4, batch_size=2, micro_batch=2,
+        warmup=1, save_every=4, snapshot_minutes=1e-9,  # a snapshot at every step that keeps none
+    )  # fmt: skip
+    real = train_module.save_checkpoint
+
+    def cut_at_3(out_, model, processor, optimizer, step, config_, heads=None):
+        if step == 3:
+            raise KeyboardInterrupt("the machine went away")
+        return real(out_, model, processor, optimizer, step, config_, heads)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", cut_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=False)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000002"]
+    assert (out / "checkpoint-000002" / SNAPSHOT_MARK).is_file() and len(read_losses(out)) == 3
+    monkeypatch.setattr(train_module, "save_checkpoint", real)
+    assert train(config, resume=True, progress=False) == out / "checkpoint-000004"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000004"]
+    assert not (out / "checkpoint-000004" / SNAPSHOT_MARK).exists()
+    with open(out / "metrics.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
 def test_pretrain_trains_the_projector_only(workdir):
