@@ -575,22 +575,10 @@ def build(
             f"--task locate needs referring instructions and scene truth; {dataset.root} has none "
             "(make scenes with python -m training.synth)"
         )
-    if split == "all":
-        train_ids, test_ids = list(dataset.ids), []
-    else:
-        chosen = choose_fold(split, dataset.split_keys(split), fold, folds, config.seed)
-        train_ids, test_ids = list(chosen.train), list(chosen.test)
-    if not 0 <= validation < len(train_ids):
-        raise ValueError(
-            f"--validation must be in 0..{len(train_ids) - 1} (the fold's training images), got {validation}"
-        )
-    val_ids = sorted(random.Random(f"{config.seed}:validation").sample(sorted(train_ids), validation))
-    set_aside = set(val_ids)
-    train_ids = [i for i in train_ids if i not in set_aside]
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": asdict(config), "root": str(dataset.root), "split": split, "fold": fold, "splits": {}}
-    parts = [("train", train_ids), ("test", test_ids)] + ([("val", val_ids)] if validation else [])
-    for name, ids in parts:
+    parts = fold_ids(dataset, split, fold, folds, config.seed, validation)
+    for name, ids in parts.items():
         records = build_split(dataset, ids, name, config, out, progress, workers)
         (out / f"{name}.json").write_text(json.dumps(records, indent=1) + "\n")
         summary["splits"][name] = {
@@ -602,6 +590,69 @@ def build(
     (out / "dataset.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
     config.view.save(out / VIEW_FILE)
     return summary
+
+
+def fold_ids(
+    dataset: GraspDataset, split: str, fold: int, folds: int, seed: int, validation: int
+) -> dict[str, list[str]]:
+    """The image ids of each part of a build, in the order its records are written: train, test and (with
+    ``validation`` > 0) val, the training images set aside."""
+    if split == "all":
+        train_ids, test_ids = list(dataset.ids), []
+    else:
+        chosen = choose_fold(split, dataset.split_keys(split), fold, folds, seed)
+        train_ids, test_ids = list(chosen.train), list(chosen.test)
+    if not 0 <= validation < len(train_ids):
+        raise ValueError(
+            f"--validation must be in 0..{len(train_ids) - 1} (the fold's training images), got {validation}"
+        )
+    val_ids = sorted(random.Random(f"{seed}:validation").sample(sorted(train_ids), validation))
+    set_aside = set(val_ids)
+    parts = {"train": [i for i in train_ids if i not in set_aside], "test": test_ids}
+    return parts | ({"val": val_ids} if validation else {})
+
+
+CHECK_IMAGES = 8
+"""How many training images ``check`` builds again (``--check``): a few seconds."""
+
+
+def check(
+    dataset: GraspDataset,
+    split: str,
+    fold: int,
+    config: BuildConfig,
+    out: Path,
+    folds: int = DEFAULT_FOLDS,
+    validation: int = 0,
+    images: int = CHECK_IMAGES,
+) -> str | None:
+    """Whether ``out`` still holds what this code writes: None when its train.json begins with the records built
+    now for the fold's first ``images`` training images (into a scratch folder: ``out`` is not touched), else what
+    differs. A finished build that our code would now write otherwise (a change to the hints, the reasoning, the
+    phrasings) is stale though its command is the same; the pipeline asks this before it skips one."""
+    import tempfile
+
+    written = out / "train.json"
+    if not written.is_file():
+        return f"{written} is missing"
+    ids = fold_ids(dataset, split, fold, folds, config.seed, validation)["train"][:images]
+    with tempfile.TemporaryDirectory(prefix="rtgrasp-check-") as scratch:
+        (Path(scratch) / "images" / "train").mkdir(parents=True)
+        builder = ImageBuilder(dataset, "train", config, Path(scratch))
+        fresh = [record for image_id in ids for record in builder(image_id)]
+    old = json.loads(written.read_text())[: len(fresh)]
+    for k, (was, now) in enumerate(zip(old, fresh)):
+        if was != now:
+            field = next((key for key in sorted({*was, *now}) if was.get(key) != now.get(key)), "?")
+            a, b = json.dumps(was.get(field)), json.dumps(now.get(field))
+            at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            start = max(0, at - 40)
+            return (
+                f"record {k} ({now.get('image')}) differs in {field!r}: …{a[start : at + 60]}… → …{b[start : at + 60]}…"
+            )
+    if len(old) < len(fresh):
+        return f"{written} holds {len(old)} records; the first {len(ids)} images give {len(fresh)}"
+    return None
 
 
 def format_summary(summary: dict) -> str:
@@ -701,6 +752,16 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="processes that build images side by side (default 1); the output is the same whatever the number",
     )
+    parser.add_argument(
+        "--check",
+        type=int,
+        nargs="?",
+        const=CHECK_IMAGES,
+        metavar="N",
+        help=f"build nothing: exit 0 if --out's train.json begins with the records this code writes for the first N "
+        f"training images (default {CHECK_IMAGES}), 1 (saying where they differ) if not, so a finished build that "
+        "the code would now write otherwise is found (the pipeline asks before skipping one)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -722,6 +783,10 @@ def main(argv: list[str] | None = None) -> int:
             args.hint_masking,
         )
         dataset = open_dataset(args.root, args.objects)
+        if args.check is not None:
+            differs = check(dataset, args.split, args.fold, config, args.out, args.folds, args.validation, args.check)
+            print(f"{args.out}: {differs}" if differs else f"{args.out}: the records are what this code writes")
+            return 1 if differs else 0
         summary = build(
             dataset,
             args.split,

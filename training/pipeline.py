@@ -8,7 +8,9 @@ A stage is a command (``python -m MODULE ARGS``) and the outputs it writes. The 
 
 - skips a stage that finished in an earlier run with the same command (and the same corpus, for the base and
   language stages, which learn it) and whose outputs still exist (a crash mid-stage leaves it unfinished, so it
-  runs again); once one stage runs, every later one runs too, since its inputs may have changed;
+  runs again), and, for a stage that builds records, whose records are still what the code writes (its first
+  images built again: ``build_dataset --check``); once one stage runs, every later one runs too, since its inputs
+  may have changed;
 - goes on with a training stage that a crash or a stop cut short from its newest checkpoint or snapshot
   (``train --resume``; ``train`` saves a snapshot every ten minutes), when nothing before it ran again; a training
   stage that starts over first clears the checkpoints an earlier run left in its folder;
@@ -68,6 +70,10 @@ class Stage:
     """What the stage reads beyond its arguments, by name (``FINGERPRINTS``: the base and language stages read the
     corpus, which our code writes): a finished stage whose recorded fingerprint differs runs again, and every
     stage after it. Computed only when a run checks or records the stage (a dry run computes none)."""
+    check: tuple[str, ...] = ()
+    """Arguments that turn the command into a check of a finished stage's outputs (``build_dataset --check``: exit 0
+    when they are still what the code writes, 1 when not): a stage that fails it runs again, and every stage after
+    it, though its command is the same. Asked only before a finished stage is skipped."""
     resumes: str = ""
     """A training stage's checkpoint folder (relative to the work folder). When a run cut this stage short and the
     next run reaches it with the same command, nothing before it having run again, the stage goes on from the
@@ -116,6 +122,7 @@ class Runner:
         ran = record.get(stage.name, {})
         done = ran.get("command") == stage.command and self._outputs_exist(stage)
         done = done and ran.get("reads", "") == self.fingerprint(stage)
+        done = done and self._still_current(stage)
         if may_skip and done:
             self._log(f"== {stage.name}: finished in an earlier run, skipped")
             return {**record[stage.name], "skipped": True}
@@ -145,6 +152,24 @@ class Runner:
         if stage.resumes:  # finished: nothing to go on from
             self._save({k: v for k, v in self._record(self.started_path).items() if k != stage.name}, self.started_path)
         return {**row, "skipped": False}
+
+    def _still_current(self, stage: Stage) -> bool:
+        """Whether a finished stage's outputs are what its command would write now (``Stage.check``)."""
+        if not stage.check:
+            return True
+        argv = [self.python, "-m", stage.module, *stage.args, *stage.check]
+        done = subprocess.run(
+            argv, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        )
+        said = ((done.stdout + done.stderr).strip().splitlines() or [""])[-1]
+        if done.returncode == 0:
+            return True
+        if done.returncode == 1:
+            self._log(f"== {stage.name}: finished in an earlier run, but the code now writes otherwise ({said})")
+            return False
+        raise PipelineError(
+            f"stage {stage.name}: its check ({' '.join(stage.check)}) failed ({describe_exit(done.returncode)}): {said}"
+        )
 
     def _resume(self, stage: Stage, may_skip: bool) -> bool:
         """Whether ``stage`` goes on from a run cut short (``Stage.resumes``); if not, its folder's checkpoints are
@@ -421,7 +446,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         common = ("--root", f"{w}/data", "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
         order = ("--prompt-order", c.prompt_order) if c.prompt_order != "image" else ()
         return Stage(name, "training.build_dataset", (*common, *crop, *order, *args), (f"{name}/train.json",),
-                     speed=c.cpu_workers())  # fmt: skip
+                     speed=c.cpu_workers(), check=("--check",))  # fmt: skip
 
     stages = [
         Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0",

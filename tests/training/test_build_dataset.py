@@ -8,7 +8,7 @@ from PIL import Image
 
 from appliance.answer import AnswerFormat
 from appliance.grasp import GraspPose, angle_difference, score_pose
-from training.build_dataset import BuildConfig, build, main
+from training.build_dataset import BuildConfig, SampleMaker, build, check, main
 from training.datasets import open_dataset
 from training.datasets.augment import center_crop
 from training.datasets.splits import make_folds
@@ -96,6 +96,30 @@ def test_worker_processes_build_the_same_records_and_images(toy, tmp_path):
     assert len(images) > 40
     assert all((tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes() for p in images)
     assert sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "images").rglob("*.png")) == images
+
+
+def test_check_tells_a_build_the_code_would_now_write_otherwise_without_touching_it(toy, tmp_path, monkeypatch, capsys):
+    config = BuildConfig(augment=2, refine_fraction=0.5, seed=3, size=64)
+    out = tmp_path / "built"
+    build(toy, "iw", 0, config, out, progress=False)
+    images = sorted(p.name for p in (out / "images" / "train").iterdir())
+    assert check(toy, "iw", 0, config, out, images=3) is None
+    args = ["--root", str(toy.root), "--out", str(out), "--augment", "2", "--refine-fraction", "0.5", "--seed", "3"]
+    assert main([*args, "--size", "64", "--check", "3"]) == 0
+    assert "the records are what this code writes" in capsys.readouterr().out
+    assert main([*args, "--size", "96", "--check"]) == 1  # another size: other records
+    assert "differs in" in capsys.readouterr().out
+    real = SampleMaker.answer
+    monkeypatch.setattr(SampleMaker, "answer", lambda self, pose, reasoning: real(self, pose, reasoning) + " Done.")
+    differs = check(toy, "iw", 0, config, out, images=3)  # the code changed, the command did not
+    assert "record 0" in differs and "'conversations'" in differs and "Done." in differs
+    monkeypatch.undo()
+    records = json.loads((out / "train.json").read_text())
+    (out / "train.json").write_text(json.dumps(records[:2]))
+    assert "holds 2 records" in check(toy, "iw", 0, config, out, images=3)
+    (out / "train.json").unlink()
+    assert "train.json is missing" in check(toy, "iw", 0, config, out)
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == images  # the check wrote nothing there
 
 
 def test_cli_reports_bad_arguments(toy, tmp_path, capsys):

@@ -62,6 +62,29 @@ def test_a_stage_whose_reads_changed_runs_again_and_every_later_one(tmp_path, mo
     assert [r["skipped"] for r in runner.run(stages)] == [True, False, False]
 
 
+def test_a_finished_stage_whose_check_finds_it_stale_runs_again_and_every_later_one(tmp_path):
+    lines = []
+    runner = Runner(tmp_path, echo=lines.append)
+    checked = dataclasses.replace(stage("b", tmp_path), check=("--check",))
+    stages = [stage("a", tmp_path), checked, stage("c", tmp_path)]
+    runner.run(stages)
+    assert not (tmp_path / "b.txt").read_text().endswith("--check")  # the check is not part of the run
+    assert [r["skipped"] for r in runner.run(stages)] == [True, True, True]
+    (tmp_path / "b.txt.stale").touch()  # the code would now write b otherwise
+    assert [r["skipped"] for r in runner.run(stages)] == [True, False, False]
+    assert any("b: finished in an earlier run, but the code now writes otherwise" in line for line in lines)
+    (tmp_path / "b.txt.stale").unlink()
+    (tmp_path / "b.txt.broken").touch()  # a check that cannot say: the run stops, saying so
+    with pytest.raises(PipelineError, match=r"stage b: its check \(--check\) failed \(exit code 5\): checked"):
+        runner.run(stages)
+
+
+def test_the_stages_that_build_records_check_them_before_they_are_skipped(tmp_path):
+    stages = tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]
+    assert {s.name for s in stages if s.check} == {"describe", "ground-data", "rt-data"}
+    assert all(s.check == ("--check",) and s.module == "training.build_dataset" for s in stages if s.check)
+
+
 def test_the_base_and_language_stages_read_the_corpus(tmp_path):
     from training.reasoning.corpus import fingerprint
 
