@@ -14,6 +14,7 @@ turns asking for a different grasp.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import random
@@ -632,6 +633,8 @@ def check(
     phrasings) is stale though its command is the same; the pipeline asks this before it skips one."""
     import tempfile
 
+    if images < 1:
+        raise ValueError(f"--check builds at least one image again, got {images}")
     written = out / "train.json"
     if not written.is_file():
         return f"{written} is missing"
@@ -640,7 +643,9 @@ def check(
         (Path(scratch) / "images" / "train").mkdir(parents=True)
         builder = ImageBuilder(dataset, "train", config, Path(scratch))
         fresh = [record for image_id in ids for record in builder(image_id)]
-    old = json.loads(written.read_text())[: len(fresh)]
+    fresh = json.loads(json.dumps(fresh))  # as train.json holds them: lists for tuples
+    checked = set(ids)  # the records train.json holds for those images: the first ones, in the same order
+    old = list(itertools.takewhile(lambda record: record.get("source") in checked, json.loads(written.read_text())))
     for k, (was, now) in enumerate(zip(old, fresh)):
         if was != now:
             field = next((key for key in sorted({*was, *now}) if was.get(key) != now.get(key)), "?")
@@ -650,8 +655,8 @@ def check(
             return (
                 f"record {k} ({now.get('image')}) differs in {field!r}: …{a[start : at + 60]}… → …{b[start : at + 60]}…"
             )
-    if len(old) < len(fresh):
-        return f"{written} holds {len(old)} records; the first {len(ids)} images give {len(fresh)}"
+    if len(old) != len(fresh):
+        return f"{written} holds {len(old)} records of the first {len(ids)} images; the code now writes {len(fresh)}"
     return None
 
 

@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import importlib
 import json
 import os
@@ -122,7 +123,7 @@ class Runner:
         ran = record.get(stage.name, {})
         done = ran.get("command") == stage.command and self._outputs_exist(stage)
         done = done and ran.get("reads", "") == self.fingerprint(stage)
-        done = done and self._still_current(stage)
+        done = done and (not may_skip or self._still_current(stage))  # a stage that runs anyway is not checked
         if may_skip and done:
             self._log(f"== {stage.name}: finished in an earlier run, skipped")
             return {**record[stage.name], "skipped": True}
@@ -147,6 +148,7 @@ class Runner:
             raise PipelineError(f"stage {stage.name} ended without writing {', '.join(missing)}; see {log_path}")
         self._log(f"== {stage.name} took {seconds:.0f} s")
         row = {"name": stage.name, "command": stage.command, "seconds": round(seconds, 1), "log": str(log_path)}
+        row["ended"] = time.time()  # two runs of a stage never leave the same row (``_resume`` compares them)
         row |= {"reads": self.fingerprint(stage)} if stage.reads else {}
         self._save({**self._record(), stage.name: row})
         if stage.resumes:  # finished: nothing to go on from
@@ -173,10 +175,13 @@ class Runner:
 
     def _resume(self, stage: Stage, may_skip: bool) -> bool:
         """Whether ``stage`` goes on from a run cut short (``Stage.resumes``); if not, its folder's checkpoints are
-        cleared. Either way the stage is marked started (``started.json``: its command and what it reads)."""
+        cleared. Either way the stage is marked started (``started.json``): its command, what it reads, and the
+        digest of the other stages' records, which any stage that ran since (in this run or another, ``--until``
+        and ``--from`` included) or a record merged in (``scripts/device_build finish``) changes."""
         if not stage.resumes:
             return False
-        started = {"command": stage.command, "reads": self.fingerprint(stage)}
+        others = hashlib.md5(json.dumps(self._record(), sort_keys=True).encode()).hexdigest()
+        started = {"command": stage.command, "reads": self.fingerprint(stage), "after": f"md5 {others}"}
         resume = may_skip and self._record(self.started_path).get(stage.name) == started
         if not resume:
             folder = self._path(stage.resumes)

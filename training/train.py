@@ -243,9 +243,12 @@ def batches(
         del batches_  # shuts the loader processes down
 
 
-def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: TrainConfig, heads=None) -> Path:
+def save_checkpoint(
+    out: Path, model, processor, optimizer, step: int, config: TrainConfig, heads=None, snapshot: bool = False
+) -> Path:
     """Weights (safetensors), processor, optimizer state and step (and the vision stage's ``heads``), renamed into
-    place when complete, over a checkpoint of that step an earlier run left (a stage the pipeline runs again)."""
+    place when complete, over a checkpoint of that step an earlier run left (a stage the pipeline runs again).
+    ``snapshot``: marked ``SNAPSHOT_MARK`` before the rename, so a kill never leaves it looking kept."""
     import torch
     from safetensors.torch import save_file
 
@@ -263,6 +266,8 @@ def save_checkpoint(out: Path, model, processor, optimizer, step: int, config: T
         save_file({k: v.cpu() for k, v in heads.state_dict().items()}, tmp / HEADS_FILE)
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
     (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
+    if snapshot:
+        (tmp / SNAPSHOT_MARK).touch()
     if final.exists():  # an earlier run's: set aside, so that a crash here leaves one of the two whole
         old = out / f".old-checkpoint-{step:06d}"
         shutil.rmtree(old, ignore_errors=True)
@@ -287,11 +292,21 @@ by the next save of the run."""
 class Saves:
     """When a run saves: every ``save_every`` steps and at its last step (checkpoints it keeps), and a snapshot
     once ``snapshot_minutes`` have passed since its last save. Each save removes the snapshots before it, so a
-    run leaves at most one, and none once it ends."""
+    run cut short leaves one (to resume from) and a finished run none. A run that does not resume first removes
+    the snapshots an earlier run left, which ``--resume`` would otherwise take for its own."""
 
-    def __init__(self, config: TrainConfig, out: Path, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, config: TrainConfig, out: Path, resumed: bool = False, clock: Callable[[], float] = time.monotonic
+    ):
         self.config, self.out, self.clock = config, out, clock
         self.last = clock()
+        if not resumed:
+            self.prune(keep=None)
+
+    def prune(self, keep: Path | None) -> None:
+        for old in self.out.glob(f"checkpoint-*/{SNAPSHOT_MARK}"):
+            if old.parent != keep:
+                shutil.rmtree(old.parent)
 
     def due(self, step: int) -> str | None:
         """``"keep"``, ``"snapshot"`` or None (nothing to save at this step)."""
@@ -300,13 +315,9 @@ class Saves:
         minutes = self.config.snapshot_minutes
         return "snapshot" if minutes and self.clock() - self.last >= 60 * minutes else None
 
-    def saved(self, checkpoint: Path, kind: str) -> None:
-        """After ``save_checkpoint`` wrote ``checkpoint``: mark a snapshot, remove the earlier ones."""
-        if kind == "snapshot":
-            (checkpoint / SNAPSHOT_MARK).touch()
-        for old in self.out.glob(f"checkpoint-*/{SNAPSHOT_MARK}"):
-            if old.parent != checkpoint:
-                shutil.rmtree(old.parent)
+    def saved(self, checkpoint: Path) -> None:
+        """After ``save_checkpoint`` wrote ``checkpoint`` (a snapshot marked as such): the earlier snapshots go."""
+        self.prune(keep=checkpoint)
         self.last = self.clock()
 
 
@@ -430,7 +441,7 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
         optimizer.load_state_dict(state["optimizer"])
     log = MetricsLog(out / "metrics.csv", enabled=True, start=step)
     model.train()
-    last, saves = checkpoint, Saves(config, out)
+    last, saves = checkpoint, Saves(config, out, resumed=resume)
     bar = progress_bar(range(step + 1, config.steps + 1), desc=config.strategy, unit="step", disable=not progress)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda")
     try:
@@ -445,8 +456,8 @@ def train_stage(config: TrainConfig, resume: bool = False, progress: bool = True
             optimizer.zero_grad(set_to_none=True)
             log.write(step, loss.item(), lr_at(step - 1, config))
             if kind := saves.due(step):
-                saved = save_checkpoint(out, model, processor, optimizer, step, config, heads)
-                saves.saved(saved, kind)
+                saved = save_checkpoint(out, model, processor, optimizer, step, config, heads, kind == "snapshot")
+                saves.saved(saved)
                 last = saved if kind == "keep" else last
     finally:
         close()  # the vision stage's loader processes, on an error too
@@ -522,7 +533,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     bar = progress_bar(
         total=config.steps, initial=step, desc=config.strategy, unit="step", disable=not (progress and ranks.main)
     )
-    last, saves = latest_checkpoint(out), Saves(config, out)
+    saves = Saves(config, out, resumed=resume)  # first: a run that does not resume removes stale snapshots
+    last = latest_checkpoint(out)
     validate = validator(config, processor) if ranks.main else None
     tap = SupervisedAttention(model, base.config, config.attend) if attend else None
     if attend and not any(t != NO_TARGET for i in range(min(len(dataset), 64)) for t in dataset[i]["attend"]):
@@ -560,11 +572,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             if kind == "keep":
                 if ranks.main:
                     last = save_checkpoint(out, model, processor, optimizer, step, config)
-                    saves.saved(last, kind)
+                    saves.saved(last)
                 if ranks.world > 1:
                     torch.distributed.barrier()
             elif kind == "snapshot" and ranks.main:  # by the clock, which the ranks do not share: no barrier
-                saves.saved(save_checkpoint(out, model, processor, optimizer, step, config), kind)
+                saves.saved(save_checkpoint(out, model, processor, optimizer, step, config, snapshot=True))
     bar.close()
     log.close()
     (out / f"weights-rank{ranks.rank}.sha256").write_text(weights_digest(model) + "\n")

@@ -116,7 +116,13 @@ def test_check_tells_a_build_the_code_would_now_write_otherwise_without_touching
     monkeypatch.undo()
     records = json.loads((out / "train.json").read_text())
     (out / "train.json").write_text(json.dumps(records[:2]))
-    assert "holds 2 records" in check(toy, "iw", 0, config, out, images=3)
+    assert "holds 2 records of the first 3 images" in check(toy, "iw", 0, config, out, images=3)
+    (out / "train.json").write_text(json.dumps([r for r in records if r != records[-1]]))  # the last image's last
+    assert check(toy, "iw", 0, config, out, images=len({r["source"] for r in records})).endswith(
+        f"the code now writes {len(records)}"
+    )
+    with pytest.raises(ValueError, match="at least one image"):
+        check(toy, "iw", 0, config, out, images=0)
     (out / "train.json").unlink()
     assert "train.json is missing" in check(toy, "iw", 0, config, out)
     assert sorted(p.name for p in (out / "images" / "train").iterdir()) == images  # the check wrote nothing there

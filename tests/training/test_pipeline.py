@@ -355,7 +355,7 @@ def test_a_training_stage_cut_short_goes_on_from_its_checkpoints_when_nothing_be
         runner.run(stages)
     assert not (folder / "checkpoint-000009").exists()  # a run that starts over clears what an earlier one left
     started = json.loads((tmp_path / "started.json").read_text())
-    assert started == {"t": {"command": train.command, "reads": ""}}
+    assert set(started) == {"t"} and started["t"]["command"] == train.command and started["t"]["reads"] == ""
     (folder / "checkpoint-000005").mkdir()  # the snapshot the run cut short left
     cut.unlink()
     assert [r["skipped"] for r in runner.run(stages)] == [True, False]
@@ -378,6 +378,16 @@ def test_a_training_stage_cut_short_goes_on_from_its_checkpoints_when_nothing_be
     # a stage before it ran again (its command changed): what the run cut short learned from is stale
     assert [r["skipped"] for r in runner.run([stage("a", tmp_path, "extra"), train])] == [False, False]
     assert not out.read_text().endswith("--resume") and not (folder / "checkpoint-000003").exists()
+    # ... also when it ran in another run (--until a), the stage cut short being taken up in a third
+    cut.touch()
+    out.unlink()
+    with pytest.raises(PipelineError):
+        runner.run([stage("a", tmp_path, "extra"), train])
+    cut.unlink()
+    (folder / "checkpoint-000004").mkdir()
+    assert [r["skipped"] for r in runner.run([stage("a", tmp_path)])] == [False]
+    assert [r["skipped"] for r in runner.run([stage("a", tmp_path), train])] == [True, False]
+    assert not out.read_text().endswith("--resume") and not (folder / "checkpoint-000004").exists()
 
 
 def test_every_training_stage_can_go_on_from_a_run_cut_short(tmp_path):

@@ -13,7 +13,7 @@ pytest.importorskip("mujoco")
 
 from appliance.answer import AnswerFormat, AnswerRefused  # noqa: E402
 from appliance.grasp import GraspPose  # noqa: E402
-from training.build_dataset import BuildConfig, build  # noqa: E402
+from training.build_dataset import BuildConfig, build, check  # noqa: E402
 from training.datasets import open_dataset  # noqa: E402
 from training.datasets.augment import Augmentation, center_crop  # noqa: E402
 from training.datasets.referring import with_scene  # noqa: E402
@@ -211,6 +211,16 @@ def test_the_vision_stage_learns_patch_identity_on_scenes(clutter, tiny_spm_chec
     for head in (heads.identity, heads.colour):
         assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0  # the heads are trained
     assert heads.category.weight.grad is None or heads.category.weight.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("task", ["grasp", "locate", "describe"])
+def test_a_scene_build_checks_as_what_the_code_writes(clutter, tmp_path, task):
+    """``build_dataset --check`` on scene records (hints, follow-ups, points, descriptions) as train.json holds
+    them: nothing changed, nothing reported."""
+    config = BuildConfig(variant="rt", decimals=2, size=224, crop=320, augment=1, refine_fraction=1.0, refine_rounds=3,
+                         absent_fraction=1.0, seed=3, task=task, hints="default" if task == "grasp" else None)  # fmt: skip
+    build(clutter, "all", 0, config, tmp_path, progress=False)
+    assert check(clutter, "all", 0, config, tmp_path, images=3) is None
 
 
 def test_locate_answers_point_at_every_visible_part_of_the_object_meant(clutter, tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from contextlib import closing
 from pathlib import Path
 
@@ -104,14 +105,22 @@ def test_lora_loss_falls_and_training_resumes(workdir):
 def test_saves_keep_every_save_every_steps_and_snapshot_by_the_clock_keeping_only_the_newest(tmp_path):
     now = [0.0]
     config = TrainConfig("m", "d", str(tmp_path), steps=10, save_every=4, snapshot_minutes=5)
+    (tmp_path / "checkpoint-000009").mkdir()  # an earlier run's snapshot: a run that does not resume removes it
+    (tmp_path / "checkpoint-000009" / SNAPSHOT_MARK).touch()
+    (tmp_path / "checkpoint-000008").mkdir()  # and keeps what that run kept
+    assert Saves(config, tmp_path, resumed=True, clock=lambda: now[0]) and (tmp_path / "checkpoint-000009").is_dir()
     saves = Saves(config, tmp_path, clock=lambda: now[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000008"]
+    shutil.rmtree(tmp_path / "checkpoint-000008")
     assert [saves.due(step) for step in (1, 2, 3)] == [None, None, None]
     now[0] = 301.0
     assert saves.due(3) == "snapshot" and saves.due(4) == "keep" and saves.due(10) == "keep"
 
-    def save(step, kind):
+    def save(step, kind):  # as save_checkpoint leaves it
         (tmp_path / f"checkpoint-{step:06d}").mkdir()
-        saves.saved(tmp_path / f"checkpoint-{step:06d}", kind)
+        if kind == "snapshot":
+            (tmp_path / f"checkpoint-{step:06d}" / SNAPSHOT_MARK).touch()
+        saves.saved(tmp_path / f"checkpoint-{step:06d}")
 
     save(3, "snapshot")
     assert saves.due(5) is None  # the clock starts again at every save
@@ -124,7 +133,7 @@ def test_saves_keep_every_save_every_steps_and_snapshot_by_the_clock_keeping_onl
     assert (tmp_path / "checkpoint-000007" / SNAPSHOT_MARK).is_file()
     save(10, "keep")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000004", "checkpoint-000010"]
-    never = Saves(TrainConfig("m", "d", str(tmp_path), steps=10, save_every=4, snapshot_minutes=0), tmp_path)
+    never = Saves(TrainConfig("m", "d", str(tmp_path), steps=10, save_every=4, snapshot_minutes=0), tmp_path, True)
     assert never.due(3) is None
     with pytest.raises(ValueError, match="snapshot_minutes"):
         TrainConfig("m", "d", "o", snapshot_minutes=-1)
@@ -153,10 +162,10 @@ def test_a_run_cut_short_resumes_from_its_snapshot_and_leaves_only_what_it_keeps
     )  # fmt: skip
     real = train_module.save_checkpoint
 
-    def cut_at_3(out_, model, processor, optimizer, step, config_, heads=None):
+    def cut_at_3(out_, model, processor, optimizer, step, config_, heads=None, snapshot=False):
         if step == 3:
             raise KeyboardInterrupt("the machine went away")
-        return real(out_, model, processor, optimizer, step, config_, heads)
+        return real(out_, model, processor, optimizer, step, config_, heads, snapshot)
 
     monkeypatch.setattr(train_module, "save_checkpoint", cut_at_3)
     with pytest.raises(KeyboardInterrupt):
