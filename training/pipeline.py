@@ -72,9 +72,10 @@ class Stage:
     corpus, which our code writes): a finished stage whose recorded fingerprint differs runs again, and every
     stage after it. Computed only when a run checks or records the stage (a dry run computes none)."""
     check: tuple[str, ...] = ()
-    """Arguments that turn the command into a check of a finished stage's outputs (``build_dataset --check``: exit 0
-    when they are still what the code writes, 1 when not): a stage that fails it runs again, and every stage after
-    it, though its command is the same. Asked only before a finished stage is skipped."""
+    """Arguments that turn the command into a check of a finished stage's outputs (exit 0: still up to date, 1: not):
+    ``build_dataset --check`` (are the records still what the code writes?), ``training.datasets --check`` (is a
+    dataset root of one's own as it was?). A stage that fails it runs again, and every stage after it, though its
+    command is the same. Asked only before a finished stage is skipped."""
     resumes: str = ""
     """A training stage's checkpoint folder (relative to the work folder). When a run cut this stage short and the
     next run reaches it with the same command, nothing before it having run again, the stage goes on from the
@@ -167,7 +168,7 @@ class Runner:
         if done.returncode == 0:
             return True
         if done.returncode == 1:
-            self._log(f"== {stage.name}: finished in an earlier run, but the code now writes otherwise ({said})")
+            self._log(f"== {stage.name}: finished in an earlier run, but out of date ({said})")
             return False
         raise PipelineError(
             f"stage {stage.name}: its check ({' '.join(stage.check)}) failed ({describe_exit(done.returncode)}): {said}"
@@ -315,6 +316,12 @@ class PipelineConfig:
     prompt_order: str = "image"
     """Where every stage's records put the image token: before the instruction or after it
     (``training.view.PROMPT_ORDERS``); the bundle's prompt template follows."""
+    data: str = ""
+    """A dataset root of one's own (Cornell's format, Jacquard, OCID-VLG: docs/datasets.md) that every stage reads
+    in place of the synthetic scenes (``images`` and ``objects`` then mean nothing). The data stage checks it
+    (``python -m training.datasets ROOT --record WORK/data.json``) and records its files: a root changed since
+    (images added, replaced, relabelled) makes the stages that read it run again. ``tiny`` only: ``demo-model``
+    judges its build on fresh synthetic scenes of its training objects."""
 
     def cpu_workers(self) -> tuple[str, ...]:
         """``--workers`` of the stages that render or build images: ``workers``, or every core when it is 0."""
@@ -340,6 +347,8 @@ class PipelineConfig:
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
         check_prompt_order(self.prompt_order)
+        if self.data and not Path(self.data).is_dir():
+            raise ValueError(f"data: {self.data} is not a folder (a dataset root: docs/datasets.md)")
         from .options import check_attend
 
         check_attend(self.attend, self.attend_from)
@@ -421,6 +430,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     """Synthetic data → vision → language → align → (ground) → RT tuning → merge → evaluation on iw fold 0; the
     stages and the path of the final checkpoint."""
     w = str(work)
+    root = c.data or f"{w}/data"  # the synthetic scenes, or a dataset of one's own
     crop = ("--crop", str(c.crop)) if c.crop else ()
     lr = ("--lr", str(c.lr)) if c.lr else ()
     vision, language, align = (
@@ -448,16 +458,18 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         return Stage(name, "training.train", args, (_checkpoint(name, steps),), speed=speed, resumes=name)
 
     def build(name: str, *args: str) -> Stage:
-        common = ("--root", f"{w}/data", "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
+        common = ("--root", root, "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
         order = ("--prompt-order", c.prompt_order) if c.prompt_order != "image" else ()
         return Stage(name, "training.build_dataset", (*common, *crop, *order, *args), (f"{name}/train.json",),
                      speed=c.cpu_workers(), check=("--check",))  # fmt: skip
 
     stages = [
-        Stage("data", "training.synth", ("--out", f"{w}/data", "--images", str(c.images), "--seed", "0",
+        Stage("data", "training.datasets", (root, "--record", f"{w}/data.json"), ("data.json",), check=("--check",))
+        if c.data else
+        Stage("data", "training.synth", ("--out", root, "--images", str(c.images), "--seed", "0",
               *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",), speed=c.cpu_workers()),
         Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",), reads=("corpus",)),
-        train("vision", "vision", f"{w}/base", f"{w}/data", c.vision_steps, MICRO_BATCH, "--split", "iw", "--fold", "0", *crop),
+        train("vision", "vision", f"{w}/base", root, c.vision_steps, MICRO_BATCH, "--split", "iw", "--fold", "0", *crop),
         dataclasses.replace(train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH), reads=("corpus",)),
         build("describe", "--task", "describe"),
         train("align", "align", f"{w}/{language}", f"{w}/describe", c.align_steps, 16),
@@ -499,7 +511,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         )
         merged = "merged"
     stages.append(
-        Stage("evaluate", "training.evaluate", ("--model", f"{w}/{merged}", "--root", f"{w}/data", "--split", "iw",
+        Stage("evaluate", "training.evaluate", ("--model", f"{w}/{merged}", "--root", root, "--split", "iw",
               "--fold", "0", *(("--limit", str(c.eval_limit)) if c.eval_limit else ()), "--json", f"{w}/eval.json",
               "--vis", f"{w}/vis"), ("eval.json",))
     )  # fmt: skip
@@ -592,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
         config = config_for(args.pipeline, args.set)
     except ValueError as exc:
         parser.error(str(exc))
+    if config.data and args.pipeline == "demo-model":
+        parser.error(
+            "data: demo-model is judged on fresh synthetic scenes of its own training objects; train on a dataset "
+            "of your own with the tiny pipeline (--set data=ROOT), then python -m export.quantize --bits 4"
+        )
     stages = (
         demo_model_stages(config, args.work) if args.pipeline == "demo-model" else tiny_stages(config, args.work)[0]
     )

@@ -72,7 +72,7 @@ def test_a_finished_stage_whose_check_finds_it_stale_runs_again_and_every_later_
     assert [r["skipped"] for r in runner.run(stages)] == [True, True, True]
     (tmp_path / "b.txt.stale").touch()  # the code would now write b otherwise
     assert [r["skipped"] for r in runner.run(stages)] == [True, False, False]
-    assert any("b: finished in an earlier run, but the code now writes otherwise" in line for line in lines)
+    assert any("b: finished in an earlier run, but out of date (checked)" in line for line in lines)
     (tmp_path / "b.txt.stale").unlink()
     (tmp_path / "b.txt.broken").touch()  # a check that cannot say: the run stops, saying so
     with pytest.raises(PipelineError, match=r"stage b: its check \(--check\) failed \(exit code 5\): checked"):
@@ -83,6 +83,33 @@ def test_the_stages_that_build_records_check_them_before_they_are_skipped(tmp_pa
     stages = tiny_stages(config_for("demo-model", environ={}), tmp_path)[0]
     assert {s.name for s in stages if s.check} == {"describe", "ground-data", "rt-data"}
     assert all(s.check == ("--check",) and s.module == "training.build_dataset" for s in stages if s.check)
+
+
+def test_a_dataset_of_ones_own_is_checked_recorded_and_read_by_every_stage(tmp_path, capsys):
+    from training.datasets.toy import write_toy_dataset
+
+    root = write_toy_dataset(tmp_path / "mine", images=4, seed=1, objects=2)
+    stages = tiny_stages(config_for("tiny", [f"data={root}", "ground_steps=10"], environ={}), tmp_path / "w")[0]
+    assert stages[0].command == f"python -m training.datasets {root} --record {tmp_path}/w/data.json"
+    reads = [s for s in stages if str(root) in s.args]
+    assert {s.name for s in reads} == {"data", "vision", "describe", "ground-data", "rt-data", "evaluate"}
+    assert not any(f"{tmp_path}/w/data" in a and not a.endswith(".json") for s in stages for a in s.args)
+    work = tmp_path / "w"
+    assert main(["tiny", "--work", str(work), "--set", f"data={root}", "--until", "data"]) == 0
+    recorded = json.loads((work / "data.json").read_text())
+    assert recorded["images"] == 4 and recorded["files"].startswith("md5 ")
+    assert main(["tiny", "--work", str(work), "--set", f"data={root}", "--until", "data"]) == 0
+    assert "data: finished in an earlier run, skipped" in capsys.readouterr().out
+    os.utime(root / "pcd0000cpos.txt", ns=(1, 1))  # relabelled (a new modification time)
+    assert main(["tiny", "--work", str(work), "--set", f"data={root}", "--until", "data"]) == 0
+    out = capsys.readouterr().out
+    assert "data: finished in an earlier run, but out of date" in out and "changed since" in out
+    (root / "pcd0001cpos.txt").write_text("1 2\n3 4\n5\n")  # a broken label: the stage fails, naming the file
+    assert main(["tiny", "--work", str(work), "--set", f"data={root}", "--until", "data"]) == 1
+    assert "pcd0001cpos.txt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo-model", "--work", str(work), "--set", f"data={root}"])
+    assert "demo-model is judged on fresh synthetic scenes" in capsys.readouterr().err
 
 
 def test_the_base_and_language_stages_read_the_corpus(tmp_path):

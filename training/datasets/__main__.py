@@ -1,12 +1,17 @@
-"""Summarise a grasp dataset root; optionally write depth TIFFs from Cornell point clouds.
+"""Summarise a grasp dataset root; optionally write depth TIFFs from Cornell point clouds, or record what was found
+(the pipeline's data stage for a root of one's own: ``pipeline --set data=ROOT``).
 
 python -m training.datasets data/cornell
 python -m training.datasets data/cornell --write-depth
+python -m training.datasets data/cornell --record runs/mine/data.json           # and later, unchanged?
+python -m training.datasets data/cornell --record runs/mine/data.json --check   # exit 0 yes, 1 no
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +21,16 @@ from training.progress import progress_bar
 from . import CornellDataset, open_dataset
 from .files import write_depth_tiff
 from .splits import SPLIT_KINDS, make_folds
+
+
+def files_digest(root: Path) -> str:
+    """MD5 over every file under ``root``: its path, size and modification time (a listing, not the contents: a
+    second for tens of thousands of files). Images added, removed, replaced or relabelled change it."""
+    digest = hashlib.md5()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"md5 {digest.hexdigest()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +47,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write-depth", action="store_true", help="Cornell: write pcdNNNNd.tiff beside each pcdNNNN.txt point cloud"
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="also write what was found as JSON (counts and a digest of the root's file names, sizes and times)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="with --record: read nothing, exit 0 if the root's files are as FILE records them, 1 if not",
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        if args.record is None:
+            parser.error("--check compares the root with a --record FILE")
+        try:
+            recorded = json.loads(args.record.read_text())["files"]
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"{args.record}: no record to compare with ({exc})")
+            return 1
+        now = files_digest(args.root)
+        print(f"{args.root}: " + ("as recorded" if now == recorded else f"changed since {args.record} was written"))
+        return 0 if now == recorded else 1
     try:
         ds = open_dataset(args.root, args.objects)
         labels = [ds.labels(i) for i in progress_bar(ds.ids, desc="reading labels", unit="img")]
@@ -72,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
             cloud = ds.files[image_id]["cloud"]
             write_depth_tiff(cloud.with_name(f"{image_id}d.tiff"), ds.read_depth(image_id))
         print(f"wrote {len(clouds)} depth TIFFs")
+    if args.record is not None:  # after any depth written: the digest sees it
+        found = {
+            "root": str(args.root.resolve()),
+            "dataset": ds.name,
+            "images": len(labels),
+            "positives": sum(len(lab.positives) for lab in labels),
+            "instructions": len(ds.instructions),
+            "files": files_digest(args.root),
+        }
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(found, indent=1) + "\n")
+        print(f"recorded in {args.record}")
     return 0
 
 

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -135,6 +136,24 @@ def test_toy_dataset_reads_back_without_loss(tmp_path):
             assert len(got) == len(want)
             assert all(np.allclose(g.points, w.points, atol=1e-3) for g, w in zip(got, want))
         assert (sample.object_id, sample.category) == (item.obj.object_id, item.obj.shape)
+
+
+def test_a_record_of_the_root_tells_whether_it_changed_since(numbered_root, tmp_path, capsys):
+    from training.datasets.__main__ import main
+
+    record = tmp_path / "found" / "data.json"
+    assert main([str(numbered_root), "--record", str(record), "--check"]) == 1  # nothing recorded yet
+    assert "no record to compare with" in capsys.readouterr().out
+    assert main([str(numbered_root), "--record", str(record)]) == 0
+    found = json.loads(record.read_text())
+    assert found["images"] == 3 and found["dataset"] == "Cornell" and found["files"].startswith("md5 ")
+    assert main([str(numbered_root), "--record", str(record), "--check"]) == 0
+    (numbered_root / "01" / "notes.txt").write_text("a file added")
+    assert main([str(numbered_root), "--record", str(record), "--check"]) == 1
+    assert "changed since" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(numbered_root), "--check"])
+    assert "--check compares the root with a --record FILE" in capsys.readouterr().err
 
 
 def test_summary_cli_and_depth_conversion(numbered_root, capsys):
