@@ -112,6 +112,24 @@ def test_a_dataset_of_ones_own_is_checked_recorded_and_read_by_every_stage(tmp_p
     assert "demo-model is judged on fresh synthetic scenes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_the_tiny_pipeline_trains_end_to_end_on_a_cornell_root_of_ones_own(tmp_path):
+    """``--set data=ROOT``: every stage, tokenizer to evaluation, on a Cornell-format root (no scenes, no
+    instructions), at the smallest sizes."""
+    from training.datasets.toy import write_toy_dataset
+
+    root = write_toy_dataset(tmp_path / "mine", images=24, seed=3, objects=3)  # 19 training images: a micro-batch
+    sets = ["vision_steps=2", "language_steps=2", "align_steps=2", "ground_steps=2", "lora_steps=2", "augment=1",
+            "eval_limit=2", f"data={root}"]  # fmt: skip
+    work = tmp_path / "w"
+    assert main(["tiny", "--work", str(work), *(a for x in sets for a in ("--set", x))]) == 0
+    evaluation = json.loads((work / "eval.json").read_text())
+    assert evaluation["n"] >= 1 and len(evaluation["answers"]) == evaluation["n"]
+    record = json.loads((work / "stages.json").read_text())
+    assert set(record) == {s.name for s in tiny_stages(config_for("tiny", sets, environ={}), work)[0]}
+    assert not (work / "data").exists() and (work / "data.json").is_file()
+
+
 def test_the_base_and_language_stages_read_the_corpus(tmp_path):
     from training.reasoning.corpus import fingerprint
 
