@@ -241,8 +241,8 @@ def gate(args) -> dict:
 
 
 def read_curve(metrics: Path) -> list[tuple[int, float]]:
-    """(step, validation accuracy) in step order; a step logged twice (a resumed run redoes the steps after its
-    last checkpoint) keeps its last value."""
+    """(step, validation accuracy) in step order; a step logged twice keeps its last value (a resumed run redoes the
+    steps after its last checkpoint: it now drops their rows first, but a run resumed before it did logged both)."""
     with metrics.open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and r.get("val_accuracy")]
     return sorted({int(r["step"]): float(r["val_accuracy"]) for r in rows}.items())

@@ -80,7 +80,7 @@ def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys
     assert table1_fair.main(pilot_args) == 0
     assert (stopped / "checkpoint-000002").is_dir() and (stopped / "checkpoint-000001").stat().st_mtime == stamp
     logged = [line.split(",")[0] for line in (stopped / "metrics.csv").read_text().splitlines()[1:]]
-    assert logged == ["1", "2", "2"]  # step 2 trained again, step 1 not
+    assert logged == ["1", "2"]  # step 2 trained again (the cut run's row dropped), step 1 not
     resumed = json.loads((out / "pilot.json").read_text())["curves"]["pilot-nr-b-pretrain"]
     assert [s for s, _ in resumed] == [1, 2] and resumed[0] == pilot["curves"]["pilot-nr-b-pretrain"][0]
     # stopped before its first checkpoint: it starts over, and its log with it
