@@ -372,21 +372,21 @@ def init_distributed() -> Ranks:
     return Ranks(dist.get_rank(), world)
 
 
-def restore(out: Path, model, optimizer, config: TrainConfig) -> int:
-    """Load the latest checkpoint's weights and optimizer state; returns its step (0 if none)."""
+def restore(checkpoint: Path, model, optimizer, config: TrainConfig) -> int:
+    """The rest of a resumed run's state from ``checkpoint``: LoRA's adapter (the other strategies' model was
+    loaded from the checkpoint itself) and the optimizer's; returns its step."""
     import torch
     from safetensors.torch import load_file
 
-    checkpoint = resumable(latest_checkpoint(out), config)
-    if checkpoint is None:
-        return 0
     state = torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=False)
     if config.strategy == "lora":
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
-    else:
-        model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+        loaded = set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
+        if loaded.unexpected_keys:
+            raise ValueError(
+                f"--resume: {checkpoint}'s adapter does not fit this model ({loaded.unexpected_keys[:3]}…)"
+            )
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])
 
@@ -480,9 +480,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     torch.manual_seed(config.seed)  # every rank starts from the same weights
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    base, processor = load_llava(
-        Path(config.model), dtype=config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
-    )
+    # a resumed run of a strategy that trains the model's own weights starts from its checkpoint's: loaded as a
+    # checkpoint is (transformers renames the saved keys), never by hand; LoRA's adapter goes onto the base
+    checkpoint = resumable(latest_checkpoint(out), config) if resume else None
+    start = checkpoint if checkpoint is not None and config.strategy != "lora" else Path(config.model)
+    base, processor = load_llava(start, dtype=config.dtype if config.dtype == "auto" else getattr(torch, config.dtype))
     if config.gradient_checkpointing:
         base.config.use_cache = False
         if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
@@ -513,7 +515,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    step = restore(out, model, optimizer, config) if resume else 0
+    step = restore(checkpoint, model, optimizer, config) if checkpoint is not None else 0
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
     runner = torch.nn.parallel.DistributedDataParallel(model) if ranks.world > 1 else model

@@ -180,6 +180,39 @@ def test_a_run_cut_short_resumes_from_its_snapshot_and_leaves_only_what_it_keeps
         assert [int(row["step"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("strategy", ["decoder", "lora"])
+def test_a_resumed_run_starts_from_its_checkpoints_weights(workdir, tmp_path, monkeypatch, strategy):
+    """Not the base's: the decoder strategy once loaded a checkpoint's weights by hand, under key names the model
+    no longer had, and went on from the base without a word."""
+    from training.train import trainable_model, weights_digest
+
+    out = tmp_path / strategy
+    config = TrainConfig(str(workdir / "base"), str(workdir / "rt"), str(out), strategy, steps=2, batch_size=2,
+                         micro_batch=2, lr=2e-3, warmup=1, save_every=1)  # fmt: skip
+    train(config, progress=False)
+    shutil.rmtree(out / "checkpoint-000002")  # cut short after its first step
+    seen = []
+    real = train_module.train_step
+
+    def spy(runner, *args, **kwargs):
+        seen.append(weights_digest(runner))
+        return real(runner, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    train(config, resume=True, progress=False)
+    if strategy == "lora":  # the base with the checkpoint's adapter (and projector) on it
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        expected = trainable_model(load_llava(workdir / "base")[0], strategy)
+        set_peft_model_state_dict(expected, load_file(out / "checkpoint-000001" / "adapter_model.safetensors"))
+        assert seen == [weights_digest(expected)]
+    else:
+        assert seen == [weights_digest(trainable_model(load_llava(out / "checkpoint-000001")[0], strategy))]
+    if strategy == "decoder":  # what the broken resume went on from
+        assert seen != [weights_digest(trainable_model(load_llava(workdir / "base")[0], strategy))]
+
+
 def test_pretrain_trains_the_projector_only(workdir):
     out = workdir / "pretrain"
     before, _ = load_llava(workdir / "base")
