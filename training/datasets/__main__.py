@@ -24,8 +24,8 @@ from .splits import SPLIT_KINDS, make_folds
 
 
 def files_digest(root: Path) -> str:
-    """MD5 over every file under ``root``: its path, size and modification time (a listing, not the contents: a
-    second for tens of thousands of files). Images added, removed, replaced or relabelled change it."""
+    """MD5 over every file under ``root``: its path, size and modification time (a listing, not the contents:
+    0.5–0.6 s for 14,002 files here). Images added, removed, replaced or relabelled change it."""
     digest = hashlib.md5()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         stat = path.stat()
