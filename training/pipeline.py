@@ -347,8 +347,11 @@ class PipelineConfig:
         if self.ground_task not in GROUND_TASKS:
             raise ValueError(f"ground_task must be one of {GROUND_TASKS}, got {self.ground_task!r}")
         check_prompt_order(self.prompt_order)
-        if self.data and not Path(self.data).is_dir():
-            raise ValueError(f"data: {self.data} is not a folder (a dataset root: docs/datasets.md)")
+        if self.data:
+            if not Path(self.data).is_dir():
+                raise ValueError(f"data: {self.data} is not a folder (a dataset root: docs/datasets.md)")
+            # as every stage reads it (they run in the repository): the same root is the same command
+            object.__setattr__(self, "data", str(Path(self.data).resolve()))
         from .options import check_attend
 
         check_attend(self.attend, self.attend_from)
@@ -383,12 +386,20 @@ PRESETS = {
 }
 
 
+SET_ONLY = ("data",)
+"""Sizes taken from ``--set`` alone: ``DATA`` is too common a shell variable to pick a build's dataset."""
+
+
 def config_for(pipeline: str, overrides: list[str] = (), environ=os.environ) -> PipelineConfig:
     """The preset's config with environment variables (``VISION_STEPS``) and then ``name=value`` overrides."""
     values = dict(PRESETS[pipeline])
     fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
     # (name, value, where it was given: the error names it as the user wrote it)
-    pairs = [(name, environ[name.upper()], name.upper()) for name in fields if name.upper() in environ]
+    pairs = [
+        (name, environ[name.upper()], name.upper())
+        for name in fields
+        if name.upper() in environ and name not in SET_ONLY
+    ]
     for item in overrides:
         name, sep, value = item.partition("=")
         if not sep or name not in fields:
@@ -604,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_for(args.pipeline, args.set)
     except ValueError as exc:
         parser.error(str(exc))
+    if config.data and args.work.resolve().is_relative_to(config.data):
+        parser.error(f"--work {args.work} lies inside data={config.data}: its files would change the root's record")
     if config.data and args.pipeline == "demo-model":
         parser.error(
             "data: demo-model is judged on fresh synthetic scenes of its own training objects; train on a dataset "

@@ -110,6 +110,12 @@ def test_a_dataset_of_ones_own_is_checked_recorded_and_read_by_every_stage(tmp_p
     with pytest.raises(SystemExit):
         main(["demo-model", "--work", str(work), "--set", f"data={root}"])
     assert "demo-model is judged on fresh synthetic scenes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # its records would change the root's listing: every run would start over
+        main(["tiny", "--work", str(root / "run"), "--set", f"data={root}", "--dry-run"])
+    assert "lies inside data=" in capsys.readouterr().err
+    assert config_for("tiny", environ={"DATA": str(root)}).data == ""  # a shell's DATA picks nothing
+    relative = os.path.relpath(root)
+    assert config_for("tiny", [f"data={relative}"], environ={}).data == str(root.resolve())
 
 
 @pytest.mark.slow
