@@ -640,9 +640,7 @@ def check(
         return f"{written} is missing"
     ids = fold_ids(dataset, split, fold, folds, config.seed, validation)["train"][:images]
     with tempfile.TemporaryDirectory(prefix="rtgrasp-check-") as scratch:
-        (Path(scratch) / "images" / "train").mkdir(parents=True)
-        builder = ImageBuilder(dataset, "train", config, Path(scratch))
-        fresh = [record for image_id in ids for record in builder(image_id)]
+        fresh = build_split(dataset, ids, "train", config, Path(scratch), progress=False)
     fresh = json.loads(json.dumps(fresh))  # as train.json holds them: lists for tuples
     checked = set(ids)  # the records train.json holds for those images: the first ones, in the same order
     old = list(itertools.takewhile(lambda record: record.get("source") in checked, json.loads(written.read_text())))

@@ -717,7 +717,7 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, start: int = 0):
         """``start``: the step a resumed run goes on from (0: a fresh run, which starts the file over). The rows
         of the steps after it, which the run cut short took and the resumed run takes again, are dropped."""
-        self.start = time.monotonic()
+        self.began = time.monotonic()
         self.file = None
         if not enabled:
             return
@@ -736,7 +736,7 @@ class MetricsLog:
             val = "" if val_accuracy is None else f"{val_accuracy:.4f}"
             attend = "" if attend_loss is None else f"{attend_loss:.5f}"
             csv.writer(self.file).writerow(
-                [step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.start:.1f}", val, attend]
+                [step, f"{loss:.5f}", f"{lr:.3e}", f"{time.monotonic() - self.began:.1f}", val, attend]
             )
             self.file.flush()
 

@@ -108,7 +108,8 @@ def test_saves_keep_every_save_every_steps_and_snapshot_by_the_clock_keeping_onl
     (tmp_path / "checkpoint-000009").mkdir()  # an earlier run's snapshot: a run that does not resume removes it
     (tmp_path / "checkpoint-000009" / SNAPSHOT_MARK).touch()
     (tmp_path / "checkpoint-000008").mkdir()  # and keeps what that run kept
-    assert Saves(config, tmp_path, resumed=True, clock=lambda: now[0]) and (tmp_path / "checkpoint-000009").is_dir()
+    Saves(config, tmp_path, resumed=True, clock=lambda: now[0])  # a resumed run keeps it: it goes on from there
+    assert (tmp_path / "checkpoint-000009").is_dir()
     saves = Saves(config, tmp_path, clock=lambda: now[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000008"]
     shutil.rmtree(tmp_path / "checkpoint-000008")
