@@ -11,6 +11,7 @@ metric and the demo something honest to score before a model exists.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -182,6 +183,72 @@ def cnn_told_predictor(dataset: GraspDataset, checkpoint: Path, size: int = 224,
     return cnn_told
 
 
+def words_categories(instruction: str) -> tuple[set[str], bool]:
+    """The categories an instruction's words point to, and whether it names one: the object it asks for by name
+    (``CategoryNames.requested``: "the pink ball"), else the objects the hints' knowledge gives its use ("something
+    to cut with": a knife, scissors), else none ("the object on the left"). The bundle's own rules, no model."""
+    names, knowledge = _words()
+    requested = names.requested(instruction)
+    if requested is not None:
+        return {requested[1]}, True
+    return {c for o in knowledge.objects_for(instruction) if (c := names.first(o)) is not None}, False
+
+
+@functools.cache
+def _words():
+    """The category names and the hints' knowledge a bundle of these templates carries."""
+    from appliance.runtime.objects import CategoryNames
+    from export.speech import categories
+
+    from .reasoning import load_templates
+    from .reasoning.referring import load_referring, use_knowledge
+
+    return CategoryNames(categories()), use_knowledge(load_templates(), load_referring())
+
+
+def cnn_words_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:
+    """The vision stage's heads told the categories the instruction's words point to (``words_categories``): the
+    best grasp among the patches the identity head gives one of them. An instruction that names an object no
+    patch shows is refused; one whose words point nowhere gets the instruction-blind heads. A rule a robot can run
+    (the hints' lookup and the category names are the bundle's), so a baseline the model must beat."""
+    from .datasets.augment import center_crop
+    from .judging import to_camera
+    from .model import load_llava
+    from .stages import heads_outputs, identity_classes
+    from .view import ModelView
+
+    model, processor = load_llava(checkpoint)
+    outputs = heads_outputs(checkpoint, model, processor)
+    vit = model.model.vision_tower
+    grid = vit.config.image_size // vit.config.patch_size
+    classes = identity_classes()
+    view = ModelView(size=size, crop=crop)
+    cache: dict[str, dict] = {}
+
+    def cnn_words(sample: GraspSample, instruction) -> GraspPose | None:
+        if sample.image_id not in cache:
+            seen = center_crop(sample, view.crop, (view.size, view.size))
+            cache.clear()  # one image at a time: its instructions come together
+            cache[sample.image_id] = outputs(seen.image)
+        pose = words_pose(cache[sample.image_id], grid, classes, instruction.text if instruction else None)
+        return None if pose is None else to_camera(pose, view, sample.image_size)
+
+    return cnn_words
+
+
+def words_pose(out: dict, grid: int, classes: list[str], instruction: str | None) -> GraspPose | None:
+    """``cnn-words`` on the heads' outputs of one image (the model's view): the best grasp among the patches the
+    identity head gives a category the instruction's words point to; None (a refusal) when it names an object no
+    patch shows; the blind heads' grasp when its words point nowhere or only to objects no patch shows."""
+    from .stages import PATCH_IDENTITY, predict_pose, told_pose
+
+    wanted, named = words_categories(instruction) if instruction is not None else (set(), False)
+    indices = {classes.index(c) for c in wanted if c in classes}
+    if indices & set(out[PATCH_IDENTITY][0].argmax(-1).tolist()):
+        return told_pose(out, grid, indices)
+    return None if named else predict_pose(out, grid)
+
+
 @dataclass(frozen=True)
 class BaselineOptions:
     """What some baselines need: the cnn's checkpoint and crop, the floor's height above the table."""
@@ -197,6 +264,7 @@ BASELINES: dict[str, Callable[[GraspDataset, BaselineOptions], Predictor]] = {
     "colour": lambda dataset, options: colour_predictor(),
     "cnn": lambda dataset, options: cnn_predictor(_needs(options.checkpoint), crop=options.crop),
     "cnn-told": lambda dataset, options: cnn_told_predictor(dataset, _needs(options.checkpoint), crop=options.crop),
+    "cnn-words": lambda dataset, options: cnn_words_predictor(_needs(options.checkpoint), crop=options.crop),
     "oracle": lambda dataset, options: oracle_predictor(dataset),
 }
 KINDS = tuple(BASELINES)
@@ -258,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.baseline",
         description="Predict grasps with a baseline (floor: depth blob; colour: colour blob; cnn: the vision "
-        "stage's instruction-blind heads; cnn-told: those heads told the target's category, an upper bound on what "
-        "the vision tokens carry, not a baseline; oracle: a labelled grasp of the target); writes the JSONL that "
+        "stage's instruction-blind heads; cnn-words: those heads told the categories the instruction's words name "
+        "(a name, or the hints' objects for a use), a rule a robot can run; cnn-told: those heads told the target's "
+        "category, an upper bound on what the vision tokens carry, not a baseline; oracle: a labelled grasp of the target); writes the JSONL that "
         "python -m training.metric scores, one line per instruction when the root has instructions.jsonl.",
         epilog="examples:\n  python -m training.baseline --root data/clutter --kind floor --out runs/floor.jsonl\n"
         "  python -m training.baseline --root data/clutter --kind cnn --checkpoint runs/dm3/vision/checkpoint-001500 "
@@ -269,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
     parser.add_argument("--kind", choices=KINDS, default="floor", help="which baseline (default floor)")
-    parser.add_argument("--checkpoint", type=Path, help="with --kind cnn or cnn-told: a vision-stage checkpoint")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="with --kind cnn, cnn-words or cnn-told: a vision-stage checkpoint"
+    )
     parser.add_argument("--crop", type=int, default=320, help="with --kind cnn: the square crop it was trained on")
     parser.add_argument(
         "--depth-step",

@@ -77,14 +77,15 @@ def unparsed(dataset: GraspDataset, image_id: str, referral: Instruction | None)
 
 def baselines(dataset: GraspDataset, ids: list[str], cnn: Path | None = None, crop: int | None = None) -> dict:
     """The baselines on the same requests: floor and oracle, and the CNN heads of ``cnn`` when given (with
-    instructions, also those heads told the category meant: what the vision tokens carry).
+    instructions, also those heads told the categories the instruction's words name, a rule a robot can run, and
+    told the category meant: what the vision tokens carry).
     A baseline that cannot run on this root (the floor without depth) reports why instead."""
     from .baseline import BaselineOptions, baseline_summary, make_predictor, run_baseline
 
     items = evaluation_items(dataset, ids)
     out = {}
-    for kind in ("floor", "cnn", "cnn-told", "oracle"):
-        if (kind.startswith("cnn") and cnn is None) or (kind == "cnn-told" and not dataset.instructions):
+    for kind in ("floor", "cnn", "cnn-words", "cnn-told", "oracle"):
+        if (kind.startswith("cnn") and cnn is None) or (kind in ("cnn-words", "cnn-told") and not dataset.instructions):
             continue  # told: only where instructions name an object (an upper bound, not a robot's baseline)
         try:
             predictor = make_predictor(kind, dataset, BaselineOptions(checkpoint=cnn, crop=crop))

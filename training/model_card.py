@@ -51,6 +51,12 @@ GOALS = (  # (what, test set, how to read it from a summary, goal, at least)
     ("refusals of present objects", "clutter", lambda m: m.get("refused_present"), 0.02, False),
 )
 REFINE_KINDS = ("side", "rotate", "part", "object")
+BASELINE_LABELS = {
+    "cnn": "cnn (instruction-blind)",
+    "cnn-words": "cnn told what the instruction's words name (a rule)",
+    "cnn-told": "cnn told the category (an upper bound, not a baseline)",
+}
+"""The baselines' rows in the card (``training.judging.baselines``), in this order after the floor."""
 
 
 def _lead(m: dict):
@@ -197,10 +203,10 @@ def card(
                      f"{spread([m.get('part_accuracy') for m in sets])} | {spread([m.get('target_rate') for m in sets])} |")  # fmt: skip
         lines.append(f"| | model (torch fp32) | {percent(torch.get('accuracy'))} | {percent(torch.get('part_accuracy'))} | "
                      f"{percent(torch.get('target_rate'))} |")  # fmt: skip
-        for who in ("floor", "cnn", "cnn-told", "oracle"):
+        for who in ("floor", "cnn", "cnn-words", "cnn-told", "oracle"):
             row = (sets[0].get("baselines") or {}).get(who)
             if row and "error" not in row:
-                label = "cnn told the category (an upper bound, not a baseline)" if who == "cnn-told" else who
+                label = BASELINE_LABELS.get(who, who)
                 lines.append(f"| | {label} | {percent(row.get('accuracy'))} | {percent(row.get('part_accuracy'))} | "
                              f"{percent(row.get('target_rate'))} |")  # fmt: skip
     lines += [

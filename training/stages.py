@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -481,9 +482,11 @@ def told_predictor(checkpoint, model, processor):
     return predict
 
 
-def told_pose(out: dict[str, torch.Tensor], grid: int, category: int) -> GraspPose:
-    """``predict_pose`` among the patches the identity head gives class ``category`` (all, where it gives none)."""
-    shown = out[PATCH_IDENTITY][0].argmax(-1) == category
+def told_pose(out: dict[str, torch.Tensor], grid: int, category: int | Collection[int]) -> GraspPose:
+    """``predict_pose`` among the patches the identity head gives class ``category`` (or any of several classes;
+    all patches, where it gives none)."""
+    wanted = torch.tensor([category] if isinstance(category, int) else sorted(category), dtype=torch.long)
+    shown = torch.isin(out[PATCH_IDENTITY][0].argmax(-1), wanted)
     if bool(shown.any()):
         out = {**out, PATCH_CENTER: out[PATCH_CENTER].masked_fill(~shown[None], float("-inf"))}
     return predict_pose(out, grid)

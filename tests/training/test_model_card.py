@@ -31,6 +31,7 @@ def test_the_card_states_what_the_run_logged(tmp_path):
                 "refinement_by_kind": {"rotate": {"n": 40, "success": 0.9, "repeat": 0.0, "rule": 0.6}},
                 "baselines": {"cnn": {"accuracy": 0.3, "part_accuracy": 0.2, "target_rate": 0.5},
                               "cnn-told": {"accuracy": 0.7, "part_accuracy": 0.6, "target_rate": 0.8},
+                              "cnn-words": {"accuracy": 0.6, "part_accuracy": 0.5, "target_rate": 0.7},
                               "floor": {"error": "no depth"}},
                 "answers": [],
             }  # fmt: skip
@@ -44,7 +45,13 @@ def test_the_card_states_what_the_run_logged(tmp_path):
     assert "| data | 216 |" in readme and "| tune |" not in readme
     assert "Bundle size: 2.0 MB" in readme and "15.2 min" in readme
     assert "| **model (Q4)** | 50.0 % / – |" in readme and "| | model (torch fp32) | 55.0 % |" in readme
-    assert "| | cnn | 30.0 % | 20.0 % | 50.0 % |" in readme and "| | floor |" not in readme  # errors left out
+    assert "| | cnn (instruction-blind) | 30.0 % | 20.0 % | 50.0 % |" in readme and "| | floor |" not in readme
+    rows = [line for line in readme.splitlines() if line.startswith("| | cnn")]  # in this order, errors left out
+    assert [row.split(" | ")[1] for row in rows[:3]] == [
+        "cnn (instruction-blind)",
+        "cnn told what the instruction's words name (a rule)",
+        "cnn told the category (an upper bound, not a baseline)",
+    ]
     assert "| | cnn told the category (an upper bound, not a baseline) | 70.0 % | 60.0 % | 80.0 % |" in readme
     assert "| target rate | clutter | 93.0 % / 81.0 % | ≥ 90.0 % | yes |" in readme  # two builds' spread
     assert "| lead over the CNN heads in target rate | clutter | 43.0 % / – | ≥ 30.0 % | yes |" in readme

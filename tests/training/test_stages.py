@@ -245,10 +245,11 @@ def test_vision_heads_are_scored_as_a_baseline(workdir, tmp_path):
     assert report["baselines"]["cnn"]["n"] == 10 and report["baselines"]["cnn"]["accuracy"] == report["accuracy"]
     from training.baseline import main as baseline_main
 
-    for kind in ("cnn", "cnn-told"):  # no scenes: told nothing, the told heads are the plain ones
+    for kind in ("cnn", "cnn-words", "cnn-told"):  # no scenes: told nothing, the told heads are the plain ones
         args = ["--root", str(workdir / "toy"), "--kind", kind, "--checkpoint", str(checkpoint)]
         assert baseline_main([*args, "--out", str(tmp_path / f"{kind}.jsonl")]) == 0
     assert (tmp_path / "cnn.jsonl").read_text() == (tmp_path / "cnn-told.jsonl").read_text()
+    assert (tmp_path / "cnn.jsonl").read_text() == (tmp_path / "cnn-words.jsonl").read_text()
 
 
 def test_heads_told_the_category_grasp_the_best_patch_of_that_category():
@@ -270,6 +271,45 @@ def test_heads_told_the_category_grasp_the_best_patch_of_that_category():
     pose = told_pose(out, grid, 1)
     assert (pose.x, pose.y) == (2.5 / grid, 2.5 / grid)  # patch 10: row 2, column 2, its centre
     assert told_pose(out, grid, 7) == predict_pose(out, grid)  # no patch of that class: every patch
+    assert told_pose(out, grid, {1, 7}) == pose  # several classes: the best patch showing any of them
+    assert told_pose(out, grid, {0, 1}) == predict_pose(out, grid)
+
+
+def test_the_words_rule_reads_a_name_or_a_use_and_nothing_else():
+    from training.baseline import words_categories
+
+    assert words_categories("pick up the pink ball") == ({"ball"}, True)
+    assert words_categories("Can you lift the knife?") == ({"knife"}, True)  # the can is no object asked for
+    wanted, named = words_categories("hand me something to cut with")  # a use: the knowledge's objects
+    assert "knife" in wanted and not named
+    assert words_categories("the object on the left") == (set(), False)  # neither: the blind heads answer
+
+
+def test_the_words_rule_grasps_what_the_instruction_names_and_refuses_what_no_patch_shows():
+    from training.baseline import words_pose
+    from training.stages import PATCH_IDENTITY, identity_classes
+
+    classes, grid = identity_classes(), 4
+    knife, mug = classes.index("knife"), classes.index("mug")
+    center = torch.zeros(1, 16)
+    center[0, 5], center[0, 10] = 9.0, 3.0  # the mug's patch is the likelier grasp
+    identity = torch.zeros(1, 16, len(classes) + 1)
+    identity[0, :, -1] = 1.0  # the table everywhere but two patches
+    identity[0, 5, mug] = identity[0, 10, knife] = 5.0
+    out = {
+        PATCH_CENTER: center,
+        "offset": torch.full((1, 16, 2), 0.5),
+        "angle": torch.tensor([1.0, 0.0]).expand(1, 16, 2),
+        PATCH_IDENTITY: identity,
+    }
+    blind = predict_pose(out, grid)
+    on_knife = words_pose(out, grid, classes, "pick up the knife")
+    assert (on_knife.x, on_knife.y) == (2.5 / grid, 2.5 / grid) and on_knife != blind
+    assert words_pose(out, grid, classes, "hand me something to cut with") == on_knife  # a use that finds the knife
+    assert words_pose(out, grid, classes, "pick up the whisk") is None  # named, and no patch shows one: refused
+    assert words_pose(out, grid, classes, "the thing on the left") == blind  # no words to go by
+    assert words_pose(out, grid, classes, "could you pass me a thing to whip cream?") == blind  # no whisk shown
+    assert words_pose(out, grid, classes, None) == blind
 
 
 def test_answer_digits_are_the_digits_the_answer_writes():
