@@ -111,6 +111,31 @@ class PresenceSpec:
 
 
 @dataclass(frozen=True)
+class TargetCheckSpec:
+    """Whether the pose lies on the object the reasoning named: the vision graph also gives, per patch, the
+    identity head's probabilities (the presence section's categories, then the table) and the grasp heads' output
+    (centre logit, offset x and y in the patch, cos 2θ, sin 2θ). A first answer whose pose lies on no patch of the
+    category its reasoning names, where some patch shows that category, is moved to the heads' best grasp on it
+    (``runtime.target``)."""
+
+    grid: int
+    """Patches per side of the model's view (the tower's image size over its patch size)."""
+    reach: int = 1
+    """A pose on a patch the head gives the table still counts as on the category when one of the patches this
+    many steps away (rows or columns) shows it: a grasp centre between the fingers lies on the table."""
+    identity: str = "patch_identity"
+    grasp: str = "patch_grasp"
+    source: str = ""
+    """The vision-stage checkpoint the heads came from."""
+
+    def __post_init__(self) -> None:
+        if self.grid < 1:
+            raise ValueError(f"target_check.grid must be >= 1, got {self.grid}")
+        if not 0 <= self.reach < self.grid:
+            raise ValueError(f"target_check.reach must be in 0..{self.grid - 1}, got {self.reach}")
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything the runtime needs to know about a bundle, and where it came from."""
 
@@ -148,6 +173,9 @@ class Manifest:
     carrying its hint, and the runtime appends it the same way. Bundles without it have no hints."""
     presence: PresenceSpec | None = None
     """The gate that refuses an instruction naming what is not on the table; bundles without it have none."""
+    target_check: TargetCheckSpec | None = None
+    """The check that keeps a first pose on the object its reasoning named; it needs ``presence`` (its categories)
+    and ``categories`` (to read the name). Bundles without it keep every pose as the model wrote it."""
     created: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     """Figures measured at export time (parity errors, accuracy when a dataset was given)."""
@@ -168,6 +196,8 @@ class Manifest:
             raise ValueError("followup_template needs an {instruction} field")
         if self.n_image_tokens < 1 or self.embedding_width < 1:
             raise ValueError("n_image_tokens and embedding_width must be positive")
+        if self.target_check is not None and (self.presence is None or not self.categories):
+            raise ValueError("target_check needs a presence section (its categories) and the categories vocabulary")
         for word, name in (self.categories or {}).items():
             if not word.strip() or word != word.lower() or self.categories.get(name) != name:
                 raise ValueError(

@@ -29,6 +29,7 @@ from appliance.bundle import (
     ImageSpec,
     Manifest,
     PresenceSpec,
+    TargetCheckSpec,
     file_entry,
     manifest_to_yaml,
 )
@@ -47,6 +48,8 @@ QUANTS = {  # --bits -> (manifest quant type, llama.cpp ftype, file suffix)
 }
 RESAMPLE = {2: "bilinear", 3: "bicubic"}
 MIN_PATCHES = 0.5
+REACH = 1
+"""The target check's reach (``appliance.bundle.TargetCheckSpec``): not yet chosen on validation scenes."""
 """The presence check's default threshold: chosen on validation scenes (bench/results/presence)."""
 KNOWLEDGE_FILE = "knowledge.yaml"
 KNOWLEDGE_HEADER = (
@@ -130,16 +133,19 @@ def build_bundle(
     progress: bool = True,
     heads: Path | None = None,
     min_patches: float = MIN_PATCHES,
+    target_check: bool = False,
+    reach: int = REACH,
 ) -> Manifest:
     """Export, quantize, check and write the bundle; returns its manifest. With ``heads`` (the vision stage's
     checkpoint the model was built on), the vision graph also says which categories the image shows and the
-    manifest gets a ``presence`` section (``appliance.runtime.presence``)."""
+    manifest gets a ``presence`` section (``appliance.runtime.presence``); with ``target_check`` too, the graph
+    gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``)."""
     from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
     from training.view import ModelView
 
-    from .vision import export_onnx, parity, presence_head, presence_parity
+    from .vision import export_onnx, maps_parity, parity, presence_head, presence_parity
 
     if bits not in QUANTS:
         raise ExportError(f"--bits must be one of {sorted(QUANTS)}, got {bits}")
@@ -157,17 +163,24 @@ def build_bundle(
     started = time.monotonic()
 
     steps.set_postfix_str("vision tower → ONNX")
+    if target_check and heads is None:
+        raise ExportError("the target check needs --heads: the vision stage's checkpoint")
     if heads is not None and not view.refusals:
         raise ExportError(f"--heads: {model_dir} was not trained to refuse (view.json), so no refusal can be written")
     model, _ = load_llava(model_dir)
     head = presence_head(heads, model) if heads is not None else None
-    vision = export_onnx(model, work / "vision.onnx", vision_precision, presence=head)
+    vision = export_onnx(model, work / "vision.onnx", vision_precision, presence=head, maps=target_check)
     vision_error = parity(model, vision)
     metrics = {"vision_relative_error": vision_error}
     presence = None
     if head is not None:
         metrics["presence_max_error_patches"] = presence_parity(model, vision, head)
         presence = PresenceSpec(head.classes, min_patches, source=str(Path(heads).resolve()))
+    target = None
+    if target_check:
+        metrics["target_check_max_error"] = maps_parity(model, vision, head)
+        grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        target = TargetCheckSpec(grid, reach, source=str(Path(heads).resolve()))
     n_image_tokens, width = _embedding_shape(vision, spec.size)
     del model
     steps.update()
@@ -216,6 +229,7 @@ def build_bundle(
         knowledge=None if knowledge is None else knowledge.name,
         categories=categories(),
         presence=presence,
+        target_check=target,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         metrics={**metrics, "export_seconds": round(time.monotonic() - started, 1)},
     )
@@ -268,10 +282,25 @@ def main(argv: list[str] | None = None) -> int:
         help="with --heads: the expected patches a named category needs to count as on the table (default 0.5, "
         "chosen on validation scenes)",
     )
+    parser.add_argument(
+        "--target-check",
+        action="store_true",
+        help="with --heads: the vision graph also gives the heads' patch maps, and the appliance moves a first pose "
+        "that lies off the object its reasoning named onto the heads' best grasp of that object",
+    )
+    parser.add_argument(
+        "--reach",
+        type=int,
+        help=f"with --target-check: patches around a pose on the table that may show the object (default {REACH})",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     args = parser.parse_args(argv)
     if args.min_patches is not None and args.heads is None:
         parser.error("--min-patches needs --heads")
+    if args.target_check and args.heads is None:
+        parser.error("--target-check needs --heads")
+    if args.reach is not None and not args.target_check:
+        parser.error("--reach needs --target-check")
     min_patches = MIN_PATCHES if args.min_patches is None else args.min_patches
     if not min_patches >= 0:
         parser.error(f"--min-patches must be >= 0, got {min_patches}")
@@ -286,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=sys.stderr.isatty(),
             heads=args.heads,
             min_patches=min_patches,
+            target_check=args.target_check,
+            reach=REACH if args.reach is None else args.reach,
         )
     except (ExportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,6 +40,8 @@ OPSET = 17
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT, OUTPUT = "pixel_values", "image_embeds"
 PRESENCE = "object_patches"
+PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
+"""With ``maps``: per patch, the identity head's probabilities and the grasp heads' values (``runtime.target``)."""
 TOWER_TOLERANCE = 2.0**-7
 """Elementwise relative difference allowed between the exported tower and the heads' own: a tower stored in
 bfloat16 and read back (at most 2⁻⁸ off) is the same tower; one trained further is not."""
@@ -55,6 +57,9 @@ class PresenceHead:
     classes: tuple[str, ...]
     """The category names, in the head's order."""
     source: str
+    grasp_weight: np.ndarray | None = None
+    """(5, hidden): the grasp heads (centre logit, offset x/y, cos 2θ, sin 2θ), for the target check's maps."""
+    grasp_bias: np.ndarray | None = None
 
 
 def presence_head(checkpoint: Path, model) -> PresenceHead:
@@ -73,6 +78,7 @@ def presence_head(checkpoint: Path, model) -> PresenceHead:
         if "identity.weight" not in f.keys():
             raise ValueError(f"--heads {checkpoint}: its heads have no identity head (an older vision stage)")
         weight, bias = f.get_tensor("identity.weight"), f.get_tensor("identity.bias")
+        grasp_weight, grasp_bias = f.get_tensor("grasp.weight"), f.get_tensor("grasp.bias")
     classes = tuple(identity_classes())
     if weight.shape[0] != len(classes) + 1:
         raise ValueError(
@@ -94,12 +100,13 @@ def presence_head(checkpoint: Path, model) -> PresenceHead:
                     f"--heads {checkpoint}: the model's vision tower differs from the one its heads were trained "
                     f"on (first at {name}): export with the vision stage the model was built on"
                 )
-    return PresenceHead(weight, bias, classes, str(checkpoint))
+    return PresenceHead(weight, bias, classes, str(checkpoint), grasp_weight, grasp_bias)
 
 
-def vision_embedder(model, presence: PresenceHead | None = None):
+def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = False):
     """A torch module: pixel_values → image embeddings exactly as the LLaVA model computes them (and, with
-    ``presence``, the expected patches per category)."""
+    ``presence``, the expected patches per category; with ``maps`` too, the per-patch identity probabilities and
+    grasp values)."""
     import torch
 
     config = model.config
@@ -109,16 +116,22 @@ def vision_embedder(model, presence: PresenceHead | None = None):
     layers = [layers] if isinstance(layers, int) else list(layers)
     drop_cls = config.vision_feature_select_strategy == "default"
 
-    identity = None
-    if presence is not None:
-        identity = torch.nn.Linear(presence.weight.shape[1], presence.weight.shape[0])
-        identity.weight.data = torch.from_numpy(np.ascontiguousarray(presence.weight, np.float32))
-        identity.bias.data = torch.from_numpy(np.ascontiguousarray(presence.bias, np.float32))
+    if maps and presence is None:
+        raise ValueError("the patch maps need the vision stage's heads")
+
+    def linear(weight: np.ndarray, bias: np.ndarray):
+        layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        layer.weight.data = torch.from_numpy(np.ascontiguousarray(weight, np.float32))
+        layer.bias.data = torch.from_numpy(np.ascontiguousarray(bias, np.float32))
+        return layer
+
+    identity = None if presence is None else linear(presence.weight, presence.bias)
+    grasp = linear(presence.grasp_weight, presence.grasp_bias) if maps else None
 
     class VisionEmbedder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.tower, self.projector, self.identity = tower, projector, identity
+            self.tower, self.projector, self.identity, self.grasp = tower, projector, identity, grasp
 
         def forward(self, pixel_values):
             out = self.tower(pixel_values, output_hidden_states=True)
@@ -129,17 +142,28 @@ def vision_embedder(model, presence: PresenceHead | None = None):
             embeds = self.projector(features)
             if self.identity is None:
                 return embeds
-            shown = self.identity(out.last_hidden_state[:, 1:]).softmax(-1)  # the heads skip CLS too
-            return embeds, shown[..., :-1].sum(dim=1)  # the table's class dropped
+            patches = out.last_hidden_state[:, 1:]  # the heads skip CLS too
+            shown = self.identity(patches).softmax(-1)
+            counts = shown[..., :-1].sum(dim=1)  # the table's class dropped
+            if self.grasp is None:
+                return embeds, counts
+            g = self.grasp(patches)  # as training.stages.PatchHeads reads its grasp head
+            values = torch.cat([g[..., :1], torch.sigmoid(g[..., 1:3]), torch.tanh(g[..., 3:5])], dim=-1)
+            return embeds, counts, shown, values
 
     return VisionEmbedder().eval()
 
 
 def export_onnx(
-    model, out: Path, precision: str = "fp32", opset: int = OPSET, presence: PresenceHead | None = None
+    model,
+    out: Path,
+    precision: str = "fp32",
+    opset: int = OPSET,
+    presence: PresenceHead | None = None,
+    maps: bool = False,
 ) -> Path:
-    """Export the vision embedder (dynamic batch; with ``presence`` its second output) and convert it to
-    ``precision``; atomic write."""
+    """Export the vision embedder (dynamic batch; with ``presence`` its second output, with ``maps`` the patch
+    maps too) and convert it to ``precision``; atomic write."""
     import torch
 
     if precision not in PRECISIONS:
@@ -149,8 +173,8 @@ def export_onnx(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.config.vision_config.image_size
-    embedder = vision_embedder(model, presence)
-    outputs = [OUTPUT] if presence is None else [OUTPUT, PRESENCE]
+    embedder = vision_embedder(model, presence, maps)
+    outputs = [OUTPUT] + ([PRESENCE] if presence is not None else []) + ([PATCH_IDENTITY, PATCH_GRASP] if maps else [])
     example = torch.zeros(1, 3, size, size)
     fp32 = out.with_name(f".{out.stem}.fp32.onnx")
     with torch.no_grad(), warnings.catch_warnings():
@@ -213,6 +237,27 @@ def presence_parity(model, onnx_path: Path, presence: PresenceHead, images: int 
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     return float(np.abs(got - probs[..., :-1].sum(1)).max())
+
+
+def maps_parity(model, onnx_path: Path, heads: PresenceHead, images: int = 4, seed: int = 0) -> float:
+    """Largest difference between the graph's patch maps (identity probabilities, grasp values) and the heads'
+    own arithmetic on torch's tower, on random images."""
+    import onnxruntime as ort
+    import torch
+
+    size = model.config.vision_config.image_size
+    pixels = np.random.default_rng(seed).normal(size=(images, 3, size, size)).astype(np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    identity, grasp = session.run([PATCH_IDENTITY, PATCH_GRASP], {INPUT: pixels})
+    with torch.no_grad():
+        hidden = model.model.vision_tower.float()(torch.from_numpy(pixels)).last_hidden_state[:, 1:].numpy()
+    hidden = hidden.astype(np.float64)
+    logits = hidden @ heads.weight.T.astype(np.float64) + heads.bias
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    g = hidden @ heads.grasp_weight.T.astype(np.float64) + heads.grasp_bias
+    values = np.concatenate([g[..., :1], 1 / (1 + np.exp(-g[..., 1:3])), np.tanh(g[..., 3:5])], axis=-1)
+    return float(max(np.abs(identity - probs).max(), np.abs(grasp - values).max()))
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

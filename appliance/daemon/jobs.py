@@ -48,7 +48,7 @@ class Conversation:
 
 def prediction_fields(prediction: Prediction) -> dict:
     """The JSON-ready part of a prediction."""
-    pose = prediction.pose
+    pose, written = prediction.pose, prediction.written
     return {
         "text": prediction.text,
         "reasoning": prediction.reasoning,
@@ -56,6 +56,7 @@ def prediction_fields(prediction: Prediction) -> dict:
         "parse_error": prediction.error,
         "pose": None if pose is None else {"x": pose.x, "y": pose.y, "theta": pose.theta},
         "hint": list(prediction.hint),
+        "written": None if written is None else {"x": written.x, "y": written.y, "theta": written.theta},
         "timings": prediction.timings.as_dict(),
     }
 

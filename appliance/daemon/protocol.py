@@ -115,6 +115,9 @@ PREDICTION_FIELDS = {
     "hint": "the objects the bundle's knowledge table (`knowledge.yaml`) says the instruction's words are for, as "
     "appended to a first turn ('could you pass me a thing to whip cream? Hint: a whisk.'); `[]` on follow-ups, where "
     "the table names none (or the instruction names its object) and for bundles without a table",
+    "written": "`{x, y, theta}`: the pose the model wrote, when the bundle's target check moved it onto the object "
+    "its reasoning named (`pose`, `text` and `pixel` are then the moved grasp: the heads' best grasp on that object); "
+    "null when the pose is the model's own",
     "target": "the base-frame grasp position `[x, y, z]` in metres, when executable (else null)",
     "executable": "whether every check before motion passed",
     "check": "why not ('' when it is executable)",

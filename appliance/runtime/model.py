@@ -38,6 +38,7 @@ from .objects import CategoryNames
 from .preprocess import CropBox, prepare
 from .presence import PresenceGate
 from .speculation import ACCEPTANCE_PRIOR, KS, MIN_DRAFTED, Plan, VerifyCost, measure, plan
+from .target import TargetCheck
 from .vision import PROVIDERS, VisionEncoder
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ class Prediction:
     hint: tuple[str, ...] = ()
     """The objects the bundle's knowledge named for a first turn's instruction, appended to it as " Hint: a
     whisk." (``appliance.hints``); empty on follow-ups, where it names none, and for bundles without one."""
+    written: GraspPose | None = None
+    """The pose the model wrote, when the bundle's target check moved it onto the object its reasoning named
+    (``runtime.target``); ``pose`` and ``text`` then hold the moved one. None when the pose is the model's."""
 
     @property
     def ok(self) -> bool:
@@ -122,6 +126,10 @@ class Embedded(NamedTuple):
     vision_ms: float
     patches: np.ndarray | None = None
     """Expected patches per category of the bundle's presence section (None without one)."""
+    identity: np.ndarray | None = None
+    """Per patch, the identity head's probabilities (the target check's; None without one)."""
+    grasp: np.ndarray | None = None
+    """Per patch, the grasp heads' values (the target check's; None without one)."""
 
 
 def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: float) -> bool:
@@ -184,8 +192,10 @@ class GraspModel:
         llama: LlamaSettings = LlamaSettings(),
         speculative: str = "off",
         presence: bool = True,
+        target_check: bool = True,
     ):
-        """``presence=False`` leaves the bundle's presence check off: every instruction goes to the model."""
+        """``presence=False`` leaves the bundle's presence check off: every instruction goes to the model;
+        ``target_check=False`` its target check: every pose stays as the model wrote it."""
         if speculative not in SPECULATIVE_POLICIES:
             raise ValueError(f"speculative must be one of {SPECULATIVE_POLICIES}, got {speculative!r}")
         self.manifest, self.directory = manifest, Path(directory)
@@ -204,6 +214,15 @@ class GraspModel:
             if not self.vision.has_presence:
                 raise LlamaError(f"{manifest.vision} has no presence output, the manifest has a presence section")
             self.presence = PresenceGate(manifest.presence, CategoryNames(manifest.categories or {}))
+        self.target: TargetCheck | None = None
+        if manifest.target_check is not None and target_check:
+            spec = manifest.target_check
+            lacking = [name for name in (spec.identity, spec.grasp) if name not in self.vision.outputs]
+            if lacking:
+                raise LlamaError(
+                    f"{manifest.vision} has no {', '.join(lacking)} output, the manifest's target check needs it"
+                )
+            self.target = TargetCheck(spec, manifest.presence.classes, CategoryNames(manifest.categories or {}))
         self.hints: Knowledge | None = None
         if manifest.knowledge is not None:
             self.hints = load_knowledge(self.directory / manifest.knowledge)
@@ -285,10 +304,12 @@ class GraspModel:
         verify: bool = True,
         speculative: str = "off",
         presence: bool = True,
+        target_check: bool = True,
     ) -> GraspModel:
         """Read the manifest, verify every file's hash, and load both halves (and measure the verify cost when
-        ``speculative`` is on or auto; ``presence=False`` leaves the bundle's presence check off)."""
-        return cls(read_bundle(directory, verify=verify), directory, providers, llama, speculative, presence)
+        ``speculative`` is on or auto; ``presence=False`` and ``target_check=False`` leave those checks off)."""
+        manifest = read_bundle(directory, verify=verify)
+        return cls(manifest, directory, providers, llama, speculative, presence, target_check)
 
     def session(self) -> Session:
         """A new conversation (the image comes with its first turn)."""
@@ -303,21 +324,27 @@ class GraspModel:
         start = time.perf_counter()
         view, pixels, box = prepare(image, self.manifest.image)
         mid = time.perf_counter()
-        embeddings, patches = self.vision.encode(pixels)
+        embeddings, extra = self.vision.encode(pixels)
         end = time.perf_counter()
         if embeddings.shape != (self.manifest.n_image_tokens, self.manifest.embedding_width):
             raise LlamaError(
                 f"vision tower gave {embeddings.shape}, the manifest expects "
                 f"({self.manifest.n_image_tokens}, {self.manifest.embedding_width})"
             )
-        if self.presence is None:
-            patches = None
-        elif patches is None or patches.shape != (len(self.presence.spec.classes),):
+        patches = extra.get(self.presence.spec.output) if self.presence is not None else None
+        if self.presence is not None and (patches is None or patches.shape != (len(self.presence.spec.classes),)):
             raise LlamaError(
                 f"vision tower gave presence counts of shape {None if patches is None else patches.shape}, the "
                 f"manifest lists {len(self.presence.spec.classes)} categories"
             )
-        return Embedded(view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid), patches)
+        identity = grasp = None
+        if self.target is not None:
+            identity, grasp = extra[self.target.spec.identity], extra[self.target.spec.grasp]
+            try:
+                self.target.check_shapes(identity, grasp)
+            except ValueError as exc:
+                raise LlamaError(str(exc)) from None
+        return Embedded(view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid), patches, identity, grasp)
 
     def hint_objects(self, instruction: str) -> list[str]:
         """The objects the bundle's knowledge says a first instruction's words are for (none without one)."""
@@ -501,7 +528,7 @@ class Session:
             self._image = model.embed(image)
         if self._image is None:
             raise ValueError("the first turn of a session needs an image")
-        view, embeddings, box, pre_ms, vision_ms, patches = self._image
+        view, embeddings, box, pre_ms, vision_ms, patches = self._image[:6]
         if image is None:
             pre_ms = vision_ms = 0.0
         self.check_room(instruction)
@@ -534,8 +561,30 @@ class Session:
         self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]
         timings = Timings(pre_ms, vision_ms, 1000 * (prefill - start), prefilled, 1000 * (end - prefill), len(tokens))
         prediction = replace(self._parse(text, timings, box, view, tokens), hint=hint)
+        if model.target is not None and prediction.pose is not None and len(self.turns) == 0:
+            prediction = self._check_target(prediction)
         self.turns.append(prediction)
         return prediction
+
+    def _check_target(self, prediction: Prediction) -> Prediction:
+        """The first answer with its pose moved onto the object its reasoning named, where the bundle's target
+        check says it lies elsewhere (``runtime.target``); else the answer as it was. A moved answer replaces the
+        model's in the conversation, so a follow-up refines the pose the robot was given; the next turn then
+        evaluates the conversation anew."""
+        model, image = self.model, self._image
+        moved = model.target.moved(prediction.pose, prediction.reasoning, image.identity, image.grasp)
+        if moved is None:
+            return prediction
+        text = model.format.render(moved, prediction.reasoning)
+        tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)
+        self.history[-2:] = [tokens + [model.llm.eos]]
+        if model._active is self:
+            model._active = None
+        moved = model.format.parse(text).pose  # rounded as the answer writes it
+        log.info(
+            "target check: moved %s to %s (%s)", prediction.pose, moved, model.target.category(prediction.reasoning)
+        )
+        return replace(prediction, text=text, pose=moved, tokens=tuple(tokens), written=prediction.pose)
 
     def check_room(self, instruction: str) -> None:
         """``TooLong`` / ``ContextFull`` unless this turn — what the session holds, the prompt, the image on a first

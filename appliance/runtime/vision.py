@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 INPUT, OUTPUT = "pixel_values", "image_embeds"
 PRESENCE = "object_patches"
-"""The optional second output: expected patches per category (``runtime.presence``)."""
+"""An optional output: expected patches per category (``runtime.presence``)."""
+PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
+"""Optional outputs: per patch, the identity head's probabilities and the grasp heads' values (``runtime.target``)."""
 
 
 def provider_list(wanted, available, trt_cache: Path | None = None) -> list:
@@ -58,7 +60,7 @@ class VisionEncoder:
         names = [o.name for o in self.session.get_outputs()]
         if OUTPUT not in names:
             raise ValueError(f"{path}: the graph has no {OUTPUT!r} output ({', '.join(names)})")
-        self.outputs = [OUTPUT] + ([PRESENCE] if PRESENCE in names else [])
+        self.outputs = [OUTPUT] + [name for name in names if name != OUTPUT]
         self.has_presence = PRESENCE in names
         log.info(
             "vision tower on %s (asked for %s)",
@@ -70,10 +72,10 @@ class VisionEncoder:
         """Embeddings (tokens, width) of one image's pixel tensor (1, 3, H, W)."""
         return self.encode(pixels)[0]
 
-    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Embeddings (tokens, width) of one image's pixel tensor (1, 3, H, W), and the expected patches per
-        category when the graph has that output (else None): one run of the graph."""
+    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Embeddings (tokens, width) of one image's pixel tensor (1, 3, H, W), and the graph's other outputs for
+        that image by name (``PRESENCE``, ``PATCH_IDENTITY``, ``PATCH_GRASP`` where it has them): one run."""
         if pixels.ndim != 4 or pixels.shape[0] != 1:
             raise ValueError(f"expected one image (1, 3, H, W), got {pixels.shape}")
         got = self.session.run(self.outputs, {INPUT: pixels.astype(np.float32, copy=False)})
-        return got[0][0], (got[1][0] if len(got) > 1 else None)
+        return got[0][0], {name: value[0] for name, value in zip(self.outputs[1:], got[1:])}

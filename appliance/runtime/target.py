@@ -1,0 +1,88 @@
+"""Is the pose on the object the reasoning named? Move it there when it is plainly not.
+
+    check = TargetCheck(manifest.target_check, manifest.presence.classes, CategoryNames(manifest.categories))
+    check.moved(pose, "The one on the left is a knife, ...", identity, grasp)   # a GraspPose, or None to keep
+
+An RT answer says which object it means before it writes the pose ("The one on the left is a knife, a long thin
+blade ..."). The tiny decoder names the object meant far more often than it puts the pose on it
+(bench/results/n-gpu: in clutter its poses landed on another object or on the table where its words were right).
+The bundle's vision graph carries, per patch of the model's view, the vision stage's identity head (which category
+the patch shows, or the table) and its grasp heads (``export.vision``). When the pose lies on no patch of the named
+category, and some patch shows that category, the pose moves to the heads' best grasp among those patches: the
+grasp the instruction-blind heads would choose, told the object the reasoning chose. Nothing else changes: a
+reasoning that names no known category, or a category no patch shows, keeps the model's pose.
+
+"On a patch of the category": the patch under the grasp centre shows it; or that patch shows the table (a centre
+between the fingers often does) and a patch within ``reach`` rows and columns shows it. A pose on a patch of
+another object is moved. numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from appliance.bundle import TargetCheckSpec
+from appliance.grasp import GraspPose
+
+from .objects import CategoryNames
+
+GRASP_FIELDS = 5
+"""Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ."""
+
+
+class TargetCheck:
+    """The target check of a bundle's ``target_check`` section."""
+
+    def __init__(self, spec: TargetCheckSpec, classes, names: CategoryNames):
+        self.spec, self.names = spec, names
+        self.index = {c: i for i, c in enumerate(classes)}
+        self.patches = spec.grid * spec.grid
+
+    def check_shapes(self, identity: np.ndarray, grasp: np.ndarray) -> None:
+        """``ValueError`` unless the maps are one image's: (patches, categories + table) and (patches, 5)."""
+        want_identity, want_grasp = (self.patches, len(self.index) + 1), (self.patches, GRASP_FIELDS)
+        if identity.shape != want_identity or grasp.shape != want_grasp:
+            raise ValueError(
+                f"the vision graph's patch maps are {identity.shape} and {grasp.shape}, the manifest's target check "
+                f"expects {want_identity} and {want_grasp}"
+            )
+
+    def category(self, reasoning: str) -> str | None:
+        """The category the reasoning names first, when the identity head knows it."""
+        named = self.names.first(reasoning)
+        return named if named in self.index else None
+
+    def moved(self, pose: GraspPose, reasoning: str, identity: np.ndarray, grasp: np.ndarray) -> GraspPose | None:
+        """The pose to take instead of ``pose`` (image-normalised in the model's view), or None to keep it."""
+        category = self.category(reasoning)
+        if category is None:
+            return None
+        grid = self.spec.grid
+        labels = identity.argmax(-1).reshape(grid, grid)
+        shown = labels == self.index[category]
+        if not shown.any():
+            return None  # the head sees no such object: nothing better to offer than the model's own pose
+        row, col = cell(pose.y, grid), cell(pose.x, grid)
+        if shown[row, col]:
+            return None
+        if labels[row, col] == len(self.index):  # the table: a centre between the fingers
+            r = self.spec.reach
+            if shown[max(row - r, 0) : row + r + 1, max(col - r, 0) : col + r + 1].any():
+                return None
+        return best_grasp(grasp, shown.reshape(-1), grid)
+
+
+def cell(value: float, grid: int) -> int:
+    """The patch row or column of an image-normalised coordinate."""
+    return min(max(int(value * grid), 0), grid - 1)
+
+
+def best_grasp(grasp: np.ndarray, allowed: np.ndarray, grid: int) -> GraspPose:
+    """The grasp heads' most likely grasp among the ``allowed`` patches (as ``training.stages.predict_pose``)."""
+    logits = np.where(allowed, grasp[:, 0], -np.inf)
+    k = int(np.argmax(logits))
+    row, col = divmod(k, grid)
+    ox, oy, c, s = (float(v) for v in grasp[k, 1:5])
+    return GraspPose((col + ox) / grid, (row + oy) / grid, math.atan2(s, c) / 2)

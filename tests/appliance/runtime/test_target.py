@@ -1,0 +1,241 @@
+"""The target check: a first pose that lies off the object its reasoning named moves onto the heads' best grasp of
+that object; every other pose stays. The rule on hand-made patch maps, then a real bundle's graph and session."""
+
+import math
+
+import numpy as np
+import pytest
+
+from appliance.bundle import TargetCheckSpec
+from appliance.grasp import GraspPose
+from appliance.runtime.objects import CategoryNames
+from appliance.runtime.target import TargetCheck
+
+CLASSES = ("knife", "mug", "ball")
+TABLE = len(CLASSES)
+GRID = 4
+NAMES = CategoryNames({"knife": "knife", "mug": "mug", "coffee mug": "mug", "ball": "ball", "whisk": "whisk"})
+
+
+def maps(labels: dict[tuple[int, int], str], best: dict[tuple[int, int], float] | None = None):
+    """Identity probabilities with ``labels`` ((row, col) → category; the table elsewhere), and grasp values whose
+    centre logits are ``best`` (0 elsewhere), offsets at the patch centre and θ = π/4."""
+    identity = np.zeros((GRID * GRID, TABLE + 1), np.float32)
+    identity[:, TABLE] = 1.0
+    for (row, col), category in labels.items():
+        identity[row * GRID + col] = 0.0
+        identity[row * GRID + col, CLASSES.index(category)] = 1.0
+    grasp = np.zeros((GRID * GRID, 5), np.float32)
+    grasp[:, 1:3] = 0.5
+    grasp[:, 3:5] = (0.0, 1.0)  # cos 2θ, sin 2θ: θ = π/4
+    for (row, col), logit in (best or {}).items():
+        grasp[row * GRID + col, 0] = logit
+    return identity, grasp
+
+
+def at(row: int, col: int, theta: float = 0.0) -> GraspPose:
+    """A pose at the centre of a patch."""
+    return GraspPose((col + 0.5) / GRID, (row + 0.5) / GRID, theta)
+
+
+CHECK = TargetCheck(TargetCheckSpec(GRID, reach=1), CLASSES, NAMES)
+KNIFE = "The one on the left is a knife, a long thin blade; hold it by the handle."
+
+
+def test_a_pose_on_another_object_moves_to_the_best_grasp_of_the_one_named():
+    identity, grasp = maps({(0, 0): "knife", (0, 1): "knife", (3, 3): "mug"}, best={(0, 1): 2.0, (3, 3): 9.0})
+    moved = CHECK.moved(at(3, 3), KNIFE, identity, grasp)
+    assert moved is not None
+    assert (moved.x, moved.y) == pytest.approx(((1 + 0.5) / GRID, 0.5 / GRID))  # the knife's likelier patch
+    assert moved.theta == pytest.approx(math.pi / 4)
+
+
+def test_a_pose_on_the_object_named_stays():
+    identity, grasp = maps({(0, 0): "knife", (3, 3): "mug"}, best={(3, 3): 9.0})
+    assert CHECK.moved(at(0, 0), KNIFE, identity, grasp) is None
+    assert CHECK.moved(at(3, 3), "It is a coffee mug, a cylinder with a handle.", identity, grasp) is None  # synonym
+
+
+def test_a_pose_on_the_table_next_to_the_object_named_stays_within_reach():
+    identity, grasp = maps({(0, 0): "knife", (3, 3): "mug"})
+    assert CHECK.moved(at(1, 1), KNIFE, identity, grasp) is None  # the table, one patch diagonally from the knife
+    assert CHECK.moved(at(2, 2), KNIFE, identity, grasp) is not None  # two patches away: moved
+    strict = TargetCheck(TargetCheckSpec(GRID, reach=0), CLASSES, NAMES)
+    assert strict.moved(at(1, 1), KNIFE, identity, grasp) is not None
+    # on another object, reach does not help: (0, 1) is a mug right beside the knife
+    identity, grasp = maps({(0, 0): "knife", (0, 1): "mug"})
+    assert CHECK.moved(at(0, 1), KNIFE, identity, grasp) is not None
+
+
+def test_what_the_check_cannot_judge_keeps_the_models_pose():
+    identity, grasp = maps({(0, 0): "knife", (3, 3): "mug"})
+    pose = at(3, 3)
+    assert CHECK.moved(pose, "The one on the left is a ball, a sphere.", identity, grasp) is None  # no ball shown
+    assert CHECK.moved(pose, "It is a whisk, wires on a handle.", identity, grasp) is None  # a category the head lacks
+    assert CHECK.moved(pose, "A long thin thing; hold it in the middle.", identity, grasp) is None  # no name
+    assert CHECK.moved(GraspPose(1.0, 1.0, 0.0), "It is a mug.", identity, grasp) is None  # the edge is the last patch
+
+
+def test_the_maps_must_be_the_manifests_shape():
+    identity, grasp = maps({})
+    CHECK.check_shapes(identity, grasp)
+    with pytest.raises(ValueError, match="expects"):
+        CHECK.check_shapes(identity[:, :-1], grasp)
+    with pytest.raises(ValueError, match="expects"):
+        CHECK.check_shapes(identity, grasp[:8])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"), [({"grid": 0}, "grid must be >= 1"), ({"grid": 4, "reach": 4}, "reach must be in 0..3")]
+)
+def test_bad_specs_are_named(spec, message):
+    with pytest.raises(ValueError, match=message):
+        TargetCheckSpec(**spec)
+
+
+# --- a real bundle: the graph's maps, and a session whose first answer is moved ---
+
+
+@pytest.fixture(scope="module")
+def target_bundle(refusing_checkpoint, tmp_path_factory):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    import shutil
+
+    from export.quantize import build_bundle
+    from tests.appliance.runtime.test_presence import write_heads
+
+    root = tmp_path_factory.mktemp("target")
+    heads = root / "vision"
+    shutil.copytree(refusing_checkpoint, heads)
+    write_heads(heads)  # the identity head sees a mug on every patch; the grasp heads are random
+    manifest = build_bundle(
+        refusing_checkpoint, root / "bundle", bits=8, progress=False, heads=heads, target_check=True
+    )
+    assert manifest.target_check is not None and manifest.target_check.grid == 8 and manifest.target_check.reach == 1
+    assert manifest.metrics["target_check_max_error"] <= 1e-4  # the graph's maps are the heads' own arithmetic
+    return root / "bundle"
+
+
+@pytest.fixture()
+def model(target_bundle):
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+
+    model = GraspModel.load(target_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64))
+    yield model
+    model.llm.close()
+
+
+def camera(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+
+def test_the_graph_gives_each_patchs_identity_and_grasp(model):
+    embedded = model.embed(camera())
+    classes = model.manifest.presence.classes
+    assert embedded.identity.shape == (64, len(classes) + 1) and embedded.grasp.shape == (64, 5)
+    assert np.allclose(embedded.identity.sum(-1), 1.0, atol=1e-5)
+    assert set(embedded.identity.argmax(-1)) == {classes.index("mug")}
+    assert np.all((embedded.grasp[:, 1:] >= -1) & (embedded.grasp[:, 1:] <= 1))
+
+
+def scripted(model, text: str):
+    """The model's next answer is ``text`` (its tokens as the bundle's tokenizer makes them); later ones are its own."""
+    real = model.generate
+
+    def generate(*args, **kwargs):
+        model.generate = real
+        tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)
+        return tokens, text, tokens[-1:]
+
+    model.generate = generate
+
+
+def with_knife(model, image):
+    """The image's maps, but the head sees a knife on patch (0, 0) and the mug everywhere else; the grasp heads
+    like patch (0, 0) best of all."""
+    embedded = model.embed(image)
+    classes = model.manifest.presence.classes
+    identity = np.zeros_like(embedded.identity)
+    identity[:, classes.index("mug")] = 1.0
+    identity[0] = 0.0
+    identity[0, classes.index("knife")] = 1.0
+    grasp = embedded.grasp.copy()
+    grasp[0, 0] = grasp[:, 0].max() + 1.0
+    return embedded._replace(identity=identity, grasp=grasp)
+
+
+def test_a_first_pose_off_the_object_named_is_moved_and_the_conversation_goes_on_from_it(model):
+    image = camera()
+    embedded = with_knife(model, image)
+    model.embed = lambda _image: embedded
+    session = model.session()
+    scripted(model, "It is a knife, a long thin blade. [0.90, 0.90], 0.00")  # on a mug's patch
+    first = session.ask("hand me something to cut with", image)
+    assert first.written == GraspPose(0.9, 0.9, 0.0)
+    assert first.pose != first.written and first.pose.x < 1 / 8 and first.pose.y < 1 / 8  # on the knife's patch
+    assert first.text == model.format.render(first.pose, first.reasoning) and first.reasoning.startswith(
+        "It is a knife"
+    )
+    follow = session.ask("rotate the gripper by 90 degrees")  # decoded from the conversation holding the moved pose
+    assert follow.written is None  # follow-ups refine the pose: the check is for first answers only
+    moved_tokens = model.llm.tokenize(" " + first.text, add_bos=False, special=False)
+    assert any(
+        list(segment[: len(moved_tokens)]) == moved_tokens for segment in session.history if isinstance(segment, list)
+    )
+    assert model.llm.n_past == sum(len(segment) for segment in session.history[:-1])  # the cache is the history
+
+
+def test_a_first_pose_on_the_object_named_stays_and_the_check_can_be_left_off(model, target_bundle):
+    image = camera()
+    embedded = with_knife(model, image)
+    model.embed = lambda _image: embedded
+    scripted(model, "It is a knife, a long thin blade. [0.06, 0.06], 0.00")  # on the knife's patch
+    kept = model.session().ask("hand me something to cut with", image)
+    assert kept.written is None and kept.pose == GraspPose(0.06, 0.06, 0.0)
+
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+
+    off = GraspModel.load(target_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64), target_check=False)
+    try:
+        assert off.target is None
+        off.embed = lambda _image: embedded
+        scripted(off, "It is a knife, a long thin blade. [0.90, 0.90], 0.00")
+        assert off.session().ask("hand me something to cut with", image).written is None
+    finally:
+        off.llm.close()
+
+
+def test_a_manifest_asking_for_the_check_needs_the_graphs_maps(target_bundle, refusing_bundle, tmp_path):
+    import shutil
+
+    import yaml
+
+    from appliance.bundle import MANIFEST_FILE, read_bundle
+    from appliance.runtime.llm import LlamaError, LlamaSettings
+    from appliance.runtime.model import GraspModel
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(target_bundle, bundle)
+    data = yaml.safe_load((bundle / MANIFEST_FILE).read_text())
+    data["files"]["vision.onnx"] = yaml.safe_load((refusing_bundle / MANIFEST_FILE).read_text())["files"]["vision.onnx"]
+    shutil.copy(refusing_bundle / "vision.onnx", bundle / "vision.onnx")  # a graph without the maps (or presence)
+    data["presence"] = None
+    (bundle / MANIFEST_FILE).write_text(yaml.safe_dump(data))
+    with pytest.raises(Exception, match="target_check needs a presence section"):
+        read_bundle(bundle)
+    data["presence"] = yaml.safe_load((target_bundle / MANIFEST_FILE).read_text())["presence"]
+    (bundle / MANIFEST_FILE).write_text(yaml.safe_dump(data))
+    with pytest.raises(LlamaError, match="no .*output"):
+        GraspModel.load(bundle, llama=LlamaSettings(n_ctx=512, n_batch=64))
+
+
+def test_the_target_check_needs_heads(refusing_checkpoint, tmp_path, capsys):
+    from export.quantize import main
+
+    with pytest.raises(SystemExit):
+        main(["--bits", "8", "--model", str(refusing_checkpoint), "--out", str(tmp_path / "b"), "--target-check"])
+    assert "--target-check needs --heads" in capsys.readouterr().err
