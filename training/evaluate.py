@@ -65,6 +65,21 @@ class Evaluation:
             else None,
             **self.refinement_summary(),
             **self.referring_summary(),
+            **self.target_check_summary(),
+        }
+
+    def target_check_summary(self) -> dict:
+        """For a bundle with a target check: the share of answers it moved, and the scores of the poses as the model
+        wrote them (``model_alone``), beside the summary's own, which are the poses the appliance would use."""
+        checked = [r for r in self.rows if "written" in r]
+        if not checked:
+            return {}
+        alone = [r | r["written_judged"] if r.get("written_judged") else r for r in self.rows]
+        return {
+            "target_check": {
+                "moved": sum(bool(r["written"]) for r in checked) / len(checked),
+                "model_alone": {**scores(alone), "by_kind": by_kind(alone)},
+            }
         }
 
     def referring_summary(self) -> dict:
@@ -250,6 +265,10 @@ def evaluate(
             except AnswerParseError as exc:
                 row["error"] = exc.reason
                 row.update(unparsed(dataset, image_id, referral))
+            if row.get("written"):  # judged as the model wrote it, before the target check moved it
+                written = GraspPose(**row["written"])
+                alone = {"correct": score_pose(written, sample.positives, sample.image_size).correct}
+                row["written_judged"] = alone | judge(dataset, image_id, referral, written, view)
             if refine and row["parsed"]:
                 scene = dataset.scene(image_id)
                 refined = with_scene(camera, scene) if scene is not None else camera
@@ -404,6 +423,9 @@ class BundleAnswerer:
             extra["hint"] = list(prediction.hint)
         if prediction.gated:
             extra["gated"] = True  # refused by the bundle's presence check, nothing decoded
+        if self.model.target is not None:  # the bundle's target check: the model's own pose where it moved it
+            written = prediction.written
+            extra["written"] = None if written is None else {"x": written.x, "y": written.y, "theta": written.theta}
         return prediction.text, len(prediction.tokens), extra
 
     def follow_up(self, instruction: str) -> str:

@@ -106,3 +106,34 @@ def test_the_report_carries_the_baselines_on_the_same_requests(clutter):
     assert rows["oracle"]["accuracy"] == 1.0
     assert rows["floor"]["target_rate"] < rows["oracle"]["target_rate"]
     assert "baselines" not in evaluate(Scripted(["[0.5, 0.5], 0.0"] * n), VIEW, clutter, clutter.ids).summary()
+
+
+def test_a_target_checked_bundle_is_scored_as_moved_and_as_the_model_wrote_it(clutter):
+    """The answerer of a bundle with a target check reports the model's own pose where the check moved it: the
+    summary scores the moved poses (what the robot would do) and, beside them, the model's alone."""
+    fmt = VIEW.answer_format
+    items = evaluation_items(clutter, clutter.ids)
+    answers = []
+    for image_id, instruction in items:
+        if instruction.kind == "absent":
+            answers.append((fmt.render_refusal(instruction.object), None))
+            continue
+        labels = clutter.instruction_labels(instruction)
+        right = view_pose(clutter, image_id, labels.positives[len(labels.positives) // 2])
+        wrong = {"x": 0.02, "y": 0.02, "theta": 0.0}  # the view's corner: on no object
+        answers.append((fmt.render(right), wrong if len(answers) % 2 == 0 else None))  # every other one moved
+
+    class Checked(Scripted):
+        def __call__(self, camera_image, view_image, instruction):
+            text, written = self.texts.pop(0)
+            return text, 5, {"written": written}
+
+    summary = evaluate(Checked(answers), VIEW, clutter, clutter.ids).summary()
+    moved = sum(written is not None for _, written in answers)
+    assert 0 < moved < len(answers)
+    check = summary["target_check"]
+    assert check["moved"] == moved / len(answers)
+    alone = check["model_alone"]
+    assert summary["accuracy"] == 1.0 and alone["accuracy"] == pytest.approx(1.0 - moved / len(items))
+    assert alone["target_rate"] < summary["target_rate"] and set(alone["by_kind"]) == set(summary["by_kind"])
+    assert "target_check" not in evaluate(Scripted([t for t, _ in answers]), VIEW, clutter, clutter.ids).summary()

@@ -239,3 +239,16 @@ def test_the_target_check_needs_heads(refusing_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--bits", "8", "--model", str(refusing_checkpoint), "--out", str(tmp_path / "b"), "--target-check"])
     assert "--target-check needs --heads" in capsys.readouterr().err
+
+
+def test_the_evaluations_answerer_reports_the_pose_the_model_wrote(model):
+    from training.evaluate import bundle_answerer
+
+    image = camera()
+    embedded = with_knife(model, image)
+    model.embed = lambda _image: embedded
+    scripted(model, "It is a knife, a long thin blade. [0.90, 0.90], 0.00")
+    text, _, extra = bundle_answerer(model)(image, None, "hand me something to cut with")
+    assert extra["written"] == {"x": 0.9, "y": 0.9, "theta": 0.0} and "[0.90, 0.90]" not in text
+    scripted(model, "It is a knife, a long thin blade. [0.06, 0.06], 0.00")
+    assert bundle_answerer(model)(image, None, "hand me something to cut with")[2]["written"] is None
