@@ -38,6 +38,7 @@ SUMMARY_KEYS = (
     "refinement_by_kind",
     "by_kind",
     "baselines",
+    "target_check",
 )
 GOALS = (  # (what, test set, how to read it from a summary, goal, at least)
     ("rectangle-metric accuracy", "single", lambda m: m.get("accuracy"), 0.85, True),
@@ -203,6 +204,12 @@ def card(
                      f"{spread([m.get('part_accuracy') for m in sets])} | {spread([m.get('target_rate') for m in sets])} |")  # fmt: skip
         lines.append(f"| | model (torch fp32) | {percent(torch.get('accuracy'))} | {percent(torch.get('part_accuracy'))} | "
                      f"{percent(torch.get('target_rate'))} |")  # fmt: skip
+        checked = [m.get("target_check") or {} for m in sets]
+        if any(checked):  # the bundle moved poses: the model's own beside them, and how many it moved
+            alone = [c.get("model_alone") or {} for c in checked]
+            lines.append(f"| | model (Q4) as it wrote its poses, before the target check moved {spread([c.get('moved') for c in checked])} | "
+                         f"{spread([a.get('accuracy') for a in alone])} | {spread([a.get('part_accuracy') for a in alone])} | "
+                         f"{spread([a.get('target_rate') for a in alone])} |")  # fmt: skip
         for who in ("floor", "cnn", "cnn-words", "cnn-told", "oracle"):
             row = (sets[0].get("baselines") or {}).get(who)
             if row and "error" not in row:

@@ -286,6 +286,11 @@ class PipelineConfig:
     """Build the bundle with the presence check (``export.quantize --heads`` with the vision stage): it refuses a
     named object no image patch shows. Off by default: on object instances the vision stage never saw it refused
     16-21 % of objects that were there (bench/results/presence/README.md)."""
+    target_check: bool = False
+    """Build the bundle with the target check (``export.quantize --heads --target-check`` with the vision stage): a
+    first pose off the object its reasoning named moves to the heads' best grasp on it (``appliance.runtime.target``).
+    It carries the heads' identity map, and with it the presence section; without ``presence`` that section's gate
+    never refuses (``--min-patches 0``). The bundle format needs a model trained to refuse (``absent_fraction``)."""
     absent_fraction: float = 0.0
     """Share of training views that also ask for an object not on the table, answered with a refusal."""
     test_seed: int = 1
@@ -352,6 +357,10 @@ class PipelineConfig:
                 raise ValueError(f"data: {self.data} is not a folder (a dataset root: docs/datasets.md)")
             # as every stage reads it (they run in the repository): the same root is the same command
             object.__setattr__(self, "data", str(Path(self.data).resolve()))
+        if self.target_check and not self.absent_fraction > 0:
+            raise ValueError(
+                "target_check needs a model trained to refuse (absent_fraction > 0): the bundle's heads do"
+            )
         from .options import check_attend
 
         check_attend(self.attend, self.attend_from)
@@ -542,7 +551,8 @@ def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
     stages, merged = tiny_stages(c, work)
     stages.append(
         Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force",
-              *(("--heads", f"{w}/{_checkpoint('vision', c.vision_steps)}") if c.presence else ())),
+              *(("--heads", f"{w}/{_checkpoint('vision', c.vision_steps)}") if c.presence or c.target_check else ()),
+              *(("--target-check",) if c.target_check else ()), *(("--min-patches", "0") if c.target_check and not c.presence else ())),
               ("bundle/manifest.yaml",))
     )  # fmt: skip
     cnn = ("--cnn", f"{w}/{_checkpoint('vision', c.vision_steps)}")

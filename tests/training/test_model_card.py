@@ -29,6 +29,7 @@ def test_the_card_states_what_the_run_logged(tmp_path):
                 "refused_absent": 0.97,
                 "refused_present": 0.01,
                 "refinement_by_kind": {"rotate": {"n": 40, "success": 0.9, "repeat": 0.0, "rule": 0.6}},
+                "target_check": {"moved": 0.25, "model_alone": {"accuracy": 0.4, "part_accuracy": 0.3, "target_rate": 0.45}},
                 "baselines": {"cnn": {"accuracy": 0.3, "part_accuracy": 0.2, "target_rate": 0.5},
                               "cnn-told": {"accuracy": 0.7, "part_accuracy": 0.6, "target_rate": 0.8},
                               "cnn-words": {"accuracy": 0.6, "part_accuracy": 0.5, "target_rate": 0.7},
@@ -46,6 +47,10 @@ def test_the_card_states_what_the_run_logged(tmp_path):
     assert "Bundle size: 2.0 MB" in readme and "15.2 min" in readme
     assert "| **model (Q4)** | 50.0 % / – |" in readme and "| | model (torch fp32) | 55.0 % |" in readme
     assert "| | cnn (instruction-blind) | 30.0 % | 20.0 % | 50.0 % |" in readme and "| | floor |" not in readme
+    assert (
+        "| | model (Q4) as it wrote its poses, before the target check moved 25.0 % / – | 40.0 % / – | 30.0 % / – | 45.0 % / – |"
+        in readme
+    )
     rows = [line for line in readme.splitlines() if line.startswith("| | cnn")]  # in this order, errors left out
     assert [row.split(" | ")[1] for row in rows[:3]] == [
         "cnn (instruction-blind)",

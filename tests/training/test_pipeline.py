@@ -200,6 +200,19 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
     assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--set", "presence=1"]) == 0
     quantize = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quantize:"))
     assert f"--heads {tmp_path}/vision/checkpoint-" in quantize  # with it: the vision stage's heads
+    assert "--target-check" not in quantize and "--min-patches" not in quantize
+    assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--set", "target_check=1"]) == 0
+    quantize = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quantize:"))
+    assert f"--heads {tmp_path}/vision/checkpoint-" in quantize and "--target-check" in quantize
+    assert "--min-patches 0" in quantize  # the target check alone: the presence gate it carries never refuses
+    assert (
+        main(["demo-model", "--work", str(tmp_path), "--dry-run", "--set", "target_check=1", "--set", "presence=1"])
+        == 0
+    )
+    quantize = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quantize:"))
+    assert "--target-check" in quantize and "--min-patches" not in quantize
+    with pytest.raises(ValueError, match="target_check needs a model trained to refuse"):
+        config_for("tiny", ["target_check=1"], environ={})
     with pytest.raises(SystemExit):
         main(["tiny", "--work", str(tmp_path), "--set", "bogus=1"])
     assert main(["tiny", "--work", str(tmp_path), "--dry-run", "--until", "ground", "--set", "ground_task=locate",
