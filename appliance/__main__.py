@@ -32,7 +32,12 @@ def build(config):
     m = config.model
     # The model runs in its own process: a native crash there is one failed request, not a dead daemon.
     model = ModelWorker(
-        Path(m.bundle), m.providers, m.llama, speculative=m.speculative, presence=m.presence_check
+        Path(m.bundle),
+        m.providers,
+        m.llama,
+        speculative=m.speculative,
+        presence=m.presence_check,
+        target_check=m.target_check,
     ).start()
     camera = make_camera(config.camera).connect()
     robot = None

@@ -325,6 +325,7 @@ class Daemon:
                 "vision_providers": model.vision_providers,
                 "answer": model.manifest.answer.variant,
                 "presence_check": model.presence_active,
+                "target_check": model.target_active,
                 "process": model.status(),
             },
             "camera": self.config.camera.type,

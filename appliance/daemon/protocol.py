@@ -133,7 +133,7 @@ STATUS_FIELDS = {
     "state": "`idle`, `predicting`, `moving`, `stopped`",
     "uptime_s": "seconds since the daemon started",
     "queue": "requests waiting",
-    "model": "`bundle`, `quant`, `vision_providers`, `answer` (variant), `presence_check` (whether the bundle's presence check refuses), `process`: `{pid, alive, restarts, last_crash}` "
+    "model": "`bundle`, `quant`, `vision_providers`, `answer` (variant), `presence_check` (whether the bundle's presence check refuses), `target_check` (whether its target check moves poses), `process`: `{pid, alive, restarts, last_crash}` "
     "of the model process",
     "camera": "the camera backend's type",
     "robot": "`{alive, stopping}` of the arm process, null without an arm",

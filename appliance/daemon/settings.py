@@ -85,6 +85,9 @@ class ModelSettings(LlamaSettings):
     presence_check: bool = True
     """Use the bundle's presence check, when it has one (docs/export.md): an instruction naming a category that too
     few image patches show is refused before decoding. ``false`` sends every instruction to the model."""
+    target_check: bool = True
+    """Use the bundle's target check, when it has one (docs/export.md): a first pose off the object its reasoning
+    named moves to the vision heads' best grasp on that object. ``false`` keeps every pose as the model wrote it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

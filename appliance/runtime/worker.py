@@ -58,7 +58,14 @@ ERRORS = {cls.__name__: cls for cls in (LlamaError, ContextFull, TooLong, ValueE
 
 
 def _serve(
-    directory: str, providers, llama: LlamaSettings, speculative: str, presence: bool, conn, log_level: int
+    directory: str,
+    providers,
+    llama: LlamaSettings,
+    speculative: str,
+    presence: bool,
+    target_check: bool,
+    conn,
+    log_level: int,
 ) -> None:
     """The child: load the bundle, then answer calls until the pipe closes."""
     faulthandler.enable()  # a fatal signal leaves a Python traceback on stderr (the daemon's log)
@@ -70,7 +77,13 @@ def _serve(
     try:
         # the parent verified the hashes
         model = GraspModel.load(
-            Path(directory), providers, llama, verify=False, speculative=speculative, presence=presence
+            Path(directory),
+            providers,
+            llama,
+            verify=False,
+            speculative=speculative,
+            presence=presence,
+            target_check=target_check,
         )
     except Exception as exc:
         conn.send((0, "error", type(exc).__name__, str(exc)))
@@ -96,7 +109,8 @@ def _serve(
 
     commands = {"ask": ask, "check": check, "fault": fault}
     try:
-        conn.send((0, "ok", {"vision_providers": list(model.vision.active), "presence": model.presence is not None}))
+        ready = {"vision_providers": list(model.vision.active), "presence": model.presence is not None}
+        conn.send((0, "ok", ready | {"target_check": model.target is not None}))
     except OSError:  # the daemon closed the pipe while the bundle loaded
         return
     while True:
@@ -129,6 +143,7 @@ class ModelWorker:
         call_timeout_s: float = CALL_TIMEOUT_S,
         speculative: str = "off",
         presence: bool = True,
+        target_check: bool = True,
     ):
         self.directory, self.providers, self.llama, self.call_timeout_s = (
             Path(directory),
@@ -142,6 +157,10 @@ class ModelWorker:
         """Use the bundle's presence check when it has one (``appliance.runtime.presence``)."""
         self.presence_active = False
         """Whether the loaded model refuses through the presence check (known once the child is ready)."""
+        self.target_check = target_check
+        """Use the bundle's target check when it has one (``appliance.runtime.target``)."""
+        self.target_active = False
+        """Whether the loaded model moves poses through the target check (known once the child is ready)."""
         self.manifest: Manifest = read_bundle(self.directory, verify=True)
         self.format = self.manifest.answer.format
         self.vision_providers: list[str] = []
@@ -169,6 +188,7 @@ class ModelWorker:
             self.llama,
             self.speculative,
             self.presence,
+            self.target_check,
             child,
             logging.getLogger().getEffectiveLevel(),
         )
@@ -187,6 +207,7 @@ class ModelWorker:
             raise LlamaError(f"the model process could not start: {exc}") from None
         self.vision_providers = info["vision_providers"]
         self.presence_active = info["presence"]
+        self.target_active = info["target_check"]
         self._ready = True
         log.info(
             "model process %d ready (%s, vision on %s)", self.pid, self.manifest.model, ", ".join(self.vision_providers)

@@ -175,6 +175,9 @@ def test_a_first_pose_off_the_object_named_is_moved_and_the_conversation_goes_on
     scripted(model, "It is a knife, a long thin blade. [0.90, 0.90], 0.00")  # on a mug's patch
     first = session.ask("hand me something to cut with", image)
     assert first.written == GraspPose(0.9, 0.9, 0.0)
+    from appliance.daemon.jobs import prediction_fields
+
+    assert prediction_fields(first)["written"] == {"x": 0.9, "y": 0.9, "theta": 0.0}  # what the reply carries
     assert first.pose != first.written and first.pose.x < 1 / 8 and first.pose.y < 1 / 8  # on the knife's patch
     assert first.text == model.format.render(first.pose, first.reasoning) and first.reasoning.startswith(
         "It is a knife"
@@ -252,3 +255,22 @@ def test_the_evaluations_answerer_reports_the_pose_the_model_wrote(model):
     assert extra["written"] == {"x": 0.9, "y": 0.9, "theta": 0.0} and "[0.90, 0.90]" not in text
     scripted(model, "It is a knife, a long thin blade. [0.06, 0.06], 0.00")
     assert bundle_answerer(model)(image, None, "hand me something to cut with")[2]["written"] is None
+
+
+def test_the_model_process_uses_the_check_unless_told_not_to(target_bundle):
+    """Through the daemon's model process: the check is on where the bundle has one, off when the config says so; a
+    first answer crosses the process boundary with the pose the model wrote."""
+    from appliance.daemon.jobs import prediction_fields
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.worker import ModelWorker, RemoteSession
+
+    for wanted in (True, False):
+        worker = ModelWorker(target_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64), target_check=wanted).start()
+        try:
+            assert worker.target_active is wanted
+            prediction = RemoteSession(worker).ask("hand me something to cut with", camera())
+            fields = prediction_fields(prediction)
+            # the doctored head sees a mug on every patch: any pose is on a mug, nothing else can be moved to
+            assert fields["written"] is None and "pose" in fields
+        finally:
+            worker.close()
