@@ -110,6 +110,12 @@ class PresenceSpec:
             raise ValueError(f"presence.min_patches must be >= 0, got {self.min_patches}")
 
 
+PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
+"""The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
+GRASP_FIELDS = 5
+"""Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
+
+
 @dataclass(frozen=True)
 class TargetCheckSpec:
     """Whether the pose lies on the object the reasoning named: the vision graph also gives, per patch, the
@@ -123,8 +129,10 @@ class TargetCheckSpec:
     reach: int = 1
     """A pose on a patch the head gives the table still counts as on the category when one of the patches this
     many steps away (rows or columns) shows it: a grasp centre between the fingers lies on the table."""
-    identity: str = "patch_identity"
-    grasp: str = "patch_grasp"
+    identity: str = PATCH_IDENTITY
+    """The graph's output of per-patch identity probabilities (patches, categories + table)."""
+    grasp: str = PATCH_GRASP
+    """The graph's output of per-patch grasp values (patches, ``GRASP_FIELDS``)."""
     source: str = ""
     """The vision-stage checkpoint the heads came from."""
 

@@ -48,9 +48,9 @@ QUANTS = {  # --bits -> (manifest quant type, llama.cpp ftype, file suffix)
 }
 RESAMPLE = {2: "bilinear", 3: "bicubic"}
 MIN_PATCHES = 0.5
-REACH = 1
-"""The target check's reach (``appliance.bundle.TargetCheckSpec``): not yet chosen on validation scenes."""
 """The presence check's default threshold: chosen on validation scenes (bench/results/presence)."""
+REACH = TargetCheckSpec.reach
+"""The target check's default reach (``appliance.bundle.TargetCheckSpec``)."""
 KNOWLEDGE_FILE = "knowledge.yaml"
 KNOWLEDGE_HEADER = (
     "# What the hints say each use is for (appliance/hints.py): the words that point to a use, the objects that\n"
@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--target-check needs --heads")
     if args.reach is not None and not args.target_check:
         parser.error("--reach needs --target-check")
+    if args.reach is not None and args.reach < 0:
+        parser.error(f"--reach must be >= 0, got {args.reach}")
     min_patches = MIN_PATCHES if args.min_patches is None else args.min_patches
     if not min_patches >= 0:
         parser.error(f"--min-patches must be >= 0, got {min_patches}")

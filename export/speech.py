@@ -64,15 +64,10 @@ def vocabulary() -> dict:
 
 def categories() -> dict[str, str]:
     """Every category name and synonym → its category name (the manifest's ``categories``), from the same templates:
-    how the appliance reads which object a reasoning names. The fallback ("object", "thing") names no category."""
+    how the appliance reads which object a reasoning names (``Templates.vocabulary``)."""
     from training.reasoning import load_templates
 
-    names: dict[str, str] = {}
-    for category in load_templates().categories.values():
-        for word in (category.name, *category.synonyms):
-            if names.setdefault(word.lower(), category.name) != category.name:
-                raise ValueError(f"{word!r} names both {names[word.lower()]!r} and {category.name!r}")
-    return dict(sorted(names.items()))
+    return load_templates().vocabulary()
 
 
 DRAFTS_FILE = "drafts.txt"

@@ -34,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.bundle import PATCH_GRASP, PATCH_IDENTITY
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT, OUTPUT = "pixel_values", "image_embeds"
 PRESENCE = "object_patches"
-PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
-"""With ``maps``: per patch, the identity head's probabilities and the grasp heads' values (``runtime.target``)."""
 TOWER_TOLERANCE = 2.0**-7
 """Elementwise relative difference allowed between the exported tower and the heads' own: a tower stored in
 bfloat16 and read back (at most 2⁻⁸ off) is the same tower; one trained further is not."""

@@ -198,12 +198,11 @@ def words_categories(instruction: str) -> tuple[set[str], bool]:
 def _words():
     """The category names and the hints' knowledge a bundle of these templates carries."""
     from appliance.runtime.objects import CategoryNames
-    from export.speech import categories
 
     from .reasoning import load_templates
     from .reasoning.referring import load_referring, use_knowledge
 
-    return CategoryNames(categories()), use_knowledge(load_templates(), load_referring())
+    return CategoryNames(load_templates().vocabulary()), use_knowledge(load_templates(), load_referring())
 
 
 def cnn_words_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:

@@ -69,9 +69,9 @@ class Evaluation:
         }
 
     def target_check_summary(self) -> dict:
-        """For a bundle with a target check: the share of answers it moved, and the scores of the poses as the model
-        wrote them (``model_alone``), beside the summary's own, which are the poses the appliance would use."""
-        checked = [r for r in self.rows if "written" in r]
+        """For a bundle with a target check: the share of parsed answers it moved, and the scores of the poses as the
+        model wrote them (``model_alone``), beside the summary's own, which are the poses the appliance would use."""
+        checked = [r for r in self.rows if "written" in r and r["parsed"]]
         if not checked:
             return {}
         alone = [r | r["written_judged"] if r.get("written_judged") else r for r in self.rows]

@@ -86,7 +86,7 @@ def baselines(dataset: GraspDataset, ids: list[str], cnn: Path | None = None, cr
     out = {}
     for kind in ("floor", "cnn", "cnn-words", "cnn-told", "oracle"):
         if (kind.startswith("cnn") and cnn is None) or (kind in ("cnn-words", "cnn-told") and not dataset.instructions):
-            continue  # told: only where instructions name an object (an upper bound, not a robot's baseline)
+            continue  # words and told: only where instructions name an object
         try:
             predictor = make_predictor(kind, dataset, BaselineOptions(checkpoint=cnn, crop=crop))
             out[kind] = baseline_summary(dataset, run_baseline(predictor, dataset, items, desc=kind))

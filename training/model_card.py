@@ -207,7 +207,7 @@ def card(
         checked = [m.get("target_check") or {} for m in sets]
         if any(checked):  # the bundle moved poses: the model's own beside them, and how many it moved
             alone = [c.get("model_alone") or {} for c in checked]
-            lines.append(f"| | model (Q4) as it wrote its poses, before the target check moved {spread([c.get('moved') for c in checked])} | "
+            lines.append(f"| | model (Q4) as it wrote its poses (the target check moved {spread([c.get('moved') for c in checked])} of the parsed answers) | "
                          f"{spread([a.get('accuracy') for a in alone])} | {spread([a.get('part_accuracy') for a in alone])} | "
                          f"{spread([a.get('target_rate') for a in alone])} |")  # fmt: skip
         for who in ("floor", "cnn", "cnn-words", "cnn-told", "oracle"):

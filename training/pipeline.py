@@ -359,7 +359,8 @@ class PipelineConfig:
             object.__setattr__(self, "data", str(Path(self.data).resolve()))
         if self.target_check and not self.absent_fraction > 0:
             raise ValueError(
-                "target_check needs a model trained to refuse (absent_fraction > 0): the bundle's heads do"
+                "target_check needs a model trained to refuse (absent_fraction > 0): the bundle carries the heads in its "
+                "presence section, which export.quantize --heads writes only for such a model"
             )
         from .options import check_attend
 

@@ -208,7 +208,7 @@ class GraspModel:
             )
         self.image_token = self.llm.token_id(manifest.image_token)
         self.presence: PresenceGate | None = None
-        if manifest.presence is not None and presence:
+        if manifest.presence is not None and presence and manifest.presence.min_patches > 0:  # 0: it never refuses
             if not self.format.refusals:
                 raise LlamaError("the manifest has a presence section, but its model was not trained to refuse")
             if not self.vision.has_presence:
@@ -223,6 +223,10 @@ class GraspModel:
                     f"{manifest.vision} has no {', '.join(lacking)} output, the manifest's target check needs it"
                 )
             self.target = TargetCheck(spec, manifest.presence.classes, CategoryNames(manifest.categories or {}))
+            try:  # the graph's shapes are fixed but for the batch: a mismatch fails here, not at each request
+                self.target.check_shapes(self.vision.shapes[spec.identity], self.vision.shapes[spec.grasp])
+            except ValueError as exc:
+                raise LlamaError(f"{manifest.vision}: {exc}") from None
         self.hints: Knowledge | None = None
         if manifest.knowledge is not None:
             self.hints = load_knowledge(self.directory / manifest.knowledge)
@@ -340,10 +344,6 @@ class GraspModel:
         identity = grasp = None
         if self.target is not None:
             identity, grasp = extra[self.target.spec.identity], extra[self.target.spec.grasp]
-            try:
-                self.target.check_shapes(identity, grasp)
-            except ValueError as exc:
-                raise LlamaError(str(exc)) from None
         return Embedded(view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid), patches, identity, grasp)
 
     def hint_objects(self, instruction: str) -> list[str]:
@@ -569,22 +569,25 @@ class Session:
     def _check_target(self, prediction: Prediction) -> Prediction:
         """The first answer with its pose moved onto the object its reasoning named, where the bundle's target
         check says it lies elsewhere (``runtime.target``); else the answer as it was. A moved answer replaces the
-        model's in the conversation, so a follow-up refines the pose the robot was given; the next turn then
-        evaluates the conversation anew."""
+        model's in the conversation, so a follow-up refines the pose the robot was given. The cache gives back the
+        model's answer (its prompt and the image stay), and the next turn evaluates the moved one in its place.
+        ``tokens`` stay the ones decoded."""
         model, image = self.model, self._image
         moved = model.target.moved(prediction.pose, prediction.reasoning, image.identity, image.grasp)
         if moved is None:
             return prediction
         text = model.format.render(moved, prediction.reasoning)
         tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)
-        self.history[-2:] = [tokens + [model.llm.eos]]
-        if model._active is self:
-            model._active = None
+        if model._active is self:  # the cache holds the history but its last segment, the answer's lazy tail
+            model.llm.truncate(model.llm.n_past - len(self.history[-2]))
+            self.history[-2:] = [[], tokens + [model.llm.eos]]
+        else:
+            self.history[-2:] = [tokens + [model.llm.eos]]  # evaluated with the rest when this session is next
         moved = model.format.parse(text).pose  # rounded as the answer writes it
         log.info(
             "target check: moved %s to %s (%s)", prediction.pose, moved, model.target.category(prediction.reasoning)
         )
-        return replace(prediction, text=text, pose=moved, tokens=tuple(tokens), written=prediction.pose)
+        return replace(prediction, text=text, pose=moved, written=prediction.pose)
 
     def check_room(self, instruction: str) -> None:
         """``TooLong`` / ``ContextFull`` unless this turn — what the session holds, the prompt, the image on a first

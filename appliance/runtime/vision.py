@@ -19,8 +19,6 @@ PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecution
 INPUT, OUTPUT = "pixel_values", "image_embeds"
 PRESENCE = "object_patches"
 """An optional output: expected patches per category (``runtime.presence``)."""
-PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
-"""Optional outputs: per patch, the identity head's probabilities and the grasp heads' values (``runtime.target``)."""
 
 
 def provider_list(wanted, available, trt_cache: Path | None = None) -> list:
@@ -61,6 +59,8 @@ class VisionEncoder:
         if OUTPUT not in names:
             raise ValueError(f"{path}: the graph has no {OUTPUT!r} output ({', '.join(names)})")
         self.outputs = [OUTPUT] + [name for name in names if name != OUTPUT]
+        self.shapes = {o.name: tuple(o.shape[1:]) for o in self.session.get_outputs()}
+        """Each output's shape for one image (the batch axis left out)."""
         self.has_presence = PRESENCE in names
         log.info(
             "vision tower on %s (asked for %s)",
@@ -74,7 +74,7 @@ class VisionEncoder:
 
     def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Embeddings (tokens, width) of one image's pixel tensor (1, 3, H, W), and the graph's other outputs for
-        that image by name (``PRESENCE``, ``PATCH_IDENTITY``, ``PATCH_GRASP`` where it has them): one run."""
+        that image by name (``PRESENCE``, the target check's patch maps, where it has them): one run."""
         if pixels.ndim != 4 or pixels.shape[0] != 1:
             raise ValueError(f"expected one image (1, 3, H, W), got {pixels.shape}")
         got = self.session.run(self.outputs, {INPUT: pixels.astype(np.float32, copy=False)})

@@ -130,9 +130,10 @@ def test_a_target_checked_bundle_is_scored_as_moved_and_as_the_model_wrote_it(cl
 
     summary = evaluate(Checked(answers), VIEW, clutter, clutter.ids).summary()
     moved = sum(written is not None for _, written in answers)
-    assert 0 < moved < len(answers)
+    parsed = sum(instruction.kind != "absent" for _, instruction in items)  # refusals are not poses to move
+    assert 0 < moved < parsed < len(answers)
     check = summary["target_check"]
-    assert check["moved"] == moved / len(answers)
+    assert check["moved"] == moved / parsed
     alone = check["model_alone"]
     assert summary["accuracy"] == 1.0 and alone["accuracy"] == pytest.approx(1.0 - moved / len(items))
     assert alone["target_rate"] < summary["target_rate"] and set(alone["by_kind"]) == set(summary["by_kind"])

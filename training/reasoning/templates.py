@@ -52,6 +52,16 @@ class Templates:
         """The category called ``name``; the fallback for None or unknown names."""
         return self.categories.get(name or "", self.fallback)
 
+    def vocabulary(self) -> dict[str, str]:
+        """Every category name and synonym → its category name: what a bundle's ``categories`` hold, how the
+        appliance reads which object a text names. The fallback ("object", "thing") names no category."""
+        names: dict[str, str] = {}
+        for category in self.categories.values():
+            for word in (category.name, *category.synonyms):
+                if names.setdefault(word.lower(), category.name) != category.name:
+                    raise ValueError(f"{word!r} names both {names[word.lower()]!r} and {category.name!r}")
+        return dict(sorted(names.items()))
+
     def category_for(self, object_name: str | None) -> Category:
         """Map a dataset's object name ("white coffee mug") to a category by its longest synonym."""
         if not object_name:

@@ -1,6 +1,6 @@
 """The instruction-aware baselines on one root, per instruction kind: cnn (blind), cnn-words (the rule), cnn-told.
 
-    python bench/results/n-words/measure.py ROOT VISION_CHECKPOINT [--json OUT]
+python bench/results/n-words/measure.py ROOT VISION_CHECKPOINT [--json OUT]
 """
 
 import argparse

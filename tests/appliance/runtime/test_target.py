@@ -78,11 +78,11 @@ def test_what_the_check_cannot_judge_keeps_the_models_pose():
 
 def test_the_maps_must_be_the_manifests_shape():
     identity, grasp = maps({})
-    CHECK.check_shapes(identity, grasp)
+    CHECK.check_shapes(identity.shape, grasp.shape)
     with pytest.raises(ValueError, match="expects"):
-        CHECK.check_shapes(identity[:, :-1], grasp)
+        CHECK.check_shapes(identity[:, :-1].shape, grasp.shape)
     with pytest.raises(ValueError, match="expects"):
-        CHECK.check_shapes(identity, grasp[:8])
+        CHECK.check_shapes(identity.shape, grasp[:8].shape)
 
 
 @pytest.mark.parametrize(
@@ -142,12 +142,14 @@ def test_the_graph_gives_each_patchs_identity_and_grasp(model):
 
 
 def scripted(model, text: str):
-    """The model's next answer is ``text`` (its tokens as the bundle's tokenizer makes them); later ones are its own."""
+    """The model's next answer is ``text`` (its tokens as the bundle's tokenizer makes them), evaluated into the cache
+    as decoding leaves it (all but the last token); later answers are its own."""
     real = model.generate
 
     def generate(*args, **kwargs):
         model.generate = real
         tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)
+        model.llm.eval_tokens(tokens[:-1])
         return tokens, text, tokens[-1:]
 
     model.generate = generate
@@ -182,13 +184,20 @@ def test_a_first_pose_off_the_object_named_is_moved_and_the_conversation_goes_on
     assert first.text == model.format.render(first.pose, first.reasoning) and first.reasoning.startswith(
         "It is a knife"
     )
-    follow = session.ask("rotate the gripper by 90 degrees")  # decoded from the conversation holding the moved pose
-    assert follow.written is None  # follow-ups refine the pose: the check is for first answers only
-    moved_tokens = model.llm.tokenize(" " + first.text, add_bos=False, special=False)
-    assert any(
-        list(segment[: len(moved_tokens)]) == moved_tokens for segment in session.history if isinstance(segment, list)
-    )
-    assert model.llm.n_past == sum(len(segment) for segment in session.history[:-1])  # the cache is the history
+    assert session.history[-2] == []  # the cache gave back the model's answer: the moved one is evaluated next
+    assert model.llm.n_past == sum(len(segment) for segment in session.history[:-1])
+    before = [list(s) if isinstance(s, list) else s for s in session.history]
+    follow = session.ask("rotate the gripper by 90 degrees")  # decoded on the cache the check left
+    # the same conversation evaluated from nothing: the same greedy answer, so the cache held what the history says
+    fresh = model.session()
+    fresh.history, fresh.turns, fresh._image = before, [first], session._image
+    model._active = None
+    assert fresh.ask("rotate the gripper by 90 degrees").text == follow.text
+    scripted(model, "It is a knife, a long thin blade. [0.90, 0.90], 1.57")  # off the knife again
+    again = session.ask("no, hold it across the middle")
+    assert again.written is None and (again.pose.x, again.pose.y) == (0.9, 0.9)  # follow-ups are not checked
+    moved = model.llm.tokenize(" " + first.text, add_bos=False, special=False) + [model.llm.eos]
+    assert any(isinstance(segment, list) and segment == moved for segment in session.history)
 
 
 def test_a_first_pose_on_the_object_named_stays_and_the_check_can_be_left_off(model, target_bundle):
@@ -217,7 +226,7 @@ def test_a_manifest_asking_for_the_check_needs_the_graphs_maps(target_bundle, re
 
     import yaml
 
-    from appliance.bundle import MANIFEST_FILE, read_bundle
+    from appliance.bundle import MANIFEST_FILE, BundleError, read_bundle
     from appliance.runtime.llm import LlamaError, LlamaSettings
     from appliance.runtime.model import GraspModel
 
@@ -228,7 +237,7 @@ def test_a_manifest_asking_for_the_check_needs_the_graphs_maps(target_bundle, re
     shutil.copy(refusing_bundle / "vision.onnx", bundle / "vision.onnx")  # a graph without the maps (or presence)
     data["presence"] = None
     (bundle / MANIFEST_FILE).write_text(yaml.safe_dump(data))
-    with pytest.raises(Exception, match="target_check needs a presence section"):
+    with pytest.raises(BundleError, match="target_check needs a presence section"):
         read_bundle(bundle)
     data["presence"] = yaml.safe_load((target_bundle / MANIFEST_FILE).read_text())["presence"]
     (bundle / MANIFEST_FILE).write_text(yaml.safe_dump(data))
@@ -258,8 +267,8 @@ def test_the_evaluations_answerer_reports_the_pose_the_model_wrote(model):
 
 
 def test_the_model_process_uses_the_check_unless_told_not_to(target_bundle):
-    """Through the daemon's model process: the check is on where the bundle has one, off when the config says so; a
-    first answer crosses the process boundary with the pose the model wrote."""
+    """Through the daemon's model process: the check is on where the bundle has one, off when the config says so, and
+    answers cross the process boundary with their ``written`` field."""
     from appliance.daemon.jobs import prediction_fields
     from appliance.runtime.llm import LlamaSettings
     from appliance.runtime.worker import ModelWorker, RemoteSession
