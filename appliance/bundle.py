@@ -128,7 +128,9 @@ class TargetCheckSpec:
     """Patches per side of the model's view (the tower's image size over its patch size)."""
     reach: int = 1
     """A pose on a patch the head gives the table still counts as on the category when one of the patches this
-    many steps away (rows or columns) shows it: a grasp centre between the fingers lies on the table."""
+    many steps away (rows or columns) shows it: a grasp centre between the fingers lies on the table. 1 was chosen
+    on validation scenes with labelled poses (bench/results/n-words): it moved 4.2 % of right poses against 17.0 %
+    at 0, and 85.5 % of poses on other objects against 82.4 % at 2."""
     identity: str = PATCH_IDENTITY
     """The graph's output of per-patch identity probabilities (patches, categories + table)."""
     grasp: str = PATCH_GRASP
