@@ -322,7 +322,8 @@ def weight_bytes_per_token(gguf: Path) -> int:
 def prefill(model, instruction: str, image) -> dict:
     """The image and the prompt into the model's cache; timings of vision and prefill."""
     start = time.perf_counter()
-    _, embeddings, _, pre_ms, vision_ms, _ = model.embed(image)
+    embedded = model.embed(image)
+    embeddings, pre_ms, vision_ms = embedded.embeddings, embedded.preprocess_ms, embedded.vision_ms
     segments = model.prompt_segments(instruction, first=True)
     cut = segments.index(None)
     t0 = time.perf_counter()
