@@ -224,37 +224,34 @@ def torch_embeddings(model, pixels: np.ndarray) -> np.ndarray:
 
 def presence_parity(model, onnx_path: Path, presence: PresenceHead, images: int = 4, seed: int = 0) -> float:
     """Largest difference (patches) between the graph's ``object_patches`` and torch's, on random images."""
+    got, (hidden, probs) = _graph_and_heads(model, onnx_path, presence, [PRESENCE], images, seed)
+    return float(np.abs(got[0] - probs[..., :-1].sum(1)).max())
+
+
+def _graph_and_heads(model, onnx_path: Path, heads: PresenceHead, names: list[str], images: int, seed: int):
+    """The graph's outputs ``names`` on random images, and for the same images torch's tower's patch states and the
+    identity head's probabilities, in float64."""
     import onnxruntime as ort
     import torch
 
     size = model.config.vision_config.image_size
     pixels = np.random.default_rng(seed).normal(size=(images, 3, size, size)).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run([PRESENCE], {INPUT: pixels})[0]
-    with torch.no_grad():
-        hidden = model.model.vision_tower.float()(torch.from_numpy(pixels)).last_hidden_state[:, 1:].numpy()
-    logits = hidden.astype(np.float64) @ presence.weight.T.astype(np.float64) + presence.bias
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return float(np.abs(got - probs[..., :-1].sum(1)).max())
-
-
-def maps_parity(model, onnx_path: Path, heads: PresenceHead, images: int = 4, seed: int = 0) -> float:
-    """Largest difference between the graph's patch maps (identity probabilities, grasp values) and the heads'
-    own arithmetic on torch's tower, on random images."""
-    import onnxruntime as ort
-    import torch
-
-    size = model.config.vision_config.image_size
-    pixels = np.random.default_rng(seed).normal(size=(images, 3, size, size)).astype(np.float32)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    identity, grasp = session.run([PATCH_IDENTITY, PATCH_GRASP], {INPUT: pixels})
+    got = session.run(names, {INPUT: pixels})
     with torch.no_grad():
         hidden = model.model.vision_tower.float()(torch.from_numpy(pixels)).last_hidden_state[:, 1:].numpy()
     hidden = hidden.astype(np.float64)
     logits = hidden @ heads.weight.T.astype(np.float64) + heads.bias
     probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
+    return got, (hidden, probs / probs.sum(-1, keepdims=True))
+
+
+def maps_parity(model, onnx_path: Path, heads: PresenceHead, images: int = 4, seed: int = 0) -> float:
+    """Largest difference between the graph's patch maps (identity probabilities, grasp values) and the heads'
+    own arithmetic on torch's tower, on random images."""
+    (identity, grasp), (hidden, probs) = _graph_and_heads(
+        model, onnx_path, heads, [PATCH_IDENTITY, PATCH_GRASP], images, seed
+    )
     g = hidden @ heads.grasp_weight.T.astype(np.float64) + heads.grasp_bias
     values = np.concatenate([g[..., :1], 1 / (1 + np.exp(-g[..., 1:3])), np.tanh(g[..., 3:5])], axis=-1)
     return float(max(np.abs(identity - probs).max(), np.abs(grasp - values).max()))

@@ -578,11 +578,9 @@ class Session:
             return prediction
         text = model.format.render(moved, prediction.reasoning)
         tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)
-        if model._active is self:  # the cache holds the history but its last segment, the answer's lazy tail
-            model.llm.truncate(model.llm.n_past - len(self.history[-2]))
-            self.history[-2:] = [[], tokens + [model.llm.eos]]
-        else:
-            self.history[-2:] = [tokens + [model.llm.eos]]  # evaluated with the rest when this session is next
+        # ``ask`` just made this session the active one: the cache holds its history but the answer's lazy tail
+        model.llm.truncate(model.llm.n_past - len(self.history[-2]))
+        self.history[-2:] = [[], tokens + [model.llm.eos]]
         moved = model.format.parse(text).pose  # rounded as the answer writes it
         log.info(
             "target check: moved %s to %s (%s)", prediction.pose, moved, model.target.category(prediction.reasoning)
