@@ -114,6 +114,8 @@ PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
 """The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
 GRASP_FIELDS = 5
 """Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
+TARGET_POSES = ("model", "heads")
+"""Whose pose the target check gives on the object the reasoning named (``TargetCheckSpec.pose``)."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,8 @@ class TargetCheckSpec:
     """Whether the pose lies on the object the reasoning named: the vision graph also gives, per patch, the
     identity head's probabilities (the presence section's categories, then the table) and the grasp heads' output
     (centre logit, offset x and y in the patch, cos 2θ, sin 2θ). A first answer whose pose lies on no patch of the
-    category its reasoning names, where some patch shows that category, is moved to the heads' best grasp on it
-    (``runtime.target``)."""
+    category its reasoning names, where some patch shows that category, is moved to the heads' best grasp on it;
+    with ``pose: heads`` a pose on that object is replaced by the heads' best grasp on it too (``runtime.target``)."""
 
     grid: int
     """Patches per side of the model's view (the tower's image size over its patch size)."""
@@ -137,12 +139,19 @@ class TargetCheckSpec:
     """The graph's output of per-patch grasp values (patches, ``GRASP_FIELDS``)."""
     source: str = ""
     """The vision-stage checkpoint the heads came from."""
+    pose: str = "model"
+    """Whose pose the robot gets when the first pose lies on the object named. ``model``: the model's own.
+    ``heads``: the heads' best grasp on the object under the model's pose (the patches of that category joined to
+    it), so the reasoning picks the category, the model's pose the instance, the heads the grasp. Chosen on
+    validation clutter for the demo build (bench/results/n-heads-pose)."""
 
     def __post_init__(self) -> None:
         if self.grid < 1:
             raise ValueError(f"target_check.grid must be >= 1, got {self.grid}")
         if not 0 <= self.reach < self.grid:
             raise ValueError(f"target_check.reach must be in 0..{self.grid - 1}, got {self.reach}")
+        if self.pose not in TARGET_POSES:
+            raise ValueError(f"target_check.pose must be one of {', '.join(TARGET_POSES)}, got {self.pose!r}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import yaml
 from appliance.bundle import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
+    TARGET_POSES,
     AnswerSpec,
     ImageSpec,
     Manifest,
@@ -135,11 +136,13 @@ def build_bundle(
     min_patches: float = MIN_PATCHES,
     target_check: bool = False,
     reach: int = REACH,
+    target_pose: str = "model",
 ) -> Manifest:
     """Export, quantize, check and write the bundle; returns its manifest. With ``heads`` (the vision stage's
     checkpoint the model was built on), the vision graph also says which categories the image shows and the
     manifest gets a ``presence`` section (``appliance.runtime.presence``); with ``target_check`` too, the graph
-    gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``)."""
+    gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``) whose
+    ``pose`` is ``target_pose``."""
     from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
@@ -180,7 +183,7 @@ def build_bundle(
     if target_check:
         metrics["target_check_max_error"] = maps_parity(model, vision, head)
         grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
-        target = TargetCheckSpec(grid, reach, source=str(Path(heads).resolve()))
+        target = TargetCheckSpec(grid, reach, source=str(Path(heads).resolve()), pose=target_pose)
     n_image_tokens, width = _embedding_shape(vision, spec.size)
     del model
     steps.update()
@@ -293,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help=f"with --target-check: patches around a pose on the table that may show the object (default {REACH})",
     )
+    parser.add_argument(
+        "--target-pose",
+        choices=TARGET_POSES,
+        help="with --target-check: on the object the reasoning named, keep the model's pose (model, the default) or "
+        "take the heads' best grasp on that object (heads)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     args = parser.parse_args(argv)
     if args.min_patches is not None and args.heads is None:
@@ -301,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--target-check needs --heads")
     if args.reach is not None and not args.target_check:
         parser.error("--reach needs --target-check")
+    if args.target_pose is not None and not args.target_check:
+        parser.error("--target-pose needs --target-check")
     if args.reach is not None and args.reach < 0:
         parser.error(f"--reach must be >= 0, got {args.reach}")
     min_patches = MIN_PATCHES if args.min_patches is None else args.min_patches
@@ -319,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             min_patches=min_patches,
             target_check=args.target_check,
             reach=REACH if args.reach is None else args.reach,
+            target_pose=args.target_pose or "model",
         )
     except (ExportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

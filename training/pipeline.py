@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.bundle import TARGET_POSES
 from appliance.runtime.proc import describe_exit, tail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,6 +292,9 @@ class PipelineConfig:
     first pose off the object its reasoning named moves to the heads' best grasp on it (``appliance.runtime.target``).
     It carries the heads' identity map, and with it the presence section; without ``presence`` that section's gate
     never refuses (``--min-patches 0``). The bundle format needs a model trained to refuse (``absent_fraction``)."""
+    target_pose: str = "model"
+    """With ``target_check``: on the object named, the model's own pose (``model``) or the heads' best grasp on it
+    (``heads``; ``export.quantize --target-pose``)."""
     absent_fraction: float = 0.0
     """Share of training views that also ask for an object not on the table, answered with a refusal."""
     test_seed: int = 1
@@ -362,6 +366,10 @@ class PipelineConfig:
                 "target_check needs a model trained to refuse (absent_fraction > 0): the bundle carries the heads in its "
                 "presence section, which export.quantize --heads writes only for such a model"
             )
+        if self.target_pose not in TARGET_POSES:
+            raise ValueError(f"target_pose must be one of {', '.join(TARGET_POSES)}, got {self.target_pose!r}")
+        if self.target_pose != "model" and not self.target_check:
+            raise ValueError("target_pose needs target_check=1")
         from .options import check_attend
 
         check_attend(self.attend, self.attend_from)
@@ -553,7 +561,8 @@ def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
     stages.append(
         Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force",
               *(("--heads", f"{w}/{_checkpoint('vision', c.vision_steps)}") if c.presence or c.target_check else ()),
-              *(("--target-check",) if c.target_check else ()), *(("--min-patches", "0") if c.target_check and not c.presence else ())),
+              *(("--target-check",) if c.target_check else ()), *(("--min-patches", "0") if c.target_check and not c.presence else ()),
+              *(("--target-pose", c.target_pose) if c.target_pose != "model" else ())),
               ("bundle/manifest.yaml",))
     )  # fmt: skip
     cnn = ("--cnn", f"{w}/{_checkpoint('vision', c.vision_steps)}")

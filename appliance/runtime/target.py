@@ -16,7 +16,13 @@ that names no known category, or a category no patch shows, keeps the model's po
 
 "On a patch of the category": the patch under the grasp centre shows it; or that patch shows the table (a centre
 between the fingers often does) and a patch within ``reach`` rows and columns shows it. A pose on a patch of
-another object is moved. numpy only.
+another object is moved.
+
+With the spec's ``pose: heads`` a pose on the object named is replaced as well: by the heads' best grasp on the
+patches of that category joined (side by side) to the ones under the pose. The model's pose then says which
+instance it means ("the red mug" of two), and the heads where to hold it. On validation clutter (458 requests)
+the heads' grasp on the object named was on target for 91 % of name requests where the model's own pose was for
+68 % (bench/results/n-heads-pose). numpy only.
 """
 
 from __future__ import annotations
@@ -63,14 +69,41 @@ class TargetCheck:
         shown = labels == self.index[category]
         if not shown.any():
             return None  # the head sees no such object: nothing better to offer than the model's own pose
-        row, col = cell(pose.y, grid), cell(pose.x, grid)
-        if shown[row, col]:
+        under = self.under(pose, labels, shown)
+        if not under.any():
+            return best_grasp(grasp, shown.reshape(-1), grid)
+        if self.spec.pose == "model":
             return None
-        if labels[row, col] == len(self.index):  # the table: a centre between the fingers
+        return best_grasp(grasp, joined(shown, under).reshape(-1), grid)
+
+    def under(self, pose: GraspPose, labels: np.ndarray, shown: np.ndarray) -> np.ndarray:
+        """The patches of the category the pose lies on: the one under its centre, or, when that one shows the
+        table (a centre between the fingers), those within ``reach``; none when it lies on another object."""
+        grid = self.spec.grid
+        row, col = cell(pose.y, grid), cell(pose.x, grid)
+        under = np.zeros_like(shown)
+        if shown[row, col]:
+            under[row, col] = True
+        elif labels[row, col] == len(self.index):
             r = self.spec.reach
-            if shown[max(row - r, 0) : row + r + 1, max(col - r, 0) : col + r + 1].any():
-                return None
-        return best_grasp(grasp, shown.reshape(-1), grid)
+            window = (slice(max(row - r, 0), row + r + 1), slice(max(col - r, 0), col + r + 1))
+            under[window] = shown[window]
+        return under
+
+
+def joined(shown: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The ``shown`` patches connected to ``seeds`` through patches that share a side (one object's patches)."""
+    region = seeds & shown
+    while True:
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= shown
+        if (grown == region).all():
+            return region
+        region = grown
 
 
 def cell(value: float, grid: int) -> int:

@@ -210,9 +210,30 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
         == 0
     )
     quantize = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quantize:"))
-    assert "--target-check" in quantize and "--min-patches" not in quantize
+    assert "--target-check" in quantize and "--min-patches" not in quantize and "--target-pose" not in quantize
+    assert (
+        main(
+            [
+                "demo-model",
+                "--work",
+                str(tmp_path),
+                "--dry-run",
+                "--set",
+                "target_check=1",
+                "--set",
+                "target_pose=heads",
+            ]
+        )
+        == 0
+    )
+    quantize = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quantize:"))
+    assert quantize.endswith("--target-pose heads")
     with pytest.raises(ValueError, match="target_check needs a model trained to refuse"):
         config_for("tiny", ["target_check=1"], environ={})
+    with pytest.raises(ValueError, match="target_pose needs target_check=1"):
+        config_for("demo-model", ["target_pose=heads"], environ={})
+    with pytest.raises(ValueError, match="target_pose must be one of model, heads"):
+        config_for("demo-model", ["target_check=1", "target_pose=cnn"], environ={})
     with pytest.raises(SystemExit):
         main(["tiny", "--work", str(tmp_path), "--set", "bogus=1"])
     assert main(["tiny", "--work", str(tmp_path), "--dry-run", "--until", "ground", "--set", "ground_task=locate",

@@ -67,6 +67,42 @@ def test_a_pose_on_the_table_next_to_the_object_named_stays_within_reach():
     assert CHECK.moved(at(0, 1), KNIFE, identity, grasp) is not None
 
 
+HEADS = TargetCheck(TargetCheckSpec(GRID, reach=1, pose="heads"), CLASSES, NAMES)
+
+
+def test_with_the_heads_pose_a_pose_on_the_object_named_takes_the_heads_grasp_on_that_instance():
+    # two mugs: one of patches (0, 0)-(0, 1), one of (3, 2)-(3, 3); the grasp heads like (3, 3) best of all
+    identity, grasp = maps(
+        {(0, 0): "mug", (0, 1): "mug", (3, 2): "mug", (3, 3): "mug"}, best={(0, 1): 2.0, (3, 3): 9.0, (0, 0): 1.0}
+    )
+    mug = "It is a mug, a cylinder with a handle."
+    assert CHECK.moved(at(0, 0), mug, identity, grasp) is None  # the model's pose: kept
+    on_first = HEADS.moved(at(0, 0), mug, identity, grasp)  # the heads' best grasp on the mug the pose is on
+    assert on_first is not None and (on_first.x, on_first.y) == pytest.approx((1.5 / GRID, 0.5 / GRID))
+    assert on_first.theta == pytest.approx(math.pi / 4)
+    on_second = HEADS.moved(at(3, 2), mug, identity, grasp)
+    assert (on_second.x, on_second.y) == pytest.approx((3.5 / GRID, 3.5 / GRID))
+    beside = HEADS.moved(at(1, 0), mug, identity, grasp)  # the table just below the first mug: within reach
+    assert (beside.x, beside.y) == pytest.approx((1.5 / GRID, 0.5 / GRID))
+    # off every mug (on the table two patches away): the best mug grasp of all, as with the model's pose
+    assert (HEADS.moved(at(2, 0), mug, identity, grasp).x, CHECK.moved(at(2, 0), mug, identity, grasp).x) == (
+        pytest.approx(3.5 / GRID),
+        pytest.approx(3.5 / GRID),
+    )
+
+
+def test_patches_joined_side_by_side_are_one_object():
+    from appliance.runtime.target import joined
+
+    shown = np.array([[1, 1, 0, 0], [0, 1, 0, 1], [0, 1, 0, 1], [1, 0, 0, 1]], bool)
+    seed = np.zeros_like(shown)
+    seed[0, 0] = True
+    assert joined(shown, seed).tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]  # not diagonally
+    seed[3, 3] = True
+    assert joined(shown, seed)[1:, 3].all() and not joined(shown, seed)[3, 0]
+    assert not joined(shown, np.zeros_like(shown)).any()
+
+
 def test_what_the_check_cannot_judge_keeps_the_models_pose():
     identity, grasp = maps({(0, 0): "knife", (3, 3): "mug"})
     pose = at(3, 3)
@@ -74,6 +110,8 @@ def test_what_the_check_cannot_judge_keeps_the_models_pose():
     assert CHECK.moved(pose, "It is a whisk, wires on a handle.", identity, grasp) is None  # a category the head lacks
     assert CHECK.moved(pose, "A long thin thing; hold it in the middle.", identity, grasp) is None  # no name
     assert CHECK.moved(GraspPose(1.0, 1.0, 0.0), "It is a mug.", identity, grasp) is None  # the edge is the last patch
+    for reasoning in ("The one on the left is a ball, a sphere.", "It is a whisk.", "A long thin thing."):
+        assert HEADS.moved(pose, reasoning, identity, grasp) is None  # nor do the heads have a grasp to offer
 
 
 def test_the_maps_must_be_the_manifests_shape():
@@ -86,7 +124,12 @@ def test_the_maps_must_be_the_manifests_shape():
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"), [({"grid": 0}, "grid must be >= 1"), ({"grid": 4, "reach": 4}, "reach must be in 0..3")]
+    ("spec", "message"),
+    [
+        ({"grid": 0}, "grid must be >= 1"),
+        ({"grid": 4, "reach": 4}, "reach must be in 0..3"),
+        ({"grid": 4, "pose": "cnn"}, "pose must be one of model, heads, got 'cnn'"),
+    ],
 )
 def test_bad_specs_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -221,6 +264,21 @@ def test_a_first_pose_on_the_object_named_stays_and_the_check_can_be_left_off(mo
         off.llm.close()
 
 
+def test_a_bundle_with_the_heads_pose_gives_the_heads_grasp_on_the_object_named(model):
+    from dataclasses import replace
+
+    image = camera()
+    embedded = with_knife(model, image)
+    model.embed = lambda _image: embedded
+    model.target = TargetCheck(replace(model.target.spec, pose="heads"), model.target.index, model.target.names)
+    scripted(model, "It is a knife, a long thin blade. [0.06, 0.06], 0.00")  # on the knife's patch
+    first = model.session().ask("hand me something to cut with", image)
+    assert first.written == GraspPose(0.06, 0.06, 0.0)
+    fields = embedded.grasp[0]  # the knife's one patch: its offsets and angle
+    want = GraspPose(float(fields[1]) / 8, float(fields[2]) / 8, math.atan2(float(fields[4]), float(fields[3])) / 2)
+    assert (first.pose.x, first.pose.y, first.pose.theta) == pytest.approx((want.x, want.y, want.theta), abs=0.006)
+
+
 def test_a_manifest_asking_for_the_check_needs_the_graphs_maps(target_bundle, refusing_bundle, tmp_path):
     import shutil
 
@@ -251,6 +309,11 @@ def test_the_target_check_needs_heads(refusing_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--bits", "8", "--model", str(refusing_checkpoint), "--out", str(tmp_path / "b"), "--target-check"])
     assert "--target-check needs --heads" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(
+            ["--bits", "8", "--model", str(refusing_checkpoint), "--out", str(tmp_path / "b"), "--target-pose", "heads"]
+        )
+    assert "--target-pose needs --target-check" in capsys.readouterr().err
 
 
 def test_the_evaluations_answerer_reports_the_pose_the_model_wrote(model):
