@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m appliance.sim --config firmware_config/sim.yaml",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML file with a 'sim' section")
+    parser.add_argument(
+        "--parent",
+        type=int,
+        metavar="PID",
+        help="stop when process PID, the one that started the cell, ends however it ends (even killed with "
+        "SIGKILL): a benchmark or demo that dies leaves no cell running",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -42,12 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.parent is not None:
+        threading.Thread(target=watch_parent, args=(args.parent, stop), daemon=True).start()
     with SimCell(config) as cell:
         service = CellService(cell).start()
         print(f"sim cell ready: robot {cell.robot.hostname}, service {service.endpoint}", flush=True)
         stop.wait()
         service.stop()
     return 0
+
+
+def watch_parent(pid: int, stop: threading.Event, every_s: float = 0.5) -> None:
+    """Set ``stop`` once this process's parent is no longer ``pid`` (it ended and the cell was handed to init)."""
+    while not stop.wait(every_s):
+        if os.getppid() != pid:
+            print(f"sim cell: process {pid} that started it has ended; stopping", file=sys.stderr, flush=True)
+            stop.set()
 
 
 if __name__ == "__main__":

@@ -263,7 +263,8 @@ def start_cell(config_path: Path, log_path: Path | None = None) -> subprocess.Po
     """Start ``python -m appliance.sim`` in its own process and wait until it says it is ready.
 
     Its output goes to ``log_path`` (a temporary file by default; the path is ``proc.log_path``), never
-    to a pipe nobody reads once the cell runs: a full pipe would stall the cell."""
+    to a pipe nobody reads once the cell runs: a full pipe would stall the cell. The cell stops by itself when this
+    process ends without ``stop_cell`` (killed: no ``finally`` runs), instead of simulating on for nobody."""
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"), PYTHONUNBUFFERED="1")
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="rtgrasp-cell-", suffix=".log")
@@ -271,7 +272,7 @@ def start_cell(config_path: Path, log_path: Path | None = None) -> subprocess.Po
         log_path = Path(name)
     with open(log_path, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.sim", "--config", str(config_path)],
+            [sys.executable, "-m", "appliance.sim", "--config", str(config_path), "--parent", str(os.getpid())],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -215,3 +215,42 @@ def test_a_reset_puts_crossed_fingers_back(tmp_path):
         assert data.qvel[model.jnt_dofadr[fingers[0]]] == 0.0
     finally:
         cell.stop()
+
+
+def test_a_cell_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    """A benchmark killed with SIGKILL runs no ``finally``: its cell must not simulate on for nobody (``--parent``)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from appliance.sim.trials import start_cell\n"
+        "import tests.helpers as h\n"
+        f"path = Path({str(tmp_path)!r}) / 'sim.yaml'\n"
+        "path.write_text('sim:\\n  categories: [box]\\n  service: ' + h.endpoint('cell') + '\\n  robot_host: 127.3.4.5\\n')\n"
+        "print(start_cell(path).pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    try:
+        cell = int(starter.stdout.readline())
+        os.kill(cell, 0)  # running
+        starter.send_signal(signal.SIGKILL)
+        starter.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:  # gone, or a zombie its new parent has not reaped yet: either way it stopped
+                if open(f"/proc/{cell}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except FileNotFoundError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(cell, signal.SIGKILL)
+            raise AssertionError("the cell outlived the process that started it by 15 s")
+    finally:
+        starter.kill()
