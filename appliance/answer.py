@@ -152,17 +152,19 @@ class AnswerFormat:
             raise AnswerParseError(f"theta = {theta} is outside [-pi/2, pi/2)", text)
         return GraspPose(x, y, wrap_angle(theta))
 
-    def grammar(self) -> str:
+    def grammar(self, refusal: bool = True) -> str:
         """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end. The answer may
         open with a space: the model's first token carries the one after "ASSISTANT:" (``▁I``, ``▁[``), and a
-        grammar without it would let only free reasoning begin, never a refusal or an NR pose as the model wrote it."""
+        grammar without it would let only free reasoning begin, never a refusal or an NR pose as the model wrote it.
+        A model trained to refuse may also refuse, unless ``refusal=False`` (something else found the object)."""
+        refuses = self.refusals and refusal
         root = "reasoning pose" if self.variant is AnswerVariant.RT else "pose"
-        if self.refusals:
+        if refuses:
             root += " | refusal"
         rules = [f'root ::= " "? ({root})', *self._pose_rules()]
         if self.variant is AnswerVariant.RT:
             rules.append(r'reasoning ::= [^\[\x00-\x1f] [^\[\x00-\x1f]* " "')
-        if self.refusals:
+        if refuses:
             head, tail = REFUSAL.split("{object}")
             rules.append(f"refusal ::= {_gbnf_literal(head)} [a-z] [a-z' -]* {_gbnf_literal(tail)}")
         return "\n".join(rules) + "\n"

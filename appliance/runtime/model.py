@@ -231,6 +231,8 @@ class GraspModel:
         if manifest.knowledge is not None:
             self.hints = load_knowledge(self.directory / manifest.knowledge)
         self._grammar = self.format.grammar()
+        self._grammar_seen = self.format.grammar(refusal=False)
+        """For an instruction whose named object the presence gate saw: the model may not refuse it."""
         self._complete = re.compile(rf"\d\.\d{{{self.format.decimals}}}$")
         self._active: Session | None = None
         self._pose_reserve = len(self.format.longest_pose) + 2
@@ -372,6 +374,7 @@ class GraspModel:
         speculative: bool = False,
         context: list[int] = (),
         draft_length: int | None = None,
+        refusal: bool = True,
     ) -> tuple[list[int], str, list[int]]:
         """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
 
@@ -382,14 +385,14 @@ class GraspModel:
         evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
         (parity checks against torch). ``speculative`` (when the bundle has drafts) checks drafted
         reasoning tokens in one batch and keeps those greedy decoding would choose, at most ``draft_length``
-        at a time (default: the drafter's own length).
+        at a time (default: the drafter's own length). ``refusal=False`` leaves the refusal out of the grammar.
 
         A batch and a single token round differently in llama.cpp's kernels, so after a batched
         check the logits are plain decoding's only up to a tiny error. Where that error could
         matter — the best and second-best token closer than ``speculative_margin`` — the answer
         so far is replayed one token at a time, exactly as plain decoding evaluated it, and the
         token is chosen from those logits: the output is plain greedy decoding's."""
-        grammar = self.llm.grammar(self._grammar) if constrain else None
+        grammar = self.llm.grammar(self._grammar if refusal else self._grammar_seen) if constrain else None
         budget = min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)  # a full context ends the answer
         answer = AnswerInProgress(
             self, budget, grammar, force_pose=constrain and self.format.variant is AnswerVariant.RT
@@ -536,6 +539,8 @@ class Session:
         unseen = model.presence.unseen(instruction, patches) if model.presence is not None else None
         if unseen is not None:
             return self._refuse(instruction, unseen, Timings(pre_ms, vision_ms), box, view, hint)
+        # the gate saw the object named: whether it is there is decided, the model may not refuse it
+        seen = model.presence is not None and model.presence.named(instruction) is not None
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -553,7 +558,9 @@ class Session:
         context = [t for segment in self.history if not isinstance(segment, np.ndarray) for t in segment]
         draft = model.plan.k if speculative is None else None
         drafting = bool(draft) if speculative is None else speculative
-        tokens, text, unevaluated = model.generate(max_new_tokens, constrain, drafting, context, draft)
+        tokens, text, unevaluated = model.generate(
+            max_new_tokens, constrain, drafting, context, draft, refusal=not seen
+        )
         end = time.perf_counter()
         if speculative is None:
             model.note_decode(drafting, 1000 * (end - prefill), len(tokens))

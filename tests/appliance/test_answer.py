@@ -150,6 +150,11 @@ def test_a_refusal_parses_as_refused_and_the_grammar_allows_it_only_when_trained
         assert refused.value.object == "toy block"
     parse_grammar(trained.grammar())
     assert "refusal" in trained.grammar() and "refusal" not in untrained.grammar()
+    assert parse_grammar(trained.grammar()).matches(" " + text)
+    seen = parse_grammar(trained.grammar(refusal=False))  # the object was found: the model may not refuse it
+    assert not seen.matches(" " + text) and not seen.matches(text)
+    pose = render(trained, GraspPose(0.5, 0.5, 0.0), "It is a mug.")
+    assert seen.matches(pose) and parse_grammar(trained.grammar()).matches(pose)
     with pytest.raises(ValueError):
         trained.render_refusal("Banana!")
 

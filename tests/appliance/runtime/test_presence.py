@@ -98,6 +98,25 @@ def test_what_the_image_shows_and_what_names_nothing_go_to_the_model(model):
         assert not prediction.gated and prediction.timings.decode_tokens > 0, instruction
 
 
+def test_the_model_may_not_refuse_what_the_gate_saw(model):
+    """An instruction whose named category the gate sees is decoded without the refusal in the grammar; one that
+    names nothing keeps it (the model decides)."""
+    real, asked = model.generate, []
+
+    def generate(*args, **kwargs):
+        asked.append(kwargs.get("refusal", True))
+        return real(*args, **kwargs)
+
+    model.generate = generate
+    try:
+        seen = model.session().ask(f"pick up the {SHOWN}", camera(3))
+        model.session().ask("hand me something to cut with", camera(3))
+    finally:
+        model.generate = real
+    assert asked == [False, True]
+    assert seen.refusal is None and seen.pose is not None
+
+
 def test_a_refinement_naming_an_absent_object_is_refused_too(model):
     session = model.session()
     first = session.ask(f"pick up the {SHOWN}", camera(2))
