@@ -53,10 +53,12 @@ HANDSHAKE_FAILURES = sum(HANDSHAKE_FAILURES_BY_ID)
 
 @dataclass
 class QueuedRequest:
-    """A request waiting for the worker thread, with its journal row."""
+    """A request waiting for the worker thread, with its journal row and the stops counted when it was queued (a
+    stop after that one forbids its motions, even one that came after the worker took it off the queue)."""
 
     request: Request
     seq: int
+    stops: int = 0
 
 
 class Daemon:
@@ -205,6 +207,7 @@ class Daemon:
             self.router.send_multipart(envelope + [protocol.error_reply(exc.code, str(exc), exc.request_id)])
             return
         if request.type in protocol.UNCACHED:  # a stop acts every time, whatever its id: never a stored reply
+            self._halt()  # first: not even the journal's fsync (or its full disk) comes before the arm stops
             seq = self.journal.record(request.id, envelope[0].hex(), request.type, request.fields)
             self._stop(request, envelope, seq)
             return
@@ -228,7 +231,8 @@ class Daemon:
             )
         else:
             self.envelopes[request.id] = envelope
-            self.queue.put(QueuedRequest(request, seq))
+            with self._stop_lock:
+                self.queue.put(QueuedRequest(request, seq, self._stops))
 
     def _journalled_reply(self, request: Request, row: dict) -> bytes:
         """The reply to a retry of a request an earlier run of the daemon journalled."""
@@ -245,11 +249,15 @@ class Daemon:
             request.type,
         )
 
-    def _stop(self, request: Request, envelope: list[bytes], seq: int) -> None:
+    def _halt(self) -> None:
+        """Count a stop and ramp the arm down: every job queued before it may no longer move."""
         with self._stop_lock:
             self._stops += 1
             if self.jobs.robot is not None:
                 self.jobs.robot.stop()
+
+    def _stop(self, request: Request, envelope: list[bytes], seq: int) -> None:
+        """The rest of a stop, after ``_halt``: drop what is queued, say so, answer."""
         dropped = []
         while True:
             try:
@@ -376,7 +384,7 @@ class Daemon:
 
         self.journal.update(job.seq, "running")
         result, error, extra = None, None, []
-        stops = self._stops
+        stops = job.stops
         if request.type == "refine" and request.fields["session"] not in self.jobs.sessions:  # nothing to do: no events
             error = ("unknown_session", f"no session {request.fields['session']!r} (it ended, or the daemon restarted)")
             message = {"id": request.id, "type": request.type, "seq": job.seq, "result": None, "error": error}

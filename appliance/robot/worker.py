@@ -132,6 +132,8 @@ class RobotProcess:
         self._seq = itertools.count(1)
         self._pending: int | None = None
         """The call whose reply is late (it timed out): drained before the next command."""
+        self._stops = 0
+        """Stop requests so far (``stop``): one that comes while a late reply is drained is not lost."""
         self.restarts = 0
         self._spawn()
 
@@ -152,7 +154,8 @@ class RobotProcess:
         """Run one command in the child; ``MotionError`` / ``RobotUnavailable`` on failure."""
         if not self.alive:
             raise RobotUnavailable("the arm process is not running")
-        self._resync()
+        if self._resync():
+            raise MotionError(f"stopped: a stop came while the arm process was brought back in step; {name!r} not run")
         seq = next(self._seq)
         self._conn.send((seq, name, args))
         return self._result(seq, timeout_s, name)
@@ -178,11 +181,12 @@ class RobotProcess:
             raise MotionError(message)
         raise RobotUnavailable(f"{kind}: {message}")
 
-    def _resync(self) -> None:
-        """After a timed-out call: hold the stop until its motion has ended and answered, or restart the child."""
+    def _resync(self) -> bool:
+        """After a timed-out call: hold the stop until its motion has ended and answered, or restart the child.
+        Whether a stop was asked for meanwhile (it then stays set: the next motion must not start)."""
         if self._pending is None:
-            return
-        pending, was_stopped = self._pending, self._stop.is_set()
+            return False
+        pending, was_stopped, stops = self._pending, self._stop.is_set(), self._stops
         self._stop.set()
         try:
             self._result(pending, RESYNC_TIMEOUT_S, "the stop of a timed-out call")
@@ -197,8 +201,9 @@ class RobotProcess:
                 log.info("the arm process is in step again (%s)", exc)
         finally:
             self._pending = None
-            if not was_stopped:
+            if not was_stopped and self._stops == stops:
                 self._stop.clear()
+        return self._stops != stops
 
     def _restart(self) -> None:
         self._proc.kill()
@@ -211,6 +216,7 @@ class RobotProcess:
 
     def stop(self) -> None:
         """Ramp any motion down now (safe from any thread)."""
+        self._stops += 1
         self._stop.set()
 
     def clear_stop(self) -> None:
@@ -226,7 +232,8 @@ class RobotProcess:
         return self._proc.is_alive()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Ask the child to quit; terminate it if it does not."""
+        """Ramp any motion down, then ask the child to quit; terminate it if it does not."""
+        self._stop.set()  # a motion still running (the daemon shutting down mid-grasp) ramps down, not cut off
         if self._proc.is_alive():
             try:
                 self._conn.send((0, "quit", ()))

@@ -197,6 +197,39 @@ def test_a_stop_acts_every_time_whatever_its_id(daemon):
     assert [r["type"] for r in rows].count("stop") == 2
 
 
+def test_a_stop_acts_before_the_journal_and_even_when_the_journal_fails(daemon, monkeypatch):
+    import sqlite3
+
+    d = daemon.daemon
+    before = d._stops
+
+    def full(*_args, **_kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(d.journal, "record", full)
+    reply = _reply(daemon.requests, "stop", "stop-disk-full")
+    assert not reply["ok"] and reply["error"]["code"] == "internal"  # it could not be recorded, and says so
+    assert d._stops == before + 1  # but the stop was counted (and the arm told) first
+
+
+def test_a_job_keeps_the_stop_count_of_when_it_was_queued(daemon, monkeypatch):
+    """A stop that comes after a job was queued forbids its motions, even when the worker had already taken the job
+    off the queue (the stop then drops nothing)."""
+    from appliance.daemon.jobs import JobError
+
+    d = daemon.daemon
+    queued = []
+    real_put = d.queue.put
+    monkeypatch.setattr(d.queue, "put", lambda job: (queued.append(job), real_put(job)))
+    assert _reply(daemon.requests, "predict", "count-1", text="pick up the mug")["ok"]
+    (job,) = queued
+    assert job.stops == d._stops
+    d._halt()  # a stop after the job was queued
+    with pytest.raises(JobError, match="stop"):
+        d._may_move(job.stops)
+    d._may_move(d._stops)  # a job queued after it moves
+
+
 def test_a_refine_of_an_unknown_session_publishes_nothing(daemon):
     from tests.helpers import wait_subscribed
 

@@ -67,3 +67,28 @@ def test_a_call_that_times_out_stops_the_arm_and_the_next_call_is_answered_for_i
     robot.call("ready")  # a motion's reply means the motion has ended
     assert np.allclose(robot.call("state")["joints"], READY_Q, atol=JOINT_TOL)
     assert not robot.stopping and robot.restarts == 0
+
+
+def test_a_stop_while_a_late_reply_is_drained_is_kept_and_the_next_motion_refused(robot):
+    """The operator stops the arm just while a timed-out call's late reply is drained: the stop must hold."""
+    robot.call("home")
+    with pytest.raises(RobotUnavailable, match="did not answer 'observe'"):
+        robot.call("observe", timeout_s=0.3)
+    robot.clear_stop()
+    real = robot._result
+
+    def draining(seq, timeout_s, what):
+        if what.startswith("the stop of"):
+            robot.stop()  # arrives during the drain, from the daemon's main thread in real life
+        return real(seq, timeout_s, what)
+
+    robot._result = draining
+    try:
+        with pytest.raises(MotionError, match="stopped: a stop came"):
+            robot.call("ready")
+    finally:
+        robot._result = real
+    assert robot.stopping  # still held: nothing clears it but the next job's clear_stop
+    robot.clear_stop()
+    robot.call("ready")
+    assert np.allclose(robot.call("state")["joints"], READY_Q, atol=JOINT_TOL)
