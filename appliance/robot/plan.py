@@ -37,8 +37,18 @@ class Workspace:
     y: tuple[float, float] = (-0.3, 0.3)
     z: tuple[float, float] = (0.008, 0.45)
 
+    def __post_init__(self) -> None:
+        for axis in ("x", "y", "z"):
+            bounds = getattr(self, axis)
+            if len(bounds) != 2 or not all(math.isfinite(v) for v in bounds) or not bounds[0] < bounds[1]:
+                raise ValueError(f"workspace.{axis} must be [low, high] in metres, finite, low < high; got {bounds}")
+
     def contains(self, p) -> bool:
         return all(lo <= v <= hi for v, (lo, hi) in zip(p, (self.x, self.y, self.z)))
+
+
+MAX_HAND_FORCE_N = 70.0
+"""The Franka Hand's continuous grasping force; a config asking for more is a typo, not a stronger grip."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,16 @@ class GraspLimits:
     timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        for name in ("speed", "approach_speed", "force", "timeout_s", "open_width"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number above 0, got {value}")
+        for name in ("pre_grasp_height", "lift_height", "grasp_depth", "min_tcp_z"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number of metres, 0 or more, got {value}")
+        if self.force > MAX_HAND_FORCE_N:
+            raise ValueError(f"force must be at most {MAX_HAND_FORCE_N:.0f} N (the Franka Hand's continuous force)")
         if not 0 < self.approach_speed <= self.speed:
             raise ValueError("approach_speed must be positive and not above speed")
         if not 0 < self.min_width < self.max_width <= 0.08:
