@@ -212,22 +212,19 @@ def test_a_stop_acts_before_the_journal_and_even_when_the_journal_fails(daemon, 
     assert d._stops == before + 1  # but the stop was counted (and the arm told) first
 
 
-def test_a_job_keeps_the_stop_count_of_when_it_was_queued(daemon, monkeypatch):
-    """A stop that comes after a job was queued forbids its motions, even when the worker had already taken the job
-    off the queue (the stop then drops nothing)."""
-    from appliance.daemon.jobs import JobError
-
+def test_a_stop_counted_after_a_job_was_queued_stops_it_though_it_dropped_nothing(daemon, monkeypatch):
+    """A stop that lands between the queueing of a job and its run (the worker already took it off the queue, so
+    the stop dropped nothing) still forbids the job's motions: the job's baseline is the count when it was queued."""
     d = daemon.daemon
-    queued = []
     real_put = d.queue.put
-    monkeypatch.setattr(d.queue, "put", lambda job: (queued.append(job), real_put(job)))
-    assert _reply(daemon.requests, "predict", "count-1", text="pick up the mug")["ok"]
-    (job,) = queued
-    assert job.stops == d._stops
-    d._halt()  # a stop after the job was queued
-    with pytest.raises(JobError, match="stop"):
-        d._may_move(job.stops)
-    d._may_move(d._stops)  # a job queued after it moves
+
+    def put_then_stop(job):
+        d._stops += 1  # a stop counted right after the job's baseline (the queueing holds the stop lock already)
+        real_put(job)
+
+    monkeypatch.setattr(d.queue, "put", put_then_stop)
+    reply = _reply(daemon.requests, "home", "count-home")
+    assert not reply["ok"] and reply["error"]["code"] == "stopped", reply
 
 
 def test_a_refine_of_an_unknown_session_publishes_nothing(daemon):

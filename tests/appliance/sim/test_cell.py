@@ -224,9 +224,10 @@ def test_a_cell_stops_when_the_process_that_started_it_is_killed(tmp_path):
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     script = (
-        "import sys, time\n"
+        "import time\n"
         "from pathlib import Path\n"
         "from appliance.sim.trials import start_cell\n"
         "import tests.helpers as h\n"
@@ -244,7 +245,7 @@ def test_a_cell_stops_when_the_process_that_started_it_is_killed(tmp_path):
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:  # gone, or a zombie its new parent has not reaped yet: either way it stopped
-                if open(f"/proc/{cell}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                if Path(f"/proc/{cell}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                     break
             except FileNotFoundError:
                 break
