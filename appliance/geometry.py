@@ -128,6 +128,42 @@ def median_depth(depth: np.ndarray, u: float, v: float, window: int = 5) -> floa
     return float(np.median(valid)) if valid.size else None
 
 
+DEPTH_CHANGE_M = 0.01
+"""A depth reading that moved by more than this between two pictures is a change of the table, not noise."""
+CHANGED_SHARE = 0.02
+"""The share of a window's readings that must change (or appear, or vanish) for the window to have changed."""
+
+
+def depth_changed(before: np.ndarray, after: np.ndarray, u: float, v: float, radius_px: float) -> str:
+    """How the depth in the disc of ``radius_px`` around (u, v) differs between two aligned pictures ('' when it
+    does not): more than ``CHANGED_SHARE`` of its pixels moved by over ``DEPTH_CHANGE_M``, or lost or gained a
+    reading. Single pixels flicker on a real sensor; an object moved, taken or put there changes many."""
+    if before.shape != after.shape:
+        return f"the pictures differ in size ({before.shape} and {after.shape})"
+    h, w = before.shape
+    r = max(1, int(math.ceil(radius_px)))
+    iu, iv = int(u), int(v)
+    rows, cols = slice(max(0, iv - r), min(h, iv + r + 1)), slice(max(0, iu - r), min(w, iu + r + 1))
+    outside = f"the grasp centre ({u:.0f}, {v:.0f}) lies outside the picture"
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return outside
+    vv, uu = np.mgrid[rows, cols]
+    disc = (uu - u) ** 2 + (vv - v) ** 2 <= radius_px**2
+    if not disc.any():
+        return outside
+    a, b = before[rows, cols][disc], after[rows, cols][disc]
+    valid_a, valid_b = np.isfinite(a) & (a > 0), np.isfinite(b) & (b > 0)
+    both = valid_a & valid_b
+    moved = both & (np.abs(np.where(both, a - b, 0.0)) > DEPTH_CHANGE_M)
+    changed = int(moved.sum()) + int((valid_a != valid_b).sum())
+    if changed <= CHANGED_SHARE * disc.sum():
+        return ""
+    largest = float(np.abs(np.where(moved, a - b, 0.0)).max())
+    return (
+        f"{100 * changed / disc.sum():.0f} % of the depth around the grasp changed (by up to {1000 * largest:.0f} mm)"
+    )
+
+
 @dataclass(frozen=True)
 class SurfaceGrasp:
     """A grasp seen from above, in the robot base frame: the surface point under the grasp centre,

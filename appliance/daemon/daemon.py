@@ -441,7 +441,7 @@ class Daemon:
         else:
             if kind == "grasp" and jobs.robot is not None:
                 may_move()
-                jobs.observe()
+                jobs.observe(request.fields.get("speed", 1.0))
             prediction, png = jobs.predict(session, text)
         prediction.update(session=session, heard=text if request.audio else None)
         event("prediction", request=request.id, **prediction)

@@ -1,21 +1,29 @@
 """What the daemon does for each request that takes time: picture → model → geometry → plan → arm.
 
 Every path that could move the arm passes the same checks first, in order: the
-answer parsed (``Prediction.ok``), the grasp centre has valid depth, the plan
-stays inside the workspace box. A failure at any of them is a result with
-``moved: false`` — nothing is sent to the arm.
+answer parsed (``Prediction.ok``), the picture is still the table's, the grasp
+centre has valid depth, the plan stays inside the workspace box. A failure at
+any of them is a result with ``moved: false`` — nothing is sent to the arm.
+
+"Still the table's": a pose is planned on the picture its conversation was
+asked about. When the arm has moved since that picture was taken (a grasp
+lifts, drops or pushes things) or it is older than ``robot.recheck_after_s``
+(people move things too), the arm first goes to its observation pose, a new
+picture is taken, and the depth where the hand would go must match the old one
+(``geometry.depth_changed``); the plan then uses the new depth.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from appliance.camera import Camera, Frame
-from appliance.geometry import JAW_HALF_M, image_grasp_to_base, median_depth
+from appliance.geometry import JAW_HALF_M, depth_changed, image_grasp_to_base, median_depth
 from appliance.robot.plan import GraspPlan, MotionError, UnsafeTarget, plan_top_down
 from appliance.runtime.annotate import annotate, png_bytes
 from appliance.runtime.model import Prediction
@@ -28,6 +36,8 @@ from .vocabulary import Vocabulary, not_understood
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 16
+RECHECK_MARGIN_M = 0.03
+"""Beyond the open jaws, how far around the grasp centre the depth must be unchanged (fingers, a hand's width)."""
 
 
 class JobError(RuntimeError):
@@ -44,6 +54,19 @@ class Conversation:
 
     session: RemoteSession
     frame: Frame
+    motions: int = 0
+    """The arm motions asked for before the frame was taken (``Jobs.motions``)."""
+
+
+def stale(frame: Frame, motions_then: int, motions_now: int, max_age_s: float, now: float | None = None) -> str:
+    """Why ``frame`` must be checked against a new picture before a grasp is planned on it ('' when it need not):
+    the arm moved since it was taken, or it is older than ``max_age_s``."""
+    age = (time.time() if now is None else now) - frame.timestamp
+    if motions_now != motions_then:
+        return f"the arm has moved since this session's picture ({age:.0f} s ago)"
+    if age > max_age_s:
+        return f"this session's picture is {age:.0f} s old (older than {max_age_s:g} s)"
+    return ""
 
 
 def prediction_fields(prediction: Prediction) -> dict:
@@ -76,6 +99,8 @@ class Jobs:
     def __init__(self, config: ApplianceConfig, model: ModelWorker, camera: Camera, robot=None, recorder=None):
         self.config, self.model, self.camera, self.robot, self.recorder = config, model, camera, robot, recorder
         self.sessions: OrderedDict[str, Conversation] = OrderedDict()
+        self.motions = 0
+        """Arm motions asked for so far (each one, even one that failed, may have changed the table)."""
         self.categories = CategoryNames(model.manifest.categories or {})
         if not model.manifest.categories:
             log.warning("the bundle names no categories (an older export): replies name no object category")
@@ -98,7 +123,7 @@ class Jobs:
     def predict(self, session_id: str, instruction: str) -> tuple[dict, bytes]:
         """A new picture and a fresh conversation; no motion."""
         frame = self._picture()
-        conversation = Conversation(self.model.session(), frame)
+        conversation = Conversation(self.model.session(), frame, self.motions)
         m = self.config.model
         prediction = conversation.session.ask(instruction, frame.rgb, m.max_new_tokens, speculative=None)
         self._keep(session_id, conversation)
@@ -121,11 +146,15 @@ class Jobs:
             raise JobError("unknown_session", f"no session {session_id!r}")
         prediction = conversation.session.turns[-1]
         plan, reason = self.plan(prediction, conversation.frame)
+        if plan is not None:
+            frame, reason = self._recheck(conversation, prediction, speed)
+            plan, reason = (None, reason) if frame is None else self.plan(prediction, frame)
         if plan is None:
             return {"moved": False, "success": False, "stage": "check", "message": reason}
         robot = self._robot()
         plan = plan.slowed(speed) if speed < 1 else plan
-        outcome = robot.call("execute", plan, timeout_s=plan.limits.timeout_s + 30)
+        self.motions += 1
+        outcome = robot.call("execute", plan, speed, timeout_s=plan.limits.timeout_s + 30)
         return {
             "moved": True,
             "success": outcome.success,
@@ -135,10 +164,29 @@ class Jobs:
             "seconds": outcome.seconds,
         }
 
-    def observe(self) -> None:
+    def _recheck(self, conversation: Conversation, prediction: Prediction, speed: float) -> tuple[Frame | None, str]:
+        """The picture to plan on: the conversation's own while it is fresh, else a new one whose depth where the
+        hand would go matches it (the conversation then keeps the new one); None and why when it does not."""
+        why = stale(conversation.frame, conversation.motions, self.motions, self.config.robot.recheck_after_s)
+        if not why:
+            return conversation.frame, ""
+        log.info("%s: checking the table again before the grasp", why)
+        self.observe(speed)
+        frame = self._picture()
+        old = conversation.frame
+        u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
+        z = median_depth(old.depth, u, v, self.config.depth_window) or 1.0
+        radius = (self.config.robot.limits.open_width / 2 + RECHECK_MARGIN_M) * old.intrinsics.fx / z
+        changed = depth_changed(old.depth, frame.depth, u, v, radius)
+        if changed:
+            return None, f"{why}, and the table has changed where the hand would go: {changed}; send a new grasp"
+        conversation.frame, conversation.motions = frame, self.motions
+        return frame, ""
+
+    def observe(self, speed: float = 1.0) -> None:
         """Move the arm out of the camera's view before a picture (when there is an arm)."""
         if self.robot is not None:
-            self._motion("observe")
+            self._motion("observe", speed)
 
     def home(self) -> dict:
         self._motion("home")
@@ -217,8 +265,10 @@ class Jobs:
             raise JobError("no_robot", "this appliance has no arm configured")
         return self.robot
 
-    def _motion(self, name: str) -> None:
+    def _motion(self, name: str, *args) -> None:
+        robot = self._robot()
+        self.motions += 1
         try:
-            self._robot().call(name, timeout_s=60)
+            robot.call(name, *args, timeout_s=60)
         except MotionError as exc:
             raise JobError("motion_failed", f"{name}: {exc}") from exc

@@ -12,6 +12,7 @@ the file and the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -130,6 +131,15 @@ class RobotSettings:
     poses: ArmPoses = field(default_factory=lambda: ArmPoses(HOME_Q, HOME_Q))
     limits: GraspLimits = field(default_factory=GraspLimits)
     workspace: Workspace = field(default_factory=Workspace)
+    recheck_after_s: float = 10.0
+    """A picture older than this (or taken before the arm last moved) is checked against a new one before a grasp
+    is planned on it (``appliance.daemon.jobs``)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.recheck_after_s) and self.recheck_after_s >= 0):
+            raise ValueError(
+                f"recheck_after_s must be a finite number of seconds, 0 or more, got {self.recheck_after_s}"
+            )
 
 
 @dataclass(frozen=True)

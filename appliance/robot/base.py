@@ -17,7 +17,8 @@ class RobotConfig(Protocol):
 
 class Arm(ABC):
     """An arm with a parallel gripper: connect, read its state, move, grasp. Motions block until they end and
-    raise ``MotionError`` (``appliance.robot.plan``) when they fail or are stopped."""
+    raise ``MotionError`` (``appliance.robot.plan``) when they fail or are stopped; a motion or hand command asked
+    for while a stop is held is refused before it starts."""
 
     @abstractmethod
     def connect(self) -> Arm:

@@ -165,9 +165,16 @@ class FrankaArm(Arm):
         self._stream(lambda: self._robot.start_cartesian_pose_control(pf.ControllerMode.JointImpedance), start)
         self._check_reached(target)
 
+    def _refuse_if_stopped(self, what: str) -> None:
+        """``MotionError`` before ``what`` begins when a stop is held: a stopped arm starts nothing, not even the
+        first 0.3 s of a ramp."""
+        if self.stop_requested.is_set():
+            raise MotionError(f"stopped on request: {what} not started")
+
     def _stream(self, start_control, start) -> None:
         """Run one 1 kHz control loop; a stop request ramps the profile's clock down to rest."""
         pf = self._pf
+        self._refuse_if_stopped("the motion")
         try:
             control = start_control()
             state, _ = control.readOnce()
@@ -209,21 +216,29 @@ class FrankaArm(Arm):
             )
 
     # ---------------------------------------------------------------- gripper
+    # A hand command blocks in pylibfranka, GIL held, until the fingers stop (at most 80 mm at gripper_speed,
+    # 1.6 s at the default): a stop cannot cut it short from this process. It is refused when a stop is held,
+    # and a stop that came while it ran ends the plan there (``execute`` starts no further stage).
     def open_gripper(self, width: float) -> None:
-        if not self._hand(lambda g: g.move(width, self.config.gripper_speed)):
+        if not self._hand("opening the hand", lambda g: g.move(width, self.config.gripper_speed)):
             raise MotionError(f"the hand did not open to {width * 1000:.0f} mm")
 
     def grasp(self, width: float, force: float, epsilon_inner: float, epsilon_outer: float) -> bool:
         """Close with ``force``; True if the final width is within [width − ε_inner, width + ε_outer]."""
+        speed = self.config.gripper_speed
         return bool(
-            self._hand(lambda g: g.grasp(width, self.config.gripper_speed, force, epsilon_inner, epsilon_outer))
+            self._hand("closing the hand", lambda g: g.grasp(width, speed, force, epsilon_inner, epsilon_outer))
         )
 
-    def _hand(self, command):
+    def _hand(self, what: str, command):
+        self._refuse_if_stopped(what)
         try:
-            return command(self._gripper)
+            done = command(self._gripper)
         except (self._pf.CommandException, self._pf.NetworkException) as exc:
             raise MotionError(f"the hand failed: {exc}") from exc
+        if self.stop_requested.is_set():
+            raise MotionError(f"stopped on request while {what}")
+        return done
 
     def gripper_width(self) -> float:
         return float(self._gripper.read_once().width)

@@ -82,17 +82,17 @@ def _serve(config: RobotConfig, poses: ArmPoses, limits: GraspLimits, conn, stop
         return
     conn.send((0, "ok", None))
 
-    def grasp(plan: GraspPlan):
+    def grasp(plan: GraspPlan, speed: float = 1.0):
         try:
-            arm.move_joints(poses.ready_q)
+            arm.move_joints(poses.ready_q, speed)
         except MotionError as exc:  # stopped or failed before the plan began: report it as the plan's first stage
             return GraspResult(False, "ready", str(exc))
         return execute(arm, plan)
 
-    commands = {
-        "observe": lambda: arm.move_joints(poses.observation_q),
-        "ready": lambda: arm.move_joints(poses.ready_q),
-        "home": lambda: arm.move_joints(poses.home_q),
+    commands = {  # a joint motion's ``speed`` (0-1] scales the arm's joint speed, as a plan's does its own
+        "observe": lambda speed=1.0: arm.move_joints(poses.observation_q, speed),
+        "ready": lambda speed=1.0: arm.move_joints(poses.ready_q, speed),
+        "home": lambda speed=1.0: arm.move_joints(poses.home_q, speed),
         "release": lambda: arm.open_gripper(limits.open_width),
         "execute": grasp,
         "recover": arm.recover,

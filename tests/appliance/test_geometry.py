@@ -99,3 +99,26 @@ def test_grasp_height_comes_from_the_highest_surface_between_the_jaws():
     grasp = image_grasp_to_base(u, v, 0.3, depth, K, T_BASE_CAM)
     assert grasp.point[2] == pytest.approx(0.01, abs=1e-3)
     assert grasp.top == pytest.approx(0.10, abs=2e-3)
+
+
+def _table(h=120, w=160, z=0.6, seed=0):
+    """A flat table 0.6 m below the camera with a sensor's ±3 mm noise."""
+    return (z + np.random.default_rng(seed).uniform(-0.003, 0.003, (h, w))).astype(np.float32)
+
+
+def test_depth_changed_ignores_noise_and_flicker_but_not_an_object_moved():
+    from appliance.geometry import depth_changed
+
+    before, after = _table(seed=0), _table(seed=1)
+    assert depth_changed(before, after, 80, 60, 20) == ""  # new noise everywhere
+    flicker = after.copy()
+    flicker[::13, ::11] = np.nan  # lone pixels without a reading (under 1 % of the disc)
+    assert depth_changed(before, flicker, 80, 60, 20) == ""
+    placed = after.copy()
+    placed[55:65, 75:90] -= 0.05  # a 5 cm object set down inside the disc
+    why = depth_changed(before, placed, 80, 60, 20)
+    assert "changed" in why and "by up to 5" in why  # 50 mm ± the noise
+    assert depth_changed(placed, after, 80, 60, 20) != ""  # ... or taken away
+    assert depth_changed(before, placed, 20, 20, 10) == ""  # elsewhere: not where the hand goes
+    assert "outside" in depth_changed(before, after, 500, 60, 20)
+    assert "size" in depth_changed(before, after[:100], 80, 60, 20)

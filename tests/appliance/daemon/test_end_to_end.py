@@ -87,7 +87,41 @@ def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, f
             topic, payload = sub.recv_multipart()
         result = json.loads(payload)
         assert result["success"] == execution["success"] and result["moved"]
+        if variant == "rt":
+            refine_after_the_arm_moved(client_for(requests), cell, reply)
     finally:
         sub.close(0)
         running.daemon.jobs.robot.close()
         running.close()
+
+
+def client_for(requests: str):
+    from appliance.client import Client
+
+    return Client(requests, timeout_s=180, retries=1)
+
+
+def refine_after_the_arm_moved(client, cell, reply):
+    """A grasp moved the arm: a refinement executed on that session's picture is first checked against a new
+    one. The same table passes the check (and the arm moves); a box set down where the hand would go fails it."""
+    session = reply["session"]
+    try:
+        for kind in ("release", "home"):
+            assert client.request(kind)[0]["ok"]
+        with SimCellClient(cell.service, timeout_s=10) as sim:
+            sim.reset(0, seed="e2e")  # the table as the session's picture shows it
+        again, _ = client.request("refine", text="grasp it a little to the left", session=session, execute=True)
+        assert again["ok"], again
+        assert again["execution"]["moved"] is True, again["execution"]  # checked, unchanged, planned on the new one
+        for kind in ("release", "home"):
+            assert client.request(kind)[0]["ok"]
+        with SimCellClient(cell.service, timeout_s=10) as sim:
+            box = sim.reset(0, x=again["target"][0], y=again["target"][1], yaw=0.0)  # where the hand would go
+        assert abs(box["x"] - again["target"][0]) < 1e-6
+        changed, _ = client.request("refine", text="grasp it a little to the right", session=session, execute=True)
+        assert changed["ok"], changed
+        execution = changed["execution"]
+        assert execution["moved"] is False and execution["stage"] == "check", execution
+        assert "the table has changed where the hand would go" in execution["message"], execution
+    finally:
+        client.close()

@@ -66,6 +66,7 @@ def _write(tmp_path, **changes):
         ({"robot.limits.min_tcp_z": -0.05}, r"robot\.limits: min_tcp_z must be a finite number of metres"),
         ({"robot.workspace.x": [0.3, float("inf")]}, r"robot\.workspace: workspace\.x must be \[low, high\]"),
         ({"robot.workspace.z": [0.45, 0.008]}, r"robot\.workspace: workspace\.z .*low < high"),
+        ({"robot.recheck_after_s": -1.0}, r"robot.*recheck_after_s must be a finite number of seconds"),
         ({"handeye.T_base_cam": [[1, 0, 0], [0, 1, 0]]}, r"handeye"),
         ({"server.requests": "tcp://0.0.0.0:5570"}, r"beyond loopback without CurveZMQ"),
         ({"camera": None}, r"camera: required key is missing"),

@@ -92,3 +92,37 @@ def test_a_stop_while_a_late_reply_is_drained_is_kept_and_the_next_motion_refuse
     robot.clear_stop()
     robot.call("ready")
     assert np.allclose(robot.call("state")["joints"], READY_Q, atol=JOINT_TOL)
+
+
+def test_a_held_stop_refuses_motions_and_hand_commands_before_they_start(robot):
+    """With the stop held nothing starts: not the first 0.3 s of a ramp, not the hand, not a plan's first stage."""
+    from appliance.geometry import SurfaceGrasp
+    from appliance.robot.plan import plan_top_down
+
+    robot.call("ready")
+    before = robot.call("state")
+    robot.stop()
+    try:
+        for command in ("home", "observe", "release"):
+            with pytest.raises(MotionError, match="not started"):
+                robot.call(command)
+        target = SurfaceGrasp(np.array([0.5, 0.0, 0.02]), 0.0, np.array([0.5, 0.0, 0.8]), np.array([0, 0, -1.0]), 0.04)
+        outcome = robot.call("execute", plan_top_down(target))
+        assert (outcome.success, outcome.stage) == (False, "ready") and "not started" in outcome.message
+        after = robot.call("state")
+    finally:
+        robot.clear_stop()
+    assert np.abs(np.subtract(after["joints"], before["joints"])).max() < 1e-3  # not a hair
+    assert abs(after["gripper_width"] - before["gripper_width"]) < 1e-3
+
+
+def test_a_slowed_grasp_goes_to_its_ready_pose_slowly_too(robot):
+    robot.call("home")
+    start = time.monotonic()
+    robot.call("ready")
+    fast = time.monotonic() - start
+    robot.call("home")
+    start = time.monotonic()
+    robot.call("ready", 0.5)
+    slow = time.monotonic() - start
+    assert slow > 1.5 * fast, (fast, slow)
