@@ -204,7 +204,11 @@ class Daemon:
                 )
             request = protocol.parse_request(body)
         except ProtocolError as exc:
-            self.router.send_multipart(envelope + [protocol.error_reply(exc.code, str(exc), exc.request_id)])
+            message = str(exc)
+            if protocol.asks_to_stop(body):
+                self._halt()
+                message += " (the arm was stopped all the same)"
+            self.router.send_multipart(envelope + [protocol.error_reply(exc.code, message, exc.request_id)])
             return
         if request.type in protocol.UNCACHED:  # a stop acts every time, whatever its id: never a stored reply
             self._halt()  # first: not even the journal's fsync (or its full disk) comes before the arm stops

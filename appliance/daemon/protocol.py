@@ -213,6 +213,18 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def asks_to_stop(frames: list[bytes]) -> bool:
+    """Whether a message ``parse_request`` refused still says ``"type": "stop"``: the daemon stops the arm for it
+    all the same (a stop must never be lost to a missing id or an unknown field)."""
+    if not frames or len(frames[0]) > MAX_JSON_BYTES:
+        return False
+    try:
+        data = json.loads(frames[0].decode("utf-8"), parse_constant=_refuse_constant)
+    except (RecursionError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("type") == "stop"
+
+
 def parse_request(frames: list[bytes]) -> Request:
     """Frames after the identity (and delimiter) → ``Request``; ``ProtocolError`` on anything malformed."""
     if not frames or len(frames) > 2:
