@@ -120,7 +120,7 @@ class Daemon:
     def serve(self) -> None:
         """Bind, start the worker, tell systemd we are ready, and loop until shutdown."""
         self.bind()
-        worker = threading.Thread(target=self._work, name="rtgrasp-worker", daemon=True)
+        worker = self._worker = threading.Thread(target=self._work, name="rtgrasp-worker", daemon=True)
         worker.start()
         self._set_state("idle")
         self.notifier.ready(f"serving on {self.config.server.requests}")
@@ -291,7 +291,10 @@ class Daemon:
         extra=(),
         cache: bool = True,
     ) -> None:
-        self.journal.update(seq, state, result if error is None else {"error": error[0], "message": error[1]})
+        try:
+            self.journal.update(seq, state, result if error is None else {"error": error[0], "message": error[1]})
+        except Exception:  # a failing journal (a full disk) must not swallow the reply: the client still gets it
+            log.exception("could not journal the end of request %s", request.id)
         body = [
             protocol.reply(request, **(result or {}))
             if error is None
@@ -355,7 +358,8 @@ class Daemon:
             "heartbeat", state=self.state, uptime_s=round(time.monotonic() - self.started, 1), queue=self.queue.qsize()
         )
         healthy = self.jobs.robot is None or self.jobs.robot.alive
-        if healthy:
+        worker = getattr(self, "_worker", None)
+        if healthy and (worker is None or worker.is_alive()):  # a dead worker answers nothing: let systemd restart us
             self.notifier.watchdog()
         self.notifier.status(f"{self.state}, {self.queue.qsize()} queued")
 
@@ -376,7 +380,13 @@ class Daemon:
                 job = self.queue.get()
                 if job is None:
                     return
-                self._run(job, out)
+                try:
+                    self._run(job, out)
+                except Exception as exc:  # e.g. the journal failing before the job began: the worker goes on
+                    log.exception("request %s could not be run", job.request.id)
+                    error = ("internal", f"the request could not be run: {type(exc).__name__}: {exc}")
+                    message = {"id": job.request.id, "type": job.request.type, "seq": job.seq, "result": None}
+                    out.send_multipart([b"reply", json.dumps({**message, "error": error}).encode()])
         finally:
             out.close()
 

@@ -218,6 +218,8 @@ class _Base:
 def _robot_settings(data: dict, where: str) -> RobotSettings:
     """franka.yaml: its ``arm`` goes through the robot factory (by ``type``), the rest through the loader."""
     data = dict(data)
+    if "workspace" not in data:  # the default box fits the sim cell, not every real table: say it
+        raise ConfigError(f"{where}: workspace: required key is missing (the box every TCP position must stay in)")
     arm = robot_config(data.pop("arm", None), f"{where}: arm")
     return replace(from_dict(RobotSettings, data, where), arm=arm)
 

@@ -27,6 +27,9 @@ STOP_RAMP_S = 0.3  # a stop request slows the motion to rest over this long
 MIN_DURATION_S = 0.4
 REACH_TOLERANCE_M = 0.01
 REACH_TOLERANCE_RAD = math.radians(5)
+MAX_COLLISION = 100.0
+"""The highest collision threshold a config may set (Nm per joint, N per Cartesian axis): a typo's 1000 would
+switch the reflex off next to people."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,13 @@ class FrankaConfig:
             raise ValueError("payload_mass must be in [0, 3] kg (the FR3's payload)")
         if not 0 < self.gripper_speed <= 0.1:
             raise ValueError("gripper_speed must be in (0, 0.1] m/s")
+        for name, count, unit in (("collision_torque", 7, "Nm"), ("collision_force", 6, "N")):
+            values = getattr(self, name)
+            if len(values) != count or not all(math.isfinite(v) and 0 < v <= MAX_COLLISION for v in values):
+                raise ValueError(
+                    f"{name} must be {count} thresholds in (0, {MAX_COLLISION:.0f}] {unit} (a higher one is a reflex "
+                    f"that never fires), got {list(values)}"
+                )
 
 
 def min_jerk(tau: float) -> float:

@@ -231,6 +231,27 @@ def test_a_stop_acts_before_the_journal_and_even_when_the_journal_fails(daemon, 
     assert d._stops == before + 1  # but the stop was counted (and the arm told) first
 
 
+def test_a_journal_that_fails_as_a_job_starts_answers_it_and_the_worker_goes_on(daemon, monkeypatch):
+    import sqlite3
+
+    d = daemon.daemon
+    real = d.journal.update
+    failed = []
+
+    def full_once(seq, state, result=None):
+        if state == "running" and not failed:
+            failed.append(seq)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(seq, state, result)
+
+    monkeypatch.setattr(d.journal, "update", full_once)
+    reply = _reply(daemon.requests, "predict", "journal-full", text="pick up the box")
+    assert not reply["ok"] and reply["error"]["code"] == "internal" and "disk is full" in reply["error"]["message"]
+    assert failed and d._worker.is_alive()
+    again = _reply(daemon.requests, "predict", "journal-ok", text="pick up the box")
+    assert again["ok"], again  # the worker took the next job
+
+
 def test_a_stop_counted_after_a_job_was_queued_stops_it_though_it_dropped_nothing(daemon, monkeypatch):
     """A stop that lands between the queueing of a job and its run (the worker already took it off the queue, so
     the stop dropped nothing) still forbids the job's motions: the job's baseline is the count when it was queued."""
@@ -396,3 +417,46 @@ def test_predict_replies_and_events_name_the_resolved_object(tmp_path, object_re
     assert " box" in reply["reasoning"]
     assert obj["category"] == ("box" if with_categories else None)
     assert event["request"] == reply["id"] and event["object"] == obj
+
+
+def test_the_watchdog_is_fed_only_while_the_worker_thread_lives(daemon, tmp_path):
+    """A daemon whose worker thread died still answers status from its main thread: systemd must restart it."""
+    import socket
+    import threading
+
+    from appliance.daemon.notify import Notifier
+
+    d = daemon.daemon
+    path = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(2)
+    real_notifier, real_worker = d.notifier, d._worker
+    d.notifier = Notifier(str(path))
+    try:
+        d._heartbeat()
+        assert b"WATCHDOG=1" in listener.recv(256)
+        dead = threading.Thread(target=lambda: None)
+        dead.start()
+        dead.join()
+        d._worker = dead
+        time.sleep(d.config.server.heartbeat_s + 0.2)  # a beat of the daemon's own loop in flight has landed
+        listener.setblocking(False)
+        while True:
+            try:
+                listener.recv(256)
+            except BlockingIOError:
+                break
+        listener.settimeout(0.5)
+        d._heartbeat()
+        heard, deadline = [], time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # the daemon's own beats go on coming (none of them may feed it)
+            try:
+                heard.append(listener.recv(256))
+            except TimeoutError:
+                break
+        assert heard and not any(b"WATCHDOG=1" in m for m in heard), heard  # status lines only
+    finally:
+        d.notifier.close()
+        d.notifier, d._worker = real_notifier, real_worker
+        listener.close()
