@@ -74,7 +74,16 @@ SESSION = Field("id", doc="the conversation's id (default: the request's id)")
 # type -> {field: Field}; ``text`` and an audio frame are the two instruction forms.
 REQUESTS: dict[str, dict[str, Field]] = {
     "predict": {"text": TEXT, "session": SESSION},
-    "grasp": {"text": TEXT, "session": SESSION, "speed": Field("number", low=MIN_SPEED, high=1.0, doc="speed factor")},
+    "grasp": {
+        "text": TEXT,
+        "session": SESSION,
+        "speed": Field(
+            "number",
+            low=MIN_SPEED,
+            high=1.0,
+            doc="speed factor of every motion of the grasp (observation pose, ready pose, the plan)",
+        ),
+    },
     "refine": {
         "text": TEXT,
         "session": Field("id", required=True, doc="the session to continue"),
