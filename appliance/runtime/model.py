@@ -568,10 +568,39 @@ class Session:
         self.history += [tokens[: len(tokens) - len(unevaluated)], unevaluated + [model.llm.eos]]
         timings = Timings(pre_ms, vision_ms, 1000 * (prefill - start), prefilled, 1000 * (end - prefill), len(tokens))
         prediction = replace(self._parse(text, timings, box, view, tokens), hint=hint)
-        if model.target is not None and prediction.pose is not None and len(self.turns) == 0:
-            prediction = self._check_target(prediction)
+        if model.target is not None and prediction.pose is not None:
+            if self._names_another_object(prediction):
+                prediction = self._check_target(prediction)
+            else:
+                prediction = self._check_turn(prediction)
         self.turns.append(prediction)
         return prediction
+
+    def _names_another_object(self, prediction: Prediction) -> bool:
+        """Whether the target check looks at this answer: the first one, or a follow-up whose reasoning names
+        another category than the turn before ("Switching to the bowl. ..."). A rotation, a side shift or another
+        part of the same object keeps the model's pose."""
+        if not self.turns:
+            return True
+        named = self.model.target.category(prediction.reasoning)
+        return named is not None and named != self._held_category()
+
+    def _held_category(self) -> str | None:
+        """The category the conversation's last turn that named one named (a rotation's reasoning names none)."""
+        for turn in reversed(self.turns):
+            named = self.model.target.category(turn.reasoning)
+            if named is not None:
+                return named
+        return None
+
+    def _check_turn(self, prediction: Prediction) -> Prediction:
+        """A follow-up that turned the grasp, with its pose moved to the heads' turned grasp on the same object
+        where the heads disagree with the model's (``TargetCheck.turned``); else the answer as it was."""
+        model, image, last = self.model, self._image, self.turns[-1]
+        if last.pose is None:
+            return prediction
+        moved = model.target.turned(last.pose, prediction.pose, self._held_category(), image.identity, image.grasp)
+        return prediction if moved is None else self._replace_pose(prediction, moved, "turn check")
 
     def _check_target(self, prediction: Prediction) -> Prediction:
         """The first answer with its pose moved onto the object its reasoning named, where the bundle's target
@@ -583,15 +612,18 @@ class Session:
         moved = model.target.moved(prediction.pose, prediction.reasoning, image.identity, image.grasp)
         if moved is None:
             return prediction
+        return self._replace_pose(prediction, moved, f"target check ({model.target.category(prediction.reasoning)})")
+
+    def _replace_pose(self, prediction: Prediction, moved: GraspPose, why: str) -> Prediction:
+        """The answer with ``moved`` for its pose, in the conversation too (see ``_check_target``)."""
+        model = self.model
         text = model.format.render(moved, prediction.reasoning)
         tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)
         # ``ask`` just made this session the active one: the cache holds its history but the answer's lazy tail
         model.llm.truncate(model.llm.n_past - len(self.history[-2]))
         self.history[-2:] = [[], tokens + [model.llm.eos]]
         moved = model.format.parse(text).pose  # rounded as the answer writes it
-        log.info(
-            "target check: moved %s to %s (%s)", prediction.pose, moved, model.target.category(prediction.reasoning)
-        )
+        log.info("%s: moved %s to %s", why, prediction.pose, moved)
         return replace(prediction, text=text, pose=moved, written=prediction.pose)
 
     def check_room(self, instruction: str) -> None:

@@ -22,7 +22,10 @@ With the spec's ``pose: heads`` a pose on the object named is replaced as well: 
 patches of that category joined (side by side) to the ones under the pose. The model's pose then says which
 instance it means ("the red mug" of two), and the heads where to hold it. On validation clutter (458 requests)
 the heads' grasp on the object named was on target for 91 % of name requests where the model's own pose was for
-68 % (bench/results/n-heads-pose). numpy only.
+68 % (bench/results/n-heads-pose).
+
+Follow-ups (``runtime.model.Session``): one that names another object is checked as a first answer is; one that
+turned the grasp goes through ``turned``. numpy only.
 """
 
 from __future__ import annotations
@@ -32,9 +35,16 @@ import math
 import numpy as np
 
 from appliance.bundle import GRASP_FIELDS, TargetCheckSpec
-from appliance.grasp import GraspPose
+from appliance.grasp import GraspPose, angle_difference
 
 from .objects import CategoryNames
+
+MIN_TURN = math.radians(60)
+"""A follow-up pose turned this far from the one before is a rotation (``training.reasoning.refine.MIN_ROTATION``)."""
+TURN = math.radians(75)
+"""How far the heads' grasp that replaces a rotation must be turned (``training.reasoning.refine.TURNED``)."""
+AGREE = math.radians(30)
+"""A rotated pose the heads' grasp under it agrees with this closely is kept."""
 
 
 class TargetCheck:
@@ -75,6 +85,30 @@ class TargetCheck:
         if self.spec.pose == "model":
             return None
         return best_grasp(grasp, joined(shown, under).reshape(-1), grid)
+
+    def turned(
+        self, before: GraspPose, after: GraspPose, category: str | None, identity: np.ndarray, grasp: np.ndarray
+    ) -> GraspPose | None:
+        """For a follow-up that turned the grasp (``after`` at least ``MIN_TURN`` from ``before``): the pose to take
+        instead of ``after``, or None to keep it. Kept when the heads' grasp on the patch under it agrees with its
+        angle (within ``AGREE``). Else the heads' best grasp on the object ``before`` held (of ``category``, the
+        one the conversation last named, joined to the patches under ``before``) among those turned at least
+        ``TURN`` from ``before``: a rim is held further round it, a handle from its other side, not across."""
+        if category not in self.index or angle_difference(before.theta, after.theta) < MIN_TURN:
+            return None
+        grid = self.spec.grid
+        labels = identity.argmax(-1).reshape(grid, grid)
+        shown = labels == self.index[category]
+        held = joined(shown, self.under(before, labels, shown))
+        if not held.any():
+            return None
+        angles = np.arctan2(grasp[:, 4], grasp[:, 3]) / 2
+        k = cell(after.y, grid) * grid + cell(after.x, grid)
+        if held.reshape(-1)[k] and angle_difference(float(angles[k]), after.theta) <= AGREE:
+            return None
+        turned = np.array([angle_difference(float(a), before.theta) >= TURN for a in angles])
+        allowed = held.reshape(-1) & turned
+        return best_grasp(grasp, allowed, grid) if allowed.any() else None
 
     def under(self, pose: GraspPose, labels: np.ndarray, shown: np.ndarray) -> np.ndarray:
         """The patches of the category the pose lies on: the one under its centre, or, when that one shows the

@@ -1,5 +1,7 @@
-"""The target check: a first pose that lies off the object its reasoning named moves onto the heads' best grasp of
-that object; every other pose stays. The rule on hand-made patch maps, then a real bundle's graph and session."""
+"""The target check: a first pose (or a follow-up's that names another object) that lies off the object its
+reasoning named moves onto the heads' best grasp of that object; a turned follow-up the heads disagree with takes
+their turned grasp; every other pose stays. The rules on hand-made patch maps, then a real bundle's graph and
+session."""
 
 import math
 
@@ -89,6 +91,36 @@ def test_with_the_heads_pose_a_pose_on_the_object_named_takes_the_heads_grasp_on
         pytest.approx(3.5 / GRID),
         pytest.approx(3.5 / GRID),
     )
+
+
+def turning(angles: dict[tuple[int, int], float], best: dict[tuple[int, int], float]):
+    """A mug over patches (1, 0)-(1, 3) and a ball at (3, 3); the grasp heads' angle per patch from ``angles``
+    (π/4 elsewhere) and their logits from ``best``."""
+    identity, grasp = maps({(1, 0): "mug", (1, 1): "mug", (1, 2): "mug", (1, 3): "mug", (3, 3): "ball"}, best)
+    for (row, col), theta in angles.items():
+        grasp[row * GRID + col, 3:5] = (math.cos(2 * theta), math.sin(2 * theta))
+    return identity, grasp
+
+
+def test_a_turned_pose_the_heads_disagree_with_moves_to_their_turned_grasp_on_the_same_object():
+    # the mug's far patch is held across (π/2) by the heads; its others along (0); the ball's is likeliest of all
+    identity, grasp = turning({(1, 0): 0.0, (1, 1): 0.0, (1, 2): 0.0, (1, 3): math.pi / 2}, {(1, 3): 1.0, (3, 3): 9})
+    before = at(1, 0, 0.0)
+    moved = HEADS.turned(before, at(1, 0, math.pi / 2), "mug", identity, grasp)  # turned where the heads say 0
+    assert moved is not None and (moved.x, moved.y) == pytest.approx((3.5 / GRID, 1.5 / GRID))
+    assert moved.theta == pytest.approx(math.pi / 2)
+    # where the heads agree with the turned pose (within 30°), the model's pose stays
+    assert HEADS.turned(before, at(1, 3, math.pi / 2 - 0.3), "mug", identity, grasp) is None
+
+
+def test_what_the_turn_check_cannot_judge_keeps_the_models_pose():
+    identity, grasp = turning({(1, 0): 0.0, (1, 1): 0.0, (1, 2): 0.0, (1, 3): 0.0}, {(3, 3): 9.0})
+    before = at(1, 0, 0.0)
+    assert HEADS.turned(before, at(1, 0, 0.5), "mug", identity, grasp) is None  # turned under 60°: no rotation
+    assert HEADS.turned(before, at(1, 0, math.pi / 2), "mug", identity, grasp) is None  # no patch of it turned
+    assert HEADS.turned(before, at(1, 0, math.pi / 2), None, identity, grasp) is None  # no object named
+    assert HEADS.turned(before, at(1, 0, math.pi / 2), "whisk", identity, grasp) is None  # one the head lacks
+    assert HEADS.turned(at(3, 0, 0.0), at(3, 0, math.pi / 2), "mug", identity, grasp) is None  # before: on no mug
 
 
 def test_patches_joined_side_by_side_are_one_object():
@@ -236,11 +268,18 @@ def test_a_first_pose_off_the_object_named_is_moved_and_the_conversation_goes_on
     fresh.history, fresh.turns, fresh._image = before, [first], session._image
     model._active = None
     assert fresh.ask("rotate the gripper by 90 degrees").text == follow.text
-    scripted(model, "It is a knife, a long thin blade. [0.90, 0.90], 1.57")  # off the knife again
-    again = session.ask("no, hold it across the middle")
-    assert again.written is None and (again.pose.x, again.pose.y) == (0.9, 0.9)  # follow-ups are not checked
     moved = model.llm.tokenize(" " + first.text, add_bos=False, special=False) + [model.llm.eos]
     assert any(isinstance(segment, list) and segment == moved for segment in session.history)
+    # a follow-up naming another object is checked as a first answer is: onto the mug the heads like best
+    scripted(model, "Switching to the mug. It is a mug, a cylinder with a handle. [0.06, 0.06], 0.00")
+    switched = session.ask("no, the mug instead")
+    assert switched.written == GraspPose(0.06, 0.06, 0.0)
+    assert not (switched.pose.x < 1 / 8 and switched.pose.y < 1 / 8)  # off the knife's patch, onto a mug
+    # one naming the same object again (another part of it), not turned: the model's pose stays
+    theta = f"{switched.pose.theta:.2f}"
+    scripted(model, f"Moving the grasp to the handle of the mug. [0.90, 0.90], {theta}")
+    part = session.ask("grasp it by the handle instead")
+    assert part.written is None and (part.pose.x, part.pose.y) == (0.9, 0.9)
 
 
 def test_a_first_pose_on_the_object_named_stays_and_the_check_can_be_left_off(model, target_bundle):
