@@ -205,9 +205,10 @@ class Daemon:
             request = protocol.parse_request(body)
         except ProtocolError as exc:
             message = str(exc)
-            if protocol.asks_to_stop(body):
+            if protocol.asks_to_stop(body):  # a stop all the same: the arm, then the queue (not journalled: no id)
                 self._halt()
-                message += " (the arm was stopped all the same)"
+                dropped = self._drop_queued()
+                message += f" (the arm was stopped all the same, {len(dropped)} queued request(s) dropped)"
             self.router.send_multipart(envelope + [protocol.error_reply(exc.code, message, exc.request_id)])
             return
         if request.type in protocol.UNCACHED:  # a stop acts every time, whatever its id: never a stored reply
@@ -262,6 +263,13 @@ class Daemon:
 
     def _stop(self, request: Request, envelope: list[bytes], seq: int) -> None:
         """The rest of a stop, after ``_halt``: drop what is queued, say so, answer."""
+        dropped = self._drop_queued()
+        self._answer(
+            envelope, request, seq, "done", {"stopped": True, "dropped": [j.request.id for j in dropped]}, cache=False
+        )
+
+    def _drop_queued(self) -> list[QueuedRequest]:
+        """Every queued request ends as ``stopped``; the ``stopped`` state is published."""
         dropped = []
         while True:
             try:
@@ -276,9 +284,7 @@ class Daemon:
             self._finish(job.request, job.seq, "failed", error=("stopped", "dropped by a stop request"))
         log.warning("stop requested (%d queued request(s) dropped)", len(dropped))
         self._event("state", state="stopped", reason="stop request")
-        self._answer(
-            envelope, request, seq, "done", {"stopped": True, "dropped": [j.request.id for j in dropped]}, cache=False
-        )
+        return dropped
 
     def _answer(
         self,
@@ -353,13 +359,18 @@ class Daemon:
             "denied_connections": self.denied,
         }
 
+    def healthy(self) -> bool:
+        """Whether systemd's watchdog is fed: the arm process (if any) and the worker thread live. A daemon whose
+        worker died still beats from its main thread but answers nothing: systemd must restart it."""
+        worker = getattr(self, "_worker", None)
+        robot_alive = self.jobs.robot is None or self.jobs.robot.alive
+        return robot_alive and (worker is None or worker.is_alive())
+
     def _heartbeat(self) -> None:
         self._event(
             "heartbeat", state=self.state, uptime_s=round(time.monotonic() - self.started, 1), queue=self.queue.qsize()
         )
-        healthy = self.jobs.robot is None or self.jobs.robot.alive
-        worker = getattr(self, "_worker", None)
-        if healthy and (worker is None or worker.is_alive()):  # a dead worker answers nothing: let systemd restart us
+        if self.healthy():
             self.notifier.watchdog()
         self.notifier.status(f"{self.state}, {self.queue.qsize()} queued")
 

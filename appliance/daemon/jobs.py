@@ -3,14 +3,16 @@
 Every path that could move the arm passes the same checks first, in order: the
 answer parsed (``Prediction.ok``), the picture is still the table's, the grasp
 centre has valid depth, the plan stays inside the workspace box. A failure at
-any of them is a result with ``moved: false`` — nothing is sent to the arm.
+any of them is a result with ``moved: false``: no grasp is sent to the arm.
 
 "Still the table's": a pose is planned on the picture its conversation was
 asked about. When the arm has moved since that picture was taken (a grasp
 lifts, drops or pushes things) or it is older than ``robot.recheck_after_s``
 (people move things too), the arm first goes to its observation pose, a new
-picture is taken, and the depth where the hand would go must match the old one
-(``geometry.depth_changed``); the plan then uses the new depth.
+picture is taken, and the depth where the hand would go must match the
+conversation's picture (``geometry.depth_changed``); the plan then uses the new
+depth. The conversation's picture stays the reference: every later grasp of the
+conversation is checked against it again, at its own grasp centre.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,12 +58,14 @@ class Conversation:
     frame: Frame
     motions: int = 0
     """The arm motions asked for before the frame was taken (``Jobs.motions``)."""
+    taken: float = field(default_factory=time.monotonic)
+    """When the frame was taken (``time.monotonic``: a clock set back at boot must not make it young)."""
 
 
-def stale(frame: Frame, motions_then: int, motions_now: int, max_age_s: float, now: float | None = None) -> str:
-    """Why ``frame`` must be checked against a new picture before a grasp is planned on it ('' when it need not):
-    the arm moved since it was taken, or it is older than ``max_age_s``."""
-    age = (time.time() if now is None else now) - frame.timestamp
+def stale(taken: float, motions_then: int, motions_now: int, max_age_s: float, now: float | None = None) -> str:
+    """Why a picture ``taken`` at that ``time.monotonic`` must be checked against a new one before a grasp is
+    planned on it ('' when it need not): the arm moved since it was taken, or it is older than ``max_age_s``."""
+    age = (time.monotonic() if now is None else now) - taken
     if motions_now != motions_then:
         return f"the arm has moved since this session's picture ({age:.0f} s ago)"
     if age > max_age_s:
@@ -148,13 +152,21 @@ class Jobs:
         plan, reason = self.plan(prediction, conversation.frame)
         if plan is not None:
             frame, reason = self._recheck(conversation, prediction, speed)
-            plan, reason = (None, reason) if frame is None else self.plan(prediction, frame)
+            if frame is not None:
+                plan, reason = self.plan(prediction, frame)
+                if plan is None:
+                    reason = reason.removesuffix(": nothing moves") + (
+                        " on the new picture: the arm went to its observation pose to take it and goes no further"
+                    )
+            else:
+                plan = None
         if plan is None:
             return {"moved": False, "success": False, "stage": "check", "message": reason}
         robot = self._robot()
         plan = plan.slowed(speed) if speed < 1 else plan
         self.motions += 1
-        outcome = robot.call("execute", plan, speed, timeout_s=plan.limits.timeout_s + 30)
+        # the plan's own time limit, the ready move before it (slowed alike) and the reply's way back
+        outcome = robot.call("execute", plan, speed, timeout_s=plan.limits.timeout_s + 30 / speed)
         return {
             "moved": True,
             "success": outcome.success,
@@ -166,8 +178,8 @@ class Jobs:
 
     def _recheck(self, conversation: Conversation, prediction: Prediction, speed: float) -> tuple[Frame | None, str]:
         """The picture to plan on: the conversation's own while it is fresh, else a new one whose depth where the
-        hand would go matches it (the conversation then keeps the new one); None and why when it does not."""
-        why = stale(conversation.frame, conversation.motions, self.motions, self.config.robot.recheck_after_s)
+        hand would go matches the conversation's (which stays the reference); None and why when it does not."""
+        why = stale(conversation.taken, conversation.motions, self.motions, self.config.robot.recheck_after_s)
         if not why:
             return conversation.frame, ""
         log.info("%s: checking the table again before the grasp", why)
@@ -179,8 +191,10 @@ class Jobs:
         radius = (self.config.robot.limits.open_width / 2 + RECHECK_MARGIN_M) * old.intrinsics.fx / z
         changed = depth_changed(old.depth, frame.depth, u, v, radius)
         if changed:
-            return None, f"{why}, and the table has changed where the hand would go: {changed}; send a new grasp"
-        conversation.frame, conversation.motions = frame, self.motions
+            return None, (
+                f"{why}, and the table has changed where the hand would go: {changed}; the arm went to its "
+                "observation pose to look and goes no further: send a new grasp"
+            )
         return frame, ""
 
     def observe(self, speed: float = 1.0) -> None:
@@ -265,10 +279,13 @@ class Jobs:
             raise JobError("no_robot", "this appliance has no arm configured")
         return self.robot
 
-    def _motion(self, name: str, *args) -> None:
+    def _motion(self, name: str, speed: float | None = None) -> None:
+        """A named joint motion (or the hand's ``release``); ``speed`` slows a joint motion, and its time limit
+        stretches alike."""
         robot = self._robot()
         self.motions += 1
+        args = () if speed is None else (speed,)
         try:
-            robot.call(name, *args, timeout_s=60)
+            robot.call(name, *args, timeout_s=60 / (speed or 1.0))
         except MotionError as exc:
             raise JobError("motion_failed", f"{name}: {exc}") from exc

@@ -218,8 +218,14 @@ class _Base:
 def _robot_settings(data: dict, where: str) -> RobotSettings:
     """franka.yaml: its ``arm`` goes through the robot factory (by ``type``), the rest through the loader."""
     data = dict(data)
-    if "workspace" not in data:  # the default box fits the sim cell, not every real table: say it
-        raise ConfigError(f"{where}: workspace: required key is missing (the box every TCP position must stay in)")
+    # the default box fits the sim cell, not every real table: each of its axes must be said
+    box = data.get("workspace")
+    if not isinstance(box, dict) or not {"x", "y", "z"} <= set(box):
+        said = sorted(box) if isinstance(box, dict) else box
+        raise ConfigError(
+            f"{where}: workspace: required key is missing or incomplete: x, y and z, each [low, high] in metres "
+            f"(the box every TCP position must stay in); got {said}"
+        )
     arm = robot_config(data.pop("arm", None), f"{where}: arm")
     return replace(from_dict(RobotSettings, data, where), arm=arm)
 

@@ -27,9 +27,12 @@ STOP_RAMP_S = 0.3  # a stop request slows the motion to rest over this long
 MIN_DURATION_S = 0.4
 REACH_TOLERANCE_M = 0.01
 REACH_TOLERANCE_RAD = math.radians(5)
-MAX_COLLISION = 100.0
-"""The highest collision threshold a config may set (Nm per joint, N per Cartesian axis): a typo's 1000 would
-switch the reflex off next to people."""
+MAX_COLLISION_TORQUE = (87.0, 87.0, 87.0, 87.0, 24.0, 24.0, 24.0)
+"""The highest collision threshold a config may set per joint (Nm): the FR3's rated torque for joints 1-4, twice
+the wrist's rated 12 Nm for 5-7 (libfranka's own examples set 16, 14, 12). A typo's 1000 would switch the reflex
+off next to people."""
+MAX_COLLISION_FORCE = (100.0, 100.0, 100.0, 30.0, 30.0, 30.0)
+"""The same per Cartesian axis: N along x, y, z; Nm about them."""
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,15 @@ class FrankaConfig:
             raise ValueError("payload_mass must be in [0, 3] kg (the FR3's payload)")
         if not 0 < self.gripper_speed <= 0.1:
             raise ValueError("gripper_speed must be in (0, 0.1] m/s")
-        for name, count, unit in (("collision_torque", 7, "Nm"), ("collision_force", 6, "N")):
+        for name, caps, unit in (
+            ("collision_torque", MAX_COLLISION_TORQUE, "Nm"),
+            ("collision_force", MAX_COLLISION_FORCE, "N"),
+        ):
             values = getattr(self, name)
-            if len(values) != count or not all(math.isfinite(v) and 0 < v <= MAX_COLLISION for v in values):
+            if len(values) != len(caps) or not all(math.isfinite(v) and 0 < v <= c for v, c in zip(values, caps)):
                 raise ValueError(
-                    f"{name} must be {count} thresholds in (0, {MAX_COLLISION:.0f}] {unit} (a higher one is a reflex "
-                    f"that never fires), got {list(values)}"
+                    f"{name} must be {len(caps)} thresholds in (0, cap] {unit}, caps {list(caps)} (a higher one is "
+                    f"a reflex that never fires), got {list(values)}"
                 )
 
 

@@ -68,6 +68,8 @@ def _write(tmp_path, **changes):
         ({"robot.workspace.z": [0.45, 0.008]}, r"robot\.workspace: workspace\.z .*low < high"),
         ({"robot.recheck_after_s": -1.0}, r"robot.*recheck_after_s must be a finite number of seconds"),
         ({"robot.workspace": None}, r"robot.*workspace: required key is missing"),
+        ({"robot.workspace.z": None}, r"robot.*workspace: required key is missing or incomplete.*\['x', 'y'\]"),
+        ({"robot.arm.collision_torque": [20.0, 20.0, 18.0, 18.0, 60.0, 14.0, 12.0]}, r"collision_torque must be 7"),
         ({"robot.arm.collision_force": [20.0, 20.0, 20.0, 25.0, 25.0, 2500.0]}, r"robot.*collision_force must be 6"),
         ({"robot.arm.collision_torque": [20.0] * 6 + [-1.0]}, r"robot.*collision_torque must be 7"),
         ({"handeye.T_base_cam": [[1, 0, 0], [0, 1, 0]]}, r"handeye"),

@@ -117,12 +117,18 @@ def test_a_held_stop_refuses_motions_and_hand_commands_before_they_start(robot):
 
 
 def test_a_slowed_grasp_goes_to_its_ready_pose_slowly_too(robot):
+    """At 5 % speed the ready move before the plan takes about 18 s from home (0.9 s at full speed): stopped after
+    2.5 s, the grasp must still be in it."""
+    from appliance.geometry import SurfaceGrasp
+    from appliance.robot.plan import plan_top_down
+
     robot.call("home")
-    start = time.monotonic()
-    robot.call("ready")
-    fast = time.monotonic() - start
-    robot.call("home")
-    start = time.monotonic()
-    robot.call("ready", 0.5)
-    slow = time.monotonic() - start
-    assert slow > 1.5 * fast, (fast, slow)
+    target = SurfaceGrasp(np.array([0.5, 0.0, 0.02]), 0.0, np.array([0.5, 0.0, 0.8]), np.array([0, 0, -1.0]), 0.04)
+    timer = threading.Timer(2.5, robot.stop)
+    timer.start()
+    try:
+        outcome = robot.call("execute", plan_top_down(target).slowed(0.05), 0.05)
+    finally:
+        timer.cancel()
+        robot.clear_stop()
+    assert (outcome.success, outcome.stage) == (False, "ready") and "stopped" in outcome.message, outcome
