@@ -73,6 +73,12 @@ def stale(taken: float, motions_then: int, motions_now: int, max_age_s: float, n
     return ""
 
 
+def held_category(categories: CategoryNames, turns) -> str | None:
+    """The category the last turn that named one named: a rotation's or a side shift's reasoning names no object,
+    and its reply names the one the conversation holds."""
+    return next((c for t in reversed(turns) if (c := categories.first(t.reasoning or ""))), None)
+
+
 def prediction_fields(prediction: Prediction) -> dict:
     """The JSON-ready part of a prediction."""
     pose, written = prediction.pose, prediction.written
@@ -141,7 +147,9 @@ class Jobs:
         self.sessions.move_to_end(session_id)
         m = self.config.model
         prediction = conversation.session.ask(instruction, max_new_tokens=m.max_new_tokens, speculative=None)
-        return self._describe(prediction, conversation.frame)
+        return self._describe(
+            prediction, conversation.frame, held_category(self.categories, conversation.session.turns)
+        )
 
     def execute(self, session_id: str, speed: float = 1.0) -> dict:
         """Carry out the latest pose of a session: checks, plan, motion, verification."""
@@ -229,8 +237,9 @@ class Jobs:
         except UnsafeTarget as exc:
             return None, f"{exc}: nothing moves"
 
-    def _describe(self, prediction: Prediction, frame: Frame) -> tuple[dict, bytes]:
-        """The reply fields of a prediction and its annotated image (PNG); a refusal is ``not_understood``."""
+    def _describe(self, prediction: Prediction, frame: Frame, held: str | None = None) -> tuple[dict, bytes]:
+        """The reply fields of a prediction and its annotated image (PNG); a refusal is ``not_understood``. ``held``:
+        the category a follow-up's conversation last named, for a reasoning that names none."""
         if prediction.refusal is not None:
             why = f"the model sees no {prediction.refusal} here"
             if prediction.gated:
@@ -242,7 +251,7 @@ class Jobs:
             u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
             fields["pixel"] = {"u": u, "v": v}
             box = self._box(frame, u, v)
-            fields["object"] = {"category": self.categories.first(prediction.reasoning), "box": box}
+            fields["object"] = {"category": self.categories.first(prediction.reasoning) or held, "box": box}
             plan, reason = self.plan(prediction, frame) if self.config.robot is not None else (None, "no arm")
             fields["target"] = None if plan is None else np.round(plan.grasp[:3, 3], 4).tolist()
             fields["executable"] = plan is not None

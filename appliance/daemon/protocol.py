@@ -117,7 +117,8 @@ PREDICTION_FIELDS = {
     "pixel": "`{u, v}`: the grasp centre in camera pixels (when parsed)",
     "object": "`{category, box}`: the object the answer resolved to, null when the answer did not parse. `category`: "
     "the first category the reasoning names (earliest mention, the longest name at it, whole words; a synonym gives "
-    "its category), null when it names none or the bundle lists no categories. `box`: `[u0, v0, u1, v1]`, integer "
+    "its category; for a `refine` whose reasoning names none, the one the conversation last named), null when it "
+    "names none or the bundle lists no categories. `box`: `[u0, v0, u1, v1]`, integer "
     "camera pixels, u0 <= u < u1 and v0 <= v < v1: the region standing 1 cm or more above the table (a plane fitted "
     "to the depth image) that holds `pixel`, or else the nearest one within a finger's reach (4 cm); null without "
     "depth or such a region",
@@ -125,8 +126,8 @@ PREDICTION_FIELDS = {
     "appended to a first turn ('could you pass me a thing to whip cream? Hint: a whisk.'); `[]` on follow-ups, where "
     "the table names none (or the instruction names its object) and for bundles without a table",
     "written": "`{x, y, theta}`: the pose the model wrote, when the bundle's target check moved it onto the object "
-    "its reasoning named (`pose`, `text` and `pixel` are then the moved grasp: the heads' best grasp on that object); "
-    "null when the pose is the model's own",
+    "its reasoning named, or a turned follow-up onto the heads' turned grasp (`pose`, `text` and `pixel` are then "
+    "the moved grasp); null when the pose is the model's own",
     "target": "the base-frame grasp position `[x, y, z]` in metres, when executable (else null)",
     "executable": "whether every check before motion passed",
     "check": "why not ('' when it is executable)",
