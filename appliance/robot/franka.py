@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,9 @@ from .plan import MotionError
 log = logging.getLogger(__name__)
 
 STOP_RAMP_S = 0.3  # a stop request slows the motion to rest over this long
+STOP_WALL_S = 1.0
+"""A stop's ramp runs on the robot's clock (``dt``); should that clock stall, the motion still ends this long after the
+stop, on the wall clock, holding the pose it last commanded."""
 MIN_DURATION_S = 0.4
 REACH_TOLERANCE_M = 0.01
 REACH_TOLERANCE_RAD = math.radians(5)
@@ -195,12 +199,15 @@ class FrankaArm(Arm):
             control = start_control()
             state, _ = control.readOnce()
             duration, command_at = start(state)
-            tau, rate = 0.0, 1.0
+            tau, rate, stop_seen = 0.0, 1.0, None
             while True:
                 state, dt = control.readOnce()
                 step = dt.to_sec()
                 if self.stop_requested.is_set():
                     rate = max(0.0, rate - step / STOP_RAMP_S)
+                    stop_seen = time.monotonic() if stop_seen is None else stop_seen
+                    if time.monotonic() - stop_seen > STOP_WALL_S:  # the robot's clock stalled: end it where it is
+                        rate = 0.0
                 tau = min(1.0, tau + step / duration * rate)
                 command = command_at(min_jerk(tau))
                 finished = tau >= 1.0 or rate == 0.0
