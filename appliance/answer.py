@@ -152,13 +152,18 @@ class AnswerFormat:
             raise AnswerParseError(f"theta = {theta} is outside [-pi/2, pi/2)", text)
         return GraspPose(x, y, wrap_angle(theta))
 
-    def grammar(self, refusal: bool = True) -> str:
+    def grammar(self, refusal: bool = True, lead: str = "") -> str:
         """GBNF for llama.cpp: free reasoning (RT) without '[', then exactly one pose, then the end. The answer may
         open with a space: the model's first token carries the one after "ASSISTANT:" (``▁I``, ``▁[``), and a
         grammar without it would let only free reasoning begin, never a refusal or an NR pose as the model wrote it.
-        A model trained to refuse may also refuse, unless ``refusal=False`` (something else found the object)."""
-        refuses = self.refusals and refusal
+        A model trained to refuse may also refuse, unless ``refusal=False`` (something else found the object).
+        ``lead``: an RT answer must open with this sentence ("The one on the left is a mug."), never refuse."""
+        if lead and (self.variant is not AnswerVariant.RT or not lead.strip() or "[" in lead or not lead.isprintable()):
+            raise ValueError(f"a lead is a sentence opening an RT answer, without '[': {lead!r}")
+        refuses = self.refusals and refusal and not lead
         root = "reasoning pose" if self.variant is AnswerVariant.RT else "pose"
+        if lead:
+            root = f"{_gbnf_literal(lead.strip())} {root}"
         if refuses:
             root += " | refusal"
         rules = [f'root ::= " "? ({root})', *self._pose_rules()]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,8 @@ PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
 """The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
 GRASP_FIELDS = 5
 """Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
+SPATIAL_RELATIONS = ("left", "right", "near", "far")
+"""The relations a spatial instruction may ask by (``training.reasoning.referring.RELATIONS``)."""
 TARGET_POSES = ("model", "heads")
 """Whose pose the target check gives on the object the reasoning named (``TargetCheckSpec.pose``)."""
 
@@ -144,8 +147,27 @@ class TargetCheckSpec:
     ``heads``: the heads' best grasp on the object under the model's pose (the patches of that category joined to
     it), so the reasoning picks the category, the model's pose the instance, the heads the grasp. Chosen on
     validation clutter for the demo build (bench/results/n-heads-pose)."""
+    leads: dict[str, str] = field(default_factory=dict)
+    """Per spatial relation (``SPATIAL_RELATIONS``), the sentence an RT answer opens with when a first instruction
+    asks for the object leading it, with an ``{a_name}`` field: "The one on the left is {a_name}." The runtime finds
+    that object among the identity head's instances and makes the answer open so (``runtime.target.referent``).
+    Empty (bundles exported before it): spatial instructions are the model's alone."""
+    a_names: dict[str, str] = field(default_factory=dict)
+    """Every presence category with its article, as the training data writes it ("an apple", "scissors")."""
 
     def __post_init__(self) -> None:
+        unknown = set(self.leads) - set(SPATIAL_RELATIONS)
+        if unknown:
+            raise ValueError(
+                f"target_check.leads: unknown relation {sorted(unknown)[0]!r} (known: {', '.join(SPATIAL_RELATIONS)})"
+            )
+        for name, lead in self.leads.items():
+            if lead.count("{a_name}") != 1 or "[" in lead or re.search(r"\{(?!a_name\})", lead):
+                raise ValueError(
+                    f"target_check.leads.{name}: one sentence with a single {{a_name}} field and no '[', got {lead!r}"
+                )
+        if self.leads and not self.a_names:
+            raise ValueError("target_check.leads need a_names (each category with its article)")
         if self.grid < 1:
             raise ValueError(f"target_check.grid must be >= 1, got {self.grid}")
         if not 0 <= self.reach < self.grid:
@@ -217,6 +239,10 @@ class Manifest:
             raise ValueError("n_image_tokens and embedding_width must be positive")
         if self.target_check is not None and (self.presence is None or not self.categories):
             raise ValueError("target_check needs a presence section (its categories) and the categories vocabulary")
+        if self.target_check is not None and self.target_check.leads:
+            lacking = [c for c in self.presence.classes if c not in self.target_check.a_names]
+            if lacking:
+                raise ValueError(f"target_check.a_names lacks {', '.join(lacking)}")
         for word, name in (self.categories or {}).items():
             if not word.strip() or word != word.lower() or self.categories.get(name) != name:
                 raise ValueError(

@@ -125,6 +125,21 @@ def check_model_dir(model_dir: Path) -> dict:
     return config
 
 
+def spatial_leads(classes) -> tuple[dict[str, str], dict[str, str]]:
+    """The target check's ``leads`` (per spatial relation, the sentence an RT answer about the object leading it
+    opens with, as the training data writes it) and ``a_names`` (each category of ``classes`` with its article)."""
+    from training.reasoning import load_templates
+    from training.reasoning.referring import RELATIONS, resolution
+
+    templates = load_templates()
+    leads = {r: resolution("spatial", "{a_name}", {"relation": r}) for r in RELATIONS}
+    known = {**templates.categories, templates.fallback.name: templates.fallback}
+    unknown = [c for c in classes if c not in known]
+    if unknown:
+        raise ExportError(f"the heads' categories {', '.join(unknown)} are no template category (no article known)")
+    return leads, {c: known[c].a_name for c in classes}
+
+
 def build_bundle(
     model_dir: Path,
     out: Path,
@@ -137,12 +152,14 @@ def build_bundle(
     target_check: bool = False,
     reach: int = REACH,
     target_pose: str = "model",
+    spatial: bool = True,
 ) -> Manifest:
     """Export, quantize, check and write the bundle; returns its manifest. With ``heads`` (the vision stage's
     checkpoint the model was built on), the vision graph also says which categories the image shows and the
     manifest gets a ``presence`` section (``appliance.runtime.presence``); with ``target_check`` too, the graph
     gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``) whose
-    ``pose`` is ``target_pose``."""
+    ``pose`` is ``target_pose`` and, unless ``spatial`` is False, whose ``leads`` resolve spatial instructions in the
+    heads' instances (``spatial_leads``)."""
     from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
@@ -183,7 +200,10 @@ def build_bundle(
     if target_check:
         metrics["target_check_max_error"] = maps_parity(model, vision, head)
         grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
-        target = TargetCheckSpec(grid, reach, source=str(Path(heads).resolve()), pose=target_pose)
+        leads, a_names = spatial_leads(head.classes) if spatial else ({}, {})
+        target = TargetCheckSpec(
+            grid, reach, source=str(Path(heads).resolve()), pose=target_pose, leads=leads, a_names=a_names
+        )
     n_image_tokens, width = _embedding_shape(vision, spec.size)
     del model
     steps.update()
@@ -302,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --target-check: on the object the reasoning named, keep the model's pose (model, the default) or "
         "take the heads' best grasp on that object (heads)",
     )
+    parser.add_argument(
+        "--no-spatial",
+        action="store_true",
+        help="with --target-check: leave spatial instructions ('the mug on the left') to the model; by default the "
+        "appliance finds the object leading the relation in the heads' instances and the answer opens by naming it",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     args = parser.parse_args(argv)
     if args.min_patches is not None and args.heads is None:
@@ -312,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reach needs --target-check")
     if args.target_pose is not None and not args.target_check:
         parser.error("--target-pose needs --target-check")
+    if args.no_spatial and not args.target_check:
+        parser.error("--no-spatial needs --target-check")
     if args.reach is not None and args.reach < 0:
         parser.error(f"--reach must be >= 0, got {args.reach}")
     min_patches = MIN_PATCHES if args.min_patches is None else args.min_patches
@@ -331,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             target_check=args.target_check,
             reach=REACH if args.reach is None else args.reach,
             target_pose=args.target_pose or "model",
+            spatial=not args.no_spatial,
         )
     except (ExportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -348,14 +348,21 @@ class GraspModel:
             identity, grasp = extra[self.target.spec.identity], extra[self.target.spec.grasp]
         return Embedded(view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid), patches, identity, grasp)
 
-    def hint_objects(self, instruction: str) -> list[str]:
-        """The objects the bundle's knowledge says a first instruction's words are for (none without one)."""
-        return [] if self.hints is None else self.hints.objects_for(instruction)
+    def hint_objects(self, instruction: str, identity: np.ndarray | None = None) -> list[str]:
+        """The objects the bundle's knowledge says a first instruction's words are for (none without one). With
+        the target check's ``identity`` map of the image, of several only those some patch shows, when any does
+        (``TargetCheck.shown``): "something to cut with" on a table with scissors and no knife hints scissors."""
+        objects = [] if self.hints is None else self.hints.objects_for(instruction)
+        if len(objects) > 1 and identity is not None and self.target is not None:
+            objects = self.target.shown(objects, identity) or objects
+        return objects
 
-    def prompt_segments(self, instruction: str, first: bool) -> list:
-        """Token ids, with the image token's place marked by ``None``."""
+    def prompt_segments(self, instruction: str, first: bool, hint: list[str] | None = None) -> list:
+        """Token ids, with the image token's place marked by ``None``. A first turn carries ``hint`` (by default
+        ``hint_objects(instruction)``, every object the knowledge names)."""
         if first:
-            instruction += hint_text(self.hint_objects(instruction))  # as in training: the first turn's hint
+            hint = self.hint_objects(instruction) if hint is None else hint
+            instruction += hint_text(hint)  # as in training: the first turn's hint
             text = self.manifest.prompt_template.format(instruction=instruction)
             tokens = self.llm.tokenize(text, add_bos=True, special=True, start=True)
             if tokens.count(self.image_token) != 1:
@@ -375,6 +382,7 @@ class GraspModel:
         context: list[int] = (),
         draft_length: int | None = None,
         refusal: bool = True,
+        lead: str = "",
     ) -> tuple[list[int], str, list[int]]:
         """Greedy tokens under the answer grammar until the pose is complete (or EOS, or the limit).
 
@@ -385,14 +393,19 @@ class GraspModel:
         evaluated when a next step needs it). ``constrain=False`` decodes without the grammar
         (parity checks against torch). ``speculative`` (when the bundle has drafts) checks drafted
         reasoning tokens in one batch and keeps those greedy decoding would choose, at most ``draft_length``
-        at a time (default: the drafter's own length). ``refusal=False`` leaves the refusal out of the grammar.
+        at a time (default: the drafter's own length). ``refusal=False`` leaves the refusal out of the grammar;
+        ``lead`` makes the answer open with that sentence (``AnswerFormat.grammar``).
 
         A batch and a single token round differently in llama.cpp's kernels, so after a batched
         check the logits are plain decoding's only up to a tiny error. Where that error could
         matter — the best and second-best token closer than ``speculative_margin`` — the answer
         so far is replayed one token at a time, exactly as plain decoding evaluated it, and the
         token is chosen from those logits: the output is plain greedy decoding's."""
-        grammar = self.llm.grammar(self._grammar if refusal else self._grammar_seen) if constrain else None
+        if lead and constrain:
+            source = self.format.grammar(refusal=False, lead=lead)
+        else:
+            source = self._grammar if refusal else self._grammar_seen
+        grammar = self.llm.grammar(source) if constrain else None
         budget = min(max_new_tokens, self.llm.n_ctx - self.llm.n_past)  # a full context ends the answer
         answer = AnswerInProgress(
             self, budget, grammar, force_pose=constrain and self.format.variant is AnswerVariant.RT
@@ -535,16 +548,20 @@ class Session:
         if image is None:
             pre_ms = vision_ms = 0.0
         self.check_room(instruction)
-        hint = tuple(model.hint_objects(instruction)) if not self.history else ()
+        hint = tuple(model.hint_objects(instruction, self._image.identity)) if not self.history else ()
         unseen = model.presence.unseen(instruction, patches) if model.presence is not None else None
         if unseen is not None:
             return self._refuse(instruction, unseen, Timings(pre_ms, vision_ms), box, view, hint)
         # the gate saw the object named: whether it is there is decided, the model may not refuse it
         seen = model.presence is not None and model.presence.named(instruction) is not None
+        # a spatial instruction's object is found in the heads' instances, and the answer opens by naming it
+        referent = None
+        if not self.history and model.target is not None and self._image.identity is not None:
+            referent = model.target.referent(instruction, self._image.identity)
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
-        segments = model.prompt_segments(instruction, first=not self.history)
+        segments = model.prompt_segments(instruction, first=not self.history, hint=list(hint))
         kept, n_past = len(self.history), model.llm.n_past
         try:
             self._extend(segments, embeddings)
@@ -559,7 +576,13 @@ class Session:
         draft = model.plan.k if speculative is None else None
         drafting = bool(draft) if speculative is None else speculative
         tokens, text, unevaluated = model.generate(
-            max_new_tokens, constrain, drafting, context, draft, refusal=not seen
+            max_new_tokens,
+            constrain,
+            drafting,
+            context,
+            draft,
+            refusal=not seen,
+            lead="" if referent is None else model.target.lead(referent),
         )
         end = time.perf_counter()
         if speculative is None:
@@ -569,7 +592,12 @@ class Session:
         timings = Timings(pre_ms, vision_ms, 1000 * (prefill - start), prefilled, 1000 * (end - prefill), len(tokens))
         prediction = replace(self._parse(text, timings, box, view, tokens), hint=hint)
         if model.target is not None and prediction.pose is not None:
-            if self._names_another_object(prediction):
+            if referent is not None:
+                moved = model.target.on_referent(prediction.pose, referent, self._image.identity, self._image.grasp)
+                if moved != prediction.pose:
+                    why = f"spatial check ({referent.category} {referent.relation})"
+                    prediction = self._replace_pose(prediction, moved, why)
+            elif self._names_another_object(prediction):
                 prediction = self._check_target(prediction)
             else:
                 prediction = self._check_turn(prediction)
@@ -655,7 +683,7 @@ class Session:
         model = self.model
         text = model.format.render_refusal(word)
         tokens = model.llm.tokenize(" " + text, add_bos=False, special=False)  # the first token after "ASSISTANT:"
-        segments = model.prompt_segments(instruction, first=not self.history)
+        segments = model.prompt_segments(instruction, first=not self.history, hint=list(hint))
         self.history += [*split_at_image(segments, self._image.embeddings), tokens + [model.llm.eos]]
         if model._active is self:
             model._active = None  # the cache lacks this turn: this session's next one evaluates its history anew

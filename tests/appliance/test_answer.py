@@ -163,3 +163,21 @@ def test_a_refusal_inside_reasoning_is_no_refusal():
     fmt = AnswerFormat("rt", 3, refusals=True)
     parsed = fmt.parse("I see no reason to worry. The mug is a cylinder. [0.500, 0.500], 0.000")
     assert parsed.pose.x == 0.5
+
+
+def test_a_lead_makes_an_rt_answer_open_with_that_sentence_and_never_refuse():
+    fmt = AnswerFormat("rt", 2, refusals=True)
+    lead = "The one on the left is a mug."
+    grammar = parse_grammar(fmt.grammar(lead=lead))
+    answer = render(fmt, GraspPose(0.25, 0.5, 0.1), lead + " A mug: hold it by the handle.")
+    assert grammar.matches(answer) and grammar.matches(" " + answer)
+    assert parse_grammar(fmt.grammar()).matches(answer)  # the plain grammar allows it too
+    other = render(fmt, GraspPose(0.25, 0.5, 0.1), "The one on the left is a bowl. Hold the rim.")
+    assert not grammar.matches(other)
+    assert not grammar.matches(render(fmt, GraspPose(0.25, 0.5, 0.1), lead))  # the reasoning goes on after it
+    assert not grammar.matches(" " + fmt.render_refusal("mug"))
+    for bad in ("It is [0.5", "   ", "a\nb"):
+        with pytest.raises(ValueError, match="lead"):
+            fmt.grammar(lead=bad)
+    with pytest.raises(ValueError, match="lead"):
+        AnswerFormat("nr-a", 2).grammar(lead=lead)

@@ -138,3 +138,50 @@ def test_a_target_checked_bundle_is_scored_as_moved_and_as_the_model_wrote_it(cl
     assert summary["accuracy"] == 1.0 and alone["accuracy"] == pytest.approx(1.0 - moved / len(items))
     assert alone["target_rate"] < summary["target_rate"] and set(alone["by_kind"]) == set(summary["by_kind"])
     assert "target_check" not in evaluate(Scripted([t for t, _ in answers]), VIEW, clutter, clutter.ids).summary()
+
+
+def test_the_appliances_spatial_check_finds_the_generators_object_on_true_patch_maps(clutter):
+    """``runtime.target.referent`` reads left, right, near and far in the model's view the way the generator asks
+    them in the world: on identity maps made from the simulator's own masks, it picks each spatial instruction's
+    target. Guards the two conventions (image axes, robot frame) against drifting apart."""
+    import numpy as np
+
+    from appliance.bundle import TargetCheckSpec
+    from appliance.runtime.objects import CategoryNames
+    from appliance.runtime.target import TargetCheck
+    from export.quantize import spatial_leads
+    from training.reasoning import load_templates
+    from training.stages import identity_classes
+
+    classes, grid = identity_classes(), 8
+    leads, a_names = spatial_leads(classes)
+    check = TargetCheck(
+        TargetCheckSpec(grid, leads=leads, a_names=a_names), classes, CategoryNames(load_templates().vocabulary())
+    )
+    spatial = [i for i in clutter.instructions if i.kind == "spatial"]
+    assert spatial, "the fixture's scenes ask no spatial instruction"
+    for instruction in spatial:
+        scene = clutter.scene(instruction.image)
+        w, h = clutter.load(instruction.image, with_depth=False).image_size
+        owner = np.full((grid, grid), -1)
+        identity = np.zeros((grid * grid, len(classes) + 1), np.float32)
+        for row in range(grid):
+            for col in range(grid):
+                seen = [
+                    scene.object_at(
+                        (w - VIEW.crop) / 2 + (col + a) / grid * VIEW.crop,
+                        (h - VIEW.crop) / 2 + (row + b) / grid * VIEW.crop,
+                    )  # fmt: skip
+                    for a in np.linspace(0.1, 0.9, 5)
+                    for b in np.linspace(0.1, 0.9, 5)
+                ]
+                objects = [k for k in seen if k is not None]
+                if len(objects) * 4 >= len(seen):  # a quarter of the patch or more shows an object
+                    owner[row, col] = max(set(objects), key=objects.count)
+                    identity[row * grid + col, classes.index(scene.objects[owner[row, col]]["category"])] = 1.0
+                else:
+                    identity[row * grid + col, len(classes)] = 1.0
+        referent = check.referent(instruction.text, identity)
+        assert referent is not None, instruction.text
+        picked = owner[referent.patches].tolist()
+        assert max(set(picked), key=picked.count) == instruction.target, (instruction.text, instruction.facts)

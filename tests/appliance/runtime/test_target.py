@@ -1,9 +1,10 @@
 """The target check: a first pose (or a follow-up's that names another object) that lies off the object its
 reasoning named moves onto the heads' best grasp of that object; a turned follow-up the heads disagree with takes
-their turned grasp; every other pose stays. The rules on hand-made patch maps, then a real bundle's graph and
-session."""
+their turned grasp; every other pose stays; a spatial instruction's object is the heads' instance leading the
+relation. The rules on hand-made patch maps, then a real bundle's graph and session."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -155,12 +156,106 @@ def test_the_maps_must_be_the_manifests_shape():
         CHECK.check_shapes(identity.shape, grasp[:8].shape)
 
 
+LEADS = {
+    "left": "The one on the left is {a_name}.",
+    "right": "The one on the right is {a_name}.",
+    "near": "The one nearest the robot is {a_name}.",
+    "far": "The one farthest from the robot is {a_name}.",
+}
+A_NAMES = {"knife": "a knife", "mug": "a mug", "ball": "a ball"}
+SPATIAL = TargetCheck(TargetCheckSpec(GRID, reach=1, pose="heads", leads=LEADS, a_names=A_NAMES), CLASSES, NAMES)
+
+
+@pytest.mark.parametrize(
+    ("instruction", "relation"),
+    [
+        ("pick up the mug on the left", "left"),
+        ("I want the object to the left.", "left"),
+        ("grab the leftmost cup", "left"),
+        ("Grasp the bowl on the robot's right.", "right"),
+        ("hand me the ball nearest the robot", "near"),
+        ("the knife closest to the robot, please", "near"),
+        ("grab the object farthest away from the robot please", "far"),
+        ("the one furthest from the robot", "far"),
+        ("pick up the mug", None),
+        ("hand me something to cut with", None),
+        ("the mug on the left, nearest the robot", None),  # two relations: not one we resolve
+    ],
+)
+def test_the_relation_an_instruction_asks_by(instruction, relation):
+    from appliance.runtime.target import relation as relation_of
+
+    assert relation_of(instruction) == relation
+
+
+# a knife of two patches on the left (row 0), a mug in the middle, and two balls: one near (column 0), one far
+TABLE_OF_FOUR = {(0, 1): "knife", (0, 2): "knife", (2, 2): "mug", (3, 0): "ball", (1, 3): "ball"}
+
+
+def test_a_spatial_instruction_resolves_to_the_instance_leading_its_relation():
+    identity, _ = maps(TABLE_OF_FOUR)
+    left = SPATIAL.referent("I want the object to the left.", identity)
+    assert left.relation == "left" and left.category == "knife"  # every category: the knife's row is the top one
+    assert np.argwhere(left.patches).tolist() == [[0, 1], [0, 2]]
+    near = SPATIAL.referent("hand me the ball nearest the robot", identity)
+    assert near.category == "ball" and np.argwhere(near.patches).tolist() == [[3, 0]]  # column 0: nearest
+    far = SPATIAL.referent("grab the ball farthest away from the robot please", identity)
+    assert np.argwhere(far.patches).tolist() == [[1, 3]]
+    right = SPATIAL.referent("Grasp the object on the right.", identity)
+    assert right.category == "ball" and np.argwhere(right.patches).tolist() == [[3, 0]]  # the bottom row: right
+    assert SPATIAL.lead(left) == "The one on the left is a knife."
+    assert SPATIAL.lead(near) == "The one nearest the robot is a ball."
+
+
+def test_a_spatial_referent_gets_the_heads_best_grasp_on_it_or_the_models_pose_on_it():
+    identity, grasp = maps(TABLE_OF_FOUR, best={(0, 2): 3.0, (0, 1): 1.0, (2, 2): 9.0})
+    left = SPATIAL.referent("pick up the object on the left", identity)
+    pose = SPATIAL.on_referent(at(2, 2), left, identity, grasp)  # the model chose the mug
+    assert (pose.x, pose.y) == pytest.approx((2.5 / GRID, 0.5 / GRID))  # the knife's likelier patch
+    model_pose = TargetCheck(replace(SPATIAL.spec, pose="model"), CLASSES, NAMES)
+    assert model_pose.on_referent(at(0, 1, 0.3), left, identity, grasp) == at(0, 1, 0.3)  # on it: kept
+    assert model_pose.on_referent(at(2, 2), left, identity, grasp) == pose  # off it: the heads' grasp
+
+
+def test_what_the_spatial_check_cannot_resolve_is_left_to_the_model():
+    identity, _ = maps(TABLE_OF_FOUR)
+    assert SPATIAL.referent("pick up the knife", identity) is None  # no relation
+    # a noun the vocabulary lacks is no category: the relation alone decides, over every object
+    assert SPATIAL.referent("the gizmo on the left", identity).category == "knife"
+    assert SPATIAL.referent("the whisk on the left", identity) is None  # a category the head lacks
+    assert SPATIAL.referent("the object on the left", maps({})[0]) is None  # nothing on the table
+    assert CHECK.referent("the object on the left", identity) is None  # a spec without leads (older bundles)
+    only_left = TargetCheck(replace(SPATIAL.spec, leads={"left": LEADS["left"]}), CLASSES, NAMES)
+    assert only_left.referent("the object nearest the robot", identity) is None
+
+
+def test_of_several_hinted_objects_those_the_head_shows_are_kept():
+    identity, _ = maps({(0, 0): "knife", (3, 3): "mug"})
+    assert SPATIAL.shown(["a knife", "a pair of scissors"], identity) == ["a knife"]
+    assert SPATIAL.shown(["a coffee mug", "a cup", "a ball"], identity) == ["a coffee mug"]  # a synonym
+    assert SPATIAL.shown(["a whisk", "a ball"], identity) == []  # a category the head lacks, one it does not see
+
+
+def test_instances_are_the_groups_of_patches_sharing_sides():
+    from appliance.runtime.target import instances
+
+    shown = np.array([[1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]], bool)
+    groups = instances(shown)
+    assert sorted(np.argwhere(g).tolist() for g in groups) == [[[0, 0], [0, 1], [1, 1]], [[1, 3], [2, 3]], [[3, 0]]]
+    assert instances(np.zeros_like(shown)) == []
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         ({"grid": 0}, "grid must be >= 1"),
         ({"grid": 4, "reach": 4}, "reach must be in 0..3"),
         ({"grid": 4, "pose": "cnn"}, "pose must be one of model, heads, got 'cnn'"),
+        ({"grid": 4, "leads": {"above": "The one above is {a_name}."}, "a_names": A_NAMES}, "unknown relation 'above'"),
+        ({"grid": 4, "leads": {"left": "The one on the left."}, "a_names": A_NAMES}, "a single {a_name} field"),
+        ({"grid": 4, "leads": {"left": "It is {a_name} [0.5"}, "a_names": A_NAMES}, "no '\\['"),
+        ({"grid": 4, "leads": {"left": "The {name} is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
+        ({"grid": 4, "leads": LEADS}, "leads need a_names"),
     ],
 )
 def test_bad_specs_are_named(spec, message):
@@ -304,7 +399,6 @@ def test_a_first_pose_on_the_object_named_stays_and_the_check_can_be_left_off(mo
 
 
 def test_a_bundle_with_the_heads_pose_gives_the_heads_grasp_on_the_object_named(model):
-    from dataclasses import replace
 
     image = camera()
     embedded = with_knife(model, image)
@@ -316,6 +410,75 @@ def test_a_bundle_with_the_heads_pose_gives_the_heads_grasp_on_the_object_named(
     fields = embedded.grasp[0]  # the knife's one patch: its offsets and angle
     want = GraspPose(float(fields[1]) / 8, float(fields[2]) / 8, math.atan2(float(fields[4]), float(fields[3])) / 2)
     assert (first.pose.x, first.pose.y, first.pose.theta) == pytest.approx((want.x, want.y, want.theta), abs=0.006)
+
+
+def test_a_spatial_instruction_opens_the_answer_with_the_instance_found_and_grasps_that_one(model, target_bundle):
+    """Real decoding under the lead's grammar: the answer names the instance the relation picks, whatever the tiny
+    model would have written, and the pose lands on it. The export wrote the training data's own sentences."""
+    from training.reasoning.referring import RELATIONS, resolution
+
+    leads = model.target.spec.leads
+    assert leads == {r: resolution("spatial", "{a_name}", {"relation": r}) for r in RELATIONS}
+    assert model.target.spec.a_names["mug"] == "a mug" and model.target.spec.a_names["apple"] == "an apple"
+    image = camera()
+    embedded = model.embed(image)
+    classes = model.manifest.presence.classes
+    identity = np.zeros_like(embedded.identity)
+    identity[:, len(classes)] = 1.0  # the table, but for two mugs: top left (rows 0-1) and bottom right (row 7)
+    for k in (0, 1, 8, 62, 63):
+        identity[k] = 0.0
+        identity[k, classes.index("mug")] = 1.0
+    model.embed = lambda _image: embedded._replace(identity=identity)
+    first = model.session().ask("I want the mug to the right.", image)
+    assert first.reasoning.startswith("The one on the right is a mug.")
+    assert first.pose is not None and first.pose.y >= 7 / 8 and first.pose.x >= 6 / 8  # on the bottom right mug
+    left = model.session().ask("pick up the mug on the left", image)
+    assert left.reasoning.startswith("The one on the left is a mug.") and left.pose.y < 2 / 8 and left.pose.x < 2 / 8
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+
+    off = GraspModel.load(target_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64), target_check=False)
+    try:  # without the check nothing leads the answer
+        off.embed = model.embed
+        assert not off.session().ask("I want the mug to the right.", image).reasoning.startswith("The one on")
+    finally:
+        off.llm.close()
+
+
+def test_a_first_turns_hint_names_only_the_objects_the_head_sees_when_it_sees_any(model):
+    """The bundle's knowledge hints every object a use may mean ("a mug, a cup, a bottle or a can"); the model,
+    trained with such lists, tends to name the first. Of those the identity head sees on the table only they
+    stay, so "something to drink from" next to a can hints the can: the prompt the model reads says so."""
+    from appliance.hints import knowledge_from_mapping
+
+    model.hints = knowledge_from_mapping(
+        {
+            "ignore": ["grab", "me"],
+            "uses": {"drink": {"words": ["something to drink from"], "objects": ["a mug", "a can"]}},
+        }
+    )
+    image = camera()
+    embedded = model.embed(image)
+    classes = model.manifest.presence.classes
+    identity = np.zeros_like(embedded.identity)
+    identity[:, len(classes)] = 1.0
+    identity[9, len(classes)], identity[9, classes.index("can")] = 0.0, 1.0  # one can on the table, no mug
+    model.embed = lambda _image: embedded._replace(identity=identity)
+    prompts = []
+    real = model.prompt_segments
+
+    def recording(instruction, first, hint=None):
+        prompts.append(real(instruction, first, hint))
+        return prompts[-1]
+
+    model.prompt_segments = recording
+    first = model.session().ask("grab me something to drink from", image)
+    assert first.hint == ("a can",)
+    read = b"".join(model.llm.piece(t) for t in prompts[-1] if t is not None).decode()
+    assert read.endswith("something to drink from Hint: a can. ASSISTANT:")
+    identity[9, classes.index("can")], identity[9, len(classes)] = 0.0, 1.0  # nothing of either: both stay
+    assert model.session().ask("grab me something to drink from", image).hint == ("a mug", "a can")
+    assert model.hint_objects("grab me something to drink from") == ["a mug", "a can"]  # without a picture
 
 
 def test_a_manifest_asking_for_the_check_needs_the_graphs_maps(target_bundle, refusing_bundle, tmp_path):
@@ -353,6 +516,20 @@ def test_the_target_check_needs_heads(refusing_checkpoint, tmp_path, capsys):
             ["--bits", "8", "--model", str(refusing_checkpoint), "--out", str(tmp_path / "b"), "--target-pose", "heads"]
         )
     assert "--target-pose needs --target-check" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--bits", "8", "--model", str(refusing_checkpoint), "--out", str(tmp_path / "b"), "--no-spatial"])
+    assert "--no-spatial needs --target-check" in capsys.readouterr().err
+
+
+def test_the_spatial_leads_need_every_heads_category_known():
+    from export.gguf import ExportError
+    from export.quantize import spatial_leads
+
+    leads, a_names = spatial_leads(["mug", "apple", "object"])
+    assert leads["near"] == "The one nearest the robot is {a_name}."
+    assert a_names == {"mug": "a mug", "apple": "an apple", "object": "an object"}
+    with pytest.raises(ExportError, match="gizmo"):
+        spatial_leads(["mug", "gizmo"])
 
 
 def test_the_evaluations_answerer_reports_the_pose_the_model_wrote(model):
