@@ -110,7 +110,9 @@ EVENTS = {
 }
 PREDICTION_FIELDS = {
     "text": "the model's whole answer",
-    "reasoning": "the reasoning before the pose (RT answers)",
+    "reasoning": "the reasoning before the pose (RT answers). For a first instruction that asks by a relation ('the "
+    "mug on the left'), a bundle with spatial leads makes it open with the object its vision found leading that "
+    "relation ('The one on the left is a mug.'; docs/export.md)",
     "parsed": "whether the answer parsed into a pose",
     "parse_error": "why it did not (null when it did)",
     "pose": "`{x, y, theta}`: x, y normalised in the model's view, theta in radians; null if the answer did not parse",
@@ -123,7 +125,8 @@ PREDICTION_FIELDS = {
     "to the depth image) that holds `pixel`, or else the nearest one within a finger's reach (4 cm); null without "
     "depth or such a region",
     "hint": "the objects the bundle's knowledge table (`knowledge.yaml`) says the instruction's words are for, as "
-    "appended to a first turn ('could you pass me a thing to whip cream? Hint: a whisk.'); `[]` on follow-ups, where "
+    "appended to a first turn ('could you pass me a thing to whip cream? Hint: a whisk.'); of several, only those "
+    "the bundle's target check sees on the table when it sees any (docs/export.md); `[]` on follow-ups, where "
     "the table names none (or the instruction names its object) and for bundles without a table",
     "written": "`{x, y, theta}`: the pose the model wrote, when the bundle's target check moved it onto the object "
     "its reasoning named, or a turned follow-up onto the heads' turned grasp (`pose`, `text` and `pixel` are then "
