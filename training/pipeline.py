@@ -299,6 +299,10 @@ class PipelineConfig:
     """Share of training views that also ask for an object not on the table, answered with a refusal."""
     test_seed: int = 1
     """demo-model: the scene seed of the fresh test sets (the training objects in new scenes)."""
+    seed: int = 0
+    """The build's own randomness: the base model's initial weights and tokenizer text, every record-building
+    stage's draws and every training stage's (``--seed``). The training scenes stay those of ``training.synth
+    --seed 0``: a second build with ``--set seed=1`` on the same data gives the model card its seed spread."""
     eval_limit: int = 0
     """The held-out fold's evaluation: only its first N images (0: all of them)."""
     attend: float = 0.0
@@ -462,6 +466,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     root = c.data or f"{w}/data"  # the synthetic scenes, or a dataset of one's own
     crop = ("--crop", str(c.crop)) if c.crop else ()
     lr = ("--lr", str(c.lr)) if c.lr else ()
+    seed = ("--seed", str(c.seed)) if c.seed else ()  # none for seed 0: the commands of builds before it stand
     vision, language, align = (
         _checkpoint("vision", c.vision_steps),
         _checkpoint("language", c.language_steps),
@@ -480,7 +485,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         split: bool = False,
     ) -> Stage:
         args = ("--strategy", strategy, "--model", model, "--data", data, "--out", f"{w}/{name}", "--steps", str(steps))
-        args += ("--batch-size", str(batch), "--micro-batch", str(micro), "--save-every", str(steps), *extra)
+        args += ("--batch-size", str(batch), "--micro-batch", str(micro), "--save-every", str(steps), *extra, *seed)
         # the language stage draws its batches in process; the vision and conversation stages take loaders
         speed = ("--workers", str(c.workers)) if c.workers and strategy != "language" else ()
         speed += ("--length-split", str(c.length_split)) if split and c.length_split > 1 else ()
@@ -489,7 +494,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
     def build(name: str, *args: str) -> Stage:
         common = ("--root", root, "--split", "iw", "--fold", "0", "--out", f"{w}/{name}", "--size", "224")
         order = ("--prompt-order", c.prompt_order) if c.prompt_order != "image" else ()
-        return Stage(name, "training.build_dataset", (*common, *crop, *order, *args), (f"{name}/train.json",),
+        return Stage(name, "training.build_dataset", (*common, *crop, *order, *args, *seed), (f"{name}/train.json",),
                      speed=c.cpu_workers(), check=("--check",))  # fmt: skip
 
     stages = [
@@ -497,7 +502,7 @@ def tiny_stages(c: PipelineConfig, work: Path) -> tuple[list[Stage], str]:
         if c.data else
         Stage("data", "training.synth", ("--out", root, "--images", str(c.images), "--seed", "0",
               *(("--objects", c.objects) if c.objects != "1-1" else ())), ("data",), speed=c.cpu_workers()),
-        Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm"), ("base",), reads=("corpus",)),
+        Stage("base", "training.model", ("--out", f"{w}/base", "--tokenizer", "spm", *seed), ("base",), reads=("corpus",)),
         train("vision", "vision", f"{w}/base", root, c.vision_steps, MICRO_BATCH, "--split", "iw", "--fold", "0", *crop),
         dataclasses.replace(train("language", "language", f"{w}/{vision}", "none", c.language_steps, MICRO_BATCH), reads=("corpus",)),
         build("describe", "--task", "describe"),

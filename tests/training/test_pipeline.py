@@ -493,3 +493,25 @@ def test_the_stages_that_train_answers_run_micro_batches_in_passes_of_like_lengt
     assert [s.command for s in whole] == [s.command for s in stages]
     with pytest.raises(ValueError, match="length_split must be >= 1"):
         config_for("demo-model", ["length_split=0"], environ={})
+
+
+def test_a_second_build_seeds_every_stage_but_the_scenes_and_the_first_keeps_its_commands(tmp_path, capsys):
+    """``--set seed=1``: the model card's seed spread comes from a build whose own draws differ (initial weights,
+    record sampling, batches) on the same training scenes and test sets; seed 0 adds nothing, so the stages a
+    finished build recorded still match and are skipped."""
+    from training.pipeline import main
+
+    def commands(*sets):
+        args = [a for s in sets for a in ("--set", s)]
+        assert main(["demo-model", "--work", str(tmp_path), "--dry-run", *args]) == 0
+        lines = [line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": python -m " in line]
+        return dict(lines)
+
+    plain, second = commands(), commands("seed=1")
+    assert set(plain) == set(second)
+    for name, command in second.items():
+        seeded = name in ("base", "vision", "language", "describe", "align", "ground-data", "ground", "rt-data", "tune")
+        assert command.endswith(" --seed 1") == seeded, name
+        assert ("--seed 1" in command) == seeded, name
+        assert command.replace(" --seed 1", "") == plain[name], name
+        assert "--seed" not in plain[name] or name.startswith(("data", "test-")), name  # seed 0: as before
