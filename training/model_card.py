@@ -121,9 +121,11 @@ def card(
     work: str = "runs/demo-model",
     also=None,
     machines: dict[str, str] | None = None,
+    recipe: dict | None = None,
 ) -> str:
     """The model card; ``also`` is a second build's metrics (another seed), shown beside as 'a / b'; ``machines``
-    (``read_machines``) say where each stage ran when the build was split over several."""
+    (``read_machines``) say where each stage ran when the build was split over several; ``recipe`` (the work
+    folder's ``recipe.json``) the pipeline and ``--set`` values that built it."""
     total = sum(s for _, _, s in stages)
     machines = machines or {}
     split = len(set(machines.values())) > 1
@@ -145,6 +147,12 @@ def card(
             "scripts/device_build finish FILES_AT   # here: the fold, the Q4 bundle, test sets, evaluations, this folder",
         ]
         if split
+        else [
+            f"python -m training.pipeline {recipe['pipeline']} --work {work}"
+            + "".join(f" --set {item}" for item in recipe["set"])
+            + "   # writes that folder, then replaces this one"
+        ]
+        if recipe
         else [f"scripts/build_demo_model {work}   # writes {work}/ (default runs/demo-model) and replaces this folder"]
     )
     lines = [
@@ -264,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     bundle_mb = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file()) / 1e6
     also = read_metrics(args.also) if args.also else None
     machines = read_machines(log)
-    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work), also, machines))
+    from .pipeline import RECIPE_FILE
+
+    recipe_path = args.work / RECIPE_FILE
+    recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else None
+    (args.out / "README.md").write_text(card(stages, metrics, bundle_mb, str(args.work), also, machines, recipe))
     (args.out / "metrics.json").write_text(
         json.dumps(
             {

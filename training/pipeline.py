@@ -412,6 +412,28 @@ SET_ONLY = ("data",)
 """Sizes taken from ``--set`` alone: ``DATA`` is too common a shell variable to pick a build's dataset."""
 
 
+RECIPE_FILE = "recipe.json"
+"""``WORK/recipe.json``: the pipeline and the ``--set`` values a run's config came from (``recipe_sets``); the model
+card says to rebuild with them."""
+SPEED_ONLY = ("workers", "length_split")
+"""Fields that change how fast stages run, not what they make: left out of a recipe."""
+
+
+def recipe_sets(pipeline: str, config: PipelineConfig) -> list[str]:
+    """The ``name=value`` overrides that give ``config`` from the preset, whether they came from ``--set`` or the
+    environment: ``config_for(pipeline, recipe_sets(pipeline, config), environ={})`` is ``config`` again, but for
+    ``SPEED_ONLY`` fields."""
+    preset = PipelineConfig(**PRESETS[pipeline])
+    sets = []
+    for f in dataclasses.fields(PipelineConfig):
+        value = getattr(config, f.name)
+        if f.name in SPEED_ONLY or value == getattr(preset, f.name):
+            continue
+        text = ("1" if value else "0") if isinstance(value, bool) else ("none" if value is None else str(value))
+        sets.append(f"{f.name}={text}")
+    return sets
+
+
 def config_for(pipeline: str, overrides: list[str] = (), environ=os.environ) -> PipelineConfig:
     """The preset's config with environment variables (``VISION_STEPS``) and then ``name=value`` overrides."""
     values = dict(PRESETS[pipeline])
@@ -670,6 +692,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         runner = Runner(args.work)
+        args.work.mkdir(parents=True, exist_ok=True)
+        recipe = {"pipeline": args.pipeline, "set": recipe_sets(args.pipeline, config)}
+        (args.work / RECIPE_FILE).write_text(json.dumps(recipe, indent=1) + "\n")
         if earlier:
             why = " and ".join([f"--from {args.start}"] * bool(args.start) + ["--skip"] * bool(skipped))
             runner.note(f"== taken as done ({why}): {', '.join(s.name for s in earlier)}")

@@ -104,3 +104,36 @@ def test_a_build_split_over_machines_says_which_ran_what(tmp_path):
     assert "with the whole decoder tuned on" in readme
     stages = json.loads((tmp_path / "metrics.json").read_text())["stages"]
     assert [s["machine"] for s in stages] == ["16 CPU cores, NVIDIA H100 80GB HBM3"] * 2 + ["2 CPU cores"]
+
+
+def test_the_card_says_the_command_and_sets_that_built_it(tmp_path):
+    """A build made with ``--set`` values (or the environment) is rebuilt only with them: the pipeline records them
+    in ``recipe.json`` and the card gives the whole command; a run without a recipe keeps the script's line."""
+    from training.pipeline import RECIPE_FILE, config_for, recipe_sets
+
+    sets = ["ground_batch=64", "attend=1.0", "strategy=decoder", "target_check=1", "test_seed=8201", "workers=4"]
+    config = config_for("demo-model", sets, environ={"VISION_STEPS": "3000"})
+    recipe = recipe_sets("demo-model", config)
+    assert recipe == [
+        "vision_steps=3000",
+        "ground_batch=64",
+        "strategy=decoder",
+        "target_check=1",
+        "test_seed=8201",
+        "attend=1.0",
+    ]  # in the config's order; the loader processes only change the speed, and the environment's value is kept
+    assert config_for("demo-model", recipe, environ={}) == config_for("demo-model", sets[:-1] + ["vision_steps=3000"])
+    assert recipe_sets("demo-model", config_for("demo-model", [], environ={})) == []
+    work, bundle = tmp_path / "work", tmp_path / "bundle"
+    work.mkdir()
+    bundle.mkdir()
+    (work / "pipeline.log").write_text("== data: python -m training.synth --out w/data\n== data took 5 s\n")
+    (work / "eval-q4-clutter.json").write_text(json.dumps({"target_rate": 0.8, "n": 10}))
+    assert main(["--work", str(work), "--out", str(bundle)]) == 0
+    assert f"scripts/build_demo_model {work}" in (bundle / "README.md").read_text()
+    (work / RECIPE_FILE).write_text(json.dumps({"pipeline": "demo-model", "set": recipe}))
+    assert main(["--work", str(work), "--out", str(bundle)]) == 0
+    readme = (bundle / "README.md").read_text()
+    want = f"python -m training.pipeline demo-model --work {work} --set vision_steps=3000 --set ground_batch=64"
+    assert want in readme and "--set attend=1.0   # writes that folder" in readme
+    assert "scripts/build_demo_model" not in readme

@@ -98,6 +98,7 @@ def test_a_dataset_of_ones_own_is_checked_recorded_and_read_by_every_stage(tmp_p
     assert main(["tiny", "--work", str(work), "--set", f"data={root}", "--until", "data"]) == 0
     recorded = json.loads((work / "data.json").read_text())
     assert recorded["images"] == 4 and recorded["files"].startswith("md5 ")
+    assert json.loads((work / "recipe.json").read_text()) == {"pipeline": "tiny", "set": [f"data={root}"]}
     assert main(["tiny", "--work", str(work), "--set", f"data={root}", "--until", "data"]) == 0
     assert "data: finished in an earlier run, skipped" in capsys.readouterr().out
     os.utime(root / "pcd0000cpos.txt", ns=(1, 1))  # relabelled (a new modification time)
