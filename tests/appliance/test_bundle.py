@@ -131,9 +131,17 @@ def test_bad_categories_are_refused(tmp_path, categories, why):
         manifest_from_dict({**data, "categories": categories})
 
 
-def test_the_bundled_demo_model_still_loads_without_categories():
+def test_the_bundled_demo_model_carries_its_checks_and_a_manifest_from_before_them_still_loads():
     from pathlib import Path
 
     bundle = Path(__file__).resolve().parents[2] / "models" / "rtgrasp-tiny"
     manifest = read_bundle(bundle)
-    assert manifest.categories is None and manifest.quant == "Q4_K_M"
+    assert manifest.quant == "Q4_K_M" and manifest.categories and manifest.knowledge
+    assert manifest.presence is not None and manifest.target_check.pose == "heads" and manifest.target_check.leads
+    # the demo model of sessions before 28 had none of these sections: such a manifest still loads
+    data = yaml.safe_load((bundle / MANIFEST_FILE).read_text())
+    for key in ("categories", "presence", "target_check", "knowledge"):
+        del data[key]
+    del data["files"][manifest.knowledge]
+    old = manifest_from_dict(data)
+    assert old.categories is None and old.presence is None and old.target_check is None and old.knowledge is None

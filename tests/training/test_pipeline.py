@@ -516,3 +516,27 @@ def test_a_second_build_seeds_every_stage_but_the_scenes_and_the_first_keeps_its
         assert ("--seed 1" in command) == seeded, name
         assert command.replace(" --seed 1", "") == plain[name], name
         assert "--seed" not in plain[name] or name.startswith(("data", "test-")), name  # seed 0: as before
+
+
+def test_the_demo_model_script_runs_the_recipe_that_built_the_bundled_model(tmp_path):
+    """scripts/build_demo_model is the bundled model's recipe (models/rtgrasp-tiny/README.md says the same command
+    with its --set values): the checks in the bundle, the whole decoder tuned, the test sets of scene seeds 8201/2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build_demo_model"
+    out = subprocess.run(
+        ["bash", str(script), str(tmp_path / "w"), "--dry-run", "--set", "test_images=7"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PY": sys.executable},
+        check=True,
+    ).stdout
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": python -m " in line)
+    assert "--heads" in lines["quantize"] and "--target-check --target-pose heads" in lines["quantize"]
+    assert "--min-patches" not in lines["quantize"]  # the presence check refuses
+    assert "--strategy decoder" in lines["tune"] and "--batch-size 64" in lines["ground"]
+    assert "--scene-seed 8201" in lines["test-single"] and "--scene-seed 8202" in lines["test-clutter"]
+    assert "--images 7" in lines["test-single"]  # a later --set wins
+    assert not (tmp_path / "w").exists()  # a dry run writes nothing

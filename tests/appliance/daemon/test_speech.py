@@ -125,10 +125,10 @@ command that explains the audio better): docs/protocol.md lists them."""
 
 
 def test_referring_phrasings_are_heard_with_a_bundle_that_predates_them(hear, tmp_path):
-    """models/rtgrasp-tiny's speech.yaml has no colours, uses or places: the appliance's defaults add them."""
+    """A bundle's speech.yaml from before them has no colours, uses or places: the appliance's defaults add them."""
     from pathlib import Path
 
-    bundle = Path(__file__).resolve().parents[3] / "models" / "rtgrasp-tiny" / "speech.yaml"
+    bundle = Path(__file__).resolve().parent / "speech-before-referring.yaml"
     vocab = Vocabulary.load(bundle)
     assert "green" in vocab.colours and "something to cut with" in vocab.things
     assert not Vocabulary.load(bundle, defaults=None).things  # the file itself has none

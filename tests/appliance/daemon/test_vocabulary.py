@@ -6,7 +6,8 @@ import pytest
 
 from appliance.daemon.vocabulary import Vocabulary, not_understood
 
-TINY = Path(__file__).resolve().parents[3] / "models" / "rtgrasp-tiny" / "speech.yaml"
+TINY = Path(__file__).resolve().parent / "speech-before-referring.yaml"
+"""A bundle's speech vocabulary from before the referring words (the bundled demo model's until session 28)."""
 
 
 @pytest.fixture(scope="module")
