@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,10 +161,17 @@ class TargetCheckSpec:
                 f"target_check.leads: unknown relation {sorted(unknown)[0]!r} (known: {', '.join(SPATIAL_RELATIONS)})"
             )
         for name, lead in self.leads.items():
-            if lead.count("{a_name}") != 1 or "[" in lead or re.search(r"\{(?!a_name\})", lead):
+            try:
+                filled = lead.format(a_name="a mug")
+            except (ValueError, IndexError, KeyError):
+                filled = None
+            if lead.count("{a_name}") != 1 or filled is None or "[" in lead or not lead.isprintable():
                 raise ValueError(
                     f"target_check.leads.{name}: one sentence with a single {{a_name}} field and no '[', got {lead!r}"
                 )
+        for category, a_name in self.a_names.items():
+            if not a_name.strip() or "[" in a_name or "{" in a_name or not a_name.isprintable():
+                raise ValueError(f"target_check.a_names.{category}: a name with its article, got {a_name!r}")
         if self.leads and not self.a_names:
             raise ValueError("target_check.leads need a_names (each category with its article)")
         if self.grid < 1:

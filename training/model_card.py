@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def card(
         if split
         else [
             f"python -m training.pipeline {recipe['pipeline']} --work {work}"
-            + "".join(f" --set {item}" for item in recipe["set"])
+            + "".join(f" --set {shlex.quote(item)}" for item in recipe["set"])
             + "   # writes that folder, then replaces this one"
         ]
         if recipe

@@ -408,8 +408,9 @@ PRESETS = {
 }
 
 
-SET_ONLY = ("data",)
-"""Sizes taken from ``--set`` alone: ``DATA`` is too common a shell variable to pick a build's dataset."""
+SET_ONLY = ("data", "seed")
+"""Sizes taken from ``--set`` alone: ``DATA`` and ``SEED`` are too common shell variables to pick a build's dataset
+or its draws."""
 
 
 RECIPE_FILE = "recipe.json"
@@ -692,9 +693,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         runner = Runner(args.work)
-        args.work.mkdir(parents=True, exist_ok=True)
-        recipe = {"pipeline": args.pipeline, "set": recipe_sets(args.pipeline, config)}
-        (args.work / RECIPE_FILE).write_text(json.dumps(recipe, indent=1) + "\n")
+        if not earlier:  # a run that takes stages as done made them elsewhere: it says nothing of their recipe
+            args.work.mkdir(parents=True, exist_ok=True)
+            recipe = {"pipeline": args.pipeline, "set": recipe_sets(args.pipeline, config)}
+            (args.work / RECIPE_FILE).write_text(json.dumps(recipe, indent=1) + "\n")
         if earlier:
             why = " and ".join([f"--from {args.start}"] * bool(args.start) + ["--skip"] * bool(skipped))
             runner.note(f"== taken as done ({why}): {', '.join(s.name for s in earlier)}")

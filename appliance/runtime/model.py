@@ -556,8 +556,8 @@ class Session:
         seen = model.presence is not None and model.presence.named(instruction) is not None
         # a spatial instruction's object is found in the heads' instances, and the answer opens by naming it
         referent = None
-        if not self.history and model.target is not None and self._image.identity is not None:
-            referent = model.target.referent(instruction, self._image.identity)
+        if constrain and not self.history and model.target is not None and self._image.identity is not None:
+            referent = model.target.referent(instruction, self._image.identity)  # the grammar makes the lead
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()

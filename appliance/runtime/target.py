@@ -54,12 +54,17 @@ RELATIONS = {"left": (0, -1.0), "right": (0, 1.0), "near": (1, -1.0), "far": (1,
 """Per spatial relation, the patch axis (0 rows, 1 columns) and the sign along it that leads. The robot stands at
 x = 0 facing +x with +y on its left, and the camera looks down with +y at the top of the image and +x to the right
 (``training.reasoning.referring``): left leads upwards (fewer rows), near leads leftwards (fewer columns)."""
+_SIDE = r"\b(?:(?:on|to) (?:the |my |your |its |the robot's )?{side}\b(?! of\b)(?!-)|{side}-?most\b)"
+_TO_ROBOT = r"(?:the robot|me|you|us)\b"
 _RELATION_WORDS = (
-    ("left", re.compile(r"\b(left|leftmost|left-most)\b")),
-    ("right", re.compile(r"\b(right|rightmost|right-most)\b")),
-    ("near", re.compile(r"\b(nearest|closest|nearer|closer)\b")),
-    ("far", re.compile(r"\b(farthest|furthest|farther|further)\b")),
+    ("left", re.compile(_SIDE.format(side="left"))),
+    ("right", re.compile(_SIDE.format(side="right"))),
+    ("near", re.compile(r"\b(?:nearest|closest|nearer|closer)(?: to)? " + _TO_ROBOT)),
+    ("far", re.compile(r"\b(?:farthest|furthest|farther|further)(?: away)?(?: from)? " + _TO_ROBOT)),
 )
+"""Relations in the phrases a place is asked by ("to the left", "on the robot's right", "the leftmost cup",
+"nearest the robot", "farthest away from me"); a bare word is none ("right now", "what is left", "closest to the
+bowl", "to the left of the mug": a place relative to another object is not resolved here)."""
 
 
 def relation(instruction: str) -> str | None:

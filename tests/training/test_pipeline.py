@@ -298,6 +298,7 @@ def test_a_build_taken_up_from_a_stage_runs_from_there_and_logs_what_it_took_as_
     assert "== taken as done (--from evaluate): data, base, vision" in log
     assert "== data:" not in log and "== evaluate: python -m training.evaluate" in log
     assert code == 1  # an empty merged folder is no model: the stage itself says so
+    assert not (work / "recipe.json").exists()  # stages made elsewhere: this run knows nothing of their recipe
 
 
 def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_ones(tmp_path):
@@ -510,6 +511,9 @@ def test_a_second_build_seeds_every_stage_but_the_scenes_and_the_first_keeps_its
 
     plain, second = commands(), commands("seed=1")
     assert set(plain) == set(second)
+    from training.pipeline import config_for
+
+    assert config_for("demo-model", [], environ={"SEED": "7"}).seed == 0  # a shell's SEED is not the build's
     for name, command in second.items():
         seeded = name in ("base", "vision", "language", "describe", "align", "ground-data", "ground", "rt-data", "tune")
         assert command.endswith(" --seed 1") == seeded, name

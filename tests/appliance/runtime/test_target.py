@@ -180,12 +180,32 @@ SPATIAL = TargetCheck(TargetCheckSpec(GRID, reach=1, pose="heads", leads=LEADS, 
         ("pick up the mug", None),
         ("hand me something to cut with", None),
         ("the mug on the left, nearest the robot", None),  # two relations: not one we resolve
+        ("the cup closest to me", "near"),
+        ("the right-most cup", "right"),
+        ("hand me the knife right now", None),  # a bare word is no place
+        ("all right, pick up the bowl", None),
+        ("grab the right tool to cut with", None),
+        ("pass me the left-handed scissors", None),
+        ("what is left on the table? the mug", None),
+        ("the cup closest to the bowl", None),  # a place relative to another object: not resolved here
+        ("the cup to the left of the bowl", None),
     ],
 )
 def test_the_relation_an_instruction_asks_by(instruction, relation):
     from appliance.runtime.target import relation as relation_of
 
     assert relation_of(instruction) == relation
+
+
+def test_every_place_phrase_the_training_data_asks_by_reads_as_its_relation():
+    from appliance.runtime.target import relation
+    from training.reasoning.referring import load_referring
+
+    where = load_referring().where
+    for name, phrases in where.items():
+        for phrase in phrases["train"] + phrases["test"]:
+            for frame in ("pick up the mug {w}", "I want the object {w}.", "grab the bowl {w} please"):
+                assert relation(frame.format(w=phrase)) == name, (phrase, frame)
 
 
 # a knife of two patches on the left (row 0), a mug in the middle, and two balls: one near (column 0), one far
@@ -256,6 +276,10 @@ def test_instances_are_the_groups_of_patches_sharing_sides():
         ({"grid": 4, "leads": {"left": "It is {a_name} [0.5"}, "a_names": A_NAMES}, "no '\\['"),
         ({"grid": 4, "leads": {"left": "The {name} is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": LEADS}, "leads need a_names"),
+        ({"grid": 4, "leads": {"left": "The one } is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
+        ({"grid": 4, "leads": {"left": "The one\nis {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
+        ({"grid": 4, "leads": LEADS, "a_names": {"mug": ""}}, "a_names.mug: a name with its article"),
+        ({"grid": 4, "leads": LEADS, "a_names": {"mug": "a [mug"}}, "a_names.mug"),
     ],
 )
 def test_bad_specs_are_named(spec, message):
