@@ -96,6 +96,7 @@ def hear():
         yield run
 
 
+@pytest.mark.slow  # 41-71 s of the default run's 15 min; the real-audio tests below stay in it
 def test_word_error_of_spoken_commands_is_under_ten_percent(vocab, hear, tmp_path, capsys):
     sentences = commands(vocab, 24)
     audio = [speak(sentence, tmp_path / f"c{i}.wav") for i, sentence in enumerate(sentences)]
