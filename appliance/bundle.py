@@ -110,7 +110,7 @@ class PresenceSpec:
             raise ValueError(f"presence.min_patches must be >= 0, got {self.min_patches}")
 
 
-PATCH_IDENTITY, PATCH_GRASP = "patch_identity", "patch_grasp"
+PATCH_IDENTITY, PATCH_GRASP, PATCH_PARTS = "patch_identity", "patch_grasp", "patch_parts"
 """The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
 GRASP_FIELDS = 5
 """Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
@@ -153,6 +153,16 @@ class TargetCheckSpec:
     Empty (bundles exported before it): spatial instructions are the model's alone."""
     a_names: dict[str, str] = field(default_factory=dict)
     """Every presence category with its article, as the training data writes it ("an apple", "scissors")."""
+    parts: str = ""
+    """The graph's output, per patch, of the probability that it holds a grasp on each part (patches,
+    ``part_classes``; several may be high where parts meet): the part head
+    (``training.parts``). A follow-up whose reasoning moves the grasp to a part of the held object ("Moving the grasp
+    to the handle of the mug.") gets the heads' best grasp among that object's patches showing the part. Empty
+    (bundles exported before it, or without ``export.quantize --parts``): part follow-ups are the model's alone."""
+    part_classes: tuple[str, ...] = ()
+    """The part head's classes, in its order."""
+    category_parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per category, the parts its grasps may be on: the part check chooses among these for the held object."""
 
     def __post_init__(self) -> None:
         unknown = set(self.leads) - set(SPATIAL_RELATIONS)
@@ -180,6 +190,15 @@ class TargetCheckSpec:
             raise ValueError(f"target_check.reach must be in 0..{self.grid - 1}, got {self.reach}")
         if self.pose not in TARGET_POSES:
             raise ValueError(f"target_check.pose must be one of {', '.join(TARGET_POSES)}, got {self.pose!r}")
+        if self.parts:
+            if not self.part_classes or len(set(self.part_classes)) != len(self.part_classes):
+                raise ValueError("target_check.part_classes: the part head's distinct classes, needed with parts")
+            for category, parts in self.category_parts.items():
+                unknown = [p for p in parts if p not in self.part_classes]
+                if unknown:
+                    raise ValueError(f"target_check.category_parts.{category}: {unknown[0]!r} is not in part_classes")
+        elif self.part_classes or self.category_parts:
+            raise ValueError("target_check.part_classes and category_parts need parts (the graph's part output)")
 
 
 @dataclass(frozen=True)
@@ -271,6 +290,10 @@ def manifest_to_yaml(manifest: Manifest) -> str:
     data["image"]["std"] = list(manifest.image.std)
     if manifest.presence is not None:
         data["presence"]["classes"] = list(manifest.presence.classes)
+    if manifest.target_check is not None:
+        spec = manifest.target_check
+        data["target_check"]["part_classes"] = list(spec.part_classes)
+        data["target_check"]["category_parts"] = {c: list(p) for c, p in spec.category_parts.items()}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from appliance.bundle import (
     MANIFEST_FILE,
+    PATCH_PARTS,
     SCHEMA_VERSION,
     TARGET_POSES,
     AnswerSpec,
@@ -153,19 +154,21 @@ def build_bundle(
     reach: int = REACH,
     target_pose: str = "model",
     spatial: bool = True,
+    parts: Path | None = None,
 ) -> Manifest:
     """Export, quantize, check and write the bundle; returns its manifest. With ``heads`` (the vision stage's
     checkpoint the model was built on), the vision graph also says which categories the image shows and the
     manifest gets a ``presence`` section (``appliance.runtime.presence``); with ``target_check`` too, the graph
     gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``) whose
     ``pose`` is ``target_pose`` and, unless ``spatial`` is False, whose ``leads`` resolve spatial instructions in the
-    heads' instances (``spatial_leads``)."""
+    heads' instances (``spatial_leads``). With ``parts`` (``training.parts``'s output for that checkpoint), the graph
+    gives the part head's map too and the section's part check moves part follow-ups onto the part named."""
     from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
     from training.view import ModelView
 
-    from .vision import export_onnx, maps_parity, parity, presence_head, presence_parity
+    from .vision import export_onnx, maps_parity, parity, part_maps, parts_parity, presence_head, presence_parity
 
     if bits not in QUANTS:
         raise ExportError(f"--bits must be one of {sorted(QUANTS)}, got {bits}")
@@ -187,9 +190,14 @@ def build_bundle(
         raise ExportError("the target check needs --heads: the vision stage's checkpoint")
     if heads is not None and not view.refusals:
         raise ExportError(f"--heads: {model_dir} was not trained to refuse (view.json), so no refusal can be written")
+    if parts is not None and not target_check:
+        raise ExportError("--parts needs --target-check: the part check is part of the target check")
     model, _ = load_llava(model_dir)
     head = presence_head(heads, model) if heads is not None else None
-    vision = export_onnx(model, work / "vision.onnx", vision_precision, presence=head, maps=target_check)
+    part_head = part_maps(parts, heads) if parts is not None else None
+    vision = export_onnx(
+        model, work / "vision.onnx", vision_precision, presence=head, maps=target_check, parts=part_head
+    )
     vision_error = parity(model, vision)
     metrics = {"vision_relative_error": vision_error}
     presence = None
@@ -201,9 +209,21 @@ def build_bundle(
         metrics["target_check_max_error"] = maps_parity(model, vision, head)
         grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
         leads, a_names = spatial_leads(head.classes) if spatial else ({}, {})
+        part_fields = {}
+        if part_head is not None:
+            from training.parts import category_parts
+
+            metrics["parts_max_error"] = parts_parity(model, vision, head, part_head)
+            known = category_parts()
+            part_fields = {
+                "parts": PATCH_PARTS,
+                "part_classes": tuple(part_head.classes),
+                "category_parts": {c: tuple(known[c]) for c in head.classes if len(known.get(c, ())) > 1},
+            }
         target = TargetCheckSpec(
-            grid, reach, source=str(Path(heads).resolve()), pose=target_pose, leads=leads, a_names=a_names
-        )
+            grid, reach, source=str(Path(heads).resolve()), pose=target_pose, leads=leads, a_names=a_names,
+            **part_fields,
+        )  # fmt: skip
     n_image_tokens, width = _embedding_shape(vision, spec.size)
     del model
     steps.update()
@@ -328,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --target-check: leave spatial instructions ('the mug on the left') to the model; by default the "
         "appliance finds the object leading the relation in the heads' instances and the answer opens by naming it",
     )
+    parser.add_argument(
+        "--parts",
+        type=Path,
+        help="with --target-check: the part head trained on the --heads checkpoint (python -m training.parts): "
+        "a follow-up asking for another part of the held object gets the heads' best grasp on that part",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     args = parser.parse_args(argv)
     if args.min_patches is not None and args.heads is None:
@@ -340,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--target-pose needs --target-check")
     if args.no_spatial and not args.target_check:
         parser.error("--no-spatial needs --target-check")
+    if args.parts is not None and not args.target_check:
+        parser.error("--parts needs --target-check")
     if args.reach is not None and args.reach < 0:
         parser.error(f"--reach must be >= 0, got {args.reach}")
     min_patches = MIN_PATCHES if args.min_patches is None else args.min_patches
@@ -360,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             reach=REACH if args.reach is None else args.reach,
             target_pose=args.target_pose or "model",
             spatial=not args.no_spatial,
+            parts=args.parts,
         )
     except (ExportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

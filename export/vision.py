@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.bundle import PATCH_GRASP, PATCH_IDENTITY
+from appliance.bundle import PATCH_GRASP, PATCH_IDENTITY, PATCH_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,53 @@ def presence_head(checkpoint: Path, model) -> PresenceHead:
     return PresenceHead(weight, bias, classes, str(checkpoint), grasp_weight, grasp_bias)
 
 
-def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = False):
+@dataclass(frozen=True)
+class PartMaps:
+    """The part head (``training.parts``): per patch token, a hidden layer (GELU) and one logit per part of
+    ``classes`` (the graph gives their sigmoids: does the patch hold a grasp on that part)."""
+
+    hidden_weight: np.ndarray
+    hidden_bias: np.ndarray
+    out_weight: np.ndarray
+    out_bias: np.ndarray
+    classes: tuple[str, ...]
+    source: str
+
+
+def part_maps(directory: Path, heads: Path) -> PartMaps:
+    """The part head saved in ``directory``, after checking that it was trained on the vision-stage checkpoint
+    ``heads`` (the same weights file). ``ValueError`` says what does not match."""
+    import json
+
+    from safetensors import safe_open
+
+    from appliance.bundle import sha256_file
+    from training.parts import PARTS_FILE, PARTS_META
+
+    directory, heads = Path(directory), Path(heads)
+    for name in (PARTS_FILE, PARTS_META):
+        if not (directory / name).is_file():
+            raise ValueError(f"--parts {directory}: no {name} (give the output of python -m training.parts)")
+    meta = json.loads((directory / PARTS_META).read_text())
+    if meta.get("vision_sha256") != sha256_file(heads / "model.safetensors"):
+        raise ValueError(
+            f"--parts {directory}: the part head was trained on another vision stage than --heads {heads} "
+            f"({meta.get('model')}): train it on the one the bundle is exported with"
+        )
+    with safe_open(str(directory / PARTS_FILE), "np") as f:
+        tensors = {k: f.get_tensor(k) for k in ("hidden.weight", "hidden.bias", "out.weight", "out.bias")}
+    classes = tuple(meta.get("classes") or ())
+    if meta.get("activation") != "sigmoid":
+        raise ValueError(f"--parts {directory}: a part head of an older format (python -m training.parts again)")
+    if tensors["out.weight"].shape[0] != len(classes) or not classes:
+        raise ValueError(f"--parts {directory}: {tensors['out.weight'].shape[0]} outputs for {len(classes)} classes")
+    return PartMaps(
+        tensors["hidden.weight"], tensors["hidden.bias"], tensors["out.weight"], tensors["out.bias"],
+        classes, str(directory),
+    )  # fmt: skip
+
+
+def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = False, parts: PartMaps | None = None):
     """A torch module: pixel_values → image embeddings exactly as the LLaVA model computes them (and, with
     ``presence``, the expected patches per category; with ``maps`` too, the per-patch identity probabilities and
     grasp values)."""
@@ -118,6 +164,8 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
 
     if maps and presence is None:
         raise ValueError("the patch maps need the vision stage's heads")
+    if parts is not None and not maps:
+        raise ValueError("the part map goes with the patch maps (the target check)")
 
     def linear(weight: np.ndarray, bias: np.ndarray):
         layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
@@ -127,11 +175,17 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
 
     identity = None if presence is None else linear(presence.weight, presence.bias)
     grasp = linear(presence.grasp_weight, presence.grasp_bias) if maps else None
+    part_layers = None
+    if parts is not None:
+        part_layers = torch.nn.Sequential(
+            linear(parts.hidden_weight, parts.hidden_bias), torch.nn.GELU(), linear(parts.out_weight, parts.out_bias)
+        )
 
     class VisionEmbedder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.tower, self.projector, self.identity, self.grasp = tower, projector, identity, grasp
+            self.parts = part_layers
 
         def forward(self, pixel_values):
             out = self.tower(pixel_values, output_hidden_states=True)
@@ -149,7 +203,9 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
                 return embeds, counts
             g = self.grasp(patches)  # as training.stages.PatchHeads reads its grasp head
             values = torch.cat([g[..., :1], torch.sigmoid(g[..., 1:3]), torch.tanh(g[..., 3:5])], dim=-1)
-            return embeds, counts, shown, values
+            if self.parts is None:
+                return embeds, counts, shown, values
+            return embeds, counts, shown, values, torch.sigmoid(self.parts(patches))
 
     return VisionEmbedder().eval()
 
@@ -161,6 +217,7 @@ def export_onnx(
     opset: int = OPSET,
     presence: PresenceHead | None = None,
     maps: bool = False,
+    parts: PartMaps | None = None,
 ) -> Path:
     """Export the vision embedder (dynamic batch; with ``presence`` its second output, with ``maps`` the patch
     maps too) and convert it to ``precision``; atomic write."""
@@ -173,8 +230,9 @@ def export_onnx(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.config.vision_config.image_size
-    embedder = vision_embedder(model, presence, maps)
+    embedder = vision_embedder(model, presence, maps, parts)
     outputs = [OUTPUT] + ([PRESENCE] if presence is not None else []) + ([PATCH_IDENTITY, PATCH_GRASP] if maps else [])
+    outputs += [PATCH_PARTS] if parts is not None else []
     example = torch.zeros(1, 3, size, size)
     fp32 = out.with_name(f".{out.stem}.fp32.onnx")
     with torch.no_grad(), warnings.catch_warnings():
@@ -255,6 +313,17 @@ def maps_parity(model, onnx_path: Path, heads: PresenceHead, images: int = 4, se
     g = hidden @ heads.grasp_weight.T.astype(np.float64) + heads.grasp_bias
     values = np.concatenate([g[..., :1], 1 / (1 + np.exp(-g[..., 1:3])), np.tanh(g[..., 3:5])], axis=-1)
     return float(max(np.abs(identity - probs).max(), np.abs(grasp - values).max()))
+
+
+def parts_parity(model, onnx_path: Path, heads: PresenceHead, parts: PartMaps, images: int = 4, seed: int = 0):
+    """Largest difference between the graph's part map and the part head's own arithmetic on torch's tower."""
+    from math import erf, sqrt
+
+    (got,), (hidden, _) = _graph_and_heads(model, onnx_path, heads, [PATCH_PARTS], images, seed)
+    h = hidden @ parts.hidden_weight.T.astype(np.float64) + parts.hidden_bias
+    h = h * 0.5 * (1 + np.vectorize(erf)(h / sqrt(2)))  # GELU, exact
+    logits = h @ parts.out_weight.T.astype(np.float64) + parts.out_bias
+    return float(np.abs(got - 1 / (1 + np.exp(-logits))).max())
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

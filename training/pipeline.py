@@ -295,6 +295,12 @@ class PipelineConfig:
     target_pose: str = "model"
     """With ``target_check``: on the object named, the model's own pose (``model``) or the heads' best grasp on it
     (``heads``; ``export.quantize --target-pose``)."""
+    part_check: bool = False
+    """With ``target_check``: train the part head on the vision stage's frozen tower (``training.parts``, a stage
+    before the bundle) and build the bundle with it (``export.quantize --parts``): a follow-up asking for another part
+    of the held object gets the heads' best grasp on that part."""
+    part_steps: int = 300
+    """The part head's training steps (batches of 32)."""
     absent_fraction: float = 0.0
     """Share of training views that also ask for an object not on the table, answered with a refusal."""
     test_seed: int = 1
@@ -374,6 +380,10 @@ class PipelineConfig:
             raise ValueError(f"target_pose must be one of {', '.join(TARGET_POSES)}, got {self.target_pose!r}")
         if self.target_pose != "model" and not self.target_check:
             raise ValueError("target_pose needs target_check=1")
+        if self.part_check and not self.target_check:
+            raise ValueError("part_check needs target_check=1 (the part map is part of the target check)")
+        if self.part_steps < 1:
+            raise ValueError(f"part_steps must be >= 1, got {self.part_steps}")
         from .options import check_attend
 
         check_attend(self.attend, self.attend_from)
@@ -586,11 +596,19 @@ def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
     both, with the floor, the build's own instruction-blind CNN heads and the oracle beside them."""
     w = str(work)
     stages, merged = tiny_stages(c, work)
+    vision = f"{w}/{_checkpoint('vision', c.vision_steps)}"
+    if c.part_check:  # after the training stages: a build made before it keeps them, only the bundle is made again
+        stages.append(
+            Stage("parts", "training.parts", ("--model", vision, "--data", c.data or f"{w}/data", "--out", f"{w}/parts",
+                  "--steps", str(c.part_steps), *(("--crop", str(c.crop)) if c.crop else ()),
+                  *(("--seed", str(c.seed)) if c.seed else ())), ("parts/parts.json",))
+        )  # fmt: skip
     stages.append(
         Stage("quantize", "export.quantize", ("--bits", "4", "--model", f"{w}/{merged}", "--out", f"{w}/bundle", "--force",
-              *(("--heads", f"{w}/{_checkpoint('vision', c.vision_steps)}") if c.presence or c.target_check else ()),
+              *(("--heads", vision) if c.presence or c.target_check else ()),
               *(("--target-check",) if c.target_check else ()), *(("--min-patches", "0") if c.target_check and not c.presence else ()),
-              *(("--target-pose", c.target_pose) if c.target_pose != "model" else ())),
+              *(("--target-pose", c.target_pose) if c.target_pose != "model" else ()),
+              *(("--parts", f"{w}/parts") if c.part_check else ())),
               ("bundle/manifest.yaml",))
     )  # fmt: skip
     cnn = ("--cnn", f"{w}/{_checkpoint('vision', c.vision_steps)}")

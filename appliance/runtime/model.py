@@ -130,6 +130,8 @@ class Embedded(NamedTuple):
     """Per patch, the identity head's probabilities (the target check's; None without one)."""
     grasp: np.ndarray | None = None
     """Per patch, the grasp heads' values (the target check's; None without one)."""
+    parts: np.ndarray | None = None
+    """Per patch, the part head's probabilities (the target check's part map; None without one)."""
 
 
 def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: float) -> bool:
@@ -217,14 +219,16 @@ class GraspModel:
         self.target: TargetCheck | None = None
         if manifest.target_check is not None and target_check:
             spec = manifest.target_check
-            lacking = [name for name in (spec.identity, spec.grasp) if name not in self.vision.outputs]
+            wanted = (spec.identity, spec.grasp) + ((spec.parts,) if spec.parts else ())
+            lacking = [name for name in wanted if name not in self.vision.outputs]
             if lacking:
                 raise LlamaError(
                     f"{manifest.vision} has no {', '.join(lacking)} output, the manifest's target check needs it"
                 )
             self.target = TargetCheck(spec, manifest.presence.classes, CategoryNames(manifest.categories or {}))
             try:  # the graph's shapes are fixed but for the batch: a mismatch fails here, not at each request
-                self.target.check_shapes(self.vision.shapes[spec.identity], self.vision.shapes[spec.grasp])
+                parts = self.vision.shapes[spec.parts] if spec.parts else None
+                self.target.check_shapes(self.vision.shapes[spec.identity], self.vision.shapes[spec.grasp], parts)
             except ValueError as exc:
                 raise LlamaError(f"{manifest.vision}: {exc}") from None
         self.hints: Knowledge | None = None
@@ -343,10 +347,12 @@ class GraspModel:
                 f"vision tower gave presence counts of shape {None if patches is None else patches.shape}, the "
                 f"manifest lists {len(self.presence.spec.classes)} categories"
             )
-        identity = grasp = None
+        identity = grasp = parts = None
         if self.target is not None:
             identity, grasp = extra[self.target.spec.identity], extra[self.target.spec.grasp]
-        return Embedded(view, embeddings, box, 1000 * (mid - start), 1000 * (end - mid), patches, identity, grasp)
+            parts = extra[self.target.spec.parts] if self.target.spec.parts else None
+        timing = (1000 * (mid - start), 1000 * (end - mid))
+        return Embedded(view, embeddings, box, *timing, patches, identity, grasp, parts)
 
     def hint_objects(self, instruction: str, identity: np.ndarray | None = None) -> list[str]:
         """The objects the bundle's knowledge says a first instruction's words are for (none without one). With
@@ -557,7 +563,7 @@ class Session:
         # a spatial instruction's object is found in the heads' instances, and the answer opens by naming it
         referent = None
         if constrain and not self.history and model.target is not None and self._image.identity is not None:
-            referent = model.target.referent(instruction, self._image.identity)  # the grammar makes the lead
+            referent = model.target.referent(instruction, self._image.identity, hint)  # the grammar makes the lead
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -599,6 +605,8 @@ class Session:
                     prediction = self._replace_pose(prediction, moved, why)
             elif self._names_another_object(prediction):
                 prediction = self._check_target(prediction)
+            elif (part := model.target.part(prediction.reasoning, self._held_category())) is not None:
+                prediction = self._check_part(prediction, part)
             else:
                 prediction = self._check_turn(prediction)
         self.turns.append(prediction)
@@ -629,6 +637,18 @@ class Session:
             return prediction
         moved = model.target.turned(last.pose, prediction.pose, self._held_category(), image.identity, image.grasp)
         return prediction if moved is None else self._replace_pose(prediction, moved, "turn check")
+
+    def _check_part(self, prediction: Prediction, part: str) -> Prediction:
+        """A follow-up that moved the grasp to ``part`` of the held object, with its pose on a patch of that part
+        (``TargetCheck.on_part``); else the answer as it was."""
+        model, image, last = self.model, self._image, self.turns[-1]
+        if last.pose is None or image.parts is None:
+            return prediction
+        category = self._held_category()
+        moved = model.target.on_part(
+            last.pose, prediction.pose, category, part, image.identity, image.grasp, image.parts
+        )
+        return prediction if moved is None else self._replace_pose(prediction, moved, f"part check ({part})")
 
     def _check_target(self, prediction: Prediction) -> Prediction:
         """The first answer with its pose moved onto the object its reasoning named, where the bundle's target

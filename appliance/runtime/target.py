@@ -25,7 +25,8 @@ the heads' grasp on the object named was on target for 91 % of name requests whe
 68 % (bench/results/n-heads-pose).
 
 Follow-ups (``runtime.model.Session``): one that names another object is checked as a first answer is; one that
-turned the grasp goes through ``turned``.
+moves the grasp to another part of the held object goes through ``on_part`` (where the bundle has the part head's
+map); one that turned the grasp goes through ``turned``.
 
 Spatial instructions ("the mug on the left", "the object nearest the robot") are where the tiny model is weakest
 (validation clutter: the pose on the object meant for 29 % of them, 87–92 % for the other kinds). Which object
@@ -91,6 +92,8 @@ TURN = math.radians(75)
 """How far the heads' grasp that replaces a rotation must be turned (``training.reasoning.refine.TURNED``)."""
 AGREE = math.radians(30)
 """A rotated pose the heads' grasp under it agrees with this closely is kept."""
+PART_SHOWN = 0.5
+"""A patch shows a part when the part map gives it at least this probability of holding a grasp on it."""
 
 
 class TargetCheck:
@@ -101,14 +104,18 @@ class TargetCheck:
         self.index = {c: i for i, c in enumerate(classes)}
         self.patches = spec.grid * spec.grid
 
-    def check_shapes(self, identity: tuple, grasp: tuple) -> None:
-        """``ValueError`` unless the maps' shapes for one image are (patches, categories + table) and (patches, 5)."""
+    def check_shapes(self, identity: tuple, grasp: tuple, parts: tuple | None = None) -> None:
+        """``ValueError`` unless the maps' shapes for one image are (patches, categories + table) and (patches, 5),
+        and the part map's (where the spec has one) (patches, part classes)."""
         want_identity, want_grasp = (self.patches, len(self.index) + 1), (self.patches, GRASP_FIELDS)
         if tuple(identity) != want_identity or tuple(grasp) != want_grasp:
             raise ValueError(
                 f"the patch maps are {tuple(identity)} and {tuple(grasp)}, the manifest's target check expects "
                 f"{want_identity} and {want_grasp}"
             )
+        want_parts = (self.patches, len(self.spec.part_classes))
+        if self.spec.parts and tuple(parts or ()) != want_parts:
+            raise ValueError(f"the part map is {parts}, the manifest's part check expects {want_parts}")
 
     def category(self, reasoning: str) -> str | None:
         """The category the reasoning names first, when the identity head knows it."""
@@ -137,22 +144,25 @@ class TargetCheck:
         labels = set(identity.argmax(-1).tolist())
         return [o for o in objects if (c := self.names.first(o)) in self.index and self.index[c] in labels]
 
-    def referent(self, instruction: str, identity: np.ndarray) -> Referent | None:
+    def referent(self, instruction: str, identity: np.ndarray, hint: tuple[str, ...] = ()) -> Referent | None:
         """The object a first instruction asks for by a spatial relation: among the identity head's instances of
-        the category it names (every category when it names none), the one whose centre leads the relation. None
-        when the instruction uses no relation or the spec no ``leads``, or no patch shows what it names."""
+        the category it names (every category when it names none; of the ``hint``'s objects, "a knife", when it
+        asks by a use: "something to cut with on the left"), the one whose centre leads the relation. None when
+        the instruction uses no relation or the spec no ``leads``, or no patch shows what it names."""
         kind = relation(instruction)
         if kind is None or kind not in self.spec.leads:
             return None
         requested = self.names.requested(instruction)
         grid, table = self.spec.grid, len(self.index)
         labels = identity.argmax(-1).reshape(grid, grid)
+        shown = sorted({int(v) for v in np.unique(labels)} - {table})
+        hinted = {self.index[c] for o in hint if (c := self.names.first(o)) in self.index}
         if requested is not None:
             if requested[1] not in self.index:
                 return None
             wanted = [self.index[requested[1]]]
         else:
-            wanted = sorted({int(v) for v in np.unique(labels)} - {table})
+            wanted = [label for label in shown if label in hinted] or shown
         found = [(label, patches) for label in wanted for patches in instances(labels == label)]
         if not found:
             return None
@@ -204,6 +214,43 @@ class TargetCheck:
         turned = np.array([angle_difference(float(a), before.theta) >= TURN for a in angles])
         allowed = held.reshape(-1) & turned
         return best_grasp(grasp, allowed, grid) if allowed.any() else None
+
+    def part(self, reasoning: str, category: str | None) -> str | None:
+        """The part of ``category`` a follow-up's reasoning moves the grasp to ("Moving the grasp to the handle of
+        the mug."): the earliest of the category's parts (``category_parts``) it names; None when the bundle has no
+        part map, the category fewer than two parts, or the reasoning names none of them."""
+        if not self.spec.parts or category not in self.spec.category_parts:
+            return None
+        found = [(m.start(), part) for part in self.spec.category_parts[category]
+                 if (m := re.search(rf"\b{re.escape(part)}\b", reasoning, re.IGNORECASE))]  # fmt: skip
+        return min(found)[1] if found else None
+
+    def on_part(
+        self,
+        before: GraspPose,
+        after: GraspPose,
+        category: str,
+        part: str,
+        identity: np.ndarray,
+        grasp: np.ndarray,
+        parts: np.ndarray,
+    ) -> GraspPose | None:
+        """For a follow-up that moves the grasp to ``part`` of the object ``before`` held (of ``category``): the
+        pose to take instead of ``after``, or None to keep it. The held object is the category's patches joined to
+        the ones under ``before``; a patch of it shows ``part`` when the part map (``parts``: per patch, the part
+        head's probability that it holds a grasp on each of ``part_classes``) gives it at least ``PART_SHOWN``.
+        ``after`` is kept when it lies on such a patch; else the heads' best grasp among them; None (kept) when no
+        patch shows the part."""
+        grid = self.spec.grid
+        labels = identity.argmax(-1).reshape(grid, grid)
+        shown = labels == self.index[category]
+        held = joined(shown, self.under(before, labels, shown))
+        showing = held.reshape(-1) & (parts[:, self.spec.part_classes.index(part)] >= PART_SHOWN)
+        if not showing.any():
+            return None
+        if showing[cell(after.y, grid) * grid + cell(after.x, grid)]:
+            return None
+        return best_grasp(grasp, showing, grid)
 
     def under(self, pose: GraspPose, labels: np.ndarray, shown: np.ndarray) -> np.ndarray:
         """The patches of the category the pose lies on: the one under its centre, or, when that one shows the

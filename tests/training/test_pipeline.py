@@ -229,6 +229,20 @@ def test_dry_run_lists_the_stages(tmp_path, capsys):
     )
     quantize = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quantize:"))
     assert quantize.endswith("--target-pose heads")
+    assert main(["demo-model", "--work", str(tmp_path), "--dry-run", "--set", "target_check=1", "--set", "part_check=1",
+                 "--set", "part_steps=50", "--set", "seed=3"]) == 0  # fmt: skip
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": python -m " in line)
+    names = list(lines)
+    assert names.index("evaluate") < names.index("parts") == names.index("quantize") - 1  # after the training stages
+    assert lines["parts"] == (
+        f"python -m training.parts --model {tmp_path}/vision/checkpoint-004000 --data {tmp_path}/data --out "
+        f"{tmp_path}/parts --steps 50 --crop 320 --seed 3"
+    )
+    assert lines["quantize"].endswith(f"--parts {tmp_path}/parts")
+    with pytest.raises(ValueError, match="part_check needs target_check=1"):
+        config_for("demo-model", ["part_check=1"], environ={})
+    with pytest.raises(ValueError, match="part_steps must be >= 1"):
+        config_for("demo-model", ["target_check=1", "part_check=1", "part_steps=0"], environ={})
     with pytest.raises(ValueError, match="target_check needs a model trained to refuse"):
         config_for("tiny", ["target_check=1"], environ={})
     with pytest.raises(ValueError, match="target_pose needs target_check=1"):
@@ -540,6 +554,7 @@ def test_the_demo_model_script_runs_the_recipe_that_built_the_bundled_model(tmp_
     lines = dict(line.split(": ", 1) for line in out.splitlines() if ": python -m " in line)
     assert "--heads" in lines["quantize"] and "--target-check --target-pose heads" in lines["quantize"]
     assert "--min-patches" not in lines["quantize"]  # the presence check refuses
+    assert lines["quantize"].endswith(f"--parts {tmp_path}/w/parts") and "--steps 300" in lines["parts"]
     assert "--strategy decoder" in lines["tune"] and "--batch-size 64" in lines["ground"]
     assert "--scene-seed 8201" in lines["test-single"] and "--scene-seed 8202" in lines["test-clutter"]
     assert "--images 7" in lines["test-single"]  # a later --set wins

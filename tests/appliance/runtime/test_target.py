@@ -124,6 +124,58 @@ def test_what_the_turn_check_cannot_judge_keeps_the_models_pose():
     assert HEADS.turned(at(3, 0, 0.0), at(3, 0, math.pi / 2), "mug", identity, grasp) is None  # before: on no mug
 
 
+PART_CLASSES = ("body", "handle", "rim")
+PARTS = TargetCheck(
+    TargetCheckSpec(GRID, reach=1, pose="heads", parts="patch_parts", part_classes=PART_CLASSES,
+                    category_parts={"mug": ("handle", "rim")}),
+    CLASSES,
+    NAMES,
+)  # fmt: skip
+
+
+def part_maps(parts: dict[tuple[int, int], tuple[str, ...]]):
+    """The mug and ball of ``turning`` (heads' logits: the mug's (1, 3) 1.0, (1, 2) 0.5, the ball's 9), and a part map
+    that gives each patch of ``parts`` its parts (probability 0.9); every other patch "body" (a part the mug is not
+    held by)."""
+    identity, grasp = turning({}, {(1, 3): 1.0, (1, 2): 0.5, (3, 3): 9.0})
+    probs = np.full((GRID * GRID, len(PART_CLASSES)), 0.1, np.float32)
+    probs[:, PART_CLASSES.index("body")] = 0.9
+    for (row, col), names in parts.items():
+        for name in names:
+            probs[row * GRID + col, PART_CLASSES.index(name)] = 0.9
+    return identity, grasp, probs
+
+
+def test_the_part_a_follow_ups_reasoning_moves_to_is_one_of_the_held_objects_parts():
+    assert PARTS.part("Moving the grasp to the handle of the mug.", "mug") == "handle"
+    assert PARTS.part("Moving the grasp to the Rim of the mug, not the handle.", "mug") == "rim"  # the first named
+    assert PARTS.part("Moving the grasp to the body of the mug.", "mug") is None  # not a part it is held by
+    assert PARTS.part("Moving the grasp to the handle of the knife.", "knife") is None  # one part: nothing to choose
+    assert PARTS.part("Moving the grasp to the left: y 0.41 to 0.31.", "mug") is None
+    assert PARTS.part("Moving the grasp to the handle of the mug.", None) is None
+    assert CHECK.part("Moving the grasp to the handle of the mug.", "mug") is None  # no part map in the bundle
+
+
+def test_a_part_follow_up_moves_to_the_heads_best_grasp_on_that_part_of_the_held_object():
+    identity, grasp, probs = part_maps(
+        {(1, 0): ("handle",), (1, 1): ("handle", "rim"), (1, 2): ("rim",), (1, 3): ("rim",)}
+    )
+    before = at(1, 3)  # held by the rim
+    grasp[1 * GRID + 1, 0] = 0.2  # the patch where handle and rim meet: likelier than the handle's own (0)
+    moved = PARTS.on_part(before, at(1, 2), "mug", "handle", identity, grasp, probs)  # the model stayed on the rim
+    assert moved is not None and (moved.x, moved.y) == pytest.approx((1.5 / GRID, 1.5 / GRID))
+    assert PARTS.on_part(before, at(1, 0, 0.3), "mug", "handle", identity, grasp, probs) is None  # on the handle: kept
+    back = PARTS.on_part(at(1, 0), at(1, 0), "mug", "rim", identity, grasp, probs)  # to the rim: its best patch
+    assert back is not None and (back.x, back.y) == pytest.approx((3.5 / GRID, 1.5 / GRID))
+
+
+def test_what_the_part_check_cannot_judge_keeps_the_models_pose():
+    identity, grasp, probs = part_maps({(1, 1): ("rim",), (1, 2): ("rim",), (1, 3): ("rim",)})  # no handle shown
+    assert PARTS.on_part(at(1, 3), at(1, 2), "mug", "handle", identity, grasp, probs) is None
+    identity, grasp, probs = part_maps({(1, 0): ("handle",)})
+    assert PARTS.on_part(at(3, 0), at(1, 2), "mug", "handle", identity, grasp, probs) is None  # before: on no mug
+
+
 def test_patches_joined_side_by_side_are_one_object():
     from appliance.runtime.target import joined
 
@@ -154,6 +206,12 @@ def test_the_maps_must_be_the_manifests_shape():
         CHECK.check_shapes(identity[:, :-1].shape, grasp.shape)
     with pytest.raises(ValueError, match="expects"):
         CHECK.check_shapes(identity.shape, grasp[:8].shape)
+    _, _, probs = part_maps({})
+    PARTS.check_shapes(identity.shape, grasp.shape, probs.shape)
+    with pytest.raises(ValueError, match="part check expects"):
+        PARTS.check_shapes(identity.shape, grasp.shape, probs[:, :2].shape)
+    with pytest.raises(ValueError, match="part check expects"):
+        PARTS.check_shapes(identity.shape, grasp.shape, None)
 
 
 LEADS = {
@@ -225,6 +283,11 @@ def test_a_spatial_instruction_resolves_to_the_instance_leading_its_relation():
     assert right.category == "ball" and np.argwhere(right.patches).tolist() == [[3, 0]]  # the bottom row: right
     assert SPATIAL.lead(left) == "The one on the left is a knife."
     assert SPATIAL.lead(near) == "The one nearest the robot is a ball."
+    # asked by a use: among the objects its hint names that the head shows, the whole table when it shows none
+    thing = SPATIAL.referent("something to roll on the left", identity, hint=("a ball", "a whisk"))
+    assert thing.category == "ball" and np.argwhere(thing.patches).tolist() == [[1, 3]]  # the upper ball
+    assert SPATIAL.referent("something to roll on the left", identity, hint=("a whisk",)).category == "knife"
+    assert SPATIAL.referent("the knife on the left", identity, hint=("a ball",)).category == "knife"  # named: kept
 
 
 def test_a_spatial_referent_gets_the_heads_best_grasp_on_it_or_the_models_pose_on_it():
@@ -280,6 +343,13 @@ def test_instances_are_the_groups_of_patches_sharing_sides():
         ({"grid": 4, "leads": {"left": "The one\nis {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": LEADS, "a_names": {"mug": ""}}, "a_names.mug: a name with its article"),
         ({"grid": 4, "leads": LEADS, "a_names": {"mug": "a [mug"}}, "a_names.mug"),
+        ({"grid": 4, "parts": "patch_parts"}, "part_classes: the part head's distinct classes"),
+        ({"grid": 4, "parts": "patch_parts", "part_classes": ["rim", "rim"]}, "distinct classes"),
+        (
+            {"grid": 4, "parts": "p", "part_classes": ["rim"], "category_parts": {"mug": ["handle"]}},
+            "'handle' is not in",
+        ),
+        ({"grid": 4, "part_classes": ["rim"]}, "need parts"),
     ],
 )
 def test_bad_specs_are_named(spec, message):
@@ -586,3 +656,138 @@ def test_the_model_process_uses_the_check_unless_told_not_to(target_bundle):
             assert fields["written"] is None and "pose" in fields
         finally:
             worker.close()
+
+
+# --- the part check in a real bundle: the part head's map in the graph, a part follow-up moved onto the part ---
+
+
+def write_part_head(heads, out, seed: int = 0):
+    """A random part head (``training.parts``'s files) for the vision-stage checkpoint ``heads``."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from appliance.bundle import sha256_file
+    from training.model import load_llava
+    from training.parts import PARTS_FILE, PARTS_META, PartHead, part_classes
+
+    hidden = load_llava(heads)[0].config.vision_config.hidden_size
+    torch.manual_seed(seed)
+    head = PartHead(hidden, len(part_classes()))
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(head.state_dict(), str(out / PARTS_FILE))
+    meta = {"classes": part_classes(), "hidden": hidden, "width": head.width, "model": str(heads),
+            "vision_sha256": sha256_file(heads / "model.safetensors"), "activation": "sigmoid"}  # fmt: skip
+    (out / PARTS_META).write_text(json.dumps(meta))
+    return out
+
+
+@pytest.fixture(scope="module")
+def parts_bundle(refusing_checkpoint, tmp_path_factory):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from export.quantize import build_bundle
+    from tests.appliance.runtime.test_presence import write_heads
+
+    root = tmp_path_factory.mktemp("parts")
+    heads = root / "vision"
+    shutil.copytree(refusing_checkpoint, heads)
+    write_heads(heads)
+    parts = write_part_head(heads, root / "parts")
+    manifest = build_bundle(
+        refusing_checkpoint, root / "bundle", bits=8, progress=False, heads=heads, target_check=True, parts=parts
+    )
+    assert manifest.metrics["parts_max_error"] <= 1e-4  # the graph's part map is the head's own arithmetic
+    return root / "bundle"
+
+
+def test_the_graph_gives_each_patchs_part_and_the_manifest_each_categorys_parts(parts_bundle):
+    from appliance.bundle import read_bundle
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+    from training.parts import part_classes
+
+    spec = read_bundle(parts_bundle).target_check
+    assert spec.parts == "patch_parts" and spec.part_classes == tuple(part_classes())
+    assert spec.category_parts["mug"] == ("handle", "rim") and "knife" not in spec.category_parts  # one part: no choice
+    model = GraspModel.load(parts_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64))
+    try:
+        embedded = model.embed(camera())
+        assert embedded.parts.shape == (64, len(part_classes()))
+        assert np.all((embedded.parts > 0) & (embedded.parts < 1))  # one probability per part
+    finally:
+        model.llm.close()
+
+
+def test_a_part_follow_up_moves_onto_the_part_named_and_one_already_on_it_stays(parts_bundle):
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+
+    model = GraspModel.load(parts_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64))
+    try:
+        image = camera()
+        embedded = model.embed(image)  # the head sees a mug on every patch
+        classes = model.manifest.presence.classes
+        assert set(embedded.identity.argmax(-1)) == {classes.index("mug")}
+        parts = np.zeros_like(embedded.parts)
+        parts_of = list(model.target.spec.part_classes)
+        parts[:, parts_of.index("rim")] = 1.0
+        parts[9], parts[9, parts_of.index("handle")] = 0.0, 1.0  # one patch of the handle: row 1, column 1
+        model.embed = lambda _image: embedded._replace(parts=parts)
+        session = model.session()
+        scripted(model, "It is a mug, a cylinder with a handle. [0.90, 0.90], 0.00")
+        first = session.ask("pick up the mug", image)
+        assert first.written is None and first.pose == GraspPose(0.9, 0.9, 0.0)  # on the mug: the model's pose
+        scripted(model, "Moving the grasp to the handle of the mug. [0.80, 0.90], 0.00")
+        handle = session.ask("grasp it by the handle instead")
+        assert handle.written == GraspPose(0.8, 0.9, 0.0)
+        assert 1 / 8 <= handle.pose.x < 2 / 8 and 1 / 8 <= handle.pose.y < 2 / 8  # the handle's patch
+        assert handle.text == model.format.render(handle.pose, handle.reasoning)
+        scripted(model, "Moving the grasp to the rim of the mug. [0.60, 0.60], 0.00")
+        rim = session.ask("now hold it by the rim")
+        assert rim.written is None and rim.pose == GraspPose(0.6, 0.6, 0.0)  # on a rim patch: kept
+        from training.evaluate import BundleAnswerer
+
+        answerer = BundleAnswerer(model)  # the evaluation reports the model's own follow-up pose where it moved it
+        scripted(model, "It is a mug, a cylinder with a handle. [0.90, 0.90], 0.00")
+        answerer(image, None, "pick up the mug")
+        scripted(model, "Moving the grasp to the handle of the mug. [0.80, 0.90], 0.00")
+        answerer.follow_up("grasp it by the handle instead")
+        assert answerer.follow_up_written == GraspPose(0.8, 0.9, 0.0)
+    finally:
+        model.llm.close()
+
+
+def test_a_part_head_of_another_vision_stage_or_without_the_target_check_is_refused(
+    refusing_checkpoint, parts_bundle, tmp_path, capsys
+):
+    import json
+    import shutil
+
+    from export.quantize import build_bundle, main
+    from training.parts import PARTS_META
+
+    heads = parts_bundle.parent / "vision"
+    parts = tmp_path / "parts"
+    shutil.copytree(parts_bundle.parent / "parts", parts)
+    meta = json.loads((parts / PARTS_META).read_text())
+    (parts / PARTS_META).write_text(json.dumps({**meta, "vision_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="trained on another vision stage"):
+        build_bundle(refusing_checkpoint, tmp_path / "b", bits=8, progress=False, heads=heads, target_check=True,
+                     parts=parts)  # fmt: skip
+    (parts / PARTS_META).write_text(json.dumps({k: v for k, v in meta.items() if k != "activation"}))
+    with pytest.raises(ValueError, match="older format"):  # the first, one-part-per-patch head
+        build_bundle(refusing_checkpoint, tmp_path / "b", bits=8, progress=False, heads=heads, target_check=True,
+                     parts=parts)  # fmt: skip
+    (parts / PARTS_META).unlink()
+    with pytest.raises(ValueError, match="no parts.json"):
+        build_bundle(refusing_checkpoint, tmp_path / "b", bits=8, progress=False, heads=heads, target_check=True,
+                     parts=parts)  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["--bits", "8", "--model", str(refusing_checkpoint), "--out", str(tmp_path / "b"), "--heads", str(heads),
+              "--parts", str(parts)])  # fmt: skip
+    assert "--parts needs --target-check" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -1,0 +1,108 @@
+"""The part head: which part of its object each grasp patch holds, trained on a frozen vision tower."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.datasets import open_dataset  # noqa: E402
+from training.datasets.augment import center_crop  # noqa: E402
+from training.parts import (  # noqa: E402
+    PARTS_FILE,
+    PARTS_META,
+    PartHead,
+    category_parts,
+    labelled,
+    main,
+    part_classes,
+    part_loss,
+    part_targets,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from training.model import TinyConfig, build_tiny
+    from training.synth import SynthConfig, write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("parts")
+    write_synthetic_dataset(root / "scenes", 6, SynthConfig(seed=11, instances=2, objects=(2, 4)), workers=1,
+                            progress=False)  # fmt: skip
+    model, processor = build_tiny(TinyConfig())
+    model.save_pretrained(root / "vision")
+    processor.save_pretrained(root / "vision")
+    return root
+
+
+def test_the_classes_are_the_parts_grasps_are_labelled_on():
+    classes = part_classes()
+    assert classes == sorted(set(classes)) and {"handle", "rim", "neck", "body"} <= set(classes)
+    assert "blade" not in classes  # a knife is labelled on its handle only
+    parts = category_parts()
+    assert parts["mug"] == ["handle", "rim"] and all(set(p) <= set(classes) for p in parts.values())
+
+
+def test_each_grasp_patch_is_labelled_with_every_part_its_centres_are_on(workdir):
+    dataset = open_dataset(workdir / "scenes")
+    index = {part: i for i, part in enumerate(part_classes())}
+    mixed = 0
+    for image_id in dataset.ids:
+        view = center_crop(dataset.load(image_id, with_depth=False), 320, (224, 224))
+        target = part_targets(view, 8, index)
+        want = torch.zeros_like(target)
+        for rect, part in zip(view.positives, view.labels.parts):
+            x, y = np.asarray(rect.points).mean(axis=0)
+            want[min(int(y / 28), 7) * 8 + min(int(x / 28), 7), index[part]] = 1.0
+        assert torch.equal(target, want) and int(labelled(target).sum()) == int((want.sum(-1) > 0).sum())
+        mixed += int((target.sum(-1) > 1).sum())
+    assert mixed > 0  # some patches hold grasps on two parts
+    # a part the head has no class for is not a target
+    view = center_crop(dataset.load(dataset.ids[0], with_depth=False), 320, (224, 224))
+    assert part_targets(view, 8, {"handle": 0}).shape == (64, 1)
+
+
+def test_the_loss_judges_only_the_labelled_patches():
+    target = torch.zeros(1, 3, 2)
+    target[0, 0] = torch.tensor([1.0, 0.0])
+    right = torch.tensor([[[9.0, -9.0], [5.0, 5.0], [-5.0, 9.0]]])  # right on patch 0, anything elsewhere
+    wrong = torch.tensor([[[-9.0, 9.0], [5.0, 5.0], [-5.0, 9.0]]])
+    assert float(part_loss(right, target)) < 0.01 < 5 < float(part_loss(wrong, target))
+    own = torch.zeros(1, 3, 2, dtype=torch.bool)
+    own[0, 0, 0] = True  # the patch's object has only part 0: part 1's logit is not judged
+    off = torch.tensor([[[9.0, 9.0], [5.0, 5.0], [-5.0, 9.0]]])
+    assert float(part_loss(off, target, own)) < 0.01 < float(part_loss(off, target))
+
+
+def test_the_stage_trains_the_head_on_the_frozen_tower_and_writes_it(workdir):
+    from safetensors.torch import load_file
+
+    from appliance.bundle import sha256_file
+
+    before = (workdir / "vision" / "model.safetensors").read_bytes()
+    meta = train(workdir / "vision", workdir / "scenes", workdir / "out", steps=3, batch_size=4, log=lambda _: None)
+    assert (workdir / "vision" / "model.safetensors").read_bytes() == before  # the tower is left as it was
+    written = json.loads((workdir / "out" / PARTS_META).read_text())
+    assert written == meta and written["classes"] == part_classes() and written["steps"] == 3
+    assert written["vision_sha256"] == sha256_file(workdir / "vision" / "model.safetensors")
+    assert written["activation"] == "sigmoid" and written["held_out_images"] == 1 and written["judged"] > 0
+    assert 0.0 <= written["accuracy"] <= 1.0 and 0.0 <= written["recall"] <= 1.0
+    head = PartHead(written["hidden"], len(written["classes"]), written["width"])
+    head.load_state_dict(load_file(str(workdir / "out" / PARTS_FILE)))
+    tokens = torch.zeros(2, 65, written["hidden"])
+    assert head(tokens).shape == (2, 64, len(written["classes"]))
+
+
+def test_bad_arguments_are_named(workdir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", str(workdir / "vision"), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert "no such directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", str(workdir / "vision"), "--data", str(workdir / "scenes"), "--out", str(tmp_path), "--steps",
+              "0"])  # fmt: skip
+    assert "at least 1" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path), "--data", str(workdir / "scenes"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a Hugging Face checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
