@@ -132,9 +132,13 @@ class Evaluation:
         per_kind = {}
         for kind in kinds:
             rows = [t for t in turns if t["kind"] == kind]
+            moved = [t for t in rows if t.get("written_judged")]
             per_kind[kind] = {
                 "n": len(rows),
                 "success": success(rows),
+                # the model's own poses: where a check moved one, as the model wrote it
+                "model_alone": success([t | t["written_judged"] if t.get("written_judged") else t for t in rows]),
+                "moved": len(moved) / len(rows),
                 **(
                     {"repeat": success(rows, "repeat"), "rule": success(rows, "rule")} if "baselines" in rows[0] else {}
                 ),
@@ -212,6 +216,7 @@ def evaluate(
     progress: bool = False,
     refine: bool = False,
     batch: bool = True,
+    refine_kinds: tuple[str, ...] | None = None,
 ) -> Evaluation:
     """Answer, parse and score every image.
 
@@ -219,7 +224,8 @@ def evaluate(
     answers on the view (the workspace crop at the model's size, as training showed it); a bundle
     gets the whole camera image and crops it itself, as the appliance does. ``extra`` (a dict) is
     added to the image's row. With ``refine``, every parsed first answer gets one follow-up request
-    (``refine_turn``) through ``answer_fn.follow_up``, in the same conversation."""
+    (``refine_turn``) through ``answer_fn.follow_up``, in the same conversation; ``refine_kinds`` limits the
+    follow-ups to those kinds (``reasoning.refine.KINDS``; a request none of them fits gets none)."""
     from training.progress import progress_bar
 
     templates = load_templates()
@@ -275,7 +281,14 @@ def evaluate(
                 refined = center_crop(refined, view.crop, (view.size, view.size))
                 objects = scene.objects if scene is not None else None
                 row["refinement"] = refine_turn(
-                    answer_fn.follow_up, fmt, refined, objects, row, referral.id if referral else image_id
+                    answer_fn.follow_up,
+                    fmt,
+                    refined,
+                    objects,
+                    row,
+                    referral.id if referral else image_id,
+                    refine_kinds,
+                    lambda: getattr(answer_fn, "follow_up_written", None),
                 )
             result.rows.append(row)
             if vis is not None:
@@ -303,20 +316,30 @@ def _request(dataset: GraspDataset, image_id: str, referral, view: ModelView, te
     return camera, sample, category, instruction
 
 
-def refine_turn(follow_up, fmt, sample, scene_objects, row: dict, request_id: str) -> dict | None:
+def refine_turn(
+    follow_up,
+    fmt,
+    sample,
+    scene_objects,
+    row: dict,
+    request_id: str,
+    kinds: tuple[str, ...] | None = None,
+    written=None,
+) -> dict | None:
     """One refinement turn on an answered request: a follow-up the picture allows after the model's pose (of
     the object the model grasped; drawn with a seed from the request's id, each feasible kind equally likely),
     the model's new pose, whether it does what was asked (``reasoning.refine.satisfies``) and is a correct
     grasp of the object meant, and the same two checks for the baselines on the same request: ``repeat`` (the
     first pose again) and ``rule`` (turned by exactly 90°, moved by 0.1; nothing for part and object).
-    None when no request fits."""
+    ``kinds``: only follow-ups of these kinds (all by default). ``written()``, after the follow-up: the model's own
+    pose where a bundle's check moved it, judged too (``written_judged``). None when no request fits."""
     import math
     import random
 
     from appliance.grasp import wrap_angle
 
     from .build_dataset import unique_names
-    from .reasoning.refine import SHIFT, SIDES, SceneGrasps, draw_refinement, satisfies
+    from .reasoning.refine import KINDS, SHIFT, SIDES, SceneGrasps, draw_refinement, satisfies
 
     owners = sample.labels.owners or (0,) * len(sample.positives)
     parts = tuple(p or None for p in sample.labels.parts) if sample.labels.parts else ()
@@ -325,7 +348,7 @@ def refine_turn(follow_up, fmt, sample, scene_objects, row: dict, request_id: st
     before = GraspPose(row["x"], row["y"], row["theta"])
     owner = scene.owners[scene.nearest(before)]
     rng = random.Random(f"refine:{request_id}")
-    drawn = draw_refinement(rng, before, owner, scene)
+    drawn = draw_refinement(rng, before, owner, scene, kinds or KINDS)
     if drawn is None:
         return None
     request, _ = drawn
@@ -357,6 +380,10 @@ def refine_turn(follow_up, fmt, sample, scene_objects, row: dict, request_id: st
         after = fmt.parse(reply).pose
     except (AnswerParseError, AnswerRefused) as exc:
         return {**out, "error": getattr(exc, "reason", str(exc))}
+    own = written() if written is not None else None
+    if own is not None:
+        out["written"] = {"x": own.x, "y": own.y, "theta": own.theta}
+        out["written_judged"] = check(own)
     return {**out, "parsed": True, "x": after.x, "y": after.y, "theta": after.theta, **check(after)}
 
 
@@ -429,7 +456,10 @@ class BundleAnswerer:
         return prediction.text, len(prediction.tokens), extra
 
     def follow_up(self, instruction: str) -> str:
-        return self._session.ask(instruction, max_new_tokens=self.max_new_tokens, constrain=self.constrain).text
+        prediction = self._session.ask(instruction, max_new_tokens=self.max_new_tokens, constrain=self.constrain)
+        self.follow_up_written = prediction.written
+        """The model's own pose of the last follow-up where a check moved it (None where none did)."""
+        return prediction.text
 
 
 def bundle_answerer(grasp_model, constrain: bool = True, max_new_tokens: int | None = None) -> BundleAnswerer:
@@ -552,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
         "another part) and report how often the new pose does what was asked and is a correct grasp",
     )
     parser.add_argument(
+        "--refine-kinds",
+        type=lambda text: tuple(k.strip() for k in text.split(",")),
+        help="with --refine: only follow-ups of these kinds, comma-separated (side, rotate, part, object); a "
+        "request none of them fits gets none. The default draws every kind the picture allows",
+    )
+    parser.add_argument(
         "--heads", action="store_true", help="score a vision-stage checkpoint's grasp heads (the CNN-style baseline)"
     )
     parser.add_argument(
@@ -565,6 +601,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.heads and args.bundle:
         parser.error("--heads scores a vision checkpoint (--model), not a bundle")
+    if args.refine_kinds is not None:
+        from .reasoning.refine import KINDS
+
+        if not args.refine:
+            parser.error("--refine-kinds needs --refine")
+        unknown = [k for k in args.refine_kinds if k not in KINDS]
+        if unknown or not args.refine_kinds:
+            parser.error(f"--refine-kinds: unknown kind {unknown[0] if unknown else ''!r} (known: {', '.join(KINDS)})")
     try:
         from .model import load_llava
 
@@ -583,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.vis,
                 sys.stderr.isatty(),
                 refine=args.refine,
+                refine_kinds=args.refine_kinds,
             )
             return _report(result, args.json, baselines(dataset, ids, args.cnn, grasp_model.manifest.image.crop))
         model, processor = load_llava(args.model)
@@ -606,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.vis,
                 progress=sys.stderr.isatty(),
                 refine=args.refine,
+                refine_kinds=args.refine_kinds,
             )
         crop = args.crop if args.heads else view.crop
         rows = baselines(dataset, ids, args.cnn, crop)

@@ -90,7 +90,23 @@ def test_refinement_turns_follow_up_in_the_same_conversation(nra_bundle, toy):
     again = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, refine=True)
     requests = lambda rows: [(r.get("refinement") or {}).get("request") for r in rows]  # noqa: E731
     assert requests(again.rows) == requests(result.rows)  # seeded per image
+    assert all(k["model_alone"] == k["success"] and k["moved"] == 0 for k in summary["refinement_by_kind"].values())
+    rotations = evaluate(bundle_answerer(grasp_model), bundle_view(grasp_model.manifest), dataset, ids, refine=True,
+                         refine_kinds=("rotate",))  # fmt: skip
+    kinds = [r["refinement"]["kind"] for r in rotations.rows if r.get("refinement")]
+    assert kinds and set(kinds) == {"rotate"}
     grasp_model.llm.close()
+
+
+def test_refinement_kinds_are_checked(nra_bundle, toy, capsys):
+    args = ["--bundle", str(nra_bundle), "--root", str(toy), "--split", "all"]
+    for bad, message in (
+        (["--refine-kinds", "part"], "--refine-kinds needs --refine"),
+        (["--refine", "--refine-kinds", "part,spin"], "unknown kind 'spin'"),
+    ):
+        with pytest.raises(SystemExit):
+            main(args + bad)
+        assert message in capsys.readouterr().err
 
 
 def test_torch_follow_up_continues_the_training_conversation_format(tiny_spm_checkpoint, toy):

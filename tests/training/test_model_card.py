@@ -28,7 +28,9 @@ def test_the_card_states_what_the_run_logged(tmp_path):
                 "hint_by_kind": {"function": {"hinted": 1.0, "right": 0.98}, "name": {"hinted": 0.0, "right": 0.0}},
                 "refused_absent": 0.97,
                 "refused_present": 0.01,
-                "refinement_by_kind": {"rotate": {"n": 40, "success": 0.9, "repeat": 0.0, "rule": 0.6}},
+                "refinement_by_kind": {
+                    "rotate": {"n": 40, "success": 0.9, "model_alone": 0.7, "repeat": 0.0, "rule": 0.6}
+                },
                 "target_check": {"moved": 0.25, "model_alone": {"accuracy": 0.4, "part_accuracy": 0.3, "target_rate": 0.45}},
                 "baselines": {"cnn": {"accuracy": 0.3, "part_accuracy": 0.2, "target_rate": 0.5},
                               "cnn-told": {"accuracy": 0.7, "part_accuracy": 0.6, "target_rate": 0.8},
@@ -62,7 +64,7 @@ def test_the_card_states_what_the_run_logged(tmp_path):
     assert "| lead over the CNN heads in target rate | clutter | 43.0 % / – | ≥ 30.0 % | yes |" in readme
     assert "| category named right, attribute instructions | clutter | 85.0 % / – | ≥ 90.0 % | no |" in readme
     assert "| refusals of present objects | clutter | 1.0 % / – | ≤ 2.0 % | yes |" in readme
-    assert "| clutter | rotate | 40 | 90.0 % / – | 0.0 % | 60.0 % |" in readme
+    assert "| clutter | rotate | 40 | 90.0 % / – | 70.0 % | 0.0 % | 60.0 % |" in readme
     assert "| function | 100.0 % | 98.0 % | 95.0 % |" in readme and "| name | 0.0 % | 0.0 % | – |" in readme
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert (
