@@ -238,19 +238,24 @@ class TargetCheck:
         """For a follow-up that moves the grasp to ``part`` of the object ``before`` held (of ``category``): the
         pose to take instead of ``after``, or None to keep it. The held object is the category's patches joined to
         the ones under ``before``; a patch of it shows ``part`` when the part map (``parts``: per patch, the part
-        head's probability that it holds a grasp on each of ``part_classes``) gives it at least ``PART_SHOWN``.
-        ``after`` is kept when it lies on such a patch; else the heads' best grasp among them; None (kept) when no
-        patch shows the part."""
+        head's probability that it holds a grasp on each of ``part_classes``) gives it at least ``PART_SHOWN``, and
+        shows only that part when it shows none of the category's other parts. ``after`` is kept when it lies on a
+        patch that shows only the part; else the heads' best grasp among those patches (among all that show it,
+        where none shows it alone: the grasp heads' candidate in a patch of two parts is often the other one's).
+        None (kept) when no patch shows the part."""
         grid = self.spec.grid
         labels = identity.argmax(-1).reshape(grid, grid)
         shown = labels == self.index[category]
-        held = joined(shown, self.under(before, labels, shown))
-        showing = held.reshape(-1) & (parts[:, self.spec.part_classes.index(part)] >= PART_SHOWN)
+        held = joined(shown, self.under(before, labels, shown)).reshape(-1)
+        classes = self.spec.part_classes
+        showing = held & (parts[:, classes.index(part)] >= PART_SHOWN)
         if not showing.any():
             return None
-        if showing[cell(after.y, grid) * grid + cell(after.x, grid)]:
+        others = [classes.index(p) for p in self.spec.category_parts[category] if p != part]
+        alone = showing & ~(parts[:, others] >= PART_SHOWN).any(axis=1)
+        if alone[cell(after.y, grid) * grid + cell(after.x, grid)]:
             return None
-        return best_grasp(grasp, showing, grid)
+        return best_grasp(grasp, alone if alone.any() else showing, grid)
 
     def under(self, pose: GraspPose, labels: np.ndarray, shown: np.ndarray) -> np.ndarray:
         """The patches of the category the pose lies on: the one under its centre, or, when that one shows the

@@ -163,8 +163,18 @@ def test_a_part_follow_up_moves_to_the_heads_best_grasp_on_that_part_of_the_held
     before = at(1, 3)  # held by the rim
     grasp[1 * GRID + 1, 0] = 0.2  # the patch where handle and rim meet: likelier than the handle's own (0)
     moved = PARTS.on_part(before, at(1, 2), "mug", "handle", identity, grasp, probs)  # the model stayed on the rim
-    assert moved is not None and (moved.x, moved.y) == pytest.approx((1.5 / GRID, 1.5 / GRID))
+    assert moved is not None and (moved.x, moved.y) == pytest.approx((0.5 / GRID, 1.5 / GRID))  # the handle alone
     assert PARTS.on_part(before, at(1, 0, 0.3), "mug", "handle", identity, grasp, probs) is None  # on the handle: kept
+    # on the patch of both parts: moved to the one of the handle alone, whose grasp is the handle's
+    assert PARTS.on_part(before, at(1, 1), "mug", "handle", identity, grasp, probs) == moved
+    # where the part shows only beside another one, the heads' best grasp among those patches
+    identity, grasp, probs = part_maps({(1, 0): ("handle", "rim"), (1, 1): ("handle", "rim"), (1, 3): ("rim",)})
+    grasp[1 * GRID + 1, 0] = 0.2
+    mixed = PARTS.on_part(before, at(1, 3), "mug", "handle", identity, grasp, probs)
+    assert mixed is not None and (mixed.x, mixed.y) == pytest.approx((1.5 / GRID, 1.5 / GRID))
+    identity, grasp, probs = part_maps(
+        {(1, 0): ("handle",), (1, 1): ("handle", "rim"), (1, 2): ("rim",), (1, 3): ("rim",)}
+    )
     back = PARTS.on_part(at(1, 0), at(1, 0), "mug", "rim", identity, grasp, probs)  # to the rim: its best patch
     assert back is not None and (back.x, back.y) == pytest.approx((3.5 / GRID, 1.5 / GRID))
 
