@@ -29,7 +29,7 @@ def workdir(tmp_path_factory):
     from training.synth import SynthConfig, write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("parts")
-    write_synthetic_dataset(root / "scenes", 6, SynthConfig(seed=11, instances=2, objects=(2, 4)), workers=1,
+    write_synthetic_dataset(root / "scenes", 3, SynthConfig(seed=11, instances=2, objects=(2, 4)), workers=1,
                             progress=False)  # fmt: skip
     model, processor = build_tiny(TinyConfig())
     model.save_pretrained(root / "vision")

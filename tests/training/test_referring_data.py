@@ -180,11 +180,14 @@ def test_refinement_summary_counts_success_per_kind():
                         "baselines": {"repeat": {"satisfied": False, "correct": True},
                                       "rule": {"satisfied": True, "correct": True}}}},
         {"refinement": {"kind": "part", "satisfied": True, "correct": True,
-                        "baselines": {"repeat": {"satisfied": False, "correct": True}, "rule": None}}},
+                        "baselines": {"repeat": {"satisfied": False, "correct": True}, "rule": None},
+                        "written_judged": {"satisfied": False, "correct": True}}},  # a check moved it
     ]  # fmt: skip
     summary = Evaluation(rows=rows).refinement_summary()
-    assert summary["refinement_by_kind"]["rotate"] == {"n": 2, "success": 0.5, "repeat": 0.0, "rule": 0.5}
-    assert summary["refinement_by_kind"]["part"] == {"n": 1, "success": 1.0, "repeat": 0.0, "rule": None}
+    assert summary["refinement_by_kind"]["rotate"] == {"n": 2, "success": 0.5, "model_alone": 0.5, "moved": 0.0,
+                                                       "repeat": 0.0, "rule": 0.5}  # fmt: skip
+    assert summary["refinement_by_kind"]["part"] == {"n": 1, "success": 1.0, "model_alone": 0.0, "moved": 1.0,
+                                                     "repeat": 0.0, "rule": None}  # fmt: skip
     assert math.isclose(summary["refinement_success"], 2 / 3)
 
 
