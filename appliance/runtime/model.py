@@ -630,8 +630,8 @@ class Session:
         return None
 
     def _check_turn(self, prediction: Prediction) -> Prediction:
-        """A follow-up that turned the grasp, with its pose moved to the heads' turned grasp on the same object
-        where the heads disagree with the model's (``TargetCheck.turned``); else the answer as it was."""
+        """A follow-up that turned the grasp, with its pose moved to the heads' best turned grasp on the same object
+        (``TargetCheck.turned``); else (none there) the answer as it was."""
         model, image, last = self.model, self._image, self.turns[-1]
         if last.pose is None:
             return prediction

@@ -90,8 +90,6 @@ MIN_TURN = math.radians(60)
 """A follow-up pose turned this far from the one before is a rotation (``training.reasoning.refine.MIN_ROTATION``)."""
 TURN = math.radians(75)
 """How far the heads' grasp that replaces a rotation must be turned (``training.reasoning.refine.TURNED``)."""
-AGREE = math.radians(30)
-"""A rotated pose the heads' grasp under it agrees with this closely is kept."""
 PART_SHOWN = 0.5
 """A patch shows a part when the part map gives it at least this probability of holding a grasp on it."""
 
@@ -195,10 +193,12 @@ class TargetCheck:
         self, before: GraspPose, after: GraspPose, category: str | None, identity: np.ndarray, grasp: np.ndarray
     ) -> GraspPose | None:
         """For a follow-up that turned the grasp (``after`` at least ``MIN_TURN`` from ``before``): the pose to take
-        instead of ``after``, or None to keep it. Kept when the heads' grasp on the patch under it agrees with its
-        angle (within ``AGREE``). Else the heads' best grasp on the object ``before`` held (of ``category``, the
-        one the conversation last named, joined to the patches under ``before``) among those turned at least
-        ``TURN`` from ``before``: a rim is held further round it, a handle from its other side, not across."""
+        instead of ``after``, or None to keep it: the heads' best grasp on the object ``before`` held (of
+        ``category``, the one the conversation last named, joined to the patches under ``before``) among those
+        turned at least ``TURN`` from ``before``. A rim is held further round it, a handle from its other side, not
+        across. The model's turned pose is not kept even where the heads' grasp under it agrees with it: on
+        validation follow-ups that asked for a rotation, keeping it there gave 64.3 / 75.2 % (clutter / single),
+        always taking the heads' grasp 69.8 / 77.9 % (bench/results/n-parts)."""
         if category not in self.index or angle_difference(before.theta, after.theta) < MIN_TURN:
             return None
         grid = self.spec.grid
@@ -208,9 +208,6 @@ class TargetCheck:
         if not held.any():
             return None
         angles = np.arctan2(grasp[:, 4], grasp[:, 3]) / 2
-        k = cell(after.y, grid) * grid + cell(after.x, grid)
-        if held.reshape(-1)[k] and angle_difference(float(angles[k]), after.theta) <= AGREE:
-            return None
         turned = np.array([angle_difference(float(a), before.theta) >= TURN for a in angles])
         allowed = held.reshape(-1) & turned
         return best_grasp(grasp, allowed, grid) if allowed.any() else None

@@ -25,9 +25,9 @@ def soak_run(tmp_path, bundle, recording, requests: int) -> dict:
     return report
 
 
-def test_a_hundred_predicts_from_four_clients_are_all_answered(tmp_path, nra_bundle, recording, capsys):
-    soak_run(tmp_path, nra_bundle, recording, 100)
-    assert "100/100 answered ok" in capsys.readouterr().out
+def test_forty_predicts_from_four_clients_are_all_answered(tmp_path, nra_bundle, recording, capsys):
+    soak_run(tmp_path, nra_bundle, recording, 40)  # ten a client; the 1,000 of the slow test below check memory
+    assert "40/40 answered ok" in capsys.readouterr().out
 
 
 @pytest.mark.slow

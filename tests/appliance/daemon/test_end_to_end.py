@@ -67,7 +67,7 @@ def test_grasp_instruction_runs_the_whole_loop_in_simulation(cell, nra_bundle, f
         client = Client(requests, timeout_s=180, retries=1)
         reply, extra = client.request("grasp", text="grasp the box")
         client.close()
-        assert reply["ok"], reply
+        assert reply["ok"], (reply.get("error"), reply.get("execution"))
         assert reply["pose"] is not None and extra[0][:4] == b"\x89PNG"
         assert bool(reply["reasoning"]) == (variant == "rt")  # an RT answer reasons first, even a random model's
         execution = reply["execution"]
