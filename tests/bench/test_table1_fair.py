@@ -49,6 +49,7 @@ def scenes(tmp_path_factory):
     return write_synthetic_dataset(tmp_path_factory.mktemp("t1"), 15, config, workers=1, progress=False)
 
 
+@pytest.mark.slow  # 30-33 s with its scenes: the gate, a pilot, two resumes and nine training runs
 def test_gate_pilot_run_and_report(scenes, tiny_spm_checkpoint, tmp_path, capsys, monkeypatch):
     # the random base never writes </s>: eight tokens per answer keep every generation short (none parses anyway)
     monkeypatch.setattr("training.evaluate.MAX_NEW_TOKENS", 8)

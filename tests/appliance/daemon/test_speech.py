@@ -130,8 +130,9 @@ def test_referring_phrasings_are_heard_with_a_bundle_that_predates_them(hear, tm
     vocab = Vocabulary.load(bundle)
     assert "green" in vocab.colours and "something to cut with" in vocab.things
     assert not Vocabulary.load(bundle, defaults=None).things  # the file itself has none
-    audio = [speak(sentence, tmp_path / f"r{i}.wav") for i, sentence in enumerate(REFERRING)]
-    for sentence, heard in zip(REFERRING, hear(vocab, audio)):
+    spoken = REFERRING[:3]  # a use, a colour and a place: the words only the defaults add
+    audio = [speak(sentence, tmp_path / f"r{i}.wav") for i, sentence in enumerate(spoken)]
+    for sentence, heard in zip(spoken, hear(vocab, audio)):
         assert heard.accepted and heard.text == sentence, heard
 
 

@@ -1,6 +1,6 @@
 """The target check: a first pose (or a follow-up's that names another object) that lies off the object its
-reasoning named moves onto the heads' best grasp of that object; a turned follow-up the heads disagree with takes
-their turned grasp; every other pose stays; a spatial instruction's object is the heads' instance leading the
+reasoning named moves onto the heads' best grasp of that object; a turned follow-up takes the heads' best turned
+grasp on the held object; every other pose stays; a spatial instruction's object is the heads' instance leading the
 relation. The rules on hand-made patch maps, then a real bundle's graph and session."""
 
 import math
@@ -103,7 +103,7 @@ def turning(angles: dict[tuple[int, int], float], best: dict[tuple[int, int], fl
     return identity, grasp
 
 
-def test_a_turned_pose_the_heads_disagree_with_moves_to_their_turned_grasp_on_the_same_object():
+def test_a_turned_pose_moves_to_the_heads_turned_grasp_on_the_same_object():
     # the mug's far patch is held across (π/2) by the heads; its others along (0); the ball's is likeliest of all
     identity, grasp = turning({(1, 0): 0.0, (1, 1): 0.0, (1, 2): 0.0, (1, 3): math.pi / 2}, {(1, 3): 1.0, (3, 3): 9})
     before = at(1, 0, 0.0)
