@@ -441,6 +441,8 @@ class BundleAnswerer:
     def __init__(self, grasp_model, constrain: bool = True, max_new_tokens: int | None = None):
         self.model, self.constrain, self.max_new_tokens = grasp_model, constrain, max_new_tokens or MAX_NEW_TOKENS
         self._session = None
+        self.follow_up_written: GraspPose | None = None
+        """The model's own pose of the last follow-up where a check moved it (None where none did)."""
 
     def __call__(self, camera_image, view_image, instruction):
         self._session = self.model.session()
@@ -458,7 +460,6 @@ class BundleAnswerer:
     def follow_up(self, instruction: str) -> str:
         prediction = self._session.ask(instruction, max_new_tokens=self.max_new_tokens, constrain=self.constrain)
         self.follow_up_written = prediction.written
-        """The model's own pose of the last follow-up where a check moved it (None where none did)."""
         return prediction.text
 
 

@@ -113,13 +113,18 @@ class PartBatches:
 
     def draw(self, k: int, batch_size: int, grid: int, ids: list[str] | None = None):
         """Batch ``k``: pixels, part targets and each patch's own parts (``own_parts``; all parts without scenes)."""
+        rng = random.Random(f"{self.seed}:parts:{k}")
+        # a generator: each image is chosen just before its view is drawn, from the one generator
+        return self.views((rng.choice(ids or self.ids) for _ in range(batch_size)), rng, grid)
+
+    def views(self, ids, rng: random.Random, grid: int):
+        """One augmented view of each of ``ids`` (drawn with ``rng``): pixels, part targets and own parts."""
         from .reasoning import load_templates
 
         categories = load_templates().categories
-        rng = random.Random(f"{self.seed}:parts:{k}")
         images, targets, owns = [], [], []
-        for _ in range(batch_size):
-            sample, scene = self.sample(rng.choice(ids or self.ids))
+        for image_id in ids:
+            sample, scene = self.sample(image_id)
             view = self.augment(sample, rng)
             images.append(view.image)
             targets.append(part_targets(view, grid, self.index))
@@ -206,27 +211,15 @@ def held_out_accuracy(vit, head: PartHead, batches: PartBatches, held: list[str]
     category (``grasp_at``): how often the head's presence call (probability 0.5) is right (``accuracy``), and over
     the parts that are there, how often it calls them (``recall``). Only objects of two or more parts count: the
     runtime's question is which of the held object's parts a patch shows."""
-    from .reasoning import load_templates
-
-    categories = load_templates().categories
-    index = batches.index
     right = total = found = present = 0
     head.eval()
     for k in range(views):
         for start in range(0, len(held), 32):
-            chunk = held[start : start + 32]
             rng = random.Random(f"{batches.seed}:parts:held:{k}:{start}")
-            images, targets, allowed = [], [], []
-            for image_id in chunk:
-                sample, scene = batches.sample(image_id)
-                view = batches.augment(sample, rng)
-                images.append(view.image)
-                targets.append(part_targets(view, grid, index))
-                allowed.append(own_parts(view, scene, grid, index, categories))
-            pixels = batches.processor.image_processor(images=np.stack(images), return_tensors="pt")["pixel_values"]
+            pixels, targets, allowed = batches.views(held[start : start + 32], rng, grid)
             with torch.no_grad():
                 called = torch.sigmoid(head(vit(pixel_values=pixels).last_hidden_state)) >= 0.5
-            target, allow = torch.stack(targets) > 0, torch.stack(allowed)
+            target, allow = targets > 0, allowed
             judged = allow & (labelled(target.float()) & (allow.sum(-1) >= 2))[..., None]
             right += int((called == target)[judged].sum())
             total += int(judged.sum())
