@@ -18,6 +18,7 @@ from pathlib import Path
 SETS = {
     "single": "single objects (the training objects in new poses)",
     "clutter": "2–5 objects, test phrasings",
+    "new-objects": "2–5 new objects (instances no training image showed), test phrasings",
 }
 SUMMARY_KEYS = (
     "accuracy",
@@ -169,7 +170,8 @@ def card(
         "",
         f"Bundle size: {bundle_mb:.1f} MB. Whole build: {total / 60:.1f} min of stage time {where}.",
         "Seeds: training scenes `training.synth --seed 0 --objects 1-5`; test sets `--seed 0 --scene-seed N`",
-        "(the training objects in new scenes) with `--phrasing test` (no instruction phrasing training saw).",
+        "(the training objects in new scenes) or `--seed N` (new objects: a library of their own) with",
+        "`--phrasing test` (no instruction phrasing training saw).",
         "Rectangle metric: within 30° and IoU > 0.25 of a label of the object meant. Part metric: the centre on an",
         "allowed region of that object, no finger on a forbidden part or a neighbour (docs/datasets.md).",
         *(["Two builds: figures read 'this build / the other build' (another training seed)."] if also else []),
@@ -211,8 +213,9 @@ def card(
         n = sets[0].get("n", "–")
         lines.append(f"| {what}, {n} requests | **model (Q4)** | {spread([m.get('accuracy') for m in sets])} | "
                      f"{spread([m.get('part_accuracy') for m in sets])} | {spread([m.get('target_rate') for m in sets])} |")  # fmt: skip
-        lines.append(f"| | model (torch fp32) | {percent(torch.get('accuracy'))} | {percent(torch.get('part_accuracy'))} | "
-                     f"{percent(torch.get('target_rate'))} |")  # fmt: skip
+        if torch:
+            lines.append(f"| | model (torch fp32) | {percent(torch.get('accuracy'))} | {percent(torch.get('part_accuracy'))} | "
+                         f"{percent(torch.get('target_rate'))} |")  # fmt: skip
         checked = [m.get("target_check") or {} for m in sets]
         if any(checked):  # the bundle moved poses: the model's own beside them, and how many it moved
             alone = [c.get("model_alone") or {} for c in checked]

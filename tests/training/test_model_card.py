@@ -39,6 +39,8 @@ def test_the_card_states_what_the_run_logged(tmp_path):
                 "answers": [],
             }  # fmt: skip
             (work / f"eval-{runtime}-{test_set}.json").write_text(json.dumps(summary))
+    new = {"accuracy": 0.3, "part_accuracy": 0.25, "target_rate": 0.6, "n": 150}  # new objects: the bundle alone
+    (work / "eval-q4-new-objects.json").write_text(json.dumps(new))
     other = tmp_path / "other"
     other.mkdir()
     (other / "eval-q4-clutter.json").write_text(json.dumps({"target_rate": 0.81, "n": 200}))
@@ -65,6 +67,11 @@ def test_the_card_states_what_the_run_logged(tmp_path):
     assert "| category named right, attribute instructions | clutter | 85.0 % / – | ≥ 90.0 % | no |" in readme
     assert "| refusals of present objects | clutter | 1.0 % / – | ≤ 2.0 % | yes |" in readme
     assert "| clutter | rotate | 40 | 90.0 % / – | 70.0 % | 0.0 % | 60.0 % |" in readme
+    new_objects = readme.split("| 2–5 new objects (instances no training image showed), test phrasings, 150 requests |")
+    assert len(new_objects) == 2 and new_objects[1].startswith(
+        " **model (Q4)** | 30.0 % / – | 25.0 % / – | 60.0 % / – |"
+    )
+    assert "model (torch fp32)" not in new_objects[1].split("## Refinement")[0]  # no torch evaluation of that set
     assert "| function | 100.0 % | 98.0 % | 95.0 % |" in readme and "| name | 0.0 % | 0.0 % | – |" in readme
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert (

@@ -333,6 +333,16 @@ def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_
         and f"--cnn {tmp_path}/vision/checkpoint-004000" in stages["eval-q4-clutter"]
     )
     assert "--limit 100" in stages["evaluate"]
+    # new objects: a library of the set's own, not the training library in new scenes; the bundle alone judged
+    assert "--seed 3 --objects 2-5 --phrasing test" in stages["test-new-objects"]
+    assert "--scene-seed" not in stages["test-new-objects"] and "--scene-seed 2" in stages["test-clutter"]
+    assert "--cnn" in stages["eval-q4-new-objects"] and "eval-torch-new-objects" not in stages
+    assert "--instances" not in stages["data"] + stages["test-clutter"]  # 8, synth's default: the commands stand
+    more = {s.name: s.command for s in demo_model_stages(config_for("demo-model", ["instances=64"], {}), tmp_path)}
+    assert "--instances 64" in more["data"] and "--seed 0 --instances 64 --scene-seed 1" in more["test-single"]
+    assert "--instances" not in more["test-new-objects"]
+    with pytest.raises(ValueError, match="instances must be >= 1"):
+        config_for("demo-model", ["instances=0"], {})
     tiny = {s.name: s.command for s in tiny_stages(PipelineConfig(), tmp_path)[0]}
     assert "--objects" not in tiny["data"] and "--refine-fraction 0.1 " in tiny["rt-data"] + " "
 
@@ -557,5 +567,6 @@ def test_the_demo_model_script_runs_the_recipe_that_built_the_bundled_model(tmp_
     assert lines["quantize"].endswith(f"--parts {tmp_path}/w/parts") and "--steps 300" in lines["parts"]
     assert "--strategy decoder" in lines["tune"] and "--batch-size 64" in lines["ground"]
     assert "--scene-seed 8201" in lines["test-single"] and "--scene-seed 8202" in lines["test-clutter"]
+    assert "--seed 8203 " in lines["test-new-objects"]
     assert "--images 7" in lines["test-single"]  # a later --set wins
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
