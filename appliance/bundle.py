@@ -110,7 +110,7 @@ class PresenceSpec:
             raise ValueError(f"presence.min_patches must be >= 0, got {self.min_patches}")
 
 
-PATCH_IDENTITY, PATCH_GRASP, PATCH_PARTS = "patch_identity", "patch_grasp", "patch_parts"
+PATCH_IDENTITY, PATCH_GRASP, PATCH_PARTS, PATCH_COLOUR = "patch_identity", "patch_grasp", "patch_parts", "patch_colour"
 """The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
 GRASP_FIELDS = 5
 """Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
@@ -163,6 +163,13 @@ class TargetCheckSpec:
     """The part head's classes, in its order."""
     category_parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per category, the parts its grasps may be on: the part check chooses among these for the held object."""
+    colour: str = ""
+    """The graph's output, per patch, of the vision stage's colour head: the probability of each of ``colours`` and
+    last of no colour word (patches, colours + 1). A first instruction that tells two objects of its category apart
+    by colour ("the blue mug") gets the heads' grasp on the instance of that colour
+    (``runtime.target.TargetCheck.described``). Empty (bundles exported before it): the colour is the model's alone."""
+    colours: tuple[str, ...] = ()
+    """The colour head's words, in its order."""
 
     def __post_init__(self) -> None:
         unknown = set(self.leads) - set(SPATIAL_RELATIONS)
@@ -199,6 +206,11 @@ class TargetCheckSpec:
                     raise ValueError(f"target_check.category_parts.{category}: {unknown[0]!r} is not in part_classes")
         elif self.part_classes or self.category_parts:
             raise ValueError("target_check.part_classes and category_parts need parts (the graph's part output)")
+        words = [c for c in self.colours if isinstance(c, str) and c.strip() and c == c.lower()]
+        if bool(self.colour) != bool(self.colours) or len(set(words)) != len(self.colours):
+            raise ValueError(
+                "target_check.colours: the colour head's distinct lower-case words, with colour and only then"
+            )
 
 
 @dataclass(frozen=True)
@@ -294,6 +306,7 @@ def manifest_to_yaml(manifest: Manifest) -> str:
         spec = manifest.target_check
         data["target_check"]["part_classes"] = list(spec.part_classes)
         data["target_check"]["category_parts"] = {c: list(p) for c, p in spec.category_parts.items()}
+        data["target_check"]["colours"] = list(spec.colours)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

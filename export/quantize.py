@@ -24,6 +24,7 @@ import yaml
 
 from appliance.bundle import (
     MANIFEST_FILE,
+    PATCH_COLOUR,
     PATCH_PARTS,
     SCHEMA_VERSION,
     TARGET_POSES,
@@ -162,13 +163,25 @@ def build_bundle(
     gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``) whose
     ``pose`` is ``target_pose`` and, unless ``spatial`` is False, whose ``leads`` resolve spatial instructions in the
     heads' instances (``spatial_leads``). With ``parts`` (``training.parts``'s output for that checkpoint), the graph
-    gives the part head's map too and the section's part check moves part follow-ups onto the part named."""
+    gives the part head's map too and the section's part check moves part follow-ups onto the part named. Where the
+    heads have a colour head, the graph gives its map and the section's colour words: a first instruction that tells
+    two of a category apart by colour gets the heads' grasp on the instance it asks for."""
     from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
     from training.view import ModelView
 
-    from .vision import export_onnx, maps_parity, parity, part_maps, parts_parity, presence_head, presence_parity
+    from .vision import (
+        colour_parity,
+        export_onnx,
+        has_colour,
+        maps_parity,
+        parity,
+        part_maps,
+        parts_parity,
+        presence_head,
+        presence_parity,
+    )
 
     if bits not in QUANTS:
         raise ExportError(f"--bits must be one of {sorted(QUANTS)}, got {bits}")
@@ -220,6 +233,11 @@ def build_bundle(
                 "part_classes": tuple(part_head.classes),
                 "category_parts": {c: tuple(known[c]) for c in head.classes if len(known.get(c, ())) > 1},
             }
+        if has_colour(head):
+            from training.stages import COLOURS
+
+            metrics["colour_max_error"] = colour_parity(model, vision, head)
+            part_fields.update(colour=PATCH_COLOUR, colours=tuple(COLOURS))
         target = TargetCheckSpec(
             grid, reach, source=str(Path(heads).resolve()), pose=target_pose, leads=leads, a_names=a_names,
             **part_fields,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.bundle import PATCH_GRASP, PATCH_IDENTITY, PATCH_PARTS
+from appliance.bundle import PATCH_COLOUR, PATCH_GRASP, PATCH_IDENTITY, PATCH_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class PresenceHead:
     grasp_weight: np.ndarray | None = None
     """(5, hidden): the grasp heads (centre logit, offset x/y, cos 2θ, sin 2θ), for the target check's maps."""
     grasp_bias: np.ndarray | None = None
+    colour_weight: np.ndarray | None = None
+    """(colours + 1, hidden): the colour head (``training.stages.COLOURS``, then no word); None in vision stages
+    trained before it."""
+    colour_bias: np.ndarray | None = None
 
 
 def presence_head(checkpoint: Path, model) -> PresenceHead:
@@ -67,7 +71,7 @@ def presence_head(checkpoint: Path, model) -> PresenceHead:
     the head was trained on. ``ValueError`` says what does not match."""
     from safetensors import safe_open
 
-    from training.stages import HEADS_FILE, identity_classes
+    from training.stages import COLOURS, HEADS_FILE, identity_classes
 
     checkpoint = Path(checkpoint)
     heads_file, weights_file = checkpoint / HEADS_FILE, checkpoint / "model.safetensors"
@@ -79,6 +83,7 @@ def presence_head(checkpoint: Path, model) -> PresenceHead:
             raise ValueError(f"--heads {checkpoint}: its heads have no identity head (an older vision stage)")
         weight, bias = f.get_tensor("identity.weight"), f.get_tensor("identity.bias")
         grasp_weight, grasp_bias = f.get_tensor("grasp.weight"), f.get_tensor("grasp.bias")
+        colour = (f.get_tensor("colour.weight"), f.get_tensor("colour.bias")) if "colour.weight" in f.keys() else None
     classes = tuple(identity_classes())
     if weight.shape[0] != len(classes) + 1:
         raise ValueError(
@@ -100,7 +105,9 @@ def presence_head(checkpoint: Path, model) -> PresenceHead:
                     f"--heads {checkpoint}: the model's vision tower differs from the one its heads were trained "
                     f"on (first at {name}): export with the vision stage the model was built on"
                 )
-    return PresenceHead(weight, bias, classes, str(checkpoint), grasp_weight, grasp_bias)
+    if colour is not None and colour[0].shape != (len(COLOURS) + 1, width):
+        raise ValueError(f"--heads {checkpoint}: the colour head is {colour[0].shape}, not {len(COLOURS) + 1} words")
+    return PresenceHead(weight, bias, classes, str(checkpoint), grasp_weight, grasp_bias, *(colour or ()))
 
 
 @dataclass(frozen=True)
@@ -149,10 +156,23 @@ def part_maps(directory: Path, heads: Path) -> PartMaps:
     )  # fmt: skip
 
 
+def has_colour(presence: PresenceHead | None) -> bool:
+    """Whether the vision stage's heads have a colour head (the graph's ``patch_colour`` with the patch maps)."""
+    return presence is not None and presence.colour_weight is not None
+
+
+def map_outputs(presence: PresenceHead | None, maps: bool, parts: PartMaps | None) -> list[str]:
+    """The graph's patch-map outputs, in order: identity and grasp, the part map, the colour map."""
+    if not maps:
+        return []
+    return [PATCH_IDENTITY, PATCH_GRASP] + [PATCH_PARTS] * (parts is not None) + [PATCH_COLOUR] * has_colour(presence)
+
+
 def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = False, parts: PartMaps | None = None):
     """A torch module: pixel_values → image embeddings exactly as the LLaVA model computes them (and, with
     ``presence``, the expected patches per category; with ``maps`` too, the per-patch identity probabilities and
-    grasp values)."""
+    grasp values, then with ``parts`` the part map, then where the heads have one the colour head's probabilities:
+    ``map_outputs``)."""
     import torch
 
     config = model.config
@@ -175,6 +195,7 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
 
     identity = None if presence is None else linear(presence.weight, presence.bias)
     grasp = linear(presence.grasp_weight, presence.grasp_bias) if maps else None
+    colour = linear(presence.colour_weight, presence.colour_bias) if maps and has_colour(presence) else None
     part_layers = None
     if parts is not None:
         part_layers = torch.nn.Sequential(
@@ -185,7 +206,7 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
         def __init__(self):
             super().__init__()
             self.tower, self.projector, self.identity, self.grasp = tower, projector, identity, grasp
-            self.parts = part_layers
+            self.parts, self.colour = part_layers, colour
 
         def forward(self, pixel_values):
             out = self.tower(pixel_values, output_hidden_states=True)
@@ -203,9 +224,12 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
                 return embeds, counts
             g = self.grasp(patches)  # as training.stages.PatchHeads reads its grasp head
             values = torch.cat([g[..., :1], torch.sigmoid(g[..., 1:3]), torch.tanh(g[..., 3:5])], dim=-1)
-            if self.parts is None:
-                return embeds, counts, shown, values
-            return embeds, counts, shown, values, torch.sigmoid(self.parts(patches))
+            out = (embeds, counts, shown, values)
+            if self.parts is not None:
+                out += (torch.sigmoid(self.parts(patches)),)
+            if self.colour is not None:
+                out += (self.colour(patches).softmax(-1),)
+            return out
 
     return VisionEmbedder().eval()
 
@@ -231,8 +255,7 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.config.vision_config.image_size
     embedder = vision_embedder(model, presence, maps, parts)
-    outputs = [OUTPUT] + ([PRESENCE] if presence is not None else []) + ([PATCH_IDENTITY, PATCH_GRASP] if maps else [])
-    outputs += [PATCH_PARTS] if parts is not None else []
+    outputs = [OUTPUT] + ([PRESENCE] if presence is not None else []) + map_outputs(presence, maps, parts)
     example = torch.zeros(1, 3, size, size)
     fp32 = out.with_name(f".{out.stem}.fp32.onnx")
     with torch.no_grad(), warnings.catch_warnings():
@@ -324,6 +347,14 @@ def parts_parity(model, onnx_path: Path, heads: PresenceHead, parts: PartMaps, i
     h = h * 0.5 * (1 + np.vectorize(erf)(h / sqrt(2)))  # GELU, exact
     logits = h @ parts.out_weight.T.astype(np.float64) + parts.out_bias
     return float(np.abs(got - 1 / (1 + np.exp(-logits))).max())
+
+
+def colour_parity(model, onnx_path: Path, heads: PresenceHead, images: int = 4, seed: int = 0) -> float:
+    """Largest difference between the graph's colour map and the colour head's own arithmetic on torch's tower."""
+    (got,), (hidden, _) = _graph_and_heads(model, onnx_path, heads, [PATCH_COLOUR], images, seed)
+    logits = hidden @ heads.colour_weight.T.astype(np.float64) + heads.colour_bias
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return float(np.abs(got - probs / probs.sum(-1, keepdims=True)).max())
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

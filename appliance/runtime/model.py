@@ -132,6 +132,8 @@ class Embedded(NamedTuple):
     """Per patch, the grasp heads' values (the target check's; None without one)."""
     parts: np.ndarray | None = None
     """Per patch, the part head's probabilities (the target check's part map; None without one)."""
+    colour: np.ndarray | None = None
+    """Per patch, the colour head's probabilities (the target check's colour map; None without one)."""
 
 
 def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: float) -> bool:
@@ -219,7 +221,11 @@ class GraspModel:
         self.target: TargetCheck | None = None
         if manifest.target_check is not None and target_check:
             spec = manifest.target_check
-            wanted = (spec.identity, spec.grasp) + ((spec.parts,) if spec.parts else ())
+            wanted = (
+                (spec.identity, spec.grasp)
+                + ((spec.parts,) if spec.parts else ())
+                + ((spec.colour,) if spec.colour else ())
+            )
             lacking = [name for name in wanted if name not in self.vision.outputs]
             if lacking:
                 raise LlamaError(
@@ -228,7 +234,10 @@ class GraspModel:
             self.target = TargetCheck(spec, manifest.presence.classes, CategoryNames(manifest.categories or {}))
             try:  # the graph's shapes are fixed but for the batch: a mismatch fails here, not at each request
                 parts = self.vision.shapes[spec.parts] if spec.parts else None
-                self.target.check_shapes(self.vision.shapes[spec.identity], self.vision.shapes[spec.grasp], parts)
+                colour = self.vision.shapes[spec.colour] if spec.colour else None
+                self.target.check_shapes(
+                    self.vision.shapes[spec.identity], self.vision.shapes[spec.grasp], parts, colour
+                )
             except ValueError as exc:
                 raise LlamaError(f"{manifest.vision}: {exc}") from None
         self.hints: Knowledge | None = None
@@ -347,12 +356,14 @@ class GraspModel:
                 f"vision tower gave presence counts of shape {None if patches is None else patches.shape}, the "
                 f"manifest lists {len(self.presence.spec.classes)} categories"
             )
-        identity = grasp = parts = None
+        identity = grasp = parts = colour = None
         if self.target is not None:
-            identity, grasp = extra[self.target.spec.identity], extra[self.target.spec.grasp]
-            parts = extra[self.target.spec.parts] if self.target.spec.parts else None
+            spec = self.target.spec
+            identity, grasp = extra[spec.identity], extra[spec.grasp]
+            parts = extra[spec.parts] if spec.parts else None
+            colour = extra[spec.colour] if spec.colour else None
         timing = (1000 * (mid - start), 1000 * (end - mid))
-        return Embedded(view, embeddings, box, *timing, patches, identity, grasp, parts)
+        return Embedded(view, embeddings, box, *timing, patches, identity, grasp, parts, colour)
 
     def hint_objects(self, instruction: str, identity: np.ndarray | None = None) -> list[str]:
         """The objects the bundle's knowledge says a first instruction's words are for (none without one). With
@@ -563,7 +574,7 @@ class Session:
         # a spatial instruction's object is found in the heads' instances, and the answer opens by naming it
         referent = None
         if constrain and not self.history and model.target is not None and self._image.identity is not None:
-            referent = model.target.referent(instruction, self._image.identity, hint)  # the grammar makes the lead
+            referent = model.target.referent(instruction, self._image.identity, hint, self._image.colour)
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -601,7 +612,9 @@ class Session:
             if referent is not None:
                 moved = model.target.on_referent(prediction.pose, referent, self._image.identity, self._image.grasp)
                 if moved != prediction.pose:
-                    why = f"spatial check ({referent.category} {referent.relation})"
+                    why = (
+                        f"{'spatial' if referent.relation else 'attribute'} check ({referent.category} {referent.why})"
+                    )
                     prediction = self._replace_pose(prediction, moved, why)
             elif self._names_another_object(prediction):
                 prediction = self._check_target(prediction)

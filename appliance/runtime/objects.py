@@ -69,6 +69,17 @@ class CategoryNames:
         """The object an instruction asks for, as (the name written, lower case; its category): the first name
         that a determiner introduces ("Can you lift the can?": the second), None when there is none or the
         request describes a thing by its use ("a thing I can cut with", "something to turn food in a pan")."""
+        found = self._request(text)
+        return None if found is None else found[:2]
+
+    def attributes(self, text: str) -> tuple[str, ...]:
+        """The words between the determiner and the name of the object an instruction asks for ("the smaller red
+        mug": smaller, red); none when it asks for no object by name."""
+        found = self._request(text)
+        return () if found is None else found[2]
+
+    def _request(self, text: str) -> tuple[str, str, tuple[str, ...]] | None:
+        """``requested``'s name and category, and the ``attributes`` before the name."""
         lower = text.lower()
         for match in self._names(text):
             before = _WORD.findall(lower[: match.start()])
@@ -78,7 +89,7 @@ class CategoryNames:
             while k >= 0 and before[k] in ADJECTIVES:
                 k -= 1
             if k >= 0 and before[k] in DETERMINERS:
-                return match.group(0).lower(), self.names[match.group(0).lower()]
+                return match.group(0).lower(), self.names[match.group(0).lower()], tuple(before[k + 1 :])
         return None
 
     def _names(self, text: str):

@@ -323,6 +323,67 @@ def test_what_the_spatial_check_cannot_resolve_is_left_to_the_model():
     assert only_left.referent("the object nearest the robot", identity) is None
 
 
+COLOURED = TargetCheck(TargetCheckSpec(GRID, reach=1, colour="patch_colour", colours=("red", "blue")), CLASSES, NAMES)
+# two mugs: one of three patches on the top row, one of a single patch in the bottom right corner; a knife
+TWO_MUGS = {(0, 0): "mug", (0, 1): "mug", (0, 2): "mug", (3, 3): "mug", (2, 0): "knife"}
+
+
+def colours(words: dict[tuple[int, int], str]):
+    """A colour map (red, blue, no word) giving each patch of ``words`` its word, every other patch none."""
+    colour = np.zeros((GRID * GRID, 3), np.float32)
+    colour[:, 2] = 1.0
+    for (row, col), word in words.items():
+        colour[row * GRID + col] = 0.0
+        colour[row * GRID + col, ("red", "blue").index(word)] = 1.0
+    return colour
+
+
+def test_an_object_told_from_its_twins_by_colour_is_the_instance_that_fits():
+    identity, grasp = maps(TWO_MUGS, best={(0, 1): 5.0, (3, 3): 1.0})
+    colour = colours({(0, 0): "blue", (0, 1): "blue", (0, 2): "blue", (3, 3): "red"})
+    red = COLOURED.referent("I want the red mug.", identity, colour=colour)
+    assert red.relation is None and red.category == "mug" and red.word == "red" and red.why == "red"
+    assert np.argwhere(red.patches).tolist() == [[3, 3]]
+    assert COLOURED.lead(red) == ""  # the model's own answer names the colour: "The red one is a mug."
+    pose = COLOURED.on_referent(at(0, 1), red, identity, grasp)  # the model chose the blue mug
+    assert (pose.x, pose.y) == pytest.approx((3.5 / GRID, 3.5 / GRID))
+    blue = COLOURED.referent("grab the blue coffee mug please", identity, colour=colour)  # a synonym
+    assert np.argwhere(blue.patches).tolist() == [[0, 0], [0, 1], [0, 2]]
+    assert np.argwhere(red.fits).tolist() == [[3, 3]]  # the blue mug does not fit "red" at all
+    # a long object the head splits in two groups, both of the colour asked for: the model's pose picks the group
+    split, grasp = maps({(0, 0): "knife", (0, 1): "knife", (0, 3): "knife"}, best={(0, 0): 2.0, (0, 3): 1.0})
+    pinkish = colours({(0, 0): "red", (0, 1): "red"})
+    pinkish[3] = (0.55, 0.0, 0.45)  # the tip: red at 0.55, half the best group's 1.0 or more
+    knife = COLOURED.referent("the red knife", split, colour=pinkish)
+    assert np.argwhere(knife.patches).tolist() == [[0, 0], [0, 1]] and knife.fits[0, 3]
+    tip = COLOURED.on_referent(at(0, 3), knife, split, grasp)
+    assert (tip.x, tip.y) == pytest.approx((3.5 / GRID, 0.5 / GRID))  # kept on the tip's group
+    off = COLOURED.on_referent(at(3, 0), knife, split, grasp)  # on the table, far from both: the best group
+    assert (off.x, off.y) == pytest.approx((0.5 / GRID, 0.5 / GRID))
+    # one instance (a single mug, or two that touch) is left to the target check, whatever colours its patches get
+    touching, _ = maps({(1, 1): "mug", (1, 2): "mug", (1, 3): "mug"})
+    assert COLOURED.referent("the red mug", touching, colour=colours({(1, 2): "red", (1, 3): "blue"})) is None
+
+
+def test_what_the_colour_check_cannot_tell_apart_is_left_to_the_model():
+    identity, _ = maps(TWO_MUGS)
+    colour = colours({(0, 0): "blue", (0, 1): "blue", (0, 2): "blue", (3, 3): "red"})
+    assert COLOURED.referent("pick up the mug", identity, colour=colour) is None  # no colour or size
+    assert COLOURED.referent("I want the red mug.", identity) is None  # no colour map (older bundles)
+    assert CHECK.referent("I want the red mug.", identity, colour=colour) is None  # no colour words in the spec
+    assert COLOURED.referent("I want the green mug.", identity, colour=colour) is None  # a word the head lacks
+    assert COLOURED.referent("the red knife", identity, colour=colour) is None  # one knife, all of it: the name's check
+    assert COLOURED.referent("the larger mug", identity, colour=colour) is None  # size: the model's (8 x 8 patches)
+    assert COLOURED.referent("the red whisk", identity, colour=colour) is None  # a category the head lacks
+    assert COLOURED.referent("something red to drink from", identity, colour=colour) is None  # no name asked for
+
+
+def test_the_words_before_the_name_an_instruction_asks_for():
+    assert NAMES.attributes("grab the smaller red mug please") == ("smaller", "red")
+    assert NAMES.attributes("pick up the mug") == ()
+    assert NAMES.attributes("hand me something to cut with") == ()
+
+
 def test_of_several_hinted_objects_those_the_head_shows_are_kept():
     identity, _ = maps({(0, 0): "knife", (3, 3): "mug"})
     assert SPATIAL.shown(["a knife", "a pair of scissors"], identity) == ["a knife"]
@@ -361,6 +422,10 @@ def test_instances_are_the_groups_of_patches_sharing_sides():
             "'handle' is not in",
         ),
         ({"grid": 4, "part_classes": ["rim"]}, "need parts"),
+        ({"grid": 4, "colour": "patch_colour"}, "colours: the colour head's distinct lower-case words"),
+        ({"grid": 4, "colours": ["red"]}, "with colour and only then"),
+        ({"grid": 4, "colour": "c", "colours": ["red", "red"]}, "distinct"),
+        ({"grid": 4, "colour": "c", "colours": ["Red"]}, "lower-case"),
     ],
 )
 def test_bad_specs_are_named(spec, message):
@@ -414,6 +479,12 @@ def test_the_graph_gives_each_patchs_identity_and_grasp(model):
     assert np.allclose(embedded.identity.sum(-1), 1.0, atol=1e-5)
     assert set(embedded.identity.argmax(-1)) == {classes.index("mug")}
     assert np.all((embedded.grasp[:, 1:] >= -1) & (embedded.grasp[:, 1:] <= 1))
+    from training.stages import COLOURS
+
+    spec = model.target.spec  # the vision stage's colour head: its map and words
+    assert spec.colour == "patch_colour" and spec.colours == COLOURS and embedded.colour.shape == (64, len(COLOURS) + 1)
+    assert np.allclose(embedded.colour.sum(-1), 1.0, atol=1e-5)
+    assert model.manifest.metrics["colour_max_error"] <= 1e-4  # the head's own arithmetic
 
 
 def scripted(model, text: str):
@@ -548,6 +619,29 @@ def test_a_spatial_instruction_opens_the_answer_with_the_instance_found_and_gras
         assert not off.session().ask("I want the mug to the right.", image).reasoning.startswith("The one on")
     finally:
         off.llm.close()
+
+
+def test_an_instruction_that_tells_twins_apart_by_colour_grasps_the_one_asked_for(model):
+    """Two mugs, the top left one blue, the bottom right one red: the pose lands on the mug the colour asks for,
+    whatever the tiny model wrote, and the answer is the model's own (no lead)."""
+    from training.stages import COLOURS
+
+    image = camera()
+    embedded = model.embed(image)
+    classes = model.manifest.presence.classes
+    identity = np.zeros_like(embedded.identity)
+    identity[:, len(classes)] = 1.0
+    colour = np.zeros_like(embedded.colour)
+    colour[:, len(COLOURS)] = 1.0  # no colour word
+    for k, word in ((0, "blue"), (1, "blue"), (2, "blue"), (8, "blue"), (9, "blue"), (62, "red"), (63, "red")):
+        identity[k] = colour[k] = 0.0
+        identity[k, classes.index("mug")] = colour[k, COLOURS.index(word)] = 1.0
+    model.embed = lambda _image: embedded._replace(identity=identity, colour=colour)
+    red = model.session().ask("I want the red mug.", image)
+    assert red.pose is not None and red.pose.y >= 7 / 8 and red.pose.x >= 6 / 8
+    blue = model.session().ask("grab the blue mug please", image)
+    assert blue.pose.y < 2 / 8 and blue.pose.x < 3 / 8
+    assert not red.reasoning.startswith("The one on")
 
 
 def test_a_first_turns_hint_names_only_the_objects_the_head_sees_when_it_sees_any(model):
