@@ -209,6 +209,8 @@ def card(
     ]
     for name, what in SETS.items():
         sets = [m.get(name, {}) for m in q4]
+        if not sets[0]:  # a build made before the set was
+            continue
         torch = metrics.get("torch", {}).get(name, {})
         n = sets[0].get("n", "–")
         lines.append(f"| {what}, {n} requests | **model (Q4)** | {spread([m.get('accuracy') for m in sets])} | "

@@ -390,6 +390,8 @@ class PipelineConfig:
             raise ValueError("part_check needs target_check=1 (the part map is part of the target check)")
         if self.instances < 1:
             raise ValueError(f"instances must be >= 1, got {self.instances}")
+        if self.data and self.instances != 8:
+            raise ValueError("instances sets the synthetic training library: it means nothing with data")
         if self.part_steps < 1:
             raise ValueError(f"part_steps must be >= 1, got {self.part_steps}")
         from .options import check_attend

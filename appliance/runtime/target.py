@@ -93,6 +93,7 @@ class Referent:
 
     @property
     def why(self) -> str:
+        """What resolved it, for the log: the relation or the word."""
         return self.relation or self.word
 
 
@@ -168,14 +169,12 @@ class TargetCheck:
     ) -> Referent | None:
         """The object a first instruction asks for by a spatial relation: among the identity head's instances of
         the category it names (every category when it names none; of the ``hint``'s objects, "a knife", when it
-        asks by a use: "something to cut with on the left"), the one whose centre leads the relation. None when
-        the instruction uses no relation or the spec no ``leads``, or no patch shows what it names. Without a
-        relation, the object it tells from the others of its category by colour (``described``)."""
+        asks by a use: "something to cut with on the left"), the one whose centre leads the relation; None when no
+        patch shows what it names. Without a relation the spec ``leads``, the object it tells from the others of its
+        category by colour (``described``)."""
         kind = relation(instruction)
-        if kind is None:
+        if kind is None or kind not in self.spec.leads:
             return self.described(instruction, identity, colour)
-        if kind not in self.spec.leads:
-            return None
         requested = self.names.requested(instruction)
         grid, table = self.spec.grid, len(self.index)
         labels = identity.argmax(-1).reshape(grid, grid)
@@ -205,25 +204,28 @@ class TargetCheck:
     def described(self, instruction: str, identity: np.ndarray, colour: np.ndarray | None = None) -> Referent | None:
         """The object an instruction asks for by a colour word before its name ("the blue mug"), where the identity
         head shows two instances of that category or more: the instance the colour map gives the word most (mean
-        probability over its patches; ``fits``: those within ``FIT`` of it). None otherwise (one instance: the
-        target check as for a name; no colour map; a size word): the model's pose says which. Size by the instances'
-        patches ("the larger bowl": the one of more) was tried: the object asked for in 25 of 46 size requests over
-        validation and two test sets, as without it; an 8 x 8 grid does not tell sizes 15 % apart
+        probability over its patches; ``fits``: those within ``FIT`` of it), when the word is the likeliest colour
+        of one of that instance's patches at least. None otherwise (one instance: the target check as for a name; no
+        colour map, or one that sees the colour nowhere on them; a size word): the model's pose says which. Size by
+        the instances' patches ("the larger bowl": the one of more) was tried: the object asked for in 25 of 46 size
+        requests over validation and two test sets, as without it; an 8 x 8 grid does not tell sizes 15 % apart
         (bench/results/n-attributes)."""
         requested = self.names.requested(instruction)
-        if requested is None or requested[1] not in self.index:
+        words = [w for w in self.names.attributes(instruction) if w in self.spec.colours]
+        if colour is None or not words or requested is None or requested[1] not in self.index:
             return None
-        category = requested[1]
-        words = self.names.attributes(instruction)
-        grid = self.spec.grid
+        category, word, grid = requested[1], words[0], self.spec.grid
         found = instances(identity.argmax(-1).reshape(grid, grid) == self.index[category])
-        for word in words:
-            if word in self.spec.colours and colour is not None and len(found) >= 2:
-                probability = colour[:, self.spec.colours.index(word)].reshape(grid, grid)
-                scores = [float(probability[p].mean()) for p in found]
-                fits = np.any([p for p, score in zip(found, scores) if score >= FIT * max(scores)], axis=0)
-                return Referent(None, category, found[int(np.argmax(scores))], word, fits)
-        return None
+        if len(found) < 2:
+            return None
+        k = self.spec.colours.index(word)
+        probability = colour[:, k].reshape(grid, grid)
+        scores = np.array([float(probability[p].mean()) for p in found])
+        best = int(np.argmax(scores)) if np.isfinite(scores).all() else None
+        if best is None or not (colour.argmax(-1).reshape(grid, grid)[found[best]] == k).any():
+            return None  # the head sees that colour on none of them (or the map is broken): nothing to go by
+        fits = np.any([p for p, score in zip(found, scores) if score >= FIT * scores[best]], axis=0)
+        return Referent(None, category, found[best], word, fits)
 
     def lead(self, referent: Referent) -> str:
         """The sentence the answer about ``referent`` opens with ("The one on the left is a mug."); none for an

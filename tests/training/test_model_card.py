@@ -110,6 +110,7 @@ def test_a_build_split_over_machines_says_which_ran_what(tmp_path):
     )
     assert "| quantize | 30 | `python -m export.quantize --bits 4` | 2 CPU cores |" in readme
     assert "bash scripts/device_build train" in readme and "scripts/build_demo_model" not in readme
+    assert "new objects" not in readme.split("## Accuracy")[1]  # a build without that test set: no empty row
     assert "with the whole decoder tuned on" in readme
     stages = json.loads((tmp_path / "metrics.json").read_text())["stages"]
     assert [s["machine"] for s in stages] == ["16 CPU cores, NVIDIA H100 80GB HBM3"] * 2 + ["2 CPU cores"]

@@ -343,6 +343,8 @@ def test_the_demo_model_trains_on_scenes_with_follow_ups_and_is_judged_on_fresh_
     assert "--instances" not in more["test-new-objects"]
     with pytest.raises(ValueError, match="instances must be >= 1"):
         config_for("demo-model", ["instances=0"], {})
+    with pytest.raises(ValueError, match="means nothing with data"):
+        PipelineConfig(data=str(tmp_path), instances=16)
     tiny = {s.name: s.command for s in tiny_stages(PipelineConfig(), tmp_path)[0]}
     assert "--objects" not in tiny["data"] and "--refine-fraction 0.1 " in tiny["rt-data"] + " "
 

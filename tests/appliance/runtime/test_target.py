@@ -223,6 +223,11 @@ def test_the_maps_must_be_the_manifests_shape():
         PARTS.check_shapes(identity.shape, grasp.shape, probs[:, :2].shape)
     with pytest.raises(ValueError, match="part check expects"):
         PARTS.check_shapes(identity.shape, grasp.shape, None)
+    COLOURED.check_shapes(identity.shape, grasp.shape, None, (GRID * GRID, 3))  # red, blue, no word
+    with pytest.raises(ValueError, match="colour words expect"):
+        COLOURED.check_shapes(identity.shape, grasp.shape, None, (GRID * GRID, 2))
+    with pytest.raises(ValueError, match="colour words expect"):
+        COLOURED.check_shapes(identity.shape, grasp.shape)
 
 
 LEADS = {
@@ -360,6 +365,11 @@ def test_an_object_told_from_its_twins_by_colour_is_the_instance_that_fits():
     assert (tip.x, tip.y) == pytest.approx((3.5 / GRID, 0.5 / GRID))  # kept on the tip's group
     off = COLOURED.on_referent(at(3, 0), knife, split, grasp)  # on the table, far from both: the best group
     assert (off.x, off.y) == pytest.approx((0.5 / GRID, 0.5 / GRID))
+    model_pose = TargetCheck(replace(COLOURED.spec, pose="model"), CLASSES, NAMES)
+    assert model_pose.on_referent(at(0, 3, 0.2), knife, split, grasp) == at(0, 3, 0.2)  # on a group that fits: kept
+    assert model_pose.on_referent(at(3, 0), knife, split, grasp) == off
+    # a relation the spec has no lead for leaves the colour to decide
+    assert COLOURED.referent("the red mug on the left", identity, colour=colour).word == "red"
     # one instance (a single mug, or two that touch) is left to the target check, whatever colours its patches get
     touching, _ = maps({(1, 1): "mug", (1, 2): "mug", (1, 3): "mug"})
     assert COLOURED.referent("the red mug", touching, colour=colours({(1, 2): "red", (1, 3): "blue"})) is None
@@ -374,6 +384,10 @@ def test_what_the_colour_check_cannot_tell_apart_is_left_to_the_model():
     assert COLOURED.referent("I want the green mug.", identity, colour=colour) is None  # a word the head lacks
     assert COLOURED.referent("the red knife", identity, colour=colour) is None  # one knife, all of it: the name's check
     assert COLOURED.referent("the larger mug", identity, colour=colour) is None  # size: the model's (8 x 8 patches)
+    nowhere = colours({(0, 0): "blue", (0, 1): "blue", (0, 2): "blue"})  # red likeliest on no patch of either mug
+    nowhere[15] = (0.3, 0.0, 0.7)
+    assert COLOURED.referent("I want the red mug.", identity, colour=nowhere) is None
+    assert COLOURED.referent("I want the red mug.", identity, colour=np.full_like(colour, np.nan)) is None
     assert COLOURED.referent("the red whisk", identity, colour=colour) is None  # a category the head lacks
     assert COLOURED.referent("something red to drink from", identity, colour=colour) is None  # no name asked for
 
