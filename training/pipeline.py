@@ -390,7 +390,7 @@ class PipelineConfig:
             raise ValueError("part_check needs target_check=1 (the part map is part of the target check)")
         if self.instances < 1:
             raise ValueError(f"instances must be >= 1, got {self.instances}")
-        if self.data and self.instances != 8:
+        if self.data and self.instances != type(self).instances:
             raise ValueError("instances sets the synthetic training library: it means nothing with data")
         if self.part_steps < 1:
             raise ValueError(f"part_steps must be >= 1, got {self.part_steps}")
@@ -607,7 +607,7 @@ every category, as the sim cell's Table II and a user's table put before the mod
 def library_option(c: PipelineConfig) -> tuple[str, ...]:
     """``training.synth --instances`` for the training library; none at the default (the commands of builds before
     it stand)."""
-    return ("--instances", str(c.instances)) if c.instances != 8 else ()
+    return ("--instances", str(c.instances)) if c.instances != PipelineConfig.instances else ()
 
 
 def demo_model_stages(c: PipelineConfig, work: Path) -> list[Stage]:
