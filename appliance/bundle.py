@@ -116,6 +116,8 @@ GRASP_FIELDS = 5
 """Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
 SPATIAL_RELATIONS = ("left", "right", "near", "far")
 """The relations a spatial instruction may ask by (``training.reasoning.referring.RELATIONS``)."""
+USE_LEAD = "use"
+"""The ``leads`` key of the words an answer to a request by use opens with ("A pair of scissors is")."""
 TARGET_POSES = ("model", "heads")
 """Whose pose the target check gives on the object the reasoning named (``TargetCheckSpec.pose``)."""
 
@@ -150,7 +152,10 @@ class TargetCheckSpec:
     """Per spatial relation (``SPATIAL_RELATIONS``), the sentence an RT answer opens with when a first instruction
     asks for the object leading it, with an ``{a_name}`` field: "The one on the left is {a_name}." The runtime finds
     that object among the identity head's instances and makes the answer open so (``runtime.target.referent``).
-    Empty (bundles exported before it): spatial instructions are the model's alone."""
+    Under ``USE_LEAD``, the words an answer to a request by use opens with, with an ``{A_name}`` field ("{A_name}
+    is": the training data's "A pair of scissors is something to cut with."), taken when the hint names one object
+    and the identity head shows it (``runtime.target.TargetCheck.use_lead``).
+    Empty (bundles exported before it): spatial instructions are the model's alone; no ``use``: nor uses."""
     a_names: dict[str, str] = field(default_factory=dict)
     """Every presence category with its article, as the training data writes it ("an apple", "scissors")."""
     parts: str = ""
@@ -172,19 +177,20 @@ class TargetCheckSpec:
     """The colour head's words, in its order."""
 
     def __post_init__(self) -> None:
-        unknown = set(self.leads) - set(SPATIAL_RELATIONS)
+        known = (*SPATIAL_RELATIONS, USE_LEAD)
+        unknown = set(self.leads) - set(known)
         if unknown:
-            raise ValueError(
-                f"target_check.leads: unknown relation {sorted(unknown)[0]!r} (known: {', '.join(SPATIAL_RELATIONS)})"
-            )
+            raise ValueError(f"target_check.leads: unknown relation {sorted(unknown)[0]!r} (known: {', '.join(known)})")
         for name, lead in self.leads.items():
+            field_name = "A_name" if name == USE_LEAD else "a_name"
             try:
-                filled = lead.format(a_name="a mug")
+                filled = lead.format(**{field_name: "a mug"})
             except (ValueError, IndexError, KeyError):
                 filled = None
-            if lead.count("{a_name}") != 1 or filled is None or "[" in lead or not lead.isprintable():
+            if lead.count(f"{{{field_name}}}") != 1 or filled is None or "[" in lead or not lead.isprintable():
                 raise ValueError(
-                    f"target_check.leads.{name}: one sentence with a single {{a_name}} field and no '[', got {lead!r}"
+                    f"target_check.leads.{name}: one sentence with a single {{{field_name}}} field and no '[', "
+                    f"got {lead!r}"
                 )
         for category, a_name in self.a_names.items():
             if not a_name.strip() or "[" in a_name or "{" in a_name or not a_name.isprintable():

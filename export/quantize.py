@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -28,6 +29,7 @@ from appliance.bundle import (
     PATCH_PARTS,
     SCHEMA_VERSION,
     TARGET_POSES,
+    USE_LEAD,
     AnswerSpec,
     ImageSpec,
     Manifest,
@@ -127,14 +129,19 @@ def check_model_dir(model_dir: Path) -> dict:
     return config
 
 
-def spatial_leads(classes) -> tuple[dict[str, str], dict[str, str]]:
+def answer_leads(classes) -> tuple[dict[str, str], dict[str, str]]:
     """The target check's ``leads`` (per spatial relation, the sentence an RT answer about the object leading it
-    opens with, as the training data writes it) and ``a_names`` (each category of ``classes`` with its article)."""
+    opens with, as the training data writes it; under ``use``, the words before the use in the sentence an answer
+    to a request by use opens with: "{A_name} is") and ``a_names`` (each category of ``classes`` with its
+    article)."""
     from training.reasoning import load_templates
-    from training.reasoning.referring import RELATIONS, resolution
+    from training.reasoning.referring import RELATIONS, load_referring, resolution
 
     templates = load_templates()
     leads = {r: resolution("spatial", "{a_name}", {"relation": r}) for r in RELATIONS}
+    by_use = re.split(r"\{[Tt]hing\}", load_referring().resolution["function"])[0].strip()
+    if by_use.count("{A_name}") == 1 and "{" not in by_use.replace("{A_name}", ""):
+        leads[USE_LEAD] = by_use  # else (a template that does not open with the object) no lead for uses
     known = {**templates.categories, templates.fallback.name: templates.fallback}
     unknown = [c for c in classes if c not in known]
     if unknown:
@@ -162,8 +169,9 @@ def build_bundle(
     manifest gets a ``presence`` section (``appliance.runtime.presence``); with ``target_check`` too, the graph
     gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``) whose
     ``pose`` is ``target_pose`` and, unless ``spatial`` is False, whose ``leads`` resolve spatial instructions in the
-    heads' instances (``spatial_leads``). With ``parts`` (``training.parts``'s output for that checkpoint), the graph
-    gives the part head's map too and the section's part check moves part follow-ups onto the part named. Where the
+    heads' instances and open answers to requests by use with the one object hinted (``answer_leads``). With
+    ``parts`` (``training.parts``'s output for that checkpoint), the graph gives the part head's map too and the
+    section's part check moves part follow-ups onto the part named. Where the
     heads have a colour head, the graph gives its map and the section's colour words: a first instruction that tells
     two of a category apart by colour gets the heads' grasp on the instance it asks for."""
     from training.model import load_llava
@@ -221,7 +229,7 @@ def build_bundle(
     if target_check:
         metrics["target_check_max_error"] = maps_parity(model, vision, head)
         grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
-        leads, a_names = spatial_leads(head.classes) if spatial else ({}, {})
+        leads, a_names = answer_leads(head.classes) if spatial else ({}, {})
         part_fields = {}
         if part_head is not None:
             from training.parts import category_parts
@@ -363,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-spatial",
         action="store_true",
-        help="with --target-check: leave spatial instructions ('the mug on the left') to the model; by default the "
-        "appliance finds the object leading the relation in the heads' instances and the answer opens by naming it",
+        help="with --target-check: leave spatial instructions ('the mug on the left') and requests by use to the "
+        "model; by default the appliance finds the object leading the relation in the heads' instances and the "
+        "answer opens by naming it, and an answer to a request by use whose hint names one object the heads see "
+        "opens with that object ('A pair of scissors is ...')",
     )
     parser.add_argument(
         "--parts",

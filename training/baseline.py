@@ -136,49 +136,110 @@ def oracle_predictor(dataset: GraspDataset) -> Predictor:
     return oracle
 
 
-def cnn_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:
-    """The vision stage's grasp heads of ``checkpoint`` on the model's view, mapped back onto the camera image."""
-    from .datasets.augment import center_crop
-    from .judging import to_camera
-    from .model import load_llava
-    from .stages import heads_predictor
+def is_bundle(path: Path) -> bool:
+    """Whether ``path`` is a bundle (its manifest), not a vision-stage checkpoint."""
+    from appliance.bundle import MANIFEST_FILE
+
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+def heads_source(source: Path, size: int = 224, crop: int | None = 320):
+    """The vision stage's heads on one camera sample: (sample → their outputs, a batch of one as
+    ``stages.heads_outputs`` gives them; the patch grid; the identity head's classes; the model's view). ``source``
+    is a vision-stage checkpoint (torch), or a bundle whose graph carries the heads' maps (``export.quantize
+    --target-check``: onnxruntime, no torch checkpoint needed, ``size`` and ``crop`` the manifest's): the same
+    heads, exported (``target_check_max_error`` in its manifest)."""
     from .view import ModelView
 
-    model, processor = load_llava(checkpoint)
-    heads = heads_predictor(checkpoint, model, processor)
+    if is_bundle(source):
+        return _bundle_heads(Path(source))
+    from .datasets.augment import center_crop
+    from .model import load_llava
+    from .stages import heads_outputs, identity_classes
+
+    model, processor = load_llava(source)
+    outputs = heads_outputs(source, model, processor)
+    vit = model.model.vision_tower
     view = ModelView(size=size, crop=crop)
+
+    def run(sample: GraspSample) -> dict:
+        return outputs(center_crop(sample, view.crop, (view.size, view.size)).image)
+
+    return run, vit.config.image_size // vit.config.patch_size, identity_classes(), view
+
+
+def _bundle_heads(bundle: Path):
+    import torch
+
+    from appliance.bundle import read_bundle
+    from appliance.runtime.preprocess import prepare
+    from appliance.runtime.vision import VisionEncoder
+
+    from .stages import PATCH_ANGLE, PATCH_CENTER, PATCH_IDENTITY, PATCH_OFFSET
+    from .view import ModelView
+
+    manifest = read_bundle(bundle)
+    spec = manifest.target_check
+    if spec is None:
+        raise ValueError(f"{bundle}: the bundle has no target check, so its graph gives no heads' maps (a cnn baseline "
+                         "needs them, or a vision-stage checkpoint)")  # fmt: skip
+    encoder = VisionEncoder(bundle / manifest.vision, providers=("CPUExecutionProvider",))
+
+    def run(sample: GraspSample) -> dict:
+        _, extra = encoder.encode(prepare(sample.image, manifest.image)[1])
+        grasp = torch.from_numpy(np.asarray(extra[spec.grasp], np.float32))[None]
+        identity = torch.from_numpy(np.asarray(extra[spec.identity], np.float32))[None]
+        return {
+            PATCH_CENTER: grasp[..., 0],
+            PATCH_OFFSET: grasp[..., 1:3],
+            PATCH_ANGLE: grasp[..., 3:5],
+            PATCH_IDENTITY: identity,  # probabilities, not logits: the same argmax
+        }
+
+    view = ModelView(size=manifest.image.size, crop=manifest.image.crop)
+    return run, spec.grid, list(manifest.presence.classes), view
+
+
+def cnn_predictor(source: Path, size: int = 224, crop: int | None = 320) -> Predictor:
+    """The vision stage's grasp heads (``heads_source``: a checkpoint or a bundle) on the model's view, mapped back
+    onto the camera image."""
+    from .judging import to_camera
+    from .stages import predict_pose
+
+    outputs, grid, _, view = heads_source(source, size, crop)
     cache: dict[str, GraspPose] = {}
 
     def cnn(sample: GraspSample, instruction) -> GraspPose:
         if sample.image_id not in cache:  # instruction-blind: one pose per image
-            seen = center_crop(sample, view.crop, (view.size, view.size))
-            cache[sample.image_id] = to_camera(heads(seen.image), view, sample.image_size)
+            cache[sample.image_id] = to_camera(predict_pose(outputs(sample), grid), view, sample.image_size)
         return cache[sample.image_id]
 
     return cnn
 
 
-def cnn_told_predictor(dataset: GraspDataset, checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:
-    """The vision stage's heads told the category of the object meant (``stages.told_predictor``): an upper
-    bound on what a decoder reading these vision tokens can find, not a baseline (it is given the answer's
-    object). Unreferred images fall back to the plain heads."""
-    from .datasets.augment import center_crop
+def cnn_told_predictor(dataset: GraspDataset, source: Path, size: int = 224, crop: int | None = 320) -> Predictor:
+    """The vision stage's heads told the category of the object meant (``stages.told_pose``): an upper bound on
+    what a decoder reading these vision tokens can find, not a baseline (it is given the answer's object).
+    Unreferred images fall back to the plain heads."""
     from .judging import to_camera
-    from .model import load_llava
-    from .stages import told_predictor
-    from .view import ModelView
+    from .stages import predict_pose, told_pose
 
-    model, processor = load_llava(checkpoint)
-    told = told_predictor(checkpoint, model, processor)
-    view = ModelView(size=size, crop=crop)
+    outputs, grid, classes, view = heads_source(source, size, crop)
+    cache: dict[str, dict] = {}
 
     def cnn_told(sample: GraspSample, instruction) -> GraspPose | None:
         if instruction is not None and instruction.target is None:
             return None  # absent: told there is nothing, it refuses
-        seen = center_crop(sample, view.crop, (view.size, view.size))
         scene = dataset.scene(sample.image_id)
         category = scene.objects[instruction.target]["category"] if instruction and scene else None
-        return to_camera(told(seen.image, category), view, sample.image_size)
+        if category is not None and category not in classes:
+            raise ValueError(f"unknown category {category!r}")
+        if sample.image_id not in cache:
+            cache.clear()  # one image at a time: its instructions come together
+            cache[sample.image_id] = outputs(sample)
+        out = cache[sample.image_id]
+        pose = predict_pose(out, grid) if category is None else told_pose(out, grid, classes.index(category))
+        return to_camera(pose, view, sample.image_size)
 
     return cnn_told
 
@@ -205,30 +266,20 @@ def _words():
     return CategoryNames(load_templates().vocabulary()), use_knowledge(load_templates(), load_referring())
 
 
-def cnn_words_predictor(checkpoint: Path, size: int = 224, crop: int | None = 320) -> Predictor:
+def cnn_words_predictor(source: Path, size: int = 224, crop: int | None = 320) -> Predictor:
     """The vision stage's heads told the categories the instruction's words point to (``words_categories``): the
     best grasp among the patches the identity head gives one of them. An instruction that names an object no
     patch shows is refused; one whose words point nowhere gets the instruction-blind heads. A rule a robot can run
     (the hints' lookup and the category names are the bundle's), so a baseline the model must beat."""
-    from .datasets.augment import center_crop
     from .judging import to_camera
-    from .model import load_llava
-    from .stages import heads_outputs, identity_classes
-    from .view import ModelView
 
-    model, processor = load_llava(checkpoint)
-    outputs = heads_outputs(checkpoint, model, processor)
-    vit = model.model.vision_tower
-    grid = vit.config.image_size // vit.config.patch_size
-    classes = identity_classes()
-    view = ModelView(size=size, crop=crop)
+    outputs, grid, classes, view = heads_source(source, size, crop)
     cache: dict[str, dict] = {}
 
     def cnn_words(sample: GraspSample, instruction) -> GraspPose | None:
         if sample.image_id not in cache:
-            seen = center_crop(sample, view.crop, (view.size, view.size))
             cache.clear()  # one image at a time: its instructions come together
-            cache[sample.image_id] = outputs(seen.image)
+            cache[sample.image_id] = outputs(sample)
         pose = words_pose(cache[sample.image_id], grid, classes, instruction.text if instruction else None)
         return None if pose is None else to_camera(pose, view, sample.image_size)
 
@@ -271,7 +322,10 @@ KINDS = tuple(BASELINES)
 
 def _needs(checkpoint: Path | None) -> Path:
     if checkpoint is None:
-        raise ValueError("the cnn baseline needs --checkpoint: a vision-stage checkpoint with vision_heads.safetensors")
+        raise ValueError(
+            "the cnn baseline needs --checkpoint: a vision-stage checkpoint with vision_heads.safetensors, or a bundle "
+            "exported with the target check"
+        )
     return checkpoint
 
 
@@ -338,9 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="predictions JSONL to write")
     parser.add_argument("--kind", choices=KINDS, default="floor", help="which baseline (default floor)")
     parser.add_argument(
-        "--checkpoint", type=Path, help="with --kind cnn, cnn-words or cnn-told: a vision-stage checkpoint"
+        "--checkpoint",
+        type=Path,
+        help="with --kind cnn, cnn-words or cnn-told: a vision-stage checkpoint, or a bundle exported with the target "
+        "check (its graph carries the same heads; no torch checkpoint needed)",
     )
-    parser.add_argument("--crop", type=int, default=320, help="with --kind cnn: the square crop it was trained on")
+    parser.add_argument(
+        "--crop",
+        type=int,
+        default=320,
+        help="with --kind cnn and a checkpoint: the square crop it was trained on (a bundle's manifest says its own)",
+    )
     parser.add_argument(
         "--depth-step",
         type=float,

@@ -594,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cnn",
         type=Path,
-        help="a vision-stage checkpoint whose instruction-blind grasp heads join the baselines "
+        help="a vision-stage checkpoint, or a bundle exported with the target check (its graph carries those heads), "
+        "whose grasp heads join the baselines: instruction-blind, told the instruction's words, told the category "
         "(floor and oracle are always reported)",
     )
     parser.add_argument("--size", type=int, default=224, help="with --heads: the input size (no view.json needed)")

@@ -572,9 +572,13 @@ class Session:
         # the gate saw the object named: whether it is there is decided, the model may not refuse it
         seen = model.presence is not None and model.presence.named(instruction) is not None
         # a spatial instruction's object is found in the heads' instances, and the answer opens by naming it
-        referent = None
+        referent, lead = None, ""
         if constrain and not self.history and model.target is not None and self._image.identity is not None:
             referent = model.target.referent(instruction, self._image.identity, hint, self._image.colour)
+            if referent is not None:
+                lead = model.target.lead(referent)
+            else:  # a request by use whose hint names one object the heads see: the answer opens with it
+                lead = model.target.use_lead(instruction, self._image.identity, hint)
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()
@@ -599,7 +603,7 @@ class Session:
             context,
             draft,
             refusal=not seen,
-            lead="" if referent is None else model.target.lead(referent),
+            lead=lead,
         )
         end = time.perf_counter()
         if speculative is None:

@@ -140,48 +140,84 @@ def test_a_target_checked_bundle_is_scored_as_moved_and_as_the_model_wrote_it(cl
     assert "target_check" not in evaluate(Scripted([t for t, _ in answers]), VIEW, clutter, clutter.ids).summary()
 
 
+def true_maps(clutter, instruction, classes, grid):
+    """The identity map an ideal head gives the model's view of ``instruction``'s image (from the simulator's own
+    masks: a patch shows the object covering a quarter of it or more, else the table), and each patch's object."""
+    import numpy as np
+
+    scene = clutter.scene(instruction.image)
+    w, h = clutter.load(instruction.image, with_depth=False).image_size
+    owner = np.full((grid, grid), -1)
+    identity = np.zeros((grid * grid, len(classes) + 1), np.float32)
+    for row in range(grid):
+        for col in range(grid):
+            seen = [
+                scene.object_at(
+                    (w - VIEW.crop) / 2 + (col + a) / grid * VIEW.crop,
+                    (h - VIEW.crop) / 2 + (row + b) / grid * VIEW.crop,
+                )  # fmt: skip
+                for a in np.linspace(0.1, 0.9, 5)
+                for b in np.linspace(0.1, 0.9, 5)
+            ]
+            objects = [k for k in seen if k is not None]
+            if len(objects) * 4 >= len(seen):
+                owner[row, col] = max(set(objects), key=objects.count)
+                identity[row * grid + col, classes.index(scene.objects[owner[row, col]]["category"])] = 1.0
+            else:
+                identity[row * grid + col, len(classes)] = 1.0
+    return identity, owner
+
+
+def appliance_check():
+    """The target check a bundle of these templates carries (the export's leads), and its category names."""
+    from appliance.bundle import TargetCheckSpec
+    from appliance.runtime.objects import CategoryNames
+    from appliance.runtime.target import TargetCheck
+    from export.quantize import answer_leads
+    from training.reasoning import load_templates
+    from training.stages import identity_classes
+
+    classes = identity_classes()
+    leads, a_names = answer_leads(classes)
+    names = CategoryNames(load_templates().vocabulary())
+    return TargetCheck(TargetCheckSpec(8, leads=leads, a_names=a_names), classes, names), classes
+
+
 def test_the_appliances_spatial_check_finds_the_generators_object_on_true_patch_maps(clutter):
     """``runtime.target.referent`` reads left, right, near and far in the model's view the way the generator asks
     them in the world: on identity maps made from the simulator's own masks, it picks each spatial instruction's
     target. Guards the two conventions (image axes, robot frame) against drifting apart."""
-    import numpy as np
-
-    from appliance.bundle import TargetCheckSpec
-    from appliance.runtime.objects import CategoryNames
-    from appliance.runtime.target import TargetCheck
-    from export.quantize import spatial_leads
-    from training.reasoning import load_templates
-    from training.stages import identity_classes
-
-    classes, grid = identity_classes(), 8
-    leads, a_names = spatial_leads(classes)
-    check = TargetCheck(
-        TargetCheckSpec(grid, leads=leads, a_names=a_names), classes, CategoryNames(load_templates().vocabulary())
-    )
+    check, classes = appliance_check()
     spatial = [i for i in clutter.instructions if i.kind == "spatial"]
     assert spatial, "the fixture's scenes ask no spatial instruction"
     for instruction in spatial:
-        scene = clutter.scene(instruction.image)
-        w, h = clutter.load(instruction.image, with_depth=False).image_size
-        owner = np.full((grid, grid), -1)
-        identity = np.zeros((grid * grid, len(classes) + 1), np.float32)
-        for row in range(grid):
-            for col in range(grid):
-                seen = [
-                    scene.object_at(
-                        (w - VIEW.crop) / 2 + (col + a) / grid * VIEW.crop,
-                        (h - VIEW.crop) / 2 + (row + b) / grid * VIEW.crop,
-                    )  # fmt: skip
-                    for a in np.linspace(0.1, 0.9, 5)
-                    for b in np.linspace(0.1, 0.9, 5)
-                ]
-                objects = [k for k in seen if k is not None]
-                if len(objects) * 4 >= len(seen):  # a quarter of the patch or more shows an object
-                    owner[row, col] = max(set(objects), key=objects.count)
-                    identity[row * grid + col, classes.index(scene.objects[owner[row, col]]["category"])] = 1.0
-                else:
-                    identity[row * grid + col, len(classes)] = 1.0
+        identity, owner = true_maps(clutter, instruction, classes, 8)
         referent = check.referent(instruction.text, identity)
         assert referent is not None, instruction.text
         picked = owner[referent.patches].tolist()
         assert max(set(picked), key=picked.count) == instruction.target, (instruction.text, instruction.facts)
+
+
+def test_a_request_by_use_opens_with_the_generators_object_where_the_hint_names_one(clutter):
+    """The bundle's knowledge, narrowed to what an ideal head sees, hints the object each request by use was
+    generated for, and the answer's lead (``TargetCheck.use_lead``) names that object, as the training data's
+    resolution does ("A knife is something to cut with.")."""
+    from training.reasoning import load_templates
+    from training.reasoning.referring import load_referring, resolution, use_knowledge
+
+    check, classes = appliance_check()
+    knowledge = use_knowledge(load_templates(), load_referring())
+    by_use = [i for i in clutter.instructions if i.kind == "function"]
+    assert by_use, "the fixture's scenes ask no request by use"
+    led = 0
+    for instruction in by_use:
+        identity, _ = true_maps(clutter, instruction, classes, 8)
+        objects = knowledge.objects_for(instruction.text)
+        hint = tuple(check.shown(objects, identity) or objects)
+        lead = check.use_lead(instruction.text, identity, hint)
+        category = clutter.scene(instruction.image).objects[instruction.target]["category"]
+        a_name = check.spec.a_names[category]
+        if lead:
+            led += 1
+            assert resolution("function", a_name, instruction.facts).startswith(lead + " "), instruction.text
+    assert led >= len(by_use) / 2, f"{led} of {len(by_use)} requests by use led"

@@ -405,6 +405,19 @@ def test_of_several_hinted_objects_those_the_head_shows_are_kept():
     assert SPATIAL.shown(["a whisk", "a ball"], identity) == []  # a category the head lacks, one it does not see
 
 
+def test_a_request_by_use_whose_hint_names_one_object_the_head_sees_opens_with_it():
+    used = TargetCheck(replace(SPATIAL.spec, leads={**LEADS, "use": "{A_name} is"}), CLASSES, NAMES)
+    identity, _ = maps({(0, 0): "knife", (3, 3): "mug"})
+    assert used.use_lead("hand me something to cut with", identity, ("a knife",)) == "A knife is"
+    assert used.use_lead("something to drink from", identity, ("a coffee mug",)) == "A mug is"  # the article's own
+    assert used.use_lead("hand me something to cut with", identity, ("a knife", "a mug")) == ""  # two: the model's
+    assert used.use_lead("hand me something to cut with", identity, ()) == ""
+    assert used.use_lead("something to play with", identity, ("a ball",)) == ""  # the head sees no ball
+    assert used.use_lead("something to play with", identity, ("a whisk",)) == ""  # nor knows a whisk
+    assert used.use_lead("pick up the mug to cut with", identity, ("a knife",)) == ""  # it names its object
+    assert SPATIAL.use_lead("hand me something to cut with", identity, ("a knife",)) == ""  # a bundle without it
+
+
 def test_instances_are_the_groups_of_patches_sharing_sides():
     from appliance.runtime.target import instances
 
@@ -425,6 +438,8 @@ def test_instances_are_the_groups_of_patches_sharing_sides():
         ({"grid": 4, "leads": {"left": "It is {a_name} [0.5"}, "a_names": A_NAMES}, "no '\\['"),
         ({"grid": 4, "leads": {"left": "The {name} is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": LEADS}, "leads need a_names"),
+        ({"grid": 4, "leads": {"use": "{a_name} is"}, "a_names": A_NAMES}, "leads.use: .* a single {A_name} field"),
+        ({"grid": 4, "leads": {"use": "{A_name} is {A_name}"}, "a_names": A_NAMES}, "a single {A_name} field"),
         ({"grid": 4, "leads": {"left": "The one } is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": {"left": "The one\nis {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": LEADS, "a_names": {"mug": ""}}, "a_names.mug: a name with its article"),
@@ -608,7 +623,7 @@ def test_a_spatial_instruction_opens_the_answer_with_the_instance_found_and_gras
     from training.reasoning.referring import RELATIONS, resolution
 
     leads = model.target.spec.leads
-    assert leads == {r: resolution("spatial", "{a_name}", {"relation": r}) for r in RELATIONS}
+    assert leads == {**{r: resolution("spatial", "{a_name}", {"relation": r}) for r in RELATIONS}, "use": "{A_name} is"}
     assert model.target.spec.a_names["mug"] == "a mug" and model.target.spec.a_names["apple"] == "an apple"
     image = camera()
     embedded = model.embed(image)
@@ -689,8 +704,14 @@ def test_a_first_turns_hint_names_only_the_objects_the_head_sees_when_it_sees_an
     assert first.hint == ("a can",)
     read = b"".join(model.llm.piece(t) for t in prompts[-1] if t is not None).decode()
     assert read.endswith("something to drink from Hint: a can. ASSISTANT:")
+    # the one object hinted, and seen: the answer opens with it (real decoding under the lead's grammar), and the
+    # target check puts the pose on it (row 1, column 1, or the table within reach of it)
+    assert model.target.spec.leads["use"] == "{A_name} is"
+    assert first.reasoning.startswith("A can is ")
+    assert first.pose is not None and first.pose.x < 3 / 8 and first.pose.y < 3 / 8
     identity[9, classes.index("can")], identity[9, len(classes)] = 0.0, 1.0  # nothing of either: both stay
-    assert model.session().ask("grab me something to drink from", image).hint == ("a mug", "a can")
+    both = model.session().ask("grab me something to drink from", image)
+    assert both.hint == ("a mug", "a can") and not both.reasoning.startswith(("A mug is", "A can is"))
     assert model.hint_objects("grab me something to drink from") == ["a mug", "a can"]  # without a picture
 
 
@@ -734,15 +755,18 @@ def test_the_target_check_needs_heads(refusing_checkpoint, tmp_path, capsys):
     assert "--no-spatial needs --target-check" in capsys.readouterr().err
 
 
-def test_the_spatial_leads_need_every_heads_category_known():
+def test_the_leads_are_the_training_datas_and_need_every_heads_category_known():
     from export.gguf import ExportError
-    from export.quantize import spatial_leads
+    from export.quantize import answer_leads
+    from training.reasoning.referring import resolution
 
-    leads, a_names = spatial_leads(["mug", "apple", "object"])
+    leads, a_names = answer_leads(["mug", "apple", "object"])
     assert leads["near"] == "The one nearest the robot is {a_name}."
+    assert leads["use"] == "{A_name} is"  # the words before the use
+    assert resolution("function", "a mug", {"use": "drink"}).startswith(leads["use"].format(A_name="A mug") + " ")
     assert a_names == {"mug": "a mug", "apple": "an apple", "object": "an object"}
     with pytest.raises(ExportError, match="gizmo"):
-        spatial_leads(["mug", "gizmo"])
+        answer_leads(["mug", "gizmo"])
 
 
 def test_the_evaluations_answerer_reports_the_pose_the_model_wrote(model):
@@ -910,3 +934,37 @@ def test_a_part_head_of_another_vision_stage_or_without_the_target_check_is_refu
               "--parts", str(parts)])  # fmt: skip
     assert "--parts needs --target-check" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_the_cnn_baselines_run_from_a_bundles_graph_as_from_the_checkpoint(target_bundle, tmp_path):
+    """A user with the bundle alone gets the CNN baselines beside the model (``training.evaluate --cnn BUNDLE``):
+    the graph's maps are the heads' own, so every baseline pose is the checkpoint's, to the rounding."""
+    from training.baseline import cnn_predictor, cnn_told_predictor, cnn_words_predictor, is_bundle
+    from training.datasets import open_dataset
+    from training.synth import SynthConfig, write_synthetic_dataset
+
+    heads = target_bundle.parent / "vision"
+    assert is_bundle(target_bundle) and not is_bundle(heads)
+    dataset = open_dataset(write_synthetic_dataset(tmp_path, 2, SynthConfig(seed=3, objects=(2, 3)), progress=False))
+    requests = [(dataset.load(i.image), i) for i in dataset.instructions]
+    assert requests
+    for make in (cnn_predictor, cnn_words_predictor, lambda source: cnn_told_predictor(dataset, source)):
+        exported, trained = make(target_bundle), make(heads)
+        for sample, instruction in requests:
+            a, b = exported(sample, instruction), trained(sample, instruction)
+            assert (a is None) == (b is None), instruction.text
+            if a is not None:
+                assert (a.x, a.y) == pytest.approx((b.x, b.y), abs=1e-4) and angle_close(a.theta, b.theta)
+
+
+def angle_close(a: float, b: float) -> bool:
+    from appliance.grasp import angle_difference
+
+    return angle_difference(a, b) < 1e-3
+
+
+def test_a_bundle_without_the_heads_maps_is_no_cnn_baseline(refusing_bundle):
+    from training.baseline import cnn_predictor
+
+    with pytest.raises(ValueError, match="no target check"):
+        cnn_predictor(refusing_bundle)
