@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from appliance.answer import AnswerParseError, AnswerRefused
 from appliance.grasp import GraspPose, score_pose
 from appliance.runtime.model import MAX_NEW_TOKENS  # one answer budget for torch and the runtime (no SDK imported)
+from appliance.runtime.objects import CategoryNames
 
 from .datasets import GraspDataset, open_dataset
 from .datasets.augment import center_crop
@@ -152,14 +152,10 @@ class Evaluation:
         }
 
 
-def stated_category(text: str, names: list[str]) -> str | None:
-    """The first category name the reasoning mentions (longest name wins at a position)."""
-    best = None
-    for name in names:
-        match = re.search(rf"\b{re.escape(name)}\b", text)
-        if match and (best is None or (match.start(), -len(name)) < (best[0], -len(best[1]))):
-            best = (match.start(), name)
-    return best[1] if best else None
+def stated_category(text: str, names: CategoryNames) -> str | None:
+    """The category the reasoning names first, read as the appliance reads it (``CategoryNames.first``: synonyms
+    count, a name before "one" or another name is a modifier, "The orange one is a spoon" names a spoon)."""
+    return names.first(text)
 
 
 def held_out(dataset: GraspDataset, split: str, fold: int, seed: int = 0) -> tuple[GraspDataset, list[str]]:
@@ -229,7 +225,7 @@ def evaluate(
     from training.progress import progress_bar
 
     templates = load_templates()
-    names = sorted(templates.categories, key=len, reverse=True)
+    names = CategoryNames(templates.vocabulary())
     fmt = view.answer_format
     result = Evaluation()
     start = time.monotonic()

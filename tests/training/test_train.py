@@ -319,12 +319,20 @@ def test_merged_model_equals_the_adapter_model(workdir):
     assert ModelView.load(merged_dir).decimals == 2
 
 
-def test_evaluate_runs_end_to_end_and_counts_parse_failures(workdir, tmp_path):
-    from training.evaluate import main as evaluate_main
+def test_the_category_an_answer_names_is_read_as_the_appliance_reads_it():
+    from appliance.runtime.objects import CategoryNames
     from training.evaluate import stated_category
 
-    assert stated_category("The object is a toy block with sides", ["block", "toy block", "mug"]) == "toy block"
-    assert stated_category("nothing here", ["mug"]) is None
+    names = CategoryNames({"block": "toy block", "toy block": "toy block", "mug": "mug", "orange": "orange"})
+    assert stated_category("The object is a toy block with sides", names) == "toy block"
+    assert stated_category("nothing here", names) is None
+    assert stated_category("The orange one is a mug.", names) == "mug"  # a colour here
+    assert stated_category("An orange is something to eat.", names) == "orange"
+
+
+def test_evaluate_runs_end_to_end_and_counts_parse_failures(workdir, tmp_path):
+    from training.evaluate import main as evaluate_main
+
     out = tmp_path / "eval.json"
     merged = workdir / "merged"
     if not merged.is_dir():
