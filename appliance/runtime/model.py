@@ -38,7 +38,7 @@ from .objects import CategoryNames
 from .preprocess import CropBox, prepare
 from .presence import PresenceGate
 from .speculation import ACCEPTANCE_PRIOR, KS, MIN_DRAFTED, Plan, VerifyCost, measure, plan
-from .target import TargetCheck
+from .target import ROTATING, TargetCheck
 from .vision import PROVIDERS, VisionEncoder
 
 log = logging.getLogger(__name__)
@@ -647,12 +647,14 @@ class Session:
         return None
 
     def _check_turn(self, prediction: Prediction) -> Prediction:
-        """A follow-up that turned the grasp, with its pose moved to the heads' best turned grasp on the same object
-        (``TargetCheck.turned``); else (none there) the answer as it was."""
+        """A follow-up that turns the grasp (its reasoning says it rotates, or its pose turned), with its pose moved
+        to the heads' best turned grasp on the same object (``TargetCheck.turned``); else the answer as it was."""
         model, image, last = self.model, self._image, self.turns[-1]
         if last.pose is None:
             return prediction
-        moved = model.target.turned(last.pose, prediction.pose, self._held_category(), image.identity, image.grasp)
+        said = ROTATING.search(prediction.reasoning) is not None
+        category = self._held_category()
+        moved = model.target.turned(last.pose, prediction.pose, category, image.identity, image.grasp, said)
         return prediction if moved is None else self._replace_pose(prediction, moved, "turn check")
 
     def _check_part(self, prediction: Prediction, part: str) -> Prediction:

@@ -115,6 +115,30 @@ def test_a_turned_pose_moves_to_the_heads_turned_grasp_on_the_same_object():
     assert agreed is not None and (agreed.x, agreed.y, agreed.theta) == pytest.approx((moved.x, moved.y, moved.theta))
 
 
+def test_a_rotation_the_reasoning_states_is_turned_even_where_the_model_kept_its_angle():
+    identity, grasp = turning({(1, 0): 0.0, (1, 1): 0.0, (1, 2): 0.0, (1, 3): math.pi / 2}, {(1, 3): 1.0})
+    before = at(1, 0, 0.0)
+    assert HEADS.turned(before, at(1, 0, 0.1), "mug", identity, grasp) is None  # no rotation, nor said
+    said = HEADS.turned(before, at(1, 0, 0.1), "mug", identity, grasp, said=True)
+    assert said is not None and said.theta == pytest.approx(math.pi / 2) and said.x == pytest.approx(3.5 / GRID)
+    from appliance.runtime.target import ROTATING
+
+    assert ROTATING.search("Rotating the gripper by 90 degrees: -0.36 to 1.21.")
+    assert not ROTATING.search("Moving the grasp to the left: y 0.40 to 0.30.")
+
+
+def test_where_no_grasp_of_the_object_is_turned_75_degrees_one_turned_60_will_do():
+    # the mug's likeliest turned patch is turned 65°, another 80° but less likely: the 80° one first
+    identity, grasp = turning({(1, 0): 0.0, (1, 1): math.radians(65), (1, 2): math.radians(80), (1, 3): 0.0},
+                              {(1, 1): 5.0, (1, 2): 1.0})  # fmt: skip
+    before = at(1, 0, 0.0)
+    first = HEADS.turned(before, at(1, 0, math.pi / 2), "mug", identity, grasp)
+    assert first is not None and first.theta == pytest.approx(math.radians(80), abs=1e-5)
+    grasp[1 * GRID + 2, 3:5] = (1.0, 0.0)  # no longer turned: the 65° one
+    second = HEADS.turned(before, at(1, 0, math.pi / 2), "mug", identity, grasp)
+    assert second is not None and second.theta == pytest.approx(math.radians(65), abs=1e-5)
+
+
 def test_what_the_turn_check_cannot_judge_keeps_the_models_pose():
     identity, grasp = turning({(1, 0): 0.0, (1, 1): 0.0, (1, 2): 0.0, (1, 3): 0.0}, {(3, 3): 9.0})
     before = at(1, 0, 0.0)
