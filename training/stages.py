@@ -462,26 +462,6 @@ def heads_predictor(checkpoint, model, processor):
     return lambda image: predict_pose(outputs(image), grid)
 
 
-def told_predictor(checkpoint, model, processor):
-    """The heads told the category meant: (image, category) → the best grasp among the patches the identity
-    head gives that category (all patches where it gives none; every patch when told None). Not a baseline a
-    robot can run: it measures what the vision tokens carry for a decoder that reads the instruction right."""
-
-    outputs = heads_outputs(checkpoint, model, processor)
-    vit = model.model.vision_tower
-    grid = vit.config.image_size // vit.config.patch_size
-    categories = identity_classes()
-
-    def predict(image, category: str | None) -> GraspPose:
-        if category is None:
-            return predict_pose(outputs(image), grid)
-        if category not in categories:
-            raise ValueError(f"unknown category {category!r}")
-        return told_pose(outputs(image), grid, categories.index(category))
-
-    return predict
-
-
 def told_pose(out: dict[str, torch.Tensor], grid: int, category: int | Collection[int]) -> GraspPose:
     """``predict_pose`` among the patches the identity head gives class ``category`` (or any of several classes;
     all patches, where it gives none)."""
