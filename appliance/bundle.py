@@ -180,7 +180,7 @@ class TargetCheckSpec:
         known = (*SPATIAL_RELATIONS, USE_LEAD)
         unknown = set(self.leads) - set(known)
         if unknown:
-            raise ValueError(f"target_check.leads: unknown relation {sorted(unknown)[0]!r} (known: {', '.join(known)})")
+            raise ValueError(f"target_check.leads: unknown lead {sorted(unknown)[0]!r} (known: {', '.join(known)})")
         for name, lead in self.leads.items():
             field_name = "A_name" if name == USE_LEAD else "a_name"
             try:

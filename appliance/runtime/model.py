@@ -575,7 +575,9 @@ class Session:
         referent, lead = None, ""
         if constrain and not self.history and model.target is not None and self._image.identity is not None:
             referent = model.target.referent(instruction, self._image.identity, hint, self._image.colour)
-            if referent is not None:
+            if model.format.variant is not AnswerVariant.RT:
+                pass  # no reasoning to open: the referent moves the pose alone
+            elif referent is not None:
                 lead = model.target.lead(referent)
             else:  # a request by use whose hint names one object the heads see: the answer opens with it
                 lead = model.target.use_lead(instruction, self._image.identity, hint)

@@ -439,6 +439,9 @@ def test_a_request_by_use_whose_hint_names_one_object_the_head_sees_opens_with_i
     assert used.use_lead("something to play with", identity, ("a ball",)) == ""  # the head sees no ball
     assert used.use_lead("something to play with", identity, ("a whisk",)) == ""  # nor knows a whisk
     assert used.use_lead("pick up the mug to cut with", identity, ("a knife",)) == ""  # it names its object
+    assert used.use_lead("give me mug to cut with", identity, ("a knife",)) == ""  # without a determiner too
+    assert used.use_lead("give me knife to cut with", identity, ("a knife",)) == "A knife is"  # the one hinted
+    assert used.use_lead("something to stir a mug with", identity, ("a knife",)) == "A knife is"  # the use's words
     assert SPATIAL.use_lead("hand me something to cut with", identity, ("a knife",)) == ""  # a bundle without it
 
 
@@ -457,7 +460,7 @@ def test_instances_are_the_groups_of_patches_sharing_sides():
         ({"grid": 0}, "grid must be >= 1"),
         ({"grid": 4, "reach": 4}, "reach must be in 0..3"),
         ({"grid": 4, "pose": "cnn"}, "pose must be one of model, heads, got 'cnn'"),
-        ({"grid": 4, "leads": {"above": "The one above is {a_name}."}, "a_names": A_NAMES}, "unknown relation 'above'"),
+        ({"grid": 4, "leads": {"above": "The one above is {a_name}."}, "a_names": A_NAMES}, "unknown lead 'above'"),
         ({"grid": 4, "leads": {"left": "The one on the left."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": {"left": "It is {a_name} [0.5"}, "a_names": A_NAMES}, "no '\\['"),
         ({"grid": 4, "leads": {"left": "The {name} is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
@@ -992,3 +995,67 @@ def test_a_bundle_without_the_heads_maps_is_no_cnn_baseline(refusing_bundle):
 
     with pytest.raises(ValueError, match="no target check"):
         cnn_predictor(refusing_bundle)
+
+
+def test_a_follow_up_that_says_it_rotates_takes_the_heads_turned_grasp_even_at_the_old_angle(model):
+    """Real session: the knife shows on two patches, held along (θ = 0) on the likelier one and across (π/2) on the
+    other. The first answer takes the heads' grasp (θ = 0); a follow-up that says it rotates but writes its old
+    angle gets the turned one; one that moves to a side keeps its pose."""
+    model.target = TargetCheck(replace(model.target.spec, pose="heads"), model.target.index, model.target.names)
+    image = camera()
+    embedded = model.embed(image)
+    classes = model.manifest.presence.classes
+    identity = np.zeros_like(embedded.identity)
+    identity[:, len(classes)] = 1.0
+    grasp = embedded.grasp.copy()
+    for k, theta, logit in ((0, 0.0, 9.0), (1, math.pi / 2, 5.0)):
+        identity[k], identity[k, classes.index("knife")] = 0.0, 1.0
+        grasp[k] = (logit, 0.5, 0.5, math.cos(2 * theta), math.sin(2 * theta))
+    model.embed = lambda _image: embedded._replace(identity=identity, grasp=grasp)
+    session = model.session()
+    scripted(model, "It is a knife, a long thin blade. [0.06, 0.06], 0.00")
+    first = session.ask("hand me something to cut with", image)  # names nothing the presence gate would refuse
+    assert (first.pose.x, first.pose.y, first.pose.theta) == pytest.approx((0.5 / 8, 0.5 / 8, 0.0), abs=0.006)
+    scripted(model, "Rotating the gripper by 90 degrees: 0.00 to 1.57. [0.06, 0.06], 0.02")
+    turned = session.ask("rotate the gripper by 90 degrees")
+    assert turned.written.theta == pytest.approx(0.02)  # the model kept its angle ...
+    assert (turned.pose.x, turned.pose.y) == pytest.approx((1.5 / 8, 0.5 / 8), abs=0.006)  # ... the check did not
+    assert angle_close(turned.pose.theta, math.pi / 2)  # ±π/2: one grasp
+    scripted(model, "Moving the grasp to the right: x 0.19 to 0.29. [0.29, 0.06], 1.57")
+    shifted = session.ask("move the grasp to the right")
+    assert shifted.written is None
+    assert (shifted.pose.x, shifted.pose.y, shifted.pose.theta) == pytest.approx((0.29, 0.06, 1.57))
+
+
+def test_a_bundle_without_reasoning_gets_no_lead_but_its_referent_still_moves_the_pose(nra_bundle, tmp_path):
+    """An NR-A bundle exported with the target check: a spatial request or one by use decodes under the NR grammar
+    (a lead opens only an RT answer's reasoning; before, asking for one raised) and nothing raises."""
+    import shutil
+
+    from appliance.hints import knowledge_from_mapping
+    from appliance.runtime.llm import LlamaSettings
+    from appliance.runtime.model import GraspModel
+    from export.quantize import build_bundle
+    from tests.appliance.runtime.test_presence import write_heads
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(nra_bundle.parent / "ckpt", checkpoint)
+    (checkpoint / "view.json").write_text(
+        '{"variant": "nr-a", "decimals": 3, "size": 224, "crop": 320, "refusals": true}'
+    )
+    heads = tmp_path / "vision"
+    shutil.copytree(checkpoint, heads)
+    write_heads(heads)  # the identity head sees a mug on every patch
+    manifest = build_bundle(checkpoint, tmp_path / "bundle", bits=8, progress=False, heads=heads,
+                            target_check=True)  # fmt: skip
+    assert manifest.answer.variant == "nr-a" and manifest.target_check.leads["use"] == "{A_name} is"
+    nr = GraspModel.load(tmp_path / "bundle", llama=LlamaSettings(n_ctx=512, n_batch=64))
+    try:
+        nr.hints = knowledge_from_mapping(
+            {"ignore": ["me"], "uses": {"drink": {"words": ["something to drink from"], "objects": ["a mug"]}}}
+        )
+        for instruction in ("hand me something to drink from", "pick up the mug on the left"):
+            answer = nr.session().ask(instruction, camera())  # the random model answers what it will: no lead
+            assert not answer.text.lstrip().startswith(("A mug is", "The one on the left")), answer.text
+    finally:
+        nr.llm.close()
