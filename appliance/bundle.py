@@ -118,6 +118,9 @@ SPATIAL_RELATIONS = ("left", "right", "near", "far")
 """The relations a spatial instruction may ask by (``training.reasoning.referring.RELATIONS``)."""
 USE_LEAD = "use"
 """The ``leads`` key of the words an answer to a request by use opens with ("A pair of scissors is")."""
+ONLY_LEAD = "only"
+"""The ``leads`` key of the sentence an answer opens with where the instruction names nothing and the heads see one
+object ("The image shows a spatula.")."""
 TARGET_POSES = ("model", "heads")
 """Whose pose the target check gives on the object the reasoning named (``TargetCheckSpec.pose``)."""
 
@@ -154,7 +157,9 @@ class TargetCheckSpec:
     that object among the identity head's instances and makes the answer open so (``runtime.target.referent``).
     Under ``USE_LEAD``, the words an answer to a request by use opens with, with an ``{A_name}`` field ("{A_name}
     is": the training data's "A pair of scissors is something to cut with."), taken when the hint names one object
-    and the identity head shows it (``runtime.target.TargetCheck.use_lead``).
+    and the identity head shows it (``runtime.target.TargetCheck.use_lead``). Under ``ONLY_LEAD``, the sentence
+    (with ``{a_name}``) an answer opens with where the instruction names no object, use or place and the identity
+    head sees one object only ("The image shows {a_name}.", ``TargetCheck.only_lead``).
     Empty (bundles exported before it): spatial instructions are the model's alone; no ``use``: nor uses."""
     a_names: dict[str, str] = field(default_factory=dict)
     """Every presence category with its article, as the training data writes it ("an apple", "scissors")."""
@@ -177,7 +182,7 @@ class TargetCheckSpec:
     """The colour head's words, in its order."""
 
     def __post_init__(self) -> None:
-        known = (*SPATIAL_RELATIONS, USE_LEAD)
+        known = (*SPATIAL_RELATIONS, USE_LEAD, ONLY_LEAD)
         unknown = set(self.leads) - set(known)
         if unknown:
             raise ValueError(f"target_check.leads: unknown lead {sorted(unknown)[0]!r} (known: {', '.join(known)})")

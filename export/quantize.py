@@ -25,6 +25,7 @@ import yaml
 
 from appliance.bundle import (
     MANIFEST_FILE,
+    ONLY_LEAD,
     PATCH_COLOUR,
     PATCH_PARTS,
     SCHEMA_VERSION,
@@ -142,6 +143,12 @@ def answer_leads(classes) -> tuple[dict[str, str], dict[str, str]]:
     by_use = re.split(r"\{[Tt]hing\}", load_referring().resolution["function"])[0].strip()
     if by_use.count("{A_name}") == 1 and "{" not in by_use.replace("{A_name}", ""):
         leads[USE_LEAD] = by_use  # else (a template that does not open with the object) no lead for uses
+    # the first reasoning frame whose first sentence names the object and nothing else ("The image shows {a_name}.")
+    for frame in templates.reasoning:
+        first = re.split(r"(?<=\.) ", frame, maxsplit=1)[0]
+        if first.endswith(".") and re.findall(r"\{(\w+)\}", first) == ["a_name"]:
+            leads[ONLY_LEAD] = first
+            break
     known = {**templates.categories, templates.fallback.name: templates.fallback}
     unknown = [c for c in classes if c not in known]
     if unknown:

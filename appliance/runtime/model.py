@@ -579,8 +579,12 @@ class Session:
                 pass  # no reasoning to open: the referent moves the pose alone
             elif referent is not None:
                 lead = model.target.lead(referent)
-            else:  # a request by use whose hint names one object the heads see: the answer opens with it
-                lead = model.target.use_lead(instruction, self._image.identity, hint)
+            else:  # a request by use whose hint names one object the heads see, or one that names nothing where
+                # they see one object only: the answer opens with it
+                identity = self._image.identity
+                lead = model.target.use_lead(instruction, identity, hint) or model.target.only_lead(
+                    instruction, identity, hint
+                )
         start = time.perf_counter()
         before = model.llm.n_evaluated
         self._activate()

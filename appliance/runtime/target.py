@@ -37,7 +37,8 @@ open with the sentence the model was trained to write for it ("The one on the le
 ``leads``), the model writes how such an object is held and its pose, and the pose goes to the heads' best grasp on
 that instance (``on_referent``). A request by use ("something to cut with") whose hint, narrowed to the objects the
 heads see, names one object opens the answer with it ("A pair of scissors is", ``use_lead``), and the check as for
-a name follows. numpy only.
+a name follows. An instruction that names nothing ("Lift the object.") where the heads see one object only opens
+with it ("The image shows a spatula.", ``only_lead``). numpy only.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.bundle import GRASP_FIELDS, USE_LEAD, TargetCheckSpec
+from appliance.bundle import GRASP_FIELDS, ONLY_LEAD, USE_LEAD, TargetCheckSpec
 from appliance.grasp import GraspPose, angle_difference
 
 from .objects import DESCRIBED, CategoryNames
@@ -268,6 +269,26 @@ class TargetCheck:
             return ""  # the heads see no such object: the model may say what it sees, or refuse
         a_name = self.spec.a_names[category]
         return template.format(A_name=a_name[:1].upper() + a_name[1:])
+
+    def only_lead(self, instruction: str, identity: np.ndarray, hint: tuple[str, ...]) -> str:
+        """The sentence the answer to a first instruction that names no object, use or place ("Lift the object.")
+        opens with, where the identity head sees one object only (its patches off the table join side by side):
+        the spec's ``only`` lead with that object's category (the one most of its patches show); "" otherwise. On
+        single objects the tiny model named another category than the one there for half of such requests, and
+        the target check could not move a pose onto a category no patch shows (bench/results/n-uses-and-turns)."""
+        template = self.spec.leads.get(ONLY_LEAD)
+        if template is None or hint or relation(instruction) is not None or self.names.first(instruction):
+            return ""
+        labels = identity.argmax(-1)
+        table = len(self.index)
+        groups = instances((labels != table).reshape(self.spec.grid, self.spec.grid))
+        if len(groups) != 1:
+            return ""
+        counts = np.bincount(labels[groups[0].reshape(-1)], minlength=table)
+        category = next(c for c, i in self.index.items() if i == int(np.argmax(counts)))
+        if category not in self.spec.a_names:
+            return ""
+        return template.format(a_name=self.spec.a_names[category])
 
     def on_referent(self, pose: GraspPose, referent: Referent, identity: np.ndarray, grasp: np.ndarray) -> GraspPose:
         """The pose for a first answer about ``referent``: the heads' best grasp on it, or with the spec's ``pose:

@@ -445,6 +445,22 @@ def test_a_request_by_use_whose_hint_names_one_object_the_head_sees_opens_with_i
     assert SPATIAL.use_lead("hand me something to cut with", identity, ("a knife",)) == ""  # a bundle without it
 
 
+def test_an_instruction_naming_nothing_opens_with_the_one_object_the_heads_see():
+    only = TargetCheck(replace(SPATIAL.spec, leads={**LEADS, "only": "The image shows {a_name}."}), CLASSES, NAMES)
+    one, _ = maps({(1, 1): "knife", (1, 2): "knife", (2, 2): "mug"})  # one object, its patches mostly a knife's
+    assert only.only_lead("Lift the object.", one, ()) == "The image shows a knife."
+    assert only.only_lead("Give me a grasp pose.", one, ()) == "The image shows a knife."
+    assert only.only_lead("pick up the mug", one, ()) == ""  # it names one
+    assert only.only_lead("pass me mug", one, ()) == ""  # without a determiner too
+    assert only.only_lead("Lift the object.", one, ("a knife",)) == ""  # a use: the use lead's
+    assert only.only_lead("Lift the object on the left.", one, ()) == ""  # a place: the spatial check's
+    two, _ = maps({(0, 0): "knife", (3, 3): "mug"})
+    assert only.only_lead("Lift the object.", two, ()) == ""  # two objects: which is the model's to say
+    none, _ = maps({})
+    assert only.only_lead("Lift the object.", none, ()) == ""
+    assert SPATIAL.only_lead("Lift the object.", one, ()) == ""  # a bundle without it
+
+
 def test_instances_are_the_groups_of_patches_sharing_sides():
     from appliance.runtime.target import instances
 
@@ -466,6 +482,7 @@ def test_instances_are_the_groups_of_patches_sharing_sides():
         ({"grid": 4, "leads": {"left": "The {name} is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": LEADS}, "leads need a_names"),
         ({"grid": 4, "leads": {"use": "{a_name} is"}, "a_names": A_NAMES}, "leads.use: .* a single {A_name} field"),
+        ({"grid": 4, "leads": {"only": "It is {A_name}."}, "a_names": A_NAMES}, "leads.only: .* a single {a_name}"),
         ({"grid": 4, "leads": {"use": "{A_name} is {A_name}"}, "a_names": A_NAMES}, "a single {A_name} field"),
         ({"grid": 4, "leads": {"left": "The one } is {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
         ({"grid": 4, "leads": {"left": "The one\nis {a_name}."}, "a_names": A_NAMES}, "a single {a_name} field"),
@@ -650,7 +667,8 @@ def test_a_spatial_instruction_opens_the_answer_with_the_instance_found_and_gras
     from training.reasoning.referring import RELATIONS, resolution
 
     leads = model.target.spec.leads
-    assert leads == {**{r: resolution("spatial", "{a_name}", {"relation": r}) for r in RELATIONS}, "use": "{A_name} is"}
+    spatial = {r: resolution("spatial", "{a_name}", {"relation": r}) for r in RELATIONS}
+    assert leads == {**spatial, "use": "{A_name} is", "only": "The image shows {a_name}."}
     assert model.target.spec.a_names["mug"] == "a mug" and model.target.spec.a_names["apple"] == "an apple"
     image = camera()
     embedded = model.embed(image)
@@ -790,6 +808,7 @@ def test_the_leads_are_the_training_datas_and_need_every_heads_category_known():
     leads, a_names = answer_leads(["mug", "apple", "object"])
     assert leads["near"] == "The one nearest the robot is {a_name}."
     assert leads["use"] == "{A_name} is"  # the words before the use
+    assert leads["only"] == "The image shows {a_name}."  # a reasoning frame's first sentence
     assert resolution("function", "a mug", {"use": "drink"}).startswith(leads["use"].format(A_name="A mug") + " ")
     assert a_names == {"mug": "a mug", "apple": "an apple", "object": "an object"}
     with pytest.raises(ExportError, match="gizmo"):
