@@ -1078,3 +1078,20 @@ def test_a_bundle_without_reasoning_gets_no_lead_but_its_referent_still_moves_th
             assert not answer.text.lstrip().startswith(("A mug is", "The one on the left")), answer.text
     finally:
         nr.llm.close()
+
+
+def test_an_instruction_naming_nothing_opens_with_the_one_object_the_head_sees(model):
+    """Real decoding under the lead's grammar: the head sees one mug over the whole view, so "Lift the object."
+    opens "The image shows a mug." whatever the tiny model would have written; two objects leave it to the model."""
+    assert model.target.spec.leads["only"] == "The image shows {a_name}."
+    image = camera()
+    first = model.session().ask("Lift the object.", image)  # write_heads: a mug on every patch
+    assert first.reasoning.startswith("The image shows a mug. ") and first.pose is not None
+    embedded = model.embed(image)
+    classes = model.manifest.presence.classes
+    identity = np.zeros_like(embedded.identity)
+    identity[:, len(classes)] = 1.0
+    for k, category in ((0, "mug"), (63, "knife")):  # two objects, far apart
+        identity[k], identity[k, classes.index(category)] = 0.0, 1.0
+    model.embed = lambda _image: embedded._replace(identity=identity)
+    assert not model.session().ask("Lift the object.", image).reasoning.startswith("The image shows a")
