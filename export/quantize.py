@@ -133,7 +133,8 @@ def check_model_dir(model_dir: Path) -> dict:
 def answer_leads(classes) -> tuple[dict[str, str], dict[str, str]]:
     """The target check's ``leads`` (per spatial relation, the sentence an RT answer about the object leading it
     opens with, as the training data writes it; under ``use``, the words before the use in the sentence an answer
-    to a request by use opens with: "{A_name} is") and ``a_names`` (each category of ``classes`` with its
+    to a request by use opens with: "{A_name} is"; under ``only``, the first sentence of a reasoning frame that names
+    the object and nothing else: "The image shows {a_name}.") and ``a_names`` (each category of ``classes`` with its
     article)."""
     from training.reasoning import load_templates
     from training.reasoning.referring import RELATIONS, load_referring, resolution
@@ -176,11 +177,11 @@ def build_bundle(
     manifest gets a ``presence`` section (``appliance.runtime.presence``); with ``target_check`` too, the graph
     gives the heads' patch maps and the manifest a ``target_check`` section (``appliance.runtime.target``) whose
     ``pose`` is ``target_pose`` and, unless ``spatial`` is False, whose ``leads`` resolve spatial instructions in the
-    heads' instances and open answers to requests by use with the one object hinted (``answer_leads``). With
-    ``parts`` (``training.parts``'s output for that checkpoint), the graph gives the part head's map too and the
-    section's part check moves part follow-ups onto the part named. Where the
-    heads have a colour head, the graph gives its map and the section's colour words: a first instruction that tells
-    two of a category apart by colour gets the heads' grasp on the instance it asks for."""
+    heads' instances and open answers to requests by use with the one object hinted, and to requests that name
+    nothing with the one object seen (``answer_leads``). With ``parts`` (``training.parts``'s output for that
+    checkpoint), the graph gives the part head's map too and the section's part check moves part follow-ups onto the
+    part named. Where the heads have a colour head, the graph gives its map and the section's colour words: a first
+    instruction that tells two of a category apart by colour gets the heads' grasp on the instance it asks for."""
     from training.model import load_llava
     from training.progress import progress_bar
     from training.tokenizer import IMAGE
@@ -378,10 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-spatial",
         action="store_true",
-        help="with --target-check: leave spatial instructions ('the mug on the left') and requests by use to the "
+        help="with --target-check: leave spatial instructions ('the mug on the left'), requests by use and those "
+        "that name nothing to the "
         "model; by default the appliance finds the object leading the relation in the heads' instances and the "
-        "answer opens by naming it, and an answer to a request by use whose hint names one object the heads see "
-        "opens with that object ('A pair of scissors is ...')",
+        "answer opens by naming it, an answer to a request by use whose hint names one object the heads see "
+        "opens with that object ('A pair of scissors is ...'), and one to a request that names nothing, where the "
+        "heads see one object only, with it ('The image shows a spatula.')",
     )
     parser.add_argument(
         "--parts",

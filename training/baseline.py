@@ -170,8 +170,7 @@ def heads_source(source: Path, size: int = 224, crop: int | None = 320):
 
 @functools.cache
 def _bundle_heads(bundle: Path):
-    """``heads_source`` of a bundle: one graph session for every baseline of a run, the last image's maps kept (the
-    three CNN baselines ask for each image in turn)."""
+    """``heads_source`` of a bundle: one read of the bundle and one graph session for every baseline of a run."""
     import torch
 
     from appliance.bundle import read_bundle
@@ -187,22 +186,17 @@ def _bundle_heads(bundle: Path):
         raise ValueError(f"{bundle}: the bundle has no target check, so its graph gives no heads' maps (a cnn baseline "
                          "needs them, or a vision-stage checkpoint)")  # fmt: skip
     encoder = VisionEncoder(bundle / manifest.vision, providers=("CPUExecutionProvider",))
-    last: dict[str, dict] = {}
 
-    def run(sample: GraspSample) -> dict:
-        if sample.image_id in last:
-            return last[sample.image_id]
+    def run(sample: GraspSample) -> dict:  # each predictor keeps the maps of the image it is on
         _, extra = encoder.encode(prepare(sample.image, manifest.image)[1])
         grasp = torch.from_numpy(np.asarray(extra[spec.grasp], np.float32))[None]
         identity = torch.from_numpy(np.asarray(extra[spec.identity], np.float32))[None]
-        last.clear()
-        last[sample.image_id] = {
+        return {
             PATCH_CENTER: grasp[..., 0],
             PATCH_OFFSET: grasp[..., 1:3],
             PATCH_ANGLE: grasp[..., 3:5],
             PATCH_IDENTITY: identity,  # probabilities, not logits: the same argmax
         }
-        return last[sample.image_id]
 
     view = ModelView(size=manifest.image.size, crop=manifest.image.crop)
     return run, spec.grid, list(manifest.presence.classes), view

@@ -284,8 +284,7 @@ class TargetCheck:
         groups = instances((labels != table).reshape(self.spec.grid, self.spec.grid))
         if len(groups) != 1:
             return ""
-        counts = np.bincount(labels[groups[0].reshape(-1)], minlength=table)
-        category = next(c for c, i in self.index.items() if i == int(np.argmax(counts)))
+        category = list(self.index)[int(np.argmax(np.bincount(labels[groups[0].reshape(-1)], minlength=table)))]
         if category not in self.spec.a_names:
             return ""
         return template.format(a_name=self.spec.a_names[category])
