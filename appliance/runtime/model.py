@@ -574,7 +574,9 @@ class Session:
         # a spatial instruction's object is found in the heads' instances, and the answer opens by naming it
         referent, lead = None, ""
         if constrain and not self.history and model.target is not None and self._image.identity is not None:
-            referent = model.target.referent(instruction, self._image.identity, hint, self._image.colour)
+            referent = model.target.referent(
+                instruction, self._image.identity, hint, self._image.colour, self._image.view
+            )
             if model.format.variant is not AnswerVariant.RT:
                 pass  # no reasoning to open: the referent moves the pose alone
             elif referent is not None:

@@ -407,7 +407,7 @@ def test_what_the_colour_check_cannot_tell_apart_is_left_to_the_model():
     assert CHECK.referent("I want the red mug.", identity, colour=colour) is None  # no colour words in the spec
     assert COLOURED.referent("I want the green mug.", identity, colour=colour) is None  # a word the head lacks
     assert COLOURED.referent("the red knife", identity, colour=colour) is None  # one knife, all of it: the name's check
-    assert COLOURED.referent("the larger mug", identity, colour=colour) is None  # size: the model's (8 x 8 patches)
+    assert COLOURED.referent("the larger mug", identity, colour=colour) is None  # size, and no view to measure it
     nowhere = colours({(0, 0): "blue", (0, 1): "blue", (0, 2): "blue"})  # red likeliest on no patch of either mug
     nowhere[15] = (0.3, 0.0, 0.7)
     assert COLOURED.referent("I want the red mug.", identity, colour=nowhere) is None
@@ -1095,3 +1095,73 @@ def test_an_instruction_naming_nothing_opens_with_the_one_object_the_head_sees(m
         identity[k], identity[k, classes.index(category)] = 0.0, 1.0
     model.embed = lambda _image: embedded._replace(identity=identity)
     assert not model.session().ask("Lift the object.", image).reasoning.startswith("The image shows a")
+
+
+def table_view(objects: dict[tuple[int, int, int, int], tuple[int, int, int]], seed: int = 0) -> np.ndarray:
+    """A 64 x 64 view (16 pixels a patch of the 4 x 4 grid) of a table, a slightly noisy beige, with ``objects``
+    ((top, left, bottom, right) → RGB) painted on it."""
+    rng = np.random.default_rng(seed)
+    view = np.clip(np.array([180, 170, 130]) + rng.normal(0, 2, (64, 64, 3)), 0, 255)
+    for (top, left, bottom, right), rgb in objects.items():
+        view[top:bottom, left:right] = rgb
+    return view.astype(np.uint8)
+
+
+def test_an_object_told_from_its_twins_by_size_is_the_one_of_that_footprint_in_the_view():
+    # a large mug over patches (0, 0)-(0, 1), a small one in (3, 3) with a knife touching it on its left
+    identity, grasp = maps({(0, 0): "mug", (0, 1): "mug", (3, 3): "mug", (3, 2): "knife"}, best={(0, 0): 1.0})
+    view = table_view({(2, 2, 14, 30): (40, 60, 200), (50, 50, 60, 60): (200, 40, 40), (50, 30, 60, 50): (90, 90, 90)})
+    larger = CHECK.referent("I want the larger mug.", identity, view=view)
+    assert larger.relation is None and larger.category == "mug" and larger.word == "larger"
+    assert np.argwhere(larger.patches).tolist() == [[0, 0], [0, 1]]
+    assert CHECK.lead(larger) == ""  # the model's answer names the size: "The larger one is a mug."
+    smallest = CHECK.referent("grab the smallest coffee mug please", identity, view=view)  # the knife is not counted
+    assert np.argwhere(smallest.patches).tolist() == [[3, 3]]
+    pose = HEADS.on_referent(at(0, 0), smallest, identity, grasp)  # the model chose the large mug
+    assert (pose.x, pose.y) == pytest.approx((3.5 / GRID, 3.5 / GRID))
+    # a colour word is the colour map's to decide; without a view, or with one mug, the model's pose decides
+    assert CHECK.referent("the larger mug", identity) is None
+    # a colour word the bundle has no colour map for leaves the size to decide; one it has, the colour
+    assert np.argwhere(CHECK.referent("the larger red mug", identity, view=view).patches).tolist() == [[0, 0], [0, 1]]
+    red = colours({(0, 0): "blue", (0, 1): "blue", (3, 3): "red"})
+    assert COLOURED.referent("the larger red mug", identity, colour=red, view=view).word == "red"
+    one, _ = maps({(0, 0): "mug", (0, 1): "mug"})
+    assert CHECK.referent("the larger mug", one, view=view) is None
+    assert CHECK.referent("the mug", identity, view=view) is None  # no size word
+    assert CHECK.referent("the tall mug", identity, view=view) is None  # not a size the footprint tells
+
+
+def test_a_size_is_left_to_the_model_on_a_near_tie_and_one_object_the_head_splits_counts_once():
+    identity, _ = maps({(0, 0): "mug", (3, 3): "mug"})
+    tie = table_view({(2, 2, 12, 12): (40, 60, 200), (51, 51, 61, 61): (200, 40, 40)})  # the same size
+    assert CHECK.referent("the larger mug", identity, view=tie) is None
+    # a long mug over (0, 0)-(0, 2) whose middle patch the head calls table, and a smaller one in (3, 3): by the
+    # head's groups three instances, the smallest a part of the long one; in the view's pixels two
+    split, _ = maps({(0, 0): "mug", (0, 2): "mug", (3, 3): "mug"})
+    view = table_view({(4, 4, 10, 44): (40, 60, 200), (50, 50, 60, 60): (200, 40, 40)})
+    assert np.argwhere(CHECK.referent("the smaller mug", split, view=view).patches).tolist() == [[3, 3]]
+    assert np.argwhere(CHECK.referent("the bigger mug", split, view=view).patches).tolist() == [[0, 0], [0, 2]]
+    # no patch shows the table: no colour to tell objects from it
+    covered, _ = maps({(r, c): "mug" for r in range(GRID) for c in range(GRID)})
+    assert CHECK.referent("the larger mug", covered, view=view) is None
+
+
+def test_a_long_object_the_head_splits_is_one_object_in_the_view_for_a_spatial_request():
+    # a knife over the whole top row that the head sees only at its ends (0, 0) and (0, 3), and a short knife in (3, 2)
+    identity, grasp = maps({(0, 0): "knife", (0, 3): "knife", (3, 2): "knife"}, best={(0, 3): 5.0, (3, 2): 1.0})
+    view = table_view({(4, 2, 10, 62): (90, 90, 90), (52, 36, 60, 44): (90, 90, 90)})
+    far = "grab the knife farthest away from the robot please"
+    # by the head's groups the long knife's far end leads; in the view's pixels its centre lies nearer than the short one
+    assert np.argwhere(SPATIAL.referent(far, identity).patches).tolist() == [[0, 3]]
+    assert np.argwhere(SPATIAL.referent(far, identity, view=view).patches).tolist() == [[3, 2]]
+    near = SPATIAL.referent("I want the knife nearest to the robot.", identity, view=view)
+    assert np.argwhere(near.patches).tolist() == [[0, 0], [0, 3]]  # both ends: the heads' best grasp on either
+    assert SPATIAL.on_referent(at(3, 2), near, identity, grasp) == at(0, 3, math.pi / 4)
+    # the pixels miss the short knife (the table's colour): the head's groups stand
+    faint = table_view({(4, 2, 10, 62): (90, 90, 90), (52, 36, 60, 44): (181, 171, 131)})
+    assert np.argwhere(SPATIAL.referent(far, identity, view=faint).patches).tolist() == [[0, 3]]
+    # the pixels split what the head sees as one object (a pair of sunglasses' lenses): the head's groups stand
+    lenses, _ = maps({(1, 0): "mug", (1, 1): "mug", (3, 3): "mug"})
+    view = table_view({(20, 2, 30, 12): (20, 20, 20), (20, 20, 30, 30): (20, 20, 20), (52, 52, 60, 60): (20, 20, 20)})
+    labels, mug = lenses.argmax(-1).reshape(GRID, GRID), CLASSES.index("mug")
+    assert [np.argwhere(g).tolist() for g in SPATIAL.objects(labels, mug, view)] == [[[1, 0], [1, 1]], [[3, 3]]]
