@@ -18,6 +18,7 @@ conversation is checked against it again, at its own grasp centre.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -101,6 +102,28 @@ def _in_view(box: list[int] | None, prediction: Prediction) -> tuple[float, floa
     crop, scale = prediction.crop, prediction.view.shape[1] / prediction.crop.side
     u0, v0, u1, v1 = box
     return ((u0 - crop.left) * scale, (v0 - crop.top) * scale, (u1 - crop.left) * scale, (v1 - crop.top) * scale)
+
+
+def in_camera(box: tuple[float, float, float, float], crop, shape: tuple[int, int]) -> list[int] | None:
+    """A box image-normalised in the model's view (``Prediction.box``) in whole camera pixels of an image of
+    ``shape`` (rows, columns), half-open and clipped to it; None when nothing of it is left."""
+    (u0, v0), (u1, v1) = crop.to_camera(box[0], box[1]), crop.to_camera(box[2], box[3])
+    h, w = shape
+    out = [max(0, math.floor(u0)), max(0, math.floor(v0)), min(w, math.ceil(u1)), min(h, math.ceil(v1))]
+    return out if out[0] < out[2] and out[1] < out[3] else None
+
+
+def reply_box(depth: list[int] | None, seen: list[int] | None) -> list[int] | None:
+    """The reply's box: ``depth``, the depth image's object at the grasp centre (or the nearest a finger's reach
+    away), unless the bundle's target check saw the object in the view's pixels (``seen``, the object of the
+    category named) and the depth's box does not hold the middle of it: the depth then found another object, or
+    none (a knife's 4 mm blade is no height, the ball beside it is), and ``seen`` is the one named."""
+    if seen is None:
+        return depth
+    middle = ((seen[0] + seen[2]) / 2, (seen[1] + seen[3]) / 2)
+    if depth is not None and depth[0] <= middle[0] < depth[2] and depth[1] <= middle[1] < depth[3]:
+        return depth  # the same object: the depth's box is the exact one
+    return seen
 
 
 class Jobs:
@@ -250,7 +273,7 @@ class Jobs:
         if prediction.ok:
             u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
             fields["pixel"] = {"u": u, "v": v}
-            box = self._box(frame, u, v)
+            box = self._box(frame, u, v, prediction)
             fields["object"] = {"category": self.categories.first(prediction.reasoning) or held, "box": box}
             plan, reason = self.plan(prediction, frame) if self.config.robot is not None else (None, "no arm")
             fields["target"] = None if plan is None else np.round(plan.grasp[:3, 3], 4).tolist()
@@ -258,7 +281,12 @@ class Jobs:
             fields["check"] = reason
         return fields, png_bytes(annotate(prediction.view, prediction.pose, _in_view(box, prediction)))
 
-    def _box(self, frame: Frame, u: float, v: float) -> list[int] | None:
+    def _box(self, frame: Frame, u: float, v: float, prediction: Prediction) -> list[int] | None:
+        """The pixel box of the object the answer resolved to (``reply_box``)."""
+        seen = None if prediction.box is None else in_camera(prediction.box, prediction.crop, frame.rgb.shape[:2])
+        return reply_box(self._depth_box(frame, u, v), seen)
+
+    def _depth_box(self, frame: Frame, u: float, v: float) -> list[int] | None:
         """The pixel box of the object at the grasp centre, or of the nearest one a finger's reach away."""
         z = median_depth(frame.depth, u, v, self.config.depth_window)
         if z is None:  # no reading at the centre: the reach at the picture's typical depth

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
 
 from appliance.answer import AnswerFormat, AnswerParseError, AnswerRefused, AnswerVariant
 from appliance.bundle import Manifest, read_bundle
@@ -110,6 +111,10 @@ class Prediction:
     written: GraspPose | None = None
     """The pose the model wrote, when the bundle's target check moved it onto the object its reasoning named
     (``runtime.target``); ``pose`` and ``text`` then hold the moved one. None when the pose is the model's."""
+    box: tuple[float, float, float, float] | None = None
+    """``(x0, y0, x1, y1)``, image-normalised in ``view``: the object the pose holds, of the category the request
+    resolved to or else the answer names (``TargetCheck.object_box``, from the view's pixels). None without a target
+    check, a category or such an object."""
 
     @property
     def ok(self) -> bool:
@@ -134,6 +139,29 @@ class Embedded(NamedTuple):
     """Per patch, the part head's probabilities (the target check's part map; None without one)."""
     colour: np.ndarray | None = None
     """Per patch, the colour head's probabilities (the target check's colour map; None without one)."""
+    check_view: np.ndarray | None = None
+    """The view whose pixels the target check measures (``runtime.target.footprints``): ``view``, with what lies
+    outside the camera image (the crop's black padding, where the image is smaller than the crop) painted the
+    image's median colour, so that it reads as table and joins no objects (None without a target check)."""
+
+
+def padding_painted(view: np.ndarray, box: CropBox, size: tuple[int, int]) -> np.ndarray:
+    """``view`` (the crop ``box`` of an image of ``size`` (width, height)) with its pixels whose centres lie outside
+    the image painted the median colour of the rest; ``view`` itself when none do."""
+    side = view.shape[0]
+    centres = (np.arange(side) + 0.5) * box.side / side
+    cols, rows = box.left + centres, box.top + centres
+    inside = ((rows >= 0) & (rows < size[1]))[:, None] & ((cols >= 0) & (cols < size[0]))[None, :]
+    if inside.all() or not inside.any():
+        return view
+    painted = view.copy()
+    painted[~inside] = np.median(view[inside], axis=0).astype(view.dtype)
+    return painted
+
+
+def image_size(image) -> tuple[int, int]:
+    """(width, height) of a PIL image or an (H, W, 3) array."""
+    return image.size if isinstance(image, Image.Image) else (np.asarray(image).shape[1], np.asarray(image).shape[0])
 
 
 def near_tie(logits: np.ndarray, token: int, grammar: Grammar | None, margin: float) -> bool:
@@ -363,7 +391,8 @@ class GraspModel:
             parts = extra[spec.parts] if spec.parts else None
             colour = extra[spec.colour] if spec.colour else None
         timing = (1000 * (mid - start), 1000 * (end - mid))
-        return Embedded(view, embeddings, box, *timing, patches, identity, grasp, parts, colour)
+        check_view = None if self.target is None else padding_painted(view, box, image_size(image))
+        return Embedded(view, embeddings, box, *timing, patches, identity, grasp, parts, colour, check_view)
 
     def hint_objects(self, instruction: str, identity: np.ndarray | None = None) -> list[str]:
         """The objects the bundle's knowledge says a first instruction's words are for (none without one). With
@@ -575,7 +604,7 @@ class Session:
         referent, lead = None, ""
         if constrain and not self.history and model.target is not None and self._image.identity is not None:
             referent = model.target.referent(
-                instruction, self._image.identity, hint, self._image.colour, self._image.view
+                instruction, self._image.identity, hint, self._image.colour, self._image.check_view
             )
             if model.format.variant is not AnswerVariant.RT:
                 pass  # no reasoning to open: the referent moves the pose alone
@@ -634,6 +663,10 @@ class Session:
                 prediction = self._check_part(prediction, part)
             else:
                 prediction = self._check_turn(prediction)
+            category = referent.category if referent is not None else None
+            category = category or model.target.category(prediction.reasoning) or self._held_category()
+            box = model.target.object_box(prediction.pose, category, self._image.identity, self._image.check_view)
+            prediction = replace(prediction, box=box)
         self.turns.append(prediction)
         return prediction
 

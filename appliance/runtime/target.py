@@ -39,9 +39,11 @@ that instance (``on_referent``). A request by use ("something to cut with") whos
 heads see, names one object opens the answer with it ("A pair of scissors is", ``use_lead``), and the check as for
 a name follows. An instruction that names nothing ("Lift the object.") where the heads see one object only opens
 with it ("The image shows a spatula.", ``only_lead``). One that tells two objects of its category apart by colour
-("the red mug") takes the instance the colour head gives that word (``described``); by size ("the larger box"), the
-instance of the largest footprint counted in the view's own pixels, off the table's colour (``sized``,
-``footprints``). numpy only.
+("the red mug") takes the instance the colour head gives that word (``described``); by size ("the larger box",
+"the smallest cup"), the object of the largest (smallest) footprint counted in the view's own pixels, off the
+table's colour (``sized``, ``footprints``). Those pixels also join a long object the head splits in two groups of
+patches, for spatial requests (``objects``), and give the box of the object an answer holds (``object_box``).
+numpy only.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -88,7 +91,7 @@ def relation(instruction: str) -> str | None:
 
 @dataclass(frozen=True)
 class Referent:
-    """The object a first instruction asks for by a spatial relation or a colour, as the heads see it."""
+    """The object a first instruction asks for by a spatial relation, a colour or a size, as the heads see it."""
 
     relation: str | None
     """The spatial relation; None for an object asked for by ``word``."""
@@ -96,7 +99,7 @@ class Referent:
     patches: np.ndarray
     """(grid, grid) bool: its patches."""
     word: str = ""
-    """The colour word that told it from the others of its category."""
+    """The colour or size word that told it from the others of its category."""
     fits: np.ndarray | None = None
     """(grid, grid) bool, for an object asked for by ``word``: the patches of every instance the word fits as well
     (``FIT``): a pose on one of them keeps its instance."""
@@ -136,9 +139,12 @@ ON_LABEL = 0.3
 """A region of off-table pixels is an object of the category when at least this share of it lies on its patches
 (less: a neighbour's pixels on patches the head calls table)."""
 COVER = 0.1
-"""A region keeps the category's patches it covers this share of, and is a speck under one patch's share."""
+"""A region keeps the category's patches it covers this share of (of a patch's sampled pixels); one smaller than
+this share of a patch is a speck."""
 STEP = 2
 """Footprints are measured on every ``STEP``-th pixel of the view, in each direction."""
+MAX_REGIONS = 64
+"""More regions of off-table pixels than this on one category's patches and the table are a texture, not objects."""
 
 
 class TargetCheck:
@@ -202,8 +208,8 @@ class TargetCheck:
         colour: np.ndarray | None = None,
         view: np.ndarray | None = None,
     ) -> Referent | None:
-        """The object a first instruction asks for by a spatial relation: among the identity head's instances of
-        the category it names (every category when it names none; of the ``hint``'s objects, "a knife", when it
+        """The object a first instruction asks for by a spatial relation: among the objects the identity head shows
+        (``objects``: its instances, or with the ``view`` its pixels' regions where they agree) of the category it names (every category when it names none; of the ``hint``'s objects, "a knife", when it
         asks by a use: "something to cut with on the left"), the one whose centre leads the relation; None when no
         patch shows what it names. Without a relation the spec ``leads``, the object it tells from the others of its
         category by colour or size (``described``; ``view``: the model's view, (size, size, 3) RGB)."""
@@ -246,12 +252,21 @@ class TargetCheck:
         groups = instances(labels == label)
         if view is None or len(groups) < 2:
             return groups
-        joined_up = [patches for patches, _ in footprints(view, labels, label, len(self.index))]
-        if not joined_up or len(joined_up) > len(groups):
-            return groups
-        if not all(any((g & p).any() for p in joined_up) for g in groups):
-            return groups
-        return joined_up
+        found = self.regions(labels, label, view)
+        return groups if found is None else [f.patches for f in found]
+
+    def regions(self, labels: np.ndarray, label: int, view: np.ndarray, split: bool = False) -> list[Footprint] | None:
+        """The view's ``footprints`` of identity ``label``, when they agree with the head's instances of it: every
+        instance sharing a patch with one (they miss none: an object the table's colour), and unless ``split``, no
+        more of them than instances (the pixels split no object the head sees whole: a pair of sunglasses' lenses).
+        None otherwise."""
+        groups = instances(labels == label)
+        found = footprints(view, labels, label, len(self.index))
+        if not found or (len(found) > len(groups) and not split):
+            return None
+        if not all(any((g & f.patches).any() for f in found) for g in groups):
+            return None
+        return found
 
     def described(
         self, instruction: str, identity: np.ndarray, colour: np.ndarray | None = None, view: np.ndarray | None = None
@@ -286,26 +301,50 @@ class TargetCheck:
     def sized(self, instruction: str, category: str, identity: np.ndarray, view: np.ndarray | None) -> Referent | None:
         """The object an instruction asks for by a size word before its name ("the larger box", ``SIZE_WORDS``),
         among two or more of ``category`` on the table: the one of the largest (smallest) footprint in the view's
-        pixels (``footprints``), when it beats the runner-up by ``SIZE_MARGIN``. None otherwise (no size word, no
-        view, fewer than two such objects, a near tie): the model's pose says which. The identity head's patches
+        pixels (``regions``; they may tell apart two twins that touch, which the head sees as one), when it beats
+        the runner-up by ``SIZE_MARGIN``. None otherwise (no size word, no view, fewer than two such objects,
+        pixels that miss one the head sees, a near tie): the model's pose says which. The identity head's patches
         alone could not tell: by patch count the object asked for in 25 of 46 size requests, as without it, since
         an 8 x 8 grid does not tell footprints 15 % apart (bench/results/n-attributes)."""
         words = [w for w in self.names.attributes(instruction) if w in SIZE_WORDS]
         if view is None or not words:
             return None
         labels = identity.argmax(-1).reshape(self.spec.grid, self.spec.grid)
-        found = footprints(view, labels, self.index[category], len(self.index))
+        found = self.regions(labels, self.index[category], view, split=True) or []
         if len(found) < 2:
             return None
-        ranked = sorted(found, key=lambda f: SIZE_WORDS[words[0]] * f[1], reverse=True)
-        (patches, best), (_, runner) = ranked[0], ranked[1]
+        ranked = sorted(found, key=lambda f: SIZE_WORDS[words[0]] * f.area, reverse=True)
+        best, runner = ranked[0].area, ranked[1].area
         if max(best, runner) < SIZE_MARGIN * min(best, runner):
             return None
-        return Referent(None, category, patches, words[0])
+        return Referent(None, category, ranked[0].patches, words[0])
+
+    def object_box(
+        self, pose: GraspPose, category: str | None, identity: np.ndarray, view: np.ndarray
+    ) -> tuple[float, float, float, float] | None:
+        """The box ``(x0, y0, x1, y1)`` (image-normalised in the model's view, half-open) of the object ``pose``
+        holds, an object of ``category`` (the one the answer names): of the view's ``footprints`` of that category,
+        the one that shares most patches with the category's patches joined to the ones under the pose. None when the
+        category is unknown or no patch of it lies under the pose, or the pixels show no such object. The reply's
+        box then names the same object as its category (a depth rule alone boxed a ball beside a knife whose 4 mm
+        blade it cannot see)."""
+        if category not in self.index:
+            return None
+        grid = self.spec.grid
+        labels = identity.argmax(-1).reshape(grid, grid)
+        shown = labels == self.index[category]
+        held = joined(shown, self.under(pose, labels, shown))
+        if not held.any():
+            return None
+        found = [
+            (int((f.patches & held).sum()), f) for f in footprints(view, labels, self.index[category], len(self.index))
+        ]
+        found = [(n, f) for n, f in found if n]
+        return max(found, key=lambda nf: (nf[0], nf[1].area))[1].box if found else None
 
     def lead(self, referent: Referent) -> str:
         """The sentence the answer about ``referent`` opens with ("The one on the left is a mug."); none for an
-        object asked for by colour (the model's answer names the word: "The blue one is a mug.")."""
+        object asked for by colour or size (the model's answer names the word: "The blue one is a mug.")."""
         if referent.relation is None:
             return ""
         return self.spec.leads[referent.relation].format(a_name=self.spec.a_names[referent.category])
@@ -488,15 +527,27 @@ def instances(shown: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def footprints(view: np.ndarray, labels: np.ndarray, label: int, table: int) -> list[tuple[np.ndarray, int]]:
-    """The objects of identity ``label`` in the model's ``view`` ((size, size, 3) RGB), each as its patches (a
-    (grid, grid) bool of ``labels``' patches of ``label`` it covers ``COVER`` of) and its footprint (pixels counted
-    every ``STEP``-th). An object is a connected region of pixels off the table's colour (``TABLE_SPREAD``, learnt
-    from the patches ``labels`` calls ``table``) within the patches of ``label`` and the table, ``ON_LABEL`` of it
-    at least on patches of ``label``: the pixels of a neighbour the head calls something else are not counted, and one
-    object the head splits in two groups of patches is one. Empty when no patch shows the table."""
+class Footprint(NamedTuple):
+    """One object in the model's view, as ``footprints`` finds it."""
+
+    patches: np.ndarray
+    """(grid, grid) bool: the patches of its identity label it covers ``COVER`` of."""
+    area: int
+    """Its footprint: its pixels, counted every ``STEP``-th."""
+    box: tuple[float, float, float, float]
+    """``(x0, y0, x1, y1)``, image-normalised in the view, half-open."""
+
+
+def footprints(view: np.ndarray, labels: np.ndarray, label: int, table: int) -> list[Footprint]:
+    """The objects of identity ``label`` in the model's ``view`` ((size, size, 3) RGB). An object is a connected
+    region of pixels off the table's colour (``TABLE_SPREAD``, learnt from the patches ``labels`` calls ``table``)
+    within the patches of ``label`` and the table, ``ON_LABEL`` of it at least on patches of ``label``: the pixels of
+    a neighbour the head calls something else are not counted, and one object the head splits in two groups of
+    patches is one. Empty when no patch shows the table."""
     grid = labels.shape[0]
     size = view.shape[0]
+    if view.ndim != 3 or view.shape[1] != size or view.shape[2] < 3 or size < grid:
+        return []
     at = np.arange(0, size, STEP) * grid // size
     under = labels[at[:, None], at[None, :]]  # the patch label under each sampled pixel
     pixels = np.asarray(view)[::STEP, ::STEP, :3].astype(np.float32)
@@ -506,10 +557,13 @@ def footprints(view: np.ndarray, labels: np.ndarray, label: int, table: int) -> 
     median = np.median(table_pixels, axis=0)
     spread = 1.4826 * float(np.median(np.linalg.norm(table_pixels - median, axis=-1)))
     off = np.linalg.norm(pixels - median, axis=-1) > max(TABLE_SPREAD * spread, TABLE_MIN)
+    off &= neighbours(off) >= 2  # lone pixels and a checkered texture: noise, not an object
     mine = under == label
     region, left, out = off & (mine | (under == table)), off & mine, []
     per_patch = (size / grid / STEP) ** 2
-    while left.any():
+    for _ in range(MAX_REGIONS):
+        if not left.any():
+            break
         seed = np.zeros_like(left)
         seed[np.unravel_index(int(np.argmax(left)), left.shape)] = True
         found = joined(region, seed)
@@ -522,8 +576,23 @@ def footprints(view: np.ndarray, labels: np.ndarray, label: int, table: int) -> 
         np.add.at(covered, (at[rows], at[cols]), 1)
         patches = (covered >= COVER * per_patch) & (labels == label)
         if patches.any():
-            out.append((patches, area))
+            rows, cols = np.nonzero(found)
+            box = (cols.min() * STEP / size, rows.min() * STEP / size, min((cols.max() + 1) * STEP / size, 1.0),
+                   min((rows.max() + 1) * STEP / size, 1.0))  # fmt: skip
+            out.append(Footprint(patches, area, tuple(float(b) for b in box)))
+    if left.any():
+        return []  # more regions than objects on a table: a texture, nothing to tell objects by
     return out
+
+
+def neighbours(mask: np.ndarray) -> np.ndarray:
+    """How many of each pixel's four neighbours are set."""
+    count = np.zeros(mask.shape, np.int8)
+    count[1:] += mask[:-1]
+    count[:-1] += mask[1:]
+    count[:, 1:] += mask[:, :-1]
+    count[:, :-1] += mask[:, 1:]
+    return count
 
 
 def cell(value: float, grid: int) -> int:

@@ -26,3 +26,20 @@ def test_a_follow_up_that_names_no_object_is_about_the_one_the_conversation_last
     assert held_category(names, turns[:1] + [rotated]) == "knife"
     assert held_category(names, [rotated]) is None
     assert held_category(names, [SimpleNamespace(reasoning=None), rotated]) is None  # an NR answer has none
+
+
+def test_the_reply_box_is_the_object_the_answer_named_where_the_depth_boxes_another():
+    from appliance.daemon.jobs import in_camera, reply_box
+    from appliance.runtime.preprocess import CropBox
+
+    crop = CropBox(160.0, 80.0, 320.0)  # the 320-pixel workspace crop of a 640 x 480 camera
+    knife = in_camera((0.25, 0.5, 0.5, 0.5625), crop, (480, 640))
+    assert knife == [240, 240, 320, 260]
+    ball = [330, 230, 380, 280]  # the depth's object a finger's reach from the grasp centre on the blade
+    assert reply_box(ball, knife) == knife
+    assert reply_box(None, knife) == knife  # the depth sees nothing there
+    handle = [236, 238, 300, 262]  # the depth's box holds the middle of the view's: the same object, exact
+    assert reply_box(handle, knife) == handle
+    assert reply_box(ball, None) == ball  # no target check: the depth's box as before
+    assert in_camera((-0.6, 0.0, -0.55, 0.1), crop, (480, 640)) is None  # left of the image altogether
+    assert in_camera((0.9, 0.9, 1.0, 1.0), CropBox(-20.0, 0.0, 500.0), (480, 640)) == [430, 450, 480, 480]  # clipped

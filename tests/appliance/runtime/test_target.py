@@ -12,7 +12,7 @@ import pytest
 from appliance.bundle import TargetCheckSpec
 from appliance.grasp import GraspPose
 from appliance.runtime.objects import CategoryNames
-from appliance.runtime.target import TargetCheck
+from appliance.runtime.target import TargetCheck, footprints
 
 CLASSES = ("knife", "mug", "ball")
 TABLE = len(CLASSES)
@@ -718,6 +718,50 @@ def test_an_instruction_that_tells_twins_apart_by_colour_grasps_the_one_asked_fo
     assert not red.reasoning.startswith("The one on")
 
 
+def test_an_instruction_that_tells_twins_apart_by_size_grasps_the_one_asked_for(model):
+    """Two mugs, a large one over the top left patches and a small one in the bottom right corner, in the view the
+    target check measures: the pose lands on the mug the size word asks for, and the prediction's box is that
+    mug's, whatever the tiny model wrote."""
+    image = camera()
+    embedded = model.embed(image)
+    classes = model.manifest.presence.classes
+    side = embedded.view.shape[0]
+    identity = np.zeros_like(embedded.identity)
+    identity[:, len(classes)] = 1.0
+    for k in (0, 1, 63):
+        identity[k, len(classes)], identity[k, classes.index("mug")] = 0.0, 1.0
+    view = np.full_like(embedded.view, (180, 170, 130))
+    patch = side // 8
+    view[4 : patch - 4, 4 : 2 * patch - 4] = (40, 60, 200)  # the large mug, over patches 0 and 1
+    view[7 * patch + 6 : side - 6, 7 * patch + 6 : side - 6] = (200, 40, 40)  # the small one, in patch 63
+    model.embed = lambda _image: embedded._replace(identity=identity, check_view=view)
+    small = model.session().ask("grab the smaller mug please", image)
+    assert small.pose is not None and small.pose.y >= 7 / 8 and small.pose.x >= 7 / 8
+    assert small.box == pytest.approx(((7 * patch + 6) / side, (7 * patch + 6) / side, 1 - 6 / side, 1 - 6 / side))
+    large = model.session().ask("I want the larger mug.", image)
+    assert large.pose.y < 1 / 8 and large.pose.x < 2 / 8
+    assert large.box == pytest.approx((4 / side, 4 / side, (2 * patch - 4) / side, (patch - 4) / side))
+
+
+def test_the_view_the_target_check_measures_has_no_black_padding(model):
+    """An image smaller than the bundle's crop is padded black in the view; the view the check measures paints the
+    padding the image's median colour, so it reads as table and joins no objects along the border."""
+    from appliance.runtime.model import padding_painted
+    from appliance.runtime.preprocess import CropBox
+
+    crop = model.manifest.image.crop
+    image = np.full((crop * 3 // 4, crop, 3), (180, 170, 130), np.uint8)  # 3/4 of the crop's height
+    image[40:60, 40:80] = (40, 60, 200)
+    embedded = model.embed(image)
+    side = embedded.view.shape[0]
+    assert (embedded.view[:3] == 0).all() and (embedded.view[-3:] == 0).all()  # PIL's fill: black bands
+    assert (embedded.check_view[:3] == (180, 170, 130)).all() and (embedded.check_view[-3:] == (180, 170, 130)).all()
+    middle = slice(side // 8 + 2, side - side // 8 - 2)
+    assert (embedded.check_view[middle] == embedded.view[middle]).all()  # the image itself is as it was
+    inside = np.zeros((side, side, 3), np.uint8)
+    assert padding_painted(inside, CropBox(0.0, 0.0, 100.0), (100, 100)) is inside  # no padding: the same array
+
+
 def test_a_first_turns_hint_names_only_the_objects_the_head_sees_when_it_sees_any(model):
     """The bundle's knowledge hints every object a use may mean ("a mug, a cup, a bottle or a can"); the model,
     trained with such lists, tends to name the first. Of those the identity head sees on the table only they
@@ -1165,3 +1209,55 @@ def test_a_long_object_the_head_splits_is_one_object_in_the_view_for_a_spatial_r
     view = table_view({(20, 2, 30, 12): (20, 20, 20), (20, 20, 30, 30): (20, 20, 20), (52, 52, 60, 60): (20, 20, 20)})
     labels, mug = lenses.argmax(-1).reshape(GRID, GRID), CLASSES.index("mug")
     assert [np.argwhere(g).tolist() for g in SPATIAL.objects(labels, mug, view)] == [[[1, 0], [1, 1]], [[3, 3]]]
+
+
+def test_the_box_of_the_object_a_pose_holds_is_its_footprint_in_the_view():
+    identity, _ = maps({(0, 0): "mug", (0, 1): "mug", (3, 3): "mug", (3, 2): "knife"})
+    view = table_view({(2, 2, 14, 30): (40, 60, 200), (50, 50, 60, 60): (200, 40, 40), (50, 30, 60, 50): (90, 90, 90)})
+    assert CHECK.object_box(at(0, 1), "mug", identity, view) == pytest.approx((2 / 64, 2 / 64, 30 / 64, 14 / 64))
+    # the knife touching the small mug is cut at the patches' border: its two columns on the mug's patch count as mug
+    assert CHECK.object_box(at(3, 3), "mug", identity, view) == pytest.approx((48 / 64, 50 / 64, 60 / 64, 60 / 64))
+    assert CHECK.object_box(at(3, 2), "knife", identity, view) == pytest.approx((30 / 64, 50 / 64, 48 / 64, 60 / 64))
+    assert CHECK.object_box(at(2, 0), "mug", identity, view) is None  # on the table, no mug patch within reach
+    assert CHECK.object_box(at(0, 0), None, identity, view) is None  # the answer names no category
+    assert CHECK.object_box(at(0, 0), "whisk", identity, view) is None  # one the head lacks
+    assert CHECK.object_box(at(0, 0), "mug", identity, table_view({})) is None  # the pixels show nothing there
+
+
+def test_twins_the_head_sees_as_one_are_told_apart_by_size_but_not_by_place():
+    # two mugs side by side over (1, 1) and (1, 2): one group of the head's, two regions of pixels with a gap
+    identity, _ = maps({(1, 1): "mug", (1, 2): "mug"})
+    view = table_view({(18, 18, 30, 31): (40, 60, 200), (18, 34, 26, 42): (200, 40, 40)})
+    assert np.argwhere(CHECK.referent("the smaller mug", identity, view=view).patches).tolist() == [[1, 2]]
+    assert np.argwhere(CHECK.referent("the larger mug", identity, view=view).patches).tolist() == [[1, 1]]
+    # a spatial request keeps the head's one group (the pixels may split one object), and takes its side of it
+    far = SPATIAL.referent("the mug farthest from the robot", identity, view=view)
+    assert np.argwhere(far.patches).tolist() == [[1, 2]]
+    labels = identity.argmax(-1).reshape(GRID, GRID)
+    assert len(SPATIAL.objects(labels, CLASSES.index("mug"), view)) == 1
+
+
+def test_a_texture_is_no_objects_and_an_all_object_view_no_table(monkeypatch):
+    import warnings
+
+    from appliance.runtime import target
+
+    grown = []
+    real = target.joined
+    monkeypatch.setattr(target, "joined", lambda *a: grown.append(1) or real(*a))
+
+    identity, _ = maps({(r, c): "mug" for r in range(3) for c in range(GRID)})  # the bottom row is table
+    checkered = table_view({})
+    cells = np.add.outer(np.arange(48) // 2, np.arange(64) // 2) % 2 == 0  # checkered in the pixels measured
+    checkered[:48][cells] = (20, 20, 20)
+    labels = identity.argmax(-1).reshape(GRID, GRID)
+    assert footprints(checkered, labels, CLASSES.index("mug"), TABLE) == []
+    assert grown == []  # no region grown from any of its 384 dark pixels: each alone, dropped before
+    dotted = table_view({(r, c, r + 4, c + 4): (20, 20, 20) for r in range(0, 46, 6) for c in range(0, 62, 6)})
+    assert footprints(dotted, labels, CLASSES.index("mug"), TABLE) == []  # 88 dots, each smaller than an object
+    assert len(grown) == target.MAX_REGIONS  # grown up to the cap, then given up: a texture
+    everywhere, _ = maps({(r, c): "mug" for r in range(GRID) for c in range(GRID)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no median of nothing
+        assert footprints(checkered, everywhere.argmax(-1).reshape(GRID, GRID), CLASSES.index("mug"), TABLE) == []
+    assert footprints(checkered[:, :, 0], labels, CLASSES.index("mug"), TABLE) == []  # not an RGB view
