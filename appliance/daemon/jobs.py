@@ -116,14 +116,27 @@ def in_camera(box: tuple[float, float, float, float], crop, shape: tuple[int, in
 def reply_box(depth: list[int] | None, seen: list[int] | None) -> list[int] | None:
     """The reply's box: ``depth``, the depth image's object at the grasp centre (or the nearest a finger's reach
     away), unless the bundle's target check saw the object in the view's pixels (``seen``, the object of the
-    category named) and the depth's box does not hold the middle of it: the depth then found another object, or
-    none (a knife's 4 mm blade is no height, the ball beside it is), and ``seen`` is the one named."""
-    if seen is None:
-        return depth
+    category named) and the depth's box does not hold the middle of it or overlaps it less than ``SAME_BOX``: the
+    depth then found another object, or none (a knife's 4 mm blade is no height, the ball beside it is), or two
+    touching ones as one, and ``seen`` is the one named."""
+    if seen is None or depth is None:
+        return depth if seen is None else seen
     middle = ((seen[0] + seen[2]) / 2, (seen[1] + seen[3]) / 2)
-    if depth is not None and depth[0] <= middle[0] < depth[2] and depth[1] <= middle[1] < depth[3]:
+    if depth[0] <= middle[0] < depth[2] and depth[1] <= middle[1] < depth[3] and overlap(depth, seen) >= SAME_BOX:
         return depth  # the same object: the depth's box is the exact one
-    return seen
+    return seen  # another object, or two touching ones the depth sees as one
+
+
+SAME_BOX = 0.5
+"""The depth's box and the view's are one object's when they overlap by this much (intersection over union)."""
+
+
+def overlap(a: list[int], b: list[int]) -> float:
+    """Intersection over union of two boxes ``[u0, v0, u1, v1]``."""
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
 
 
 class Jobs:
@@ -274,7 +287,8 @@ class Jobs:
             u, v = prediction.crop.to_camera(prediction.pose.x, prediction.pose.y)
             fields["pixel"] = {"u": u, "v": v}
             box = self._box(frame, u, v, prediction)
-            fields["object"] = {"category": self.categories.first(prediction.reasoning) or held, "box": box}
+            named = prediction.resolved or self.categories.first(prediction.reasoning) or held
+            fields["object"] = {"category": named, "box": box}
             plan, reason = self.plan(prediction, frame) if self.config.robot is not None else (None, "no arm")
             fields["target"] = None if plan is None else np.round(plan.grasp[:3, 3], 4).tolist()
             fields["executable"] = plan is not None

@@ -119,11 +119,13 @@ PREDICTION_FIELDS = {
     "pixel": "`{u, v}`: the grasp centre in camera pixels (when parsed)",
     "object": "`{category, box}`: the object the answer resolved to, null when the answer did not parse. `category`: "
     "the first category the reasoning names (earliest mention, the longest name at it, whole words; a synonym gives "
-    "its category; for a `refine` whose reasoning names none, the one the conversation last named), null when it "
-    "names none or the bundle lists no categories. `box`: `[u0, v0, u1, v1]`, integer "
+    "its category; for a `refine` whose reasoning names none, the one the conversation last named; with the "
+    "bundle's target check, the category the pose was put on: a spatial, colour or size request's object), null "
+    "when it names none or the bundle lists no categories. `box`: `[u0, v0, u1, v1]`, integer "
     "camera pixels, u0 <= u < u1 and v0 <= v < v1: the region standing 1 cm or more above the table (a plane fitted "
-    "to the depth image) that holds `pixel`, or else the nearest one within a finger's reach (4 cm); null without "
-    "depth or such a region",
+    "to the depth image) that holds `pixel`, or else the nearest one within a finger's reach (4 cm); with the "
+    "bundle's target check, the object the pose holds as the colour image shows it where that region is another "
+    "object or none (below); null where neither finds one",
     "hint": "the objects the bundle's knowledge table (`knowledge.yaml`) says the instruction's words are for, as "
     "appended to a first turn ('could you pass me a thing to whip cream? Hint: a whisk.'); of several, only those "
     "the bundle's target check sees on the table when it sees any (docs/export.md); `[]` on follow-ups, where "

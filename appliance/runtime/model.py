@@ -112,9 +112,13 @@ class Prediction:
     """The pose the model wrote, when the bundle's target check moved it onto the object its reasoning named
     (``runtime.target``); ``pose`` and ``text`` then hold the moved one. None when the pose is the model's."""
     box: tuple[float, float, float, float] | None = None
-    """``(x0, y0, x1, y1)``, image-normalised in ``view``: the object the pose holds, of the category the request
-    resolved to or else the answer names (``TargetCheck.object_box``, from the view's pixels). None without a target
-    check, a category or such an object."""
+    """``(x0, y0, x1, y1)``, image-normalised in ``view``: the object the pose holds, of the category ``resolved``
+    (``TargetCheck.object_box``, from the view's pixels). None without a target check, a category or such an
+    object."""
+    resolved: str | None = None
+    """With a target check, the category the pose was put on: the one a spatial, colour or size request resolved to
+    (the model's reasoning may name another: "The larger one is a cup." for the larger mug), else the first the
+    reasoning names, else on a follow-up the one the conversation last named. None without a target check."""
 
     @property
     def ok(self) -> bool:
@@ -665,8 +669,8 @@ class Session:
                 prediction = self._check_turn(prediction)
             category = referent.category if referent is not None else None
             category = category or model.target.category(prediction.reasoning) or self._held_category()
-            box = model.target.object_box(prediction.pose, category, self._image.identity, self._image.check_view)
-            prediction = replace(prediction, box=box)
+            held = model.target.object_box(prediction.pose, category, self._image.identity, self._image.check_view)
+            prediction = replace(prediction, box=held, resolved=category)
         self.turns.append(prediction)
         return prediction
 

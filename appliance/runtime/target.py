@@ -323,11 +323,12 @@ class TargetCheck:
         self, pose: GraspPose, category: str | None, identity: np.ndarray, view: np.ndarray
     ) -> tuple[float, float, float, float] | None:
         """The box ``(x0, y0, x1, y1)`` (image-normalised in the model's view, half-open) of the object ``pose``
-        holds, an object of ``category`` (the one the answer names): of the view's ``footprints`` of that category,
-        the one that shares most patches with the category's patches joined to the ones under the pose. None when the
-        category is unknown or no patch of it lies under the pose, or the pixels show no such object. The reply's
-        box then names the same object as its category (a depth rule alone boxed a ball beside a knife whose 4 mm
-        blade it cannot see)."""
+        holds, an object of ``category`` (the one the request resolved to, or the answer names): of the view's
+        ``footprints`` of that category that share a patch with the category's patches joined to the ones under the
+        pose, the one whose box lies nearest the grasp centre (two twins the head sees as one group are two
+        regions: the one under the pose), then the one sharing most patches. None when the category is unknown or
+        no patch of it lies under the pose, or the pixels show no such object. The reply's box then names the same
+        object as its category (a depth rule alone boxed a ball beside a knife whose 4 mm blade it cannot see)."""
         if category not in self.index:
             return None
         grid = self.spec.grid
@@ -340,7 +341,12 @@ class TargetCheck:
             (int((f.patches & held).sum()), f) for f in footprints(view, labels, self.index[category], len(self.index))
         ]
         found = [(n, f) for n, f in found if n]
-        return max(found, key=lambda nf: (nf[0], nf[1].area))[1].box if found else None
+
+        def away(box: tuple[float, float, float, float]) -> float:
+            """How far the grasp centre lies outside ``box`` (0 inside it)."""
+            return math.hypot(max(box[0] - pose.x, 0.0, pose.x - box[2]), max(box[1] - pose.y, 0.0, pose.y - box[3]))
+
+        return min(found, key=lambda nf: (away(nf[1].box), -nf[0], -nf[1].area))[1].box if found else None
 
     def lead(self, referent: Referent) -> str:
         """The sentence the answer about ``referent`` opens with ("The one on the left is a mug."); none for an

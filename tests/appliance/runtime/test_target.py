@@ -738,6 +738,7 @@ def test_an_instruction_that_tells_twins_apart_by_size_grasps_the_one_asked_for(
     small = model.session().ask("grab the smaller mug please", image)
     assert small.pose is not None and small.pose.y >= 7 / 8 and small.pose.x >= 7 / 8
     assert small.box == pytest.approx(((7 * patch + 6) / side, (7 * patch + 6) / side, 1 - 6 / side, 1 - 6 / side))
+    assert small.resolved == "mug"  # what the size word resolved to, whatever category the tiny model wrote
     large = model.session().ask("I want the larger mug.", image)
     assert large.pose.y < 1 / 8 and large.pose.x < 2 / 8
     assert large.box == pytest.approx((4 / side, 4 / side, (2 * patch - 4) / side, (patch - 4) / side))
@@ -1231,6 +1232,9 @@ def test_twins_the_head_sees_as_one_are_told_apart_by_size_but_not_by_place():
     assert np.argwhere(CHECK.referent("the smaller mug", identity, view=view).patches).tolist() == [[1, 2]]
     assert np.argwhere(CHECK.referent("the larger mug", identity, view=view).patches).tolist() == [[1, 1]]
     # a spatial request keeps the head's one group (the pixels may split one object), and takes its side of it
+    # the box of the mug a pose holds is the one under it, not the larger of the group
+    assert CHECK.object_box(at(1, 2), "mug", identity, view) == pytest.approx((34 / 64, 18 / 64, 42 / 64, 26 / 64))
+    assert CHECK.object_box(at(1, 1), "mug", identity, view) == pytest.approx((18 / 64, 18 / 64, 32 / 64, 30 / 64))
     far = SPATIAL.referent("the mug farthest from the robot", identity, view=view)
     assert np.argwhere(far.patches).tolist() == [[1, 2]]
     labels = identity.argmax(-1).reshape(GRID, GRID)
