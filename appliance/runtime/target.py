@@ -209,9 +209,10 @@ class TargetCheck:
         view: np.ndarray | None = None,
     ) -> Referent | None:
         """The object a first instruction asks for by a spatial relation: among the objects the identity head shows
-        (``objects``: its instances, or with the ``view`` its pixels' regions where they agree) of the category it names (every category when it names none; of the ``hint``'s objects, "a knife", when it
-        asks by a use: "something to cut with on the left"), the one whose centre leads the relation; None when no
-        patch shows what it names. Without a relation the spec ``leads``, the object it tells from the others of its
+        (``objects``: its instances, or with the ``view`` its pixels' regions where they agree) of the category it
+        names (every category when it names none; of the ``hint``'s objects, "a knife", when it asks by a use:
+        "something to cut with on the left"), the one whose centre leads the relation; None when no patch shows
+        what it names. Without a relation the spec ``leads``, the object it tells from the others of its
         category by colour or size (``described``; ``view``: the model's view, (size, size, 3) RGB)."""
         kind = relation(instruction)
         if kind is None or kind not in self.spec.leads:
