@@ -304,6 +304,37 @@ def test_the_grammar_follows_the_tokens_the_model_writes_after_the_prompt_to_the
     assert_grammar_follows(refusing_bundle, answer)
 
 
+def test_where_the_refusal_is_ruled_out_the_answer_may_not_begin_one(refusing_bundle):
+    """The refusal out of its grammar, the tiny clutter model still began one ("I see no cup here. The lo cup here.
+    ... [0.31, 0.18], 1.51"). Its first token is now ruled out where the refusal is, and only there."""
+    from appliance.runtime.model import AnswerInProgress
+
+    model = GraspModel.load(refusing_bundle, llama=LlamaSettings(n_ctx=256, n_batch=64))
+    try:
+        opener = model.refusal_opener
+        assert model.llm.piece(opener).strip() == b"I"
+        logits = np.zeros(model.llm.n_vocab, np.float32)
+        logits[opener] = 10.0
+        seen = AnswerInProgress(
+            model, 30, model.llm.grammar(model.format.grammar(refusal=False)), True, not_first=opener
+        )
+        free = AnswerInProgress(model, 30, model.llm.grammar(model.format.grammar()), True)
+        assert free.pick(logits) == opener  # where the model decides, it may begin its refusal
+        first = seen.pick(logits)
+        assert first != opener
+        seen.add(first)
+        logits[first] = -10.0
+        assert seen.pick(logits) == opener  # only the first token: "It is a cup. I ..." stays possible
+        assert logits[opener] == 10.0  # the caller's logits are left as they were
+        # generate's rules: ruled out exactly where the refusal is (a lead opens the answer itself)
+        assert model.answer(30, True, refusal=False, lead="").not_first == opener
+        assert model.answer(30, True, refusal=True, lead="").not_first is None
+        assert model.answer(30, True, refusal=False, lead="The one on the left is a mug.").not_first is None
+        assert model.answer(30, False, refusal=False, lead="").not_first is None  # unconstrained: torch's parity
+    finally:
+        model.llm.close()
+
+
 def test_an_nr_pose_may_open_with_the_space_its_first_token_carries(nra_bundle):
     assert_grammar_follows(nra_bundle, "[0.500, 0.250], -0.300")
 
