@@ -284,12 +284,15 @@ class GraspModel:
         self._grammar_seen = self.format.grammar(refusal=False)
         """For an instruction whose named object the presence gate saw: the model may not refuse it."""
         self.refusal_opener: int | None = None
-        """The refusal's first token ("▁I"), which an answer may not open with where the refusal is ruled out. There the
-        tiny clutter model still began one for 2-4 % of the objects the gate saw, and its grammar made it go on: "I
-        see no cup here. The lo cup here. ... [0.31, 0.18], 1.51". None of its other answers opened with it."""
+        """The refusal's first token ("▁I"), which an answer may not open with where the refusal is ruled out.
+        There the tiny clutter model still began one for 2-4 % of the objects the gate saw, and its grammar made it
+        go on: "I see no cup here. The lo cup here. ... [0.31, 0.18], 1.51". None of its other answers opened with
+        it. None where the tokenizer splits the first word off no token of its own."""
         if self.format.refusals and self.format.variant is AnswerVariant.RT:
             refusal = self.format.render_refusal("cup")
-            self.refusal_opener = self.llm.tokenize(" " + refusal, add_bos=False, special=False)[0]
+            first = self.llm.tokenize(" " + refusal, add_bos=False, special=False)[0]
+            if self.llm.piece(first).strip() == refusal.split()[0].encode():
+                self.refusal_opener = first
         self._complete = re.compile(rf"\d\.\d{{{self.format.decimals}}}$")
         self._active: Session | None = None
         self._pose_reserve = len(self.format.longest_pose) + 2
@@ -456,7 +459,8 @@ class GraspModel:
         (parity checks against torch). ``speculative`` (when the bundle has drafts) checks drafted
         reasoning tokens in one batch and keeps those greedy decoding would choose, at most ``draft_length``
         at a time (default: the drafter's own length). ``refusal=False`` leaves the refusal out of the grammar,
-        and its first token out of the answer's (``refusal_opener``); ``lead`` makes the answer open with that sentence (``AnswerFormat.grammar``).
+        and its first token out of the answer's (``refusal_opener``); ``lead`` makes the answer open with that
+        sentence (``AnswerFormat.grammar``).
 
         A batch and a single token round differently in llama.cpp's kernels, so after a batched
         check the logits are plain decoding's only up to a tiny error. Where that error could
