@@ -306,31 +306,45 @@ def test_the_grammar_follows_the_tokens_the_model_writes_after_the_prompt_to_the
 
 def test_where_the_refusal_is_ruled_out_the_answer_may_not_begin_one(refusing_bundle):
     """The refusal out of its grammar, the tiny clutter model still began one ("I see no cup here. The lo cup here.
-    ... [0.31, 0.18], 1.51"). Its first token is now ruled out where the refusal is, and only there."""
+    ... [0.31, 0.18], 1.51"). The refusal's first word is now ruled out of the answer's opening where the refusal
+    is, and only there: through ``generate``, plain and speculative."""
     from appliance.runtime.model import AnswerInProgress
 
     model = GraspModel.load(refusing_bundle, llama=LlamaSettings(n_ctx=256, n_batch=64))
     try:
-        opener = model.refusal_opener
-        assert model.llm.piece(opener).strip() == b"I"
+        text = model.manifest.followup_template.format(instruction="pick up the cup")
+        prompt = model.llm.tokenize(text, special=True)
+        in_context = model.llm.tokenize(text + " " + model.format.render_refusal("cup"), special=True)
+        assert in_context[: len(prompt)] == prompt and in_context[len(prompt)] in model.refusal_openers
+        assert all(model.llm.piece(t).strip() == b"I" for t in model.refusal_openers)
+
+        def first(refusal, speculative=False):
+            model.llm.truncate(0)
+            model.llm.eval_tokens(prompt)
+            return model.generate(8, speculative=speculative, refusal=refusal)[0][0]
+
+        openers = model.refusal_openers
+        model.refusal_openers = frozenset()
+        t0 = first(False)  # what the random model opens with: made an opener for the test
+        model.refusal_openers = frozenset({t0})
+        assert first(False) != t0 and first(False, speculative=True) != t0
+        assert first(True) == t0  # where the model decides, it may begin its refusal
+        model.refusal_openers = openers
+        model.llm.truncate(0)
+        model.llm.eval_tokens(prompt)
+        assert model.generate(40, refusal=False, lead="I see a mug.")[1].startswith("I see a mug.")  # a lead opens it
+
         logits = np.zeros(model.llm.n_vocab, np.float32)
+        opener = next(iter(openers))
         logits[opener] = 10.0
-        seen = AnswerInProgress(
-            model, 30, model.llm.grammar(model.format.grammar(refusal=False)), True, not_first=opener
+        there = model.llm.tokenize(" There", special=False)[0]
+        logits[there] = 5.0
+        answer = AnswerInProgress(
+            model, 30, model.llm.grammar(model.format.grammar(refusal=False)), True, not_first=openers
         )
-        free = AnswerInProgress(model, 30, model.llm.grammar(model.format.grammar()), True)
-        assert free.pick(logits) == opener  # where the model decides, it may begin its refusal
-        first = seen.pick(logits)
-        assert first != opener
-        seen.add(first)
-        logits[first] = -10.0
-        assert seen.pick(logits) == opener  # only the first token: "It is a cup. I ..." stays possible
-        assert logits[opener] == 10.0  # the caller's logits are left as they were
-        # generate's rules: ruled out exactly where the refusal is (a lead opens the answer itself)
-        assert model.answer(30, True, refusal=False, lead="").not_first == opener
-        assert model.answer(30, True, refusal=True, lead="").not_first is None
-        assert model.answer(30, True, refusal=False, lead="The one on the left is a mug.").not_first is None
-        assert model.answer(30, False, refusal=False, lead="").not_first is None  # unconstrained: torch's parity
+        assert answer.pick(logits) == there and logits[opener] == 10.0  # the caller's logits are left as they were
+        answer.add(there)
+        assert answer.pick(logits) == opener  # only at the opening: "There is a cup. I ..." stays possible
     finally:
         model.llm.close()
 
