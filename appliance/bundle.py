@@ -111,6 +111,9 @@ class PresenceSpec:
 
 
 PATCH_IDENTITY, PATCH_GRASP, PATCH_PARTS, PATCH_COLOUR = "patch_identity", "patch_grasp", "patch_parts", "patch_colour"
+PATCH_PART_GRASP = "patch_part_grasp"
+PART_GRASP_FIELDS = 4
+"""Per patch and part, where in the patch that part's grasp is: offset x, y in the patch (0..1) and cos 2θ, sin 2θ."""
 """The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
 GRASP_FIELDS = 5
 """Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
@@ -173,6 +176,11 @@ class TargetCheckSpec:
     """The part head's classes, in its order."""
     category_parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per category, the parts its grasps may be on: the part check chooses among these for the held object."""
+    part_grasp: str = ""
+    """The graph's output, per patch and part of ``part_classes``, of where in the patch that part's grasp is
+    (patches, part classes, ``PART_GRASP_FIELDS``: offset x, y, cos 2θ, sin 2θ; the part head's placement). The part
+    check then puts the pose on the part named, not on the grasp heads' one candidate in the patch (often another
+    part's where two meet). Empty (bundles exported before it): the grasp heads' candidate."""
     colour: str = ""
     """The graph's output, per patch, of the vision stage's colour head: the probability of each of ``colours`` and
     last of no colour word (patches, colours + 1). A first instruction that tells two objects of its category apart
@@ -215,8 +223,10 @@ class TargetCheckSpec:
                 unknown = [p for p in parts if p not in self.part_classes]
                 if unknown:
                     raise ValueError(f"target_check.category_parts.{category}: {unknown[0]!r} is not in part_classes")
-        elif self.part_classes or self.category_parts:
-            raise ValueError("target_check.part_classes and category_parts need parts (the graph's part output)")
+        elif self.part_classes or self.category_parts or self.part_grasp:
+            raise ValueError(
+                "target_check.part_classes, category_parts and part_grasp need parts (the graph's part output)"
+            )
         words = [c for c in self.colours if isinstance(c, str) and c.strip() and c == c.lower()]
         if bool(self.colour) != bool(self.colours) or len(set(words)) != len(self.colours):
             raise ValueError(

@@ -27,6 +27,7 @@ from appliance.bundle import (
     MANIFEST_FILE,
     ONLY_LEAD,
     PATCH_COLOUR,
+    PATCH_PART_GRASP,
     PATCH_PARTS,
     SCHEMA_VERSION,
     TARGET_POSES,
@@ -248,6 +249,7 @@ def build_bundle(
                 "parts": PATCH_PARTS,
                 "part_classes": tuple(part_head.classes),
                 "category_parts": {c: tuple(known[c]) for c in head.classes if len(known.get(c, ())) > 1},
+                "part_grasp": PATCH_PART_GRASP if part_head.place_weight is not None else "",
             }
         if has_colour(head):
             from training.stages import COLOURS

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.bundle import PATCH_COLOUR, PATCH_GRASP, PATCH_IDENTITY, PATCH_PARTS
+from appliance.bundle import PART_GRASP_FIELDS, PATCH_COLOUR, PATCH_GRASP, PATCH_IDENTITY, PATCH_PART_GRASP, PATCH_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def presence_head(checkpoint: Path, model) -> PresenceHead:
 @dataclass(frozen=True)
 class PartMaps:
     """The part head (``training.parts``): per patch token, a hidden layer (GELU) and one logit per part of
-    ``classes`` (the graph gives their sigmoids: does the patch hold a grasp on that part)."""
+    ``classes`` (the graph gives their sigmoids: does the patch hold a grasp on that part); with ``place_weight``,
+    where in the patch each part's grasp is (the graph's ``patch_part_grasp``)."""
 
     hidden_weight: np.ndarray
     hidden_bias: np.ndarray
@@ -121,6 +122,9 @@ class PartMaps:
     out_bias: np.ndarray
     classes: tuple[str, ...]
     source: str
+    place_weight: np.ndarray | None = None
+    """(classes × ``PART_GRASP_FIELDS``, width), None for a head trained before placements."""
+    place_bias: np.ndarray | None = None
 
 
 def part_maps(directory: Path, heads: Path) -> PartMaps:
@@ -144,15 +148,24 @@ def part_maps(directory: Path, heads: Path) -> PartMaps:
             f"({meta.get('model')}): train it on the one the bundle is exported with"
         )
     with safe_open(str(directory / PARTS_FILE), "np") as f:
-        tensors = {k: f.get_tensor(k) for k in ("hidden.weight", "hidden.bias", "out.weight", "out.bias")}
+        names = set(f.keys())
+        wanted = ("hidden.weight", "hidden.bias", "out.weight", "out.bias")
+        wanted += ("place.weight", "place.bias") if {"place.weight", "place.bias"} <= names else ()
+        tensors = {k: f.get_tensor(k) for k in wanted}
     classes = tuple(meta.get("classes") or ())
     if meta.get("activation") != "sigmoid":
         raise ValueError(f"--parts {directory}: a part head of an older format (python -m training.parts again)")
     if tensors["out.weight"].shape[0] != len(classes) or not classes:
         raise ValueError(f"--parts {directory}: {tensors['out.weight'].shape[0]} outputs for {len(classes)} classes")
+    place = tensors.get("place.weight")
+    if place is not None and place.shape[0] != len(classes) * PART_GRASP_FIELDS:
+        raise ValueError(
+            f"--parts {directory}: {place.shape[0]} placement outputs, not {PART_GRASP_FIELDS} for each of "
+            f"{len(classes)} classes"
+        )
     return PartMaps(
         tensors["hidden.weight"], tensors["hidden.bias"], tensors["out.weight"], tensors["out.bias"],
-        classes, str(directory),
+        classes, str(directory), place, tensors.get("place.bias"),
     )  # fmt: skip
 
 
@@ -162,10 +175,12 @@ def has_colour(presence: PresenceHead | None) -> bool:
 
 
 def map_outputs(presence: PresenceHead | None, maps: bool, parts: PartMaps | None) -> list[str]:
-    """The graph's patch-map outputs, in order: identity and grasp, the part map, the colour map."""
+    """The graph's patch-map outputs, in order: identity and grasp, the part map (and its placements), the colour
+    map."""
     if not maps:
         return []
-    return [PATCH_IDENTITY, PATCH_GRASP] + [PATCH_PARTS] * (parts is not None) + [PATCH_COLOUR] * has_colour(presence)
+    part_maps = [] if parts is None else [PATCH_PARTS] + [PATCH_PART_GRASP] * (parts.place_weight is not None)
+    return [PATCH_IDENTITY, PATCH_GRASP] + part_maps + [PATCH_COLOUR] * has_colour(presence)
 
 
 def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = False, parts: PartMaps | None = None):
@@ -196,17 +211,19 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
     identity = None if presence is None else linear(presence.weight, presence.bias)
     grasp = linear(presence.grasp_weight, presence.grasp_bias) if maps else None
     colour = linear(presence.colour_weight, presence.colour_bias) if maps and has_colour(presence) else None
-    part_layers = None
+    part_layers = place = None
     if parts is not None:
-        part_layers = torch.nn.Sequential(
-            linear(parts.hidden_weight, parts.hidden_bias), torch.nn.GELU(), linear(parts.out_weight, parts.out_bias)
-        )
+        part_layers = torch.nn.Sequential(linear(parts.hidden_weight, parts.hidden_bias), torch.nn.GELU())
+        part_out = linear(parts.out_weight, parts.out_bias)
+        if parts.place_weight is not None:
+            place = linear(parts.place_weight, parts.place_bias)
 
     class VisionEmbedder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.tower, self.projector, self.identity, self.grasp = tower, projector, identity, grasp
             self.parts, self.colour = part_layers, colour
+            self.part_out, self.place = (part_out, place) if part_layers is not None else (None, None)
 
         def forward(self, pixel_values):
             out = self.tower(pixel_values, output_hidden_states=True)
@@ -226,7 +243,11 @@ def vision_embedder(model, presence: PresenceHead | None = None, maps: bool = Fa
             values = torch.cat([g[..., :1], torch.sigmoid(g[..., 1:3]), torch.tanh(g[..., 3:5])], dim=-1)
             out = (embeds, counts, shown, values)
             if self.parts is not None:
-                out += (torch.sigmoid(self.parts(patches)),)
+                features = self.parts(patches)
+                out += (torch.sigmoid(self.part_out(features)),)
+                if self.place is not None:  # as training.parts.PartHead.both
+                    raw = self.place(features).unflatten(-1, (-1, PART_GRASP_FIELDS))
+                    out += (torch.cat([torch.sigmoid(raw[..., :2]), torch.tanh(raw[..., 2:])], dim=-1),)
             if self.colour is not None:
                 out += (self.colour(patches).softmax(-1),)
             return out
@@ -339,14 +360,22 @@ def maps_parity(model, onnx_path: Path, heads: PresenceHead, images: int = 4, se
 
 
 def parts_parity(model, onnx_path: Path, heads: PresenceHead, parts: PartMaps, images: int = 4, seed: int = 0):
-    """Largest difference between the graph's part map and the part head's own arithmetic on torch's tower."""
+    """Largest difference between the graph's part map (and placements) and the part head's own arithmetic on
+    torch's tower."""
     from math import erf, sqrt
 
-    (got,), (hidden, _) = _graph_and_heads(model, onnx_path, heads, [PATCH_PARTS], images, seed)
+    placed = parts.place_weight is not None
+    outputs = [PATCH_PARTS] + [PATCH_PART_GRASP] * placed
+    got, (hidden, _) = _graph_and_heads(model, onnx_path, heads, outputs, images, seed)
     h = hidden @ parts.hidden_weight.T.astype(np.float64) + parts.hidden_bias
     h = h * 0.5 * (1 + np.vectorize(erf)(h / sqrt(2)))  # GELU, exact
     logits = h @ parts.out_weight.T.astype(np.float64) + parts.out_bias
-    return float(np.abs(got - 1 / (1 + np.exp(-logits))).max())
+    error = float(np.abs(got[0] - 1 / (1 + np.exp(-logits))).max())
+    if placed:
+        raw = (h @ parts.place_weight.T.astype(np.float64) + parts.place_bias).reshape(got[1].shape)
+        want = np.concatenate([1 / (1 + np.exp(-raw[..., :2])), np.tanh(raw[..., 2:])], axis=-1)
+        error = max(error, float(np.abs(got[1] - want).max()))
+    return error
 
 
 def colour_parity(model, onnx_path: Path, heads: PresenceHead, images: int = 4, seed: int = 0) -> float:

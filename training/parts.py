@@ -7,6 +7,11 @@ head adds that: per patch, whether it holds a grasp on each of the parts grasps 
 each, as a patch may hold two), trained on the patches that hold a labelled grasp centre. The runtime's part check (``appliance.runtime.target``) takes
 the heads' best grasp among the held object's patches that show the part named.
 
+Knowing the patch is not enough: a patch is a 28-pixel square, and where a mug's handle shares one with the rim the
+grasp heads' one candidate there is often the rim's (bench/results/n-parts-place). So the head also places each part's
+grasp in its patch (``PartHead.place``: the offset of its centre in the patch and its angle, as the grasp heads write
+theirs), fitted, like the grasp heads, to the nearest of the part's labelled grasps there.
+
 The tower stays frozen: the head reads the vision stage's last hidden state, so the stage can run after the
 vision stage of a finished build without changing anything the later stages trained on.
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
@@ -47,16 +53,31 @@ def category_parts() -> dict[str, list[str]]:
     return {name: list(category.grasp_at) for name, category in sorted(load_templates().categories.items())}
 
 
+PLACE_FIELDS = 4
+"""Per patch and part, where in the patch the part's grasp is: offset x, y (sigmoid, patch units) and cos 2θ, sin 2θ
+(tanh), the grasp heads' convention (``training.stages.grasp_targets``)."""
+CANDIDATES = 4
+"""Labelled grasps of one part a patch keeps as placement targets (in label order), as the grasp heads'."""
+
+
 class PartHead(nn.Module):
-    """Per patch token (CLS dropped), one logit per part: does the patch hold a grasp on it."""
+    """Per patch token (CLS dropped), one logit per part: does the patch hold a grasp on it; and (``place``) where in
+    the patch that part's grasp is."""
 
     def __init__(self, hidden: int, classes: int, width: int = WIDTH):
         super().__init__()
-        self.hidden, self.width = nn.Linear(hidden, width), width
+        self.hidden, self.width, self.classes = nn.Linear(hidden, width), width, classes
         self.out = nn.Linear(width, classes)
+        self.place = nn.Linear(width, classes * PLACE_FIELDS)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.out(nn.functional.gelu(self.hidden(tokens[:, 1:])))
+        return self.both(tokens)[0]
+
+    def both(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits (batch, patches, classes) and the placements (batch, patches, classes, ``PLACE_FIELDS``)."""
+        features = nn.functional.gelu(self.hidden(tokens[:, 1:]))
+        raw = self.place(features).unflatten(-1, (self.classes, PLACE_FIELDS))
+        return self.out(features), torch.cat([torch.sigmoid(raw[..., :2]), torch.tanh(raw[..., 2:])], dim=-1)
 
 
 def part_targets(view, grid: int, index: dict[str, int]) -> torch.Tensor:
@@ -74,6 +95,41 @@ def part_targets(view, grid: int, index: dict[str, int]) -> torch.Tensor:
         x, y = np.asarray(rect.points, dtype=np.float64).mean(axis=0)
         target[min(int(y / cell), grid - 1) * grid + min(int(x / cell), grid - 1), index[part]] = 1.0
     return target
+
+
+def place_targets(view, grid: int, index: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per patch and part (of ``index``), up to ``CANDIDATES`` of the part's labelled grasps centred in the patch:
+    (grid², classes, CANDIDATES, ``PLACE_FIELDS``) their offsets in the patch and doubled-angle vectors, and
+    (grid², classes, CANDIDATES) which slots hold one."""
+    width, _ = view.image_size
+    cell = width / grid
+    places = torch.zeros((grid * grid, len(index), CANDIDATES, PLACE_FIELDS), dtype=torch.float32)
+    slots = torch.zeros((grid * grid, len(index), CANDIDATES), dtype=torch.float32)
+    for rect, part in zip(view.positives, view.labels.parts or ()):
+        if part not in index:
+            continue
+        points = np.asarray(rect.points, dtype=np.float64)
+        x, y = points.mean(axis=0)
+        col, row = min(int(x / cell), grid - 1), min(int(y / cell), grid - 1)
+        k, c = row * grid + col, index[part]
+        j = int(slots[k, c].sum())
+        if j == CANDIDATES:
+            continue
+        closing = points[1] - points[0]
+        theta = math.atan2(-closing[1], closing[0])  # as training.stages.grasp_targets
+        places[k, c, j] = torch.tensor([x / cell - col, y / cell - row, math.cos(2 * theta), math.sin(2 * theta)])
+        slots[k, c, j] = 1.0
+    return places, slots
+
+
+def place_loss(placed: torch.Tensor, places: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Squared error of each placement against the nearest of its part's grasps in the patch (a winner-takes-all
+    fit, as the grasp heads': the mean of two grasps may lie on neither), over the (patch, part) pairs with one."""
+    error = ((placed.unsqueeze(-2) - places) ** 2).sum(-1)  # (batch, patches, classes, candidates)
+    error = error.masked_fill(slots == 0, 1e4)
+    nearest = error.detach().argmin(dim=-1, keepdim=True)
+    has = slots.sum(-1) > 0
+    return error.gather(-1, nearest).squeeze(-1)[has].mean() if bool(has.any()) else placed.sum() * 0.0
 
 
 def labelled(target: torch.Tensor) -> torch.Tensor:
@@ -112,25 +168,29 @@ class PartBatches:
         return self.samples[image_id]
 
     def draw(self, k: int, batch_size: int, grid: int, ids: list[str] | None = None):
-        """Batch ``k``: pixels, part targets and each patch's own parts (``own_parts``; all parts without scenes)."""
+        """Batch ``k``: pixels, part targets, each patch's own parts (``own_parts``; all parts without scenes) and the
+        placement targets (``place_targets``: places, slots)."""
         rng = random.Random(f"{self.seed}:parts:{k}")
         # a generator: each image is chosen just before its view is drawn, from the one generator
         return self.views((rng.choice(ids or self.ids) for _ in range(batch_size)), rng, grid)
 
     def views(self, ids, rng: random.Random, grid: int):
-        """One augmented view of each of ``ids`` (drawn with ``rng``): pixels, part targets and own parts."""
+        """One augmented view of each of ``ids`` (drawn with ``rng``): pixels, part targets, own parts, placements."""
         from .reasoning import load_templates
 
         categories = load_templates().categories
-        images, targets, owns = [], [], []
+        images, targets, owns, places, slots = [], [], [], [], []
         for image_id in ids:
             sample, scene = self.sample(image_id)
             view = self.augment(sample, rng)
             images.append(view.image)
             targets.append(part_targets(view, grid, self.index))
             owns.append(own_parts(view, scene, grid, self.index, categories))
+            place, slot = place_targets(view, grid, self.index)
+            places.append(place)
+            slots.append(slot)
         pixels = self.processor.image_processor(images=np.stack(images), return_tensors="pt")["pixel_values"]
-        return pixels, torch.stack(targets), torch.stack(owns)
+        return pixels, torch.stack(targets), torch.stack(owns), (torch.stack(places), torch.stack(slots))
 
 
 def train(
@@ -170,13 +230,13 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     started, losses = time.perf_counter(), []
     for step in progress_bar(range(steps), desc="part head", unit="step"):
-        pixels, target, own = batches.draw(step, batch_size, grid)
+        pixels, target, own, (places, slots) = batches.draw(step, batch_size, grid)
         with torch.no_grad():
             tokens = vit(pixel_values=pixels).last_hidden_state
-        logits = head(tokens)
+        logits, placed = head.both(tokens)
         if not bool(labelled(target).any()):
             continue
-        loss = part_loss(logits, target, own)
+        loss = part_loss(logits, target, own) + place_loss(placed, places, slots)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -197,6 +257,7 @@ def train(
         "batch_size": batch_size,
         "seed": seed,
         "activation": "sigmoid",
+        "place": PLACE_FIELDS,
         "seconds": round(time.perf_counter() - started, 1),
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
         **figures,
@@ -210,27 +271,42 @@ def held_out_accuracy(vit, head: PartHead, batches: PartBatches, held: list[str]
     """On views of the held-out images, over the patches that hold a labelled grasp and each part of their object's
     category (``grasp_at``): how often the head's presence call (probability 0.5) is right (``accuracy``), and over
     the parts that are there, how often it calls them (``recall``). Only objects of two or more parts count: the
-    runtime's question is which of the held object's parts a patch shows."""
+    runtime's question is which of the held object's parts a patch shows. Over every (patch, part) with a labelled
+    grasp: how far the placement lies from the nearest of them (``place_offset``: median, in patches) and how far it
+    is turned from that one (``place_angle_deg``: median)."""
     right = total = found = present = 0
+    offsets, angles = [], []
     head.eval()
     for k in range(views):
         for start in range(0, len(held), 32):
             rng = random.Random(f"{batches.seed}:parts:held:{k}:{start}")
-            pixels, targets, allowed = batches.views(held[start : start + 32], rng, grid)
+            pixels, targets, allowed, (places, slots) = batches.views(held[start : start + 32], rng, grid)
             with torch.no_grad():
-                called = torch.sigmoid(head(vit(pixel_values=pixels).last_hidden_state)) >= 0.5
+                logits, placed = head.both(vit(pixel_values=pixels).last_hidden_state)
+            called = torch.sigmoid(logits) >= 0.5
             target, allow = targets > 0, allowed
             judged = allow & (labelled(target.float()) & (allow.sum(-1) >= 2))[..., None]
             right += int((called == target)[judged].sum())
             total += int(judged.sum())
             found += int((called & target)[judged].sum())
             present += int(target[judged].sum())
+            has = slots.sum(-1) > 0
+            if bool(has.any()):
+                shift = ((placed[..., None, :2] - places[..., :2]) ** 2).sum(-1).sqrt().masked_fill(slots == 0, 1e4)
+                nearest = shift.argmin(-1, keepdim=True)
+                offsets += shift.gather(-1, nearest).squeeze(-1)[has].tolist()
+                want = places[..., 2:].gather(-2, nearest[..., None].expand(*nearest.shape, 2)).squeeze(-2)[has]
+                got = placed[..., 2:][has]
+                turn = torch.atan2(got[:, 1], got[:, 0]) - torch.atan2(want[:, 1], want[:, 0])
+                angles += (torch.atan2(torch.sin(turn), torch.cos(turn)).abs() / 2).rad2deg().tolist()
     head.train()
     return {
         "held_out_images": len(held),
         "accuracy": right / total if total else None,
         "recall": found / present if present else None,
         "judged": total,
+        "place_offset": float(np.median(offsets)) if offsets else None,
+        "place_angle_deg": float(np.median(angles)) if angles else None,
     }
 
 

@@ -147,6 +147,8 @@ class Embedded(NamedTuple):
     """The view whose pixels the target check measures (``runtime.target.footprints``): ``view``, with what lies
     outside the camera image (the crop's black padding, where the image is smaller than the crop) painted the
     image's median colour, so that it reads as table and joins no objects (None without a target check)."""
+    part_grasp: np.ndarray | None = None
+    """Per patch and part, where in the patch that part's grasp is (the part check's placements; None without)."""
 
 
 def padding_painted(view: np.ndarray, box: CropBox, size: tuple[int, int]) -> np.ndarray:
@@ -262,6 +264,7 @@ class GraspModel:
             wanted = (
                 (spec.identity, spec.grasp)
                 + ((spec.parts,) if spec.parts else ())
+                + ((spec.part_grasp,) if spec.part_grasp else ())
                 + ((spec.colour,) if spec.colour else ())
             )
             lacking = [name for name in wanted if name not in self.vision.outputs]
@@ -273,8 +276,9 @@ class GraspModel:
             try:  # the graph's shapes are fixed but for the batch: a mismatch fails here, not at each request
                 parts = self.vision.shapes[spec.parts] if spec.parts else None
                 colour = self.vision.shapes[spec.colour] if spec.colour else None
+                place = self.vision.shapes[spec.part_grasp] if spec.part_grasp else None
                 self.target.check_shapes(
-                    self.vision.shapes[spec.identity], self.vision.shapes[spec.grasp], parts, colour
+                    self.vision.shapes[spec.identity], self.vision.shapes[spec.grasp], parts, colour, place
                 )
             except ValueError as exc:
                 raise LlamaError(f"{manifest.vision}: {exc}") from None
@@ -402,15 +406,16 @@ class GraspModel:
                 f"vision tower gave presence counts of shape {None if patches is None else patches.shape}, the "
                 f"manifest lists {len(self.presence.spec.classes)} categories"
             )
-        identity = grasp = parts = colour = None
+        identity = grasp = parts = colour = place = None
         if self.target is not None:
             spec = self.target.spec
             identity, grasp = extra[spec.identity], extra[spec.grasp]
             parts = extra[spec.parts] if spec.parts else None
+            place = extra[spec.part_grasp] if spec.part_grasp else None
             colour = extra[spec.colour] if spec.colour else None
         timing = (1000 * (mid - start), 1000 * (end - mid))
         check_view = None if self.target is None else padding_painted(view, box, image_size(image))
-        return Embedded(view, embeddings, box, *timing, patches, identity, grasp, parts, colour, check_view)
+        return Embedded(view, embeddings, box, *timing, patches, identity, grasp, parts, colour, check_view, place)
 
     def hint_objects(self, instruction: str, identity: np.ndarray | None = None) -> list[str]:
         """The objects the bundle's knowledge says a first instruction's words are for (none without one). With
@@ -732,7 +737,7 @@ class Session:
             return prediction
         category = self._held_category()
         moved = model.target.on_part(
-            last.pose, prediction.pose, category, part, image.identity, image.grasp, image.parts
+            last.pose, prediction.pose, category, part, image.identity, image.grasp, image.parts, image.part_grasp
         )
         return prediction if moved is None else self._replace_pose(prediction, moved, f"part check ({part})")
 

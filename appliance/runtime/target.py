@@ -26,7 +26,7 @@ the heads' grasp on the object named was on target for 91 % of name requests whe
 
 Follow-ups (``runtime.model.Session``): one that names another object is checked as a first answer is; one that
 moves the grasp to another part of the held object goes through ``on_part`` (where the bundle has the part head's
-map); one that turned the grasp goes through ``turned``.
+map, and with its placements the part's own grasp in the patch); one that turned the grasp goes through ``turned``.
 
 Spatial instructions ("the mug on the left", "the object nearest the robot") are where the tiny model is weakest
 (validation clutter: the pose on the object meant for 29 % of them, 87–92 % for the other kinds). Which object
@@ -55,7 +55,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from appliance.bundle import GRASP_FIELDS, ONLY_LEAD, USE_LEAD, TargetCheckSpec
+from appliance.bundle import GRASP_FIELDS, ONLY_LEAD, PART_GRASP_FIELDS, USE_LEAD, TargetCheckSpec
 from appliance.grasp import GraspPose, angle_difference
 
 from .objects import DESCRIBED, CategoryNames
@@ -156,10 +156,16 @@ class TargetCheck:
         self.patches = spec.grid * spec.grid
 
     def check_shapes(
-        self, identity: tuple, grasp: tuple, parts: tuple | None = None, colour: tuple | None = None
+        self,
+        identity: tuple,
+        grasp: tuple,
+        parts: tuple | None = None,
+        colour: tuple | None = None,
+        part_grasp: tuple | None = None,
     ) -> None:
         """``ValueError`` unless the maps' shapes for one image are (patches, categories + table) and (patches, 5),
-        the part map's (where the spec has one) (patches, part classes), the colour map's (patches, colours + 1)."""
+        the part map's (where the spec has one) (patches, part classes), its placements' (patches, part classes,
+        4), the colour map's (patches, colours + 1)."""
         want_identity, want_grasp = (self.patches, len(self.index) + 1), (self.patches, GRASP_FIELDS)
         if tuple(identity) != want_identity or tuple(grasp) != want_grasp:
             raise ValueError(
@@ -169,6 +175,9 @@ class TargetCheck:
         want_parts = (self.patches, len(self.spec.part_classes))
         if self.spec.parts and tuple(parts or ()) != want_parts:
             raise ValueError(f"the part map is {parts}, the manifest's part check expects {want_parts}")
+        want_place = (*want_parts, PART_GRASP_FIELDS)
+        if self.spec.part_grasp and tuple(part_grasp or ()) != want_place:
+            raise ValueError(f"the part placements are {part_grasp}, the manifest's part check expects {want_place}")
         want_colour = (self.patches, len(self.spec.colours) + 1)
         if self.spec.colour and tuple(colour or ()) != want_colour:
             raise ValueError(f"the colour map is {colour}, the manifest's colour words expect {want_colour}")
@@ -469,6 +478,7 @@ class TargetCheck:
         identity: np.ndarray,
         grasp: np.ndarray,
         parts: np.ndarray,
+        place: np.ndarray | None = None,
     ) -> GraspPose | None:
         """For a follow-up that moves the grasp to ``part`` of the object ``before`` held (of ``category``): the
         pose to take instead of ``after``, or None to keep it. The held object is the category's patches joined to
@@ -477,20 +487,31 @@ class TargetCheck:
         shows only that part when it shows none of the category's other parts. ``after`` is kept when it lies on a
         patch that shows only the part; else the heads' best grasp among those patches (among all that show it,
         where none shows it alone: the grasp heads' candidate in a patch of two parts is often the other one's).
-        None (kept) when no patch shows the part."""
+        With ``place`` (per patch and part, where in the patch the part head puts that part's grasp: offset x, y and
+        cos 2θ, sin 2θ) the pose is the part's own grasp in that patch, not the grasp heads' one candidate there,
+        often another part's (validation clutter, 107 part follow-ups on scene seeds 2612 and 2621–2623, the
+        64-instance build: 20.6 → 29.0 % done right; bench/results/n-parts-place). None (kept) when no patch shows
+        the part."""
         grid = self.spec.grid
         labels = identity.argmax(-1).reshape(grid, grid)
         shown = labels == self.index[category]
         held = joined(shown, self.under(before, labels, shown)).reshape(-1)
         classes = self.spec.part_classes
-        showing = held & (parts[:, classes.index(part)] >= PART_SHOWN)
+        c = classes.index(part)
+        showing = held & (parts[:, c] >= PART_SHOWN)
         if not showing.any():
             return None
         others = [classes.index(p) for p in self.spec.category_parts[category] if p != part]
         alone = showing & ~(parts[:, others] >= PART_SHOWN).any(axis=1)
         if alone[cell(after.y, grid) * grid + cell(after.x, grid)]:
             return None
-        return best_grasp(grasp, alone if alone.any() else showing, grid)
+        allowed = alone if alone.any() else showing
+        if place is None:
+            return best_grasp(grasp, allowed, grid)
+        k = int(np.argmax(np.where(allowed, grasp[:, 0], -np.inf)))  # the patch best_grasp would take
+        row, col = divmod(k, grid)
+        ox, oy, cos, sin = (float(v) for v in place[k, c])
+        return GraspPose((col + ox) / grid, (row + oy) / grid, math.atan2(sin, cos) / 2)
 
     def under(self, pose: GraspPose, labels: np.ndarray, shown: np.ndarray) -> np.ndarray:
         """The patches of the category the pose lies on: the one under its centre, or, when that one shows the

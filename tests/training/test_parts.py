@@ -19,6 +19,8 @@ from training.parts import (  # noqa: E402
     part_classes,
     part_loss,
     part_targets,
+    place_loss,
+    place_targets,
     train,
 )
 
@@ -64,6 +66,52 @@ def test_each_grasp_patch_is_labelled_with_every_part_its_centres_are_on(workdir
     assert part_targets(view, 8, {"handle": 0}).shape == (64, 1)
 
 
+def test_each_part_grasp_is_placed_in_its_patch_as_the_grasp_heads_write_theirs(workdir):
+    import math
+
+    dataset = open_dataset(workdir / "scenes")
+    index = {part: i for i, part in enumerate(part_classes())}
+    placed = 0
+    for image_id in dataset.ids:
+        view = center_crop(dataset.load(image_id, with_depth=False), 320, (224, 224))
+        places, slots = place_targets(view, 8, index)
+        target = part_targets(view, 8, index)
+        assert torch.equal(slots.sum(-1) > 0, target > 0)  # a placement wherever the part is there
+        for rect, part in zip(view.positives, view.labels.parts):
+            points = np.asarray(rect.points, dtype=np.float64)
+            x, y = points.mean(axis=0)
+            k, c = min(int(y / 28), 7) * 8 + min(int(x / 28), 7), index[part]
+            closing = points[1] - points[0]
+            theta = math.atan2(-closing[1], closing[0])
+            want = torch.tensor(
+                [x / 28 - k % 8, y / 28 - k // 8, math.cos(2 * theta), math.sin(2 * theta)], dtype=torch.float32
+            )
+            found = [j for j in range(int(slots[k, c].sum())) if torch.allclose(places[k, c, j], want, atol=1e-5)]
+            assert found or slots[k, c].sum() == 4  # each one, but for a patch's fifth grasp of a part
+            placed += bool(found)
+        assert ((places[..., :2] >= 0) & (places[..., :2] <= 1)).all()  # offsets inside the patch
+    assert placed > 0
+
+
+def test_the_placement_is_fitted_to_the_nearest_of_the_parts_grasps():
+    places = torch.zeros(1, 2, 1, 4, 4)
+    slots = torch.zeros(1, 2, 1, 4)
+    places[0, 0, 0, 0] = torch.tensor([0.2, 0.2, 1.0, 0.0])
+    places[0, 0, 0, 1] = torch.tensor([0.8, 0.8, 0.0, 1.0])
+    slots[0, 0, 0, :2] = 1.0
+    on_one = torch.zeros(1, 2, 1, 4)
+    on_one[0, 0, 0] = torch.tensor([0.8, 0.8, 0.0, 1.0])  # the second grasp, exactly
+    between = torch.zeros(1, 2, 1, 4)
+    between[0, 0, 0] = torch.tensor([0.5, 0.5, 0.5, 0.5])  # the mean of the two: on neither
+    assert float(place_loss(on_one, places, slots)) < 1e-6 < 0.1 < float(place_loss(between, places, slots))
+    on_one[0, 1, 0] = torch.tensor([0.9, 0.1, -1.0, 0.0])  # a patch without a grasp of the part: not judged
+    assert float(place_loss(on_one, places, slots)) < 1e-6
+    nothing = torch.zeros(1, 2, 1, 4, requires_grad=True)
+    loss = place_loss(nothing, places, torch.zeros_like(slots))
+    loss.backward()  # no placement target in the batch: zero, and the step still runs
+    assert float(loss) == 0.0 and nothing.grad is not None
+
+
 def test_the_loss_judges_only_the_labelled_patches():
     target = torch.zeros(1, 3, 2)
     target[0, 0] = torch.tensor([1.0, 0.0])
@@ -89,10 +137,14 @@ def test_the_stage_trains_the_head_on_the_frozen_tower_and_writes_it(workdir):
     assert written["vision_sha256"] == sha256_file(workdir / "vision" / "model.safetensors")
     assert written["activation"] == "sigmoid" and written["held_out_images"] == 1 and written["judged"] > 0
     assert 0.0 <= written["accuracy"] <= 1.0 and 0.0 <= written["recall"] <= 1.0
+    assert written["place"] == 4 and 0.0 <= written["place_offset"] <= 1.5 and 0.0 <= written["place_angle_deg"] <= 90
     head = PartHead(written["hidden"], len(written["classes"]), written["width"])
     head.load_state_dict(load_file(str(workdir / "out" / PARTS_FILE)))
-    tokens = torch.zeros(2, 65, written["hidden"])
-    assert head(tokens).shape == (2, 64, len(written["classes"]))
+    tokens = torch.randn(2, 65, written["hidden"])
+    logits, placed = head.both(tokens)
+    assert head(tokens).shape == logits.shape == (2, 64, len(written["classes"]))
+    assert placed.shape == (2, 64, len(written["classes"]), 4)
+    assert ((placed[..., :2] > 0) & (placed[..., :2] < 1)).all() and (placed[..., 2:].abs() < 1).all()
 
 
 def test_bad_arguments_are_named(workdir, tmp_path, capsys):

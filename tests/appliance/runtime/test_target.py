@@ -204,6 +204,32 @@ def test_a_part_follow_up_moves_to_the_heads_best_grasp_on_that_part_of_the_held
     assert back is not None and (back.x, back.y) == pytest.approx((3.5 / GRID, 1.5 / GRID))
 
 
+def test_with_the_part_heads_placements_the_pose_is_the_parts_own_grasp_in_its_patch():
+    identity, grasp, probs = part_maps({(1, 0): ("handle", "rim"), (1, 1): ("handle", "rim"), (1, 3): ("rim",)})
+    grasp[1 * GRID + 1, 0] = 0.2  # the likelier of the two patches that show the handle
+    place = np.zeros((GRID * GRID, len(PART_CLASSES), 4), np.float32)
+    place[..., 2] = 1.0  # every part's grasp along x, in the patch's corner
+    handle = PART_CLASSES.index("handle")
+    place[1 * GRID + 1, handle] = (0.9, 0.2, math.cos(2 * 1.2), math.sin(2 * 1.2))  # where the handle's grasp is
+    before = at(1, 3)  # held by the rim
+    spec = replace(PARTS.spec, part_grasp="patch_part_grasp")
+    placed = TargetCheck(spec, CLASSES, NAMES)
+    moved = placed.on_part(before, at(1, 3), "mug", "handle", identity, grasp, probs, place)
+    assert moved is not None and (moved.x, moved.y) == pytest.approx((1.9 / GRID, 1.2 / GRID))
+    assert moved.theta == pytest.approx(1.2, abs=1e-5)
+    # without placements: the grasp heads' candidate in the same patch (its centre here)
+    heads = placed.on_part(before, at(1, 3), "mug", "handle", identity, grasp, probs)
+    assert heads is not None and (heads.x, heads.y) == pytest.approx((1.5 / GRID, 1.5 / GRID))
+    # a pose already on a patch of the part alone is kept, placements or not
+    identity, grasp, probs = part_maps({(1, 0): ("handle",), (1, 3): ("rim",)})
+    assert placed.on_part(before, at(1, 0), "mug", "handle", identity, grasp, probs, place) is None
+    placed.check_shapes(identity.shape, grasp.shape, probs.shape, None, place.shape)
+    with pytest.raises(ValueError, match="placements"):
+        placed.check_shapes(identity.shape, grasp.shape, probs.shape, None, place[..., :2].shape)
+    with pytest.raises(ValueError, match="need parts"):
+        TargetCheckSpec(GRID, part_grasp="patch_part_grasp")
+
+
 def test_what_the_part_check_cannot_judge_keeps_the_models_pose():
     identity, grasp, probs = part_maps({(1, 1): ("rim",), (1, 2): ("rim",), (1, 3): ("rim",)})  # no handle shown
     assert PARTS.on_part(at(1, 3), at(1, 2), "mug", "handle", identity, grasp, probs) is None
@@ -947,13 +973,43 @@ def test_the_graph_gives_each_patchs_part_and_the_manifest_each_categorys_parts(
     spec = read_bundle(parts_bundle).target_check
     assert spec.parts == "patch_parts" and spec.part_classes == tuple(part_classes())
     assert spec.category_parts["mug"] == ("handle", "rim") and "knife" not in spec.category_parts  # one part: no choice
+    assert spec.part_grasp == "patch_part_grasp"  # the head places each part's grasp in its patch
     model = GraspModel.load(parts_bundle, llama=LlamaSettings(n_ctx=512, n_batch=64))
     try:
         embedded = model.embed(camera())
         assert embedded.parts.shape == (64, len(part_classes()))
         assert np.all((embedded.parts > 0) & (embedded.parts < 1))  # one probability per part
+        place = embedded.part_grasp
+        assert place.shape == (64, len(part_classes()), 4)
+        assert np.all((place[..., :2] > 0) & (place[..., :2] < 1)) and np.all(np.abs(place[..., 2:]) < 1)
     finally:
         model.llm.close()
+
+
+def test_a_part_head_from_before_the_placements_still_exports_without_them(refusing_checkpoint, parts_bundle, tmp_path):
+    pytest.importorskip("llama_cpp")
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from appliance.bundle import read_bundle
+    from export.quantize import build_bundle
+    from training.parts import PARTS_FILE
+
+    parts = tmp_path / "parts"
+    shutil.copytree(parts_bundle.parent / "parts", parts)
+    tensors = load_file(str(parts / PARTS_FILE))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("place.")}, str(parts / PARTS_FILE))
+    heads = parts_bundle.parent / "vision"
+    manifest = build_bundle(
+        refusing_checkpoint, tmp_path / "b", bits=8, progress=False, heads=heads, target_check=True, parts=parts
+    )
+    spec = read_bundle(tmp_path / "b").target_check
+    assert spec.parts == "patch_parts" and spec.part_grasp == "" and manifest.metrics["parts_max_error"] <= 1e-4
+    save_file({**tensors, "place.weight": tensors["place.weight"][:-1]}, str(parts / PARTS_FILE))
+    with pytest.raises(ValueError, match="placement outputs"):
+        build_bundle(refusing_checkpoint, tmp_path / "c", bits=8, progress=False, heads=heads, target_check=True,
+                     parts=parts)  # fmt: skip
 
 
 def test_a_part_follow_up_moves_onto_the_part_named_and_one_already_on_it_stays(parts_bundle):
