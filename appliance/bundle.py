@@ -112,9 +112,9 @@ class PresenceSpec:
 
 PATCH_IDENTITY, PATCH_GRASP, PATCH_PARTS, PATCH_COLOUR = "patch_identity", "patch_grasp", "patch_parts", "patch_colour"
 PATCH_PART_GRASP = "patch_part_grasp"
+"""The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
 PART_GRASP_FIELDS = 4
 """Per patch and part, where in the patch that part's grasp is: offset x, y in the patch (0..1) and cos 2θ, sin 2θ."""
-"""The vision graph's patch maps for the target check (``export.vision`` writes them, ``runtime.target`` reads them)."""
 GRASP_FIELDS = 5
 """Per patch: centre logit, offset x and y within the patch (0..1), cos 2θ, sin 2θ (``training.stages.PatchHeads``)."""
 SPATIAL_RELATIONS = ("left", "right", "near", "far")
@@ -328,6 +328,8 @@ def manifest_to_yaml(manifest: Manifest) -> str:
         data["target_check"]["part_classes"] = list(spec.part_classes)
         data["target_check"]["category_parts"] = {c: list(p) for c, p in spec.category_parts.items()}
         data["target_check"]["colours"] = list(spec.colours)
+        if not spec.part_grasp:  # a bundle without placements reads as before, in runtimes from before them too
+            del data["target_check"]["part_grasp"]
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

@@ -149,8 +149,10 @@ def part_maps(directory: Path, heads: Path) -> PartMaps:
         )
     with safe_open(str(directory / PARTS_FILE), "np") as f:
         names = set(f.keys())
-        wanted = ("hidden.weight", "hidden.bias", "out.weight", "out.bias")
-        wanted += ("place.weight", "place.bias") if {"place.weight", "place.bias"} <= names else ()
+        placing = {"place.weight", "place.bias"} & names
+        if len(placing) == 1:
+            raise ValueError(f"--parts {directory}: {placing.pop()} without its pair (python -m training.parts again)")
+        wanted = ("hidden.weight", "hidden.bias", "out.weight", "out.bias", *sorted(placing))
         tensors = {k: f.get_tensor(k) for k in wanted}
     classes = tuple(meta.get("classes") or ())
     if meta.get("activation") != "sigmoid":
@@ -158,7 +160,9 @@ def part_maps(directory: Path, heads: Path) -> PartMaps:
     if tensors["out.weight"].shape[0] != len(classes) or not classes:
         raise ValueError(f"--parts {directory}: {tensors['out.weight'].shape[0]} outputs for {len(classes)} classes")
     place = tensors.get("place.weight")
-    if place is not None and place.shape[0] != len(classes) * PART_GRASP_FIELDS:
+    if place is not None and (
+        place.shape[0] != len(classes) * PART_GRASP_FIELDS or tensors["place.bias"].shape != (place.shape[0],)
+    ):
         raise ValueError(
             f"--parts {directory}: {place.shape[0]} placement outputs, not {PART_GRASP_FIELDS} for each of "
             f"{len(classes)} classes"
@@ -372,7 +376,8 @@ def parts_parity(model, onnx_path: Path, heads: PresenceHead, parts: PartMaps, i
     logits = h @ parts.out_weight.T.astype(np.float64) + parts.out_bias
     error = float(np.abs(got[0] - 1 / (1 + np.exp(-logits))).max())
     if placed:
-        raw = (h @ parts.place_weight.T.astype(np.float64) + parts.place_bias).reshape(got[1].shape)
+        raw = h @ parts.place_weight.T.astype(np.float64) + parts.place_bias
+        raw = raw.reshape(*raw.shape[:-1], len(parts.classes), PART_GRASP_FIELDS)  # class-major, as the head's
         want = np.concatenate([1 / (1 + np.exp(-raw[..., :2])), np.tanh(raw[..., 2:])], axis=-1)
         error = max(error, float(np.abs(got[1] - want).max()))
     return error

@@ -5,7 +5,7 @@ A follow-up such as "grasp it by the handle instead" names a part. The language 
 the time (bench/results/n-follow-ups). The identity head knows which object a patch shows, not which part. This
 head adds that: per patch, whether it holds a grasp on each of the parts grasps are labelled on (``part_classes``; a sigmoid
 each, as a patch may hold two), trained on the patches that hold a labelled grasp centre. The runtime's part check (``appliance.runtime.target``) takes
-the heads' best grasp among the held object's patches that show the part named.
+the grasp among the held object's patches that show the part named.
 
 Knowing the patch is not enough: a patch is a 28-pixel square, and where a mug's handle shares one with the rim the
 grasp heads' one candidate there is often the rim's (bench/results/n-parts-place). So the head also places each part's

@@ -206,20 +206,20 @@ def test_a_part_follow_up_moves_to_the_heads_best_grasp_on_that_part_of_the_held
 
 def test_with_the_part_heads_placements_the_pose_is_the_parts_own_grasp_in_its_patch():
     identity, grasp, probs = part_maps({(1, 0): ("handle", "rim"), (1, 1): ("handle", "rim"), (1, 3): ("rim",)})
-    grasp[1 * GRID + 1, 0] = 0.2  # the likelier of the two patches that show the handle
+    grasp[1 * GRID + 0, 0] = 0.2  # the likelier of the two patches that show the handle: row 1, column 0
     place = np.zeros((GRID * GRID, len(PART_CLASSES), 4), np.float32)
     place[..., 2] = 1.0  # every part's grasp along x, in the patch's corner
     handle = PART_CLASSES.index("handle")
-    place[1 * GRID + 1, handle] = (0.9, 0.2, math.cos(2 * 1.2), math.sin(2 * 1.2))  # where the handle's grasp is
+    place[1 * GRID + 0, handle] = (0.9, 0.2, math.cos(2 * 1.2), math.sin(2 * 1.2))  # where the handle's grasp is
     before = at(1, 3)  # held by the rim
     spec = replace(PARTS.spec, part_grasp="patch_part_grasp")
     placed = TargetCheck(spec, CLASSES, NAMES)
     moved = placed.on_part(before, at(1, 3), "mug", "handle", identity, grasp, probs, place)
-    assert moved is not None and (moved.x, moved.y) == pytest.approx((1.9 / GRID, 1.2 / GRID))
+    assert moved is not None and (moved.x, moved.y) == pytest.approx((0.9 / GRID, 1.2 / GRID))
     assert moved.theta == pytest.approx(1.2, abs=1e-5)
     # without placements: the grasp heads' candidate in the same patch (its centre here)
     heads = placed.on_part(before, at(1, 3), "mug", "handle", identity, grasp, probs)
-    assert heads is not None and (heads.x, heads.y) == pytest.approx((1.5 / GRID, 1.5 / GRID))
+    assert heads is not None and (heads.x, heads.y) == pytest.approx((0.5 / GRID, 1.5 / GRID))
     # a pose already on a patch of the part alone is kept, placements or not
     identity, grasp, probs = part_maps({(1, 0): ("handle",), (1, 3): ("rim",)})
     assert placed.on_part(before, at(1, 0), "mug", "handle", identity, grasp, probs, place) is None
@@ -1006,10 +1006,16 @@ def test_a_part_head_from_before_the_placements_still_exports_without_them(refus
     )
     spec = read_bundle(tmp_path / "b").target_check
     assert spec.parts == "patch_parts" and spec.part_grasp == "" and manifest.metrics["parts_max_error"] <= 1e-4
-    save_file({**tensors, "place.weight": tensors["place.weight"][:-1]}, str(parts / PARTS_FILE))
-    with pytest.raises(ValueError, match="placement outputs"):
-        build_bundle(refusing_checkpoint, tmp_path / "c", bits=8, progress=False, heads=heads, target_check=True,
-                     parts=parts)  # fmt: skip
+    assert "part_grasp" not in (tmp_path / "b" / "manifest.yaml").read_text()  # readable by runtimes from before
+    for broken, error in (
+        ({**tensors, "place.weight": tensors["place.weight"][:-1]}, "placement outputs"),
+        ({**tensors, "place.bias": tensors["place.bias"][:-1]}, "placement outputs"),
+        ({k: v for k, v in tensors.items() if k != "place.bias"}, "place.weight without its pair"),
+    ):
+        save_file(broken, str(parts / PARTS_FILE))
+        with pytest.raises(ValueError, match=error):
+            build_bundle(refusing_checkpoint, tmp_path / "c", bits=8, progress=False, heads=heads,
+                         target_check=True, parts=parts)  # fmt: skip
 
 
 def test_a_part_follow_up_moves_onto_the_part_named_and_one_already_on_it_stays(parts_bundle):
@@ -1025,8 +1031,11 @@ def test_a_part_follow_up_moves_onto_the_part_named_and_one_already_on_it_stays(
         parts = np.zeros_like(embedded.parts)
         parts_of = list(model.target.spec.part_classes)
         parts[:, parts_of.index("rim")] = 1.0
-        parts[9], parts[9, parts_of.index("handle")] = 0.0, 1.0  # one patch of the handle: row 1, column 1
-        model.embed = lambda _image: embedded._replace(parts=parts)
+        parts[10], parts[10, parts_of.index("handle")] = 0.0, 1.0  # one patch of the handle: row 1, column 2
+        place = np.zeros_like(embedded.part_grasp)
+        place[..., 2] = 1.0
+        place[10, parts_of.index("handle")] = (0.5, 0.25, math.cos(1.6), math.sin(1.6))  # the handle's grasp: θ 0.8
+        model.embed = lambda _image: embedded._replace(parts=parts, part_grasp=place)
         session = model.session()
         scripted(model, "It is a mug, a cylinder with a handle. [0.90, 0.90], 0.00")
         first = session.ask("pick up the mug", image)
@@ -1034,7 +1043,8 @@ def test_a_part_follow_up_moves_onto_the_part_named_and_one_already_on_it_stays(
         scripted(model, "Moving the grasp to the handle of the mug. [0.80, 0.90], 0.00")
         handle = session.ask("grasp it by the handle instead")
         assert handle.written == GraspPose(0.8, 0.9, 0.0)
-        assert 1 / 8 <= handle.pose.x < 2 / 8 and 1 / 8 <= handle.pose.y < 2 / 8  # the handle's patch
+        # where the part head places the handle's grasp in its patch: (2 + 0.5) / 8, (1 + 0.25) / 8, as written
+        assert (handle.pose.x, handle.pose.y, handle.pose.theta) == pytest.approx((0.31, 0.16, 0.8))
         assert handle.text == model.format.render(handle.pose, handle.reasoning)
         scripted(model, "Moving the grasp to the rim of the mug. [0.60, 0.60], 0.00")
         rim = session.ask("now hold it by the rim")
