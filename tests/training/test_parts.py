@@ -47,12 +47,20 @@ def test_the_classes_are_the_parts_grasps_are_labelled_on():
     assert parts["mug"] == ["handle", "rim"] and all(set(p) <= set(classes) for p in parts.values())
 
 
-def test_each_grasp_patch_is_labelled_with_every_part_its_centres_are_on(workdir):
+@pytest.fixture(scope="module")
+def views(workdir):
+    """Each scene's view as the head sees it (the 320-pixel crop at 224), by image id."""
     dataset = open_dataset(workdir / "scenes")
-    index = {part: i for i, part in enumerate(part_classes())}
+    return {i: center_crop(dataset.load(i, with_depth=False), 320, (224, 224)) for i in dataset.ids}
+
+
+INDEX = {part: i for i, part in enumerate(part_classes())}
+
+
+def test_each_grasp_patch_is_labelled_with_every_part_its_centres_are_on(views):
+    index = INDEX
     mixed = 0
-    for image_id in dataset.ids:
-        view = center_crop(dataset.load(image_id, with_depth=False), 320, (224, 224))
+    for view in views.values():
         target = part_targets(view, 8, index)
         want = torch.zeros_like(target)
         for rect, part in zip(view.positives, view.labels.parts):
@@ -62,20 +70,16 @@ def test_each_grasp_patch_is_labelled_with_every_part_its_centres_are_on(workdir
         mixed += int((target.sum(-1) > 1).sum())
     assert mixed > 0  # some patches hold grasps on two parts
     # a part the head has no class for is not a target
-    view = center_crop(dataset.load(dataset.ids[0], with_depth=False), 320, (224, 224))
-    assert part_targets(view, 8, {"handle": 0}).shape == (64, 1)
+    assert part_targets(next(iter(views.values())), 8, {"handle": 0}).shape == (64, 1)
 
 
-def test_each_part_grasp_is_placed_in_its_patch_as_the_grasp_heads_write_theirs(workdir):
+def test_each_part_grasp_is_placed_in_its_patch_as_the_grasp_heads_write_theirs(views):
     from training.stages import PATCH_ANGLE, PATCH_OFFSET, grasp_targets
 
-    dataset = open_dataset(workdir / "scenes")
-    index = {part: i for i, part in enumerate(part_classes())}
     placed = 0
-    for image_id in dataset.ids:
-        view = center_crop(dataset.load(image_id, with_depth=False), 320, (224, 224))
-        places, slots = place_targets(view, 8, index)
-        target = part_targets(view, 8, index)
+    for image_id, view in views.items():
+        places, slots = place_targets(view, 8, INDEX)
+        target = part_targets(view, 8, INDEX)
         assert torch.equal(slots.sum(-1) > 0, target > 0)  # a placement wherever the part is there
         assert ((places[..., :2] >= 0) & (places[..., :2] <= 1)).all()  # offsets inside the patch
         heads = grasp_targets(view, 8, 0)  # the grasp heads' targets: every grasp's offset and angle, by patch
