@@ -506,12 +506,9 @@ class TargetCheck:
         if alone[cell(after.y, grid) * grid + cell(after.x, grid)]:
             return None
         allowed = alone if alone.any() else showing
-        if place is None:
-            return best_grasp(grasp, allowed, grid)
-        k = int(np.argmax(np.where(allowed, grasp[:, 0], -np.inf)))  # the patch best_grasp would take
-        row, col = divmod(k, grid)
-        ox, oy, cos, sin = (float(v) for v in place[k, c])
-        return GraspPose((col + ox) / grid, (row + oy) / grid, math.atan2(sin, cos) / 2)
+        if place is not None:  # the heads' patch, the part's own grasp in it
+            grasp = np.concatenate([grasp[:, :1], place[:, c]], axis=1)
+        return best_grasp(grasp, allowed, grid)
 
     def under(self, pose: GraspPose, labels: np.ndarray, shown: np.ndarray) -> np.ndarray:
         """The patches of the category the pose lies on: the one under its centre, or, when that one shows the
