@@ -550,7 +550,8 @@ def test_a_second_build_seeds_every_stage_but_the_scenes_and_the_first_keeps_its
 
 def test_the_demo_model_script_runs_the_recipe_that_built_the_bundled_model(tmp_path):
     """scripts/build_demo_model is the bundled model's recipe (models/rtgrasp-tiny/README.md says the same command
-    with its --set values): the checks in the bundle, the whole decoder tuned, the test sets of scene seeds 8201/2."""
+    with its --set values): the checks in the bundle, the whole decoder tuned, the 64-instance library and 8,000 vision
+    steps, the test sets of seeds 8201-8203."""
     import subprocess
     import sys
     from pathlib import Path
@@ -570,5 +571,7 @@ def test_the_demo_model_script_runs_the_recipe_that_built_the_bundled_model(tmp_
     assert "--strategy decoder" in lines["tune"] and "--batch-size 64" in lines["ground"]
     assert "--scene-seed 8201" in lines["test-single"] and "--scene-seed 8202" in lines["test-clutter"]
     assert "--seed 8203 " in lines["test-new-objects"]
+    assert "--instances 64" in lines["data"] and "--instances 64" in lines["test-clutter"]  # the 64-instance library
+    assert "--steps 8000" in lines["vision"]
     assert "--images 7" in lines["test-single"]  # a later --set wins
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
