@@ -39,7 +39,7 @@ from .objects import CategoryNames
 from .preprocess import CropBox, prepare
 from .presence import PresenceGate
 from .speculation import ACCEPTANCE_PRIOR, KS, MIN_DRAFTED, Plan, VerifyCost, measure, plan
-from .target import ROTATING, TargetCheck
+from .target import ROTATING, TargetCheck, restate_turn
 from .vision import PROVIDERS, VisionEncoder
 
 log = logging.getLogger(__name__)
@@ -727,7 +727,11 @@ class Session:
         said = ROTATING.search(prediction.reasoning) is not None
         category = self._held_category()
         moved = model.target.turned(last.pose, prediction.pose, category, image.identity, image.grasp, said)
-        return prediction if moved is None else self._replace_pose(prediction, moved, "turn check")
+        if moved is None:
+            return prediction
+        # the change the reasoning states is the one taken ("...: 0.30 to 1.87."), not the model's
+        stated = restate_turn(prediction.reasoning, last.pose.theta, moved.theta, model.format.decimals)
+        return self._replace_pose(replace(prediction, reasoning=stated), moved, "turn check")
 
     def _check_part(self, prediction: Prediction, part: str) -> Prediction:
         """A follow-up that moved the grasp to ``part`` of the held object, with its pose on a patch of that part

@@ -139,6 +139,28 @@ def test_where_no_grasp_of_the_object_is_turned_75_degrees_one_turned_60_will_do
     assert second is not None and second.theta == pytest.approx(math.radians(65), abs=1e-5)
 
 
+def test_a_rotation_said_where_the_heads_show_no_turned_grasp_turns_the_pose_before_in_place():
+    identity, grasp = turning({(1, 0): 0.0, (1, 1): 0.0, (1, 2): math.radians(50), (1, 3): 0.0}, {(1, 2): 9.0})
+    before = at(1, 1, 0.3)
+    turned = HEADS.turned(before, at(1, 0, 0.6), "mug", identity, grasp, said=True)  # the model turned it 0.3 rad
+    assert turned is not None and (turned.x, turned.y) == pytest.approx((before.x, before.y))
+    assert angle_close(turned.theta, 0.3 + math.pi / 2)
+    assert HEADS.turned(before, at(1, 0, 0.6), "mug", identity, grasp) is None  # not said, not turned 60°: kept
+    assert HEADS.turned(before, at(1, 0, 0.6), "whisk", identity, grasp, said=True) is None  # one the head lacks
+
+
+def test_the_reasoning_states_the_turn_the_check_took():
+    from appliance.runtime.target import restate_turn
+
+    said = "Rotating the gripper by 90 degrees: 0.30 to -0.30. Keep clear of the blade."
+    assert restate_turn(said, 0.3, 0.3 + math.pi / 2, 2) == (
+        "Rotating the gripper by 90 degrees: 0.30 to -1.27. Keep clear of the blade."  # wrapped as the pose is
+    )
+    assert restate_turn("Rotated by 90 degrees: 1 to 2.", 0.0, 1.5, 3) == "Rotated by 90 degrees: 0.000 to 1.500."
+    for unstated in ("Rotating the gripper by 90 degrees.", "Moving the grasp to the left: y 0.40 to 0.30."):
+        assert restate_turn(unstated, 0.3, 1.87, 2) == unstated
+
+
 def test_what_the_turn_check_cannot_judge_keeps_the_models_pose():
     identity, grasp = turning({(1, 0): 0.0, (1, 1): 0.0, (1, 2): 0.0, (1, 3): 0.0}, {(3, 3): 9.0})
     before = at(1, 0, 0.0)
@@ -1151,6 +1173,8 @@ def test_a_follow_up_that_says_it_rotates_takes_the_heads_turned_grasp_even_at_t
     assert turned.written.theta == pytest.approx(0.02)  # the model kept its angle ...
     assert (turned.pose.x, turned.pose.y) == pytest.approx((1.5 / 8, 0.5 / 8), abs=0.006)  # ... the check did not
     assert angle_close(turned.pose.theta, math.pi / 2)  # ±π/2: one grasp
+    stated = f"Rotating the gripper by 90 degrees: 0.00 to {turned.pose.theta:.2f}."  # the turn taken, said
+    assert turned.reasoning == stated and turned.text.startswith(stated)
     scripted(model, "Moving the grasp to the right: x 0.19 to 0.29. [0.29, 0.06], 1.57")
     shifted = session.ask("move the grasp to the right")
     assert shifted.written is None
