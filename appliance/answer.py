@@ -100,8 +100,13 @@ class AnswerFormat:
     def render_pose(self, pose: GraspPose) -> str:
         """The pose part of the answer, with θ wrapped and every number rounded."""
         d = self.decimals
-        theta = wrap_angle(pose.theta)
-        return POSE_TEMPLATES[self.variant].format(x=f"{pose.x:.{d}f}", y=f"{pose.y:.{d}f}", theta=_signed(theta, d))
+        return POSE_TEMPLATES[self.variant].format(
+            x=f"{pose.x:.{d}f}", y=f"{pose.y:.{d}f}", theta=self.render_angle(pose.theta)
+        )
+
+    def render_angle(self, theta: float) -> str:
+        """θ as the pose writes it: wrapped, rounded, never "-0.00"."""
+        return _signed(wrap_angle(theta), self.decimals)
 
     def render(self, pose: GraspPose, reasoning: str = "") -> str:
         """The whole answer; RT requires reasoning, the NR variants refuse it."""

@@ -720,7 +720,9 @@ class Session:
 
     def _check_turn(self, prediction: Prediction) -> Prediction:
         """A follow-up that turns the grasp (its reasoning says it rotates, or its pose turned), with its pose moved
-        to the heads' best turned grasp on the same object (``TargetCheck.turned``); else the answer as it was."""
+        to the heads' best turned grasp on the same object, or, where they show none and it said it rotates, to the
+        pose before turned 90° in place (``TargetCheck.turned``), and the turn its reasoning states made the one
+        taken; else the answer as it was."""
         model, image, last = self.model, self._image, self.turns[-1]
         if last.pose is None:
             return prediction
@@ -730,7 +732,8 @@ class Session:
         if moved is None:
             return prediction
         # the change the reasoning states is the one taken ("...: 0.30 to 1.87."), not the model's
-        stated = restate_turn(prediction.reasoning, last.pose.theta, moved.theta, model.format.decimals)
+        angle = model.format.render_angle
+        stated = restate_turn(prediction.reasoning, angle(last.pose.theta), angle(moved.theta))
         return self._replace_pose(replace(prediction, reasoning=stated), moved, "turn check")
 
     def _check_part(self, prediction: Prediction, part: str) -> Prediction:

@@ -634,11 +634,10 @@ def cell(value: float, grid: int) -> int:
     return min(max(int(value * grid), 0), grid - 1)
 
 
-def restate_turn(reasoning: str, before: float, after: float, decimals: int) -> str:
+def restate_turn(reasoning: str, before: str, after: str) -> str:
     """``reasoning`` with the change of angle it states ("Rotating the gripper by 90 degrees: 0.30 to -0.30.") made
-    the one the turn check took (``before`` to ``after``, radians, wrapped as the answer writes them); as it was
-    where it states none."""
-    before, after = (f"{wrap_angle(t):.{decimals}f}" for t in (before, after))
+    the one the turn check took, ``before`` to ``after`` as the answer writes angles (``AnswerFormat.render_angle``);
+    as it was where it states none."""
     return TURN_STATED.sub(lambda m: f"{m.group(1)}{before}{m.group(3)}{after}", reasoning, count=1)
 
 

@@ -150,15 +150,21 @@ def test_a_rotation_said_where_the_heads_show_no_turned_grasp_turns_the_pose_bef
 
 
 def test_the_reasoning_states_the_turn_the_check_took():
+    from appliance.answer import AnswerFormat, AnswerVariant
     from appliance.runtime.target import restate_turn
 
+    angle = AnswerFormat(AnswerVariant.RT, decimals=2).render_angle
     said = "Rotating the gripper by 90 degrees: 0.30 to -0.30. Keep clear of the blade."
-    assert restate_turn(said, 0.3, 0.3 + math.pi / 2, 2) == (
+    assert restate_turn(said, angle(0.3), angle(0.3 + math.pi / 2)) == (
         "Rotating the gripper by 90 degrees: 0.30 to -1.27. Keep clear of the blade."  # wrapped as the pose is
     )
-    assert restate_turn("Rotated by 90 degrees: 1 to 2.", 0.0, 1.5, 3) == "Rotated by 90 degrees: 0.000 to 1.500."
+    # a turn that lands a hair below zero reads as the pose does, never "-0.00"
+    assert restate_turn(said, angle(1.57), angle(1.57 + math.pi / 2)).startswith(
+        "Rotating the gripper by 90 degrees: 1.57 to 0.00."
+    )
+    assert restate_turn("Rotated by 90 degrees: 1 to 2.", "0.000", "1.500") == "Rotated by 90 degrees: 0.000 to 1.500."
     for unstated in ("Rotating the gripper by 90 degrees.", "Moving the grasp to the left: y 0.40 to 0.30."):
-        assert restate_turn(unstated, 0.3, 1.87, 2) == unstated
+        assert restate_turn(unstated, "0.30", "1.87") == unstated
 
 
 def test_what_the_turn_check_cannot_judge_keeps_the_models_pose():
