@@ -58,14 +58,13 @@ INDEX = {part: i for i, part in enumerate(part_classes())}
 
 
 def test_each_grasp_patch_is_labelled_with_every_part_its_centres_are_on(views):
-    index = INDEX
     mixed = 0
     for view in views.values():
-        target = part_targets(view, 8, index)
+        target = part_targets(view, 8, INDEX)
         want = torch.zeros_like(target)
         for rect, part in zip(view.positives, view.labels.parts):
             x, y = np.asarray(rect.points).mean(axis=0)
-            want[min(int(y / 28), 7) * 8 + min(int(x / 28), 7), index[part]] = 1.0
+            want[min(int(y / 28), 7) * 8 + min(int(x / 28), 7), INDEX[part]] = 1.0
         assert torch.equal(target, want) and int(labelled(target).sum()) == int((want.sum(-1) > 0).sum())
         mixed += int((target.sum(-1) > 1).sum())
     assert mixed > 0  # some patches hold grasps on two parts
